@@ -1,0 +1,50 @@
+# Build tools are pinned in tools/go.mod; a fresh machine needs only Go.
+GO        ?= go
+TOOL      := $(GO) tool -modfile=tools/go.mod
+BUF       := $(TOOL) buf
+GOFILES    = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
+
+.PHONY: all build generate lint check-generated test test-short run bench clean
+
+all: lint test
+
+## build: compile the binaries into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+## generate: regenerate gen/ from proto/ (and the embedded OpenAPI copy)
+generate:
+	$(BUF) generate
+	$(GO) generate ./internal/apidoc
+
+## lint: formatting, vet, staticcheck, buf lint and buf format
+lint:
+	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOL) staticcheck ./...
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	if [ -f deploy/go.mod ]; then cd deploy && $(GO) vet ./...; fi
+
+## check-generated: fail if gen/ differs from what the protos generate
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- gen internal/apidoc)" ]; then \
+		echo "generated code is stale; run 'make generate' and commit:"; \
+		git status --porcelain -- gen internal/apidoc; git diff --stat -- gen internal/apidoc; exit 1; fi
+	@echo "gen/ is up to date"
+
+## test: every test, under the race detector
+test:
+	$(GO) test -race ./...
+	if [ -f deploy/go.mod ]; then cd deploy && $(GO) test ./...; fi
+
+## run: the sandbox (or GitHub, when a token is configured), a broker and a proxy on loopback
+run:
+	@if [ -x scripts/run.sh ]; then exec scripts/run.sh; else echo "make run: not yet (the broker and proxy are in progress)"; fi
+
+## bench: the benchmark suite; writes docs/benchmarks.md
+bench:
+	@if [ -d bench ]; then $(GO) run ./bench -out docs/benchmarks.md; else echo "make bench: not yet"; fi
+
+clean:
+	rm -rf bin .run
