@@ -1,6 +1,6 @@
 // Package apidoc embeds the broker's generated OpenAPI v2 document.
 //
-// go:embed cannot reach gen/ from here, so `make generate` copies the document
+// An embed directive cannot reach gen/ from here, so `make generate` copies the document
 // that buf generates; `make check-generated` fails when the copy is stale.
 package apidoc
 
