@@ -1,0 +1,185 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// faultRequest is the body of POST /_sandbox/faults/{exchange,api}.
+type faultRequest struct {
+	Count             int    `json:"count"`
+	Status            int    `json:"status"`
+	Reason            string `json:"reason"`
+	RetryAfterSeconds int    `json:"retry_after_seconds"`
+	UntilCleared      bool   `json:"until_cleared"`
+}
+
+type latencyRequest struct {
+	ExchangeMS *int `json:"exchange_ms"`
+	APIMS      *int `json:"api_ms"`
+}
+
+type tokenRequest struct {
+	Token string `json:"token"`
+}
+
+type userCodeRequest struct {
+	UserCode string `json:"user_code"`
+}
+
+type autoApproveRequest struct {
+	AfterPolls int `json:"after_polls"`
+}
+
+func adminError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+func adminOK(w http.ResponseWriter) { writeJSON(w, http.StatusOK, map[string]bool{"ok": true}) }
+
+// adminDecode reads a JSON admin body into v, answering 400 itself.
+func adminDecode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		adminError(w, http.StatusBadRequest, err)
+		return false
+	}
+	return true
+}
+
+// redacted are headers whose values the admin API does not reveal.
+var redacted = [...]string{"Authorization", "X-Api-Key", "Cookie", "Proxy-Authorization"}
+
+func (s *Server) adminRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /_sandbox/stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Stats())
+	})
+	m.HandleFunc("GET /_sandbox/requests", func(w http.ResponseWriter, r *http.Request) {
+		reqs := s.Requests()
+		for _, q := range reqs {
+			for _, h := range redacted {
+				if q.Header.Get(h) != "" {
+					q.Header.Set(h, secret.Redacted)
+				}
+			}
+		}
+		writeJSON(w, http.StatusOK, reqs)
+	})
+	m.HandleFunc("POST /_sandbox/reset-stats", func(w http.ResponseWriter, r *http.Request) {
+		s.ResetStats()
+		adminOK(w)
+	})
+	m.HandleFunc("POST /_sandbox/faults/{target}", s.adminFault)
+	m.HandleFunc("DELETE /_sandbox/faults", func(w http.ResponseWriter, r *http.Request) {
+		s.ClearFaults()
+		adminOK(w)
+	})
+	m.HandleFunc("POST /_sandbox/latency", func(w http.ResponseWriter, r *http.Request) {
+		var req latencyRequest
+		if !adminDecode(w, r, &req) {
+			return
+		}
+		if req.ExchangeMS != nil {
+			s.SetExchangeLatency(time.Duration(*req.ExchangeMS) * time.Millisecond)
+		}
+		if req.APIMS != nil {
+			s.SetAPILatency(time.Duration(*req.APIMS) * time.Millisecond)
+		}
+		adminOK(w)
+	})
+	m.HandleFunc("POST /_sandbox/github-tokens/{action}", func(w http.ResponseWriter, r *http.Request) {
+		var req tokenRequest
+		if !adminDecode(w, r, &req) {
+			return
+		}
+		if req.Token == "" {
+			adminError(w, http.StatusBadRequest, errors.New("token is required"))
+			return
+		}
+		switch r.PathValue("action") {
+		case "add":
+			s.AddGitHubToken(secret.New(req.Token))
+		case "revoke":
+			s.RevokeGitHubToken(secret.New(req.Token))
+		default:
+			adminError(w, http.StatusNotFound, errors.New("unknown action; want add or revoke"))
+			return
+		}
+		adminOK(w)
+	})
+	m.HandleFunc("POST /_sandbox/copilot-tokens/invalidate", func(w http.ResponseWriter, r *http.Request) {
+		s.InvalidateCopilotTokens()
+		adminOK(w)
+	})
+	m.HandleFunc("GET /_sandbox/device", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.DeviceCodes())
+	})
+	m.HandleFunc("POST /_sandbox/device/auto-approve", func(w http.ResponseWriter, r *http.Request) {
+		var req autoApproveRequest
+		if !adminDecode(w, r, &req) {
+			return
+		}
+		s.SetDeviceAutoApprove(req.AfterPolls)
+		adminOK(w)
+	})
+	m.HandleFunc("POST /_sandbox/device/{action}", s.adminDevice)
+}
+
+func (s *Server) adminFault(w http.ResponseWriter, r *http.Request) {
+	var req faultRequest
+	if !adminDecode(w, r, &req) {
+		return
+	}
+	f := Fault{Status: req.Status, Reason: req.Reason, RetryAfter: time.Duration(req.RetryAfterSeconds) * time.Second}
+	if err := f.validate(); err != nil {
+		adminError(w, http.StatusBadRequest, err)
+		return
+	}
+	if !req.UntilCleared && req.Count <= 0 {
+		adminError(w, http.StatusBadRequest, errors.New("count must be positive unless until_cleared"))
+		return
+	}
+	switch target := r.PathValue("target"); {
+	case target == "exchange" && req.UntilCleared:
+		s.FailExchangesUntilCleared(f)
+	case target == "exchange":
+		s.FailExchanges(req.Count, f)
+	case target == "api" && req.UntilCleared:
+		s.FailAPIUntilCleared(f)
+	case target == "api":
+		s.FailAPI(req.Count, f)
+	default:
+		adminError(w, http.StatusNotFound, errors.New("unknown fault target; want exchange or api"))
+		return
+	}
+	adminOK(w)
+}
+
+func (s *Server) adminDevice(w http.ResponseWriter, r *http.Request) {
+	var req userCodeRequest
+	if !adminDecode(w, r, &req) {
+		return
+	}
+	var err error
+	switch r.PathValue("action") {
+	case "approve":
+		err = s.ApproveDevice(req.UserCode)
+	case "deny":
+		err = s.DenyDevice(req.UserCode)
+	case "expire":
+		err = s.ExpireDevice(req.UserCode)
+	default:
+		adminError(w, http.StatusNotFound, errors.New("unknown action; want approve, deny, expire or auto-approve"))
+		return
+	}
+	if err != nil {
+		adminError(w, http.StatusNotFound, err)
+		return
+	}
+	adminOK(w)
+}

@@ -1,0 +1,76 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Running is a [Server] listening on a TCP address, for tests, benchmarks and
+// the quick start.
+type Running struct {
+	*Server
+	// URL is the base URL, e.g. http://127.0.0.1:40123; GitHub, the Copilot
+	// API and the admin API (URL + "/_sandbox/") are all served under it.
+	URL string
+
+	srv      *http.Server
+	inflight sync.WaitGroup
+	served   chan error
+}
+
+// Start runs a new Server on a random loopback port. Close it when done.
+func Start(cfg Config) (*Running, error) { return Listen(cfg, "127.0.0.1:0") }
+
+// Listen runs a new Server on addr.
+func Listen(cfg Config, addr string) (*Running, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: listening on %s: %w", addr, err)
+	}
+	s := New(cfg)
+	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), served: make(chan error, 1)}
+	r.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			r.inflight.Add(1)
+			defer r.inflight.Done()
+			s.ServeHTTP(w, req)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() { r.served <- r.srv.Serve(ln) }()
+	return r, nil
+}
+
+// Close stops at once: it closes the listener and every connection (which
+// cancels in-flight streams) and waits for handlers to return.
+func (r *Running) Close() error {
+	err := r.srv.Close()
+	r.wait()
+	return err
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests, up
+// to ctx; then it closes what remains.
+func (r *Running) Shutdown(ctx context.Context) error {
+	err := r.srv.Shutdown(ctx)
+	if err != nil {
+		_ = r.srv.Close()
+	}
+	r.wait()
+	return err
+}
+
+func (r *Running) wait() {
+	if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		r.log.Warn("sandbox: serve ended", "err", err)
+	}
+	r.served <- http.ErrServerClosed // a second Close or Shutdown returns too
+	r.inflight.Wait()
+}
