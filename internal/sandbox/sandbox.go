@@ -178,6 +178,7 @@ func New(cfg Config) *Server {
 		s.githubTokens[s.primary.Reveal()] = true
 	}
 	s.device.init()
+	s.device.autoApprove = max(cfg.DeviceAutoApproveAfter, 0)
 	s.stats.init(cfg.RequestLogSize)
 	s.mux = s.routes()
 	return s
