@@ -161,7 +161,7 @@ func (r *refresher) fail(err error, cred secret.Secret, tok *CopilotToken, recei
 	}
 	r.lastErr = msg
 	m.log.Warn("copilot token refresh failed",
-		"generation", r.gen, "fingerprint", r.tok.Fingerprint(), "status", r.status,
+		"generation", r.gen, "fingerprint", r.tok.Fingerprint(), "status", r.status.String(),
 		"consecutive_failures", r.failures, "retry_in", r.next.Sub(received), "error", msg)
 }
 
