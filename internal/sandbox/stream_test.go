@@ -255,4 +255,3 @@ func TestStreamCancelledByClient(t *testing.T) {
 		})
 	}
 }
-

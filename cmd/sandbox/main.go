@@ -1,0 +1,173 @@
+// Command sandbox runs the sandbox upstream: a fake of GitHub and of the
+// Copilot API for the local quick start. It prints its URL, the GitHub token
+// it accepts (a fake credential: printing it is the point) and the admin API.
+//
+//	sandbox --addr 127.0.0.1:8787 --github-token-file /tmp/gh-token
+//
+// Every flag has an environment variable: SANDBOX_ADDR, SANDBOX_TOKEN_LIFETIME,
+// SANDBOX_REFRESH_IN, SANDBOX_CHUNKS, SANDBOX_CHUNK_DELAY, SANDBOX_SKU,
+// SANDBOX_GITHUB_TOKEN, SANDBOX_GITHUB_TOKEN_FILE, SANDBOX_DEVICE_AUTO_APPROVE.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command's settings; each flag defaults to its environment
+// variable, then to the value shown.
+type options struct {
+	addr        string
+	lifetime    time.Duration
+	refreshIn   time.Duration
+	chunks      int
+	chunkDelay  time.Duration
+	sku         string
+	token       string
+	tokenFile   string
+	autoApprove int
+}
+
+func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	durEnv := func(name string, def time.Duration) (time.Duration, error) {
+		v := getenv(name)
+		if v == "" {
+			return def, nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return d, nil
+	}
+	intEnv := func(name string, def int) (int, error) {
+		v := getenv(name)
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return n, nil
+	}
+	var o options
+	var errs []error
+	lifetime, err := durEnv("SANDBOX_TOKEN_LIFETIME", 30*time.Minute)
+	errs = append(errs, err)
+	refresh, err := durEnv("SANDBOX_REFRESH_IN", 1500*time.Second)
+	errs = append(errs, err)
+	delay, err := durEnv("SANDBOX_CHUNK_DELAY", 50*time.Millisecond)
+	errs = append(errs, err)
+	chunks, err := intEnv("SANDBOX_CHUNKS", 5)
+	errs = append(errs, err)
+	auto, err := intEnv("SANDBOX_DEVICE_AUTO_APPROVE", 0)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return o, err
+	}
+
+	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", env("SANDBOX_ADDR", "127.0.0.1:8787"), "listen address (loopback by default)")
+	fs.DurationVar(&o.lifetime, "token-lifetime", lifetime, "lifetime of issued Copilot tokens")
+	fs.DurationVar(&o.refreshIn, "refresh-in", refresh, "refresh_in of the exchange answer")
+	fs.IntVar(&o.chunks, "chunks", chunks, "content chunks per stream")
+	fs.DurationVar(&o.chunkDelay, "chunk-delay", delay, "delay between stream chunks")
+	fs.StringVar(&o.sku, "sku", env("SANDBOX_SKU", "monthly_subscriber"), "account plan (sku)")
+	fs.StringVar(&o.token, "github-token", env("SANDBOX_GITHUB_TOKEN", ""), "fake GitHub token to accept (default: generated)")
+	fs.StringVar(&o.tokenFile, "github-token-file", env("SANDBOX_GITHUB_TOKEN_FILE", ""), "write the accepted GitHub token to this file (mode 0600)")
+	fs.IntVar(&o.autoApprove, "device-auto-approve", auto, "approve device codes on their Nth poll (0: never)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parse(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	cfg := sandbox.Config{
+		TokenLifetime:          o.lifetime,
+		RefreshIn:              o.refreshIn,
+		Chunks:                 o.chunks,
+		ChunkDelay:             o.chunkDelay,
+		SKU:                    o.sku,
+		DeviceAutoApproveAfter: o.autoApprove,
+		Logger:                 slog.New(slog.NewTextHandler(stderr, nil)),
+	}
+	if o.token != "" {
+		cfg.GitHubTokens = []secret.Secret{secret.New(o.token)}
+	}
+	if host, _, err := net.SplitHostPort(o.addr); err == nil {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			fmt.Fprintf(stderr, "sandbox: warning: listening beyond loopback on %s; the admin API has no authentication\n", o.addr)
+		}
+	}
+	sb, err := sandbox.Listen(cfg, o.addr)
+	if err != nil {
+		return err
+	}
+	if o.tokenFile != "" {
+		if err := writeTokenFile(o.tokenFile, sb.GitHubToken().Reveal()); err != nil {
+			_ = sb.Close()
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "sandbox listening on %s\n", sb.URL)
+	fmt.Fprintf(stdout, "github token (fake): %s\n", sb.GitHubToken().Reveal())
+	fmt.Fprintf(stdout, "admin api: %s/_sandbox/\n", sb.URL)
+
+	<-ctx.Done()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sb.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+// writeTokenFile writes tok with mode 0600, replacing any earlier file so a
+// looser mode is never kept.
+func writeTokenFile(path, tok string) error {
+	_ = os.Remove(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing github token file: %w", err)
+	}
+	_, err = f.WriteString(tok)
+	return errors.Join(err, f.Close())
+}

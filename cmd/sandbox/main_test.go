@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for the program and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRun(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "gh-token")
+	env := map[string]string{"SANDBOX_ADDR": "127.0.0.1:0", "SANDBOX_TOKEN_LIFETIME": "90s"}
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--github-token-file", tokenFile, "--github-token", "gho_fromflag"},
+			func(k string) string { return env[k] }, &stdout, &stderr)
+	}()
+
+	re := regexp.MustCompile(`(?s)listening on (http://127\.0\.0\.1:\d+)\n.*github token \(fake\): (\S+)\n.*admin api: `)
+	var m []string
+	deadline := time.Now().Add(10 * time.Second)
+	for m = re.FindStringSubmatch(stdout.String()); m == nil; m = re.FindStringSubmatch(stdout.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("run() = %v before printing its URL; stderr %s", err, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no URL printed; stdout %q", stdout.String())
+		}
+	}
+	url, token := m[1], m[2]
+	if token != "gho_fromflag" {
+		t.Errorf("printed token %q; want gho_fromflag", token)
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil || string(b) != token {
+		t.Errorf("token file = %q, %v; want %q", b, err, token)
+	}
+	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", url+"/copilot_internal/v2/token", nil)
+	req.Header.Set("Authorization", "token "+token)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"refresh_in":1500`) || !strings.Contains(string(body), `"api":"`+url+`"`) {
+		t.Errorf("exchange = %d %s; want 200 with refresh_in 1500 and api %s", resp.StatusCode, body, url)
+	}
+	tr.CloseIdleConnections()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run() after cancel = %v; want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run() did not return after cancel")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"unknown flag", []string{"--nope"}, nil},
+		{"bad duration env", nil, map[string]string{"SANDBOX_TOKEN_LIFETIME": "soon"}},
+		{"bad int env", nil, map[string]string{"SANDBOX_CHUNKS": "many"}},
+		{"extra argument", []string{"extra"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(context.Background(), tt.args, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			if err == nil {
+				t.Errorf("run(%q, %v) = nil; want an error", tt.args, tt.env)
+			}
+		})
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	o, err := parse(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := options{addr: "127.0.0.1:8787", lifetime: 30 * time.Minute, refreshIn: 1500 * time.Second,
+		chunks: 5, chunkDelay: 50 * time.Millisecond, sku: "monthly_subscriber"}
+	if o != want {
+		t.Errorf("parse() defaults = %+v; want %+v", o, want)
+	}
+}
