@@ -1,0 +1,182 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// publicMethodPrefixes are the gRPC services that need no key: health checks
+// come from load balancers and kubelets, and reflection describes only the
+// API's shape.
+var publicMethodPrefixes = [...]string{
+	"/grpc.health.v1.Health/",
+	"/grpc.reflection.v1.ServerReflection/",
+	"/grpc.reflection.v1alpha.ServerReflection/",
+}
+
+// Reasons an authentication fails, as logged and counted.
+const (
+	reasonMissing   = "missing"   // no Authorization
+	reasonMalformed = "malformed" // not "Bearer <key>", or more than one
+	reasonUnknown   = "unknown"   // a key that is not in the keys file
+)
+
+type keyNameCtxKey struct{}
+
+// KeyName returns the name of the broker key that authenticated the call
+// carried by ctx, or "" when none did (no keys configured, or a public
+// method).
+func KeyName(ctx context.Context) string {
+	name, _ := ctx.Value(keyNameCtxKey{}).(string)
+	return name
+}
+
+// Authenticator checks the broker key of every call: "authorization: Bearer
+// <key>" in gRPC metadata or the Authorization HTTP header. The comparison is
+// constant-time ([keys.Set.Lookup]); logs and metrics name the key, never
+// show it. With no keys it lets every call through: the server refuses to
+// listen beyond loopback in that case unless told otherwise.
+type Authenticator struct {
+	keys    *keys.Set
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+// NewAuthenticator returns an Authenticator for set; a nil or empty set
+// disables authentication. A nil logger discards; nil metrics count nothing.
+func NewAuthenticator(set *keys.Set, logger *slog.Logger, metrics *Metrics) *Authenticator {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Len() == 0 {
+		set = nil
+	}
+	return &Authenticator{keys: set, log: logger, metrics: metrics}
+}
+
+// Enabled reports whether calls must present a key.
+func (a *Authenticator) Enabled() bool { return a.keys != nil }
+
+// check returns the key name for the presented Authorization values, or the
+// reason they fail.
+func (a *Authenticator) check(values []string) (name, reason string) {
+	switch len(values) {
+	case 0:
+		return "", reasonMissing
+	case 1:
+	default:
+		return "", reasonMalformed
+	}
+	presented, ok := keys.FromBearer(values[0])
+	if !ok {
+		return "", reasonMalformed
+	}
+	name, ok = a.keys.Lookup(presented)
+	if !ok {
+		return "", reasonUnknown
+	}
+	return name, ""
+}
+
+func (a *Authenticator) failed(transport, reason, method, remote string) {
+	a.metrics.authFailed(transport, reason)
+	a.log.Warn("authentication failed", "transport", transport, "reason", reason, "method", method, "remote", remote)
+}
+
+func isPublic(fullMethod string) bool {
+	for _, p := range publicMethodPrefixes {
+		if strings.HasPrefix(fullMethod, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorize returns ctx carrying the key name, or an UNAUTHENTICATED error.
+func (a *Authenticator) authorize(ctx context.Context, fullMethod string) (context.Context, error) {
+	if a.keys == nil || isPublic(fullMethod) {
+		return ctx, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	name, reason := a.check(md.Get("authorization"))
+	if reason != "" {
+		remote := ""
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			remote = p.Addr.String()
+		}
+		a.failed("grpc", reason, fullMethod, remote)
+		return nil, status.Error(codes.Unauthenticated, unauthenticatedMessage(reason))
+	}
+	return context.WithValue(ctx, keyNameCtxKey{}, name), nil
+}
+
+func unauthenticatedMessage(reason string) string {
+	switch reason {
+	case reasonMissing:
+		return "missing broker key: send \"authorization: Bearer <key>\""
+	case reasonMalformed:
+		return "malformed authorization: send exactly one \"Bearer <key>\""
+	default:
+		return "invalid broker key"
+	}
+}
+
+// UnaryInterceptor authenticates unary calls.
+func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := a.authorize(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamInterceptor authenticates streaming calls.
+func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := a.authorize(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		if ctx == ss.Context() {
+			return handler(srv, ss)
+		}
+		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// contextStream replaces a stream's context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
+// HTTPMiddleware rejects REST calls without a valid key with 401 before they
+// reach the gateway, in the gateway's JSON error shape. The gateway forwards
+// the same Authorization header, which the gRPC interceptors check again.
+func (a *Authenticator) HTTPMiddleware(next http.Handler) http.Handler {
+	if a.keys == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, reason := a.check(r.Header.Values("Authorization")); reason != "" {
+			a.failed("http", reason, r.Method+" "+r.URL.Path, r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="copilot-broker"`)
+			writeJSONError(w, http.StatusUnauthorized, codes.Unauthenticated, unauthenticatedMessage(reason))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

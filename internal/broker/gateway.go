@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/apidoc"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// REST routes, also the values of the route label of the HTTP metrics.
+const (
+	RouteGetToken     = "/v1/token"
+	RouteWatchToken   = "/v1/token:watch"
+	RouteRefreshToken = "/v1/token:refresh"
+	RouteOpenAPI      = "/openapi.json"
+	routeOther        = "other"
+)
+
+// NewRESTHandler returns the REST API: grpc-gateway routes calling the gRPC
+// server through conn (one client connection, so streaming works and the
+// server's interceptors apply), behind auth's HTTP middleware, and the
+// OpenAPI document at [RouteOpenAPI], which needs no key. Every request is
+// counted by metrics. ctx bounds the gateway's registrations.
+func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authenticator, metrics *Metrics) (http.Handler, error) {
+	gw := runtime.NewServeMux(
+		// Forward no HTTP header as metadata: the gateway passes
+		// Authorization on by itself, and nothing else is needed. This also
+		// keeps a Grpc-Metadata-Authorization header from smuggling a
+		// second credential.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+	)
+	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+RouteOpenAPI, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(apidoc.OpenAPI)
+	})
+	mux.Handle("/", auth.HTTPMiddleware(gw))
+	if metrics == nil {
+		return mux, nil
+	}
+	return metrics.HTTPMiddleware(restRoute, mux), nil
+}
+
+// restRoute names a request's route for metrics without echoing arbitrary
+// paths into label values.
+func restRoute(r *http.Request) string {
+	switch p := r.URL.Path; p {
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteOpenAPI:
+		return p
+	}
+	return routeOther
+}
+
+// writeJSONError writes an error in the gateway's own shape
+// ({"code", "message", "details"}), so REST clients parse one format.
+func writeJSONError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	body, _ := json.Marshal(struct {
+		Code    codes.Code `json:"code"`
+		Message string     `json:"message"`
+		Details []any      `json:"details"`
+	}{code, msg, []any{}})
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,261 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// Metrics holds the broker's Prometheus collectors in a registry of its own
+// (never the global one, so tests and several brokers in one process do not
+// collide). A nil *Metrics is valid and records nothing.
+type Metrics struct {
+	reg          *prometheus.Registry
+	refreshes    *prometheus.CounterVec
+	watchers     *prometheus.GaugeVec
+	grpcRequests *prometheus.CounterVec
+	grpcLatency  *prometheus.HistogramVec
+	httpRequests *prometheus.CounterVec
+	httpLatency  *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+}
+
+// NewMetrics returns the broker's metrics, registered with a new registry
+// that also carries the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	latencyBuckets := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_token_refreshes_total",
+			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, error).",
+		}, []string{"account", "result"}),
+		watchers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "broker_watchers",
+			Help: "Open WatchToken streams by account (REST watches included).",
+		}, []string{"account"}),
+		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_grpc_requests_total",
+			Help: "Finished gRPC calls by method and code (REST calls arrive through the gateway and count here too).",
+		}, []string{"method", "code"}),
+		grpcLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "broker_grpc_request_duration_seconds",
+			Help:    "Latency of unary gRPC calls by method.",
+			Buckets: latencyBuckets,
+		}, []string{"method"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_http_requests_total",
+			Help: "Finished REST requests by route and HTTP status.",
+		}, []string{"route", "code"}),
+		httpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "broker_http_request_duration_seconds",
+			Help:    "Latency of REST requests by route (the watch route measures whole streams).",
+			Buckets: latencyBuckets,
+		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_auth_failures_total",
+			Help: "Calls refused for want of a valid broker key, by transport (grpc, http) and reason (missing, malformed, unknown).",
+		}, []string{"transport", "reason"}),
+	}
+	m.reg.MustRegister(m.refreshes, m.watchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry returns the registry to serve on /metrics.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveAccounts registers gauges read from each source's snapshot at scrape
+// time: local expiry and planned refresh as unix times, generation, and
+// status (one series per status, 1 for the current one).
+func (m *Metrics) ObserveAccounts(accounts map[string]Source) error {
+	return m.reg.Register(&stateCollector{accounts: accounts})
+}
+
+// InstrumentExchange wraps an exchange function so that every exchange is
+// counted by result.
+func (m *Metrics) InstrumentExchange(account string, f tokens.ExchangeFunc) tokens.ExchangeFunc {
+	if m == nil {
+		return f
+	}
+	return func(ctx context.Context, githubToken secret.Secret) (*tokens.CopilotToken, error) {
+		tok, err := f(ctx, githubToken)
+		m.refreshes.WithLabelValues(account, exchangeResult(err)).Inc()
+		return tok, err
+	}
+}
+
+func exchangeResult(err error) string {
+	var noAccess *tokens.NoAccessError
+	var limited *tokens.RateLimitedError
+	switch {
+	case err == nil:
+		return "success"
+	case errors.Is(err, tokens.ErrCredentialRejected):
+		return "rejected"
+	case errors.As(err, &noAccess):
+		return "no_access"
+	case errors.As(err, &limited):
+		return "rate_limited"
+	default:
+		return "error"
+	}
+}
+
+func (m *Metrics) watcherAdded(account string) {
+	if m != nil {
+		m.watchers.WithLabelValues(account).Inc()
+	}
+}
+
+func (m *Metrics) watcherRemoved(account string) {
+	if m != nil {
+		m.watchers.WithLabelValues(account).Dec()
+	}
+}
+
+func (m *Metrics) authFailed(transport, reason string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(transport, reason).Inc()
+	}
+}
+
+// UnaryInterceptor counts unary calls by method and code and times them.
+// Install it before the authenticator so refused calls count too.
+func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		m.grpcLatency.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		return resp, err
+	}
+}
+
+// StreamInterceptor counts streaming calls by method and code when they end.
+func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		return err
+	}
+}
+
+// HTTPMiddleware counts REST requests by route and status and times them.
+// route maps a request to a label of bounded cardinality.
+func (m *Metrics) HTTPMiddleware(route func(*http.Request) string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		code := rec.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		rt := route(r)
+		m.httpLatency.WithLabelValues(rt).Observe(time.Since(start).Seconds())
+		m.httpRequests.WithLabelValues(rt, statusText(code)).Inc()
+	})
+}
+
+// statusRecorder remembers the status written; Unwrap lets
+// http.ResponseController reach Flush on the real writer, which the
+// gateway's streaming needs.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// statusText avoids an allocation per request for the common codes.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 401:
+		return "401"
+	case 404:
+		return "404"
+	case 503:
+		return "503"
+	}
+	return strconv.Itoa(code)
+}
+
+// stateCollector exports the token state of every account at scrape time.
+type stateCollector struct {
+	accounts map[string]Source
+}
+
+var (
+	expiryDesc = prometheus.NewDesc("broker_token_expiry_timestamp_seconds",
+		"Local (skew-safe) expiry of the account's token as a unix time; 0 without a token.", []string{"account"}, nil)
+	refreshAtDesc = prometheus.NewDesc("broker_token_refresh_timestamp_seconds",
+		"When the next exchange is planned, as a unix time; 0 when none is (REJECTED).", []string{"account"}, nil)
+	generationDesc = prometheus.NewDesc("broker_token_generation",
+		"Generation of the account's token; increases with every new token.", []string{"account"}, nil)
+	statusDesc = prometheus.NewDesc("broker_token_status",
+		"1 for the account's current token status, 0 for the others.", []string{"account", "status"}, nil)
+)
+
+var allStatuses = [...]tokens.Status{tokens.StatusPending, tokens.StatusValid, tokens.StatusStale, tokens.StatusExpired, tokens.StatusRejected}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- expiryDesc
+	ch <- refreshAtDesc
+	ch <- generationDesc
+	ch <- statusDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	for account, src := range c.accounts {
+		st := src.Snapshot()
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, unixSeconds(st.ExpiresAt), account)
+		ch <- prometheus.MustNewConstMetric(refreshAtDesc, prometheus.GaugeValue, unixSeconds(st.RefreshAt), account)
+		ch <- prometheus.MustNewConstMetric(generationDesc, prometheus.GaugeValue, float64(st.Generation), account)
+		for _, s := range allStatuses {
+			v := 0.0
+			if s == st.Status {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(statusDesc, prometheus.GaugeValue, v, account, s.String())
+		}
+	}
+}
+
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}

@@ -1,0 +1,264 @@
+// Package broker is the edge of the token broker: the gRPC TokenBrokerService
+// over per-account token sources, the auth interceptors and HTTP middleware,
+// the REST gateway, the grpc.health.v1 reflection of token state and the
+// Prometheus metrics. Token lifecycles live in [tokens]; gRPC and HTTP codes
+// are made here and nowhere else.
+//
+// To run a whole broker (listeners, TLS, shutdown) use package
+// [github.com/copilot-broker/copilot-broker/internal/broker/server].
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Source is what the service needs from one account's token lifecycle;
+// [*tokens.Manager] is one. Its methods must be safe for concurrent use and
+// must not block on slow subscribers.
+type Source interface {
+	// Snapshot returns the current state without waiting.
+	Snapshot() tokens.State
+	// Subscribe delivers the current state at once and then every change
+	// through a one-slot, latest-wins channel, closed by cancel or when the
+	// source closes.
+	Subscribe() (updates <-chan tokens.State, cancel func())
+	// ForceRefresh refreshes once for all callers when rejectedGeneration is
+	// still current, no more often than a floor interval.
+	ForceRefresh(ctx context.Context, rejectedGeneration uint64) (tokens.State, error)
+}
+
+// Defaults of [Config].
+const (
+	DefaultMaxStreamAge    = 30 * time.Minute
+	DefaultStreamAgeJitter = 0.1
+	DefaultMaxPendingWait  = 30 * time.Second
+)
+
+// Config configures a [Service]. Zero values take the defaults.
+type Config struct {
+	// Accounts maps account names to their token sources; "" is the default
+	// account. Required: at least one account.
+	Accounts map[string]Source
+	// MaxStreamAge is the mean lifetime of a WatchToken stream, after which it
+	// ends with OK so the client reconnects, perhaps to another replica
+	// (default [DefaultMaxStreamAge]).
+	MaxStreamAge time.Duration
+	// StreamAgeJitter spreads stream lifetimes by ± this fraction of
+	// MaxStreamAge so reconnects do not come in waves (default
+	// [DefaultStreamAgeJitter]; negative means none).
+	StreamAgeJitter float64
+	// MaxPendingWait bounds how long GetToken waits for a first token when
+	// the call has no earlier deadline (default [DefaultMaxPendingWait]).
+	MaxPendingWait time.Duration
+	// Clock times stream ages (nil means the real clock).
+	Clock clock.Clock
+	// Rand returns uniform numbers in [0, 1) for jitter (nil means
+	// math/rand/v2); it must be safe for concurrent use.
+	Rand func() float64
+	// Logger receives stream and refresh events (nil discards them).
+	Logger *slog.Logger
+	// Metrics counts watchers (nil counts nothing).
+	Metrics *Metrics
+}
+
+// Service implements brokerv1.TokenBrokerServiceServer. It is safe for
+// concurrent use; each WatchToken stream costs one goroutine (gRPC's) and
+// one subscription, and a slow stream never delays another.
+type Service struct {
+	brokerv1.UnimplementedTokenBrokerServiceServer
+
+	accounts     map[string]Source
+	maxAge       time.Duration
+	jitter       float64
+	pendingWait  time.Duration
+	clock        clock.Clock
+	rand         func() float64
+	log          *slog.Logger
+	metrics      *Metrics
+	draining     chan struct{}
+	drainOnce    sync.Once
+}
+
+// NewService returns a Service over cfg.Accounts.
+func NewService(cfg Config) (*Service, error) {
+	if len(cfg.Accounts) == 0 {
+		return nil, errors.New("broker: Config.Accounts is empty")
+	}
+	accounts := make(map[string]Source, len(cfg.Accounts))
+	for name, src := range cfg.Accounts {
+		if src == nil {
+			return nil, fmt.Errorf("broker: account %q has a nil source", name)
+		}
+		accounts[name] = src
+	}
+	s := &Service{
+		accounts:    accounts,
+		maxAge:      cfg.MaxStreamAge,
+		jitter:      cfg.StreamAgeJitter,
+		pendingWait: cfg.MaxPendingWait,
+		clock:       clock.OrReal(cfg.Clock),
+		rand:        cfg.Rand,
+		log:         cfg.Logger,
+		metrics:     cfg.Metrics,
+		draining:    make(chan struct{}),
+	}
+	if s.maxAge <= 0 {
+		s.maxAge = DefaultMaxStreamAge
+	}
+	if s.jitter == 0 {
+		s.jitter = DefaultStreamAgeJitter
+	}
+	if s.jitter < 0 {
+		s.jitter = 0
+	}
+	if s.pendingWait <= 0 {
+		s.pendingWait = DefaultMaxPendingWait
+	}
+	if s.rand == nil {
+		s.rand = rand.Float64
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
+}
+
+// Drain tells every WatchToken stream, open or yet to come, to end with OK,
+// so clients reconnect elsewhere while this broker shuts down. It is
+// idempotent.
+func (s *Service) Drain() {
+	s.drainOnce.Do(func() { close(s.draining) })
+}
+
+func (s *Service) source(account string) (Source, error) {
+	src, ok := s.accounts[account]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "unknown account %q", account)
+	}
+	return src, nil
+}
+
+// GetToken returns the account's current token. While the first token is
+// pending it waits, up to the call's deadline or MaxPendingWait.
+func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (*brokerv1.GetTokenResponse, error) {
+	src, err := s.source(req.GetAccount())
+	if err != nil {
+		return nil, err
+	}
+	st := src.Snapshot()
+	if st.Status == tokens.StatusPending {
+		st = s.waitPending(ctx, src)
+	}
+	if err := stateError(st); err != nil {
+		return nil, err
+	}
+	return &brokerv1.GetTokenResponse{Token: ToProto(st)}, nil
+}
+
+// waitPending returns the first state that is not pending, or the current
+// state once ctx or the pending wait ends.
+func (s *Service) waitPending(ctx context.Context, src Source) tokens.State {
+	ctx, cancel := context.WithTimeout(ctx, s.pendingWait)
+	defer cancel()
+	updates, unsubscribe := src.Subscribe()
+	defer unsubscribe()
+	for {
+		select {
+		case st, ok := <-updates:
+			if !ok {
+				return src.Snapshot()
+			}
+			if st.Status != tokens.StatusPending {
+				return st
+			}
+		case <-ctx.Done():
+			return src.Snapshot()
+		}
+	}
+}
+
+// RefreshToken forces a refresh when req's generation is still current and
+// returns the state after that decision.
+func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRequest) (*brokerv1.RefreshTokenResponse, error) {
+	src, err := s.source(req.GetAccount())
+	if err != nil {
+		return nil, err
+	}
+	st, err := src.ForceRefresh(ctx, req.GetRejectedGeneration())
+	switch {
+	case errors.Is(err, context.Canceled):
+		return nil, status.Error(codes.Canceled, "refresh: call cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, status.Error(codes.DeadlineExceeded, "refresh: deadline exceeded before the refresh ended")
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "refresh: %v", err)
+	}
+	s.log.Info("refresh requested", "account", req.GetAccount(), "key", KeyName(ctx),
+		"rejected_generation", req.GetRejectedGeneration(), "generation", st.Generation, "status", st.Status.String())
+	if err := stateError(st); err != nil {
+		return nil, err
+	}
+	return &brokerv1.RefreshTokenResponse{Token: ToProto(st)}, nil
+}
+
+// WatchToken sends the current state at once and then every change, until
+// the client goes away, the stream reaches its jittered maximum age, the
+// source closes or the service drains; the last three end with OK.
+func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.TokenBrokerService_WatchTokenServer) error {
+	account := req.GetAccount()
+	src, err := s.source(account)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-s.draining:
+		return nil
+	default:
+	}
+	ctx := stream.Context()
+	updates, unsubscribe := src.Subscribe()
+	defer unsubscribe()
+	s.metrics.watcherAdded(account)
+	defer s.metrics.watcherRemoved(account)
+
+	age := s.streamAge()
+	timer := s.clock.NewTimer(age)
+	defer timer.Stop()
+	s.log.Debug("watch started", "account", account, "key", KeyName(ctx), "max_age", age)
+	for {
+		select {
+		case st, ok := <-updates:
+			if !ok {
+				return nil
+			}
+			if err := stream.Send(&brokerv1.WatchTokenResponse{Token: ToProto(st)}); err != nil {
+				return err
+			}
+		case <-timer.C():
+			s.log.Debug("watch reached its maximum age", "account", account, "key", KeyName(ctx))
+			return nil
+		case <-s.draining:
+			return nil
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// streamAge returns MaxStreamAge spread uniformly by ± jitter of itself.
+func (s *Service) streamAge() time.Duration {
+	f := 1 + s.jitter*(2*s.rand()-1)
+	return time.Duration(float64(s.maxAge) * f)
+}
