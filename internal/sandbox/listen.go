@@ -19,9 +19,12 @@ type Running struct {
 	// API and the admin API (URL + "/_sandbox/") are all served under it.
 	URL string
 
-	srv      *http.Server
+	srv    *http.Server
+	served chan error
+
+	mu       sync.Mutex // guards closing and inflight.Add, so no Add races Wait
+	closing  bool
 	inflight sync.WaitGroup
-	served   chan error
 }
 
 // Start runs a new Server on a random loopback port. Close it when done.
@@ -37,7 +40,10 @@ func Listen(cfg Config, addr string) (*Running, error) {
 	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), served: make(chan error, 1)}
 	r.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			r.inflight.Add(1)
+			if !r.enter() {
+				http.Error(w, "sandbox: shutting down", http.StatusServiceUnavailable)
+				return
+			}
 			defer r.inflight.Done()
 			s.ServeHTTP(w, req)
 		}),
@@ -72,5 +78,20 @@ func (r *Running) wait() {
 		r.log.Warn("sandbox: serve ended", "err", err)
 	}
 	r.served <- http.ErrServerClosed // a second Close or Shutdown returns too
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
 	r.inflight.Wait()
+}
+
+// enter counts a handler in, unless the server is closing: a handler whose
+// connection raced Close must not Add to the WaitGroup while wait waits.
+func (r *Running) enter() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.inflight.Add(1)
+	return true
 }
