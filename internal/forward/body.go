@@ -1,0 +1,98 @@
+package forward
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// errBodyTooLarge is returned by readBody for a body over the limit.
+var errBodyTooLarge = errors.New("request body too large")
+
+// maxPooledBody bounds the buffers kept for reuse, so that one huge request
+// does not pin its memory for the life of the process.
+const maxPooledBody = 1 << 20
+
+// bodyBuf is a request body held in memory so that it can be inspected and
+// replayed once. It returns to its pool when the handler and every reader
+// handed to the transport have let go: the transport may close a request
+// body after RoundTrip returns, so the buffer cannot be reused before that.
+type bodyBuf struct {
+	buf  []byte
+	refs atomic.Int32
+	pool *sync.Pool
+}
+
+func newBodyPool() *sync.Pool {
+	return &sync.Pool{New: func() any { return &bodyBuf{buf: make([]byte, 0, 16<<10)} }}
+}
+
+// readBody reads r up to limit bytes into a pooled buffer. sizeHint is the
+// request's Content-Length (or -1).
+func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64) (*bodyBuf, error) {
+	if sizeHint > limit {
+		return nil, errBodyTooLarge
+	}
+	b := pool.Get().(*bodyBuf)
+	b.pool = pool
+	b.refs.Store(1)
+	buf := b.buf[:0]
+	if sizeHint > int64(cap(buf)) {
+		buf = make([]byte, 0, sizeHint+1) // +1 so the EOF read needs no growth
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			b.buf = buf
+			b.release()
+			return nil, errBodyTooLarge
+		}
+		if err == io.EOF {
+			b.buf = buf
+			return b, nil
+		}
+		if err != nil {
+			b.buf = buf
+			b.release()
+			return nil, err
+		}
+	}
+}
+
+// reader returns a new reader of the body; closing it drops its reference.
+func (b *bodyBuf) reader() io.ReadCloser {
+	b.refs.Add(1)
+	return &bodyReader{Reader: bytes.NewReader(b.buf), b: b}
+}
+
+// release drops one reference; the last one returns the buffer to the pool.
+func (b *bodyBuf) release() {
+	if b.refs.Add(-1) != 0 {
+		return
+	}
+	if cap(b.buf) <= maxPooledBody {
+		b.buf = b.buf[:0]
+		b.pool.Put(b)
+	}
+}
+
+type bodyReader struct {
+	*bytes.Reader
+	b      *bodyBuf
+	closed atomic.Bool
+}
+
+// Close releases the reader's reference once, however often it is called
+// (the transport and the reverse proxy both close request bodies).
+func (r *bodyReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.b.release()
+	}
+	return nil
+}

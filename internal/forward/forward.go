@@ -1,0 +1,423 @@
+// Package forward is the proxy's HTTP side: it authenticates clients by API
+// key, maps their OpenAI- and Anthropic-style paths to the Copilot API, sets
+// the Copilot headers and forwards with [httputil.ReverseProxy], streaming
+// server-sent events as they arrive. It gets tokens from a [TokenSource] and
+// knows nothing of where they come from (the broker client lives in
+// internal/forward/brokerclient).
+package forward
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// Editor is the client identity the Copilot API expects
+// (copilot-protocol.md section 4). GitHub does not document these values, so
+// every one is configurable.
+type Editor struct {
+	IntegrationID string // Copilot-Integration-Id
+	Version       string // Editor-Version
+	PluginVersion string // Editor-Plugin-Version
+	UserAgent     string // User-Agent
+	Intent        string // Openai-Intent
+	APIVersion    string // X-GitHub-Api-Version
+}
+
+// DefaultEditor returns the identity of the VS Code Copilot Chat extension.
+func DefaultEditor() Editor {
+	return Editor{
+		IntegrationID: "vscode-chat",
+		Version:       "vscode/1.104.3",
+		PluginVersion: "copilot-chat/0.26.7",
+		UserAgent:     "GitHubCopilotChat/0.26.7",
+		Intent:        "conversation-panel",
+		APIVersion:    "2025-04-01",
+	}
+}
+
+// Config configures a [Handler].
+type Config struct {
+	// Source supplies tokens. Required.
+	Source TokenSource
+	// Keys are the client API keys. Nil disables client authentication (the
+	// caller decides whether that is safe; see ops.CheckExposure).
+	Keys *keys.Set
+	// APIURL, when set, overrides every token's api_base_url (the sandbox and
+	// tests use it); it is trusted as given.
+	APIURL *url.URL
+	// Editor is the identity sent upstream. Zero fields take DefaultEditor's.
+	Editor Editor
+	// MaxBodyBytes bounds a request body (413 above it). Every body is read
+	// into memory: X-Initiator and Copilot-Vision-Request must be known
+	// before the first byte goes upstream, and a held body can be replayed
+	// once after an upstream 401. Default 32 MiB.
+	MaxBodyBytes int64
+	// BodyReadTimeout bounds reading a request body, against clients that
+	// trickle it. Default 60 s.
+	BodyReadTimeout time.Duration
+	// Transport carries upstream requests. Default NewTransport(TransportConfig{}).
+	Transport http.RoundTripper
+	// Metrics receives the forwarding's series. Default: unregistered.
+	Metrics *Metrics
+	// Clock checks token expiry and times upstream calls. Default real.
+	Clock clock.Clock
+	// Logger receives warnings and, at debug level, one line a request.
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Handler is the proxy's client-facing [http.Handler]. It is safe for
+// concurrent use.
+type Handler struct {
+	source    TokenSource
+	keys      *keys.Set
+	override  *url.URL
+	editor    Editor
+	maxBody   int64
+	bodyWait  time.Duration
+	transport http.RoundTripper
+	metrics   *Metrics
+	clock     clock.Clock
+	log       *slog.Logger
+	rp        *httputil.ReverseProxy
+	bodies    *sync.Pool
+	// base caches the validated api_base_url of the last token seen, so a
+	// URL is parsed once per token, not once per request.
+	base atomic.Pointer[validatedBase]
+}
+
+type validatedBase struct {
+	tok *Token
+	url *url.URL
+	err error
+}
+
+// New returns a Handler configured by cfg.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("forward: a token source is required")
+	}
+	h := &Handler{
+		source:    cfg.Source,
+		keys:      cfg.Keys,
+		override:  cfg.APIURL,
+		editor:    withDefaults(cfg.Editor),
+		maxBody:   cfg.MaxBodyBytes,
+		bodyWait:  cfg.BodyReadTimeout,
+		transport: cfg.Transport,
+		metrics:   cfg.Metrics,
+		clock:     clock.OrReal(cfg.Clock),
+		log:       cfg.Logger,
+		bodies:    newBodyPool(),
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = 32 << 20
+	}
+	if h.bodyWait <= 0 {
+		h.bodyWait = 60 * time.Second
+	}
+	if h.transport == nil {
+		h.transport = NewTransport(TransportConfig{})
+	}
+	if h.metrics == nil {
+		h.metrics = NewMetrics(nil)
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      roundTripFunc(h.roundTrip),
+		FlushInterval:  -1, // every write reaches the client at once: SSE events are never held back
+		BufferPool:     newCopyBuffers(),
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.proxyError,
+		ErrorLog:       log.New(slogWriter{h.log}, "", 0),
+	}
+	return h, nil
+}
+
+func withDefaults(e Editor) Editor {
+	d := DefaultEditor()
+	pick := func(v *string, def string) {
+		if *v == "" {
+			*v = def
+		}
+	}
+	pick(&e.IntegrationID, d.IntegrationID)
+	pick(&e.Version, d.Version)
+	pick(&e.PluginVersion, d.PluginVersion)
+	pick(&e.UserAgent, d.UserAgent)
+	pick(&e.Intent, d.Intent)
+	pick(&e.APIVersion, d.APIVersion)
+	return e
+}
+
+// call is the state of one forwarded request, shared by the handler, the
+// rewrite, the transport and the response hooks through the request context.
+// They run one after the other, never concurrently.
+type call struct {
+	route     *route
+	key       string
+	tok       *Token
+	base      *url.URL
+	body      *bodyBuf
+	in        inspection
+	requestID string
+	status    int
+	retried   bool
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *call { return ctx.Value(callKey{}).(*call) }
+
+// ServeHTTP routes, authenticates, checks the token, reads and inspects the
+// body, and forwards.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt := lookupRoute(r.URL.Path)
+	if rt == nil {
+		h.reject(w, "unknown", "-", dialectOf(r.URL.Path), errNotFound(fmt.Sprintf("no route for %s; this proxy serves /v1/chat/completions, /v1/models, /v1/embeddings, /v1/responses, /v1/messages and /v1/messages/count_tokens", r.URL.Path)))
+		return
+	}
+	if r.Method != rt.method {
+		w.Header().Set("Allow", rt.method)
+		h.reject(w, rt.name, "-", rt.dialect, errMethod(fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, rt.method)))
+		return
+	}
+	key, ok := h.authenticate(r)
+	if !ok {
+		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
+		return
+	}
+	tok, base, err := h.token()
+	if err != nil {
+		h.log.Warn("no usable token; answering 503", "route", rt.name, "key", key, "err", err)
+		h.reject(w, rt.name, key, rt.dialect, errUnavailable(err.Error()))
+		return
+	}
+	c := &call{route: rt, key: key, tok: tok, base: base, requestID: newRequestID()}
+	if rt.kind != bodyNone {
+		body, err := h.readBody(w, r)
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				h.reject(w, rt.name, key, rt.dialect, errTooLarge(fmt.Sprintf("request body larger than %d bytes", h.maxBody)))
+			} else {
+				h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))
+			}
+			return
+		}
+		defer body.release()
+		c.body = body
+		c.in = inspect(rt.kind, body.buf)
+		r.Body = body.reader()
+		r.ContentLength = int64(len(body.buf))
+		r.TransferEncoding = nil
+		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	}
+	defer h.done(r, c)
+	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+}
+
+// authenticate returns the name of the client's key; with no keys configured
+// every client is let in as "-".
+func (h *Handler) authenticate(r *http.Request) (string, bool) {
+	if h.keys == nil {
+		return "-", true
+	}
+	var presented secret.Secret
+	if v := r.Header.Get("Authorization"); v != "" {
+		presented, _ = keys.FromBearer(v)
+	} else if v := r.Header.Get("X-Api-Key"); v != "" {
+		presented = secret.New(v)
+	}
+	return h.keys.Lookup(presented)
+}
+
+// token returns the token to use and its validated base URL.
+func (h *Handler) token() (*Token, *url.URL, error) {
+	tok, err := h.source.Token()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tok == nil || tok.Value.IsZero() {
+		return nil, nil, fmt.Errorf("%w: the token source returned none", ErrNoToken)
+	}
+	// The source checks expiry too; checking here as well means no source bug
+	// can send an expired token.
+	if !tok.ExpiresAt.IsZero() && !h.clock.Now().Before(tok.ExpiresAt) {
+		return nil, nil, fmt.Errorf("%w: the cached token (generation %d) expired at %s", ErrNoToken, tok.Generation, tok.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	base, err := h.baseURL(tok)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrNoToken, err)
+	}
+	return tok, base, nil
+}
+
+func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
+	if h.override != nil {
+		return h.override, nil
+	}
+	if v := h.base.Load(); v != nil && v.tok == tok {
+		return v.url, v.err
+	}
+	u, err := ValidateBaseURL(tok.APIBaseURL)
+	if err != nil {
+		h.log.Error("token's api_base_url refused", "generation", tok.Generation, "err", err)
+	}
+	h.base.Store(&validatedBase{tok: tok, url: u, err: err})
+	return u, err
+}
+
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
+	rc := http.NewResponseController(w)
+	// Not every ResponseWriter supports deadlines (tests' recorders do not);
+	// then the read is bounded only by size.
+	if rc.SetReadDeadline(h.clock.Now().Add(h.bodyWait)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody)
+}
+
+// rewrite points the outbound request at the Copilot API and replaces the
+// client's credentials and identity headers with Copilot's. ReverseProxy has
+// already removed hop-by-hop and X-Forwarded-* headers, and none are added:
+// the client's address is not Copilot's business.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	out := pr.Out
+	setTarget(out, c)
+	hd := out.Header
+	hd.Del("X-Api-Key")
+	hd.Del("Cookie")
+	hd.Del("Proxy-Authorization")
+	hd.Del("Copilot-Vision-Request")
+	hd.Set("Copilot-Integration-Id", h.editor.IntegrationID)
+	hd.Set("Editor-Version", h.editor.Version)
+	hd.Set("Editor-Plugin-Version", h.editor.PluginVersion)
+	hd.Set("User-Agent", h.editor.UserAgent)
+	hd.Set("Openai-Intent", h.editor.Intent)
+	hd.Set("X-Github-Api-Version", h.editor.APIVersion)
+	hd.Set("X-Request-Id", c.requestID)
+	if c.route.kind == bodyNone {
+		hd.Del("X-Initiator")
+	} else if c.in.agent {
+		hd.Set("X-Initiator", "agent")
+	} else {
+		hd.Set("X-Initiator", "user")
+	}
+	if c.in.vision {
+		hd.Set("Copilot-Vision-Request", "true")
+	}
+}
+
+// setTarget sets the upstream URL and credential of the call's token on r.
+func setTarget(r *http.Request, c *call) {
+	r.URL.Scheme = c.base.Scheme
+	r.URL.Host = c.base.Host
+	r.URL.Path = c.base.Path + c.route.upstream
+	r.URL.RawPath = ""
+	r.Host = ""
+	r.Header.Set("Authorization", "Bearer "+c.tok.Value.Reveal())
+}
+
+func (h *Handler) modifyResponse(resp *http.Response) error {
+	c := callFrom(resp.Request.Context())
+	c.status = resp.StatusCode
+	resp.Header.Set("X-Request-Id", c.requestID)
+	return nil
+}
+
+// proxyError answers a failed upstream call: nothing when the client is gone
+// (its leaving cancelled the call), 504 on a timeout, 502 otherwise.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r.Context())
+	if r.Context().Err() != nil {
+		c.status = 499
+		return
+	}
+	w.Header().Set("X-Request-Id", c.requestID)
+	var ne net.Error
+	e := errBadGateway("the Copilot API could not be reached: " + err.Error())
+	if errors.As(err, &ne) && ne.Timeout() {
+		e = errGatewayTimeout("the Copilot API did not answer in time: " + err.Error())
+	}
+	c.status = e.status
+	h.log.Warn("upstream call failed", "route", c.route.name, "key", c.key, "request_id", c.requestID, "err", err)
+	writeError(w, c.route.dialect, e)
+}
+
+// done records the request. A context ended before the handler returns means
+// the client left mid-response.
+func (h *Handler) done(r *http.Request, c *call) {
+	status := c.status
+	if r.Context().Err() != nil {
+		status = 499
+	}
+	h.metrics.requests.WithLabelValues(c.route.name, statusLabel(status), c.key).Inc()
+	if h.log.Enabled(r.Context(), slog.LevelDebug) {
+		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key,
+			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision)
+	}
+}
+
+func (h *Handler) reject(w http.ResponseWriter, route, key string, d dialect, e apiError) {
+	h.metrics.requests.WithLabelValues(route, statusLabel(e.status), key).Inc()
+	writeError(w, d, e)
+}
+
+// newRequestID returns a random (version 4) UUID.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails since Go 1.24
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// copyBuffers pools the reverse proxy's body-copy buffers.
+type copyBuffers struct{ p sync.Pool }
+
+func newCopyBuffers() *copyBuffers {
+	return &copyBuffers{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (c *copyBuffers) Get() []byte  { return *c.p.Get().(*[]byte) }
+func (c *copyBuffers) Put(b []byte) { c.p.Put(&b) }
+
+// slogWriter routes the reverse proxy's own log lines (for example a client
+// that left mid-stream) to the logger at debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("reverse proxy", "msg", string(p))
+	return len(p), nil
+}

@@ -1,0 +1,508 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	testKey  = "client-key-0123456789"
+	testKey2 = "other-key-0123456789"
+)
+
+// fakeSource is a TokenSource under the test's control.
+type fakeSource struct {
+	mu        sync.Mutex
+	tok       *Token
+	err       error
+	next      *Token // what Refresh installs and returns; nil: no newer token
+	refreshed []uint64
+}
+
+func (f *fakeSource) Token() (*Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tok, f.err
+}
+
+func (f *fakeSource) Refresh(_ context.Context, rejected *Token) (*Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshed = append(f.refreshed, rejected.Generation)
+	if f.next == nil {
+		return rejected, nil
+	}
+	f.tok, f.next = f.next, nil
+	return f.tok, nil
+}
+
+func (f *fakeSource) refreshes() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.refreshed...)
+}
+
+func tokenGen(gen uint64, expires time.Time) *Token {
+	return &Token{Value: secret.New(fmt.Sprintf("tid=t%d;exp=1:sig", gen)), Generation: gen, Epoch: "e1", ExpiresAt: expires, APIBaseURL: "https://api.githubcopilot.com"}
+}
+
+// seen is one request as the fake upstream received it.
+type seen struct {
+	path   string
+	query  string
+	header http.Header
+	body   string
+}
+
+type upstream struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	got []seen
+}
+
+func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.got = append(u.got, seen{r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)})
+		u.mu.Unlock()
+		if h != nil {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) requests() []seen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seen(nil), u.got...)
+}
+
+type env struct {
+	src   *fakeSource
+	up    *upstream
+	proxy *httptest.Server
+	clk   *clock.Fake
+}
+
+func newEnv(t *testing.T, h http.HandlerFunc, mod func(*Config)) *env {
+	t.Helper()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := &fakeSource{tok: tokenGen(1, clk.Now().Add(30*time.Minute))}
+	up := newUpstream(t, h)
+	ks, err := keys.Parse(strings.NewReader("alice:" + testKey + "\nbob:" + testKey2 + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(up.srv.URL)
+	tr := NewTransport(TransportConfig{})
+	t.Cleanup(tr.CloseIdleConnections)
+	cfg := Config{Source: src, Keys: ks, APIURL: u, Clock: clk, Transport: tr}
+	if mod != nil {
+		mod(&cfg)
+	}
+	h2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := httptest.NewServer(h2)
+	t.Cleanup(p.Close)
+	return &env{src: src, up: up, proxy: p, clk: clk}
+}
+
+func (e *env) do(t *testing.T, method, path, body string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	var rb io.Reader
+	if body != "" {
+		rb = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.proxy.URL+path, rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := e.proxy.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestRoutes(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	tests := []struct {
+		method, path, want string
+	}{
+		{"POST", "/v1/chat/completions", "/chat/completions"},
+		{"POST", "/chat/completions", "/chat/completions"},
+		{"GET", "/v1/models", "/models"},
+		{"GET", "/models", "/models"},
+		{"POST", "/v1/embeddings", "/embeddings"},
+		{"POST", "/embeddings", "/embeddings"},
+		{"POST", "/v1/responses", "/responses"},
+		{"POST", "/responses", "/responses"},
+		{"POST", "/v1/messages", "/v1/messages"},
+		{"POST", "/messages", "/v1/messages"},
+		{"POST", "/v1/messages/count_tokens", "/v1/messages/count_tokens"},
+		{"POST", "/messages/count_tokens", "/v1/messages/count_tokens"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+tt.path, func(t *testing.T) {
+			n := len(e.up.requests())
+			body := ""
+			if tt.method == "POST" {
+				body = `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+			}
+			resp, _ := e.do(t, tt.method, tt.path+"?x=1", body, nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s %s = %d; want 200", tt.method, tt.path, resp.StatusCode)
+			}
+			got := e.up.requests()[n]
+			if got.path != tt.want || got.query != "x=1" || got.body != body {
+				t.Errorf("upstream got %s?%s body %q; want %s?x=1 body %q", got.path, got.query, got.body, tt.want, body)
+			}
+		})
+	}
+}
+
+func TestLocalErrors(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.MaxBodyBytes = 64 })
+	big := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 100) + `"}]}`
+	tests := []struct {
+		name, method, path, body string
+		hdr                      map[string]string
+		wantStatus               int
+		wantAnthropic            bool
+		wantType                 string
+	}{
+		{"unknown path", "GET", "/v1/nope", "", nil, 404, false, "invalid_request_error"},
+		{"unknown anthropic path", "GET", "/v1/messages/batches", "", nil, 404, true, "not_found_error"},
+		{"wrong method", "GET", "/v1/chat/completions", "", nil, 405, false, "invalid_request_error"},
+		{"wrong method anthropic", "GET", "/v1/messages", "", nil, 405, true, "invalid_request_error"},
+		{"no key openai", "POST", "/v1/chat/completions", "{}", map[string]string{"Authorization": ""}, 401, false, "invalid_request_error"},
+		{"wrong key openai", "POST", "/v1/chat/completions", "{}", map[string]string{"Authorization": "Bearer wrong-key-0123456789"}, 401, false, "invalid_request_error"},
+		{"no key anthropic", "POST", "/v1/messages", "{}", map[string]string{"Authorization": ""}, 401, true, "authentication_error"},
+		{"wrong x-api-key anthropic", "POST", "/v1/messages", "{}", map[string]string{"Authorization": "", "X-Api-Key": "nope"}, 401, true, "authentication_error"},
+		{"too large", "POST", "/v1/chat/completions", big, nil, 413, false, "invalid_request_error"},
+		{"too large anthropic", "POST", "/v1/messages", big, nil, 413, true, "request_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := len(e.up.requests())
+			resp, body := e.do(t, tt.method, tt.path, tt.body, tt.hdr)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("%s %s = %d %s; want %d", tt.method, tt.path, resp.StatusCode, body, tt.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q; want application/json", ct)
+			}
+			checkDialect(t, body, tt.wantAnthropic, tt.wantType)
+			if len(e.up.requests()) != n {
+				t.Errorf("the upstream was called; want no call")
+			}
+		})
+	}
+}
+
+func checkDialect(t *testing.T, body string, anthropic bool, wantType string) {
+	t.Helper()
+	if anthropic {
+		var a struct {
+			Type  string `json:"type"`
+			Error struct{ Type, Message string }
+		}
+		if err := json.Unmarshal([]byte(body), &a); err != nil || a.Type != "error" || a.Error.Type != wantType || a.Error.Message == "" {
+			t.Errorf("body = %s; want Anthropic error of type %s", body, wantType)
+		}
+		return
+	}
+	var o struct {
+		Error struct{ Message, Type, Code string }
+	}
+	if err := json.Unmarshal([]byte(body), &o); err != nil || o.Error.Type != wantType || o.Error.Message == "" || o.Error.Code == "" {
+		t.Errorf("body = %s; want OpenAI error of type %s with a code", body, wantType)
+	}
+}
+
+var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func TestCopilotHeaders(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.Editor.Version = "vscode/9.9.9" })
+	hdr := map[string]string{
+		"Cookie":                 "session=secret",
+		"Copilot-Vision-Request": "true",
+		"X-Initiator":            "user",
+		"X-Request-Id":           "client-chosen",
+		"Anthropic-Version":      "2023-06-01",
+	}
+	body := `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"1"}]}]}`
+	resp1, _ := e.do(t, "POST", "/v1/chat/completions", body, hdr)
+	resp2, _ := e.do(t, "POST", "/v1/messages", body, map[string]string{"Authorization": "", "X-Api-Key": testKey2})
+	got := e.up.requests()
+	want := map[string]string{
+		"Authorization":          "Bearer " + e.src.tok.Value.Reveal(),
+		"Copilot-Integration-Id": "vscode-chat",
+		"Editor-Version":         "vscode/9.9.9",
+		"Editor-Plugin-Version":  "copilot-chat/0.26.7",
+		"User-Agent":             "GitHubCopilotChat/0.26.7",
+		"Openai-Intent":          "conversation-panel",
+		"X-Github-Api-Version":   "2025-04-01",
+		"X-Initiator":            "agent",
+		"Anthropic-Version":      "2023-06-01",
+	}
+	for k, v := range want {
+		if g := got[0].header.Get(k); g != v {
+			t.Errorf("upstream %s = %q; want %q", k, g, v)
+		}
+	}
+	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For"} {
+		for i := range got {
+			if v, ok := got[i].header[k]; ok {
+				t.Errorf("request %d: upstream %s = %q; want absent", i, k, v)
+			}
+		}
+	}
+	for _, s := range []string{testKey, testKey2} {
+		for i := range got {
+			if strings.Contains(fmt.Sprint(got[i].header), s) {
+				t.Errorf("request %d: the client's key reached the upstream", i)
+			}
+		}
+	}
+	id1, id2 := got[0].header.Get("X-Request-Id"), got[1].header.Get("X-Request-Id")
+	if !uuidV4.MatchString(id1) || !uuidV4.MatchString(id2) || id1 == id2 {
+		t.Errorf("X-Request-Id = %q, %q; want two distinct UUIDv4", id1, id2)
+	}
+	if resp1.Header.Get("X-Request-Id") != id1 || resp2.Header.Get("X-Request-Id") != id2 {
+		t.Errorf("client saw X-Request-Id %q, %q; want %q, %q", resp1.Header.Get("X-Request-Id"), resp2.Header.Get("X-Request-Id"), id1, id2)
+	}
+}
+
+func TestTokenUnavailable(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	e.src.mu.Lock()
+	e.src.err = fmt.Errorf("%w: broker unreachable: connection refused", ErrNoToken)
+	e.src.mu.Unlock()
+	resp, body := e.do(t, "POST", "/v1/messages", `{}`, nil)
+	if resp.StatusCode != 503 || !strings.Contains(body, "broker unreachable") {
+		t.Errorf("POST /v1/messages = %d %s; want 503 naming the cause", resp.StatusCode, body)
+	}
+	checkDialect(t, body, true, "api_error")
+
+	// A source that hands out an expired token is overruled.
+	e.src.mu.Lock()
+	e.src.err = nil
+	e.src.mu.Unlock()
+	e.clk.Advance(31 * time.Minute)
+	resp, body = e.do(t, "POST", "/v1/chat/completions", `{}`, nil)
+	if resp.StatusCode != 503 || !strings.Contains(body, "expired") {
+		t.Errorf("POST /v1/chat/completions = %d %s; want 503 saying the token expired", resp.StatusCode, body)
+	}
+	checkDialect(t, body, false, "server_error")
+	if n := len(e.up.requests()); n != 0 {
+		t.Errorf("upstream calls = %d; want 0", n)
+	}
+}
+
+func TestBaseURLFromToken(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.APIURL = nil })
+	e.src.mu.Lock()
+	e.src.tok.APIBaseURL = "https://evil.example.com"
+	e.src.mu.Unlock()
+	resp, body := e.do(t, "GET", "/v1/models", "", nil)
+	if resp.StatusCode != 503 || !strings.Contains(body, "githubcopilot.com") {
+		t.Errorf("GET /v1/models with a foreign api_base_url = %d %s; want 503 naming the rule", resp.StatusCode, body)
+	}
+}
+
+func TestValidateBaseURL(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string // "" means refused
+	}{
+		{"https://api.githubcopilot.com", "https://api.githubcopilot.com"},
+		{"https://api.business.githubcopilot.com/", "https://api.business.githubcopilot.com"},
+		{"https://API.Enterprise.GithubCopilot.com:443", "https://API.Enterprise.GithubCopilot.com:443"},
+		{"http://api.githubcopilot.com", ""},
+		{"https://githubcopilot.com", ""},
+		{"https://.githubcopilot.com", ""},
+		{"https://api.githubcopilot.com.evil.com", ""},
+		{"https://evilgithubcopilot.com", ""},
+		{"https://user:pw@api.githubcopilot.com", ""},
+		{"https://api.githubcopilot.com:8443", ""},
+		{"https://api.githubcopilot.com?x=1", ""},
+		{"://bad", ""},
+	}
+	for _, tt := range tests {
+		u, err := ValidateBaseURL(tt.in)
+		got := ""
+		if err == nil {
+			got = u.String()
+		} else if !errors.Is(err, ErrBadBaseURL) {
+			t.Errorf("ValidateBaseURL(%q) error = %v; want ErrBadBaseURL", tt.in, err)
+		}
+		if got != tt.want {
+			t.Errorf("ValidateBaseURL(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestRetryAfter401(t *testing.T) {
+	var e *env
+	e = newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer "+tokenGen(1, time.Time{}).Value.Reveal() {
+			http.Error(w, `{"error":"expired"}`, 401)
+			return
+		}
+		fmt.Fprint(w, `{"ok":true}`)
+	}, nil)
+	e.src.mu.Lock()
+	e.src.next = tokenGen(2, e.clk.Now().Add(time.Hour))
+	e.src.mu.Unlock()
+	body := `{"messages":[{"role":"user","content":"hello"}]}`
+	resp, _ := e.do(t, "POST", "/v1/chat/completions", body, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status = %d; want 200 after one retry", resp.StatusCode)
+	}
+	if diff := cmp.Diff([]uint64{1}, e.src.refreshes()); diff != "" {
+		t.Errorf("Refresh calls (-want +got):\n%s", diff)
+	}
+	got := e.up.requests()
+	if len(got) != 2 || got[1].body != body || got[0].header.Get("X-Request-Id") != got[1].header.Get("X-Request-Id") {
+		t.Errorf("upstream saw %d requests; want 2 with the same body and request id", len(got))
+	}
+
+	// No newer token: the 401 passes through after one refresh attempt.
+	e.src.mu.Lock()
+	e.src.tok = tokenGen(1, e.clk.Now().Add(time.Hour))
+	e.src.mu.Unlock()
+	resp, _ = e.do(t, "GET", "/v1/models", "", nil)
+	if resp.StatusCode != 401 || len(e.src.refreshes()) != 2 || len(e.up.requests()) != 3 {
+		t.Errorf("status = %d, refreshes %v, upstream calls %d; want 401, 2, 3", resp.StatusCode, e.src.refreshes(), len(e.up.requests()))
+	}
+}
+
+func TestRateLimitPassedThrough(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "17")
+		http.Error(w, `{"error":{"message":"rate limited"}}`, 429)
+	}, nil)
+	resp, body := e.do(t, "POST", "/v1/chat/completions", `{}`, nil)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "17" || !strings.Contains(body, "rate limited") {
+		t.Errorf("status = %d, Retry-After %q, body %q; want the upstream's 429", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if n := len(e.up.requests()); n != 1 || len(e.src.refreshes()) != 0 {
+		t.Errorf("upstream calls = %d, refreshes %d; want 1, 0", n, len(e.src.refreshes()))
+	}
+}
+
+func TestStreamingIsNotBuffered(t *testing.T) {
+	step := make(chan struct{})
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: {\"n\":%d}\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-step: // the client got this event before the next is written
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}, nil)
+	req, _ := http.NewRequest("POST", e.proxy.URL+"/v1/chat/completions", strings.NewReader(`{"stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := e.proxy.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		line, err := br.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("data: {\"n\":%d}\n", i) {
+			t.Fatalf("event %d = %q, %v; want it before the upstream writes the next", i, line, err)
+		}
+		_, _ = br.ReadString('\n')
+		step <- struct{}{}
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "data: [DONE]\n\n" {
+		t.Errorf("tail = %q; want the [DONE] event", rest)
+	}
+}
+
+func TestClientLeavingCancelsUpstream(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.proxy.URL+"/v1/messages", strings.NewReader(`{"stream":true}`))
+	req.Header.Set("X-Api-Key", testKey)
+	resp, err := e.proxy.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request was not cancelled after the client left")
+	}
+}
+
+func TestNoAuthWhenNoKeys(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.Keys = nil })
+	resp, _ := e.do(t, "GET", "/v1/models", "", map[string]string{"Authorization": ""})
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /v1/models without keys configured = %d; want 200", resp.StatusCode)
+	}
+	if got := e.up.requests()[0].header.Get("X-Initiator"); got != "" {
+		t.Errorf("X-Initiator on GET /models = %q; want none", got)
+	}
+}

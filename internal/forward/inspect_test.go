@@ -1,0 +1,73 @@
+package forward
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestInspect(t *testing.T) {
+	img := `{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}`
+	tests := []struct {
+		name       string
+		kind       bodyKind
+		body       string
+		wantAgent  bool
+		wantVision bool
+	}{
+		// OpenAI chat completions.
+		{"openai user text", bodyMessages, `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}]}`, false, false},
+		{"openai user parts", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`, false, false},
+		{"openai user image", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"text","text":"see"},` + img + `]}]}`, false, true},
+		{"openai image earlier", bodyMessages, `{"messages":[{"role":"user","content":[` + img + `]},{"role":"assistant","content":"ok"},{"role":"user","content":"and?"}]}`, false, true},
+		{"openai assistant tool call", bodyMessages, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]}]}`, true, false},
+		{"openai tool result", bodyMessages, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1"}]},{"role":"tool","tool_call_id":"c1","content":"42"}]}`, true, false},
+		{"openai text mentioning image_url", bodyMessages, `{"messages":[{"role":"user","content":"what is \"type\":\"image_url\"?"}]}`, false, false},
+		// Anthropic messages.
+		{"anthropic user text", bodyMessages, `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`, false, false},
+		{"anthropic user blocks", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`, false, false},
+		{"anthropic assistant tool_use", bodyMessages, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{}}]}]}`, true, false},
+		{"anthropic tool result only", bodyMessages, `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"t1"}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"42"}]}]}`, true, false},
+		{"anthropic tool result and text", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"42"},{"type":"text","text":"now do X"}]}]}`, false, false},
+		{"anthropic image", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA"}},{"type":"text","text":"?"}]}]}`, false, true},
+		{"anthropic image in tool result", bodyMessages, `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"image","source":{}}]}]}]}`, true, true},
+		// Responses API.
+		{"responses string", bodyResponses, `{"model":"m","input":"hi"}`, false, false},
+		{"responses user message", bodyResponses, `{"input":[{"role":"user","content":"hi"}]}`, false, false},
+		{"responses typed message with image", bodyResponses, `{"input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"?"},{"type":"input_image","image_url":"data:"}]}]}`, false, true},
+		{"responses function output", bodyResponses, `{"input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"42"}]}`, true, false},
+		{"responses function call last", bodyResponses, `{"input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c"}]}`, true, false},
+		{"responses image in tool output", bodyResponses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_image","image_url":"x"}]}]}`, true, true},
+		// Odd shapes fall back to agent without failing.
+		{"not json", bodyMessages, `not json`, true, false},
+		{"no messages", bodyMessages, `{"model":"m"}`, true, false},
+		{"empty messages", bodyMessages, `{"messages":[]}`, true, false},
+		{"wrong types", bodyMessages, `{"messages":[{"role":1,"content":{}},{"role":"user","content":"hi"}]}`, false, false},
+		{"non-object parts", bodyMessages, `{"messages":[{"role":"user","content":["x",` + img + `]}]}`, false, true},
+		{"opaque", bodyOpaque, `{"input":"embed me"}`, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := inspect(tt.kind, []byte(tt.body))
+			if got.agent != tt.wantAgent || got.vision != tt.wantVision {
+				t.Errorf("inspect(%s) = agent %v, vision %v; want %v, %v", tt.body, got.agent, got.vision, tt.wantAgent, tt.wantVision)
+			}
+		})
+	}
+}
+
+func BenchmarkInspect(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"gpt-4o","stream":true,"messages":[{"role":"system","content":"You are helpful."}`)
+	for range 20 {
+		sb.WriteString(`,{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 40) + `"},{"role":"assistant","content":"` + strings.Repeat("dolor sit ", 40) + `"}`)
+	}
+	sb.WriteString(`,{"role":"user","content":"last"}]}`)
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if inspect(bodyMessages, body).agent {
+			b.Fatal("want user")
+		}
+	}
+}

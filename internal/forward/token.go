@@ -1,0 +1,98 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// Token is one Copilot token as the forwarding code needs it. A Token is
+// immutable once handed out: sources replace it, never change it, so it can be
+// shared between requests without locks.
+type Token struct {
+	// Value is the Copilot token sent upstream as a Bearer credential.
+	Value secret.Secret
+	// Generation and Epoch identify the token for RefreshToken and logs.
+	Generation uint64
+	Epoch      string
+	// ExpiresAt is the last instant the token may be used.
+	ExpiresAt time.Time
+	// APIBaseURL is the Copilot API base URL that came with the token.
+	APIBaseURL string
+}
+
+// TokenSource hands out the newest Copilot token. Implementations must be safe
+// for concurrent use; Token is called on every request and must neither block
+// nor allocate much (an atomic load), while Refresh may make a network call.
+type TokenSource interface {
+	// Token returns the newest usable token, or an error wrapping
+	// [ErrNoToken] that says why there is none (for example the cached token
+	// expired while the broker was unreachable).
+	Token() (*Token, error)
+	// Refresh reports that the upstream refused rejected and returns the
+	// token to retry with. It returns rejected itself (or an error) when no
+	// newer token can be had.
+	Refresh(ctx context.Context, rejected *Token) (*Token, error)
+}
+
+// ErrNoToken is wrapped by token sources when no usable token is held; the
+// proxy answers 503 with the error's text.
+var ErrNoToken = errors.New("no usable Copilot token")
+
+// ErrBadBaseURL is returned by [ValidateBaseURL] for an api_base_url that the
+// proxy must not send the token to.
+var ErrBadBaseURL = errors.New("refusing Copilot API base URL")
+
+// AllowedHostSuffix is the host suffix a token's api_base_url must have.
+const AllowedHostSuffix = ".githubcopilot.com"
+
+// ValidateBaseURL parses a token's api_base_url and accepts it only if it is
+// https, its host is under [AllowedHostSuffix], it has no user info and no
+// explicit port other than 443. Anything else could hand the token to a host
+// that is not Copilot's.
+func ValidateBaseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadBaseURL, err)
+	}
+	host := strings.ToLower(u.Hostname())
+	switch {
+	case u.Scheme != "https":
+		return nil, fmt.Errorf("%w %q: scheme must be https", ErrBadBaseURL, raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("%w: user info not allowed", ErrBadBaseURL)
+	case !strings.HasSuffix(host, AllowedHostSuffix) || len(host) == len(AllowedHostSuffix):
+		return nil, fmt.Errorf("%w %q: host must be under %s", ErrBadBaseURL, raw, AllowedHostSuffix)
+	case u.Port() != "" && u.Port() != "443":
+		return nil, fmt.Errorf("%w %q: only the default port is allowed", ErrBadBaseURL, raw)
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("%w %q: query and fragment not allowed", ErrBadBaseURL, raw)
+	}
+	return trimBase(u), nil
+}
+
+// ParseOverrideURL parses an operator-given base URL (--copilot-api-url):
+// http or https, no user info. It is trusted, so no host check applies.
+func ParseOverrideURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("copilot API URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("copilot API URL %q: want http(s)://host[:port][/path] without user info", raw)
+	}
+	return trimBase(u), nil
+}
+
+func trimBase(u *url.URL) *url.URL {
+	c := *u
+	c.Path = strings.TrimRight(c.Path, "/")
+	c.RawPath = ""
+	c.RawQuery, c.Fragment = "", ""
+	return &c
+}

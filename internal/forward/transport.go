@@ -1,0 +1,120 @@
+package forward
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// TransportConfig tunes the shared upstream transport. Zero fields get the
+// defaults shown.
+type TransportConfig struct {
+	// DialTimeout bounds connecting to the upstream. Default 10 s.
+	DialTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake. Default 10 s.
+	TLSHandshakeTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers once the request is sent; a stream's body has no total
+	// timeout. Default 5 min (non-streamed completions of large models can
+	// take minutes before the first byte).
+	ResponseHeaderTimeout time.Duration
+	// MaxIdleConnsPerHost is the keep-alive pool per upstream host.
+	// Default 512.
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout closes pooled connections idle this long. Default 90 s.
+	IdleConnTimeout time.Duration
+}
+
+// NewTransport returns the one transport all forwarded requests share: a
+// keep-alive pool sized for high concurrency, HTTP/2 to the upstream when it
+// offers it, and no transparent gzip (the client's Accept-Encoding and the
+// upstream's bytes pass through untouched, and streams are never held back by
+// a decompressor).
+func NewTransport(cfg TransportConfig) *http.Transport {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DialTimeout, 10*time.Second)
+	def(&cfg.TLSHandshakeTimeout, 10*time.Second)
+	def(&cfg.ResponseHeaderTimeout, 5*time.Minute)
+	def(&cfg.IdleConnTimeout, 90*time.Second)
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = 512
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       cfg.IdleConnTimeout,
+		MaxIdleConns:          cfg.MaxIdleConnsPerHost * 2,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+		HTTP2: &http.HTTP2Config{
+			// Detect dead HTTP/2 connections instead of hanging streams on them.
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+}
+
+// roundTrip sends the request and, on a 401, asks the token source for a new
+// token and retries once with it. Every body is held in memory (see
+// [Config.MaxBodyBytes]), so every request can be replayed.
+func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
+	c := callFrom(req.Context())
+	start := h.clock.Now()
+	resp, err := h.transport.RoundTrip(req)
+	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || c.retried {
+		return resp, err
+	}
+	c.retried = true
+	next, rerr := h.source.Refresh(req.Context(), c.tok)
+	if rerr != nil {
+		h.metrics.retries.WithLabelValues("refresh_failed").Inc()
+		h.log.Warn("upstream refused the token; refresh failed, passing the 401 through",
+			"request_id", c.requestID, "generation", c.tok.Generation, "err", rerr)
+		return resp, nil
+	}
+	if next == nil || next == c.tok || (next.Generation == c.tok.Generation && next.Epoch == c.tok.Epoch) {
+		h.metrics.retries.WithLabelValues("no_new_token").Inc()
+		h.log.Warn("upstream refused the token; no newer token, passing the 401 through",
+			"request_id", c.requestID, "generation", c.tok.Generation)
+		return resp, nil
+	}
+	base, berr := h.baseURL(next)
+	if berr != nil {
+		h.metrics.retries.WithLabelValues("refresh_failed").Inc()
+		return resp, nil
+	}
+	// The 401 body is small; drain a little so the connection can be reused.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+
+	h.metrics.retries.WithLabelValues("retried").Inc()
+	h.log.Info("upstream refused the token; retrying with a newer one",
+		"request_id", c.requestID, "old_generation", c.tok.Generation, "generation", next.Generation)
+	c.tok, c.base = next, base
+	r2 := req.Clone(req.Context())
+	setTarget(r2, c)
+	if c.body != nil {
+		r2.Body = c.body.reader()
+	}
+	start = h.clock.Now()
+	resp, err = h.transport.RoundTrip(r2)
+	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
+	return resp, err
+}
+
+// roundTripFunc adapts a function to [http.RoundTripper].
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
