@@ -126,7 +126,9 @@ func TestLogsHoldNoSecret(t *testing.T) {
 	clk.AdvanceToNext()
 	wait("rejected", hasStatus(StatusRejected))
 	m.SetGitHubToken(secret.New(creds[1]))
-	wait("rejected again", func(s State) bool { return s.Status == StatusRejected && strings.Contains(s.LastError, "no_copilot_access") })
+	wait("rejected again", func(s State) bool {
+		return s.Status == StatusRejected && strings.Contains(s.LastError, "no_copilot_access")
+	})
 	m.SetGitHubToken(secret.New(creds[2]))
 	wait("generation 3", isGen(3, StatusValid))
 	clk.Advance(time.Minute)
