@@ -79,16 +79,16 @@ type Config struct {
 type Service struct {
 	brokerv1.UnimplementedTokenBrokerServiceServer
 
-	accounts     map[string]Source
-	maxAge       time.Duration
-	jitter       float64
-	pendingWait  time.Duration
-	clock        clock.Clock
-	rand         func() float64
-	log          *slog.Logger
-	metrics      *Metrics
-	draining     chan struct{}
-	drainOnce    sync.Once
+	accounts    map[string]Source
+	maxAge      time.Duration
+	jitter      float64
+	pendingWait time.Duration
+	clock       clock.Clock
+	rand        func() float64
+	log         *slog.Logger
+	metrics     *Metrics
+	draining    chan struct{}
+	drainOnce   sync.Once
 }
 
 // NewService returns a Service over cfg.Accounts.

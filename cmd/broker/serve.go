@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/broker"
+	"github.com/copilot-broker/copilot-broker/internal/broker/server"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+)
+
+// serveFlags binds `broker serve`'s flags onto a server.Config.
+func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFormat *string) {
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (TokenBrokerService, grpc.health.v1, reflection)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /openapi.json)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
+	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3, ghe.com: https://api.HOST)")
+	fs.StringVar(&cfg.GitHubTokenFile, "github-token-file", "", "file holding the GitHub token, re-read when it changes and on SIGHUP (else the GITHUB_TOKEN environment variable)")
+	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file for changes")
+	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET a line; callers send Authorization: Bearer SECRET")
+	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate (PEM) for the gRPC and REST listeners")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key (PEM) for --tls-cert")
+	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca", "", "CA certificates (PEM) that client certificates must chain to (mutual TLS)")
+	fs.DurationVar(&cfg.MaxStreamAge, "max-stream-age", broker.DefaultMaxStreamAge, "mean lifetime of a watch stream (±10% jitter); clients then reconnect")
+	fs.DurationVar(&cfg.MaxPendingWait, "max-pending-wait", broker.DefaultMaxPendingWait, "longest GetToken waits for the first token")
+	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", 5*time.Second, "floor between an exchange and one forced by RefreshToken")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
+	fs.StringVar(&cfg.Exchange.EditorVersion, "editor-version", tokens.DefaultEditorVersion, "Editor-Version header of the token exchange")
+	fs.StringVar(&cfg.Exchange.EditorPluginVersion, "editor-plugin-version", tokens.DefaultEditorPluginVersion, "Editor-Plugin-Version header of the token exchange")
+	fs.StringVar(&cfg.Exchange.UserAgent, "user-agent", tokens.DefaultUserAgent, "User-Agent header of the token exchange")
+	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
+}
+
+func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg server.Config
+	var keysFile, logLevel, logFormat string
+	fs := flag.NewFlagSet("broker serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	serveFlags(fs, &cfg, &keysFile, &logLevel, &logFormat)
+	if err := ops.ParseFlags(fs, "BROKER", args, getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	logger, err := ops.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	if keysFile != "" {
+		if cfg.Keys, err = keys.Load(keysFile); err != nil {
+			return err
+		}
+	}
+	if cfg.GitHubTokenFile == "" {
+		cfg.GitHubToken = secret.New(getenv("GITHUB_TOKEN"))
+	}
+	srv, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "broker listening: grpc=%s http=%s admin=%s\n", srv.Addrs().GRPC, srv.Addrs().HTTP, srv.Addrs().Admin)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	done := make(chan error, 1)
+	go func() { done <- srv.Wait() }()
+	for {
+		select {
+		case <-hup:
+			logger.Info("SIGHUP: re-reading the GitHub token")
+			srv.Reload()
+		case err := <-done:
+			return err
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package credfile reads a credential (the GitHub token) from a file and
+// notices when the file changes, by polling on an injected clock and on
+// demand (SIGHUP). Polling, unlike inotify, works the same on every
+// platform and through the symlink swaps of Kubernetes secret volumes.
+package credfile
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// MaxSize bounds the file: a token is well under 1 KiB, so anything much
+// larger is the wrong file.
+const MaxSize = 64 << 10
+
+// ErrEmpty is returned for a file that holds no credential.
+var ErrEmpty = errors.New("credential file is empty")
+
+// Read returns the file's content with surrounding white space removed. Its
+// errors never quote the content.
+func Read(path string) (secret.Secret, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return secret.Secret{}, fmt.Errorf("credential file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return secret.Secret{}, fmt.Errorf("credential file %s: %w", path, err)
+	}
+	if len(b) > MaxSize {
+		return secret.Secret{}, fmt.Errorf("credential file %s: larger than %d bytes", path, MaxSize)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return secret.Secret{}, fmt.Errorf("%s: %w", path, ErrEmpty)
+	}
+	return secret.New(string(b)), nil
+}
+
+// Config configures a [Watcher].
+type Config struct {
+	// Path is the file to watch. Required.
+	Path string
+	// Interval is the polling period (default 5 s).
+	Interval time.Duration
+	// Clock drives polling (nil means the real clock).
+	Clock clock.Clock
+	// Logger receives reload events, never the credential (nil discards).
+	Logger *slog.Logger
+	// OnChange is called from [Watcher.Run]'s goroutine with the file's
+	// credential when its content changed, and with changed false when a
+	// [Watcher.Reload] found the same content, so the caller may re-present
+	// an unchanged credential on an operator's request. Required.
+	OnChange func(tok secret.Secret, changed bool)
+}
+
+// Watcher polls one credential file. Create it with [New], run it with
+// [Watcher.Run]; [Watcher.Reload] may be called from any goroutine.
+type Watcher struct {
+	cfg    Config
+	clock  clock.Clock
+	log    *slog.Logger
+	reload chan struct{}
+
+	// Owned by Run after New.
+	digest  [sha256.Size]byte
+	modTime time.Time
+	size    int64
+}
+
+// New reads the file once and returns a Watcher that reports later changes,
+// and the credential read now.
+func New(cfg Config) (*Watcher, secret.Secret, error) {
+	if cfg.Path == "" || cfg.OnChange == nil {
+		return nil, secret.Secret{}, errors.New("credfile: Config.Path and Config.OnChange are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Second
+	}
+	w := &Watcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1)}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	w.stat()
+	tok, err := Read(cfg.Path)
+	if err != nil {
+		return nil, secret.Secret{}, err
+	}
+	w.digest = sha256.Sum256([]byte(tok.Reveal()))
+	return w, tok, nil
+}
+
+// Reload asks Run to re-read the file now, even if it looks unchanged.
+func (w *Watcher) Reload() {
+	select {
+	case w.reload <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// Run polls until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	timer := w.clock.NewTimer(w.cfg.Interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C():
+			if w.stat() {
+				w.check(false)
+			}
+			timer.Reset(w.cfg.Interval)
+		case <-w.reload:
+			w.stat()
+			w.check(true)
+		}
+	}
+}
+
+// stat records the file's size and modification time and reports whether
+// they changed; a file that cannot be stat'ed counts as changed so the read
+// reports the error.
+func (w *Watcher) stat() bool {
+	fi, err := os.Stat(w.cfg.Path)
+	if err != nil {
+		return true
+	}
+	changed := !fi.ModTime().Equal(w.modTime) || fi.Size() != w.size
+	w.modTime, w.size = fi.ModTime(), fi.Size()
+	return changed
+}
+
+func (w *Watcher) check(forced bool) {
+	tok, err := Read(w.cfg.Path)
+	if err != nil {
+		w.log.Warn("credential file unreadable; keeping the current credential", "path", w.cfg.Path, "error", err)
+		w.modTime = time.Time{} // try again at the next poll
+		return
+	}
+	d := sha256.Sum256([]byte(tok.Reveal()))
+	changed := d != w.digest
+	if !changed && !forced {
+		return
+	}
+	w.digest = d
+	w.log.Info("credential file re-read", "path", w.cfg.Path, "changed", changed, "fingerprint", tok.Fingerprint())
+	w.cfg.OnChange(tok, changed)
+}

@@ -1,0 +1,144 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+)
+
+// Defaults of [Config]; `broker serve --help` shows the same values.
+const (
+	DefaultGRPCAddr        = "127.0.0.1:50051"
+	DefaultHTTPAddr        = "127.0.0.1:8080"
+	DefaultAdminAddr       = "127.0.0.1:8081"
+	DefaultGitHubAPIURL    = "https://api.github.com"
+	DefaultTokenFilePoll   = 5 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Config is everything a broker needs. Each field documents its default and,
+// for `broker serve`, its flag and environment variable. The zero Config
+// (plus a GitHub token) is a working loopback broker.
+type Config struct {
+	// GRPCAddr is the gRPC listen address; "127.0.0.1:0" picks a free port
+	// (see [Server.Addrs]). --grpc-addr, BROKER_GRPC_ADDR, default
+	// [DefaultGRPCAddr].
+	GRPCAddr string
+	// HTTPAddr is the REST gateway's listen address. --http-addr,
+	// BROKER_HTTP_ADDR, default [DefaultHTTPAddr].
+	HTTPAddr string
+	// AdminAddr serves /healthz, /readyz and /metrics, with no key.
+	// --admin-addr, BROKER_ADMIN_ADDR, default [DefaultAdminAddr].
+	AdminAddr string
+
+	// GitHubAPIURL is GitHub's API base: https://api.github.com, or
+	// https://HOST/api/v3 (GitHub Enterprise Server), or https://api.HOST
+	// (ghe.com). --github-api-url, BROKER_GITHUB_API_URL, default
+	// [DefaultGitHubAPIURL].
+	GitHubAPIURL string
+	// GitHubToken is the long-lived GitHub token, used when GitHubTokenFile
+	// is empty. `broker serve` takes it from GITHUB_TOKEN, never a flag.
+	GitHubToken secret.Secret
+	// GitHubTokenFile holds the GitHub token; it is re-read when it changes
+	// (polled every TokenFilePoll) and on [Server.Reload] (SIGHUP).
+	// --github-token-file, BROKER_GITHUB_TOKEN_FILE.
+	GitHubTokenFile string
+	// TokenFilePoll is how often GitHubTokenFile is checked for changes.
+	// --token-file-poll, default [DefaultTokenFilePoll].
+	TokenFilePoll time.Duration
+
+	// Keys are the broker keys callers must present; nil means none are
+	// required (allowed only on loopback unless InsecureNoAuth).
+	// `broker serve` loads them from --keys-file (BROKER_KEYS_FILE).
+	Keys *keys.Set
+	// InsecureNoAuth allows listening beyond loopback without keys.
+	// --insecure-no-auth, BROKER_INSECURE_NO_AUTH.
+	InsecureNoAuth bool
+
+	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and REST listeners.
+	// --tls-cert, --tls-key (BROKER_TLS_CERT, BROKER_TLS_KEY).
+	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile makes TLS mutual: clients must present a certificate
+	// signed by one of these CAs. --tls-client-ca, BROKER_TLS_CLIENT_CA.
+	TLSClientCAFile string
+
+	// MaxStreamAge is the mean lifetime of a watch stream, jittered by ±10%.
+	// --max-stream-age, default 30m.
+	MaxStreamAge time.Duration
+	// MaxPendingWait bounds how long GetToken waits for the first token.
+	// --max-pending-wait, default 30s.
+	MaxPendingWait time.Duration
+	// MinForceInterval is the floor between an exchange and a forced one
+	// (RefreshToken). --min-force-interval, default 5s.
+	MinForceInterval time.Duration
+	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
+	// gRPC GracefulStop). --shutdown-timeout, default
+	// [DefaultShutdownTimeout].
+	ShutdownTimeout time.Duration
+
+	// Exchange configures the token exchange (editor identity, HTTP client);
+	// its APIURL is set from GitHubAPIURL.
+	Exchange tokens.ExchangeConfig
+	// Tune, when set, adjusts the token manager's configuration before it
+	// starts; tests and benchmarks use it for short lifetimes.
+	Tune func(*tokens.ManagerConfig)
+	// Clock drives token lifetimes, stream ages and file polling (nil means
+	// the real clock).
+	Clock clock.Clock
+	// Logger receives the broker's logs (nil discards them).
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = DefaultGRPCAddr
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.GitHubAPIURL == "" {
+		c.GitHubAPIURL = DefaultGitHubAPIURL
+	}
+	if c.TokenFilePoll <= 0 {
+		c.TokenFilePoll = DefaultTokenFilePoll
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	c.Clock = clock.OrReal(c.Clock)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// ErrNoGitHubToken is returned when neither a token nor a token file is
+// configured.
+var ErrNoGitHubToken = errors.New("no GitHub token: set GITHUB_TOKEN or --github-token-file (create one with `broker login`)")
+
+func (c Config) validate() error {
+	if c.GitHubToken.IsZero() && c.GitHubTokenFile == "" {
+		return ErrNoGitHubToken
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		return errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+	}
+	for name, v := range map[string]time.Duration{"max-stream-age": c.MaxStreamAge, "max-pending-wait": c.MaxPendingWait, "min-force-interval": c.MinForceInterval} {
+		if v < 0 {
+			return fmt.Errorf("--%s must not be negative", name)
+		}
+	}
+	return nil
+}

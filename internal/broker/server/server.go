@@ -1,0 +1,385 @@
+// Package server runs a whole broker in one process: the token manager for
+// the default account, the gRPC server (TokenBrokerService, grpc.health.v1,
+// reflection), the REST gateway, the admin endpoints, the GitHub token file
+// watcher and the graceful shutdown. `broker serve` is a thin layer of flags
+// over it, and tests of other packages start a broker with it:
+//
+//	srv, err := server.Start(ctx, server.Config{
+//		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+//		GitHubAPIURL: sandbox.URL, GitHubToken: sandbox.GitHubToken(),
+//	})
+//	if err != nil { ... }
+//	defer srv.Close()
+//	conn, err := grpc.NewClient(srv.Addrs().GRPC, ...)
+//
+// The server stops when ctx ends or [Server.Close] is called; [Server.Wait]
+// returns once everything has stopped.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/broker"
+	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+// Addrs are the bound listen addresses, useful when Config asked for port 0.
+type Addrs struct {
+	GRPC, HTTP, Admin string
+}
+
+// Server is a running broker.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	addrs   Addrs
+	tls     bool
+	mgr     *tokens.Manager
+	svc     *broker.Service
+	health  *health.Server
+	grpc    *grpc.Server
+	gwConn  *grpc.ClientConn
+	watcher *credfile.Watcher
+
+	stopping atomic.Bool
+	cancel   context.CancelFunc // ends the run context: starts the shutdown
+	done     chan struct{}      // closed when everything has stopped
+	err      error              // set before done closes
+}
+
+// Start validates cfg, binds the listeners and starts serving. It returns
+// once the listeners are bound; the first token exchange runs in the
+// background (GetToken waits for it).
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := ops.CheckExposure([]string{cfg.GRPCAddr, cfg.HTTPAddr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, tls: tlsCfg != nil, done: make(chan struct{})}
+
+	ghToken := cfg.GitHubToken
+	if cfg.GitHubTokenFile != "" {
+		s.watcher, ghToken, err = credfile.New(credfile.Config{
+			Path: cfg.GitHubTokenFile, Interval: cfg.TokenFilePoll, Clock: cfg.Clock,
+			Logger: cfg.Logger, OnChange: s.credentialChanged,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	lns, err := listenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	grpcLn, httpLn, adminLn := lns[0], lns[1], lns[2]
+	s.addrs = Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String(), Admin: adminLn.Addr().String()}
+	if tlsCfg != nil {
+		grpcLn = tls.NewListener(grpcLn, withALPN(tlsCfg, "h2"))
+		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
+	}
+
+	metrics := broker.NewMetrics()
+	exCfg := cfg.Exchange
+	exCfg.APIURL = cfg.GitHubAPIURL
+	mcfg := tokens.ManagerConfig{
+		GitHubToken:      ghToken,
+		Exchange:         metrics.InstrumentExchange("", tokens.NewExchanger(exCfg).Exchange),
+		Clock:            cfg.Clock,
+		Logger:           cfg.Logger,
+		Epoch:            newEpoch(),
+		MinForceInterval: cfg.MinForceInterval,
+	}
+	if cfg.Tune != nil {
+		cfg.Tune(&mcfg)
+	}
+	if s.mgr, err = tokens.NewManager(mcfg); err != nil {
+		closeAll(lns)
+		return nil, err
+	}
+	accounts := map[string]broker.Source{"": s.mgr}
+	if err := metrics.ObserveAccounts(accounts); err != nil {
+		closeAll(lns)
+		_ = s.mgr.Close()
+		return nil, err
+	}
+	s.svc, err = broker.NewService(broker.Config{
+		Accounts: accounts, MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
+		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
+	})
+	if err != nil {
+		closeAll(lns)
+		_ = s.mgr.Close()
+		return nil, err
+	}
+	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor()),
+		// Watchers idle for long stretches: let them keep the connection
+		// alive, and find dead ones.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		// Thousands of mostly idle watcher connections: share write buffers.
+		grpc.SharedWriteBuffer(true),
+	)
+	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
+	s.health = health.NewServer()
+	for _, svc := range broker.HealthServices {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	// The gateway reaches the gRPC server through an in-memory listener:
+	// the same server, interceptors and streaming, without TLS to itself.
+	mem := bufconn.Listen(1 << 20)
+	s.gwConn, err = grpc.NewClient("passthrough:///broker-gateway",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return mem.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		closeAll(lns)
+		_ = s.mgr.Close()
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	rest, err := broker.NewRESTHandler(runCtx, s.gwConn, auth, metrics)
+	if err != nil {
+		cancel()
+		closeAll(lns)
+		_ = s.gwConn.Close()
+		_ = s.mgr.Close()
+		return nil, err
+	}
+	httpSrv := &http.Server{
+		Handler:           rest,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// No WriteTimeout: /v1/token:watch streams for up to MaxStreamAge.
+	}
+	adminSrv := &http.Server{
+		Handler:           ops.AdminHandler(s.ready, metrics.Registry()),
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+
+	r := &runner{s: s, errc: make(chan error, 4)}
+	r.goServe("grpc", func() error { return s.grpc.Serve(grpcLn) })
+	r.goServe("gateway", func() error { return s.grpc.Serve(mem) })
+	restCtx, stopREST := context.WithCancel(context.Background())
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, httpSrv, httpLn, cfg.ShutdownTimeout) })
+	r.goServe("admin", func() error { return ops.ServeHTTP(adminCtx, adminSrv, adminLn, cfg.ShutdownTimeout) })
+	r.goBackground(func() { broker.ReportHealth(runCtx, s.health, s.mgr) })
+	if s.watcher != nil {
+		r.goBackground(func() { s.watcher.Run(runCtx) })
+	}
+	go r.run(ctx, runCtx, stopREST, stopAdmin)
+
+	s.log.Info("broker listening", "grpc", s.addrs.GRPC, "http", s.addrs.HTTP, "admin", s.addrs.Admin,
+		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
+		"github_api_url", cfg.GitHubAPIURL, "epoch", mcfg.Epoch)
+	return s, nil
+}
+
+// Addrs returns the bound listen addresses.
+func (s *Server) Addrs() Addrs { return s.addrs }
+
+// TLS reports whether the gRPC and REST listeners use TLS.
+func (s *Server) TLS() bool { return s.tls }
+
+// Snapshot returns the default account's token state.
+func (s *Server) Snapshot() tokens.State { return s.mgr.Snapshot() }
+
+// Wait blocks until the server has stopped and returns the first error that
+// stopped it (nil after a shutdown asked for by ctx or Close).
+func (s *Server) Wait() error {
+	<-s.done
+	return s.err
+}
+
+// Close shuts the server down gracefully and waits for it, as when the
+// context passed to [Start] ends.
+func (s *Server) Close() error {
+	s.cancel()
+	return s.Wait()
+}
+
+// Reload re-reads the GitHub token file now (what SIGHUP does). When the
+// token is REJECTED and the credential is unchanged, it presents the same
+// credential again, so an operator who restored the account's Copilot
+// access can retry without a restart.
+func (s *Server) Reload() {
+	if s.watcher != nil {
+		s.watcher.Reload()
+		return
+	}
+	s.credentialChanged(s.cfg.GitHubToken, false)
+}
+
+// credentialChanged hands a new credential to the manager. An unchanged one
+// is presented again only while it stands rejected: the manager ignores a
+// repeated value, so it is cleared first.
+func (s *Server) credentialChanged(tok secret.Secret, changed bool) {
+	if changed {
+		s.mgr.SetGitHubToken(tok)
+		return
+	}
+	if s.mgr.Snapshot().Status == tokens.StatusRejected {
+		s.log.Info("retrying the rejected GitHub credential on request")
+		s.mgr.SetGitHubToken(secret.Secret{})
+		s.mgr.SetGitHubToken(tok)
+	}
+}
+
+// ready is /readyz: a token can be handed out and no shutdown is under way.
+func (s *Server) ready() error {
+	if s.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	st := s.mgr.Snapshot()
+	if st.Status.HasToken() {
+		return nil
+	}
+	if st.LastError != "" {
+		return fmt.Errorf("token %s: %s", st.Status, st.LastError)
+	}
+	return fmt.Errorf("token %s", st.Status)
+}
+
+func listenAll(addrs ...string) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+}
+
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// runner owns the serving goroutines and the shutdown order.
+type runner struct {
+	s          *Server
+	errc       chan error
+	serving    sync.WaitGroup
+	background sync.WaitGroup
+}
+
+func (r *runner) goServe(name string, serve func() error) {
+	r.serving.Add(1)
+	go func() {
+		defer r.serving.Done()
+		if err := serve(); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			select {
+			case r.errc <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	}()
+}
+
+func (r *runner) goBackground(f func()) {
+	r.background.Add(1)
+	go func() { defer r.background.Done(); f() }()
+}
+
+// run waits for the end of ctx or of a server, then shuts down in order:
+// report NOT_SERVING, end the watch streams, drain REST, drain gRPC (then
+// force it), stop the token manager and background work, and last the admin
+// endpoints, so probes and scrapes see the shutdown until the end.
+func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.CancelFunc) {
+	s := r.s
+	var cause error
+	select {
+	case <-ctx.Done():
+	case <-runCtx.Done():
+	case cause = <-r.errc:
+		s.log.Error("server failed; shutting down", "error", cause)
+	}
+	start := time.Now()
+	s.log.Info("shutting down")
+	s.stopping.Store(true)
+	s.health.Shutdown()
+	s.svc.Drain()
+
+	stopREST()
+	s.stopGRPC()
+	_ = s.gwConn.Close()
+	_ = s.mgr.Close()
+	s.cancel()
+	r.background.Wait()
+	stopAdmin()
+	r.serving.Wait()
+	if cause == nil {
+		select {
+		case err := <-r.errc:
+			cause = err
+		default:
+		}
+	}
+	s.err = cause
+	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	close(s.done)
+}
+
+// stopGRPC waits up to ShutdownTimeout for calls to finish, then cuts them.
+func (s *Server) stopGRPC() {
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		s.log.Warn("gRPC calls still running after the shutdown timeout; closing them")
+		s.grpc.Stop()
+		<-stopped
+	}
+}
