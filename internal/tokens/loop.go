@@ -25,6 +25,7 @@ type refresher struct {
 	notBefore   time.Time // no attempt before this (Retry-After)
 	lastAttempt time.Time
 	failures    int           // consecutive failed attempts
+	usedVersion uint64        // credential version of the last attempt
 	attemptDone chan struct{} // closed after the next attempt; what forced refreshes wait on
 }
 
@@ -78,6 +79,7 @@ func (r *refresher) attempt(ctx context.Context) {
 	m := r.m
 	r.lastAttempt = m.clock.Now()
 	cred, version := m.credential()
+	r.usedVersion = version
 	var tok *CopilotToken
 	var err error
 	if cred.IsZero() {
@@ -123,7 +125,8 @@ func (r *refresher) succeed(tok *CopilotToken, received, expiry, refreshAt time.
 	r.failures, r.notBefore, r.next = 0, time.Time{}, refreshAt
 	r.m.log.Info("copilot token refreshed",
 		"generation", r.gen, "fingerprint", tok.Token.Fingerprint(), "sku", tok.SKU,
-		"refresh_in", tok.RefreshIn, "expires_in", expiry.Sub(received), "next_refresh_in", refreshAt.Sub(received))
+		"refresh_in", tok.RefreshIn.String(), "expires_in", expiry.Sub(received).String(),
+		"next_refresh_in", refreshAt.Sub(received).String())
 }
 
 func (r *refresher) reject(err error, cred secret.Secret) {
@@ -162,7 +165,7 @@ func (r *refresher) fail(err error, cred secret.Secret, tok *CopilotToken, recei
 	r.lastErr = msg
 	m.log.Warn("copilot token refresh failed",
 		"generation", r.gen, "fingerprint", r.tok.Fingerprint(), "status", r.status.String(),
-		"consecutive_failures", r.failures, "retry_in", r.next.Sub(received), "error", msg)
+		"consecutive_failures", r.failures, "retry_in", r.next.Sub(received).String(), "error", msg)
 }
 
 // expire drops the token at its local expiry.
@@ -192,7 +195,7 @@ func (r *refresher) force(req forceRequest, now time.Time) {
 	}
 	if at.Before(r.next) {
 		r.next = at
-		r.m.log.Info("forced refresh requested", "generation", r.gen, "in", at.Sub(now))
+		r.m.log.Info("forced refresh requested", "generation", r.gen, "in", at.Sub(now).String())
 	}
 	req.reply <- r.attemptDone
 }
@@ -200,6 +203,9 @@ func (r *refresher) force(req forceRequest, now time.Time) {
 // credentialChanged lifts REJECTED and plans an exchange at once with the new
 // credential (still honouring a pending Retry-After).
 func (r *refresher) credentialChanged(now time.Time) {
+	if _, v := r.m.credential(); v == r.usedVersion {
+		return // an attempt already used (or was told about) this credential
+	}
 	r.failures = 0
 	r.next = maxTime(now, r.notBefore)
 	r.m.log.Info("github credential replaced", "generation", r.gen)

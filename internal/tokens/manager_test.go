@@ -389,3 +389,31 @@ func TestStatusString(t *testing.T) {
 		}
 	}
 }
+
+// TestCredentialReplacedDuringRefusedExchange: a 401 for the old credential
+// that arrives after the new one was set must not leave the account REJECTED.
+func TestCredentialReplacedDuringRefusedExchange(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	good := up.ok(1500*time.Second, 1800*time.Second)
+	up.started = make(chan int, 4)
+	gate := make(chan struct{})
+	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
+		if n == 1 {
+			<-gate
+			return nil, ErrCredentialRejected
+		}
+		return good(n, cred)
+	})
+	m := newTestManager(t, clk, up, nil)
+	<-up.started
+	m.SetGitHubToken(secret.New("ghu_new"))
+	close(gate)
+	st, err := m.WaitReady(context.Background())
+	if err != nil || st.Status != StatusValid || st.Generation != 1 {
+		t.Fatalf("WaitReady() = %v generation %d, %v; want VALID generation 1", st.Status, st.Generation, err)
+	}
+	if n := up.count(); n != 2 {
+		t.Errorf("exchange calls = %d; want 2 (refused old credential, then the new one)", n)
+	}
+}
