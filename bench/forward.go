@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/bench/internal/load"
+)
+
+// chatBody is the small non-streaming chat completion of section 1.
+var chatBody = []byte(`{"model":"gpt-4.1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the benchmark."}]}`)
+
+// target is one way to reach the sandbox's Copilot API.
+type target struct {
+	name   string
+	base   string // URL prefix before the API path, e.g. http://127.0.0.1:4141/v1
+	header http.Header
+	client *http.Client
+	// cpu reads the forwarder's CPU time (nil for direct).
+	cpu func() (time.Duration, error)
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute,
+		DisableCompression: true, ForceAttemptHTTP2: false,
+	}}
+}
+
+// targets returns direct, then the proxy and nginx when they run.
+func (st *steady) targets(conns int) []*target {
+	ts := []*target{{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(conns)}}
+	if st.proxy != nil {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+st.proxy.Key)
+		h.Set("Content-Type", "application/json")
+		p := st.proxy
+		ts = append(ts, &target{name: "proxy", base: "http://" + st.proxy.Addr + "/v1", header: h, client: newClient(conns),
+			cpu: func() (time.Duration, error) { return p.CPU(false) }})
+	}
+	if st.nginx != nil {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer client-key-nginx-ignores")
+		h.Set("Content-Type", "application/json")
+		n := st.nginx
+		ts = append(ts, &target{name: "nginx", base: st.nginxURL + "/v1", header: h, client: newClient(conns),
+			cpu: func() (time.Duration, error) { return n.CPU(true) }})
+	}
+	return ts
+}
+
+func (t *target) close() { t.client.CloseIdleConnections() }
+
+// chat sends one non-streaming chat completion and reads the whole answer.
+func (t *target) chat(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/chat/completions", bytes.NewReader(chatBody))
+	if err != nil {
+		return err
+	}
+	req.Header = t.header.Clone()
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", t.name, resp.StatusCode)
+	}
+	return nil
+}
+
+// fwdRun is one measured run of one target.
+type fwdRun struct {
+	p50, p99  time.Duration
+	rps       float64
+	cpuPerReq time.Duration // 0 when unknown
+	errs      int64
+	firstErr  error
+	requests  int
+}
+
+func (b *bench) measureForward(t *target, conc int, d time.Duration) (fwdRun, error) {
+	if _, err := load.Run(b.ctx, load.Options{Workers: conc, Duration: b.phase(300 * time.Millisecond)},
+		func(ctx context.Context, _ int) error { return t.chat(ctx) }); err != nil {
+		return fwdRun{}, err
+	}
+	var cpu0 time.Duration
+	if t.cpu != nil {
+		c, err := t.cpu()
+		if err != nil {
+			return fwdRun{}, err
+		}
+		cpu0 = c
+	}
+	res, err := load.Run(b.ctx, load.Options{Workers: conc, Duration: d},
+		func(ctx context.Context, _ int) error { return t.chat(ctx) })
+	if err != nil {
+		return fwdRun{}, err
+	}
+	r := fwdRun{p50: res.Percentile(50), p99: res.Percentile(99), rps: res.Throughput(),
+		errs: res.Errors, firstErr: res.FirstErr, requests: len(res.Latencies)}
+	if t.cpu != nil {
+		c, err := t.cpu()
+		if err != nil {
+			return fwdRun{}, err
+		}
+		if r.requests > 0 {
+			r.cpuPerReq = (c - cpu0) / time.Duration(r.requests)
+		}
+	}
+	return r, nil
+}
+
+// forward is section 1: direct vs proxy vs nginx, concurrency 1 and 32.
+func (b *bench) forward() {
+	s := &section{Title: "1. Forwarding overhead (non-streaming chat completion)"}
+	b.rep.Sections = append(b.rep.Sections, s)
+	st, err := b.steadyStack()
+	if err != nil {
+		s.Err = err
+		return
+	}
+	d := b.phase(2 * time.Second)
+	s.Intro = fmt.Sprintf("A %d-byte non-streaming `POST /chat/completions` (gpt-4.1), answered by the sandbox with no "+
+		"artificial delay, sent by closed-loop clients (keep-alive connections) directly to the sandbox, through the proxy "+
+		"(`/v1/chat/completions`, API key checked, token from the broker) and through nginx (static token, same headers). "+
+		"Each run: %v warm-up, then %v measured per path, the three paths interleaved (order rotated every run); %d runs. "+
+		"Latency percentiles are exact over all requests of a run; *added* is the path's figure minus direct's in the same run. "+
+		"CPU per request is the forwarding process's utime+stime delta over the measured phase (nginx: master and workers) "+
+		"divided by the requests served.",
+		len(chatBody), b.phase(300*time.Millisecond), d, b.opts.runs)
+	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
+	for name, e := range st.errs {
+		s.note("%s not measured: %s", name, oneLine(e.Error()))
+	}
+	meter := b.meter()
+	for _, conc := range []int{1, 32} {
+		ts := st.targets(conc * 2)
+		runs := map[string][]fwdRun{}
+		for run := range b.opts.runs {
+			for i := range ts {
+				t := ts[(i+run)%len(ts)]
+				r, err := b.measureForward(t, conc, d)
+				if err != nil {
+					s.Err = err
+					return
+				}
+				if r.errs > 0 {
+					s.note("%s at concurrency %d, run %d: %d failed requests (%v)", t.name, conc, run+1, r.errs, r.firstErr)
+				}
+				runs[t.name] = append(runs[t.name], r)
+			}
+		}
+		for _, t := range ts {
+			t.close()
+		}
+		b.fwdResults(s, conc, ts, runs)
+	}
+	s.note("other processes during this section: %s", b.meter().othersSince(meter))
+}
+
+// fwdSummary holds the medians of one path at one concurrency.
+type fwdSummary struct {
+	p50, p99, add50, add99 time.Duration
+	rps, ratio             float64
+	cpu                    time.Duration
+}
+
+func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][]fwdRun) {
+	direct := runs["direct"]
+	sum := map[string]fwdSummary{}
+	for _, t := range ts {
+		rs := runs[t.name]
+		var p50, p99, a50, a99, rps, ratio, cpu []float64
+		for i, r := range rs {
+			p50 = append(p50, float64(r.p50))
+			p99 = append(p99, float64(r.p99))
+			a50 = append(a50, float64(r.p50-direct[i].p50))
+			a99 = append(a99, float64(r.p99-direct[i].p99))
+			rps = append(rps, r.rps)
+			ratio = append(ratio, r.rps/direct[i].rps)
+			cpu = append(cpu, float64(r.cpuPerReq))
+		}
+		sum[t.name] = fwdSummary{
+			p50: time.Duration(load.Median(p50)), p99: time.Duration(load.Median(p99)),
+			add50: time.Duration(load.Median(a50)), add99: time.Duration(load.Median(a99)),
+			rps: load.Median(rps), ratio: load.Median(ratio), cpu: time.Duration(load.Median(cpu)),
+		}
+	}
+	b.fwd[conc] = sum
+	for _, t := range ts {
+		m := sum[t.name]
+		add50, add99, ratio, cpu, vsNginx := "", "", "1.00", "", ""
+		if t.name != "direct" {
+			add50, add99, ratio = ms(m.add50), ms(m.add99), fmt.Sprintf("%.2f", m.ratio)
+			cpu = us(m.cpu)
+			if n, ok := sum["nginx"]; ok && n.cpu > 0 {
+				vsNginx = fmt.Sprintf("%.2fx", float64(m.cpu)/float64(n.cpu))
+			}
+		}
+		s.row(fmt.Sprint(conc), t.name, ms(m.p50), ms(m.p99), add50, add99, fmt.Sprintf("%.0f", m.rps), ratio, cpu, vsNginx)
+	}
+}

@@ -1,0 +1,167 @@
+// Command bench measures the proxy and the broker against the sandbox
+// upstream, beside direct calls and nginx as references, and writes a
+// Markdown report (docs/benchmarks.md through `make bench`).
+//
+//	go run ./bench -out docs/benchmarks.md
+//
+// It builds cmd/broker and cmd/proxy into a temporary directory, runs them as
+// child processes on free loopback ports (so their CPU time and memory can be
+// read from /proc), runs the sandbox in this process behind a tap that stamps
+// what leaves it, and starts nginx from Debian's package with a generated
+// configuration. The whole run is bounded by -timeout (default 9 min).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command's flags.
+type options struct {
+	out     string
+	runs    int
+	scale   float64 // multiplies every phase duration
+	only    []string
+	keep    bool
+	timeout time.Duration
+}
+
+var allSections = []string{"forward", "stream", "fanout", "reads", "rotation"}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var only string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.out, "out", "", "write the Markdown report to this file (default: stdout)")
+	fs.IntVar(&o.runs, "runs", 5, "repetitions of each measurement; figures are medians over them")
+	fs.Float64Var(&o.scale, "scale", 1, "multiply every phase duration (0.2 for a quick look)")
+	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
+	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.runs < 1 || o.scale <= 0 {
+		return o, errors.New("-runs must be >= 1 and -scale > 0")
+	}
+	for _, s := range strings.Split(only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(allSections, s) {
+			return o, fmt.Errorf("-only: unknown section %q (have %s)", s, strings.Join(allSections, ", "))
+		}
+		o.only = append(o.only, s)
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	moduleDir, err := findModule()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintf(stderr, "bench: keeping %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	b := &bench{fwd: map[int]map[string]fwdSummary{},
+		opts: o, ctx: ctx, tmp: tmp, moduleDir: moduleDir, log: stderr,
+		rep: &report{Command: "make bench (go run ./bench -out docs/benchmarks.md)", Started: time.Now()},
+	}
+	if len(o.only) != len(allSections) || o.runs != 5 || o.scale != 1 {
+		b.rep.Command = "go run ./bench " + strings.Join(args, " ")
+	}
+	defer b.closeAll()
+	b.describeMachine()
+	if err := b.build(); err != nil {
+		b.rep.Notes = append(b.rep.Notes, "build: "+oneLine(err.Error()))
+	}
+	for _, name := range o.only {
+		if ctx.Err() != nil {
+			b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("%s: skipped, the run's time bound was reached", name))
+			continue
+		}
+		start := time.Now()
+		b.logf("== %s", name)
+		sections[name](b)
+		b.logf("== %s took %v", name, time.Since(start).Round(100*time.Millisecond))
+	}
+	b.describeLoadAfter()
+	b.rep.Took = time.Since(b.rep.Started)
+
+	w := stdout
+	if o.out != "" {
+		path := o.out
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(moduleDir, path)
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	return b.rep.write(w)
+}
+
+var sections = map[string]func(*bench){
+	"forward":  (*bench).forward,
+	"stream":   (*bench).stream,
+	"fanout":   (*bench).fanout,
+	"reads":    (*bench).reads,
+	"rotation": (*bench).rotation,
+}
+
+// findModule returns the directory of the enclosing go.mod.
+func findModule() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
+	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+)
+
+// brokerProc is a running broker binary.
+type brokerProc struct {
+	*proc.Process
+	GRPCAddr, HTTPAddr, AdminAddr string
+	Key                           string // broker key the clients present
+}
+
+// proxyProc is a running proxy binary.
+type proxyProc struct {
+	*proc.Process
+	Addr, AdminAddr string
+	Key             string // API key the clients present
+}
+
+func randomKey() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// writeKeys writes a keys file with one key named name.
+func writeKeys(dir, name, key string) (string, error) {
+	path := filepath.Join(dir, name+".keys")
+	return path, os.WriteFile(path, []byte(name+":"+key+"\n"), 0o600)
+}
+
+func freeAddrs(n int) ([]string, error) {
+	out := make([]string, n)
+	for i := range out {
+		a, err := proc.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// startBroker runs `broker serve` against up, waits until it holds a token,
+// and registers it to be stopped at the end.
+func (b *bench) startBroker(up *upstream, name string) (*brokerProc, error) {
+	if err := b.need("broker"); err != nil {
+		return nil, err
+	}
+	dir := b.dir(name)
+	addrs, err := freeAddrs(3)
+	if err != nil {
+		return nil, err
+	}
+	key := randomKey()
+	keys, err := writeKeys(dir, "bench", key)
+	if err != nil {
+		return nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Name: name, Path: b.bins["broker"],
+		Args: []string{"serve", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--admin-addr", addrs[2],
+			"--github-api-url", up.URL, "--keys-file", keys},
+		Env:     []string{"GITHUB_TOKEN=" + up.GitHubToken().Reveal()},
+		LogPath: filepath.Join(dir, "broker.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, p)
+	if err := proc.WaitHTTP(b.ctx, p, "http://"+addrs[2]+"/readyz", 20*time.Second); err != nil {
+		b.stop(p)
+		return nil, fmt.Errorf("%w (log: %s)", err, tail(filepath.Join(dir, "broker.log")))
+	}
+	return &brokerProc{Process: p, GRPCAddr: addrs[0], HTTPAddr: addrs[1], AdminAddr: addrs[2], Key: key}, nil
+}
+
+// startProxy runs `proxy serve` against br, forwarding to up, and waits until
+// it is ready (holds a token).
+func (b *bench) startProxy(up *upstream, br *brokerProc, name string) (*proxyProc, error) {
+	if err := b.need("proxy"); err != nil {
+		return nil, err
+	}
+	dir := b.dir(name)
+	addrs, err := freeAddrs(2)
+	if err != nil {
+		return nil, err
+	}
+	key := randomKey()
+	keys, err := writeKeys(dir, "bench", key)
+	if err != nil {
+		return nil, err
+	}
+	p, err := proc.Start(proc.Spec{
+		Name: name, Path: b.bins["proxy"],
+		Args: []string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
+			"--keys-file", keys, "--copilot-api-url", up.URL},
+		Env:     []string{"PROXY_BROKER_KEY=" + br.Key},
+		LogPath: filepath.Join(dir, "proxy.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, p)
+	if err := proc.WaitHTTP(b.ctx, p, "http://"+addrs[1]+"/readyz", 20*time.Second); err != nil {
+		b.stop(p)
+		return nil, fmt.Errorf("%w (log: %s)", err, tail(filepath.Join(dir, "proxy.log")))
+	}
+	return &proxyProc{Process: p, Addr: addrs[0], AdminAddr: addrs[1], Key: key}, nil
+}
+
+// tail returns the end of a log file, for error messages.
+func tail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(data) > 1500 {
+		data = data[len(data)-1500:]
+	}
+	return string(data)
+}
+
+// steady is the stack of sections 1, 2 and 4: a sandbox issuing long-lived
+// tokens, a broker, a proxy and nginx. Parts that cannot start are nil with
+// their error kept, so the other comparisons still run.
+type steady struct {
+	up       *upstream
+	token    string // a Copilot token for the direct and nginx paths
+	broker   *brokerProc
+	proxy    *proxyProc
+	nginx    *proc.Process
+	nginxURL string
+	errs     map[string]error
+}
+
+func (b *bench) steadyStack() (*steady, error) {
+	if b.steadyCache != nil {
+		return b.steadyCache, nil
+	}
+	up, err := startUpstream(sandbox.Config{RequestLogSize: -1, TokenLifetime: time.Hour, RefreshIn: 50 * time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	b.onClose(up.close)
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	tok, err := up.copilotToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &steady{up: up, token: tok, errs: map[string]error{}}
+	if st.broker, err = b.startBroker(up, "broker-steady"); err != nil {
+		st.errs["broker"] = err
+		st.errs["proxy"] = err
+	} else if st.proxy, err = b.startProxy(up, st.broker, "proxy-steady"); err != nil {
+		st.errs["proxy"] = err
+	}
+	addr, err := proc.FreeAddr()
+	if err == nil {
+		cfg := nginxConfig{Dir: b.dir("nginx"), Listen: addr, Upstream: up.ln.Addr().String(), Token: tok,
+			Workers: "auto", KeepAlive: 64, Headers: copilotHeaders()}
+		st.nginx, err = startNginx(b.ctx, cfg)
+	}
+	if err != nil {
+		st.errs["nginx"] = err
+	} else {
+		b.procs = append(b.procs, st.nginx)
+		st.nginxURL = "http://" + addr
+	}
+	for k, e := range st.errs {
+		b.logf("steady stack: %s: %v", k, e)
+	}
+	b.steadyCache = st
+	return st, nil
+}
+
+// copilotHeaders are the headers copilot-protocol.md section 4 requires,
+// besides Authorization and X-Request-Id.
+func copilotHeaders() [][2]string {
+	return [][2]string{
+		{"Copilot-Integration-Id", "vscode-chat"},
+		{"Editor-Version", "vscode/1.104.3"},
+		{"Editor-Plugin-Version", "copilot-chat/0.26.7"},
+		{"User-Agent", "GitHubCopilotChat/0.26.7"},
+		{"Openai-Intent", "conversation-panel"},
+		{"X-Github-Api-Version", "2025-04-01"},
+		{"X-Initiator", "user"},
+	}
+}
+
+// directHeader is what a client calling the sandbox directly sends.
+func directHeader(token string) http.Header {
+	h := http.Header{}
+	for _, kv := range copilotHeaders() {
+		h.Set(kv[0], kv[1])
+	}
+	h.Set("Authorization", "Bearer "+token)
+	h.Set("Content-Type", "application/json")
+	return h
+}
