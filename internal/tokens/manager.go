@@ -252,6 +252,23 @@ func (m *Manager) SetGitHubToken(tok secret.Secret) {
 	}
 }
 
+// RetryRejected lifts REJECTED and makes one attempt at once with the current
+// credential, for an operator who fixed the account's Copilot access and
+// signals the broker (SIGHUP). It does nothing unless the status is REJECTED,
+// so it cannot be used to hammer GitHub.
+func (m *Manager) RetryRejected() {
+	if m.Snapshot().Status != StatusRejected {
+		return
+	}
+	m.credMu.Lock()
+	m.credVersion++
+	m.credMu.Unlock()
+	select {
+	case m.credChanged <- struct{}{}:
+	default:
+	}
+}
+
 // credential returns the current credential and its version.
 func (m *Manager) credential() (secret.Secret, uint64) {
 	m.credMu.Lock()

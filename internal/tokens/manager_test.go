@@ -145,6 +145,31 @@ func TestRejected(t *testing.T) {
 	}
 }
 
+func TestRetryRejected(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	good := up.ok(1500*time.Second, 1800*time.Second)
+	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
+		if n == 1 {
+			return nil, &NoAccessError{Status: 403, NotificationID: "no_copilot_access"}
+		}
+		return good(n, cred) // the operator fixed the subscription
+	})
+	m := newTestManager(t, clk, up, nil)
+	updates, cancel := m.Subscribe()
+	defer cancel()
+	waitState(t, updates, "REJECTED", hasStatus(StatusRejected))
+	got := waitState(t, func() <-chan State { m.RetryRejected(); return updates }(), "recovery", hasStatus(StatusValid))
+	if got.Generation != 1 || up.count() != 2 {
+		t.Fatalf("after RetryRejected: generation %d, calls %d; want 1, 2", got.Generation, up.count())
+	}
+	m.RetryRejected() // VALID: nothing to lift, no call
+	waitTimer(t, clk)
+	if n := up.count(); n != 2 {
+		t.Errorf("RetryRejected() while VALID made a call: calls = %d; want 2", n)
+	}
+}
+
 func TestEmptyCredentialStartsRejected(t *testing.T) {
 	clk := clock.NewFake(t0)
 	up := newFakeUpstream(clk)
