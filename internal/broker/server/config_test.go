@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+)
+
+func TestStartRefusesExposureWithoutKeys(t *testing.T) {
+	tok := secret.New("gho_x")
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"grpc on all interfaces", Config{GRPCAddr: "0.0.0.0:0", HTTPAddr: "127.0.0.1:0", GitHubToken: tok}},
+		{"http on all interfaces", Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: ":0", GitHubToken: tok}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := Start(context.Background(), tt.cfg)
+			if err == nil {
+				_ = srv.Close()
+				t.Fatal("Start() = nil; want a refusal")
+			}
+			if !errors.Is(err, ops.ErrNoAuthBeyondLoopback) {
+				t.Errorf("Start() = %v; want ErrNoAuthBeyondLoopback", err)
+			}
+			for _, fix := range []string{"--keys-file", "--insecure-no-auth", "127.0.0.1"} {
+				if !strings.Contains(err.Error(), fix) {
+					t.Errorf("Start() error %q does not mention %s", err, fix)
+				}
+			}
+		})
+	}
+}
+
+func TestStartValidates(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no token", Config{}, "GITHUB_TOKEN"},
+		{"cert without key", Config{GitHubToken: secret.New("x"), TLSCertFile: "c.pem"}, "--tls-key"},
+		{"client CA without cert", Config{GitHubToken: secret.New("x"), TLSClientCAFile: "ca.pem"}, "--tls-client-ca"},
+		{"missing token file", Config{GitHubTokenFile: filepath.Join(t.TempDir(), "none")}, "no such file"},
+		{"negative stream age", Config{GitHubToken: secret.New("x"), MaxStreamAge: -time.Second}, "max-stream-age"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := Start(context.Background(), tt.cfg)
+			if err == nil {
+				_ = srv.Close()
+				t.Fatalf("Start() = nil; want an error mentioning %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Start() = %v; want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTokenFileChangeAndReload(t *testing.T) {
+	sb := startSandbox(t, sandbox.Config{})
+	path := filepath.Join(t.TempDir(), "github-token")
+	if err := os.WriteFile(path, []byte(sb.GitHubToken().Reveal()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startBroker(t, sb, Config{GitHubTokenFile: path, TokenFilePoll: 20 * time.Millisecond})
+	ctx := timeout(t, 20*time.Second)
+	c := e.client()
+	gen := e.getValid(ctx, c).GetGeneration()
+
+	waitStatus := func(want tokens.Status) tokens.State {
+		t.Helper()
+		for ctx.Err() == nil {
+			if st := e.srv.Snapshot(); st.Status == want {
+				return st
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("status = %v; want %v", e.srv.Snapshot().Status, want)
+		return tokens.State{}
+	}
+
+	// Revoked upstream: the broker finds out and stops.
+	sb.RevokeGitHubToken(sb.GitHubToken())
+	if _, err := c.RefreshToken(ctx, &brokerv1.RefreshTokenRequest{RejectedGeneration: gen}); err == nil {
+		t.Fatal("RefreshToken() with a revoked credential = nil; want an error")
+	}
+	waitStatus(tokens.StatusRejected)
+
+	// A new token in the file lifts REJECTED.
+	fresh := secret.New("gho_fresh_token_for_the_file_test")
+	sb.AddGitHubToken(fresh)
+	if err := os.WriteFile(path, []byte(fresh.Reveal()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(tokens.StatusValid)
+	if st.Generation != gen+1 {
+		t.Errorf("generation after the file changed = %d; want %d", st.Generation, gen+1)
+	}
+
+	// Rejected again; the operator restores the account and sends SIGHUP
+	// (Reload) without changing the file: the same credential is retried.
+	sb.RevokeGitHubToken(fresh)
+	if _, err := c.RefreshToken(ctx, &brokerv1.RefreshTokenRequest{RejectedGeneration: st.Generation}); err == nil {
+		t.Fatal("RefreshToken() with a revoked credential = nil; want an error")
+	}
+	waitStatus(tokens.StatusRejected)
+	before := sb.Stats().ExchangeCount()
+	time.Sleep(100 * time.Millisecond) // several polls of an unchanged file
+	if n := sb.Stats().ExchangeCount() - before; n != 0 {
+		t.Errorf("exchanges while REJECTED with an unchanged file = %d; want 0", n)
+	}
+	sb.AddGitHubToken(fresh)
+	e.srv.Reload()
+	if st := waitStatus(tokens.StatusValid); st.Generation != gen+2 {
+		t.Errorf("generation after Reload = %d; want %d", st.Generation, gen+2)
+	}
+}
