@@ -1,0 +1,257 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+const key = "test-key-0123456789abcdef"
+
+// edge is a Service behind the interceptors over bufconn, with the REST
+// handler in an httptest server, as the server package wires them.
+type edge struct {
+	src     *fakeSource
+	metrics *Metrics
+	client  brokerv1.TokenBrokerServiceClient
+	rest    *httptest.Server
+	logs    *strings.Builder
+}
+
+func newEdge(t *testing.T) *edge {
+	t.Helper()
+	set, err := keys.Parse(strings.NewReader("proxy:" + key + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &edge{src: newFake(validState(1)), metrics: NewMetrics(), logs: &strings.Builder{}}
+	logger := slog.New(slog.NewTextHandler(lockedWriter{e.logs}, nil))
+	svc := newTestService(t, e.src, func(c *Config) { c.Metrics = e.metrics; c.Logger = logger })
+	if err := e.metrics.ObserveAccounts(map[string]Source{"": e.src}); err != nil {
+		t.Fatal(err)
+	}
+	auth := NewAuthenticator(set, logger, e.metrics)
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(e.metrics.StreamInterceptor(), auth.StreamInterceptor()))
+	brokerv1.RegisterTokenBrokerServiceServer(srv, svc)
+	ln := bufconn.Listen(1 << 16)
+	go func() { _ = srv.Serve(ln) }()
+	cc, err := grpc.NewClient("passthrough:///edge",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewRESTHandler(context.Background(), cc, auth, e.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rest = httptest.NewServer(h)
+	e.client = brokerv1.NewTokenBrokerServiceClient(cc)
+	t.Cleanup(func() {
+		e.rest.Close()
+		svc.Drain()
+		_ = cc.Close()
+		srv.Stop()
+	})
+	return e
+}
+
+// lockedWriter is good enough for slog, which serializes its writes.
+type lockedWriter struct{ b *strings.Builder }
+
+func (w lockedWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
+
+func TestAuthNeverLogsKeys(t *testing.T) {
+	e := newEdge(t)
+	ctx := context.Background()
+	bad := "wrong-key-0123456789abcdef"
+	e.src.forceRes = validState(1)
+	_, err := e.client.GetToken(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bad), &brokerv1.GetTokenRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("GetToken(wrong key) = %v; want UNAUTHENTICATED", err)
+	}
+	if _, err := e.client.RefreshToken(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key), &brokerv1.RefreshTokenRequest{RejectedGeneration: 9}); err != nil {
+		t.Fatalf("RefreshToken(valid key) = %v", err)
+	}
+	resp, err := http.Get(e.rest.URL + "/v1/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	logs := e.logs.String()
+	if strings.Contains(logs, bad) || strings.Contains(logs, key) {
+		t.Errorf("logs contain a presented key:\n%s", logs)
+	}
+	if !strings.Contains(logs, "reason=unknown") || !strings.Contains(logs, "reason=missing") || !strings.Contains(logs, "key=proxy") {
+		t.Errorf("logs = %s; want the failure reasons and the key's name", logs)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEdge(t)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
+	if _, err := e.client.GetToken(ctx, &brokerv1.GetTokenRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.GetToken(context.Background(), &brokerv1.GetTokenRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatal(err)
+	}
+	stream, err := e.client.WatchToken(ctx, &brokerv1.WatchTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.rest.URL+"/v1/token", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := e.rest.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	want := map[string]float64{
+		`broker_grpc_requests_total{code="OK",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:              2, // one direct, one through the gateway
+		`broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`: 1,
+		`broker_auth_failures_total{reason="missing",transport="grpc"}`:                                              1,
+		`broker_http_requests_total{code="200",route="/v1/token"}`:                                                   1,
+		`broker_watchers{account=""}`:                       1,
+		`broker_token_generation{account=""}`:               1,
+		`broker_token_status{account="",status="VALID"}`:    1,
+		`broker_token_status{account="",status="PENDING"}`:  0,
+		`broker_token_expiry_timestamp_seconds{account=""}`: float64(t0.Add(30 * time.Minute).Unix()),
+	}
+	got := gather(t, e.metrics)
+	for name, v := range want {
+		if g, ok := got[name]; !ok || g != v {
+			t.Errorf("metric %s = %v (present %v); want %v", name, g, ok, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(e.metrics.Registry(), promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); strings.Contains(body, key) || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics contains a key, or lacks the Go collector:\n%s", body)
+	}
+}
+
+// gather returns every series as `name{label="value",...}` (labels sorted
+// by name, as Prometheus stores them) mapped to its value.
+func gather(t *testing.T, m *Metrics) map[string]float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range mt.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+			}
+			name := mf.GetName() + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case mt.GetCounter() != nil:
+				out[name] = mt.GetCounter().GetValue()
+			case mt.GetGauge() != nil:
+				out[name] = mt.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func TestInstrumentExchange(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{nil, "success"},
+		{fmt.Errorf("x: %w", tokens.ErrCredentialRejected), "rejected"},
+		{&tokens.NoAccessError{Status: 403}, "no_access"},
+		{&tokens.RateLimitedError{Status: 429}, "rate_limited"},
+		{&tokens.TransientError{Status: 502}, "error"},
+		{errors.New("dial"), "error"},
+	}
+	m := NewMetrics()
+	for _, tt := range tests {
+		f := m.InstrumentExchange("acct", func(context.Context, secret.Secret) (*tokens.CopilotToken, error) { return nil, tt.err })
+		_, _ = f(context.Background(), secret.New("gho_x"))
+		name := fmt.Sprintf(`broker_token_refreshes_total{account="acct",result=%q}`, tt.want)
+		if got := gather(t, m)[name]; got < 1 {
+			t.Errorf("InstrumentExchange(%v): %s = %v; want >= 1", tt.err, name, got)
+		}
+	}
+	n := 0
+	for name := range gather(t, m) {
+		if strings.HasPrefix(name, "broker_token_refreshes_total{") {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("refresh result series = %d; want 5", n)
+	}
+}
+
+func TestReportHealth(t *testing.T) {
+	src := newFake(tokens.State{Status: tokens.StatusPending})
+	hs := health.NewServer()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ReportHealth(ctx, hs, src); close(done) }()
+	check := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: HealthServices[1]})
+			if err == nil && resp.GetStatus() == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("health = %v, %v; want %v", resp.GetStatus(), err, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	steps := []struct {
+		status tokens.Status
+		want   healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{tokens.StatusPending, healthpb.HealthCheckResponse_NOT_SERVING},
+		{tokens.StatusValid, healthpb.HealthCheckResponse_SERVING},
+		{tokens.StatusStale, healthpb.HealthCheckResponse_SERVING},
+		{tokens.StatusExpired, healthpb.HealthCheckResponse_NOT_SERVING},
+		{tokens.StatusValid, healthpb.HealthCheckResponse_SERVING},
+		{tokens.StatusRejected, healthpb.HealthCheckResponse_NOT_SERVING},
+	}
+	for _, s := range steps {
+		src.set(tokens.State{Status: s.status})
+		check(s.want)
+	}
+	cancel()
+	<-done
+}
