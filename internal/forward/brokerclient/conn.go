@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Dial returns a connection to the broker at target ("host:port" or any gRPC
@@ -23,7 +24,12 @@ import (
 func Dial(target string, key secret.Secret, tlsCfg *tls.Config, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	bc := backoff.DefaultConfig
 	bc.BaseDelay, bc.MaxDelay = 250*time.Millisecond, 5*time.Second
-	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second})}
+	opts := []grpc.DialOption{
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+		// Pings find a broker that vanished without closing the connection
+		// (the broker permits one every 10 s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	} else {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// brokerKeyEnv holds the broker key itself. It is read directly, not bound to
+// a flag: a key given as a flag value would show in process lists.
+const brokerKeyEnv = "PROXY_BROKER_KEY"
+
+// options are the flags that are not fields of server.Config.
+type options struct {
+	brokerKeyFile, keysFile, logLevel, logFormat string
+}
+
+// serveFlags binds `proxy serve`'s flags onto a server.Config.
+func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
+	ed := forward.DefaultEditor()
+	fs.StringVar(&cfg.Addr, "addr", server.DefaultAddr, "client listen address (OpenAI and Anthropic paths)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
+	fs.StringVar(&cfg.BrokerAddr, "broker-addr", server.DefaultBrokerAddr, "the broker's gRPC address")
+	fs.StringVar(&o.brokerKeyFile, "broker-key-file", "", "file holding the broker key (else the "+brokerKeyEnv+" environment variable)")
+	fs.StringVar(&cfg.Account, "account", "", "account to watch (empty: the broker's default)")
+	fs.BoolVar(&cfg.BrokerTLS, "broker-tls", false, "use TLS to the broker (system roots unless --broker-tls-ca)")
+	fs.StringVar(&cfg.BrokerTLSCAFile, "broker-tls-ca", "", "CA certificates (PEM) of the broker's certificate; implies --broker-tls")
+	fs.StringVar(&cfg.BrokerTLSCertFile, "broker-tls-cert", "", "client certificate (PEM) for mutual TLS to the broker")
+	fs.StringVar(&cfg.BrokerTLSKeyFile, "broker-tls-key", "", "client private key (PEM) for --broker-tls-cert")
+	fs.StringVar(&cfg.BrokerTLSServerName, "broker-tls-server-name", "", "name to verify in the broker's certificate (default: the host of --broker-addr)")
+	fs.StringVar(&o.keysFile, "keys-file", "", "client API keys, one NAME:SECRET a line; clients send Authorization: Bearer SECRET or X-Api-Key: SECRET")
+	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
+	fs.StringVar(&cfg.CopilotAPIURL, "copilot-api-url", "", "Copilot API base URL overriding the token's api_base_url (e.g. the sandbox's URL)")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted (413 above); bodies are held in memory")
+	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request header block accepted")
+	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
+	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body")
+	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
+	fs.StringVar(&cfg.Editor.Version, "editor-version", ed.Version, "Editor-Version header sent to Copilot")
+	fs.StringVar(&cfg.Editor.PluginVersion, "editor-plugin-version", ed.PluginVersion, "Editor-Plugin-Version header sent to Copilot")
+	fs.StringVar(&cfg.Editor.UserAgent, "user-agent", ed.UserAgent, "User-Agent header sent to Copilot")
+	fs.StringVar(&cfg.Editor.IntegrationID, "integration-id", ed.IntegrationID, "Copilot-Integration-Id header sent to Copilot")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
+}
+
+func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var cfg server.Config
+	var o options
+	fs := flag.NewFlagSet("proxy serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	serveFlags(fs, &cfg, &o)
+	if err := ops.ParseFlags(fs, "PROXY", args, getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	logger, err := ops.NewLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	if o.keysFile != "" {
+		if cfg.Keys, err = keys.Load(o.keysFile); err != nil {
+			return err
+		}
+	}
+	if cfg.BrokerKey, err = brokerKey(getenv(brokerKeyEnv), o.brokerKeyFile); err != nil {
+		return err
+	}
+	srv, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "proxy listening: http=%s admin=%s\n", srv.Addrs().HTTP, srv.Addrs().Admin)
+	return srv.Wait()
+}
+
+// brokerKey returns the broker key from the environment or a file; setting
+// both is a mistake worth reporting rather than guessing.
+func brokerKey(env, file string) (secret.Secret, error) {
+	switch {
+	case env != "" && file != "":
+		return secret.Secret{}, errors.New("set either " + brokerKeyEnv + " or --broker-key-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return secret.Secret{}, fmt.Errorf("broker key: %w", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return secret.Secret{}, fmt.Errorf("broker key file %s is empty", file)
+		}
+		return secret.New(k), nil
+	default:
+		return secret.New(strings.TrimSpace(env)), nil
+	}
+}

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// Defaults of [Config]; `proxy serve --help` shows the same values.
+const (
+	DefaultAddr                  = "127.0.0.1:4141"
+	DefaultAdminAddr             = "127.0.0.1:4142"
+	DefaultBrokerAddr            = "127.0.0.1:50051"
+	DefaultMaxBodyBytes          = 32 << 20
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultBodyReadTimeout       = 60 * time.Second
+	DefaultIdleTimeout           = 120 * time.Second
+	DefaultUpstreamHeaderTimeout = 5 * time.Minute
+	DefaultShutdownGrace         = 60 * time.Second
+)
+
+// Config is everything a proxy needs. Each field documents its default and,
+// for `proxy serve`, its flag and environment variable. The zero Config is a
+// loopback proxy watching a loopback broker.
+type Config struct {
+	// Addr is the client-facing listen address; "127.0.0.1:0" picks a free
+	// port (see [Server.Addrs]). --addr, PROXY_ADDR, default [DefaultAddr].
+	Addr string
+	// AdminAddr serves /healthz, /readyz and /metrics, with no key.
+	// --admin-addr, PROXY_ADMIN_ADDR, default [DefaultAdminAddr].
+	AdminAddr string
+
+	// BrokerAddr is the broker's gRPC address (any gRPC target).
+	// --broker-addr, PROXY_BROKER_ADDR, default [DefaultBrokerAddr].
+	BrokerAddr string
+	// BrokerKey is sent to the broker as "authorization: Bearer <key>".
+	// `proxy serve` takes it from PROXY_BROKER_KEY or --broker-key-file
+	// (PROXY_BROKER_KEY_FILE), never from a flag value.
+	BrokerKey secret.Secret
+	// BrokerTLS enables TLS to the broker (system roots unless
+	// BrokerTLSCAFile). --broker-tls, PROXY_BROKER_TLS.
+	BrokerTLS bool
+	// BrokerTLSCAFile holds the CA certificates that sign the broker's
+	// certificate; implies BrokerTLS. --broker-tls-ca, PROXY_BROKER_TLS_CA.
+	BrokerTLSCAFile string
+	// BrokerTLSCertFile and BrokerTLSKeyFile are the proxy's client
+	// certificate for mutual TLS; imply BrokerTLS. --broker-tls-cert,
+	// --broker-tls-key (PROXY_BROKER_TLS_CERT, PROXY_BROKER_TLS_KEY).
+	BrokerTLSCertFile, BrokerTLSKeyFile string
+	// BrokerTLSServerName overrides the name checked in the broker's
+	// certificate. --broker-tls-server-name, PROXY_BROKER_TLS_SERVER_NAME.
+	BrokerTLSServerName string
+	// Account is the watched account; empty is the broker's default.
+	// --account, PROXY_ACCOUNT.
+	Account string
+	// Broker, when set, is used instead of dialing BrokerAddr (tests that
+	// serve the broker over an in-memory connection).
+	Broker brokerv1.TokenBrokerServiceClient
+
+	// Keys are the client API keys; nil means none are required (allowed
+	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
+	// --keys-file (PROXY_KEYS_FILE).
+	Keys *keys.Set
+	// InsecureNoAuth allows listening beyond loopback without keys.
+	// --insecure-no-auth, PROXY_INSECURE_NO_AUTH.
+	InsecureNoAuth bool
+
+	// CopilotAPIURL overrides every token's api_base_url (for the sandbox).
+	// --copilot-api-url, PROXY_COPILOT_API_URL.
+	CopilotAPIURL string
+	// Editor is the identity sent to Copilot; zero fields take
+	// [forward.DefaultEditor]'s. --editor-version, --editor-plugin-version,
+	// --user-agent, --integration-id (PROXY_EDITOR_VERSION, ...).
+	Editor forward.Editor
+
+	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
+	// memory for inspection and one replay after an upstream 401.
+	// --max-body-bytes, PROXY_MAX_BODY_BYTES, default [DefaultMaxBodyBytes].
+	MaxBodyBytes int64
+	// MaxHeaderBytes bounds request headers. --max-header-bytes,
+	// PROXY_MAX_HEADER_BYTES, default [DefaultMaxHeaderBytes].
+	MaxHeaderBytes int
+	// ReadHeaderTimeout closes connections that do not send their headers in
+	// time. --read-header-timeout, PROXY_READ_HEADER_TIMEOUT, default
+	// [DefaultReadHeaderTimeout].
+	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body. --body-read-timeout,
+	// PROXY_BODY_READ_TIMEOUT, default [DefaultBodyReadTimeout].
+	BodyReadTimeout time.Duration
+	// UpstreamHeaderTimeout bounds the wait for Copilot's response headers;
+	// streams have no total timeout. --upstream-header-timeout,
+	// PROXY_UPSTREAM_HEADER_TIMEOUT, default [DefaultUpstreamHeaderTimeout].
+	UpstreamHeaderTimeout time.Duration
+	// ShutdownGrace is how long in-flight requests (streams) may run after a
+	// shutdown begins. --shutdown-grace, PROXY_SHUTDOWN_GRACE, default
+	// [DefaultShutdownGrace].
+	ShutdownGrace time.Duration
+
+	// Transport, when set, replaces the upstream transport (tests).
+	Transport http.RoundTripper
+	// MinBackoff and MaxBackoff bound the broker reconnection delay
+	// (defaults 250 ms and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+	// Clock drives token expiry and reconnect backoff (nil: real clock).
+	Clock clock.Clock
+	// Logger receives the proxy's logs (nil discards them).
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	str := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	str(&c.Addr, DefaultAddr)
+	str(&c.AdminAddr, DefaultAdminAddr)
+	str(&c.BrokerAddr, DefaultBrokerAddr)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	dur(&c.BodyReadTimeout, DefaultBodyReadTimeout)
+	dur(&c.UpstreamHeaderTimeout, DefaultUpstreamHeaderTimeout)
+	dur(&c.ShutdownGrace, DefaultShutdownGrace)
+	c.Clock = clock.OrReal(c.Clock)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// brokerTLS builds the TLS configuration for the broker connection, or nil
+// for plaintext.
+func (c Config) brokerTLS() (*tls.Config, error) {
+	if !c.BrokerTLS && c.BrokerTLSCAFile == "" && c.BrokerTLSCertFile == "" && c.BrokerTLSKeyFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.BrokerTLSServerName}
+	if c.BrokerTLSCAFile != "" {
+		pem, err := os.ReadFile(c.BrokerTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker TLS CA %s: no PEM certificates", c.BrokerTLSCAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (c.BrokerTLSCertFile == "") != (c.BrokerTLSKeyFile == "") {
+		return nil, errors.New("--broker-tls-cert and --broker-tls-key go together")
+	}
+	if c.BrokerTLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.BrokerTLSCertFile, c.BrokerTLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,243 @@
+// Package server runs a whole proxy in one process: the broker watch client,
+// the forwarding handler, the admin endpoints and the graceful shutdown.
+// `proxy serve` is a thin layer of flags over it, and end-to-end tests and
+// benchmarks start proxies with it:
+//
+//	p, err := server.Start(ctx, server.Config{
+//		Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+//		BrokerAddr: brokerAddrs.GRPC, BrokerKey: key,
+//		CopilotAPIURL: sandbox.URL, Keys: apiKeys,
+//	})
+//	if err != nil { ... }
+//	defer p.Close()
+//	_ = p.WaitReady(ctx) // a token is held
+//	resp, err := http.Post("http://"+p.Addrs().HTTP+"/v1/chat/completions", ...)
+//
+// The proxy stops when ctx ends or [Server.Close] is called: it reports not
+// ready, stops accepting, lets in-flight requests (streams included) finish
+// within [Config.ShutdownGrace], then stops watching the broker.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+)
+
+// Addrs are the bound listen addresses, useful when Config asked for port 0.
+type Addrs struct {
+	HTTP, Admin string
+}
+
+// Server is a running proxy.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	addrs    Addrs
+	tokens   *brokerclient.Client
+	registry *prometheus.Registry
+	draining atomic.Bool
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error
+}
+
+// ErrShuttingDown is what /readyz reports once a shutdown has begun.
+var ErrShuttingDown = errors.New("shutting down")
+
+// Start validates cfg, binds the listeners and starts serving. It returns
+// once the listeners are bound; the token arrives asynchronously (see
+// [Server.WaitReady]).
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
+		return nil, err
+	}
+	var apiURL *url.URL
+	if cfg.CopilotAPIURL != "" {
+		u, err := forward.ParseOverrideURL(cfg.CopilotAPIURL)
+		if err != nil {
+			return nil, err
+		}
+		apiURL = u
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	broker, conn, err := dialBroker(cfg)
+	if err != nil {
+		return nil, err
+	}
+	closeConn := func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}
+	tokens, err := brokerclient.New(brokerclient.Config{
+		Broker: broker, Account: cfg.Account, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+		Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+	})
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		transport = forward.NewTransport(forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout})
+	}
+	fcfg := forward.Config{
+		Source: tokens, Keys: cfg.Keys, Editor: cfg.Editor,
+		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
+		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
+		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
+	}
+	handler, err := forward.New(fcfg)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
+
+	lns, err := listenAll(cfg.Addr, cfg.AdminAddr)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
+		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
+	}
+	proxySrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		IdleTimeout:       DefaultIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	adminSrv := &http.Server{
+		Handler:           ops.AdminHandler(s.Ready, reg),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	go s.run(runCtx, proxySrv, adminSrv, lns, transport, closeConn)
+	s.log.Info("proxy listening", "addr", s.addrs.HTTP, "admin_addr", s.addrs.Admin, "broker", cfg.BrokerAddr,
+		"client_auth", cfg.Keys.Len() > 0, "copilot_api_url", cfg.CopilotAPIURL)
+	return s, nil
+}
+
+// run serves until ctx ends, then shuts down in order: not ready, drain the
+// proxy listener (streams get ShutdownGrace), stop the broker watch, then the
+// admin listener.
+func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func()) {
+	defer close(s.done)
+	defer closeConn()
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.tokens.Run(watchCtx) })
+	var adminErr error
+	wg.Go(func() { adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace) })
+
+	// ServeHTTP returns after ctx ends and in-flight requests finished (or
+	// the grace ran out); draining is set first so /readyz fails at once.
+	proxyErr := make(chan error, 1)
+	go func() { proxyErr <- ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace) }()
+	go func() {
+		<-ctx.Done()
+		s.draining.Store(true)
+		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
+	}()
+	err := <-proxyErr
+	s.draining.Store(true)
+	stopWatch()
+	stopAdmin()
+	wg.Wait()
+	if t, ok := transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+	s.err = errors.Join(err, adminErr)
+	s.log.Info("proxy stopped", "err", s.err)
+}
+
+// Addrs returns the bound listen addresses.
+func (s *Server) Addrs() Addrs { return s.addrs }
+
+// Registry returns the proxy's metrics registry.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Ready returns nil while the proxy holds a valid token and is not shutting
+// down; /readyz reports it.
+func (s *Server) Ready() error {
+	if s.draining.Load() {
+		return ErrShuttingDown
+	}
+	return s.tokens.Ready()
+}
+
+// Token returns the token requests are forwarded with now, or why there is
+// none (tests and benchmarks watch rotations with it).
+func (s *Server) Token() (*forward.Token, error) { return s.tokens.Token() }
+
+// WaitReady blocks until a valid token is held or ctx ends.
+func (s *Server) WaitReady(ctx context.Context) error { return s.tokens.WaitReady(ctx) }
+
+// Wait blocks until the proxy has stopped and returns its serving error.
+func (s *Server) Wait() error {
+	<-s.done
+	return s.err
+}
+
+// Close begins the shutdown (as ctx ending would) and waits for it.
+func (s *Server) Close() error {
+	s.cancel()
+	return s.Wait()
+}
+
+func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn, error) {
+	if cfg.Broker != nil {
+		return cfg.Broker, nil, nil
+	}
+	tlsCfg, err := cfg.brokerTLS()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tlsCfg == nil && !cfg.BrokerKey.IsZero() && !ops.IsLoopback(cfg.BrokerAddr) {
+		cfg.Logger.Warn("the broker key is sent without TLS; use --broker-tls unless the network between proxy and broker is trusted",
+			"broker", cfg.BrokerAddr)
+	}
+	conn, err := brokerclient.Dial(cfg.BrokerAddr, cfg.BrokerKey, tlsCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return brokerv1.NewTokenBrokerServiceClient(conn), conn, nil
+}
+
+func listenAll(addrs ...string) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
