@@ -36,6 +36,10 @@ type bench struct {
 	startLoad   cpuMeter
 	steadyCache *steady
 	fwd         map[int]map[string]fwdSummary // section 1 medians by concurrency, for the goals
+	sse         map[string][2]time.Duration   // section 2 added delay per chunk p50, p99 by path
+	fan         map[int]fanoutRun             // section 3 by watcher count
+	readRPS     map[string]float64            // section 4 calls/s by variant
+	rot         *rotationResult               // section 5
 }
 
 func (b *bench) logf(format string, args ...any) {

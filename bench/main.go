@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	b := &bench{fwd: map[int]map[string]fwdSummary{},
+	b := &bench{fwd: map[int]map[string]fwdSummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
 		opts: o, ctx: ctx, tmp: tmp, moduleDir: moduleDir, log: stderr,
 		rep: &report{Command: "make bench (go run ./bench -out docs/benchmarks.md)", Started: time.Now()},
 	}
@@ -121,6 +121,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 		sections[name](b)
 		b.logf("== %s took %v", name, time.Since(start).Round(100*time.Millisecond))
 	}
+	b.goals()
 	b.describeLoadAfter()
 	b.rep.Took = time.Since(b.rep.Started)
 

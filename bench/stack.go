@@ -55,6 +55,11 @@ func freeAddrs(n int) ([]string, error) {
 // startBroker runs `broker serve` against up, waits until it holds a token,
 // and registers it to be stopped at the end.
 func (b *bench) startBroker(up *upstream, name string) (*brokerProc, error) {
+	return b.startBrokerArgs(up, name)
+}
+
+// startBrokerArgs is startBroker with extra flags.
+func (b *bench) startBrokerArgs(up *upstream, name string, extra ...string) (*brokerProc, error) {
 	if err := b.need("broker"); err != nil {
 		return nil, err
 	}
@@ -70,8 +75,8 @@ func (b *bench) startBroker(up *upstream, name string) (*brokerProc, error) {
 	}
 	p, err := proc.Start(proc.Spec{
 		Name: name, Path: b.bins["broker"],
-		Args: []string{"serve", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--admin-addr", addrs[2],
-			"--github-api-url", up.URL, "--keys-file", keys},
+		Args: append([]string{"serve", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--admin-addr", addrs[2],
+			"--github-api-url", up.URL, "--keys-file", keys, "--log-format", "json"}, extra...),
 		Env:     []string{"GITHUB_TOKEN=" + up.GitHubToken().Reveal()},
 		LogPath: filepath.Join(dir, "broker.log"),
 	})

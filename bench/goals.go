@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// goals fills the report's goal table from what the sections measured.
+func (b *bench) goals() {
+	r := b.rep
+	const (
+		addP50 = 300 * time.Microsecond
+		addP99 = 2 * time.Millisecond
+	)
+	if p, ok := b.fwd[1]["proxy"]; ok {
+		r.goal("Proxy added latency p50, concurrency 1", "< 0.3 ms", ms(p.add50), p.add50 < addP50)
+		r.goal("Proxy added latency p99, concurrency 1", "< 2 ms", ms(p.add99), p.add99 < addP99)
+	} else {
+		r.unmeasured("Proxy added latency, concurrency 1", "p50 < 0.3 ms, p99 < 2 ms", "proxy not measured")
+	}
+	for _, conc := range []int{1, 32} {
+		p, okp := b.fwd[conc]["proxy"]
+		n, okn := b.fwd[conc]["nginx"]
+		name := fmt.Sprintf("Proxy CPU per request vs nginx, concurrency %d", conc)
+		if okp && okn && n.cpu > 0 {
+			x := float64(p.cpu) / float64(n.cpu)
+			r.goal(name, "≤ 2x", fmt.Sprintf("%.2fx (%s vs %s)", x, us(p.cpu), us(n.cpu)), x <= 2)
+		} else {
+			r.unmeasured(name, "≤ 2x", "proxy or nginx not measured")
+		}
+	}
+	if d, ok := b.sse["proxy"]; ok {
+		r.goal("SSE added delay per chunk p99 (proxy)", "< 2 ms", ms(d[1]), d[1] < addP99)
+	} else {
+		r.unmeasured("SSE added delay per chunk p99 (proxy)", "< 2 ms", "not measured")
+	}
+	if f, ok := b.fan[10000]; ok {
+		p99 := time.Duration(medianOf(f.p99))
+		r.goal("10,000 watchers: propagation p99", "< 250 ms", ms(p99), p99 < 250*time.Millisecond)
+		r.goal("10,000 watchers: broker memory per watcher (RSS)", "< 32 KiB", fmt.Sprintf("%.1f KiB", f.rssPer/1024), f.rssPer < 32*1024)
+	} else {
+		r.unmeasured("10,000 watchers", "p99 < 250 ms, < 32 KiB each", "not measured")
+	}
+	if v, ok := b.readRPS["gRPC GetToken, 1 conn"]; ok {
+		r.goal("GetToken per second (32 workers, 1 connection)", "≥ 20,000", fmt.Sprintf("%.0f", v), v >= 20000)
+	} else {
+		r.unmeasured("GetToken per second", "≥ 20,000", "not measured")
+	}
+	if v, ok := b.readRPS["REST GET /v1/token"]; ok {
+		r.goal("REST GET /v1/token per second (32 workers)", "≥ 10,000", fmt.Sprintf("%.0f", v), v >= 10000)
+	} else {
+		r.unmeasured("REST GET /v1/token per second", "≥ 10,000", "not measured")
+	}
+	if b.rot != nil {
+		r.goal("Failed requests across rotations", "0 (≥ 20 rotations)",
+			fmt.Sprintf("%d of %d over %d rotations", b.rot.failed, b.rot.requests, b.rot.rotations),
+			b.rot.failed == 0 && b.rot.rotations >= rotationTarget)
+	} else {
+		r.unmeasured("Failed requests across rotations", "0", "not measured")
+	}
+}
