@@ -149,8 +149,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// alive, and find dead ones.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		// Thousands of mostly idle watcher connections: share write buffers.
-		grpc.SharedWriteBuffer(true),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
 	s.health = health.NewServer()
