@@ -384,10 +384,9 @@ func TestValidateBaseURL(t *testing.T) {
 }
 
 func TestRetryAfter401(t *testing.T) {
-	var e *env
-	e = newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "Bearer "+tokenGen(1, time.Time{}).Value.Reveal() {
-			http.Error(w, `{"error":"expired"}`, 401)
+			http.Error(w, `{"error":"expired"}`, http.StatusUnauthorized)
 			return
 		}
 		fmt.Fprint(w, `{"ok":true}`)
@@ -421,7 +420,7 @@ func TestRetryAfter401(t *testing.T) {
 func TestRateLimitPassedThrough(t *testing.T) {
 	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "17")
-		http.Error(w, `{"error":{"message":"rate limited"}}`, 429)
+		http.Error(w, `{"error":{"message":"rate limited"}}`, http.StatusTooManyRequests)
 	}, nil)
 	resp, body := e.do(t, "POST", "/v1/chat/completions", `{}`, nil)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "17" || !strings.Contains(body, "rate limited") {
