@@ -248,8 +248,8 @@ func (s *Server) Reload() {
 }
 
 // credentialChanged hands a new credential to the manager. An unchanged one
-// is presented again only while it stands rejected: the manager ignores a
-// repeated value, so it is cleared first.
+// (a SIGHUP with the same file) retries it only while it stands rejected:
+// the operator may have restored the account's Copilot access.
 func (s *Server) credentialChanged(tok secret.Secret, changed bool) {
 	if changed {
 		s.mgr.SetGitHubToken(tok)
@@ -257,8 +257,7 @@ func (s *Server) credentialChanged(tok secret.Secret, changed bool) {
 	}
 	if s.mgr.Snapshot().Status == tokens.StatusRejected {
 		s.log.Info("retrying the rejected GitHub credential on request")
-		s.mgr.SetGitHubToken(secret.Secret{})
-		s.mgr.SetGitHubToken(tok)
+		s.mgr.RetryRejected()
 	}
 }
 
