@@ -65,9 +65,9 @@ func (m *Manager) run(ctx context.Context, start time.Time) {
 			return
 		case <-timer.C():
 		case req := <-m.forceCh:
-			r.force(req, now)
+			r.force(req, m.clock.Now()) // now is as old as the wait
 		case <-m.credChanged:
-			r.credentialChanged(now)
+			r.credentialChanged(m.clock.Now())
 		}
 	}
 }
@@ -150,9 +150,10 @@ func (r *refresher) fail(err error, cred secret.Secret, tok *CopilotToken, recei
 		delay = max(delay, wait)
 	}
 	r.next = received.Add(delay)
-	if r.hasToken() && r.next.After(r.expiry) {
+	if r.hasToken() && r.next.After(r.expiry) && r.expiry.After(received) {
 		// Never sleep past expiry: make a last attempt as the token expires,
-		// unless GitHub asked for a longer wait.
+		// unless GitHub asked for a longer wait. A token that expired while
+		// this attempt ran gets the full backoff: retrying at once would skip it.
 		r.next = maxTime(r.expiry, r.notBefore)
 	}
 	if r.hasToken() {

@@ -221,13 +221,27 @@ func TestRateLimited(t *testing.T) {
 				clk.AdvanceToNext()
 				wantGen = 2
 			}
-			for up.count() < limited+1 {
-				waitTimer(t, clk)
-				// Forced refreshes must not cut the wait short either.
-				ctx, stop := context.WithCancel(context.Background())
-				go func() { _, _ = m.ForceRefresh(ctx, wantGen-1) }()
+			waitTimer(t, clk)
+			// Forced refreshes must not cut the wait short either: this one
+			// reaches the idle refresh goroutine and joins the next attempt,
+			// which must stay where Retry-After put it (checked below).
+			ctx, stop := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			if _, err := m.ForceRefresh(ctx, wantGen-1); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("ForceRefresh(%d) during Retry-After error = %v; want it to wait (DeadlineExceeded)", wantGen-1, err)
+			}
+			stop()
+			if n := up.count(); n != limited {
+				t.Fatalf("exchange calls before the Retry-After ended = %d; want %d", n, limited)
+			}
+			// Step the clock until the next call; after each step wait for the
+			// goroutine to be idle again, so the count read is not racing an
+			// attempt (a token expiring first takes one extra step).
+			for steps := 0; up.count() == limited; steps++ {
+				if steps == 3 {
+					t.Fatalf("no exchange after %d timer steps", steps)
+				}
 				clk.AdvanceToNext()
-				stop()
+				waitTimer(t, clk)
 			}
 			waitState(t, updates, "token after the limit", isGen(wantGen, StatusValid))
 			calls := up.callTimes()
@@ -440,5 +454,47 @@ func TestCredentialReplacedDuringRefusedExchange(t *testing.T) {
 	}
 	if n := up.count(); n != 2 {
 		t.Errorf("exchange calls = %d; want 2 (refused old credential, then the new one)", n)
+	}
+}
+
+// TestTokenExpiresDuringFailingAttempt: when the token reaches its local
+// expiry while a failing attempt is still in flight, the retry must wait its
+// backoff rather than come at once.
+func TestTokenExpiresDuringFailingAttempt(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	good := up.ok(1500*time.Second, 1800*time.Second)
+	up.started = make(chan int, 8)
+	gate := make(chan struct{})
+	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
+		switch n {
+		case 1:
+			return good(n, cred)
+		case 2:
+			<-gate // GitHub hangs past the token's local expiry, then fails
+		}
+		return nil, &TransientError{Status: 502}
+	})
+	m := newTestManager(t, clk, up, nil)
+	updates, cancel := m.Subscribe()
+	defer cancel()
+	first := waitState(t, updates, "first token", isGen(1, StatusValid))
+	<-up.started
+	waitTimer(t, clk)
+	clk.AdvanceToNext() // the early refresh: call 2 starts and hangs
+	<-up.started
+	failedAt := first.ExpiresAt.Add(30 * time.Second)
+	clk.Set(failedAt)
+	close(gate)
+	waitState(t, updates, "EXPIRED", hasStatus(StatusExpired))
+	waitTimer(t, clk)
+	if n := up.count(); n != 2 {
+		t.Fatalf("exchange calls right after the failure = %d; want 2 (no immediate retry)", n)
+	}
+	d, _ := clk.AdvanceToNext()
+	<-up.started
+	// Backoff after one failure with Rand 0.5 is exactly BackoffInitial (1 s).
+	if calls := up.callTimes(); calls[2].Sub(failedAt) != time.Second || d != time.Second {
+		t.Errorf("retry came %v after the failure (timer %v); want 1s", calls[2].Sub(failedAt), d)
 	}
 }
