@@ -1,0 +1,317 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+)
+
+// startTimeout bounds how long a binary may take to become ready; generous
+// because the machine is small and shared, and the binaries may carry the
+// race detector.
+const startTimeout = 30 * time.Second
+
+// sandboxOpts are the sandbox's settings for one test.
+type sandboxOpts struct {
+	lifetime   time.Duration // lifetime of issued Copilot tokens
+	refreshIn  time.Duration // refresh_in of the exchange answer
+	chunks     int           // content chunks per stream
+	chunkDelay time.Duration // delay between chunks
+}
+
+// sandboxProc is a running sandbox and the GitHub token it accepts.
+type sandboxProc struct {
+	*proc
+	url       string // base URL: fake GitHub, Copilot API and /_sandbox/ admin
+	tokenFile string // the accepted GitHub token, as the broker reads it
+	client    *http.Client
+}
+
+func startSandbox(t *testing.T, o sandboxOpts) *sandboxProc {
+	t.Helper()
+	addr := freeAddr(t)
+	tokenFile := filepath.Join(t.TempDir(), "github-token")
+	args := []string{
+		"--addr", addr,
+		"--token-lifetime", o.lifetime.String(),
+		"--refresh-in", o.refreshIn.String(),
+		"--chunks", fmt.Sprint(o.chunks),
+		"--chunk-delay", o.chunkDelay.String(),
+		"--github-token-file", tokenFile,
+	}
+	p := startProc(t, "sandbox", built.sandbox, args, nil)
+	sb := &sandboxProc{proc: p, url: "http://" + addr, tokenFile: tokenFile, client: newHTTPClient(t)}
+	waitHTTP(t, p, sb.url+"/_sandbox/stats", startTimeout)
+	return sb
+}
+
+// sandboxStats is the part of GET /_sandbox/stats the tests read.
+type sandboxStats struct {
+	Exchanges map[int]int            `json:"exchanges"`
+	API       map[string]map[int]int `json:"api"`
+}
+
+// exchanges returns the number of exchanges answered with status (0: all).
+func (s sandboxStats) exchanges(status int) int {
+	n := 0
+	for st, c := range s.Exchanges {
+		if status == 0 || st == status {
+			n += c
+		}
+	}
+	return n
+}
+
+// apiCalls returns the Copilot API calls answered with status, all paths.
+func (s sandboxStats) apiCalls(status int) int {
+	n := 0
+	for _, byStatus := range s.API {
+		n += byStatus[status]
+	}
+	return n
+}
+
+func (sb *sandboxProc) stats(t *testing.T) sandboxStats {
+	t.Helper()
+	var st sandboxStats
+	sb.admin(t, http.MethodGet, "stats", nil, &st)
+	return st
+}
+
+// failExchanges makes every exchange answer status until clearFaults.
+func (sb *sandboxProc) failExchanges(t *testing.T, status int) {
+	t.Helper()
+	sb.admin(t, http.MethodPost, "faults/exchange", map[string]any{"status": status, "until_cleared": true}, nil)
+}
+
+func (sb *sandboxProc) clearFaults(t *testing.T) {
+	t.Helper()
+	sb.admin(t, http.MethodDelete, "faults", nil, nil)
+}
+
+// revoke makes the exchange answer 401 for the GitHub token tok.
+func (sb *sandboxProc) revoke(t *testing.T, tok string) {
+	t.Helper()
+	sb.admin(t, http.MethodPost, "github-tokens/revoke", map[string]string{"token": tok}, nil)
+}
+
+// accept makes the exchange accept the GitHub token tok.
+func (sb *sandboxProc) accept(t *testing.T, tok string) {
+	t.Helper()
+	sb.admin(t, http.MethodPost, "github-tokens/add", map[string]string{"token": tok}, nil)
+}
+
+// githubToken returns the GitHub token the sandbox wrote at start.
+func (sb *sandboxProc) githubToken(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(sb.tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (sb *sandboxProc) admin(t *testing.T, method, path string, in, out any) {
+	t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, sb.url+"/_sandbox/"+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := sb.client.Do(req)
+	if err != nil {
+		t.Fatalf("sandbox admin %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("sandbox admin %s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("sandbox admin %s %s: decoding %q: %v", method, path, b, err)
+		}
+	}
+}
+
+// brokerProc is a running broker.
+type brokerProc struct {
+	*proc
+	grpcAddr, httpURL, adminURL string
+	tokenFile                   string // --github-token-file
+	key                         string // the broker key the proxies and tests present
+	client                      *http.Client
+}
+
+// startBroker runs a broker against sb, reading the GitHub token from a copy
+// of the sandbox's token file (so a test can replace it), with one broker key.
+func startBroker(t *testing.T, sb *sandboxProc) *brokerProc {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "github-token")
+	writeSecretFile(t, tokenFile, sb.githubToken(t))
+	key := randomKey(t)
+	keysFile := filepath.Join(dir, "broker-keys")
+	writeSecretFile(t, keysFile, "# broker keys of the e2e test\ne2e-proxy:"+key+"\n")
+	grpcAddr, httpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := []string{
+		"serve",
+		"--grpc-addr", grpcAddr,
+		"--http-addr", httpAddr,
+		"--admin-addr", adminAddr,
+		"--github-api-url", sb.url,
+		"--github-token-file", tokenFile,
+		"--keys-file", keysFile,
+		"--log-format", "text",
+		"--log-level", "debug",
+	}
+	p := startProc(t, "broker", built.broker, args, nil)
+	b := &brokerProc{
+		proc: p, grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, adminURL: "http://" + adminAddr,
+		tokenFile: tokenFile, key: key, client: newHTTPClient(t),
+	}
+	b.waitReady(t)
+	return b
+}
+
+func (b *brokerProc) waitReady(t *testing.T) {
+	t.Helper()
+	waitHTTP(t, b.proc, b.adminURL+"/readyz", startTimeout)
+}
+
+// token asks the REST gateway for the current token. It returns the HTTP
+// status and, on 200, the token; on another status, the body.
+func (b *brokerProc) token(t *testing.T) (int, *brokerv1.Token, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.httpURL+"/v1/token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, nil, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, err.Error()
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, nil, string(body)
+	}
+	var out brokerv1.GetTokenResponse
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, &out); err != nil {
+		t.Fatalf("GET /v1/token: decoding %s: %v", body, err)
+	}
+	return resp.StatusCode, out.GetToken(), ""
+}
+
+// validToken waits for the broker to hold a VALID token and returns it.
+func (b *brokerProc) validToken(t *testing.T) *brokerv1.Token {
+	t.Helper()
+	var tok *brokerv1.Token
+	waitFor(t, startTimeout, "broker token VALID", func() bool {
+		_, tok, _ = b.token(t)
+		return tok.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_VALID
+	})
+	return tok
+}
+
+// proxyProc is a running proxy.
+type proxyProc struct {
+	*proc
+	url, adminURL string
+	apiKey        string // the client API key
+}
+
+// startProxy runs a proxy on b, forwarding to the sandbox's Copilot API.
+func startProxy(t *testing.T, b *brokerProc, sb *sandboxProc, extra ...string) *proxyProc {
+	t.Helper()
+	dir := t.TempDir()
+	apiKey := randomKey(t)
+	keysFile := filepath.Join(dir, "api-keys")
+	writeSecretFile(t, keysFile, "e2e-client:"+apiKey+"\n")
+	addr, adminAddr := freeAddr(t), freeAddr(t)
+	args := append([]string{
+		"serve",
+		"--addr", addr,
+		"--admin-addr", adminAddr,
+		"--broker-addr", b.grpcAddr,
+		"--keys-file", keysFile,
+		"--copilot-api-url", sb.url,
+		"--log-format", "text",
+		"--log-level", "debug",
+	}, extra...)
+	p := startProc(t, "proxy", built.proxy, args, []string{"PROXY_BROKER_KEY=" + b.key})
+	px := &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr, apiKey: apiKey}
+	waitHTTP(t, p, px.adminURL+"/readyz", startTimeout)
+	return px
+}
+
+// randomKey returns a fresh 32-byte hex key.
+func randomKey(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// writeSecretFile writes content with mode 0600, replacing the file
+// atomically (a rename), the way an operator rotating a credential should.
+func writeSecretFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newHTTPClient returns a client with its own transport, whose idle
+// connections are closed when the test ends (goleak checks for them).
+func newHTTPClient(t *testing.T) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, ResponseHeaderTimeout: 30 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: time.Minute}
+}
+
+// waitFor polls cond every 50 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,9 @@
+package e2e
+
+import "syscall"
+
+// sysProcAttr makes the kernel kill a child when the test binary dies, so a
+// crashed or interrupted test run leaves no process behind.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
