@@ -106,8 +106,8 @@ func (a *Authenticator) authorize(ctx context.Context, fullMethod string) (conte
 	if a.keys == nil || isPublic(fullMethod) {
 		return ctx, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	name, reason := a.check(md.Get("authorization"))
+	// ValueFromIncomingContext copies only this key, not the whole map.
+	name, reason := a.check(metadata.ValueFromIncomingContext(ctx, "authorization"))
 	if reason != "" {
 		remote := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {

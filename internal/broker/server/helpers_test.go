@@ -152,3 +152,20 @@ func adminStatus(t *testing.T, e *env, path string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+func benchKeys(b *testing.B) *keys.Set {
+	set, err := keys.Parse(strings.NewReader("proxy:" + testKey + "\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return set
+}
+
+func dialBench(b *testing.B, e *env) *grpc.ClientConn {
+	cc, err := grpc.NewClient("passthrough:///"+e.srv.Addrs().GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
