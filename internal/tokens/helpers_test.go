@@ -3,7 +3,6 @@ package tokens
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -150,36 +149,5 @@ func waitTimer(t *testing.T, clk *clock.Fake) {
 	defer cancel()
 	if err := clk.WaitForTimers(ctx, 1); err != nil {
 		t.Fatalf("WaitForTimers(1) = %v; the refresh goroutine never armed its timer", err)
-	}
-}
-
-// recordHandler is a slog.Handler that forwards each record's message, so a
-// test can wait for the refresh goroutine to reach a point.
-type recordHandler struct{ msgs chan string }
-
-func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
-	select {
-	case h.msgs <- r.Message:
-	default:
-	}
-	return nil
-}
-func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h recordHandler) WithGroup(string) slog.Handler      { return h }
-
-func waitLog(t *testing.T, msgs <-chan string, want string) {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		select {
-		case m := <-msgs:
-			if m == want {
-				return
-			}
-		case <-deadline.C:
-			t.Fatalf("log message %q never came", want)
-		}
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
@@ -308,30 +308,30 @@ func TestForceRefreshSingleFlight(t *testing.T) {
 }
 
 func TestForceRefreshMinInterval(t *testing.T) {
-	clk := clock.NewFake(t0)
-	up := newFakeUpstream(clk)
-	msgs := make(chan string, 64)
-	m := newTestManager(t, clk, up, func(c *ManagerConfig) { c.Logger = slog.New(recordHandler{msgs}) })
-	if _, err := m.WaitReady(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	clk.Advance(time.Second)
-	done := make(chan State, 1)
-	go func() {
-		st, _ := m.ForceRefresh(context.Background(), 1)
-		done <- st
-	}()
-	waitLog(t, msgs, "forced refresh requested")
-	waitTimer(t, clk)
-	if d, _ := clk.AdvanceToNext(); d != 4*time.Second {
-		t.Errorf("forced exchange came %v after the request; want 4s (5s after the previous exchange)", d)
-	}
-	if st := <-done; st.Generation != 2 {
-		t.Errorf("ForceRefresh(1) generation = %d; want 2", st.Generation)
-	}
-	if calls := up.callTimes(); len(calls) != 2 || calls[1].Sub(calls[0]) != 5*time.Second {
-		t.Errorf("exchange calls at %v; want two, 5s apart", calls)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		clk := clock.NewFake(t0)
+		up := newFakeUpstream(clk)
+		m := newTestManager(t, clk, up, nil)
+		if _, err := m.WaitReady(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second)
+		done := make(chan State, 1)
+		go func() {
+			st, _ := m.ForceRefresh(t.Context(), 1)
+			done <- st
+		}()
+		synctest.Wait() // the request is in and the goroutine re-armed its timer
+		if d, _ := clk.AdvanceToNext(); d != 4*time.Second {
+			t.Errorf("forced exchange came %v after the request; want 4s (5s after the previous exchange)", d)
+		}
+		if st := <-done; st.Generation != 2 {
+			t.Errorf("ForceRefresh(1) generation = %d; want 2", st.Generation)
+		}
+		if calls := up.callTimes(); len(calls) != 2 || calls[1].Sub(calls[0]) != 5*time.Second {
+			t.Errorf("exchange calls at %v; want two, 5s apart", calls)
+		}
+	})
 }
 
 func TestForceRefreshContextAndClose(t *testing.T) {
@@ -497,4 +497,45 @@ func TestTokenExpiresDuringFailingAttempt(t *testing.T) {
 	if calls := up.callTimes(); calls[2].Sub(failedAt) != time.Second || d != time.Second {
 		t.Errorf("retry came %v after the failure (timer %v); want 1s", calls[2].Sub(failedAt), d)
 	}
+}
+
+// TestForceRefreshCallersJoinOneAttempt holds the forced exchange back with
+// MinForceInterval until all 100 callers have registered with the refresh
+// goroutine (synctest.Wait), so they are truly concurrent: exactly one
+// exchange must serve them all.
+func TestForceRefreshCallersJoinOneAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := clock.NewFake(t0)
+		up := newFakeUpstream(clk)
+		m := newTestManager(t, clk, up, nil)
+		if _, err := m.WaitReady(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second) // the forced exchange may come 5 s after the first
+
+		const callers = 100
+		var wg sync.WaitGroup
+		results := make([]State, callers)
+		errs := make([]error, callers)
+		for i := range callers {
+			wg.Go(func() { results[i], errs[i] = m.ForceRefresh(t.Context(), 1) })
+		}
+		synctest.Wait() // every caller waits on the attempt, the goroutine on its timer
+		if n := up.count(); n != 1 {
+			t.Fatalf("exchange calls before MinForceInterval = %d; want 1", n)
+		}
+		if d, _ := clk.AdvanceToNext(); d != 4*time.Second {
+			t.Errorf("forced exchange %v after the request; want 4s", d)
+		}
+		wg.Wait()
+		for i := range callers {
+			if errs[i] != nil || results[i].Generation != 2 || results[i].Status != StatusValid {
+				t.Fatalf("caller %d: ForceRefresh(1) = generation %d %v, %v; want generation 2 VALID", i, results[i].Generation, results[i].Status, errs[i])
+			}
+		}
+		synctest.Wait()
+		if n := up.count(); n != 2 {
+			t.Errorf("exchange calls = %d; want 2 (first token + one forced for 100 callers)", n)
+		}
+	})
 }
