@@ -132,9 +132,9 @@ func TestStreamPacing(t *testing.T) {
 	const delay = 100 * time.Millisecond
 	e := newEnv(t, Config{ChunkDelay: delay, Chunks: 5})
 	tok := e.exchange().Token
-	start := time.Now()
 	resp := e.openStream(context.Background(), "/chat/completions", apiHeader(tok),
 		`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	start := time.Now() // after the headers: connection setup under load does not count
 	events := readEvents(t, resp.Body)
 	if len(events) != 7 {
 		t.Fatalf("got %d events; want 7", len(events))
