@@ -8,6 +8,10 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
+// lastChanceMargin is how long before local expiry the last attempt of a
+// failing run is made, when the backoff would otherwise sleep past expiry.
+const lastChanceMargin = 10 * time.Second
+
 // refresher is the state owned by the refresh goroutine. Nothing else reads
 // or writes it; the outside world sees it through published snapshots.
 type refresher struct {
@@ -150,11 +154,12 @@ func (r *refresher) fail(err error, cred secret.Secret, tok *CopilotToken, recei
 		delay = max(delay, wait)
 	}
 	r.next = received.Add(delay)
-	if r.hasToken() && r.next.After(r.expiry) && r.expiry.After(received) {
-		// Never sleep past expiry: make a last attempt as the token expires,
-		// unless GitHub asked for a longer wait. A token that expired while
-		// this attempt ran gets the full backoff: retrying at once would skip it.
-		r.next = maxTime(r.expiry, r.notBefore)
+	if lastChance := r.expiry.Add(-lastChanceMargin); r.hasToken() && r.next.After(r.expiry) && lastChance.After(received) {
+		// Never sleep past expiry: make a last attempt shortly before the
+		// token expires (so a success replaces it with no EXPIRED gap),
+		// unless GitHub asked for a longer wait. When that moment has already
+		// passed the full backoff applies: retrying at once would skip it.
+		r.next = maxTime(lastChance, r.notBefore)
 	}
 	if r.hasToken() {
 		r.status = StatusStale

@@ -539,3 +539,41 @@ func TestForceRefreshCallersJoinOneAttempt(t *testing.T) {
 		}
 	})
 }
+
+// TestLastChanceBeforeExpiry: when the backoff would sleep past local expiry,
+// the last attempt comes lastChanceMargin before it, so a GitHub that recovers
+// by then replaces the token with no EXPIRED gap for watchers.
+func TestLastChanceBeforeExpiry(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	good := up.ok(1500*time.Second, 1800*time.Second)
+	var recoverAt time.Time // GitHub fails from the first refresh until then
+	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
+		if n == 1 || !clk.Now().Before(recoverAt) {
+			return good(n, cred)
+		}
+		return nil, &TransientError{Status: 503}
+	})
+	m := newTestManager(t, clk, up, nil)
+	updates, cancel := m.Subscribe()
+	defer cancel()
+	first := waitState(t, updates, "first token", isGen(1, StatusValid))
+	recoverAt = first.ExpiresAt.Add(-lastChanceMargin)
+	for step := 0; m.Snapshot().Generation < 2; step++ {
+		if step > 1000 {
+			t.Fatal("no second token after 1000 clock steps")
+		}
+		waitTimer(t, clk)
+		if st := m.Snapshot(); st.Status == StatusExpired {
+			t.Fatalf("at %v: EXPIRED; want the last chance to replace the token first", clk.Now().Sub(t0))
+		}
+		clk.AdvanceToNext()
+	}
+	calls := up.callTimes()
+	if last := calls[len(calls)-1]; !last.Equal(recoverAt) {
+		t.Errorf("last attempt at %v; want %v (local expiry - %v)", last.Sub(t0), recoverAt.Sub(t0), lastChanceMargin)
+	}
+	if st := waitState(t, updates, "second token", isGen(2, StatusValid)); st.LastError != "" {
+		t.Errorf("LastError after recovery = %q; want empty", st.LastError)
+	}
+}
