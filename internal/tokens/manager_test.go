@@ -547,14 +547,22 @@ func TestLastChanceBeforeExpiry(t *testing.T) {
 	clk := clock.NewFake(t0)
 	up := newFakeUpstream(clk)
 	good := up.ok(1500*time.Second, 1800*time.Second)
-	var recoverAt time.Time // GitHub fails from the first refresh until then
+	var (
+		recoverAt time.Time // GitHub fails from the first refresh until then
+		m         *Manager
+		atRecover Status // what watchers were shown when the recovering call began
+	)
 	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
-		if n == 1 || !clk.Now().Before(recoverAt) {
+		if n == 1 {
+			return good(n, cred)
+		}
+		if !clk.Now().Before(recoverAt) {
+			atRecover = m.Snapshot().Status
 			return good(n, cred)
 		}
 		return nil, &TransientError{Status: 503}
 	})
-	m := newTestManager(t, clk, up, nil)
+	m = newTestManager(t, clk, up, nil)
 	updates, cancel := m.Subscribe()
 	defer cancel()
 	first := waitState(t, updates, "first token", isGen(1, StatusValid))
@@ -568,6 +576,9 @@ func TestLastChanceBeforeExpiry(t *testing.T) {
 			t.Fatalf("at %v: EXPIRED; want the last chance to replace the token first", clk.Now().Sub(t0))
 		}
 		clk.AdvanceToNext()
+	}
+	if atRecover != StatusStale {
+		t.Errorf("status when the recovering attempt began = %v; want STALE (no EXPIRED gap)", atRecover)
 	}
 	calls := up.callTimes()
 	if last := calls[len(calls)-1]; !last.Equal(recoverAt) {
