@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
@@ -167,7 +170,7 @@ type brokerProc struct {
 
 // startBroker runs a broker against sb, reading the GitHub token from a copy
 // of the sandbox's token file (so a test can replace it), with one broker key.
-func startBroker(t *testing.T, sb *sandboxProc) *brokerProc {
+func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "github-token")
@@ -187,6 +190,7 @@ func startBroker(t *testing.T, sb *sandboxProc) *brokerProc {
 		"--log-format", "text",
 		"--log-level", "debug",
 	}
+	args = append(args, extra...)
 	p := startProc(t, "broker", built.broker, args, nil)
 	b := &brokerProc{
 		proc: p, grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, adminURL: "http://" + adminAddr,
@@ -238,6 +242,24 @@ func (b *brokerProc) validToken(t *testing.T) *brokerv1.Token {
 		return tok.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_VALID
 	})
 	return tok
+}
+
+// health asks the broker's grpc.health.v1 service about svc ("" is the
+// whole server), without a broker key as a load balancer or kubelet would.
+func (b *brokerProc) health(t *testing.T, svc string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(b.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+	if err != nil {
+		t.Fatalf("grpc.health.v1 Check(%q): %v", svc, err)
+	}
+	return resp.GetStatus()
 }
 
 // proxyProc is a running proxy.
