@@ -368,6 +368,22 @@ func TestValidateBaseURL(t *testing.T) {
 		{"https://api.githubcopilot.com:8443", ""},
 		{"https://api.githubcopilot.com?x=1", ""},
 		{"://bad", ""},
+		{"https://api.githubcopilot.com:", ""},
+		{"https://api.githubcopilot.com:0443", ""},
+		{"https://api.githubcopilot.com?", ""},
+		{"https://api.githubcopilot.com#frag", ""},
+		{"https://api.githubcopilot.com/v2", "https://api.githubcopilot.com/v2"},
+		{"https://api.githubcopilot.com/../x", ""},
+		{"https://api.githubcopilot.com/a/./b", ""},
+		{"https://api.githubcopilot.com/%2e%2e/x", ""},
+		{"https://api.githubcopilot.com/a%2Fb", ""},
+		{"https://api.githubcopilot.com//evil.com", ""},
+		{"https://evil.com%2F@x.githubcopilot.com", ""},
+		{"https://evil.com%2f.githubcopilot.com", ""},
+		{"https://api.githubcopilot.com\\@evil.com", ""},
+		{"https://api.githubcopilot.com.", ""},
+		{"ftp://api.githubcopilot.com", ""},
+		{"http://user:hunter2@evil.com:8080/x", ""},
 	}
 	for _, tt := range tests {
 		u, err := ValidateBaseURL(tt.in)
@@ -379,6 +395,9 @@ func TestValidateBaseURL(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("ValidateBaseURL(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "evil.com%2F@") || strings.Contains(err.Error(), "hunter2")) {
+			t.Errorf("ValidateBaseURL(%q) error %q repeats the user info", tt.in, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -52,26 +53,31 @@ var ErrBadBaseURL = errors.New("refusing Copilot API base URL")
 const AllowedHostSuffix = ".githubcopilot.com"
 
 // ValidateBaseURL parses a token's api_base_url and accepts it only if it is
-// https, its host is under [AllowedHostSuffix], it has no user info and no
-// explicit port other than 443. Anything else could hand the token to a host
-// that is not Copilot's.
+// https, its host is under [AllowedHostSuffix], it has no user info, no
+// explicit port other than 443, and a plain path (no dot segments, empty
+// segments or escapes). Anything else could hand the token to a host, or a
+// path on it, that is not Copilot's API.
 func ValidateBaseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadBaseURL, err)
+		// url.Error repeats the raw URL, which could carry user info.
+		return nil, fmt.Errorf("%w: unparsable URL", ErrBadBaseURL)
 	}
 	host := strings.ToLower(u.Hostname())
+	p := strings.TrimRight(u.Path, "/")
 	switch {
+	case u.User != nil: // first: the other messages quote raw, which must not then carry credentials
+		return nil, fmt.Errorf("%w: user info not allowed", ErrBadBaseURL)
 	case u.Scheme != "https":
 		return nil, fmt.Errorf("%w %q: scheme must be https", ErrBadBaseURL, raw)
-	case u.User != nil:
-		return nil, fmt.Errorf("%w: user info not allowed", ErrBadBaseURL)
 	case !strings.HasSuffix(host, AllowedHostSuffix) || len(host) == len(AllowedHostSuffix):
 		return nil, fmt.Errorf("%w %q: host must be under %s", ErrBadBaseURL, raw, AllowedHostSuffix)
-	case u.Port() != "" && u.Port() != "443":
+	case u.Host != u.Hostname() && u.Host != u.Hostname()+":443":
 		return nil, fmt.Errorf("%w %q: only the default port is allowed", ErrBadBaseURL, raw)
-	case u.RawQuery != "" || u.Fragment != "":
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return nil, fmt.Errorf("%w %q: query and fragment not allowed", ErrBadBaseURL, raw)
+	case u.RawPath != "" || (p != "" && path.Clean(p) != p):
+		return nil, fmt.Errorf("%w %q: the path must be plain (no dot or empty segments, no escapes)", ErrBadBaseURL, raw)
 	}
 	return trimBase(u), nil
 }
