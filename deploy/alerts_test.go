@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -53,6 +55,7 @@ func TestAlertRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	exported := exportedMetricSource(t)
 	seen := map[string]bool{}
 	n := 0
 	for _, g := range f.Groups {
@@ -71,6 +74,9 @@ func TestAlertRules(t *testing.T) {
 			for _, m := range metricName.FindAllString(r.Expr, -1) {
 				if !strings.Contains(string(doc), m) {
 					t.Errorf("alert %s uses metric %s; %s does not document it", r.Alert, m, opsDoc)
+				}
+				if !strings.Contains(exported, `"`+m+`"`) {
+					t.Errorf("alert %s uses metric %s; no non-test Go file under ../internal names it, so it would never fire", r.Alert, m)
 				}
 			}
 		}
@@ -164,4 +170,23 @@ func TestCheckRule(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exportedMetricSource returns the non-test Go source of the main module's
+// internal packages, where every metric the binaries export is named.
+func exportedMetricSource(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir("../internal", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		b.Write(src)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("reading ../internal: %v", err)
+	}
+	return b.String()
 }

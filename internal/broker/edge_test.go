@@ -135,15 +135,15 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 
 	want := map[string]float64{
-		`broker_grpc_requests_total{code="OK",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:              2, // one direct, one through the gateway
-		`broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`: 1,
-		`broker_auth_failures_total{reason="missing",transport="grpc"}`:                                              1,
-		`broker_http_requests_total{code="200",route="/v1/token"}`:                                                   1,
-		`broker_watchers{account=""}`:                       1,
-		`broker_token_generation{account=""}`:               1,
-		`broker_token_status{account="",status="VALID"}`:    1,
-		`broker_token_status{account="",status="PENDING"}`:  0,
-		`broker_token_expiry_timestamp_seconds{account=""}`: float64(t0.Add(30 * time.Minute).Unix()),
+		`copilot_broker_grpc_requests_total{code="OK",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:              2, // one direct, one through the gateway
+		`copilot_broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`: 1,
+		`copilot_broker_auth_failures_total{reason="missing",transport="grpc"}`:                                              1,
+		`copilot_broker_http_requests_total{code="200",route="/v1/token"}`:                                                   1,
+		`copilot_broker_watchers{account=""}`:                       1,
+		`copilot_broker_token_generation{account=""}`:               1,
+		`copilot_broker_token_status{account="",status="VALID"}`:    1,
+		`copilot_broker_token_status{account="",status="PENDING"}`:  0,
+		`copilot_broker_token_expiry_timestamp_seconds{account=""}`: float64(t0.Add(30 * time.Minute).Unix()),
 	}
 	got := gather(t, e.metrics)
 	for name, v := range want {
@@ -201,14 +201,14 @@ func TestInstrumentExchange(t *testing.T) {
 	for _, tt := range tests {
 		f := m.InstrumentExchange("acct", func(context.Context, secret.Secret) (*tokens.CopilotToken, error) { return nil, tt.err })
 		_, _ = f(context.Background(), secret.New("gho_x"))
-		name := fmt.Sprintf(`broker_token_refreshes_total{account="acct",result=%q}`, tt.want)
+		name := fmt.Sprintf(`copilot_broker_token_refreshes_total{account="acct",result=%q}`, tt.want)
 		if got := gather(t, m)[name]; got < 1 {
 			t.Errorf("InstrumentExchange(%v): %s = %v; want >= 1", tt.err, name, got)
 		}
 	}
 	n := 0
 	for name := range gather(t, m) {
-		if strings.HasPrefix(name, "broker_token_refreshes_total{") {
+		if strings.HasPrefix(name, "copilot_broker_token_refreshes_total{") {
 			n++
 		}
 	}

@@ -36,33 +36,33 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "broker_token_refreshes_total",
+			Name: "copilot_broker_token_refreshes_total",
 			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, error).",
 		}, []string{"account", "result"}),
 		watchers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "broker_watchers",
+			Name: "copilot_broker_watchers",
 			Help: "Open WatchToken streams by account (REST watches included).",
 		}, []string{"account"}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "broker_grpc_requests_total",
+			Name: "copilot_broker_grpc_requests_total",
 			Help: "Finished gRPC calls by method and code (REST calls arrive through the gateway and count here too).",
 		}, []string{"method", "code"}),
 		grpcLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "broker_grpc_request_duration_seconds",
+			Name:    "copilot_broker_grpc_request_duration_seconds",
 			Help:    "Latency of unary gRPC calls by method.",
 			Buckets: latencyBuckets,
 		}, []string{"method"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "broker_http_requests_total",
+			Name: "copilot_broker_http_requests_total",
 			Help: "Finished REST requests by route and HTTP status.",
 		}, []string{"route", "code"}),
 		httpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "broker_http_request_duration_seconds",
+			Name:    "copilot_broker_http_request_duration_seconds",
 			Help:    "Latency of REST requests by route (the watch route measures whole streams).",
 			Buckets: latencyBuckets,
 		}, []string{"route"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "broker_auth_failures_total",
+			Name: "copilot_broker_auth_failures_total",
 			Help: "Calls refused for want of a valid broker key, by transport (grpc, http) and reason (missing, malformed, unknown).",
 		}, []string{"transport", "reason"}),
 	}
@@ -218,13 +218,13 @@ type stateCollector struct {
 }
 
 var (
-	expiryDesc = prometheus.NewDesc("broker_token_expiry_timestamp_seconds",
+	expiryDesc = prometheus.NewDesc("copilot_broker_token_expiry_timestamp_seconds",
 		"Local (skew-safe) expiry of the account's token as a unix time; 0 without a token.", []string{"account"}, nil)
-	refreshAtDesc = prometheus.NewDesc("broker_token_refresh_timestamp_seconds",
+	refreshAtDesc = prometheus.NewDesc("copilot_broker_token_refresh_timestamp_seconds",
 		"When the next exchange is planned, as a unix time; 0 when none is (REJECTED).", []string{"account"}, nil)
-	generationDesc = prometheus.NewDesc("broker_token_generation",
+	generationDesc = prometheus.NewDesc("copilot_broker_token_generation",
 		"Generation of the account's token; increases with every new token.", []string{"account"}, nil)
-	statusDesc = prometheus.NewDesc("broker_token_status",
+	statusDesc = prometheus.NewDesc("copilot_broker_token_status",
 		"1 for the account's current token status, 0 for the others.", []string{"account", "status"}, nil)
 )
 
