@@ -227,7 +227,7 @@ func TestReportHealth(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: HealthServices[1]})
+			resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: HealthServices[0]})
 			if err == nil && resp.GetStatus() == want {
 				return
 			}

@@ -10,8 +10,11 @@ import (
 )
 
 // HealthServices are the names whose grpc.health.v1 status follows the
-// default account's token: "" (the whole server) and the API's service.
-var HealthServices = [...]string{"", brokerv1.TokenBrokerService_ServiceDesc.ServiceName}
+// default account's token: the API's service. The server as a whole ("") is
+// SERVING while it runs, whatever the token, so that a liveness probe on it
+// never restarts a broker for a token problem (each restart would call GitHub
+// again); readiness follows the token, here and on /readyz.
+var HealthServices = [...]string{brokerv1.TokenBrokerService_ServiceDesc.ServiceName}
 
 // HealthStatus maps a token state to a health status: SERVING while a token
 // can be handed out (VALID or STALE), NOT_SERVING otherwise.

@@ -148,10 +148,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// Watchers idle for long stretches: let them keep the connection
 		// alive, and find dead ones.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		// MaxConnectionAge (jittered by gRPC) makes clients reconnect now and
+		// then, so proxies spread across broker replicas added later; ending
+		// watch streams alone would keep each on its connection.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 5 * time.Minute,
+		}),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
 	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) // alive; Shutdown turns it NOT_SERVING
 	for _, svc := range broker.HealthServices {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
