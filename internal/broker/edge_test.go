@@ -139,11 +139,11 @@ func TestMetrics(t *testing.T) {
 		`copilot_broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`: 1,
 		`copilot_broker_auth_failures_total{reason="missing",transport="grpc"}`:                                              1,
 		`copilot_broker_http_requests_total{code="200",route="/v1/token"}`:                                                   1,
-		`copilot_broker_watchers{account=""}`:                       1,
-		`copilot_broker_token_generation{account=""}`:               1,
-		`copilot_broker_token_status{account="",status="VALID"}`:    1,
-		`copilot_broker_token_status{account="",status="PENDING"}`:  0,
-		`copilot_broker_token_expiry_timestamp_seconds{account=""}`: float64(t0.Add(30 * time.Minute).Unix()),
+		`copilot_broker_watchers{account=""}`:                                                                                1,
+		`copilot_broker_token_generation{account=""}`:                                                                        1,
+		`copilot_broker_token_status{account="",status="VALID"}`:                                                             1,
+		`copilot_broker_token_status{account="",status="PENDING"}`:                                                           0,
+		`copilot_broker_token_expiry_timestamp_seconds{account=""}`:                                                          float64(t0.Add(30 * time.Minute).Unix()),
 	}
 	got := gather(t, e.metrics)
 	for name, v := range want {
