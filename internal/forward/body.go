@@ -46,7 +46,9 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64) (*bodyBuf, er
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		// Never ask for more than one byte past the limit: a chunked body
+		// (no Content-Length) is refused as soon as it is too large.
+		n, err := r.Read(buf[len(buf):min(int64(cap(buf)), limit+1)])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > limit {
 			b.buf = buf
@@ -68,7 +70,9 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64) (*bodyBuf, er
 // reader returns a new reader of the body; closing it drops its reference.
 func (b *bodyBuf) reader() io.ReadCloser {
 	b.refs.Add(1)
-	return &bodyReader{Reader: bytes.NewReader(b.buf), b: b}
+	r := &bodyReader{b: b}
+	r.r.Reset(b.buf)
+	return r
 }
 
 // release drops one reference; the last one returns the buffer to the pool.
@@ -82,16 +86,38 @@ func (b *bodyBuf) release() {
 	}
 }
 
+// errBodyClosed is what a request body reader returns once closed.
+var errBodyClosed = errors.New("request body already closed")
+
+// bodyReader reads a pooled body. The reverse proxy closes the outbound body
+// when the handler returns, but the transport's write loop may still be
+// reading it (an upstream that answers before reading the whole body); the
+// buffer may then already serve another request. So Read and Close exclude
+// each other, and a Read after Close fails instead of reading memory that is
+// no longer this request's.
 type bodyReader struct {
-	*bytes.Reader
+	mu     sync.Mutex
+	r      bytes.Reader
 	b      *bodyBuf
-	closed atomic.Bool
+	closed bool
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errBodyClosed
+	}
+	return r.r.Read(p)
 }
 
 // Close releases the reader's reference once, however often it is called
 // (the transport and the reverse proxy both close request bodies).
 func (r *bodyReader) Close() error {
-	if r.closed.CompareAndSwap(false, true) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.closed = true
 		r.b.release()
 	}
 	return nil
