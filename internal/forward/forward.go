@@ -214,7 +214,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{route: rt, key: key, tok: tok, base: base, requestID: newRequestID()}
-	if rt.kind != bodyNone {
+	if rt.kind == bodyNone {
+		// A GET has no body upstream: forwarding one would stream an
+		// unbounded client body past MaxBodyBytes.
+		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
+	} else {
 		body, err := h.readBody(w, r)
 		if err != nil {
 			if errors.Is(err, errBodyTooLarge) {
@@ -257,19 +261,29 @@ func (h *Handler) token() (*Token, *url.URL, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if tok == nil || tok.Value.IsZero() {
-		return nil, nil, fmt.Errorf("%w: the token source returned none", ErrNoToken)
-	}
-	// The source checks expiry too; checking here as well means no source bug
-	// can send an expired token.
-	if !tok.ExpiresAt.IsZero() && !h.clock.Now().Before(tok.ExpiresAt) {
-		return nil, nil, fmt.Errorf("%w: the cached token (generation %d) expired at %s", ErrNoToken, tok.Generation, tok.ExpiresAt.UTC().Format(time.RFC3339))
+	if err := h.usable(tok); err != nil {
+		return nil, nil, err
 	}
 	base, err := h.baseURL(tok)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrNoToken, err)
 	}
 	return tok, base, nil
+}
+
+// usable checks a token from the source before it is sent. The source
+// checks expiry too; checking here as well means no source bug can send an
+// expired token, or one whose expiry is unknown.
+func (h *Handler) usable(tok *Token) error {
+	switch {
+	case tok == nil || tok.Value.IsZero():
+		return fmt.Errorf("%w: the token source returned none", ErrNoToken)
+	case tok.ExpiresAt.IsZero():
+		return fmt.Errorf("%w: the token (generation %d) has no expiry time", ErrNoToken, tok.Generation)
+	case !h.clock.Now().Before(tok.ExpiresAt):
+		return fmt.Errorf("%w: the cached token (generation %d) expired at %s", ErrNoToken, tok.Generation, tok.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
@@ -290,8 +304,9 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter supports deadlines (tests' recorders do not);
-	// then the read is bounded only by size.
-	if rc.SetReadDeadline(h.clock.Now().Add(h.bodyWait)) == nil {
+	// then the read is bounded only by size. A socket deadline is wall-clock
+	// time, never the injected clock's (a fake one would set it in the past).
+	if rc.SetReadDeadline(time.Now().Add(h.bodyWait)) == nil {
 		defer rc.SetReadDeadline(time.Time{})
 	}
 	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody)

@@ -266,6 +266,9 @@ func TestCopilotHeaders(t *testing.T) {
 	e := newEnv(t, nil, func(c *Config) { c.Editor.Version = "vscode/9.9.9" })
 	hdr := map[string]string{
 		"Cookie":                 "session=secret",
+		"Proxy-Authorization":    "Basic " + testKey,
+		"Connection":             "X-Client-Secret, keep-alive",
+		"X-Client-Secret":        testKey,
 		"Copilot-Vision-Request": "true",
 		"X-Initiator":            "user",
 		"X-Request-Id":           "client-chosen",
@@ -291,7 +294,7 @@ func TestCopilotHeaders(t *testing.T) {
 			t.Errorf("upstream %s = %q; want %q", k, g, v)
 		}
 	}
-	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For"} {
+	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For", "Proxy-Authorization", "X-Client-Secret", "Forwarded"} {
 		for i := range got {
 			if v, ok := got[i].header[k]; ok {
 				t.Errorf("request %d: upstream %s = %q; want absent", i, k, v)
@@ -335,6 +338,15 @@ func TestTokenUnavailable(t *testing.T) {
 		t.Errorf("POST /v1/chat/completions = %d %s; want 503 saying the token expired", resp.StatusCode, body)
 	}
 	checkDialect(t, body, false, "server_error")
+
+	// Nor is a token whose expiry is unknown.
+	e.src.mu.Lock()
+	e.src.tok = tokenGen(2, time.Time{})
+	e.src.mu.Unlock()
+	resp, body = e.do(t, "GET", "/v1/models", "", nil)
+	if resp.StatusCode != 503 || !strings.Contains(body, "no expiry") {
+		t.Errorf("GET /v1/models with a token without expiry = %d %s; want 503", resp.StatusCode, body)
+	}
 	if n := len(e.up.requests()); n != 0 {
 		t.Errorf("upstream calls = %d; want 0", n)
 	}
@@ -434,6 +446,17 @@ func TestRetryAfter401(t *testing.T) {
 	if resp.StatusCode != 401 || len(e.src.refreshes()) != 2 || len(e.up.requests()) != 3 {
 		t.Errorf("status = %d, refreshes %v, upstream calls %d; want 401, 2, 3", resp.StatusCode, e.src.refreshes(), len(e.up.requests()))
 	}
+
+	// A newer token that has already expired is never sent: the 401 passes
+	// through without a retry.
+	e.src.mu.Lock()
+	e.src.tok = tokenGen(1, e.clk.Now().Add(time.Hour))
+	e.src.next = tokenGen(3, e.clk.Now())
+	e.src.mu.Unlock()
+	resp, _ = e.do(t, "GET", "/v1/models", "", nil)
+	if resp.StatusCode != 401 || len(e.src.refreshes()) != 3 || len(e.up.requests()) != 4 {
+		t.Errorf("status = %d, refreshes %v, upstream calls %d; want 401, 3, 4 (no retry with an expired token)", resp.StatusCode, e.src.refreshes(), len(e.up.requests()))
+	}
 }
 
 func TestRateLimitPassedThrough(t *testing.T) {
@@ -511,6 +534,49 @@ func TestClientLeavingCancelsUpstream(t *testing.T) {
 	case <-cancelled:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the upstream request was not cancelled after the client left")
+	}
+}
+
+// TestBodyLimits: the size limit holds for bodies of unknown length
+// (chunked), and a GET's body never goes upstream (it would bypass the limit).
+func TestBodyLimits(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.MaxBodyBytes = 1000 })
+	post := func(method, path string, body io.Reader) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, e.proxy.URL+path, body)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := e.proxy.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	// io.NopCloser hides the length: the client sends the body chunked.
+	big := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 5000) + `"}]}`
+	resp, body := post("POST", "/v1/chat/completions", io.NopCloser(strings.NewReader(big)))
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked %d-byte body = %d %s; want 413", len(big), resp.StatusCode, body)
+	}
+	if n := len(e.up.requests()); n != 0 {
+		t.Errorf("upstream calls after an oversized chunked body = %d; want 0", n)
+	}
+	small := `{"messages":[{"role":"user","content":"hi"}]}`
+	if resp, body := post("POST", "/v1/chat/completions", io.NopCloser(strings.NewReader(small))); resp.StatusCode != 200 {
+		t.Fatalf("chunked small body = %d %s; want 200", resp.StatusCode, body)
+	}
+	if got := e.up.requests()[0]; got.body != small || got.header.Get("Content-Length") != "" && got.header.Get("Content-Length") != fmt.Sprint(len(small)) {
+		t.Errorf("upstream got body %q; want %q", got.body, small)
+	}
+	for _, r := range []io.Reader{strings.NewReader(big), io.NopCloser(strings.NewReader(big))} {
+		if resp, body := post("GET", "/v1/models", r); resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/models with a body = %d %s; want 200", resp.StatusCode, body)
+		}
+		got := e.up.requests()
+		if last := got[len(got)-1]; last.body != "" {
+			t.Errorf("upstream got a %d-byte GET body; want none", len(last.body))
+		}
 	}
 }
 

@@ -84,9 +84,9 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 			"request_id", c.requestID, "generation", c.tok.Generation, "err", rerr)
 		return resp, nil
 	}
-	if next == nil || next == c.tok || (next.Generation == c.tok.Generation && next.Epoch == c.tok.Epoch) {
+	if next == nil || next == c.tok || (next.Generation == c.tok.Generation && next.Epoch == c.tok.Epoch) || h.usable(next) != nil {
 		h.metrics.retries.WithLabelValues("no_new_token").Inc()
-		h.log.Warn("upstream refused the token; no newer token, passing the 401 through",
+		h.log.Warn("upstream refused the token; no newer usable token, passing the 401 through",
 			"request_id", c.requestID, "generation", c.tok.Generation)
 		return resp, nil
 	}
