@@ -355,10 +355,13 @@ func (c *Client) fallback(ctx context.Context) {
 // backoff is min(MaxBackoff, MinBackoff·2^attempt), jittered to between half
 // and all of it.
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.maxBack
-	if attempt < 32 {
-		d = min(c.maxBack, c.minBack<<attempt)
+	// Doubling stops at the cap, so no shift can overflow into a negative
+	// (immediate) delay, whatever MinBackoff is.
+	d := c.minBack
+	for i := 0; i < attempt && d < c.maxBack; i++ {
+		d *= 2
 	}
+	d = min(d, c.maxBack)
 	return d/2 + jitter(d/2)
 }
 

@@ -113,6 +113,14 @@ func TestBackoff(t *testing.T) {
 	if d := c.backoff(1000); d < time.Second || d > 2*time.Second {
 		t.Errorf("backoff(1000) = %v; want capped at 2s", d)
 	}
+
+	// Large delays must not overflow into negative (immediate) retries.
+	c, _ = New(Config{Broker: brokerv1.NewTokenBrokerServiceClient(nil), MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Minute})
+	for attempt := range 70 {
+		if d := c.backoff(attempt); d < 5*time.Second || d > 10*time.Minute {
+			t.Fatalf("backoff(%d) with MinBackoff 10s = %v; want in [5s, 10m]", attempt, d)
+		}
+	}
 }
 
 // fakeBroker is an in-process TokenBrokerService under the test's control.
