@@ -46,7 +46,9 @@ func TestServeHelpShowsDefaults(t *testing.T) {
 	}
 	for _, want := range []string{"--addr (env PROXY_ADDR) (default \"127.0.0.1:4141\")", "--admin-addr (env PROXY_ADMIN_ADDR) (default \"127.0.0.1:4142\")",
 		"--broker-addr (env PROXY_BROKER_ADDR) (default \"127.0.0.1:50051\")", "PROXY_BROKER_KEY environment variable", "--keys-file (env PROXY_KEYS_FILE)",
-		"--copilot-api-url (env PROXY_COPILOT_API_URL)", "--max-body-bytes (env PROXY_MAX_BODY_BYTES)", "--log-format (env PROXY_LOG_FORMAT)", "--broker-tls-ca"} {
+		"--copilot-api-url (env PROXY_COPILOT_API_URL)", "--max-body-bytes (env PROXY_MAX_BODY_BYTES)", "--log-format (env PROXY_LOG_FORMAT)", "--broker-tls-ca",
+		"--editor-version (env PROXY_EDITOR_VERSION)", "--editor-plugin-version", "--user-agent", "--integration-id",
+		"--openai-intent (env PROXY_OPENAI_INTENT) (default \"conversation-panel\")", "--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-04-01\")"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("serve --help lacks %q", want)
 		}

@@ -51,6 +51,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.Editor.PluginVersion, "editor-plugin-version", ed.PluginVersion, "Editor-Plugin-Version header sent to Copilot")
 	fs.StringVar(&cfg.Editor.UserAgent, "user-agent", ed.UserAgent, "User-Agent header sent to Copilot")
 	fs.StringVar(&cfg.Editor.IntegrationID, "integration-id", ed.IntegrationID, "Copilot-Integration-Id header sent to Copilot")
+	fs.StringVar(&cfg.Editor.Intent, "openai-intent", ed.Intent, "Openai-Intent header sent to Copilot")
+	fs.StringVar(&cfg.Editor.APIVersion, "github-api-version", ed.APIVersion, "X-GitHub-Api-Version header sent to Copilot")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }

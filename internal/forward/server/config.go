@@ -82,7 +82,8 @@ type Config struct {
 	CopilotAPIURL string
 	// Editor is the identity sent to Copilot; zero fields take
 	// [forward.DefaultEditor]'s. --editor-version, --editor-plugin-version,
-	// --user-agent, --integration-id (PROXY_EDITOR_VERSION, ...).
+	// --user-agent, --integration-id, --openai-intent, --github-api-version
+	// (PROXY_EDITOR_VERSION, ...).
 	Editor forward.Editor
 
 	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
