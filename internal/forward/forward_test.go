@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -577,6 +578,45 @@ func TestBodyLimits(t *testing.T) {
 		if last := got[len(got)-1]; last.body != "" {
 			t.Errorf("upstream got a %d-byte GET body; want none", len(last.body))
 		}
+	}
+}
+
+// TestNoSmuggling sends a request with both Transfer-Encoding and
+// Content-Length: the upstream must see the one chunked body, framed by a
+// Content-Length of its own, and nothing hidden after it as a second request.
+func TestNoSmuggling(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	body := `{"messages":[{"role":"user","content":"hi"}]}`
+	smuggled := "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+	raw := "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer " + testKey + "\r\n" +
+		"Content-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+		fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body) + smuggled
+	c, err := net.Dial("tcp", e.proxy.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := e.up.requests()
+	switch resp.StatusCode {
+	case 400: // refused outright: fine, as long as nothing went upstream
+		if len(got) != 0 {
+			t.Errorf("upstream saw %d requests after a 400; want 0", len(got))
+		}
+	case 200:
+		if len(got) != 1 || got[0].body != body || got[0].header.Get("Content-Length") != fmt.Sprint(len(body)) {
+			t.Errorf("upstream saw %+v; want exactly one request with the chunked body and its own Content-Length", got)
+		}
+	default:
+		t.Errorf("status = %d; want 200 or 400", resp.StatusCode)
 	}
 }
 

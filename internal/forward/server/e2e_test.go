@@ -366,6 +366,7 @@ func TestUpstream401RefreshesOnceAndRetries(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	st := startStack(t, stackOpts{proxy: func(c *Config) {
 		c.MaxBodyBytes = 4096
+		c.MaxHeaderBytes = 8 << 10
 		c.ReadHeaderTimeout = 300 * time.Millisecond
 	}})
 	tests := []struct {
@@ -396,6 +397,18 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("oversized headers", func(t *testing.T) {
+		n := len(st.sb.Requests())
+		// net/http allows 4 KiB of slack over MaxHeaderBytes.
+		resp, _ := st.do("POST", "/v1/chat/completions", chatBody, map[string]string{"X-Padding": strings.Repeat("p", 16<<10)})
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("16 KiB of headers with an 8 KiB limit = %d; want 431", resp.StatusCode)
+		}
+		if len(st.sb.Requests()) != n {
+			t.Errorf("the request reached the upstream; want it stopped at the proxy")
+		}
+	})
 
 	t.Run("slow headers", func(t *testing.T) {
 		c, err := net.Dial("tcp", st.proxy.Addrs().HTTP)
