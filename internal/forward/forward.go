@@ -216,16 +216,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{route: rt, key: key, tok: tok, base: base, requestID: newRequestID()}
 	if rt.kind == bodyNone {
 		// A GET has no body upstream: forwarding one would stream an
-		// unbounded client body past MaxBodyBytes.
+		// unbounded client body past MaxBodyBytes. A body sent anyway is
+		// read and dropped here, within the limit: left unread, the
+		// server's own discard after the handler races its next read on
+		// the connection and panics ("invalid concurrent Body.Read call").
+		if r.ContentLength != 0 {
+			if err := h.discardBody(w, r); err != nil {
+				h.rejectBody(w, rt, key, err)
+				return
+			}
+		}
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
 	} else {
 		body, err := h.readBody(w, r)
 		if err != nil {
-			if errors.Is(err, errBodyTooLarge) {
-				h.reject(w, rt.name, key, rt.dialect, errTooLarge(fmt.Sprintf("request body larger than %d bytes", h.maxBody)))
-			} else {
-				h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))
-			}
+			h.rejectBody(w, rt, key, err)
 			return
 		}
 		defer body.release()
@@ -302,14 +307,45 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 }
 
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
-	rc := http.NewResponseController(w)
-	// Not every ResponseWriter supports deadlines (tests' recorders do not);
-	// then the read is bounded only by size. A socket deadline is wall-clock
-	// time, never the injected clock's (a fake one would set it in the past).
-	if rc.SetReadDeadline(time.Now().Add(h.bodyWait)) == nil {
-		defer rc.SetReadDeadline(time.Time{})
-	}
+	defer h.bodyDeadline(w)()
 	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody)
+}
+
+// discardBody reads and drops a body the upstream will not get.
+func (h *Handler) discardBody(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength > h.maxBody {
+		return errBodyTooLarge
+	}
+	defer h.bodyDeadline(w)()
+	n, err := io.CopyN(io.Discard, r.Body, h.maxBody+1)
+	switch {
+	case n > h.maxBody:
+		return errBodyTooLarge
+	case err == io.EOF:
+		return nil
+	}
+	return err
+}
+
+// bodyDeadline bounds reading the request body and returns the function
+// that lifts the bound. Not every ResponseWriter supports deadlines (tests'
+// recorders do not); then the read is bounded only by size. A socket
+// deadline is wall-clock time, never the injected clock's (a fake one would
+// set it in the past).
+func (h *Handler) bodyDeadline(w http.ResponseWriter) func() {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(h.bodyWait)) != nil {
+		return func() {}
+	}
+	return func() { _ = rc.SetReadDeadline(time.Time{}) }
+}
+
+func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err error) {
+	if errors.Is(err, errBodyTooLarge) {
+		h.reject(w, rt.name, key, rt.dialect, errTooLarge(fmt.Sprintf("request body larger than %d bytes", h.maxBody)))
+		return
+	}
+	h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))
 }
 
 // rewrite points the outbound request at the Copilot API and replaces the
