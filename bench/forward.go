@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/load"
@@ -34,14 +36,17 @@ func newClient(conns int) *http.Client {
 // targets returns direct, then the proxy and nginx when they run.
 func (st *steady) targets(conns int) []*target {
 	ts := []*target{{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(conns)}}
-	if st.proxy != nil {
+	for name, p := range map[string]*proxyProc{"proxy": st.proxy, "proxy-alt": st.altProxy} {
+		if p == nil {
+			continue
+		}
 		h := http.Header{}
-		h.Set("Authorization", "Bearer "+st.proxy.Key)
+		h.Set("Authorization", "Bearer "+p.Key)
 		h.Set("Content-Type", "application/json")
-		p := st.proxy
-		ts = append(ts, &target{name: "proxy", base: "http://" + st.proxy.Addr + "/v1", header: h, client: newClient(conns),
+		ts = append(ts, &target{name: name, base: "http://" + p.Addr + "/v1", header: h, client: newClient(conns),
 			cpu: func() (time.Duration, error) { return p.CPU(false) }})
 	}
+	slices.SortStableFunc(ts[1:], func(a, b *target) int { return strings.Compare(a.name, b.name) })
 	if st.nginx != nil {
 		h := http.Header{}
 		h.Set("Authorization", "Bearer client-key-nginx-ignores")

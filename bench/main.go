@@ -37,12 +37,14 @@ func main() {
 
 // options are the command's flags.
 type options struct {
-	out     string
-	runs    int
-	scale   float64 // multiplies every phase duration
-	only    []string
-	keep    bool
-	timeout time.Duration
+	out      string
+	runs     int
+	scale    float64 // multiplies every phase duration
+	only     []string
+	keep     bool
+	profile  string
+	altProxy string // a second proxy binary measured beside the built one
+	timeout  time.Duration
 }
 
 var allSections = []string{"forward", "stream", "fanout", "reads", "rotation"}
@@ -57,6 +59,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every phase duration (0.2 for a quick look)")
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
+	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure this proxy binary (e.g. a locally patched build) as \"proxy-alt\" in sections 1 and 2")
+	fs.StringVar(&o.profile, "profile", "", "also take CPU profiles of the proxy and the broker's REST path into this directory")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -79,7 +83,10 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-func run(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 2 && args[0] == "__profiled" {
+		return serveProfiled(ctx, args[1], getenv)
+	}
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
@@ -120,6 +127,11 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 		b.logf("== %s", name)
 		sections[name](b)
 		b.logf("== %s took %v", name, time.Since(start).Round(100*time.Millisecond))
+	}
+	if o.profile != "" {
+		if err := b.profile(o.profile); err != nil {
+			b.logf("profile: %v", err)
+		}
 	}
 	b.goals()
 	b.describeLoadAfter()

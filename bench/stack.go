@@ -97,6 +97,11 @@ func (b *bench) startProxy(up *upstream, br *brokerProc, name string) (*proxyPro
 	if err := b.need("proxy"); err != nil {
 		return nil, err
 	}
+	return b.startProxyBin(b.bins["proxy"], up, br, name)
+}
+
+// startProxyBin is startProxy with a given binary.
+func (b *bench) startProxyBin(bin string, up *upstream, br *brokerProc, name string) (*proxyProc, error) {
 	dir := b.dir(name)
 	addrs, err := freeAddrs(2)
 	if err != nil {
@@ -108,7 +113,7 @@ func (b *bench) startProxy(up *upstream, br *brokerProc, name string) (*proxyPro
 		return nil, err
 	}
 	p, err := proc.Start(proc.Spec{
-		Name: name, Path: b.bins["proxy"],
+		Name: name, Path: bin,
 		Args: []string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
 			"--keys-file", keys, "--copilot-api-url", up.URL},
 		Env:     []string{"PROXY_BROKER_KEY=" + br.Key},
@@ -145,6 +150,7 @@ type steady struct {
 	token    string // a Copilot token for the direct and nginx paths
 	broker   *brokerProc
 	proxy    *proxyProc
+	altProxy *proxyProc // -compare-proxy
 	nginx    *proc.Process
 	nginxURL string
 	errs     map[string]error
@@ -171,6 +177,11 @@ func (b *bench) steadyStack() (*steady, error) {
 		st.errs["proxy"] = err
 	} else if st.proxy, err = b.startProxy(up, st.broker, "proxy-steady"); err != nil {
 		st.errs["proxy"] = err
+	}
+	if b.opts.altProxy != "" && st.broker != nil {
+		if st.altProxy, err = b.startProxyBin(b.opts.altProxy, up, st.broker, "proxy-alt"); err != nil {
+			st.errs["proxy-alt"] = err
+		}
 	}
 	addr, err := proc.FreeAddr()
 	if err == nil {

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"time"
+
+	broker "github.com/copilot-broker/copilot-broker/internal/broker/server"
+	proxy "github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+
+	"github.com/copilot-broker/copilot-broker/bench/internal/load"
+	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
+)
+
+// serveProfiled is the hidden `bench __profiled proxy|broker` mode: the same
+// server packages cmd/proxy and cmd/broker wrap, started in this process
+// with net/http/pprof on BENCH_PPROF_ADDR, so that `-profile DIR` can take
+// CPU profiles of exactly the code under test. Settings come from the
+// environment the parent sets.
+func serveProfiled(ctx context.Context, what string, getenv func(string) string) error {
+	ln, err := net.Listen("tcp", getenv("BENCH_PPROF_ADDR"))
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	go func() { _ = http.Serve(ln, mux) }()
+	ks, err := keys.Load(getenv("BENCH_KEYS_FILE"))
+	if err != nil {
+		return err
+	}
+	switch what {
+	case "proxy":
+		p, err := proxy.Start(ctx, proxy.Config{
+			Addr: getenv("BENCH_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"), BrokerAddr: getenv("BENCH_BROKER_ADDR"),
+			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
+		})
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return p.Close()
+	case "broker":
+		br, err := broker.Start(ctx, broker.Config{
+			GRPCAddr: getenv("BENCH_GRPC_ADDR"), HTTPAddr: getenv("BENCH_HTTP_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"),
+			GitHubAPIURL: getenv("BENCH_API_URL"), GitHubToken: secret.New(getenv("GITHUB_TOKEN")), Keys: ks,
+		})
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return br.Close()
+	}
+	return fmt.Errorf("__profiled: unknown server %q", what)
+}
+
+// profile takes CPU profiles of the proxy (section 1's workload at
+// concurrency 32) and of the broker (REST GET /v1/token at concurrency 32),
+// each served by a profiled child, into dir.
+func (b *bench) profile(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	st, err := b.steadyStack()
+	if err != nil {
+		return err
+	}
+	if st.broker == nil {
+		return st.errs["broker"]
+	}
+	pdir := b.dir("profiled")
+	addrs, err := freeAddrs(6)
+	if err != nil {
+		return err
+	}
+	key := randomKey()
+	keysFile, err := writeKeys(pdir, "bench", key)
+	if err != nil {
+		return err
+	}
+	// The profiled proxy, against the steady broker.
+	px, err := proc.Start(proc.Spec{Name: "profiled-proxy", Path: self, Args: []string{"__profiled", "proxy"},
+		Env: []string{"BENCH_PPROF_ADDR=" + addrs[0], "BENCH_ADDR=" + addrs[1], "BENCH_ADMIN_ADDR=" + addrs[2],
+			"BENCH_BROKER_ADDR=" + st.broker.GRPCAddr, "PROXY_BROKER_KEY=" + st.broker.Key, "BENCH_KEYS_FILE=" + keysFile,
+			"BENCH_API_URL=" + st.up.URL},
+		LogPath: filepath.Join(pdir, "proxy.log")})
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, px)
+	defer b.stop(px)
+	if err := proc.WaitHTTP(b.ctx, px, "http://"+addrs[2]+"/readyz", 20*time.Second); err != nil {
+		return err
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+key)
+	h.Set("Content-Type", "application/json")
+	t := &target{name: "profiled-proxy", base: "http://" + addrs[1] + "/v1", header: h, client: newClient(64)}
+	defer t.close()
+	for _, conc := range []int{1, 32} {
+		if err := b.profileUnder(addrs[0], filepath.Join(dir, fmt.Sprintf("proxy-c%d.cpu.pprof", conc)), conc,
+			func(ctx context.Context, _ int) error { return t.chat(ctx) }); err != nil {
+			return err
+		}
+	}
+
+	b.stop(px) // frees its ports and CPU
+
+	// The profiled broker, against the same sandbox.
+	bx, err := proc.Start(proc.Spec{Name: "profiled-broker", Path: self, Args: []string{"__profiled", "broker"},
+		Env: []string{"BENCH_PPROF_ADDR=" + addrs[5], "BENCH_GRPC_ADDR=" + addrs[1], "BENCH_HTTP_ADDR=" + addrs[3],
+			"BENCH_ADMIN_ADDR=" + addrs[4], "BENCH_API_URL=" + st.up.URL, "GITHUB_TOKEN=" + st.up.GitHubToken().Reveal(),
+			"BENCH_KEYS_FILE=" + keysFile},
+		LogPath: filepath.Join(pdir, "broker.log")})
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, bx)
+	defer b.stop(bx)
+	if err := proc.WaitHTTP(b.ctx, bx, "http://"+addrs[4]+"/readyz", 20*time.Second); err != nil {
+		return err
+	}
+	rest := newClient(64)
+	defer rest.CloseIdleConnections()
+	url := "http://" + addrs[3] + "/v1/token"
+	return b.profileUnder(addrs[5], filepath.Join(dir, "broker-rest.cpu.pprof"), 32, func(ctx context.Context, _ int) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := rest.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// profileUnder runs fn at concurrency conc while fetching a 5 s CPU profile
+// from pprofAddr into path.
+func (b *bench) profileUnder(pprofAddr, path string, conc int, fn load.Func) error {
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		res, err := load.Run(ctx, load.Options{Workers: conc, Duration: 7 * time.Second, Warmup: 300 * time.Millisecond}, fn)
+		if err == nil && res.Errors > 0 {
+			err = fmt.Errorf("%d failed requests: %w", res.Errors, res.FirstErr)
+		}
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	err = errors.Join(err, f.Close())
+	cancel()
+	if lerr := <-done; lerr != nil && ctx.Err() == nil {
+		err = errors.Join(err, lerr)
+	}
+	b.logf("wrote %s", path)
+	return err
+}
