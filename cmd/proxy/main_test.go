@@ -115,7 +115,8 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 func TestServeRunsUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &lineWriter{line: make(chan string, 1)}
+	lines := make(chan string, 1) // read from here, not stdout.line, which Write clears under its lock
+	stdout := &lineWriter{line: lines}
 	env := map[string]string{"PROXY_BROKER_KEY": "broker-key-0123456789", "PROXY_LOG_LEVEL": "warn"}
 	done := make(chan error, 1)
 	go func() {
@@ -124,7 +125,7 @@ func TestServeRunsUntilCancelled(t *testing.T) {
 	}()
 	var line string
 	select {
-	case line = <-stdout.line:
+	case line = <-lines:
 	case err := <-done:
 		t.Fatalf("run() returned early: %v", err)
 	case <-time.After(10 * time.Second):
