@@ -224,7 +224,7 @@ func TestClients(t *testing.T) {
 	t.Run("grpc/health", func(t *testing.T) {
 		t.Parallel()
 		// The whole server and the API's service, with no broker key.
-		for _, svc := range []string{"", brokerv1.TokenBrokerService_ServiceDesc.ServiceName} {
+		for _, svc := range []string{"", apiService} {
 			if got := br.health(t, svc); got != healthpb.HealthCheckResponse_SERVING {
 				t.Errorf("grpc.health.v1 Check(%q) = %v; want SERVING", svc, got)
 			}

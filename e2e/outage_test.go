@@ -53,8 +53,8 @@ func TestExchangeOutageShorterThanTokenLife(t *testing.T) {
 		}
 		if stale == nil && tok.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_STALE {
 			stale, staleAt = tok, time.Now()
-			if h := br.health(t, ""); h != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("grpc health while STALE = %v; want SERVING (a token is still handed out)", h)
+			if h := br.health(t, apiService); h != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("grpc health of %s while STALE = %v; want SERVING (a token is still handed out)", apiService, h)
 			}
 			if err := pollHTTP(br.proc, br.adminURL+"/readyz", time.Second); err != nil {
 				t.Errorf("broker /readyz while STALE: %v; want ready", err)

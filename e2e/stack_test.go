@@ -244,6 +244,11 @@ func (b *brokerProc) validToken(t *testing.T) *brokerv1.Token {
 	return tok
 }
 
+// apiService is the broker API's name in grpc.health.v1: its status follows
+// the token (SERVING while one can be handed out), while "" means the process
+// is alive.
+var apiService = brokerv1.TokenBrokerService_ServiceDesc.ServiceName
+
 // health asks the broker's grpc.health.v1 service about svc ("" is the
 // whole server), without a broker key as a load balancer or kubelet would.
 func (b *brokerProc) health(t *testing.T, svc string) healthpb.HealthCheckResponse_ServingStatus {
