@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	broker "github.com/copilot-broker/copilot-broker/internal/broker/server"
@@ -175,6 +176,14 @@ func (b *bench) profileUnder(pprofAddr, path string, conc int, fn load.Func) err
 	}
 	_, err = io.Copy(f, resp.Body)
 	err = errors.Join(err, f.Close())
+	// Allocations since the child started, mostly this load's.
+	if aresp, aerr := http.Get("http://" + pprofAddr + "/debug/pprof/allocs"); aerr == nil {
+		if af, ferr := os.Create(strings.TrimSuffix(path, ".cpu.pprof") + ".allocs.pprof"); ferr == nil {
+			_, _ = io.Copy(af, aresp.Body)
+			_ = af.Close()
+		}
+		aresp.Body.Close()
+	}
 	cancel()
 	if lerr := <-done; lerr != nil && ctx.Err() == nil {
 		err = errors.Join(err, lerr)
