@@ -62,7 +62,7 @@ func buildBinaries(dir string) (bins, error) {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/sandbox", "./cmd/broker", "./cmd/proxy")
-	cmd := exec.Command(goTool(), args...)
+	cmd := exec.Command("go", args...) // go test puts GOROOT/bin first on PATH
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -75,12 +75,4 @@ func buildBinaries(dir string) (bins, error) {
 		return filepath.Join(dir, name)
 	}
 	return bins{sandbox: exe("sandbox"), broker: exe("broker"), proxy: exe("proxy")}, nil
-}
-
-// goTool finds the go command: go test puts GOROOT/bin first on PATH.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
