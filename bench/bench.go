@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -266,6 +265,3 @@ func waitTCP(ctx context.Context, p *proc.Process, addr string, timeout time.Dur
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// hasCmd reports whether a command is on PATH.
-func hasCmd(name string) bool { _, err := exec.LookPath(name); return err == nil }

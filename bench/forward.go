@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -36,7 +37,9 @@ func newClient(conns int) *http.Client {
 // targets returns direct, then the proxy and nginx when they run.
 func (st *steady) targets(conns int) []*target {
 	ts := []*target{{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(conns)}}
-	for name, p := range map[string]*proxyProc{"proxy": st.proxy, "proxy-alt": st.altProxy} {
+	procs := map[string]*proxyProc{"proxy": st.proxy}
+	maps.Copy(procs, st.alt)
+	for name, p := range procs {
 		if p == nil {
 			continue
 		}

@@ -43,7 +43,7 @@ type options struct {
 	only     []string
 	keep     bool
 	profile  string
-	altProxy string // a second proxy binary measured beside the built one
+	altProxy string // NAME=PATH,... proxy binaries measured beside the built one
 	timeout  time.Duration
 }
 
@@ -59,7 +59,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every phase duration (0.2 for a quick look)")
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
-	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure this proxy binary (e.g. a locally patched build) as \"proxy-alt\" in sections 1 and 2")
+	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1 and 2: NAME=PATH[,NAME=PATH...], shown as proxy-NAME")
 	fs.StringVar(&o.profile, "profile", "", "also take CPU profiles of the proxy and the broker's REST path into this directory")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {

@@ -117,8 +117,5 @@ func oneLine(s string) string {
 // ms formats a duration in milliseconds with three decimals.
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) }
 
-// msf formats fractional milliseconds.
-func msf(x float64) string { return fmt.Sprintf("%.3f ms", x) }
-
 // us formats a duration in microseconds with one decimal.
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/1e3) }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
@@ -150,7 +151,7 @@ type steady struct {
 	token    string // a Copilot token for the direct and nginx paths
 	broker   *brokerProc
 	proxy    *proxyProc
-	altProxy *proxyProc // -compare-proxy
+	alt      map[string]*proxyProc // -compare-proxy, by target name
 	nginx    *proc.Process
 	nginxURL string
 	errs     map[string]error
@@ -178,10 +179,18 @@ func (b *bench) steadyStack() (*steady, error) {
 	} else if st.proxy, err = b.startProxy(up, st.broker, "proxy-steady"); err != nil {
 		st.errs["proxy"] = err
 	}
-	if b.opts.altProxy != "" && st.broker != nil {
-		if st.altProxy, err = b.startProxyBin(b.opts.altProxy, up, st.broker, "proxy-alt"); err != nil {
-			st.errs["proxy-alt"] = err
+	st.alt = map[string]*proxyProc{}
+	for _, kv := range strings.Split(b.opts.altProxy, ",") {
+		name, path, ok := strings.Cut(kv, "=")
+		if !ok || st.broker == nil {
+			continue
 		}
+		p, err := b.startProxyBin(path, up, st.broker, "proxy-"+name)
+		if err != nil {
+			st.errs["proxy-"+name] = err
+			continue
+		}
+		st.alt["proxy-"+name] = p
 	}
 	addr, err := proc.FreeAddr()
 	if err == nil {

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestNginxConfigRender(t *testing.T) {
+	cfg := nginxConfig{Dir: "/tmp/x", Listen: "127.0.0.1:1", Upstream: "127.0.0.1:2", Token: "tid=1;exp=2:ab",
+		Workers: "auto", KeepAlive: 64, Headers: copilotHeaders()}
+	out, err := cfg.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"listen 127.0.0.1:1;", "server 127.0.0.1:2;", "keepalive 64;", "access_log off;", "worker_processes auto;",
+		`proxy_set_header Authorization "Bearer tid=1;exp=2:ab";`, `proxy_set_header Copilot-Integration-Id "vscode-chat";`,
+		"proxy_pass http://sandbox/;", "proxy_buffering off;", "pid /tmp/x/nginx.pid;",
+	} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("render() lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{`a"b`, "a$b", "a\nb", `a\b`} {
+		cfg.Token = bad
+		if _, err := cfg.render(); err == nil {
+			t.Errorf("render(token %q) err = nil; want an error", bad)
+		}
+	}
+}
+
+func TestReportWrite(t *testing.T) {
+	r := &report{Command: "make bench", Started: time.Unix(0, 0), Machine: []string{"CPUs (nproc): 2"}}
+	r.goal("g1", "< 1 ms", "0.5 ms", true)
+	r.goal("g2", "≥ 2x", "1x", false)
+	r.unmeasured("g3", "0", "not measured")
+	s := &section{Title: "T", Header: []string{"a", "b"}}
+	s.row("1", "2")
+	s.note("n %d", 1)
+	r.Sections = append(r.Sections, s)
+	var b strings.Builder
+	if err := r.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| g1 | < 1 ms | 0.5 ms | yes |", "| g2 | ≥ 2x | 1x | **no** |", "| g3 | 0 | not measured | not measured |",
+		"## T", "| a | b |\n|---|---|\n| 1 | 2 |", "- n 1", "- CPUs (nproc): 2"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("write() lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr bool
+		only    int
+	}{
+		{nil, false, len(allSections)},
+		{[]string{"-only", "forward,stream"}, false, 2},
+		{[]string{"-only", "nope"}, true, 0},
+		{[]string{"-runs", "0"}, true, 0},
+		{[]string{"extra"}, true, 0},
+	}
+	for _, tt := range tests {
+		o, err := parse(tt.args, io.Discard)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("parse(%q) err = %v; want error %v", tt.args, err, tt.wantErr)
+			continue
+		}
+		if err == nil && len(o.only) != tt.only {
+			t.Errorf("parse(%q).only = %v; want %d sections", tt.args, o.only, tt.only)
+		}
+	}
+}
+
+// TestStreamStamps checks the measurement itself: every content chunk of a
+// direct stream is matched with the sandbox's stamp of it, and each transit
+// is positive and below the 10 ms chunk spacing.
+func TestStreamStamps(t *testing.T) {
+	up, err := startUpstream(sandbox.Config{RequestLogSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tok, err := up.copilotToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := &target{name: "direct", base: up.URL, header: directHeader(tok), client: newClient(2)}
+	t.Cleanup(tgt.close)
+	b := &bench{ctx: ctx}
+	s, err := b.oneStream(ctx, up, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.transit) != streamChunks {
+		t.Fatalf("oneStream() transits = %d; want %d", len(s.transit), streamChunks)
+	}
+	for i, d := range s.transit {
+		if d <= 0 || d > streamDelay {
+			t.Errorf("transit[%d] = %v; want in (0, %v]", i, d, streamDelay)
+		}
+	}
+	if s.ttfb <= 0 || s.ttfb > 5*time.Second {
+		t.Errorf("ttfb = %v; want > 0 and small", s.ttfb)
+	}
+	if err := tgt.chat(ctx); err != nil {
+		t.Errorf("chat() = %v; want nil", err)
+	}
+}
