@@ -115,6 +115,19 @@ http_ok() {
 	) 2>/dev/null
 }
 
+# broker_rejected: the broker's REST API says GitHub refused the credential
+# (FAILED_PRECONDITION, HTTP 400): no point waiting for it to become ready.
+broker_rejected() {
+	local resp
+	resp=$(
+		exec 3<>"/dev/tcp/$HOST/$HTTP_PORT" || exit 1
+		printf 'GET /v1/token HTTP/1.0\r\nHost: %s:%s\r\nAuthorization: Bearer %s\r\n\r\n' "$HOST" "$HTTP_PORT" "$broker_key" >&3
+		IFS= read -r -d '' -t 5 r <&3 # to EOF: HTTP/1.0 closes the connection
+		printf '%s' "$r"
+	) 2>/dev/null || return 1
+	[[ $resp == "HTTP/1."?" 400"* && $resp == *[Rr]ejected* ]]
+}
+
 command -v "$GO" >/dev/null || die "'$GO' not found: install Go 1.26 (https://go.dev/dl/) or set GO"
 
 # The file `broker login` writes by default: os.UserConfigDir()/copilot-broker/github-token.
@@ -229,6 +242,12 @@ wait_ready() {
 	local name=$1 port=$2 n i
 	for ((n = 0; n < READY_TIMEOUT * 10; n++)); do
 		http_ok /readyz "$port" && return 0
+		if [[ $name == broker ]] && ((n % 10 == 9)) && broker_rejected; then
+			say "run: GitHub refused the token from $token_source; last lines of $RUN_DIR/broker.log:"
+			tail -n 5 "$RUN_DIR/broker.log" >&2 || true
+			say "run: get a new one with '$RUN_DIR/bin/broker login --force' (classic personal access tokens do not work), or use the sandbox: RUN_UPSTREAM=sandbox make run"
+			exit 1
+		fi
 		for i in "${!pids[@]}"; do
 			if ! kill -0 "${pids[i]}" 2>/dev/null; then
 				say "run: ${names[i]} exited during start; last lines of $RUN_DIR/${names[i]}.log:"
