@@ -26,6 +26,7 @@ var streamBody = []byte(`{"model":"gpt-4.1","stream":true,"messages":[{"role":"u
 // streamSample is what one stream measured.
 type streamSample struct {
 	ttfb    time.Duration   // request start to the first event
+	headers time.Duration   // request start to the response headers
 	transit []time.Duration // per content chunk: left the sandbox -> parsed by the client
 }
 
@@ -48,6 +49,7 @@ func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamS
 	if err != nil {
 		return streamSample{}, err
 	}
+	gotHeaders := time.Since(start)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return streamSample{}, fmt.Errorf("%s: status %d", t.name, resp.StatusCode)
@@ -76,7 +78,7 @@ func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamS
 		return streamSample{}, fmt.Errorf("%s: upstream stamped %d flushes for stream %s; want %d (is %s passed through?)",
 			t.name, len(stamps), id, streamChunks+1, streamHeader)
 	}
-	s := streamSample{ttfb: arrivals[0].Sub(start), transit: make([]time.Duration, streamChunks)}
+	s := streamSample{ttfb: arrivals[0].Sub(start), headers: gotHeaders, transit: make([]time.Duration, streamChunks)}
 	for i := range streamChunks {
 		s.transit[i] = arrivals[i].Sub(stamps[i+1]) // stamps[0] is the headers' flush
 	}
@@ -85,8 +87,8 @@ func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamS
 
 // streamRun is one run of one target: all its streams' figures.
 type streamRun struct {
-	ttfb, transit []time.Duration // sorted
-	streams       int
+	ttfb, headers, transit []time.Duration // sorted
+	streams                int
 }
 
 func (b *bench) measureStreams(up *upstream, t *target, workers int, d time.Duration) (streamRun, error) {
@@ -100,6 +102,7 @@ func (b *bench) measureStreams(up *upstream, t *target, workers int, d time.Dura
 			}
 			mu.Lock()
 			run.ttfb = append(run.ttfb, s.ttfb)
+			run.headers = append(run.headers, s.headers)
 			run.transit = append(run.transit, s.transit...)
 			run.streams++
 			mu.Unlock()
@@ -112,6 +115,7 @@ func (b *bench) measureStreams(up *upstream, t *target, workers int, d time.Dura
 		return run, fmt.Errorf("%s: %d failed streams: %w", t.name, res.Errors, res.FirstErr)
 	}
 	slices.Sort(run.ttfb)
+	slices.Sort(run.headers)
 	slices.Sort(run.transit)
 	return run, nil
 }
@@ -132,9 +136,9 @@ func (b *bench) stream() {
 		"benchmark process behind a tap that stamps each event just before it is written to the connection; the client "+
 		"stamps each `data:` line as it parses it, on the same monotonic clock. *Transit* is that difference for each of "+
 		"the 50 content chunks of every stream; *added per chunk* is a path's transit percentile minus direct's in the same "+
-		"run. *TTFB* is request start to the first event.",
+		"run. *Headers* is request start to the response headers, *TTFB* to the first event.",
 		streamChunks, streamDelay/time.Millisecond, workers, d, b.opts.runs)
-	s.Header = []string{"path", "streams/run", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99", "TTFB p50", "TTFB p99", "added TTFB p50"}
+	s.Header = []string{"path", "streams/run", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99", "headers p50", "TTFB p50", "TTFB p99", "added TTFB p50"}
 	for name, e := range st.errs {
 		s.note("%s not measured: %s", name, oneLine(e.Error()))
 	}
@@ -167,7 +171,7 @@ func (b *bench) stream() {
 		if len(rs) != len(direct) {
 			continue
 		}
-		var n, t50, t99, a50, a99, f50, f99, af50 []float64
+		var n, t50, t99, a50, a99, h50, f50, f99, af50 []float64
 		for i, r := range rs {
 			dr := direct[i]
 			p := func(xs []time.Duration, q float64) float64 { return float64(load.Percentile(xs, q)) }
@@ -175,12 +179,13 @@ func (b *bench) stream() {
 			t50, t99 = append(t50, p(r.transit, 50)), append(t99, p(r.transit, 99))
 			a50, a99 = append(a50, p(r.transit, 50)-p(dr.transit, 50)), append(a99, p(r.transit, 99)-p(dr.transit, 99))
 			f50, f99 = append(f50, p(r.ttfb, 50)), append(f99, p(r.ttfb, 99))
+			h50 = append(h50, p(r.headers, 50))
 			af50 = append(af50, p(r.ttfb, 50)-p(dr.ttfb, 50))
 		}
 		md := func(xs []float64) time.Duration { return time.Duration(load.Median(xs)) }
-		row := []string{t.name, fmt.Sprintf("%.0f", load.Median(n)), ms(md(t50)), ms(md(t99)), "", "", ms(md(f50)), ms(md(f99)), ""}
+		row := []string{t.name, fmt.Sprintf("%.0f", load.Median(n)), ms(md(t50)), ms(md(t99)), "", "", ms(md(h50)), ms(md(f50)), ms(md(f99)), ""}
 		if t.name != "direct" {
-			row[4], row[5], row[8] = ms(md(a50)), ms(md(a99)), ms(md(af50))
+			row[4], row[5], row[9] = ms(md(a50)), ms(md(a99)), ms(md(af50))
 			b.sse[t.name] = [2]time.Duration{md(a50), md(a99)}
 		}
 		s.row(row...)
