@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
@@ -79,7 +80,7 @@ type Config struct {
 type Service struct {
 	brokerv1.UnimplementedTokenBrokerServiceServer
 
-	accounts    map[string]Source
+	accounts    map[string]*account
 	maxAge      time.Duration
 	jitter      float64
 	pendingWait time.Duration
@@ -96,12 +97,12 @@ func NewService(cfg Config) (*Service, error) {
 	if len(cfg.Accounts) == 0 {
 		return nil, errors.New("broker: Config.Accounts is empty")
 	}
-	accounts := make(map[string]Source, len(cfg.Accounts))
+	accounts := make(map[string]*account, len(cfg.Accounts))
 	for name, src := range cfg.Accounts {
 		if src == nil {
 			return nil, fmt.Errorf("broker: account %q has a nil source", name)
 		}
-		accounts[name] = src
+		accounts[name] = &account{src: src}
 	}
 	s := &Service{
 		accounts:    accounts,
@@ -142,29 +143,59 @@ func (s *Service) Drain() {
 	s.drainOnce.Do(func() { close(s.draining) })
 }
 
-func (s *Service) source(account string) (Source, error) {
-	src, ok := s.accounts[account]
+func (s *Service) account(name string) (*account, error) {
+	a, ok := s.accounts[name]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "unknown account %q", account)
+		return nil, status.Errorf(codes.NotFound, "unknown account %q", name)
 	}
-	return src, nil
+	return a, nil
+}
+
+// account is one account's source and the API form of its latest state.
+type account struct {
+	src  Source
+	last atomic.Pointer[converted]
+}
+
+// converted is a state in its API form. Its messages are shared by every
+// call that sees the same state and must not be modified: converting once
+// per state change rather than once per call keeps reads (thousands a second,
+// and one send per watcher at each rotation) free of that work.
+type converted struct {
+	st    tokens.State
+	get   *brokerv1.GetTokenResponse
+	watch *brokerv1.WatchTokenResponse
+}
+
+// convert returns st in its API form, reusing the last conversion when the
+// state is the same. Concurrent callers may convert the same state twice;
+// either result is correct.
+func (a *account) convert(st tokens.State) *converted {
+	if c := a.last.Load(); c != nil && c.st == st {
+		return c
+	}
+	t := ToProto(st)
+	c := &converted{st: st, get: &brokerv1.GetTokenResponse{Token: t}, watch: &brokerv1.WatchTokenResponse{Token: t}}
+	a.last.Store(c)
+	return c
 }
 
 // GetToken returns the account's current token. While the first token is
-// pending it waits, up to the call's deadline or MaxPendingWait.
+// pending it waits, up to the call's deadline or MaxPendingWait. The response
+// is shared with other calls (see [account.convert]): do not modify it.
 func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (*brokerv1.GetTokenResponse, error) {
-	src, err := s.source(req.GetAccount())
+	a, err := s.account(req.GetAccount())
 	if err != nil {
 		return nil, err
 	}
-	st := src.Snapshot()
+	st := a.src.Snapshot()
 	if st.Status == tokens.StatusPending {
-		st = s.waitPending(ctx, src)
+		st = s.waitPending(ctx, a.src)
 	}
 	if err := stateError(st); err != nil {
 		return nil, err
 	}
-	return &brokerv1.GetTokenResponse{Token: ToProto(st)}, nil
+	return a.convert(st).get, nil
 }
 
 // waitPending returns the first state that is not pending, or the current
@@ -192,11 +223,11 @@ func (s *Service) waitPending(ctx context.Context, src Source) tokens.State {
 // RefreshToken forces a refresh when req's generation is still current and
 // returns the state after that decision.
 func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRequest) (*brokerv1.RefreshTokenResponse, error) {
-	src, err := s.source(req.GetAccount())
+	a, err := s.account(req.GetAccount())
 	if err != nil {
 		return nil, err
 	}
-	st, err := src.ForceRefresh(ctx, req.GetRejectedGeneration())
+	st, err := a.src.ForceRefresh(ctx, req.GetRejectedGeneration())
 	switch {
 	case errors.Is(err, context.Canceled):
 		return nil, status.Error(codes.Canceled, "refresh: call cancelled")
@@ -210,15 +241,15 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 	if err := stateError(st); err != nil {
 		return nil, err
 	}
-	return &brokerv1.RefreshTokenResponse{Token: ToProto(st)}, nil
+	return &brokerv1.RefreshTokenResponse{Token: a.convert(st).get.GetToken()}, nil
 }
 
 // WatchToken sends the current state at once and then every change, until
 // the client goes away, the stream reaches its jittered maximum age, the
 // source closes or the service drains; the last three end with OK.
 func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.TokenBrokerService_WatchTokenServer) error {
-	account := req.GetAccount()
-	src, err := s.source(account)
+	name := req.GetAccount()
+	a, err := s.account(name)
 	if err != nil {
 		return err
 	}
@@ -228,26 +259,26 @@ func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.To
 	default:
 	}
 	ctx := stream.Context()
-	updates, unsubscribe := src.Subscribe()
+	updates, unsubscribe := a.src.Subscribe()
 	defer unsubscribe()
-	s.metrics.watcherAdded(account)
-	defer s.metrics.watcherRemoved(account)
+	s.metrics.watcherAdded(name)
+	defer s.metrics.watcherRemoved(name)
 
 	age := s.streamAge()
 	timer := s.clock.NewTimer(age)
 	defer timer.Stop()
-	s.log.Debug("watch started", "account", account, "key", KeyName(ctx), "max_age", age)
+	s.log.Debug("watch started", "account", name, "key", KeyName(ctx), "max_age", age)
 	for {
 		select {
 		case st, ok := <-updates:
 			if !ok {
 				return nil
 			}
-			if err := stream.Send(&brokerv1.WatchTokenResponse{Token: ToProto(st)}); err != nil {
+			if err := stream.Send(a.convert(st).watch); err != nil {
 				return err
 			}
 		case <-timer.C():
-			s.log.Debug("watch reached its maximum age", "account", account, "key", KeyName(ctx))
+			s.log.Debug("watch reached its maximum age", "account", name, "key", KeyName(ctx))
 			return nil
 		case <-s.draining:
 			return nil

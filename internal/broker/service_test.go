@@ -242,14 +242,27 @@ func TestWatchTokenAfterDrain(t *testing.T) {
 }
 
 func TestStreamAgeJitter(t *testing.T) {
-	for _, r := range []float64{0, 0.5, 0.999} {
+	// The jitter spreads ages over the whole ±10% band: the extremes of the
+	// random number map to its ends, not to the mean.
+	tests := []struct {
+		rand   float64
+		jitter float64
+		want   time.Duration
+	}{
+		{0, 0, 27 * time.Minute},
+		{0.5, 0, 30 * time.Minute},
+		{0.75, 0, 31*time.Minute + 30*time.Second},
+		{0.25, 0.2, 27 * time.Minute},
+		{0, -1, 30 * time.Minute}, // negative: no jitter
+	}
+	for _, tt := range tests {
 		svc := newTestService(t, newFake(validState(1)), func(c *Config) {
 			c.MaxStreamAge = 30 * time.Minute
-			c.Rand = func() float64 { return r }
+			c.StreamAgeJitter = tt.jitter
+			c.Rand = func() float64 { return tt.rand }
 		})
-		got := svc.streamAge()
-		if got < 27*time.Minute || got > 33*time.Minute {
-			t.Errorf("streamAge() with rand %v = %v; want within 30m ± 10%%", r, got)
+		if got := svc.streamAge(); got.Round(time.Millisecond) != tt.want {
+			t.Errorf("streamAge() with rand %v, jitter %v = %v; want %v", tt.rand, tt.jitter, got, tt.want)
 		}
 	}
 }
@@ -260,8 +273,9 @@ func TestSlowWatcherDoesNotBlockOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// The stalled stream's Send blocks until the test ends.
-	stuck := make(chan struct{})
+	// The stalled stream's Send blocks until the test ends. stuck has room
+	// for the signal: Send may run before the test waits for it.
+	stuck := make(chan struct{}, 1)
 	stalled := &fakeStream{ctx: ctx, send: func(*brokerv1.WatchTokenResponse) error {
 		select {
 		case stuck <- struct{}{}:
@@ -290,4 +304,38 @@ func TestSlowWatcherDoesNotBlockOthers(t *testing.T) {
 	cancel()
 	<-done
 	<-stalledDone
+}
+
+// The API form of a state is built once and shared until the state changes,
+// and a change of any kind (a new generation, or only the status of the same
+// one) is seen by the next call.
+func TestGetTokenConvertsOncePerState(t *testing.T) {
+	src := newFake(validState(1))
+	svc := newTestService(t, src, nil)
+	get := func() *brokerv1.GetTokenResponse {
+		t.Helper()
+		resp, err := svc.GetToken(context.Background(), &brokerv1.GetTokenRequest{})
+		if err != nil {
+			t.Fatalf("GetToken() = %v", err)
+		}
+		return resp
+	}
+	first := get()
+	if again := get(); again != first {
+		t.Error("GetToken() twice on the same state built two responses; want one shared")
+	}
+	stale := validState(1)
+	stale.Status, stale.LastError = tokens.StatusStale, "HTTP 502"
+	src.set(stale)
+	got := get().GetToken()
+	if got.GetStatus() != brokerv1.TokenStatus_TOKEN_STATUS_STALE || got.GetLastError() != "HTTP 502" {
+		t.Errorf("GetToken() after VALID -> STALE = status %v, last error %q; want STALE, HTTP 502", got.GetStatus(), got.GetLastError())
+	}
+	src.set(validState(2))
+	if got := get().GetToken(); got.GetGeneration() != 2 || got.GetStatus() != brokerv1.TokenStatus_TOKEN_STATUS_VALID {
+		t.Errorf("GetToken() after a rotation = generation %d, %v; want 2, VALID", got.GetGeneration(), got.GetStatus())
+	}
+	if first.GetToken().GetGeneration() != 1 || first.GetToken().GetStatus() != brokerv1.TokenStatus_TOKEN_STATUS_VALID {
+		t.Error("an earlier response changed after the state did; want shared responses immutable")
+	}
 }
