@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,6 +30,74 @@ type Metrics struct {
 	httpRequests *prometheus.CounterVec
 	httpLatency  *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+
+	// Resolved children by method (gRPC) and route (REST), so a request
+	// costs no label hashing nor the vectors' locks.
+	unary   sync.Map // full method -> *rpcMetrics
+	streams sync.Map // full method -> *rpcMetrics (no latency)
+	routes  sync.Map // route -> *routeMetrics
+}
+
+// rpcMetrics are one gRPC method's series, counters made on first use of
+// each code so that only codes seen are exported.
+type rpcMetrics struct {
+	latency prometheus.Observer // nil for streaming methods
+	byCode  [codes.Unauthenticated + 1]atomic.Pointer[counter]
+}
+
+// routeMetrics are one REST route's series.
+type routeMetrics struct {
+	latency prometheus.Observer
+	byCode  sync.Map // HTTP status -> prometheus.Counter
+}
+
+type counter struct{ prometheus.Counter }
+
+func (m *Metrics) unaryRPC(method string) *rpcMetrics {
+	if r, ok := m.unary.Load(method); ok {
+		return r.(*rpcMetrics)
+	}
+	r, _ := m.unary.LoadOrStore(method, &rpcMetrics{latency: m.grpcLatency.WithLabelValues(method)})
+	return r.(*rpcMetrics)
+}
+
+func (m *Metrics) streamRPC(method string) *rpcMetrics {
+	if r, ok := m.streams.Load(method); ok {
+		return r.(*rpcMetrics)
+	}
+	r, _ := m.streams.LoadOrStore(method, &rpcMetrics{})
+	return r.(*rpcMetrics)
+}
+
+// count counts one finished call of method with code.
+func (m *Metrics) count(method string, r *rpcMetrics, code codes.Code) {
+	if int(code) >= len(r.byCode) {
+		m.grpcRequests.WithLabelValues(method, code.String()).Inc()
+		return
+	}
+	c := r.byCode[code].Load()
+	if c == nil {
+		c = &counter{m.grpcRequests.WithLabelValues(method, code.String())}
+		r.byCode[code].Store(c) // a racing store holds the same child
+	}
+	c.Inc()
+}
+
+func (m *Metrics) route(route string) *routeMetrics {
+	if r, ok := m.routes.Load(route); ok {
+		return r.(*routeMetrics)
+	}
+	r, _ := m.routes.LoadOrStore(route, &routeMetrics{latency: m.httpLatency.WithLabelValues(route)})
+	return r.(*routeMetrics)
+}
+
+func (m *Metrics) countHTTP(route string, r *routeMetrics, code int) {
+	if c, ok := r.byCode.Load(code); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c, _ := r.byCode.LoadOrStore(code, m.httpRequests.WithLabelValues(route, statusText(code)))
+	c.(prometheus.Counter).Inc()
 }
 
 // NewMetrics returns the broker's metrics, registered with a new registry
@@ -135,8 +206,9 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		m.grpcLatency.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
-		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		r := m.unaryRPC(info.FullMethod)
+		r.latency.Observe(time.Since(start).Seconds())
+		m.count(info.FullMethod, r, status.Code(err))
 		return resp, err
 	}
 }
@@ -145,7 +217,7 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
-		m.grpcRequests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+		m.count(info.FullMethod, m.streamRPC(info.FullMethod), status.Code(err))
 		return err
 	}
 }
@@ -162,8 +234,9 @@ func (m *Metrics) HTTPMiddleware(route func(*http.Request) string, next http.Han
 			code = http.StatusOK
 		}
 		rt := route(r)
-		m.httpLatency.WithLabelValues(rt).Observe(time.Since(start).Seconds())
-		m.httpRequests.WithLabelValues(rt, statusText(code)).Inc()
+		rm := m.route(rt)
+		rm.latency.Observe(time.Since(start).Seconds())
+		m.countHTTP(rt, rm, code)
 	})
 }
 
