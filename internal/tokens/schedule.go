@@ -21,12 +21,18 @@ type schedulePolicy struct {
 // ended when it arrived; the manager treats it as a transient failure.
 var errExpiredOnArrival = errors.New("token already expired on arrival")
 
+// dateMargin is taken off expires_at - Date. Both are whole seconds, so
+// GitHub's clock may already be up to a second past Date when it answers, and
+// a request made with the token needs a moment to reach the API: without the
+// margin, clients were seen getting the API's 401 in the last second.
+const dateMargin = 2 * time.Second
+
 // tokenSchedule computes, for a token received at received (the injected
 // clock's time right after the answer arrived), its local expiry and the time
 // of its early refresh. r is a uniform random number in [0, 1).
 //
 // Local expiry (rule 1) is received + min(refresh_in + skewMargin, expires_at
-// - Date). Both terms are durations measured by one clock each, so a GitHub
+// - Date - dateMargin). Both terms are durations measured by one clock each, so a GitHub
 // clock hours ahead or behind changes nothing. Without a Date header
 // expires_at cannot be related to the local clock and only refresh_in counts,
 // as in the main editor client.
@@ -37,7 +43,7 @@ var errExpiredOnArrival = errors.New("token already expired on arrival")
 func (p schedulePolicy) tokenSchedule(tok *CopilotToken, received time.Time, r float64) (expiry, refreshAt time.Time, err error) {
 	lifetime := tok.RefreshIn + p.skewMargin
 	if !tok.ServerDate.IsZero() {
-		lifetime = min(lifetime, tok.ExpiresAt.Sub(tok.ServerDate))
+		lifetime = min(lifetime, tok.ExpiresAt.Sub(tok.ServerDate)-dateMargin)
 	}
 	if lifetime <= 0 {
 		return time.Time{}, time.Time{}, errExpiredOnArrival
