@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -149,6 +150,10 @@ func (b *bench) forward() {
 	for name, e := range st.errs {
 		s.note("%s not measured: %s", name, oneLine(e.Error()))
 	}
+	s.note("nginx: worker_processes auto (%d workers here), keepalive 64 to the sandbox, access_log off, "+
+		"proxy_buffering off; it checks no client key (the proxy does, and takes its token from the broker).", runtime.NumCPU())
+	s.note("The sandbox runs in the benchmark process: the client, the sandbox and the forwarder share the 2 cores, " +
+		"so throughput through a forwarder is bounded by the CPU all three need; the CPU columns isolate the forwarder.")
 	meter := b.meter()
 	for _, conc := range []int{1, 32} {
 		ts := st.targets(conc * 2)

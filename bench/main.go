@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -134,6 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	b.goals()
+	b.rep.Findings = findings
 	b.describeLoadAfter()
 	b.rep.Took = time.Since(b.rep.Started)
 
@@ -152,6 +154,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return b.rep.write(w)
 }
+
+// findings are the profiling findings written by hand after studying the
+// profiles; the report carries them below the measured sections.
+//
+//go:embed findings.md
+var findings string
 
 var sections = map[string]func(*bench){
 	"forward":  (*bench).forward,

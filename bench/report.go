@@ -17,6 +17,8 @@ type report struct {
 	Sections []*section
 	Goals    []goal
 	Notes    []string
+	// Findings is Markdown appended as it is (bench/findings.md).
+	Findings string
 }
 
 // section is one measurement: prose, a table, and notes under it.
@@ -96,8 +98,11 @@ func (r *report) write(w io.Writer) error {
 			p("\n")
 		}
 	}
+	if r.Findings != "" {
+		p("%s\n", strings.TrimSpace(r.Findings))
+	}
 	if len(r.Notes) > 0 {
-		p("## Notes\n\n")
+		p("\n## Notes\n\n")
 		for _, n := range r.Notes {
 			p("- %s\n", n)
 		}
