@@ -24,7 +24,7 @@ func (b *bench) rotation() {
 	const lifetime, refreshIn = 3 * time.Second, 2 * time.Second
 	limit := time.Minute
 	s.Intro = fmt.Sprintf("A sandbox issuing Copilot tokens that live %v (`refresh_in` %v, so the broker refreshes about "+
-		"every 1.6 s and a token is dead about a second after its successor appears), one broker, two proxy processes. "+
+		"every 1.6 s and the sandbox refuses a token 0.4-1.4 s after its successor appears), one broker, two proxy processes. "+
 		"%d closed-loop workers (half on each proxy) send the non-streaming chat completion of section 1 as fast as the "+
 		"machine allows (the highest sustainable rate on these 2 cores) until a separate watcher has seen %d rotations "+
 		"(bounded by %v). Any transport error or non-200 answer counts as failed. The proxies refresh and retry once "+
