@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
+	"github.com/google/go-cmp/cmp"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 const key = "test-key-0123456789abcdef"
@@ -35,6 +39,7 @@ type edge struct {
 	src     *fakeSource
 	metrics *Metrics
 	client  brokerv1.TokenBrokerServiceClient
+	gateway brokerv1.TokenBrokerServiceClient // the REST gateway's client
 	rest    *httptest.Server
 	logs    *strings.Builder
 }
@@ -52,8 +57,9 @@ func newEdge(t *testing.T) *edge {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(set, logger, e.metrics)
+	unary := ChainUnary(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor())
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
+		grpc.UnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(e.metrics.StreamInterceptor(), auth.StreamInterceptor()))
 	brokerv1.RegisterTokenBrokerServiceServer(srv, svc)
 	ln := bufconn.Listen(1 << 16)
@@ -64,7 +70,8 @@ func newEdge(t *testing.T) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewRESTHandler(context.Background(), cc, auth, e.metrics)
+	e.gateway = NewGatewayClient(cc, svc, unary)
+	h, err := NewRESTHandlerClient(context.Background(), e.gateway, auth, e.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,4 +261,133 @@ func TestReportHealth(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// The gateway's in-process calls pass the same interceptors as calls over
+// the connection: a call without a key is refused and counted, one with a key
+// reaches the service under the key's name; streaming goes over the
+// connection.
+func TestGatewayClientAppliesInterceptors(t *testing.T) {
+	e := newEdge(t)
+	e.src.forceRes = validState(2)
+	ctx := context.Background()
+	if _, err := e.gateway.GetToken(ctx, &brokerv1.GetTokenRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("in-process GetToken() without a key = %v; want UNAUTHENTICATED", err)
+	}
+	if _, err := e.gateway.RefreshToken(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer wrong-key-0123456789abcdef"),
+		&brokerv1.RefreshTokenRequest{RejectedGeneration: 1}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("in-process RefreshToken() with a wrong key = %v; want UNAUTHENTICATED", err)
+	}
+	withKey := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+	resp, err := e.gateway.GetToken(withKey, &brokerv1.GetTokenRequest{})
+	if err != nil || resp.GetToken().GetGeneration() != 1 {
+		t.Errorf("in-process GetToken() with a key = %v, %v; want generation 1", resp, err)
+	}
+	ref, err := e.gateway.RefreshToken(withKey, &brokerv1.RefreshTokenRequest{RejectedGeneration: 1})
+	if err != nil || ref.GetToken().GetGeneration() != 2 {
+		t.Errorf("in-process RefreshToken() with a key = %v, %v; want generation 2", ref, err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "refresh requested") || !strings.Contains(logs, "key=proxy") {
+		t.Errorf("logs = %s; want the refresh logged under the key's name", logs)
+	}
+	stream, err := e.gateway.WatchToken(withKey, &brokerv1.WatchTokenRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if err != nil {
+		t.Errorf("WatchToken() through the gateway client = %v; want a first message", err)
+	}
+	got := gather(t, e.metrics)
+	for name, want := range map[string]float64{
+		`copilot_broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:     1,
+		`copilot_broker_grpc_requests_total{code="Unauthenticated",method="/copilot.broker.v1.TokenBrokerService/RefreshToken"}`: 1,
+		`copilot_broker_grpc_requests_total{code="OK",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:                  1,
+		`copilot_broker_auth_failures_total{reason="missing",transport="grpc"}`:                                                  1,
+		`copilot_broker_auth_failures_total{reason="unknown",transport="grpc"}`:                                                  1,
+		`copilot_broker_watchers{account=""}`:                                                                                    1,
+	} {
+		if got[name] != want {
+			t.Errorf("metric %s = %v; want %v", name, got[name], want)
+		}
+	}
+}
+
+func TestChainUnaryOrder(t *testing.T) {
+	var order []string
+	ic := func(name string) grpc.UnaryServerInterceptor {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			order = append(order, name+" in")
+			resp, err := h(ctx, req)
+			order = append(order, name+" out")
+			return resp, err
+		}
+	}
+	resp, err := ChainUnary(ic("a"), ic("b"))(context.Background(), "req", &grpc.UnaryServerInfo{}, func(_ context.Context, req any) (any, error) {
+		order = append(order, "handler")
+		return req.(string) + " done", nil
+	})
+	if err != nil || resp != "req done" {
+		t.Errorf("ChainUnary()(req) = %v, %v; want req done", resp, err)
+	}
+	if diff := cmp.Diff([]string{"a in", "b in", "handler", "b out", "a out"}, order); diff != "" {
+		t.Errorf("interceptor order (-want +got):\n%s", diff)
+	}
+}
+
+// GET /v1/token answers from a cached encoding while the state holds and
+// follows every change, even one of the status alone.
+func TestRESTGetTokenFollowsState(t *testing.T) {
+	e := newEdge(t)
+	get := func() string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.rest.URL+"/v1/token", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := e.rest.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/token = %d %s; want 200", resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	first := get()
+	if again := get(); again != first {
+		t.Errorf("GET /v1/token twice on one state = %s then %s; want the same", first, again)
+	}
+	if !strings.Contains(first, `"generation":"1"`) || !strings.Contains(first, `"status":"TOKEN_STATUS_VALID"`) {
+		t.Errorf("GET /v1/token = %s; want generation 1, VALID", first)
+	}
+	stale := validState(1)
+	stale.Status, stale.LastError = tokens.StatusStale, "HTTP 502"
+	e.src.set(stale)
+	if got := get(); !strings.Contains(got, `"status":"TOKEN_STATUS_STALE"`) || !strings.Contains(got, `"lastError":"HTTP 502"`) {
+		t.Errorf("GET /v1/token after VALID -> STALE = %s; want STALE with its last error", got)
+	}
+	e.src.set(validState(2))
+	if got := get(); !strings.Contains(got, `"generation":"2"`) {
+		t.Errorf("GET /v1/token after a rotation = %s; want generation 2", got)
+	}
+}
+
+// The gateway's marshaler writes what grpc-gateway's default one writes.
+func TestJSONMarshalerMatchesDefault(t *testing.T) {
+	resp := &brokerv1.GetTokenResponse{Token: ToProto(validState(3))}
+	m := newJSONMarshaler()
+	want, err := (&runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true}}).Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // encoded, then cached
+		got, err := m.Marshal(resp)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("Marshal() #%d = %s, %v; want %s", i, got, err, want)
+		}
+	}
+	other := &brokerv1.RefreshTokenResponse{Token: ToProto(validState(4))}
+	if got, err := m.Marshal(other); err != nil || !strings.Contains(string(got), `"generation":"4"`) {
+		t.Errorf("Marshal(RefreshTokenResponse) = %s, %v; want generation 4", got, err)
+	}
 }
