@@ -304,7 +304,7 @@ func TestGatewayClientAppliesInterceptors(t *testing.T) {
 		`copilot_broker_grpc_requests_total{code="OK",method="/copilot.broker.v1.TokenBrokerService/GetToken"}`:                  1,
 		`copilot_broker_auth_failures_total{reason="missing",transport="grpc"}`:                                                  1,
 		`copilot_broker_auth_failures_total{reason="unknown",transport="grpc"}`:                                                  1,
-		`copilot_broker_watchers{account=""}`:                                                                                    1,
+		`copilot_broker_watchers{account=""}`: 1,
 	} {
 		if got[name] != want {
 			t.Errorf("metric %s = %v; want %v", name, got[name], want)
