@@ -38,6 +38,8 @@ const (
 	grantType = "urn:ietf:params:oauth:grant-type:device_code"
 	// slowDownStep is what slow_down adds to the interval (RFC 8628 §3.5).
 	slowDownStep = 5 * time.Second
+	// defaultInterval is the polling interval when the server names none.
+	defaultInterval = 5 * time.Second
 	// maxPollFailures is how many polls in a row may fail at the transport
 	// level (network, 5xx) before the login gives up.
 	maxPollFailures = 3
@@ -230,7 +232,12 @@ func (c *client) deviceCode(ctx context.Context) (*answer, error) {
 
 // poll waits for the user's decision on one device code.
 func (c *client) poll(ctx context.Context, dc *answer) (secret.Secret, error) {
-	interval := max(time.Duration(dc.Interval)*time.Second, time.Second)
+	// Without an interval RFC 8628 §3.2 says 5 s: polling faster would
+	// earn slow_down answers.
+	interval := defaultInterval
+	if dc.Interval > 0 {
+		interval = time.Duration(dc.Interval) * time.Second
+	}
 	deadline := time.Time{}
 	if dc.ExpiresIn > 0 {
 		deadline = c.clock.Now().Add(time.Duration(dc.ExpiresIn) * time.Second)

@@ -257,3 +257,25 @@ func TestRunErrors(t *testing.T) {
 	}
 	oauth.Client().CloseIdleConnections()
 }
+
+// A device code answer without an interval means 5 s between polls.
+func TestRunDefaultInterval(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/login/device/code" {
+			_, _ = w.Write([]byte(`{"device_code":"dc","user_code":"ABCD-1234","verification_uri":"https://example.test/device","expires_in":900}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"access_token":"gho_abc","token_type":"bearer"}`))
+	}))
+	defer srv.Close()
+	vc := &virtualClock{upstream: clock.NewFake(t0)}
+	tok, err := Run(ctxT(t), Config{GitHubURL: srv.URL, Clock: vc, Prompt: func(Code) {}})
+	if err != nil || tok.Reveal() != "gho_abc" {
+		t.Fatalf("Run() = %s, %v; want the token", tok.Fingerprint(), err)
+	}
+	if diff := cmp.Diff([]time.Duration{5 * time.Second}, vc.recorded()); diff != "" {
+		t.Errorf("waits before polling (-want +got):\n%s", diff)
+	}
+	srv.Client().CloseIdleConnections()
+}
