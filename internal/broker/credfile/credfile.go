@@ -1,5 +1,5 @@
 // Package credfile reads a credential (the GitHub token) from a file and
-// notices when the file changes, by polling on an injected clock and on
+// notices when its content changes, by polling on an injected clock and on
 // demand (SIGHUP). Polling, unlike inotify, works the same on every
 // platform and through the symlink swaps of Kubernetes secret volumes.
 package credfile
@@ -73,10 +73,7 @@ type Watcher struct {
 	log    *slog.Logger
 	reload chan struct{}
 
-	// Owned by Run after New.
-	digest  [sha256.Size]byte
-	modTime time.Time
-	size    int64
+	digest [sha256.Size]byte // of the credential last reported; owned by Run after New
 }
 
 // New reads the file once and returns a Watcher that reports later changes,
@@ -92,7 +89,6 @@ func New(cfg Config) (*Watcher, secret.Secret, error) {
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
-	w.stat()
 	tok, err := Read(cfg.Path)
 	if err != nil {
 		return nil, secret.Secret{}, err
@@ -118,35 +114,23 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C():
-			if w.stat() {
-				w.check(false)
-			}
+			// Read every time rather than trusting size and modification
+			// time: a token of the same length written twice within the
+			// file system's timestamp granularity would go unseen, and
+			// reading a file of at most MaxSize every few seconds costs
+			// nothing.
+			w.check(false)
 			timer.Reset(w.cfg.Interval)
 		case <-w.reload:
-			w.stat()
 			w.check(true)
 		}
 	}
-}
-
-// stat records the file's size and modification time and reports whether
-// they changed; a file that cannot be stat'ed counts as changed so the read
-// reports the error.
-func (w *Watcher) stat() bool {
-	fi, err := os.Stat(w.cfg.Path)
-	if err != nil {
-		return true
-	}
-	changed := !fi.ModTime().Equal(w.modTime) || fi.Size() != w.size
-	w.modTime, w.size = fi.ModTime(), fi.Size()
-	return changed
 }
 
 func (w *Watcher) check(forced bool) {
 	tok, err := Read(w.cfg.Path)
 	if err != nil {
 		w.log.Warn("credential file unreadable; keeping the current credential", "path", w.cfg.Path, "error", err)
-		w.modTime = time.Time{} // try again at the next poll
 		return
 	}
 	d := sha256.Sum256([]byte(tok.Reveal()))

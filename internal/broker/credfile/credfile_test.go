@@ -91,12 +91,24 @@ func TestWatcher(t *testing.T) {
 	poll()
 	expect(&change{"gho_three", true})
 
+	// Same length, same modification time (a coarse file system
+	// timestamp): the content still counts.
+	stamp := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for _, tok := range []string{"gho_four", "gho_five"} {
+		write(tok)
+		if err := os.Chtimes(path, stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+		poll()
+		expect(&change{tok, true})
+	}
+
 	// Reload re-reads at once and reports an unchanged credential too.
 	w.Reload()
 	select {
 	case got := <-changes:
-		if got != (change{"gho_three", false}) {
-			t.Fatalf("OnChange after Reload = %+v; want gho_three unchanged", got)
+		if got != (change{"gho_five", false}) {
+			t.Fatalf("OnChange after Reload = %+v; want gho_five unchanged", got)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no OnChange after Reload")
