@@ -53,20 +53,18 @@ type routeMetrics struct {
 
 type counter struct{ prometheus.Counter }
 
-func (m *Metrics) unaryRPC(method string) *rpcMetrics {
-	if r, ok := m.unary.Load(method); ok {
+// rpc returns method's series from byMethod (m.unary or m.streams); only
+// unary methods are timed.
+func (m *Metrics) rpc(byMethod *sync.Map, method string) *rpcMetrics {
+	if r, ok := byMethod.Load(method); ok {
 		return r.(*rpcMetrics)
 	}
-	r, _ := m.unary.LoadOrStore(method, &rpcMetrics{latency: m.grpcLatency.WithLabelValues(method)})
-	return r.(*rpcMetrics)
-}
-
-func (m *Metrics) streamRPC(method string) *rpcMetrics {
-	if r, ok := m.streams.Load(method); ok {
-		return r.(*rpcMetrics)
+	r := &rpcMetrics{}
+	if byMethod == &m.unary {
+		r.latency = m.grpcLatency.WithLabelValues(method)
 	}
-	r, _ := m.streams.LoadOrStore(method, &rpcMetrics{})
-	return r.(*rpcMetrics)
+	got, _ := byMethod.LoadOrStore(method, r)
+	return got.(*rpcMetrics)
 }
 
 // count counts one finished call of method with code.
@@ -206,7 +204,7 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		r := m.unaryRPC(info.FullMethod)
+		r := m.rpc(&m.unary, info.FullMethod)
 		r.latency.Observe(time.Since(start).Seconds())
 		m.count(info.FullMethod, r, status.Code(err))
 		return resp, err
@@ -217,7 +215,7 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
-		m.count(info.FullMethod, m.streamRPC(info.FullMethod), status.Code(err))
+		m.count(info.FullMethod, m.rpc(&m.streams, info.FullMethod), status.Code(err))
 		return err
 	}
 }
