@@ -17,7 +17,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
-	"github.com/google/go-cmp/cmp"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
@@ -57,9 +56,8 @@ func newEdge(t *testing.T) *edge {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(set, logger, e.metrics)
-	unary := ChainUnary(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor())
 	srv := grpc.NewServer(
-		grpc.UnaryInterceptor(unary),
+		grpc.ChainUnaryInterceptor(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(e.metrics.StreamInterceptor(), auth.StreamInterceptor()))
 	brokerv1.RegisterTokenBrokerServiceServer(srv, svc)
 	ln := bufconn.Listen(1 << 16)
@@ -70,8 +68,8 @@ func newEdge(t *testing.T) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.gateway = NewGatewayClient(cc, svc, unary)
-	h, err := NewRESTHandlerClient(context.Background(), e.gateway, auth, e.metrics)
+	e.gateway = brokerv1.NewTokenBrokerServiceClient(cc)
+	h, err := NewRESTHandler(context.Background(), cc, auth, e.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,29 +261,28 @@ func TestReportHealth(t *testing.T) {
 	<-done
 }
 
-// The gateway's in-process calls pass the same interceptors as calls over
-// the connection: a call without a key is refused and counted, one with a key
-// reaches the service under the key's name; streaming goes over the
-// connection.
+// The gateway's client connection passes the server's interceptors: a call
+// without a key is refused and counted, one with a key reaches the service
+// under the key's name, and streaming works.
 func TestGatewayClientAppliesInterceptors(t *testing.T) {
 	e := newEdge(t)
 	e.src.forceRes = validState(2)
 	ctx := context.Background()
 	if _, err := e.gateway.GetToken(ctx, &brokerv1.GetTokenRequest{}); status.Code(err) != codes.Unauthenticated {
-		t.Errorf("in-process GetToken() without a key = %v; want UNAUTHENTICATED", err)
+		t.Errorf("gateway GetToken() without a key = %v; want UNAUTHENTICATED", err)
 	}
 	if _, err := e.gateway.RefreshToken(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer wrong-key-0123456789abcdef"),
 		&brokerv1.RefreshTokenRequest{RejectedGeneration: 1}); status.Code(err) != codes.Unauthenticated {
-		t.Errorf("in-process RefreshToken() with a wrong key = %v; want UNAUTHENTICATED", err)
+		t.Errorf("gateway RefreshToken() with a wrong key = %v; want UNAUTHENTICATED", err)
 	}
 	withKey := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
 	resp, err := e.gateway.GetToken(withKey, &brokerv1.GetTokenRequest{})
 	if err != nil || resp.GetToken().GetGeneration() != 1 {
-		t.Errorf("in-process GetToken() with a key = %v, %v; want generation 1", resp, err)
+		t.Errorf("gateway GetToken() with a key = %v, %v; want generation 1", resp, err)
 	}
 	ref, err := e.gateway.RefreshToken(withKey, &brokerv1.RefreshTokenRequest{RejectedGeneration: 1})
 	if err != nil || ref.GetToken().GetGeneration() != 2 {
-		t.Errorf("in-process RefreshToken() with a key = %v, %v; want generation 2", ref, err)
+		t.Errorf("gateway RefreshToken() with a key = %v, %v; want generation 2", ref, err)
 	}
 	if logs := e.logs.String(); !strings.Contains(logs, "refresh requested") || !strings.Contains(logs, "key=proxy") {
 		t.Errorf("logs = %s; want the refresh logged under the key's name", logs)
@@ -309,28 +306,6 @@ func TestGatewayClientAppliesInterceptors(t *testing.T) {
 		if got[name] != want {
 			t.Errorf("metric %s = %v; want %v", name, got[name], want)
 		}
-	}
-}
-
-func TestChainUnaryOrder(t *testing.T) {
-	var order []string
-	ic := func(name string) grpc.UnaryServerInterceptor {
-		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			order = append(order, name+" in")
-			resp, err := h(ctx, req)
-			order = append(order, name+" out")
-			return resp, err
-		}
-	}
-	resp, err := ChainUnary(ic("a"), ic("b"))(context.Background(), "req", &grpc.UnaryServerInfo{}, func(_ context.Context, req any) (any, error) {
-		order = append(order, "handler")
-		return req.(string) + " done", nil
-	})
-	if err != nil || resp != "req done" {
-		t.Errorf("ChainUnary()(req) = %v, %v; want req done", resp, err)
-	}
-	if diff := cmp.Diff([]string{"a in", "b in", "handler", "b out", "a out"}, order); diff != "" {
-		t.Errorf("interceptor order (-want +got):\n%s", diff)
 	}
 }
 

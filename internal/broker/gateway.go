@@ -31,13 +31,6 @@ const (
 // OpenAPI document at [RouteOpenAPI], which needs no key. Every request is
 // counted by metrics. ctx bounds the gateway's registrations.
 func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authenticator, metrics *Metrics) (http.Handler, error) {
-	return NewRESTHandlerClient(ctx, brokerv1.NewTokenBrokerServiceClient(conn), auth, metrics)
-}
-
-// NewRESTHandlerClient is [NewRESTHandler] over any client, such as the one
-// of [NewGatewayClient]. The client must apply the gRPC server's
-// interceptors: auth's HTTP middleware is a first check, not the only one.
-func NewRESTHandlerClient(ctx context.Context, client brokerv1.TokenBrokerServiceClient, auth *Authenticator, metrics *Metrics) (http.Handler, error) {
 	gw := runtime.NewServeMux(
 		// Forward no HTTP header as metadata: the gateway passes
 		// Authorization on by itself, and nothing else is needed. This also
@@ -46,7 +39,7 @@ func NewRESTHandlerClient(ctx context.Context, client brokerv1.TokenBrokerServic
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
 	)
-	if err := brokerv1.RegisterTokenBrokerServiceHandlerClient(ctx, gw, client); err != nil {
+	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	mux := http.NewServeMux()

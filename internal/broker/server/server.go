@@ -142,11 +142,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
-	// One unary chain for the gRPC server and the REST gateway's in-process
-	// calls, so both pass the same interceptors.
-	unary := broker.ChainUnary(metrics.UnaryInterceptor(), auth.UnaryInterceptor())
 	s.grpc = grpc.NewServer(
-		grpc.UnaryInterceptor(unary),
+		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor()),
 		// Watchers idle for long stretches: let them keep the connection
 		// alive, and find dead ones.
@@ -168,10 +165,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
-	// The gateway's unary calls run in process through the server's unary
-	// chain; its streaming calls reach the gRPC server through an in-memory
-	// listener: the same server, interceptors and streaming, without TLS to
-	// itself.
+	// The gateway reaches the gRPC server through one connection over an
+	// in-memory listener: the same server, interceptors and streaming,
+	// without TLS to itself.
 	mem := bufconn.Listen(1 << 20)
 	s.gwConn, err = grpc.NewClient("passthrough:///broker-gateway",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return mem.DialContext(ctx) }),
@@ -183,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	rest, err := broker.NewRESTHandlerClient(runCtx, broker.NewGatewayClient(s.gwConn, s.svc, unary), auth, metrics)
+	rest, err := broker.NewRESTHandler(runCtx, s.gwConn, auth, metrics)
 	if err != nil {
 		cancel()
 		closeAll(lns)
