@@ -109,10 +109,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	b := &bench{fwd: map[int]map[string]fwdSummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
 		opts: o, ctx: ctx, tmp: tmp, moduleDir: moduleDir, log: stderr,
-		rep: &report{Command: "make bench (go run ./bench -out docs/benchmarks.md)", Started: time.Now()},
+		rep: &report{Command: "`make bench` (`go run ./bench -out docs/benchmarks.md`, code in bench/)", Started: time.Now()},
 	}
 	if len(o.only) != len(allSections) || o.runs != 5 || o.scale != 1 {
-		b.rep.Command = "go run ./bench " + strings.Join(args, " ")
+		b.rep.Command = "`go run ./bench " + strings.Join(args, " ") + "` (code in bench/)"
 	}
 	defer b.closeAll()
 	b.describeMachine()
