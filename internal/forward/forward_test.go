@@ -107,10 +107,11 @@ func (u *upstream) requests() []seen {
 }
 
 type env struct {
-	src   *fakeSource
-	up    *upstream
-	proxy *httptest.Server
-	clk   *clock.Fake
+	src     *fakeSource
+	up      *upstream
+	proxy   *httptest.Server
+	clk     *clock.Fake
+	handler *Handler
 }
 
 func newEnv(t *testing.T, h http.HandlerFunc, mod func(*Config)) *env {
@@ -135,7 +136,7 @@ func newEnv(t *testing.T, h http.HandlerFunc, mod func(*Config)) *env {
 	}
 	p := httptest.NewServer(h2)
 	t.Cleanup(p.Close)
-	return &env{src: src, up: up, proxy: p, clk: clk}
+	return &env{src: src, up: up, proxy: p, clk: clk, handler: h2}
 }
 
 func (e *env) do(t *testing.T, method, path, body string, hdr map[string]string) (*http.Response, string) {
