@@ -11,10 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 )
 
 // TestRunScript runs scripts/run.sh (make run) as a new user would and checks
@@ -107,8 +108,8 @@ type runScript struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	err   error
-	out   lockedBuffer
-	errs  lockedBuffer
+	out   testutil.SyncBuffer
+	errs  testutil.SyncBuffer
 }
 
 func newRunScript(t *testing.T, extraEnv []string) *runScript {
@@ -284,22 +285,3 @@ func (rs *runScript) wait(t *testing.T, d time.Duration) error {
 }
 
 func (rs *runScript) stderr() string { return rs.errs.String() }
-
-// lockedBuffer is a bytes.Buffer that exec's copying goroutine writes while
-// the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

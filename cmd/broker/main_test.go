@@ -2,45 +2,26 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuffer is an io.Writer safe for the server's goroutines and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestServeHelp(t *testing.T) {
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	if err := run(context.Background(), []string{"serve", "--help"}, env(nil), nil, &out, &errb); err != nil {
 		t.Fatalf("run(serve --help) = %v; want nil", err)
 	}
@@ -66,7 +47,7 @@ func TestServeHelp(t *testing.T) {
 }
 
 func TestServeRefusesAllInterfacesWithoutKeys(t *testing.T) {
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	err := run(context.Background(), []string{"serve", "--grpc-addr", "0.0.0.0:50051"},
 		env(map[string]string{"GITHUB_TOKEN": "gho_x"}), nil, &out, &errb)
 	if err == nil {
@@ -86,7 +67,7 @@ func TestServeRefusesAllInterfacesWithoutKeys(t *testing.T) {
 }
 
 func TestServeNeedsGitHubToken(t *testing.T) {
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	err := run(context.Background(), []string{"serve"}, env(nil), nil, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "broker login") {
 		t.Errorf("run(serve) without a token = %v; want an error pointing at broker login", err)
@@ -101,7 +82,7 @@ func TestServeAndShutdown(t *testing.T) {
 	defer sb.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"},
@@ -150,7 +131,7 @@ func TestLogin(t *testing.T) {
 	}
 	defer sb.Close()
 	out := filepath.Join(t.TempDir(), "github-token")
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	args := []string{"login", "--github-url", sb.URL, "--out", out}
 	if err := run(context.Background(), args, env(nil), nil, &stdout, &stderr); err != nil {
 		t.Fatalf("run(login) = %v; stderr %s", err, stderr.String())
@@ -196,7 +177,7 @@ func TestLogin(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	if err := run(context.Background(), []string{"frobnicate"}, env(nil), nil, &out, &errb); err == nil {
 		t.Error("run(frobnicate) = nil; want an error")
 	}

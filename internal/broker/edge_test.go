@@ -16,6 +16,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,7 +41,7 @@ type edge struct {
 	client  brokerv1.TokenBrokerServiceClient
 	gateway brokerv1.TokenBrokerServiceClient // the REST gateway's client
 	rest    *httptest.Server
-	logs    *strings.Builder
+	logs    *testutil.SyncBuffer
 }
 
 func newEdge(t *testing.T) *edge {
@@ -49,8 +50,8 @@ func newEdge(t *testing.T) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edge{src: newFake(validState(1)), metrics: NewMetrics(), logs: &strings.Builder{}}
-	logger := slog.New(slog.NewTextHandler(lockedWriter{e.logs}, nil))
+	e := &edge{src: newFake(validState(1)), metrics: NewMetrics(), logs: &testutil.SyncBuffer{}}
+	logger := slog.New(slog.NewTextHandler(e.logs, nil))
 	svc := newTestService(t, e.src, func(c *Config) { c.Metrics = e.metrics; c.Logger = logger })
 	if err := e.metrics.ObserveAccounts(map[string]Source{"": e.src}); err != nil {
 		t.Fatal(err)
@@ -83,11 +84,6 @@ func newEdge(t *testing.T) *edge {
 	})
 	return e
 }
-
-// lockedWriter is good enough for slog, which serializes its writes.
-type lockedWriter struct{ b *strings.Builder }
-
-func (w lockedWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
 
 func TestAuthNeverLogsKeys(t *testing.T) {
 	e := newEdge(t)

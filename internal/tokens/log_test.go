@@ -1,7 +1,6 @@
 package tokens
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,26 +13,8 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the refresh goroutine to write while
-// the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogsHoldNoSecret runs a whole lifecycle against a hostile fake GitHub
 // that echoes the credential in every error body: success, 500, 403 rate
@@ -93,7 +74,7 @@ func TestLogsHoldNoSecret(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	text := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ex := NewExchanger(ExchangeConfig{APIURL: srv.URL, HTTPClient: srv.Client(), Clock: clk})
