@@ -38,6 +38,10 @@ test:
 	$(GO) test -race ./...
 	if [ -f deploy/go.mod ]; then cd deploy && $(GO) test ./...; fi
 
+## test-short: the fast loop: unit tests under the race detector, end-to-end tests skipped
+test-short:
+	$(GO) test -race -short ./...
+
 ## run: the sandbox (or GitHub, when a token is configured), a broker and a proxy on loopback
 run:
 	@if [ -x scripts/run.sh ]; then exec scripts/run.sh; else echo "make run: not yet (the broker and proxy are in progress)"; fi
