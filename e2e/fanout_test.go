@@ -15,13 +15,14 @@ import (
 // time taken is k refresh periods.
 func TestProxiesShareTheBrokersExchange(t *testing.T) {
 	t.Parallel()
-	// The broker refreshes at max(0.8 × refresh_in ± 10 %, min(10 s,
-	// lifetime/2)), where lifetime is expires_at − Date, both whole seconds
-	// (7 or 8 s here): every 3.5 to 4 s. The slack covers the exchange itself
-	// and polling.
+	// The broker refreshes at max(0.8 × min(refresh_in, lifetime) ± 10 %,
+	// min(10 s, lifetime/2)), where lifetime is expires_at − Date − 2 s
+	// (both whole seconds, less the tokens package's dateMargin: 5 or 6 s
+	// here): every 2.88 to 3.52 s. The slack covers the exchange itself and
+	// polling.
 	const (
 		lifetime, refreshIn  = 8 * time.Second, 4 * time.Second
-		periodMin, periodMax = 3500 * time.Millisecond, 4 * time.Second
+		periodMin, periodMax = 2880 * time.Millisecond, 3520 * time.Millisecond
 		slack                = 600 * time.Millisecond
 		rotations            = 3 // per phase
 	)

@@ -31,17 +31,29 @@ const (
 	messagesBody = `{"model":"claude-sonnet-4","max_tokens":64,"messages":[{"role":"user","content":"hello"}]}`
 )
 
-// lastRequest returns the sandbox's record of its most recent API request.
-func (st *stack) lastRequest() sandbox.Request {
+// upstreamRequest returns the sandbox's record of the API request that
+// carried X-Request-Id id, the one the proxy echoed to the client. The
+// sandbox records a request once its handler has returned, which can be just
+// after the client has the whole answer, so it waits a little for it. It
+// fails the test when no request with that id reached the sandbox.
+func (st *stack) upstreamRequest(id string) sandbox.Request {
 	st.t.Helper()
-	reqs := st.sb.Requests()
-	for i := len(reqs) - 1; i >= 0; i-- {
-		if !strings.Contains(reqs[i].Path, "copilot_internal") {
-			return reqs[i]
-		}
+	if id == "" {
+		st.t.Fatal("the proxy echoed no X-Request-Id to the client")
 	}
-	st.t.Fatal("the sandbox saw no API request")
-	return sandbox.Request{}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		reqs := st.sb.Requests()
+		for i := len(reqs) - 1; i >= 0; i-- {
+			if reqs[i].Header.Get("X-Request-Id") == id {
+				return reqs[i]
+			}
+		}
+		if time.Now().After(deadline) {
+			st.t.Fatalf("the sandbox saw no API request with X-Request-Id %q (the id echoed to the client)", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
@@ -70,7 +82,7 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("%s %s = %d %s; want 200", tt.method, tt.path, resp.StatusCode, body)
 			}
-			got := st.lastRequest()
+			got := st.upstreamRequest(resp.Header.Get("X-Request-Id"))
 			if got.Path != tt.want {
 				t.Errorf("upstream path = %s; want %s", got.Path, tt.want)
 			}
@@ -125,7 +137,7 @@ func TestInitiatorAndVisionReachUpstream(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := st.sb.Stats().PremiumRequests
 			resp, body := st.do("POST", tt.path, tt.body, nil)
-			got := st.lastRequest()
+			got := st.upstreamRequest(resp.Header.Get("X-Request-Id"))
 			if g := got.Header.Get("X-Initiator"); g != tt.want {
 				t.Errorf("upstream X-Initiator = %q; want %q", g, tt.want)
 			}
