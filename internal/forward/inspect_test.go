@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -55,19 +56,37 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-func BenchmarkInspect(b *testing.B) {
+// agentHistory builds an OpenAI chat body of about size bytes shaped like a
+// coding agent's history: a system prompt, then rounds of assistant tool
+// calls and tool results, ending with last.
+func agentHistory(size int, last string) []byte {
 	var sb strings.Builder
-	sb.WriteString(`{"model":"gpt-4o","stream":true,"messages":[{"role":"system","content":"You are helpful."}`)
-	for range 20 {
-		sb.WriteString(`,{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 40) + `"},{"role":"assistant","content":"` + strings.Repeat("dolor sit ", 40) + `"}`)
+	sb.WriteString(`{"model":"gpt-4.1","stream":true,"tools":[{"type":"function","function":{"name":"read_file","parameters":{"type":"object"}}}],"messages":[{"role":"system","content":"You are a coding agent."},{"role":"user","content":"fix the bug"}`)
+	for i := 0; sb.Len() < size; i++ {
+		fmt.Fprintf(&sb, `,{"role":"assistant","content":null,"tool_calls":[{"id":"call_%d","type":"function","function":{"name":"read_file","arguments":"{\"path\":\"internal/f%d.go\"}"}}]}`, i, i)
+		fmt.Fprintf(&sb, `,{"role":"tool","tool_call_id":"call_%d","content":"%s"}`, i, strings.Repeat(`package f\n\nfunc F() { return \"x\" }\n`, 30))
 	}
-	sb.WriteString(`,{"role":"user","content":"last"}]}`)
-	body := []byte(sb.String())
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if inspect(bodyMessages, body).agent {
-			b.Fatal("want user")
-		}
+	sb.WriteString("," + last + "]}")
+	return []byte(sb.String())
+}
+
+func BenchmarkInspect(b *testing.B) {
+	benches := []struct {
+		name string
+		body []byte
+	}{
+		{"small", []byte(`{"model":"gpt-4.1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}`)},
+		{"history-200KB", agentHistory(200<<10, `{"role":"user","content":"now run the tests"}`)},
+	}
+	for _, bb := range benches {
+		b.Run(bb.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bb.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if in := inspect(bodyMessages, bb.body); in.agent || in.vision {
+					b.Fatalf("inspect = %+v; want user, no vision", in)
+				}
+			}
+		})
 	}
 }
