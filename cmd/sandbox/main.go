@@ -19,10 +19,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -51,62 +51,19 @@ type options struct {
 }
 
 func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	durEnv := func(name string, def time.Duration) (time.Duration, error) {
-		v := getenv(name)
-		if v == "" {
-			return def, nil
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		return d, nil
-	}
-	intEnv := func(name string, def int) (int, error) {
-		v := getenv(name)
-		if v == "" {
-			return def, nil
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		return n, nil
-	}
 	var o options
-	var errs []error
-	lifetime, err := durEnv("SANDBOX_TOKEN_LIFETIME", 30*time.Minute)
-	errs = append(errs, err)
-	refresh, err := durEnv("SANDBOX_REFRESH_IN", 1500*time.Second)
-	errs = append(errs, err)
-	delay, err := durEnv("SANDBOX_CHUNK_DELAY", 50*time.Millisecond)
-	errs = append(errs, err)
-	chunks, err := intEnv("SANDBOX_CHUNKS", 5)
-	errs = append(errs, err)
-	auto, err := intEnv("SANDBOX_DEVICE_AUTO_APPROVE", 0)
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
-		return o, err
-	}
-
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.addr, "addr", env("SANDBOX_ADDR", "127.0.0.1:8787"), "listen address (loopback by default)")
-	fs.DurationVar(&o.lifetime, "token-lifetime", lifetime, "lifetime of issued Copilot tokens")
-	fs.DurationVar(&o.refreshIn, "refresh-in", refresh, "refresh_in of the exchange answer")
-	fs.IntVar(&o.chunks, "chunks", chunks, "content chunks per stream")
-	fs.DurationVar(&o.chunkDelay, "chunk-delay", delay, "delay between stream chunks")
-	fs.StringVar(&o.sku, "sku", env("SANDBOX_SKU", "monthly_subscriber"), "account plan (sku)")
-	fs.StringVar(&o.token, "github-token", env("SANDBOX_GITHUB_TOKEN", ""), "fake GitHub token to accept (default: generated)")
-	fs.StringVar(&o.tokenFile, "github-token-file", env("SANDBOX_GITHUB_TOKEN_FILE", ""), "write the accepted GitHub token to this file (mode 0600)")
-	fs.IntVar(&o.autoApprove, "device-auto-approve", auto, "approve device codes on their Nth poll (0: never)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8787", "listen address (loopback by default)")
+	fs.DurationVar(&o.lifetime, "token-lifetime", 30*time.Minute, "lifetime of issued Copilot tokens")
+	fs.DurationVar(&o.refreshIn, "refresh-in", 1500*time.Second, "refresh_in of the exchange answer")
+	fs.IntVar(&o.chunks, "chunks", 5, "content chunks per stream")
+	fs.DurationVar(&o.chunkDelay, "chunk-delay", 50*time.Millisecond, "delay between stream chunks")
+	fs.StringVar(&o.sku, "sku", "monthly_subscriber", "account plan (sku)")
+	fs.StringVar(&o.token, "github-token", "", "fake GitHub token to accept (default: generated)")
+	fs.StringVar(&o.tokenFile, "github-token-file", "", "write the accepted GitHub token to this file (mode 0600)")
+	fs.IntVar(&o.autoApprove, "device-auto-approve", 0, "approve device codes on their Nth poll (0: never)")
+	if err := ops.ParseFlags(fs, "SANDBOX", args, getenv); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -117,6 +74,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	o, err := parse(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the usage was printed; asking for it is no failure
+	}
 	if err != nil {
 		return err
 	}

@@ -113,3 +113,21 @@ func TestParseDefaults(t *testing.T) {
 		t.Errorf("parse() defaults = %+v; want %+v", o, want)
 	}
 }
+
+func TestParseEnvAndHelp(t *testing.T) {
+	env := map[string]string{"SANDBOX_ADDR": "127.0.0.1:9999", "SANDBOX_CHUNKS": "7", "SANDBOX_TOKEN_LIFETIME": "10s"}
+	o, err := parse([]string{"--chunks", "9"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.addr != "127.0.0.1:9999" || o.lifetime != 10*time.Second || o.chunks != 9 {
+		t.Errorf("parse() = %+v; want addr and lifetime from the environment, chunks 9 from the flag", o)
+	}
+	var usage strings.Builder
+	if err := run(context.Background(), []string{"--help"}, func(string) string { return "" }, io.Discard, &usage); err != nil {
+		t.Errorf("run(--help) = %v; want nil", err)
+	}
+	if !strings.Contains(usage.String(), "SANDBOX_CHUNK_DELAY") {
+		t.Errorf("usage = %q; want every flag's environment variable", usage.String())
+	}
+}
