@@ -3,14 +3,18 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/broker/server"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"go.uber.org/goleak"
@@ -183,5 +187,65 @@ func TestUnknownCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), nil, env(nil), nil, &out, &errb); err == nil {
 		t.Error("run() = nil; want an error")
+	}
+}
+
+// TestServeKeepsSIGHUPDuringStartup sends SIGHUP to the process while the
+// server is starting (inside the start function, before the listeners are
+// bound): serve must already own the signal, keep it, and apply it (a
+// reload) once the server exists. With the handler registered after Start,
+// the signal would be lost (or, without the test's own handler, end the
+// process).
+func TestServeKeepsSIGHUPDuringStartup(t *testing.T) {
+	sb, err := sandbox.Start(sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	// The test's own registration keeps a misrouted SIGHUP from killing the
+	// test binary, and tells when the signal has been dispatched.
+	seen := make(chan os.Signal, 1)
+	signal.Notify(seen, syscall.SIGHUP)
+	defer signal.Stop(seen)
+
+	startWithHUP := func(ctx context.Context, cfg server.Config) (*server.Server, error) {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			return nil, err
+		}
+		select {
+		case <-seen:
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("SIGHUP not delivered within 10s")
+		}
+		return server.Start(ctx, cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serveCmd(ctx, []string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"},
+			env(map[string]string{"GITHUB_TOKEN": sb.GitHubToken().Reveal(), "BROKER_GITHUB_API_URL": sb.URL}), &out, &errb, startWithHUP)
+	}()
+	const reloaded = `"msg":"SIGHUP: re-reading the GitHub token"`
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(errb.String(), reloaded) && time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned %v before applying the SIGHUP; logs:\n%s", err, errb.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(errb.String(), reloaded) {
+		t.Errorf("SIGHUP sent during startup was not applied within 10s; logs:\n%s", errb.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after cancel = %v; want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after cancel")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/copilot-broker/copilot-broker/internal/broker/server"
 )
 
 const usage = `Usage: broker <command> [flags]
@@ -27,7 +29,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
-		err = serveCmd(ctx, rest, getenv, stdout, stderr)
+		err = serveCmd(ctx, rest, getenv, stdout, stderr, server.Start)
 	case "login":
 		err = loginCmd(ctx, rest, getenv, stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":

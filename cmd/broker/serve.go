@@ -42,7 +42,18 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.StringVar(logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }
 
-func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// startFunc starts the server: server.Start, or a test's wrapper of it.
+type startFunc func(context.Context, server.Config) (*server.Server, error)
+
+func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, start startFunc) error {
+	// SIGHUP's default action ends the process. Take it over before anything
+	// else, so an operator's (or a config manager's) SIGHUP while the broker
+	// starts is kept in hup and applied once the server exists, instead of
+	// killing it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	var cfg server.Config
 	var keysFile, logLevel, logFormat string
 	fs := flag.NewFlagSet("broker serve", flag.ContinueOnError)
@@ -67,15 +78,12 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if cfg.GitHubTokenFile == "" {
 		cfg.GitHubToken = secret.New(getenv("GITHUB_TOKEN"))
 	}
-	srv, err := server.Start(ctx, cfg)
+	srv, err := start(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "broker listening: grpc=%s http=%s admin=%s\n", srv.Addrs().GRPC, srv.Addrs().HTTP, srv.Addrs().Admin)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	done := make(chan error, 1)
 	go func() { done <- srv.Wait() }()
 	for {
