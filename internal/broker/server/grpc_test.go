@@ -345,3 +345,58 @@ func TestShutdownWithThousandWatchers(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownHealthWatchNotServing opens grpc.health.v1 Watch streams (the
+// server as a whole and the API service) and closes the server: each stream
+// must be told NOT_SERVING before it ends (the server cannot stop before its
+// streams end), so a load balancer stops routing to it before the connection
+// goes, and must then end with OK without holding the shutdown up until its
+// timeout.
+func TestShutdownHealthWatchNotServing(t *testing.T) {
+	e := start(t, sandbox.Config{}, Config{ShutdownTimeout: 20 * time.Second})
+	ctx := timeout(t, 60*time.Second)
+	e.getValid(ctx, e.client())
+	hc := healthpb.NewHealthClient(e.conn())
+	services := []string{"", brokerv1.TokenBrokerService_ServiceDesc.ServiceName}
+	streams := make([]grpc.ServerStreamingClient[healthpb.HealthCheckResponse], len(services))
+	for i, svc := range services {
+		s, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The API service may report NOT_SERVING first, until the health
+		// reporter has seen the VALID token.
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatalf("Watch(%q): Recv() = %v", svc, err)
+			}
+			if m.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				break
+			}
+		}
+		streams[i] = s
+	}
+
+	closed := make(chan error, 1)
+	begin := time.Now()
+	go func() { closed <- e.srv.Close() }()
+	for i, s := range streams {
+		m, err := s.Recv()
+		if err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("Watch(%q) after Close: Recv() = %v, %v; want NOT_SERVING", services[i], m.GetStatus(), err)
+			continue
+		}
+		if m, err := s.Recv(); err != io.EOF {
+			t.Errorf("Watch(%q): Recv() after NOT_SERVING = %v, %v; want io.EOF (ended with OK)", services[i], m.GetStatus(), err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close() = %v; want nil", err)
+	}
+	// A health watcher must not hold GracefulStop until ShutdownTimeout.
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("shutdown with health watchers took %v; want under 5s (the 20s shutdown timeout was waited out)", took)
+	}
+	t.Logf("shutdown with %d health watchers took %v", len(streams), time.Since(begin))
+}

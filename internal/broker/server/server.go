@@ -38,7 +38,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
@@ -58,7 +57,7 @@ type Server struct {
 	tls     bool
 	mgr     *tokens.Manager
 	svc     *broker.Service
-	health  *health.Server
+	health  *broker.HealthServer
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
@@ -157,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
-	s.health = health.NewServer()
+	s.health = broker.NewHealthServer(cfg.Clock)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) // alive; Shutdown turns it NOT_SERVING
 	for _, svc := range broker.HealthServices {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -208,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, httpSrv, httpLn, cfg.ShutdownTimeout) })
 	r.goServe("admin", func() error { return ops.ServeHTTP(adminCtx, adminSrv, adminLn, cfg.ShutdownTimeout) })
-	r.goBackground(func() { broker.ReportHealth(runCtx, s.health, s.mgr) })
+	r.goBackground(func() { broker.ReportHealth(runCtx, s.health.Server, s.mgr) })
 	if s.watcher != nil {
 		r.goBackground(func() { s.watcher.Run(runCtx) })
 	}
@@ -336,7 +335,8 @@ func (r *runner) goBackground(f func()) {
 }
 
 // run waits for the end of ctx or of a server, then shuts down in order:
-// report NOT_SERVING, end the watch streams, drain REST, drain gRPC (then
+// report NOT_SERVING (health Watch streams end once they have sent it), end
+// the watch streams, drain REST, drain gRPC (then
 // force it), stop the token manager and background work, and last the admin
 // endpoints, so probes and scrapes see the shutdown until the end.
 func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.CancelFunc) {
