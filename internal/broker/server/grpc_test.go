@@ -8,6 +8,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -399,4 +400,29 @@ func TestShutdownHealthWatchNotServing(t *testing.T) {
 		t.Errorf("shutdown with health watchers took %v; want under 5s (the 20s shutdown timeout was waited out)", took)
 	}
 	t.Logf("shutdown with %d health watchers took %v", len(streams), time.Since(begin))
+}
+
+// TestShutdownHealthWatchUnknownService: a Watch on a service nobody
+// registered stays SERVICE_UNKNOWN (shutdown sends it nothing new); it too
+// ends with OK at shutdown instead of holding it until the timeout.
+func TestShutdownHealthWatchUnknownService(t *testing.T) {
+	e := start(t, sandbox.Config{}, Config{ShutdownTimeout: 20 * time.Second})
+	ctx := timeout(t, 60*time.Second)
+	s, err := healthpb.NewHealthClient(e.conn()).Watch(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+		t.Fatalf("Watch(no.such.Service): Recv() = %v, %v; want SERVICE_UNKNOWN", m.GetStatus(), err)
+	}
+	begin := time.Now()
+	if err := e.srv.Close(); err != nil {
+		t.Errorf("Close() = %v; want nil", err)
+	}
+	if took := time.Since(begin); took > broker.HealthWatchGrace+4*time.Second {
+		t.Errorf("shutdown with an unknown-service health watcher took %v; want under %v", took, broker.HealthWatchGrace+4*time.Second)
+	}
+	if m, err := s.Recv(); err != io.EOF {
+		t.Errorf("Watch(no.such.Service) after Close: Recv() = %v, %v; want io.EOF (ended with OK)", m.GetStatus(), err)
+	}
 }
