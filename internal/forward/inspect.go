@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 )
 
 // inspection is what the Copilot headers need to know about a request body.
@@ -16,34 +17,137 @@ type inspection struct {
 	vision bool
 }
 
-// inspect decodes body once, according to the route's shape. A body that is
+// inspect classifies body according to the route's shape. A body that is
 // not JSON of the expected shape is forwarded as it is (the upstream answers
 // it) with the agent default.
+//
+// Agent histories run to hundreds of kilobytes, so the body is not decoded
+// whole: the walker skips every turn but the last, which alone decides the
+// initiator, and decodes an earlier turn only when, while skipping it, it
+// saw a "type" naming an image. The result is the one a full decode with
+// encoding/json gives.
 func inspect(kind bodyKind, body []byte) inspection {
+	var field string
 	switch kind {
 	case bodyMessages:
-		var b struct {
-			Messages []turn `json:"messages"`
-		}
-		if !decodeLenient(body, &b) {
-			return inspection{agent: true}
-		}
-		return inspectTurns(b.Messages)
+		field = "messages"
 	case bodyResponses:
-		var b struct {
-			Input content `json:"input"`
-		}
-		if !decodeLenient(body, &b) {
-			return inspection{agent: true}
-		}
-		if b.Input.isString {
-			return inspection{}
-		}
-		// The Responses API input is a list of items; messages among them
-		// use the same role/content shape as chat turns.
-		return inspectTurns(b.Input.items)
+		field = "input"
+	default:
+		return inspection{agent: true}
 	}
-	return inspection{agent: true}
+	in, err := inspectBody(body, field, kind == bodyResponses)
+	if err != nil {
+		return inspection{agent: true}
+	}
+	return in
+}
+
+// inspectBody walks the top-level object for field, the list of turns.
+// stringOK says the field may be a plain string, a single user turn (the
+// Responses API's input).
+func inspectBody(body []byte, field string, stringOK bool) (inspection, error) {
+	in := inspection{agent: true}
+	w := jsonWalker{data: body}
+	if w.next() != '{' {
+		// Any other JSON value has no turns; encoding/json would report a
+		// type error, which decodeLenient tolerates.
+		_, err := w.value()
+		return in, errors.Join(err, w.end())
+	}
+	if err := w.enter('{'); err != nil {
+		return in, err
+	}
+	for first := true; ; first = false {
+		ok, err := w.more('}', first)
+		if err != nil {
+			return in, err
+		}
+		if !ok {
+			break
+		}
+		k, err := w.key()
+		if err != nil {
+			return in, err
+		}
+		if !keyIs(k, field) {
+			if err := w.skipValue(); err != nil {
+				return in, err
+			}
+			continue
+		}
+		// A repeated field replaces the earlier one.
+		if in, err = inspectTurns(&w, stringOK); err != nil {
+			return in, err
+		}
+	}
+	return in, w.end()
+}
+
+// inspectTurns classifies the list of turns at w's position.
+func inspectTurns(w *jsonWalker, stringOK bool) (inspection, error) {
+	in := inspection{agent: true}
+	switch w.next() {
+	case '[':
+	case '"':
+		if stringOK {
+			return inspection{}, w.skipString()
+		}
+		fallthrough
+	default: // a type error for encoding/json: no turns
+		return in, w.skipValue()
+	}
+	if err := w.enter('['); err != nil {
+		return in, err
+	}
+	var last []byte
+	var lastTurn *turn // decoded already when it was checked for images
+	for first := true; ; first = false {
+		ok, err := w.more(']', first)
+		if err != nil {
+			return in, err
+		}
+		if !ok {
+			break
+		}
+		w.sawImage = false
+		if last, err = w.value(); err != nil {
+			return in, err
+		}
+		lastTurn = nil
+		if w.sawImage && !in.vision {
+			lastTurn = new(turn)
+			decodeLenient(last, lastTurn)
+			in.vision = lastTurn.hasImage()
+		}
+	}
+	if last == nil {
+		return in, nil
+	}
+	if lastTurn == nil {
+		lastTurn = new(turn)
+		decodeLenient(last, lastTurn)
+	}
+	in.agent = !lastTurn.genuineUser()
+	return in, nil
+}
+
+// isImageType reports whether the raw string value v (without its quotes)
+// may be one of the types [isImage] accepts; an escaped value may be.
+func isImageType(v []byte) bool {
+	return isImage(string(v)) || bytes.IndexByte(v, '\\') >= 0
+}
+
+// keyIs reports whether the raw object key k names field the way
+// encoding/json matches struct fields: case-insensitively, after unescaping.
+func keyIs(k []byte, field string) bool {
+	if bytes.IndexByte(k, '\\') < 0 {
+		return bytes.EqualFold(k, []byte(field))
+	}
+	var s string
+	q := make([]byte, 0, len(k)+2)
+	q = append(append(append(q, '"'), k...), '"')
+	return json.Unmarshal(q, &s) == nil && strings.EqualFold(s, field)
 }
 
 // decodeLenient decodes body into v, tolerating fields of unexpected types;
@@ -52,20 +156,6 @@ func decodeLenient(body []byte, v any) bool {
 	err := json.Unmarshal(body, v)
 	var te *json.UnmarshalTypeError
 	return err == nil || errors.As(err, &te)
-}
-
-func inspectTurns(turns []turn) inspection {
-	in := inspection{agent: true}
-	for i := range turns {
-		if turns[i].hasImage() {
-			in.vision = true
-			break
-		}
-	}
-	if n := len(turns); n > 0 {
-		in.agent = !turns[n-1].genuineUser()
-	}
-	return in
 }
 
 // turn is one chat message (OpenAI or Anthropic) or one Responses API input
