@@ -102,8 +102,8 @@ func TestLogsAndMetricsNameKeysNeverSecrets(t *testing.T) {
 		t.Fatalf("token generation still %d after an upstream 401; want a refreshed token", first.Generation)
 	}
 	m := waitMetrics(t, st.proxy, map[string]float64{
-		requestsSeries("/v1/chat/completions", "200", "alice"): 2,
-		requestsSeries("/v1/messages", "200", "bob"):           2,
+		requestsSeries("/v1/chat/completions", "200", "alice"):   2,
+		requestsSeries("/v1/messages", "200", "bob"):             2,
 		`copilot_proxy_upstream_retries_total{result="retried"}`: 1,
 	})
 	// Each forwarded request is logged at debug level just after it is
