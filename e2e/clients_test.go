@@ -92,6 +92,37 @@ func streamChat(ctx context.Context, c openai.Client, prompt string, onChunk fun
 	return got, nil
 }
 
+// streamMessage runs one streamed Anthropic message and checks it arrived
+// whole: the full reply text and a stop reason. onEvent, when not nil, is
+// called after each event. It returns the reply's text.
+func streamMessage(ctx context.Context, c anthropic.Client, prompt string, onEvent func(n int)) (string, error) {
+	stream := c.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
+		Model:     claudeModel,
+		MaxTokens: 256,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(prompt))},
+	})
+	defer stream.Close()
+	var msg anthropic.Message
+	n := 0
+	for stream.Next() {
+		n++
+		if err := msg.Accumulate(stream.Current()); err != nil {
+			return "", fmt.Errorf("event %d: %w", n, err)
+		}
+		if onEvent != nil {
+			onEvent(n)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return "", fmt.Errorf("stream after %d events: %w", n, err)
+	}
+	got := messageText(msg)
+	if !isReply(got, prompt) || msg.StopReason == "" {
+		return got, fmt.Errorf("stream after %d events: text %q, stop_reason %q; want %q and a stop reason", n, got, msg.StopReason, wantReply(prompt))
+	}
+	return got, nil
+}
+
 // load keeps workers streaming chat completions through proxies until stop,
 // counting every request, so a scenario can assert that none failed.
 type load struct {
