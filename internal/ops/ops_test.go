@@ -3,11 +3,16 @@ package ops
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +141,30 @@ func TestAdminAndServe(t *testing.T) {
 		t.Errorf("ServeHTTP() after cancel = %v; want nil", err)
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestLoadCertPool(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	good := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(good, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := LoadCertPool(good)
+	if err != nil {
+		t.Fatalf("LoadCertPool(good) error = %v", err)
+	}
+	if _, err := srv.Certificate().Verify(x509.VerifyOptions{Roots: pool}); err != nil {
+		t.Errorf("certificate does not verify against the loaded pool: %v", err)
+	}
+	for _, path := range []string{empty, filepath.Join(dir, "missing.pem")} {
+		if _, err := LoadCertPool(path); err == nil {
+			t.Errorf("LoadCertPool(%s) error = nil; want an error", filepath.Base(path))
+		}
+	}
 }

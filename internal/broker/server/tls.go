@@ -2,9 +2,9 @@ package server
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
+
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 )
 
 // loadTLS returns the listeners' TLS configuration, or nil without
@@ -19,13 +19,9 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 	}
 	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if cfg.TLSClientCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSClientCAFile)
+		pool, err := ops.LoadCertPool(cfg.TLSClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("tls: --tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls: --tls-client-ca %s: no PEM certificates found", cfg.TLSClientCAFile)
 		}
 		c.ClientCAs = pool
 		c.ClientAuth = tls.RequireAndVerifyClientCert

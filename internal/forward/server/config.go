@@ -2,18 +2,17 @@ package server
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -159,13 +158,9 @@ func (c Config) brokerTLS() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.BrokerTLSServerName}
 	if c.BrokerTLSCAFile != "" {
-		pem, err := os.ReadFile(c.BrokerTLSCAFile)
+		pool, err := ops.LoadCertPool(c.BrokerTLSCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("broker TLS CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("broker TLS CA %s: no PEM certificates", c.BrokerTLSCAFile)
 		}
 		cfg.RootCAs = pool
 	}
