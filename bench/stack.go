@@ -211,7 +211,7 @@ func (b *bench) steadyStack() (*steady, error) {
 	return st, nil
 }
 
-// copilotHeaders are the headers copilot-protocol.md section 4 requires,
+// copilotHeaders are the headers docs/protocol.md section 4 requires,
 // besides Authorization and X-Request-Id.
 func copilotHeaders() [][2]string {
 	return [][2]string{

@@ -29,7 +29,7 @@ import (
 )
 
 // Editor is the client identity the Copilot API expects
-// (copilot-protocol.md section 4). GitHub does not document these values, so
+// (docs/protocol.md section 4). GitHub does not document these values, so
 // every one is configurable.
 type Editor struct {
 	IntegrationID string // Copilot-Integration-Id

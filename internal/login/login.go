@@ -1,5 +1,5 @@
 // Package login obtains a long-lived GitHub token through the OAuth device
-// flow that Copilot editor integrations use (docs/copilot-protocol.md,
+// flow that Copilot editor integrations use (docs/protocol.md,
 // section 1), and stores it in a file only its owner can read.
 //
 // [Run] asks for a device code, hands the user code and the verification URL
@@ -26,7 +26,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
-// Defaults of [Config], from copilot-protocol.md section 1.
+// Defaults of [Config], from docs/protocol.md section 1.
 const (
 	DefaultGitHubURL = "https://github.com"
 	DefaultClientID  = "Iv1.b507a08c87ecfe98"

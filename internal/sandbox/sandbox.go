@@ -5,7 +5,7 @@
 // quick start run against it; no machine that builds this project can reach
 // the real services.
 //
-// It mirrors docs/copilot-protocol.md: the exchange wants `Authorization:
+// It mirrors docs/protocol.md: the exchange wants `Authorization:
 // token <github token>`, issues `k=v;...:sig` Copilot tokens signed with
 // HMAC-SHA256 under a per-server random key, and the Copilot API accepts only
 // `Authorization: Bearer <copilot token>` tokens it signed that have not

@@ -2,10 +2,11 @@
 // account.
 //
 // [Exchanger] performs the stateless exchange of a GitHub token for a Copilot
-// token (copilot-protocol.md section 2) and classifies failures into typed
-// errors. [Manager] owns one account's token lifecycle (design.md, "Token
-// lifecycle rules"): skew-safe expiry, early jittered refresh, backoff, STALE
-// and REJECTED states, single-flight forced refresh and subscriptions.
+// token (docs/protocol.md section 2) and classifies failures into typed
+// errors. [Manager] owns one account's token lifecycle (docs/architecture.md,
+// section 4 "Token lifecycle"): skew-safe expiry, early jittered refresh,
+// backoff, STALE and REJECTED states, single-flight forced refresh and
+// subscriptions.
 package tokens
 
 import (
@@ -22,7 +23,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
-// Defaults of [ExchangeConfig], from copilot-protocol.md section 2.
+// Defaults of [ExchangeConfig], from docs/protocol.md section 2.
 const (
 	DefaultAPIURL              = "https://api.github.com"
 	DefaultEditorVersion       = "vscode/1.104.3"
@@ -176,7 +177,8 @@ func (e *Exchanger) Exchange(ctx context.Context, githubToken secret.Secret) (*C
 		}
 	default:
 		// 5xx and anything unexpected (3xx, 404 from a wrong base URL, ...)
-		// are retried: design.md rule 5 makes only 401 and 403 terminal.
+		// are retried: docs/architecture.md section 4 rule 5 makes only 401
+		// and 403 terminal (404: see docs/protocol.md section 2).
 		return nil, &TransientError{Status: code}
 	}
 }

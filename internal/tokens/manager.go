@@ -43,7 +43,7 @@ type ManagerConfig struct {
 	Rand func() float64
 
 	// SkewMargin is added to refresh_in to make the local expiry (default
-	// 60 s, design.md rule 1).
+	// 60 s, docs/architecture.md section 4 rule 1).
 	SkewMargin time.Duration
 	// RefreshFraction of refresh_in is when the early refresh comes (default
 	// 0.8), jittered by ±RefreshJitter of itself (default 0.1).
@@ -76,12 +76,12 @@ func (c ManagerConfig) policy() schedulePolicy {
 	}
 }
 
-// Manager keeps one account's Copilot token fresh (design.md, "Token
-// lifecycle rules"). A single goroutine, started by [NewManager] and ended by
-// [Manager.Close], owns every exchange and every state change. Readers never
-// wait for it: [Manager.Snapshot] loads an atomic pointer, and subscribers get
-// states through one-slot, latest-wins channels. All methods are safe for
-// concurrent use.
+// Manager keeps one account's Copilot token fresh (docs/architecture.md,
+// section 4 "Token lifecycle"). A single goroutine, started by [NewManager]
+// and ended by [Manager.Close], owns every exchange and every state change.
+// Readers never wait for it: [Manager.Snapshot] loads an atomic pointer, and
+// subscribers get states through one-slot, latest-wins channels. All methods
+// are safe for concurrent use.
 type Manager struct {
 	account  string
 	epoch    string

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// schedulePolicy holds the figures of design.md rules 1-3. The zero value is
+// schedulePolicy holds the figures of docs/architecture.md section 4, rules 1-3. The zero value is
 // not usable; [ManagerConfig] fills it with defaults.
 type schedulePolicy struct {
 	skewMargin      time.Duration // rule 1: local expiry is refresh_in + this

@@ -10,7 +10,7 @@ import (
 // Status is where an account's Copilot token stands in its lifecycle.
 type Status int
 
-// The statuses of design.md. The zero value is not a valid status, so a State
+// The statuses of docs/architecture.md section 3. The zero value is not a valid status, so a State
 // that was never filled in is recognisable.
 const (
 	// StatusPending means no token has been obtained yet.
