@@ -46,6 +46,9 @@ func TestModels(t *testing.T) {
 	if got.Object != "list" || !vendors["Anthropic"] || !vendors["Azure OpenAI"] {
 		t.Errorf("models: object %q vendors %v; want list with OpenAI and Anthropic models", got.Object, vendors)
 	}
+	if !strings.Contains(string(body), `"billing":{"is_premium":true,"multiplier":10}`) {
+		t.Errorf("models body lacks billing of claude-opus-4.1: %s", body)
+	}
 	if !strings.Contains(string(body), `"supports":{"streaming":true,"tool_calls":true`) ||
 		!strings.Contains(string(body), `"policy":{"state":"enabled"`) {
 		t.Errorf("models body lacks capabilities.supports or policy: %s", body)
@@ -77,6 +80,12 @@ func TestModelRouting(t *testing.T) {
 		{"responses invalid JSON", "/responses", `[`, 400, "invalid_request_body"},
 		{"messages claude", "/v1/messages", msgs("claude-sonnet-4"), 200, ""},
 		{"messages gpt", "/v1/messages", msgs("gpt-4.1"), 400, "unsupported_api_for_model"},
+		{"messages claude-sonnet-4.5", "/v1/messages", msgs("claude-sonnet-4.5"), 200, ""},
+		{"messages claude-opus-5.5", "/v1/messages", msgs("claude-opus-5.5"), 200, ""},
+		{"messages dated claude name", "/v1/messages", msgs("claude-sonnet-4-5-20250929"), 400, "model_not_supported"},
+		{"chat messages-only claude", "/chat/completions", chat("claude-sonnet-4.5"), 400, "unsupported_api_for_model"},
+		{"chat codex 5.2", "/chat/completions", chat("gpt-5.2-codex"), 400, "unsupported_api_for_model"},
+		{"responses codex 5.2", "/responses", resp("gpt-5.2-codex"), 200, ""},
 		{"messages without max_tokens", "/v1/messages", chat("claude-sonnet-4"), 400, "invalid_request_body"},
 		{"count tokens", "/v1/messages/count_tokens", chat("claude-sonnet-4"), 200, ""},
 		{"count tokens unknown model", "/v1/messages/count_tokens", chat("nope"), 400, "model_not_supported"},

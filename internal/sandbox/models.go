@@ -35,6 +35,13 @@ type modelCapabilities struct {
 	Type      string        `json:"type"`
 }
 
+// modelBilling is how a model is billed: premium models count against the
+// plan's premium requests, at the multiplier.
+type modelBilling struct {
+	IsPremium  bool    `json:"is_premium"`
+	Multiplier float64 `json:"multiplier"`
+}
+
 type modelPolicy struct {
 	State string `json:"state"`
 	Terms string `json:"terms"`
@@ -42,6 +49,7 @@ type modelPolicy struct {
 
 // model is one entry of GET /models.
 type model struct {
+	Billing            *modelBilling     `json:"billing,omitempty"`
 	Capabilities       modelCapabilities `json:"capabilities"`
 	ID                 string            `json:"id"`
 	ModelPickerEnabled bool              `json:"model_picker_enabled"`
@@ -72,8 +80,11 @@ func chatModel(id, name, family, vendor string, preview bool, endpoints ...strin
 	}
 }
 
-// catalog is the sandbox's model list: a model for each API shape, one served
-// only on /responses, and one whose policy is not enabled for the account.
+// catalog is the sandbox's model list, shaped like the Copilot API's in 2026:
+// GPT models on /chat/completions (some also on /responses), the GPT-5.x
+// codex models on /responses only, the newer Claude models on /v1/messages
+// only (claude-sonnet-4 on both chat and messages), an embeddings model, and
+// one whose policy is not enabled for the account.
 type catalog struct {
 	list []*model
 	byID map[string]*model
@@ -86,7 +97,12 @@ func newCatalog() *catalog {
 		chatModel("gpt-4.1", "GPT-4.1", "gpt-4.1", "Azure OpenAI", false, pathChat),
 		chatModel("gpt-5-mini", "GPT-5 mini", "gpt-5-mini", "Azure OpenAI", false, pathChat, pathResponses),
 		chatModel("gpt-5-codex", "GPT-5-Codex (Preview)", "gpt-5-codex", "OpenAI", true, pathResponses),
+		chatModel("gpt-5.2-codex", "GPT-5.2-Codex", "gpt-5.2-codex", "OpenAI", false, pathResponses),
 		chatModel("claude-sonnet-4", "Claude Sonnet 4", "claude-sonnet-4", "Anthropic", false, pathChat, pathMessages),
+		chatModel("claude-sonnet-4.5", "Claude Sonnet 4.5", "claude-sonnet-4.5", "Anthropic", false, pathMessages),
+		chatModel("claude-opus-4.1", "Claude Opus 4.1", "claude-opus-4.1", "Anthropic", false, pathMessages),
+		chatModel("claude-opus-5.5", "Claude Opus 5.5", "claude-opus-5.5", "Anthropic", false, pathMessages),
+		chatModel("claude-3.5-haiku", "Claude Haiku 3.5", "claude-3.5-haiku", "Anthropic", false, pathMessages),
 		disabled,
 		{
 			ID: "text-embedding-3-small", Name: "Embedding V3 small", Object: "model", Vendor: "Azure OpenAI",
@@ -99,10 +115,18 @@ func newCatalog() *catalog {
 			SupportedEndpoints: []string{pathEmbeddings},
 		},
 	}
+	multiplier := map[string]float64{"gpt-4.1": 0, "gpt-5-mini": 0, "claude-3.5-haiku": 0.33, "claude-opus-4.1": 10, "claude-opus-5.5": 3}
 	for _, m := range list {
 		if m.Vendor == "Anthropic" {
 			m.Capabilities.Tokenizer = "o200k_base"
 			m.Capabilities.Limits = modelLimits{MaxContextWindowTokens: 200000, MaxOutputTokens: 16000, MaxPromptTokens: 128000}
+		}
+		if m.Capabilities.Type == "chat" {
+			x, ok := multiplier[m.ID]
+			if !ok {
+				x = 1
+			}
+			m.Billing = &modelBilling{IsPremium: x > 0, Multiplier: x}
 		}
 	}
 	c := &catalog{list: list, byID: make(map[string]*model, len(list))}
