@@ -1,0 +1,230 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// msgStreamReader reads Anthropic's stream: message_start,
+// content_block_start/delta/stop, message_delta, message_stop, ping, error.
+type msgStreamReader struct {
+	usage    msgUsage
+	finish   Finish
+	stopSeq  string
+	open     bool // a translated block is open
+	skipping bool // the open upstream block has no counterpart (server tools)
+}
+
+type msgStreamEvent struct {
+	Type    string `json:"type"`
+	Message *struct {
+		ID    string   `json:"id"`
+		Model string   `json:"model"`
+		Usage msgUsage `json:"usage"`
+	} `json:"message"`
+	ContentBlock *msgBlock `json:"content_block"`
+	Delta        *struct {
+		Type         string  `json:"type"`
+		Text         string  `json:"text"`
+		PartialJSON  string  `json:"partial_json"`
+		Thinking     string  `json:"thinking"`
+		Signature    string  `json:"signature"`
+		StopReason   *string `json:"stop_reason"`
+		StopSequence *string `json:"stop_sequence"`
+	} `json:"delta"`
+	Usage *struct {
+		InputTokens              *int `json:"input_tokens"`
+		OutputTokens             *int `json:"output_tokens"`
+		CacheCreationInputTokens *int `json:"cache_creation_input_tokens"`
+		CacheReadInputTokens     *int `json:"cache_read_input_tokens"`
+	} `json:"usage"`
+	Error *struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) error {
+	var ev msgStreamEvent
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return fmt.Errorf("messages event %q: %w", name, err)
+	}
+	switch ev.Type {
+	case "message_start":
+		if ev.Message == nil {
+			return fmt.Errorf("message_start without message")
+		}
+		r.usage = ev.Message.Usage
+		return emit(&event{kind: evStart, id: ev.Message.ID, model: ev.Message.Model, usage: r.usage.ir()})
+	case "content_block_start":
+		b := ev.ContentBlock
+		if b == nil {
+			return fmt.Errorf("content_block_start without content_block")
+		}
+		r.skipping = false
+		switch b.Type {
+		case "text":
+			r.open = true
+			if err := emit(&event{kind: evPartStart, part: PartText}); err != nil {
+				return err
+			}
+			if t := deref(b.Text); t != "" {
+				return emit(&event{kind: evDelta, text: t})
+			}
+		case "tool_use":
+			r.open = true
+			return emit(&event{kind: evPartStart, part: PartToolCall, id: b.ID, name: b.Name})
+		case "thinking":
+			r.open = true
+			return emit(&event{kind: evPartStart, part: PartReasoning})
+		case "redacted_thinking":
+			r.open = true
+			return emit(&event{kind: evPartStart, part: PartReasoning, redacted: true, text: b.Data})
+		default:
+			r.skipping = true
+		}
+	case "content_block_delta":
+		if r.skipping || !r.open || ev.Delta == nil {
+			return nil
+		}
+		d := ev.Delta
+		switch d.Type {
+		case "text_delta":
+			return emit(&event{kind: evDelta, text: d.Text})
+		case "input_json_delta":
+			return emit(&event{kind: evDelta, text: d.PartialJSON})
+		case "thinking_delta":
+			return emit(&event{kind: evDelta, text: d.Thinking})
+		case "signature_delta":
+			return emit(&event{kind: evSignature, text: d.Signature})
+		}
+	case "content_block_stop":
+		if r.skipping || !r.open {
+			r.skipping = false
+			return nil
+		}
+		r.open = false
+		return emit(&event{kind: evPartStop})
+	case "message_delta":
+		if d := ev.Delta; d != nil {
+			if d.StopReason != nil {
+				r.finish = finishFromAnthropic(*d.StopReason)
+			}
+			if d.StopSequence != nil {
+				r.stopSeq = *d.StopSequence
+			}
+		}
+		if u := ev.Usage; u != nil {
+			setInt(&r.usage.InputTokens, u.InputTokens)
+			setInt(&r.usage.OutputTokens, u.OutputTokens)
+			setInt(&r.usage.CacheCreationInputTokens, u.CacheCreationInputTokens)
+			setInt(&r.usage.CacheReadInputTokens, u.CacheReadInputTokens)
+		}
+	case "message_stop":
+		if r.finish == "" {
+			r.finish = FinishStop
+		}
+		return emit(&event{kind: evFinish, finish: r.finish, stopSeq: r.stopSeq, usage: r.usage.ir()})
+	case "ping":
+		return emit(&event{kind: evPing})
+	case "error":
+		e := apiErr{status: 500, message: "upstream error"}
+		if ev.Error != nil {
+			e.message, e.anthropicType = ev.Error.Message, ev.Error.Type
+		}
+		if e.anthropicType == "" {
+			e.anthropicType = "api_error"
+		}
+		e.openaiType, e.openaiCode = openAIErrorType(0, e.anthropicType)
+		return emit(&event{kind: evError, err: e})
+	}
+	return nil
+}
+
+func setInt(dst *int, v *int) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func (r *msgStreamReader) end(func(*event) error) error { return nil }
+
+// msgStreamWriter writes Anthropic's stream.
+type msgStreamWriter struct {
+	index int // of the open block
+	part  PartKind
+	id    string // of the open reasoning part
+}
+
+func (w *msgStreamWriter) write(b *bytes.Buffer, ev *event) {
+	switch ev.kind {
+	case evStart:
+		u := msgUsageOf(ev.usage)
+		writeSSEJSON(b, "message_start", map[string]any{"type": "message_start", "message": map[string]any{
+			"id": ev.id, "type": "message", "role": "assistant", "model": ev.model, "content": []any{},
+			"stop_reason": nil, "stop_sequence": nil, "usage": u,
+		}})
+	case evPartStart:
+		w.part, w.id = ev.part, ev.id
+		var block any
+		switch ev.part {
+		case PartText:
+			block = map[string]any{"type": "text", "text": ""}
+		case PartToolCall:
+			block = map[string]any{"type": "tool_use", "id": ev.id, "name": ev.name, "input": map[string]any{}}
+		case PartReasoning:
+			if ev.redacted {
+				block = map[string]any{"type": "redacted_thinking", "data": ev.text}
+			} else {
+				block = map[string]any{"type": "thinking", "thinking": "", "signature": ""}
+			}
+		}
+		writeSSEJSON(b, "content_block_start", map[string]any{"type": "content_block_start", "index": w.index, "content_block": block})
+	case evDelta:
+		if ev.text == "" {
+			return
+		}
+		b.WriteString("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":")
+		appendInt(b, int64(w.index))
+		switch w.part {
+		case PartText:
+			b.WriteString(`,"delta":{"type":"text_delta","text":`)
+		case PartToolCall:
+			b.WriteString(`,"delta":{"type":"input_json_delta","partial_json":`)
+		default:
+			b.WriteString(`,"delta":{"type":"thinking_delta","thinking":`)
+		}
+		appendJSONString(b, ev.text)
+		b.WriteString("}}\n\n")
+	case evSignature:
+		if w.part != PartReasoning || ev.text == "" {
+			return
+		}
+		sig := ev.text
+		if w.id != "" {
+			// An OpenAI reasoning item: see reasoning.go.
+			sig = signatureOf(&Part{ID: w.id, Encrypted: ev.text})
+		}
+		writeSSEJSON(b, "content_block_delta", map[string]any{"type": "content_block_delta", "index": w.index,
+			"delta": map[string]any{"type": "signature_delta", "signature": sig}})
+	case evPartStop:
+		writeSSEJSON(b, "content_block_stop", map[string]any{"type": "content_block_stop", "index": w.index})
+		w.index++
+	case evFinish:
+		d := map[string]any{"stop_reason": anthropicStopReason(ev.finish), "stop_sequence": nil}
+		if ev.finish == FinishStopSequence && ev.stopSeq != "" {
+			d["stop_sequence"] = ev.stopSeq
+		}
+		writeSSEJSON(b, "message_delta", map[string]any{"type": "message_delta", "delta": d, "usage": msgUsageOf(ev.usage)})
+		writeSSE(b, "message_stop", []byte(`{"type":"message_stop"}`))
+	case evPing:
+		w.keepAlive(b)
+	case evError:
+		writeSSE(b, "error", ev.err.body(Messages))
+	}
+}
+
+func (w *msgStreamWriter) keepAlive(b *bytes.Buffer) {
+	writeSSE(b, "ping", []byte(`{"type":"ping"}`))
+}
