@@ -9,21 +9,21 @@ import (
 // ChatCompletionNewParams).
 
 type chatRequest struct {
-	Model               string           `json:"model"`
-	Messages            []chatMessage    `json:"messages"`
-	Tools               []chatTool       `json:"tools,omitempty"`
-	ToolChoice          json.RawMessage  `json:"tool_choice,omitempty"`
-	ParallelToolCalls   *bool            `json:"parallel_tool_calls,omitempty"`
-	ReasoningEffort     string           `json:"reasoning_effort,omitempty"`
-	MaxCompletionTokens int              `json:"max_completion_tokens,omitempty"`
-	MaxTokens           int              `json:"max_tokens,omitempty"`
-	Temperature         *float64         `json:"temperature,omitempty"`
-	TopP                *float64         `json:"top_p,omitempty"`
-	Stop                json.RawMessage  `json:"stop,omitempty"`
-	Stream              bool             `json:"stream,omitempty"`
-	StreamOptions       *chatStreamOpts  `json:"stream_options,omitempty"`
-	User                string           `json:"user,omitempty"`
-	N                   *int             `json:"n,omitempty"`
+	Model               string          `json:"model"`
+	Messages            []chatMessage   `json:"messages"`
+	Tools               []chatTool      `json:"tools,omitempty"`
+	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
+	ReasoningEffort     string          `json:"reasoning_effort,omitempty"`
+	MaxCompletionTokens int             `json:"max_completion_tokens,omitempty"`
+	MaxTokens           int             `json:"max_tokens,omitempty"`
+	Temperature         *float64        `json:"temperature,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	Stop                json.RawMessage `json:"stop,omitempty"`
+	Stream              bool            `json:"stream,omitempty"`
+	StreamOptions       *chatStreamOpts `json:"stream_options,omitempty"`
+	User                string          `json:"user,omitempty"`
+	N                   *int            `json:"n,omitempty"`
 }
 
 var chatRequestKeys = []string{"max_completion_tokens", "max_tokens", "messages", "model", "n", "parallel_tool_calls", "reasoning_effort", "stop", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_p", "user"}

@@ -7,20 +7,6 @@ import (
 	"sort"
 )
 
-// topKeys returns the top-level keys of a JSON object, sorted.
-func topKeys(body []byte) []string {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil {
-		return nil
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // dropUnknown records in info every top-level key of body that is not in
 // known (sorted) and whose value is not null.
 func dropUnknown(body []byte, known []string, info *Info) {

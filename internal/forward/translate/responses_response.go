@@ -151,7 +151,9 @@ func respOutputParts(it *respItem) (parts []Part, call bool) {
 // respItemIDs names the output items of a translated answer: ids derive
 // from the answer's id and the item's position, and a function call's from
 // its call id, so they are stable.
-func respMessageID(respID string, n int) string { return fmt.Sprintf("msg_%s_%d", trimIDPrefix(respID), n) }
+func respMessageID(respID string, n int) string {
+	return fmt.Sprintf("msg_%s_%d", trimIDPrefix(respID), n)
+}
 func respReasoningID(respID string, n int) string {
 	return fmt.Sprintf("rs_%s_%d", trimIDPrefix(respID), n)
 }

@@ -9,10 +9,10 @@ import (
 
 // respStreamReader reads Responses events.
 type respStreamReader struct {
-	open       bool   // a translated part is open
+	open       bool // a translated part is open
 	openKind   PartKind
-	gotArgs    bool   // the open function call got argument deltas
-	summaries  int    // summary parts seen in the open reasoning item
+	gotArgs    bool // the open function call got argument deltas
+	summaries  int  // summary parts seen in the open reasoning item
 	skipOutput map[int]bool
 	hasCalls   bool
 }
