@@ -1,0 +1,148 @@
+package pool
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Snapshot is one kind of an account's quota.
+type Snapshot struct {
+	// Kind is the quota's name: "chat", "completions",
+	// "premium_interactions", "premium_models".
+	Kind string
+	// Entitlement is the allowance per period; Remaining what is left of it.
+	Entitlement, Remaining float64
+	// Unlimited means the plan sets no limit on this kind.
+	Unlimited bool
+	// OverageCount is the use beyond the entitlement; OveragePermitted says
+	// such use is allowed (and billed).
+	OverageCount     float64
+	OveragePermitted bool
+	// Reset is when the quota resets; zero when unknown.
+	Reset time.Time
+}
+
+// Exhausted reports whether requests drawing on this kind are refused: it
+// is limited, nothing remains and overage is not permitted.
+func (s Snapshot) Exhausted() bool {
+	return !s.Unlimited && !s.OveragePermitted && s.Entitlement > 0 && s.Remaining <= 0
+}
+
+// HeaderPrefix starts the response headers that carry quota snapshots, e.g.
+// "x-quota-snapshot-premium_interactions: ent=300&rem=12.5&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false".
+const HeaderPrefix = "X-Quota-Snapshot-"
+
+// maxHeaderValue bounds the header value parsed.
+const maxHeaderValue = 1024
+
+// FromHeaders returns the quota snapshots in an upstream response's
+// headers, at most maxKinds, skipping malformed ones.
+func FromHeaders(h http.Header) []Snapshot {
+	var out []Snapshot
+	for k, vs := range h {
+		if len(vs) == 0 || len(k) <= len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
+			continue
+		}
+		s, err := ParseSnapshot(strings.ToLower(k[len(HeaderPrefix):]), vs[0])
+		if err != nil {
+			continue
+		}
+		out = append(out, s)
+		if len(out) == maxKinds {
+			break
+		}
+	}
+	return out
+}
+
+// errSnapshot is returned for an unusable snapshot value.
+var errSnapshot = errors.New("malformed quota snapshot")
+
+// ParseSnapshot parses one x-quota-snapshot-KIND header value: URL-encoded
+// ent (entitlement; -1 means unlimited), rem (remaining; a percentage when
+// entitlement is 0), rst (reset: RFC 3339, a date, or Unix seconds), ov
+// (overage used) and ovPerm (overage permitted). Unknown fields are
+// ignored; a value without ent or rem is refused.
+func ParseSnapshot(kind, value string) (Snapshot, error) {
+	if kind == "" || len(kind) > 64 || len(value) > maxHeaderValue || !validKind(kind) {
+		return Snapshot{}, errSnapshot
+	}
+	q, err := url.ParseQuery(value)
+	if err != nil {
+		return Snapshot{}, errSnapshot
+	}
+	s := Snapshot{Kind: kind}
+	ent, err1 := parseNum(q.Get("ent"))
+	rem, err2 := parseNum(q.Get("rem"))
+	if err1 != nil || err2 != nil {
+		return Snapshot{}, errSnapshot
+	}
+	s.Entitlement, s.Remaining = ent, rem
+	if ent < 0 {
+		s.Unlimited, s.Entitlement = true, 0
+	}
+	if v := q.Get("ov"); v != "" {
+		if s.OverageCount, err = parseNum(v); err != nil {
+			return Snapshot{}, errSnapshot
+		}
+	}
+	s.OveragePermitted = q.Get("ovPerm") == "true"
+	if v := q.Get("rst"); v != "" {
+		s.Reset = parseReset(v)
+	}
+	return s, nil
+}
+
+func validKind(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func parseNum(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errSnapshot
+	}
+	return f, nil
+}
+
+func parseReset(v string) time.Time {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < 1<<40 {
+		return time.Unix(n, 0)
+	}
+	return time.Time{}
+}
+
+// ParseRetryAfter reads a Retry-After value: delay seconds or an HTTP date.
+// It returns 0 for a missing or malformed value.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(MaxCool/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), MaxCool)
+	}
+	return 0
+}

@@ -1,0 +1,138 @@
+package pool
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseSnapshot(t *testing.T) {
+	rst := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		kind, value string
+		want        Snapshot
+		wantErr     bool
+	}{
+		{"chat", "ent=50&rem=12&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false",
+			Snapshot{Kind: "chat", Entitlement: 50, Remaining: 12, Reset: rst}, false},
+		{"premium_interactions", "ent=300&rem=0&rst=2026-12-01&ov=4.5&ovPerm=true",
+			Snapshot{Kind: "premium_interactions", Entitlement: 300, OverageCount: 4.5, OveragePermitted: true, Reset: rst}, false},
+		{"chat", "ent=-1&rem=100&rst=1796083200", Snapshot{Kind: "chat", Unlimited: true, Remaining: 100, Reset: rst}, false},
+		{"chat", "ent=50&rem=1&rst=soon&extra=1", Snapshot{Kind: "chat", Entitlement: 50, Remaining: 1}, false},
+		{"chat", "rem=1", Snapshot{}, true},
+		{"chat", "ent=NaN&rem=1", Snapshot{}, true},
+		{"chat", "ent=1&rem=Inf", Snapshot{}, true},
+		{"chat", "ent=1&rem=1&ov=x", Snapshot{}, true},
+		{"chat", "ent=1&rem=1;x", Snapshot{}, true},
+		{"Bad Kind", "ent=1&rem=1", Snapshot{}, true},
+		{"", "ent=1&rem=1", Snapshot{}, true},
+		{"chat", "ent=1&rem=1&pad=" + strings.Repeat("x", maxHeaderValue), Snapshot{}, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseSnapshot(tt.kind, tt.value)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseSnapshot(%q, %q) error = %v; want error %v", tt.kind, tt.value, err, tt.wantErr)
+			continue
+		}
+		if d := cmp.Diff(tt.want, got); d != "" {
+			t.Errorf("ParseSnapshot(%q, %q) (-want +got):\n%s", tt.kind, tt.value, d)
+		}
+	}
+}
+
+func TestExhausted(t *testing.T) {
+	tests := []struct {
+		s    Snapshot
+		want bool
+	}{
+		{Snapshot{Entitlement: 50, Remaining: 0}, true},
+		{Snapshot{Entitlement: 50, Remaining: -2}, true},
+		{Snapshot{Entitlement: 50, Remaining: 1}, false},
+		{Snapshot{Entitlement: 50, Remaining: 0, OveragePermitted: true}, false},
+		{Snapshot{Unlimited: true}, false},
+		{Snapshot{Entitlement: 0, Remaining: 0}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Exhausted(); got != tt.want {
+			t.Errorf("%+v.Exhausted() = %v; want %v", tt.s, got, tt.want)
+		}
+	}
+}
+
+func TestFromHeaders(t *testing.T) {
+	h := http.Header{}
+	h.Set("X-Quota-Snapshot-Chat", "ent=50&rem=3")
+	h.Set("x-quota-snapshot-premium_interactions", "ent=300&rem=0")
+	h.Set("X-Quota-Snapshot-Broken", "nonsense")
+	h.Set("X-Quota-Snapshot-", "ent=1&rem=1")
+	h.Set("Content-Type", "application/json")
+	got := map[string]Snapshot{}
+	for _, s := range FromHeaders(h) {
+		got[s.Kind] = s
+	}
+	want := map[string]Snapshot{
+		"chat":                 {Kind: "chat", Entitlement: 50, Remaining: 3},
+		"premium_interactions": {Kind: "premium_interactions", Entitlement: 300},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("FromHeaders (-want +got):\n%s", d)
+	}
+	for i := range 20 {
+		h.Set("X-Quota-Snapshot-K"+strings.Repeat("x", i), "ent=1&rem=1")
+	}
+	if n := len(FromHeaders(h)); n > maxKinds {
+		t.Errorf("FromHeaders returned %d snapshots; want at most %d", n, maxKinds)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", 0},
+		{"7", 7 * time.Second},
+		{" 3 ", 3 * time.Second},
+		{"0", 0},
+		{"-5", 0},
+		{"99999999999999", MaxCool},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"soon", 0},
+	}
+	for _, tt := range tests {
+		if got := ParseRetryAfter(tt.v, now); got != tt.want {
+			t.Errorf("ParseRetryAfter(%q) = %v; want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseSnapshot(f *testing.F) {
+	f.Add("chat", "ent=50&rem=12&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false")
+	f.Add("premium_interactions", "ent=-1&rem=100&rst=1796083200&ovPerm=true")
+	f.Add("x", "ent=1e308&rem=-1e308&ov=%zz")
+	f.Fuzz(func(t *testing.T, kind, value string) {
+		s, err := ParseSnapshot(kind, value)
+		if err != nil {
+			return
+		}
+		if s.Kind != kind || s.Unlimited && s.Exhausted() || s.Entitlement < 0 {
+			t.Fatalf("ParseSnapshot(%q, %q) = %+v: inconsistent", kind, value, s)
+		}
+	})
+}
+
+func FuzzParseRetryAfter(f *testing.F) {
+	f.Add("7")
+	f.Add("Wed, 21 Oct 2026 07:28:00 GMT")
+	f.Fuzz(func(t *testing.T, v string) {
+		d := ParseRetryAfter(v, time.Unix(1_800_000_000, 0))
+		if d < 0 || d > MaxCool {
+			t.Fatalf("ParseRetryAfter(%q) = %v; want within [0, %v]", v, d, MaxCool)
+		}
+	})
+}
