@@ -2,6 +2,10 @@
 GO        ?= go
 TOOL      := $(GO) tool -modfile=tools/go.mod
 BUF       := $(TOOL) buf
+# CONTRACT is the committed image of the API contract (binary, deterministic): `buf breaking`
+# checks proto/ against it, so a change that would break a client fails `make lint` on any
+# clone, shallow ones included. `make generate` refreshes it, but only after that check passes.
+CONTRACT  := proto/contract.binpb
 GOFILES    = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
 
 .PHONY: all build generate lint check-generated test test-short run bench clean
@@ -12,25 +16,28 @@ all: lint test
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
-## generate: regenerate gen/ from proto/ (and the embedded OpenAPI copy)
+## generate: regenerate gen/ from proto/ (and the embedded OpenAPI copy); refresh the contract image
 generate:
+	$(BUF) breaking --against $(CONTRACT)
+	$(BUF) build --exclude-source-info -o $(CONTRACT)
 	$(BUF) generate
 	$(GO) generate ./internal/apidoc
 
-## lint: formatting, vet, staticcheck, buf lint and buf format
+## lint: formatting, vet, staticcheck, buf lint, buf format and buf breaking against the contract
 lint:
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+	$(BUF) breaking --against $(CONTRACT)
 	if [ -f deploy/go.mod ]; then cd deploy && $(GO) vet ./...; fi
 
 ## check-generated: fail if gen/ differs from what the protos generate
 check-generated: generate
-	@if [ -n "$$(git status --porcelain -- gen internal/apidoc)" ]; then \
+	@if [ -n "$$(git status --porcelain -- gen internal/apidoc $(CONTRACT))" ]; then \
 		echo "generated code is stale; run 'make generate' and commit:"; \
-		git status --porcelain -- gen internal/apidoc; git diff --stat -- gen internal/apidoc; exit 1; fi
+		git status --porcelain -- gen internal/apidoc $(CONTRACT); git diff --stat -- gen internal/apidoc $(CONTRACT); exit 1; fi
 	@echo "gen/ is up to date"
 
 ## test: every test, under the race detector

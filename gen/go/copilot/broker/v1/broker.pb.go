@@ -90,6 +90,61 @@ func (TokenStatus) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{0}
 }
 
+// RefreshReason is why a client asks for a refresh.
+type RefreshReason int32
+
+const (
+	// REFRESH_REASON_UNSPECIFIED is an upstream 401 or 403: the token was
+	// refused. Clients that predate the field send it.
+	RefreshReason_REFRESH_REASON_UNSPECIFIED RefreshReason = 0
+	// REFRESH_REASON_UNAUTHORIZED is an upstream 401 or 403, stated.
+	RefreshReason_REFRESH_REASON_UNAUTHORIZED RefreshReason = 1
+	// REFRESH_REASON_QUOTA_EXCEEDED is an upstream 402: the account's quota is
+	// spent.
+	RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED RefreshReason = 2
+)
+
+// Enum value maps for RefreshReason.
+var (
+	RefreshReason_name = map[int32]string{
+		0: "REFRESH_REASON_UNSPECIFIED",
+		1: "REFRESH_REASON_UNAUTHORIZED",
+		2: "REFRESH_REASON_QUOTA_EXCEEDED",
+	}
+	RefreshReason_value = map[string]int32{
+		"REFRESH_REASON_UNSPECIFIED":    0,
+		"REFRESH_REASON_UNAUTHORIZED":   1,
+		"REFRESH_REASON_QUOTA_EXCEEDED": 2,
+	}
+)
+
+func (x RefreshReason) Enum() *RefreshReason {
+	p := new(RefreshReason)
+	*p = x
+	return p
+}
+
+func (x RefreshReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RefreshReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[1].Descriptor()
+}
+
+func (RefreshReason) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[1]
+}
+
+func (x RefreshReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RefreshReason.Descriptor instead.
+func (RefreshReason) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{1}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -415,8 +470,13 @@ type RefreshTokenRequest struct {
 	// rejected_generation is the generation of the token that the upstream
 	// refused. A refresh happens only if it is still the current generation.
 	RejectedGeneration uint64 `protobuf:"varint,2,opt,name=rejected_generation,json=rejectedGeneration,proto3" json:"rejected_generation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// reason is why the upstream refused the token. With
+	// REFRESH_REASON_QUOTA_EXCEEDED (an upstream 402) the broker also re-reads
+	// the account's quota at once (no more often than a floor interval), so
+	// that ListAccounts and WatchAccounts show the spent quota.
+	Reason        RefreshReason `protobuf:"varint,3,opt,name=reason,proto3,enum=copilot.broker.v1.RefreshReason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RefreshTokenRequest) Reset() {
@@ -461,6 +521,13 @@ func (x *RefreshTokenRequest) GetRejectedGeneration() uint64 {
 		return x.RejectedGeneration
 	}
 	return 0
+}
+
+func (x *RefreshTokenRequest) GetReason() RefreshReason {
+	if x != nil {
+		return x.Reason
+	}
+	return RefreshReason_REFRESH_REASON_UNSPECIFIED
 }
 
 // RefreshTokenResponse carries the token after the refresh decision.
@@ -509,6 +576,496 @@ func (x *RefreshTokenResponse) GetToken() *Token {
 	return nil
 }
 
+// Account is the state of one account as ListAccounts and WatchAccounts show
+// it: no token value, ever.
+type Account struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the account's name; empty is the default account (the broker's
+	// single GitHub token, GITHUB_TOKEN or --github-token-file).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// status is the condition of the account's Copilot token.
+	Status TokenStatus `protobuf:"varint,2,opt,name=status,proto3,enum=copilot.broker.v1.TokenStatus" json:"status,omitempty"`
+	// sku is the account's Copilot plan as reported by the token exchange.
+	Sku string `protobuf:"bytes,3,opt,name=sku,proto3" json:"sku,omitempty"`
+	// expires_at is the broker's skew-safe local expiry of the current token;
+	// unset while there is none.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// generation and epoch are those of the account's current token (see
+	// Token).
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// epoch is random for each broker start (see Token).
+	Epoch string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// api_base_url is the base URL of the Copilot API for this account.
+	ApiBaseUrl string `protobuf:"bytes,7,opt,name=api_base_url,json=apiBaseUrl,proto3" json:"api_base_url,omitempty"`
+	// last_error describes the last refresh failure; never a secret.
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// quota is the account's last quota reading; unset until the first one
+	// succeeds.
+	Quota         *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Account) Reset() {
+	*x = Account{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Account) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Account) ProtoMessage() {}
+
+func (x *Account) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Account.ProtoReflect.Descriptor instead.
+func (*Account) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Account) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Account) GetStatus() TokenStatus {
+	if x != nil {
+		return x.Status
+	}
+	return TokenStatus_TOKEN_STATUS_UNSPECIFIED
+}
+
+func (x *Account) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *Account) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Account) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Account) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Account) GetApiBaseUrl() string {
+	if x != nil {
+		return x.ApiBaseUrl
+	}
+	return ""
+}
+
+func (x *Account) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Account) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+// Quota is one reading of an account's Copilot usage allowance
+// (GET {github_api}/copilot_internal/user).
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshots holds one entry per kind, in kind order: "chat",
+	// "completions", "premium_interactions" (and any kind GitHub adds).
+	Snapshots []*QuotaSnapshot `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// reset_at is when the quotas reset (GitHub's quota_reset_date); unset
+	// when GitHub gave none.
+	ResetAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=reset_at,json=resetAt,proto3" json:"reset_at,omitempty"`
+	// fetched_at is when the broker read these figures.
+	FetchedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=fetched_at,json=fetchedAt,proto3" json:"fetched_at,omitempty"`
+	// plan is GitHub's copilot_plan (e.g. "individual", "business").
+	Plan string `protobuf:"bytes,4,opt,name=plan,proto3" json:"plan,omitempty"`
+	// last_error describes the last failed reading, empty when the last
+	// reading succeeded; the figures are then those of the last success.
+	LastError     string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Quota) GetSnapshots() []*QuotaSnapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *Quota) GetResetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetAt
+	}
+	return nil
+}
+
+func (x *Quota) GetFetchedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FetchedAt
+	}
+	return nil
+}
+
+func (x *Quota) GetPlan() string {
+	if x != nil {
+		return x.Plan
+	}
+	return ""
+}
+
+func (x *Quota) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// QuotaSnapshot is one kind of quota.
+type QuotaSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is GitHub's name of the quota: "chat", "completions" or
+	// "premium_interactions".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// entitlement is the allowance per period (0 when unlimited).
+	Entitlement float64 `protobuf:"fixed64,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	// remaining is what is left of it this period.
+	Remaining float64 `protobuf:"fixed64,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// percent_remaining is remaining as a percentage of entitlement (100 when
+	// unlimited).
+	PercentRemaining float64 `protobuf:"fixed64,4,opt,name=percent_remaining,json=percentRemaining,proto3" json:"percent_remaining,omitempty"`
+	// unlimited means the plan sets no limit on this kind.
+	Unlimited bool `protobuf:"varint,5,opt,name=unlimited,proto3" json:"unlimited,omitempty"`
+	// overage_count is the use beyond the entitlement this period.
+	OverageCount float64 `protobuf:"fixed64,6,opt,name=overage_count,json=overageCount,proto3" json:"overage_count,omitempty"`
+	// overage_permitted means use beyond the entitlement is allowed (and
+	// billed).
+	OveragePermitted bool `protobuf:"varint,7,opt,name=overage_permitted,json=overagePermitted,proto3" json:"overage_permitted,omitempty"`
+	// exhausted is true when the quota is limited, nothing remains and overage
+	// is not permitted: requests that draw on it are refused (402) until
+	// reset_at.
+	Exhausted     bool `protobuf:"varint,8,opt,name=exhausted,proto3" json:"exhausted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaSnapshot) Reset() {
+	*x = QuotaSnapshot{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaSnapshot) ProtoMessage() {}
+
+func (x *QuotaSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaSnapshot.ProtoReflect.Descriptor instead.
+func (*QuotaSnapshot) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QuotaSnapshot) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *QuotaSnapshot) GetEntitlement() float64 {
+	if x != nil {
+		return x.Entitlement
+	}
+	return 0
+}
+
+func (x *QuotaSnapshot) GetRemaining() float64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *QuotaSnapshot) GetPercentRemaining() float64 {
+	if x != nil {
+		return x.PercentRemaining
+	}
+	return 0
+}
+
+func (x *QuotaSnapshot) GetUnlimited() bool {
+	if x != nil {
+		return x.Unlimited
+	}
+	return false
+}
+
+func (x *QuotaSnapshot) GetOverageCount() float64 {
+	if x != nil {
+		return x.OverageCount
+	}
+	return 0
+}
+
+func (x *QuotaSnapshot) GetOveragePermitted() bool {
+	if x != nil {
+		return x.OveragePermitted
+	}
+	return false
+}
+
+func (x *QuotaSnapshot) GetExhausted() bool {
+	if x != nil {
+		return x.Exhausted
+	}
+	return false
+}
+
+// ListAccountsRequest asks for the accounts the caller may read.
+type ListAccountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccountsRequest) Reset() {
+	*x = ListAccountsRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccountsRequest) ProtoMessage() {}
+
+func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccountsRequest.ProtoReflect.Descriptor instead.
+func (*ListAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+}
+
+// ListAccountsResponse lists accounts in name order.
+type ListAccountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accounts are the accounts the caller's key may read.
+	Accounts      []*Account `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccountsResponse) Reset() {
+	*x = ListAccountsResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccountsResponse) ProtoMessage() {}
+
+func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccountsResponse.ProtoReflect.Descriptor instead.
+func (*ListAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListAccountsResponse) GetAccounts() []*Account {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+// WatchAccountsRequest subscribes to the set of accounts the caller may read.
+type WatchAccountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAccountsRequest) Reset() {
+	*x = WatchAccountsRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccountsRequest) ProtoMessage() {}
+
+func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
+func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+}
+
+// WatchAccountsResponse carries the whole set of accounts the caller may
+// read, in name order; an account missing from it was removed.
+type WatchAccountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accounts are the accounts the caller's key may read.
+	Accounts      []*Account `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAccountsResponse) Reset() {
+	*x = WatchAccountsResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccountsResponse) ProtoMessage() {}
+
+func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
+func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchAccountsResponse) GetAccounts() []*Account {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
 var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
@@ -539,24 +1096,69 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x11WatchTokenRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\"D\n" +
 	"\x12WatchTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"`\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\x9a\x01\n" +
 	"\x13RefreshTokenRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12/\n" +
-	"\x13rejected_generation\x18\x02 \x01(\x04R\x12rejectedGeneration\"F\n" +
+	"\x13rejected_generation\x18\x02 \x01(\x04R\x12rejectedGeneration\x128\n" +
+	"\x06reason\x18\x03 \x01(\x0e2 .copilot.broker.v1.RefreshReasonR\x06reason\"F\n" +
 	"\x14RefreshTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token*\xaa\x01\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xc9\x02\n" +
+	"\aAccount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1e.copilot.broker.v1.TokenStatusR\x06status\x12\x10\n" +
+	"\x03sku\x18\x03 \x01(\tR\x03sku\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x12 \n" +
+	"\fapi_base_url\x18\a \x01(\tR\n" +
+	"apiBaseUrl\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12.\n" +
+	"\x05quota\x18\t \x01(\v2\x18.copilot.broker.v1.QuotaR\x05quota\"\xec\x01\n" +
+	"\x05Quota\x12>\n" +
+	"\tsnapshots\x18\x01 \x03(\v2 .copilot.broker.v1.QuotaSnapshotR\tsnapshots\x125\n" +
+	"\breset_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aresetAt\x129\n" +
+	"\n" +
+	"fetched_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfetchedAt\x12\x12\n" +
+	"\x04plan\x18\x04 \x01(\tR\x04plan\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"\x9e\x02\n" +
+	"\rQuotaSnapshot\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12 \n" +
+	"\ventitlement\x18\x02 \x01(\x01R\ventitlement\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\x01R\tremaining\x12+\n" +
+	"\x11percent_remaining\x18\x04 \x01(\x01R\x10percentRemaining\x12\x1c\n" +
+	"\tunlimited\x18\x05 \x01(\bR\tunlimited\x12#\n" +
+	"\roverage_count\x18\x06 \x01(\x01R\foverageCount\x12+\n" +
+	"\x11overage_permitted\x18\a \x01(\bR\x10overagePermitted\x12\x1c\n" +
+	"\texhausted\x18\b \x01(\bR\texhausted\"\x15\n" +
+	"\x13ListAccountsRequest\"N\n" +
+	"\x14ListAccountsResponse\x126\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\x16\n" +
+	"\x14WatchAccountsRequest\"O\n" +
+	"\x15WatchAccountsResponse\x126\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts*\xaa\x01\n" +
 	"\vTokenStatus\x12\x1c\n" +
 	"\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TOKEN_STATUS_PENDING\x10\x01\x12\x16\n" +
 	"\x12TOKEN_STATUS_VALID\x10\x02\x12\x16\n" +
 	"\x12TOKEN_STATUS_STALE\x10\x03\x12\x18\n" +
 	"\x14TOKEN_STATUS_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15TOKEN_STATUS_REJECTED\x10\x052\xa7\x02\n" +
+	"\x15TOKEN_STATUS_REJECTED\x10\x05*s\n" +
+	"\rRefreshReason\x12\x1e\n" +
+	"\x1aREFRESH_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bREFRESH_REASON_UNAUTHORIZED\x10\x01\x12!\n" +
+	"\x1dREFRESH_REASON_QUOTA_EXCEEDED\x10\x022\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
 	"WatchToken\x12$.copilot.broker.v1.WatchTokenRequest\x1a%.copilot.broker.v1.WatchTokenResponse0\x01\x12_\n" +
-	"\fRefreshToken\x12&.copilot.broker.v1.RefreshTokenRequest\x1a'.copilot.broker.v1.RefreshTokenResponseB\xd6\x01\n" +
+	"\fRefreshToken\x12&.copilot.broker.v1.RefreshTokenRequest\x1a'.copilot.broker.v1.RefreshTokenResponse\x12_\n" +
+	"\fListAccounts\x12&.copilot.broker.v1.ListAccountsRequest\x1a'.copilot.broker.v1.ListAccountsResponse\x12d\n" +
+	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x01B\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -571,37 +1173,58 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
-	(*Token)(nil),                 // 1: copilot.broker.v1.Token
-	(*GetTokenRequest)(nil),       // 2: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 3: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 4: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 5: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 6: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 7: copilot.broker.v1.RefreshTokenResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
+	(*Token)(nil),                 // 2: copilot.broker.v1.Token
+	(*GetTokenRequest)(nil),       // 3: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 4: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 5: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 6: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 7: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 8: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 9: copilot.broker.v1.Account
+	(*Quota)(nil),                 // 10: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 11: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 12: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 13: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 14: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 15: copilot.broker.v1.WatchAccountsResponse
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	8, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	8, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
-	0, // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	1, // 3: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	1, // 4: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
-	1, // 5: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
-	2, // 6: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	4, // 7: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	6, // 8: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	3, // 9: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	5, // 10: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	7, // 11: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	16, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
+	2,  // 3: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	2,  // 4: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	1,  // 5: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
+	2,  // 6: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	0,  // 7: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
+	16, // 8: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 9: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	11, // 10: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	16, // 11: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	16, // 12: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	9,  // 13: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	9,  // 14: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	3,  // 15: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	5,  // 16: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	7,  // 17: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	12, // 18: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	14, // 19: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	4,  // 20: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	6,  // 21: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	8,  // 22: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	13, // 23: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	15, // 24: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -614,8 +1237,8 @@ func file_copilot_broker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

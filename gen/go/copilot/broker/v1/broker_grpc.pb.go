@@ -19,9 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenBrokerService_GetToken_FullMethodName     = "/copilot.broker.v1.TokenBrokerService/GetToken"
-	TokenBrokerService_WatchToken_FullMethodName   = "/copilot.broker.v1.TokenBrokerService/WatchToken"
-	TokenBrokerService_RefreshToken_FullMethodName = "/copilot.broker.v1.TokenBrokerService/RefreshToken"
+	TokenBrokerService_GetToken_FullMethodName      = "/copilot.broker.v1.TokenBrokerService/GetToken"
+	TokenBrokerService_WatchToken_FullMethodName    = "/copilot.broker.v1.TokenBrokerService/WatchToken"
+	TokenBrokerService_RefreshToken_FullMethodName  = "/copilot.broker.v1.TokenBrokerService/RefreshToken"
+	TokenBrokerService_ListAccounts_FullMethodName  = "/copilot.broker.v1.TokenBrokerService/ListAccounts"
+	TokenBrokerService_WatchAccounts_FullMethodName = "/copilot.broker.v1.TokenBrokerService/WatchAccounts"
 )
 
 // TokenBrokerServiceClient is the client API for TokenBrokerService service.
@@ -47,6 +49,16 @@ type TokenBrokerServiceClient interface {
 	// still current, once for all callers, and no more often than a floor
 	// interval; it returns the state after that decision.
 	RefreshToken(ctx context.Context, in *RefreshTokenRequest, opts ...grpc.CallOption) (*RefreshTokenResponse, error)
+	// ListAccounts returns the accounts the caller's broker key may read, in
+	// name order: each one's token status, plan, expiry and quota, never a
+	// token value. Accounts the key may not read are left out.
+	ListAccounts(ctx context.Context, in *ListAccountsRequest, opts ...grpc.CallOption) (*ListAccountsResponse, error)
+	// WatchAccounts sends the whole set of accounts the caller may read at once,
+	// and the whole set again on every change: an account added or removed, a
+	// token status, plan or expiry changed, or a quota snapshot changed. Like
+	// WatchToken, each stream ends with OK after a jittered maximum age, and
+	// the client simply watches again.
+	WatchAccounts(ctx context.Context, in *WatchAccountsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccountsResponse], error)
 }
 
 type tokenBrokerServiceClient struct {
@@ -96,6 +108,35 @@ func (c *tokenBrokerServiceClient) RefreshToken(ctx context.Context, in *Refresh
 	return out, nil
 }
 
+func (c *tokenBrokerServiceClient) ListAccounts(ctx context.Context, in *ListAccountsRequest, opts ...grpc.CallOption) (*ListAccountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAccountsResponse)
+	err := c.cc.Invoke(ctx, TokenBrokerService_ListAccounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tokenBrokerServiceClient) WatchAccounts(ctx context.Context, in *WatchAccountsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccountsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TokenBrokerService_ServiceDesc.Streams[1], TokenBrokerService_WatchAccounts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAccountsRequest, WatchAccountsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenBrokerService_WatchAccountsClient = grpc.ServerStreamingClient[WatchAccountsResponse]
+
 // TokenBrokerServiceServer is the server API for TokenBrokerService service.
 // All implementations must embed UnimplementedTokenBrokerServiceServer
 // for forward compatibility.
@@ -119,6 +160,16 @@ type TokenBrokerServiceServer interface {
 	// still current, once for all callers, and no more often than a floor
 	// interval; it returns the state after that decision.
 	RefreshToken(context.Context, *RefreshTokenRequest) (*RefreshTokenResponse, error)
+	// ListAccounts returns the accounts the caller's broker key may read, in
+	// name order: each one's token status, plan, expiry and quota, never a
+	// token value. Accounts the key may not read are left out.
+	ListAccounts(context.Context, *ListAccountsRequest) (*ListAccountsResponse, error)
+	// WatchAccounts sends the whole set of accounts the caller may read at once,
+	// and the whole set again on every change: an account added or removed, a
+	// token status, plan or expiry changed, or a quota snapshot changed. Like
+	// WatchToken, each stream ends with OK after a jittered maximum age, and
+	// the client simply watches again.
+	WatchAccounts(*WatchAccountsRequest, grpc.ServerStreamingServer[WatchAccountsResponse]) error
 	mustEmbedUnimplementedTokenBrokerServiceServer()
 }
 
@@ -137,6 +188,12 @@ func (UnimplementedTokenBrokerServiceServer) WatchToken(*WatchTokenRequest, grpc
 }
 func (UnimplementedTokenBrokerServiceServer) RefreshToken(context.Context, *RefreshTokenRequest) (*RefreshTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RefreshToken not implemented")
+}
+func (UnimplementedTokenBrokerServiceServer) ListAccounts(context.Context, *ListAccountsRequest) (*ListAccountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAccounts not implemented")
+}
+func (UnimplementedTokenBrokerServiceServer) WatchAccounts(*WatchAccountsRequest, grpc.ServerStreamingServer[WatchAccountsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchAccounts not implemented")
 }
 func (UnimplementedTokenBrokerServiceServer) mustEmbedUnimplementedTokenBrokerServiceServer() {}
 func (UnimplementedTokenBrokerServiceServer) testEmbeddedByValue()                            {}
@@ -206,6 +263,35 @@ func _TokenBrokerService_RefreshToken_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenBrokerService_ListAccounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAccountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenBrokerServiceServer).ListAccounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenBrokerService_ListAccounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenBrokerServiceServer).ListAccounts(ctx, req.(*ListAccountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TokenBrokerService_WatchAccounts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAccountsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TokenBrokerServiceServer).WatchAccounts(m, &grpc.GenericServerStream[WatchAccountsRequest, WatchAccountsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TokenBrokerService_WatchAccountsServer = grpc.ServerStreamingServer[WatchAccountsResponse]
+
 // TokenBrokerService_ServiceDesc is the grpc.ServiceDesc for TokenBrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -221,11 +307,20 @@ var TokenBrokerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RefreshToken",
 			Handler:    _TokenBrokerService_RefreshToken_Handler,
 		},
+		{
+			MethodName: "ListAccounts",
+			Handler:    _TokenBrokerService_ListAccounts_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchToken",
 			Handler:       _TokenBrokerService_WatchToken_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchAccounts",
+			Handler:       _TokenBrokerService_WatchAccounts_Handler,
 			ServerStreams: true,
 		},
 	},
