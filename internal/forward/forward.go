@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -54,8 +56,24 @@ func DefaultEditor() Editor {
 
 // Config configures a [Handler].
 type Config struct {
-	// Source supplies tokens. Required.
+	// Source supplies the tokens of keys without an account of their own
+	// (and of every request when Accounts is nil). Required.
 	Source TokenSource
+	// DefaultAccount names Source's account in metrics and logs.
+	DefaultAccount string
+	// Accounts, when set, supplies the sources of the accounts that Targets
+	// map keys to (see accounts.go).
+	Accounts Accounts
+	// Targets maps key names to their account or pool; keys not in it use
+	// Source.
+	Targets map[string]Target
+	// Pool tracks accounts' health for pools. Default: a new tracker.
+	Pool *pool.Tracker
+	// Usage receives the usage series. Default: unregistered.
+	Usage *usage.Metrics
+	// ModelLabel bounds the usage series' model label. Default:
+	// usage.NewModels(nil, 0).Label.
+	ModelLabel func(string) string
 	// Keys are the client API keys. Nil disables client authentication (the
 	// caller decides whether that is safe; see ops.CheckExposure).
 	Keys *keys.Set
@@ -98,6 +116,14 @@ type Handler struct {
 	log       *slog.Logger
 	rp        *httputil.ReverseProxy
 	bodies    *sync.Pool
+	// Stage 6 (accounts.go): key targets, account health, usage.
+	accounts   Accounts
+	targets    map[string]*target
+	defTarget  *target
+	pool       *pool.Tracker
+	usage      *usage.Metrics
+	usageBufs  *usage.Buffers
+	modelLabel func(string) string
 	// base caches the validated api_base_url of the last token seen, so a
 	// URL is parsed once per token, not once per request.
 	base atomic.Pointer[validatedBase]
@@ -141,6 +167,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if err := h.initAccounts(cfg); err != nil {
+		return nil, err
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
@@ -186,6 +215,8 @@ type call struct {
 	requestID string
 	status    int
 	retried   bool
+	acct      acctCall // stage 6: the account or pool member used
+	aff       uint64   // conversation hash, once computed (accounts.go)
 }
 
 type callKey struct{}
@@ -210,13 +241,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
 		return
 	}
-	tok, base, err := h.token()
-	if err != nil {
-		h.log.Warn("no usable token; answering 503", "route", rt.name, "key", key, "err", err)
-		h.reject(w, rt.name, key, rt.dialect, errUnavailable(err.Error()))
-		return
+	c := &call{route: rt, key: key, requestID: newRequestID()}
+	c.acct.tgt = h.targetOf(key)
+	if !c.acct.tgt.pooled() {
+		// A single account: its token now, before reading the body.
+		c.acct.account, c.acct.src = c.acct.tgt.account, c.acct.tgt.src
+		tok, base, err := h.token(c.acct.src)
+		if err != nil {
+			h.log.Warn("no usable token; answering 503", "route", rt.name, "key", key, "account", c.acct.account, "error", err)
+			h.reject(w, rt.name, key, rt.dialect, errUnavailable(err.Error()))
+			return
+		}
+		c.tok, c.base = tok, base
 	}
-	c := &call{route: rt, key: key, tok: tok, base: base, requestID: newRequestID()}
 	if rt.kind == bodyNone {
 		// A GET has no body upstream: forwarding one would stream an
 		// unbounded client body past MaxBodyBytes. A body sent anyway is
@@ -249,6 +286,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.TransferEncoding = nil
 		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 	}
+	if c.acct.tgt.pooled() {
+		// A pool: choose a member now that the conversation is known.
+		if ok, out := h.pickMember(c); !ok {
+			h.log.Warn("no usable account in the key's pool", "route", rt.name, "key", key, "retry_after", out.RetryAfter, "reasons", out.Reasons)
+			h.rejectPool(w, c, out)
+			h.metrics.requests.WithLabelValues(rt.name, statusLabel(c.status), key).Inc()
+			return
+		}
+	}
 	defer h.done(r, c)
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
@@ -268,9 +314,9 @@ func (h *Handler) authenticate(r *http.Request) (string, bool) {
 	return h.keys.Lookup(presented)
 }
 
-// token returns the token to use and its validated base URL.
-func (h *Handler) token() (*Token, *url.URL, error) {
-	tok, err := h.source.Token()
+// token returns the token of src to use and its validated base URL.
+func (h *Handler) token(src TokenSource) (*Token, *url.URL, error) {
+	tok, err := src.Token()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -402,6 +448,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	c := callFrom(resp.Request.Context())
 	c.status = resp.StatusCode
 	resp.Header.Set("X-Request-Id", c.requestID)
+	h.tapUsage(resp, c)
 	return nil
 }
 
@@ -431,9 +478,12 @@ func (h *Handler) done(r *http.Request, c *call) {
 	if r.Context().Err() != nil {
 		status = 499
 	}
+	if c.acct.release != nil {
+		c.acct.release()
+	}
 	h.metrics.requests.WithLabelValues(c.route.name, statusLabel(status), c.key).Inc()
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
-		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key,
+		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key, "account", c.acct.account,
 			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision)
 	}
 }

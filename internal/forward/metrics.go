@@ -11,6 +11,9 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
+	// Stage 6 (accounts.go).
+	failovers     *prometheus.CounterVec
+	accountErrors *prometheus.CounterVec
 }
 
 // NewMetrics registers the forwarding's series on reg (a registry of the
@@ -22,6 +25,12 @@ type Metrics struct {
 //     response headers.
 //   - copilot_proxy_upstream_retries_total{result}: retries after an upstream
 //     401 ("retried", or why not: "no_new_token", "refresh_failed").
+//   - copilot_proxy_pool_failovers_total{key,result}: pool requests sent to
+//     another member after a 429, 402 or lasting 401 ("retried"), or
+//     answered by the proxy because no member was left ("exhausted").
+//   - copilot_proxy_account_errors_total{account,reason}: upstream answers
+//     that took an account out of its pools: "rate_limited" (429),
+//     "quota_spent" (402), "token_refused" (401 after a refresh).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -37,9 +46,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_upstream_retries_total",
 			Help: "Upstream 401 answers by outcome: retried with a new token, or passed through.",
 		}, []string{"result"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_pool_failovers_total",
+			Help: "Pool requests sent to another member after a 429, 402 or lasting 401 (retried), or answered by the proxy with no member left (exhausted), by API key name.",
+		}, []string{"key", "result"}),
+		accountErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_account_errors_total",
+			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, quota_spent, token_refused).",
+		}, []string{"account", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors)
 	}
 	return m
 }

@@ -65,11 +65,43 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 	}
 }
 
-// roundTrip sends the request and, on a 401, asks the token source for a new
-// token and retries once with it. Every body is held in memory (see
-// [Config.MaxBodyBytes]), so every request can be replayed.
+// roundTrip sends the request (see send) and, for a pool key, sends it
+// again to the next usable member after a 429, a 402 or a 401 that survived
+// the refresh, each member at most once: nothing has reached the client
+// yet, and the body is held in memory (see [Config.MaxBodyBytes]), so it can
+// be replayed. With no member left it answers the pool's outage itself.
 func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 	c := callFrom(req.Context())
+	for {
+		resp, err := h.send(req, c)
+		if err != nil || !h.judge(req.Context(), c, resp) {
+			return resp, err
+		}
+		failed := c.acct.account
+		ok, out := h.pickMember(c)
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+		if !ok {
+			h.metrics.failovers.WithLabelValues(c.key, "exhausted").Inc()
+			h.log.Warn("no pool member left to retry on", "key", c.key, "account", failed, "request_id", c.requestID,
+				"retry_after", out.RetryAfter, "reasons", out.Reasons)
+			return outageResponse(req, c, out), nil
+		}
+		h.metrics.failovers.WithLabelValues(c.key, "retried").Inc()
+		h.log.Info("retrying on another pool member", "key", c.key, "from", failed, "to", c.acct.account,
+			"status", resp.StatusCode, "request_id", c.requestID)
+		req = req.Clone(req.Context())
+		setTarget(req, c)
+		if c.body != nil {
+			req.Body = c.body.reader()
+		}
+		c.retried = false // the new member gets its own refresh on a 401
+	}
+}
+
+// send sends the request and, on a 401, asks the token source for a new
+// token and retries once with it.
+func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 	start := h.clock.Now()
 	resp, err := h.transport.RoundTrip(req)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
@@ -77,7 +109,7 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	c.retried = true
-	next, rerr := h.source.Refresh(req.Context(), c.tok)
+	next, rerr := c.source(h).Refresh(req.Context(), c.tok)
 	if rerr != nil {
 		h.metrics.retries.WithLabelValues("refresh_failed").Inc()
 		h.log.Warn("upstream refused the token; refresh failed, passing the 401 through",
