@@ -26,7 +26,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3, ghe.com: https://api.HOST)")
 	fs.StringVar(&cfg.GitHubTokenFile, "github-token-file", "", "file holding the GitHub token, re-read when it changes and on SIGHUP (else the GITHUB_TOKEN environment variable)")
 	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file for changes")
-	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET a line; callers send Authorization: Bearer SECRET")
+	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all); callers send Authorization: Bearer SECRET")
 	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate (PEM) for the gRPC and REST listeners")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key (PEM) for --tls-cert")

@@ -30,14 +30,22 @@ const (
 	reasonUnknown   = "unknown"   // a key that is not in the keys file
 )
 
-type keyNameCtxKey struct{}
+type keyCtxKey struct{}
 
 // KeyName returns the name of the broker key that authenticated the call
 // carried by ctx, or "" when none did (no keys configured, or a public
 // method).
 func KeyName(ctx context.Context) string {
-	name, _ := ctx.Value(keyNameCtxKey{}).(string)
-	return name
+	k, _ := ctx.Value(keyCtxKey{}).(keys.Key)
+	return k.Name
+}
+
+// MayRead reports whether the call carried by ctx may read account: every
+// account when no key authenticated it (authentication disabled) or its key
+// names no accounts or '*'; else exactly the accounts its key lists.
+func MayRead(ctx context.Context, account string) bool {
+	k, ok := ctx.Value(keyCtxKey{}).(keys.Key)
+	return !ok || k.Accounts.Allows(account)
 }
 
 // Authenticator checks the broker key of every call: "authorization: Bearer
@@ -66,25 +74,25 @@ func NewAuthenticator(set *keys.Set, logger *slog.Logger, metrics *Metrics) *Aut
 // Enabled reports whether calls must present a key.
 func (a *Authenticator) Enabled() bool { return a.keys != nil }
 
-// check returns the key name for the presented Authorization values, or the
+// check returns the key for the presented Authorization values, or the
 // reason they fail.
-func (a *Authenticator) check(values []string) (name, reason string) {
+func (a *Authenticator) check(values []string) (key keys.Key, reason string) {
 	switch len(values) {
 	case 0:
-		return "", reasonMissing
+		return keys.Key{}, reasonMissing
 	case 1:
 	default:
-		return "", reasonMalformed
+		return keys.Key{}, reasonMalformed
 	}
 	presented, ok := keys.FromBearer(values[0])
 	if !ok {
-		return "", reasonMalformed
+		return keys.Key{}, reasonMalformed
 	}
-	name, ok = a.keys.Lookup(presented)
+	key, ok = a.keys.LookupKey(presented)
 	if !ok {
-		return "", reasonUnknown
+		return keys.Key{}, reasonUnknown
 	}
-	return name, ""
+	return key, ""
 }
 
 func (a *Authenticator) failed(transport, reason, method, remote string) {
@@ -101,13 +109,13 @@ func isPublic(fullMethod string) bool {
 	return false
 }
 
-// authorize returns ctx carrying the key name, or an UNAUTHENTICATED error.
+// authorize returns ctx carrying the key, or an UNAUTHENTICATED error.
 func (a *Authenticator) authorize(ctx context.Context, fullMethod string) (context.Context, error) {
 	if a.keys == nil || isPublic(fullMethod) {
 		return ctx, nil
 	}
 	// ValueFromIncomingContext copies only this key, not the whole map.
-	name, reason := a.check(metadata.ValueFromIncomingContext(ctx, "authorization"))
+	key, reason := a.check(metadata.ValueFromIncomingContext(ctx, "authorization"))
 	if reason != "" {
 		remote := ""
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -116,7 +124,7 @@ func (a *Authenticator) authorize(ctx context.Context, fullMethod string) (conte
 		a.failed("grpc", reason, fullMethod, remote)
 		return nil, status.Error(codes.Unauthenticated, unauthenticatedMessage(reason))
 	}
-	return context.WithValue(ctx, keyNameCtxKey{}, name), nil
+	return context.WithValue(ctx, keyCtxKey{}, key), nil
 }
 
 func unauthenticatedMessage(reason string) string {

@@ -46,14 +46,21 @@ type edge struct {
 
 func newEdge(t *testing.T) *edge {
 	t.Helper()
-	set, err := keys.Parse(strings.NewReader("proxy:" + key + "\n"))
+	src := newFake(validState(1))
+	return newEdgeWith(t, "proxy:"+key+"\n", map[string]Source{"": src}, src)
+}
+
+// newEdgeWith is newEdge with the given key file and accounts; e.src is src.
+func newEdgeWith(t *testing.T, keyFile string, accounts map[string]Source, src *fakeSource) *edge {
+	t.Helper()
+	set, err := keys.Parse(strings.NewReader(keyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edge{src: newFake(validState(1)), metrics: NewMetrics(), logs: &testutil.SyncBuffer{}}
+	e := &edge{src: src, metrics: NewMetrics(), logs: &testutil.SyncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(e.logs, nil))
-	svc := newTestService(t, e.src, func(c *Config) { c.Metrics = e.metrics; c.Logger = logger })
-	if err := e.metrics.ObserveAccounts(map[string]Source{"": e.src}); err != nil {
+	svc := newTestService(t, src, func(c *Config) { c.Metrics = e.metrics; c.Logger = logger; c.Accounts = accounts })
+	if err := e.metrics.ObserveAccounts(accounts); err != nil {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(set, logger, e.metrics)

@@ -143,9 +143,12 @@ func (s *Service) Drain() {
 	s.drainOnce.Do(func() { close(s.draining) })
 }
 
-func (s *Service) account(name string) (*account, error) {
+// account returns the named account when the caller's key may read it: an
+// account the key may not read is NOT_FOUND, exactly like one that does not
+// exist, so a key learns nothing of accounts beyond its own.
+func (s *Service) account(ctx context.Context, name string) (*account, error) {
 	a, ok := s.accounts[name]
-	if !ok {
+	if !ok || !MayRead(ctx, name) {
 		return nil, status.Errorf(codes.NotFound, "unknown account %q", name)
 	}
 	return a, nil
@@ -184,7 +187,7 @@ func (a *account) convert(st tokens.State) *converted {
 // pending it waits, up to the call's deadline or MaxPendingWait. The response
 // is shared with other calls (see [account.convert]): do not modify it.
 func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (*brokerv1.GetTokenResponse, error) {
-	a, err := s.account(req.GetAccount())
+	a, err := s.account(ctx, req.GetAccount())
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +226,7 @@ func (s *Service) waitPending(ctx context.Context, src Source) tokens.State {
 // RefreshToken forces a refresh when req's generation is still current and
 // returns the state after that decision.
 func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRequest) (*brokerv1.RefreshTokenResponse, error) {
-	a, err := s.account(req.GetAccount())
+	a, err := s.account(ctx, req.GetAccount())
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +252,7 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 // source closes or the service drains; the last three end with OK.
 func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.TokenBrokerService_WatchTokenServer) error {
 	name := req.GetAccount()
-	a, err := s.account(name)
+	a, err := s.account(stream.Context(), name)
 	if err != nil {
 		return err
 	}

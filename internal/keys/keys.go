@@ -1,7 +1,10 @@
 // Package keys loads named API keys from a file and checks presented keys in
 // constant time. The broker (broker keys) and the proxy (client API keys) use
-// the same file format: one NAME:SECRET a line, '#' comments and blank lines
-// ignored.
+// the same file format: one NAME:SECRET[:ACCOUNTS] a line, '#' comments and
+// blank lines ignored. The optional third field names the accounts the key
+// is for: a comma-separated list of account names, or '*' for every
+// account; what a key without it may use is the caller's choice (the broker:
+// every account; the proxy: its default account).
 package keys
 
 import (
@@ -34,9 +37,111 @@ type LineError struct {
 
 func (e *LineError) Error() string { return fmt.Sprintf("keys: line %d: %s", e.Line, e.Reason) }
 
+// MaxAccountNameLen is the longest account name accepted.
+const MaxAccountNameLen = 64
+
+// ValidAccountName reports whether name can name an account: 1 to
+// [MaxAccountNameLen] letters, digits, '-', '_' or '.', not starting with
+// '.'. Account names are also file names (the broker's accounts directory),
+// so "." and ".." and hidden files are never accounts. The default account,
+// "", is not a valid name: it cannot be listed in a key.
+func ValidAccountName(name string) bool {
+	return len(name) <= MaxAccountNameLen && validName(name) && name[0] != '.'
+}
+
+// Accounts is the set of accounts a key is for: unspecified (no third field),
+// every account ('*'), or a list of names in the order written. The zero
+// value is unspecified.
+type Accounts struct {
+	specified bool
+	all       bool
+	names     []string
+}
+
+// AllAccounts is the '*' set.
+func AllAccounts() Accounts { return Accounts{specified: true, all: true} }
+
+// AccountList is the set of the given names (not checked; [Parse] checks
+// the names it reads).
+func AccountList(names ...string) Accounts {
+	return Accounts{specified: true, names: append([]string(nil), names...)}
+}
+
+// Specified reports whether the key line had a third field.
+func (a Accounts) Specified() bool { return a.specified }
+
+// All reports whether the key is for every account ('*').
+func (a Accounts) All() bool { return a.all }
+
+// Names returns the listed account names in the order written: nil when
+// unspecified or '*'. The slice is a copy.
+func (a Accounts) Names() []string {
+	if len(a.names) == 0 {
+		return nil
+	}
+	return append([]string(nil), a.names...)
+}
+
+// Allows reports whether the key may use account. Unspecified and '*' allow
+// every account, the default account "" included; a list allows exactly its
+// names.
+func (a Accounts) Allows(account string) bool {
+	if !a.specified || a.all {
+		return true
+	}
+	for _, n := range a.names {
+		if n == account {
+			return true
+		}
+	}
+	return false
+}
+
+// String returns the third field as written ("" when unspecified).
+func (a Accounts) String() string {
+	switch {
+	case !a.specified:
+		return ""
+	case a.all:
+		return "*"
+	}
+	return strings.Join(a.names, ",")
+}
+
+// ParseAccounts parses a key line's third field: '*' or a comma-separated
+// list of distinct valid account names.
+func ParseAccounts(field string) (Accounts, error) {
+	if field == "*" {
+		return AllAccounts(), nil
+	}
+	if field == "" {
+		return Accounts{}, errors.New("empty account list (leave out the third field, or write '*')")
+	}
+	parts := strings.Split(field, ",")
+	seen := make(map[string]bool, len(parts))
+	for _, n := range parts {
+		switch {
+		case n == "*":
+			return Accounts{}, errors.New("'*' must stand alone")
+		case !ValidAccountName(n):
+			return Accounts{}, fmt.Errorf("account name %q must be 1-%d letters, digits, '-', '_' or '.', not starting with '.'", n, MaxAccountNameLen)
+		case seen[n]:
+			return Accounts{}, fmt.Errorf("account %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	return Accounts{specified: true, names: parts}, nil
+}
+
+// Key is a key's name and the accounts it is for; never its secret.
+type Key struct {
+	Name     string
+	Accounts Accounts
+}
+
 // Set is an immutable set of named keys, safe for concurrent use.
 type Set struct {
-	names   []string
+	keys    []Key
 	digests [][sha256.Size]byte
 }
 
@@ -54,9 +159,10 @@ func Load(path string) (*Set, error) {
 	return s, nil
 }
 
-// Parse reads keys in the NAME:SECRET format. Names are unique and made of
-// letters, digits, '-', '_' and '.'; secrets are at least [MinSecretLen]
-// bytes, unique, and have no surrounding white space.
+// Parse reads keys in the NAME:SECRET[:ACCOUNTS] format. Names are unique
+// and made of letters, digits, '-', '_' and '.'; secrets are at least
+// [MinSecretLen] bytes, unique, and contain no white space and no ':'
+// (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it.
 func Parse(r io.Reader) (*Set, error) {
 	s := &Set{}
 	seenNames := map[string]bool{}
@@ -69,9 +175,10 @@ func Parse(r io.Reader) (*Set, error) {
 			continue
 		}
 		name, key, ok := strings.Cut(line, ":")
+		key, acctField, hasAccounts := strings.Cut(key, ":")
 		switch {
 		case !ok:
-			return nil, &LineError{n, "want NAME:SECRET"}
+			return nil, &LineError{n, "want NAME:SECRET or NAME:SECRET:ACCOUNTS"}
 		case !validName(name):
 			return nil, &LineError{n, "name must be non-empty letters, digits, '-', '_' or '.'"}
 		case len(key) < MinSecretLen:
@@ -81,18 +188,25 @@ func Parse(r io.Reader) (*Set, error) {
 		case seenNames[name]:
 			return nil, &LineError{n, fmt.Sprintf("duplicate name %q", name)}
 		}
+		var accounts Accounts
+		if hasAccounts {
+			var err error
+			if accounts, err = ParseAccounts(acctField); err != nil {
+				return nil, &LineError{n, err.Error()}
+			}
+		}
 		d := sha256.Sum256([]byte(key))
 		if seenDigests[d] {
 			return nil, &LineError{n, "secret already used by another name"}
 		}
 		seenNames[name], seenDigests[d] = true, true
-		s.names = append(s.names, name)
+		s.keys = append(s.keys, Key{Name: name, Accounts: accounts})
 		s.digests = append(s.digests, d)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("keys: read: %w", err)
 	}
-	if len(s.names) == 0 {
+	if len(s.keys) == 0 {
 		return nil, ErrNoKeys
 	}
 	return s, nil
@@ -116,15 +230,29 @@ func (s *Set) Len() int {
 	if s == nil {
 		return 0
 	}
-	return len(s.names)
+	return len(s.keys)
+}
+
+// Keys returns every key's name and accounts in file order.
+func (s *Set) Keys() []Key {
+	if s == nil {
+		return nil
+	}
+	return append([]Key(nil), s.keys...)
 }
 
 // Lookup returns the name of the key equal to presented. It compares the
 // SHA-256 digests of every key in constant time, so neither the match nor its
 // position leaks through timing.
 func (s *Set) Lookup(presented secret.Secret) (name string, ok bool) {
+	k, ok := s.LookupKey(presented)
+	return k.Name, ok
+}
+
+// LookupKey is [Set.Lookup] returning the whole key: its name and accounts.
+func (s *Set) LookupKey(presented secret.Secret) (Key, bool) {
 	if s == nil || presented.IsZero() {
-		return "", false
+		return Key{}, false
 	}
 	d := sha256.Sum256([]byte(presented.Reveal()))
 	found := -1
@@ -134,9 +262,9 @@ func (s *Set) Lookup(presented secret.Secret) (name string, ok bool) {
 		}
 	}
 	if found < 0 {
-		return "", false
+		return Key{}, false
 	}
-	return s.names[found], true
+	return s.keys[found], true
 }
 
 // FromBearer extracts the credential of an "Authorization: Bearer X" header

@@ -34,6 +34,14 @@ func TestParse(t *testing.T) {
 		{"duplicate name", "p:" + keyA + "\np:" + keyB + "\n", 2, nil, 0},
 		{"duplicate secret", "p:" + keyA + "\nq:" + keyA + "\n", 2, nil, 0},
 		{"inner space", "p:" + keyA + " x\n", 1, nil, 0},
+		{"accounts", "p:" + keyA + ":alice,bob\nq:" + keyB + ":*\n", 0, nil, 2},
+		{"empty accounts", "p:" + keyA + ":\n", 1, nil, 0},
+		{"empty account in list", "p:" + keyA + ":alice,,bob\n", 1, nil, 0},
+		{"star in list", "p:" + keyA + ":alice,*\n", 1, nil, 0},
+		{"duplicate account", "p:" + keyA + ":alice,alice\n", 1, nil, 0},
+		{"hidden account name", "p:" + keyA + ":.alice\n", 1, nil, 0},
+		{"fourth field", "p:" + keyA + ":alice:bob\n", 1, nil, 0},
+		{"short secret before accounts", "p:short:alice\n", 1, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,4 +142,122 @@ func TestLoadAndGenerate(t *testing.T) {
 	if _, err := Generate(bytes.NewReader(nil)); err == nil {
 		t.Error("Generate(empty reader) error = nil; want error")
 	}
+}
+
+func TestAccounts(t *testing.T) {
+	s, err := Parse(strings.NewReader("all:" + keyA + "\nstar:" + keyB + ":*\npool:" + keyA + "3:carol,alice,bob\none:" + keyA + "4:alice\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		presented     string
+		wantName      string
+		wantSpecified bool
+		wantAll       bool
+		wantNames     []string
+		wantString    string
+		allows        map[string]bool
+	}{
+		{keyA, "all", false, false, nil, "", map[string]bool{"": true, "alice": true, "zed": true}},
+		{keyB, "star", true, true, nil, "*", map[string]bool{"": true, "alice": true, "zed": true}},
+		{keyA + "3", "pool", true, false, []string{"carol", "alice", "bob"}, "carol,alice,bob", map[string]bool{"": false, "alice": true, "bob": true, "carol": true, "zed": false}},
+		{keyA + "4", "one", true, false, []string{"alice"}, "alice", map[string]bool{"": false, "alice": true, "bob": false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantName, func(t *testing.T) {
+			k, ok := s.LookupKey(secret.New(tt.presented))
+			if !ok || k.Name != tt.wantName {
+				t.Fatalf("LookupKey() = %q, %v; want %q, true", k.Name, ok, tt.wantName)
+			}
+			a := k.Accounts
+			if a.Specified() != tt.wantSpecified || a.All() != tt.wantAll || a.String() != tt.wantString {
+				t.Errorf("Specified, All, String = %v, %v, %q; want %v, %v, %q", a.Specified(), a.All(), a.String(), tt.wantSpecified, tt.wantAll, tt.wantString)
+			}
+			if got := a.Names(); strings.Join(got, ",") != strings.Join(tt.wantNames, ",") {
+				t.Errorf("Names() = %v; want %v", got, tt.wantNames)
+			}
+			for acct, want := range tt.allows {
+				if got := a.Allows(acct); got != want {
+					t.Errorf("Allows(%q) = %v; want %v", acct, got, want)
+				}
+			}
+		})
+	}
+	if got := s.Keys(); len(got) != 4 || got[2].Name != "pool" || got[2].Accounts.String() != "carol,alice,bob" {
+		t.Errorf("Keys() = %+v", got)
+	}
+	names := s.Keys()[2].Accounts.Names()
+	names[0] = "mallory"
+	if s.Keys()[2].Accounts.Allows("mallory") {
+		t.Error("Names() returned the set's own slice")
+	}
+}
+
+func TestValidAccountName(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"alice", true},
+		{"ci-pool_2.x", true},
+		{"A1", true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{".hidden", false},
+		{"..data", false},
+		{"a/b", false},
+		{"a b", false},
+		{"a:b", false},
+		{"a,b", false},
+		{"*", false},
+		{strings.Repeat("a", MaxAccountNameLen), true},
+		{strings.Repeat("a", MaxAccountNameLen+1), false},
+	}
+	for _, tt := range tests {
+		if got := ValidAccountName(tt.name); got != tt.want {
+			t.Errorf("ValidAccountName(%q) = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"p:" + keyA + "\n",
+		"p:" + keyA + ":alice,bob\nq:" + keyB + ":*\n",
+		"# c\n\np:" + keyA + ":\n",
+		"p:" + keyA + ":a,,b\n",
+		"p:" + keyA + ":a:b\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := Parse(strings.NewReader(in))
+		if err != nil {
+			if s != nil {
+				t.Fatal("Parse() returned a set with an error")
+			}
+			return
+		}
+		for _, k := range s.Keys() {
+			if !validName(k.Name) {
+				t.Fatalf("accepted key name %q", k.Name)
+			}
+			a := k.Accounts
+			if a.All() && len(a.Names()) > 0 {
+				t.Fatalf("key %q: '*' with names", k.Name)
+			}
+			for _, n := range a.Names() {
+				if !ValidAccountName(n) || !a.Allows(n) {
+					t.Fatalf("key %q: bad account %q", k.Name, n)
+				}
+			}
+			if a.Specified() {
+				again, err := ParseAccounts(a.String())
+				if err != nil || again.String() != a.String() {
+					t.Fatalf("key %q: accounts %q do not round-trip: %v", k.Name, a.String(), err)
+				}
+			}
+		}
+	})
 }
