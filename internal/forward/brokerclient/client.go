@@ -289,6 +289,7 @@ func (c *Client) Run(ctx context.Context) error {
 			err = errors.New("the watch stream ended")
 		}
 		c.setConn(err)
+		c.forgetIfNotFound(err)
 		var delay time.Duration
 		if got {
 			// The broker ends streams after a maximum age; come back at
