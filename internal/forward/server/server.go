@@ -32,6 +32,8 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
+	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,7 +50,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	addrs    Addrs
-	tokens   *brokerclient.Client
+	tokens   *brokerclient.Set
 	registry *prometheus.Registry
 	draining atomic.Bool
 	cancel   context.CancelFunc
@@ -87,9 +89,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			conn.Close()
 		}
 	}
-	tokens, err := brokerclient.New(brokerclient.Config{
-		Broker: broker, Account: cfg.Account, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
-		Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+	acc := accountsOf(cfg)
+	tracker := pool.New(pool.Config{Clock: cfg.Clock})
+	reg.MustRegister(pool.NewCollector(tracker))
+	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
+		Client: brokerclient.Config{
+			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+		},
+		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
+		OnQuota: tracker.SetQuota,
 	})
 	if err != nil {
 		closeConn()
@@ -100,7 +109,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		transport = forward.NewTransport(forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout})
 	}
 	fcfg := forward.Config{
-		Source: tokens, Keys: cfg.Keys, Editor: cfg.Editor,
+		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
+		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
+		Keys: cfg.Keys, Editor: cfg.Editor,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
 		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
@@ -180,8 +191,10 @@ func (s *Server) Addrs() Addrs { return s.addrs }
 // Registry returns the proxy's metrics registry.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
-// Ready returns nil while the proxy holds a valid token and is not shutting
-// down; /readyz reports it.
+// Ready returns nil while the proxy holds a valid token of at least one
+// account it forwards for and is not shutting down; /readyz reports it. One
+// account without a token (a revoked seat) leaves the proxy ready: that
+// account's keys get 503, its pools fail over.
 func (s *Server) Ready() error {
 	if s.draining.Load() {
 		return ErrShuttingDown
@@ -189,9 +202,15 @@ func (s *Server) Ready() error {
 	return s.tokens.Ready()
 }
 
-// Token returns the token requests are forwarded with now, or why there is
-// none (tests and benchmarks watch rotations with it).
-func (s *Server) Token() (*forward.Token, error) { return s.tokens.Token() }
+// Token returns the token requests of keys without an account of their own
+// are forwarded with now, or why there is none (tests and benchmarks watch
+// rotations with it).
+func (s *Server) Token() (*forward.Token, error) { return s.tokens.Source(s.cfg.Account).Token() }
+
+// AccountToken returns the token of the named account, or why there is none.
+func (s *Server) AccountToken(account string) (*forward.Token, error) {
+	return s.tokens.Source(account).Token()
+}
 
 // WaitReady blocks until a valid token is held or ctx ends.
 func (s *Server) WaitReady(ctx context.Context) error { return s.tokens.WaitReady(ctx) }
