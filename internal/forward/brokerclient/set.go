@@ -58,7 +58,7 @@ type Set struct {
 	mu      sync.Mutex
 	clients map[string]*running
 	stopped []*running // clients dropped, waited for when Run ends
-	known   []string // the broker's account set; nil until WatchAccounts answered
+	known   []string   // the broker's account set; nil until WatchAccounts answered
 	changed chan struct{}
 	runCtx  context.Context
 	wg      sync.WaitGroup
