@@ -37,6 +37,7 @@ const key = "test-key-0123456789abcdef"
 // handler in an httptest server, as the server package wires them.
 type edge struct {
 	src     *fakeSource
+	svc     *Service
 	metrics *Metrics
 	client  brokerv1.TokenBrokerServiceClient
 	gateway brokerv1.TokenBrokerServiceClient // the REST gateway's client
@@ -60,7 +61,8 @@ func newEdgeWith(t *testing.T, keyFile string, accounts map[string]Source, src *
 	e := &edge{src: src, metrics: NewMetrics(), logs: &testutil.SyncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(e.logs, nil))
 	svc := newTestService(t, src, func(c *Config) { c.Metrics = e.metrics; c.Logger = logger; c.Accounts = accounts })
-	if err := e.metrics.ObserveAccounts(accounts); err != nil {
+	e.svc = svc
+	if err := e.metrics.ObserveService(svc); err != nil {
 		t.Fatal(err)
 	}
 	auth := NewAuthenticator(set, logger, e.metrics)

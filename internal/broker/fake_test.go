@@ -84,10 +84,12 @@ func (f *fakeSource) close() {
 	}
 }
 
+// subscribers returns the number of subscriptions besides the one the
+// service holds for every account (WatchAccounts views).
 func (f *fakeSource) subscribers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.subs)
+	return max(len(f.subs)-1, 0)
 }
 
 func newTestService(t *testing.T, src Source, mutate func(*Config)) *Service {
@@ -100,5 +102,6 @@ func newTestService(t *testing.T, src Source, mutate func(*Config)) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	return s
 }

@@ -18,11 +18,13 @@ import (
 
 // REST routes, also the values of the route label of the HTTP metrics.
 const (
-	RouteGetToken     = "/v1/token"
-	RouteWatchToken   = "/v1/token:watch"
-	RouteRefreshToken = "/v1/token:refresh"
-	RouteOpenAPI      = "/openapi.json"
-	routeOther        = "other"
+	RouteGetToken      = "/v1/token"
+	RouteWatchToken    = "/v1/token:watch"
+	RouteRefreshToken  = "/v1/token:refresh"
+	RouteListAccounts  = "/v1/accounts"
+	RouteWatchAccounts = "/v1/accounts:watch"
+	RouteOpenAPI       = "/openapi.json"
+	routeOther         = "other"
 )
 
 // NewRESTHandler returns the REST API: grpc-gateway routes calling the gRPC
@@ -58,7 +60,7 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteOpenAPI:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI:
 		return p
 	}
 	return routeOther

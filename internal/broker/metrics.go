@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,7 @@ import (
 type Metrics struct {
 	reg          *prometheus.Registry
 	refreshes    *prometheus.CounterVec
-	watchers     *prometheus.GaugeVec
+	acctWatchers prometheus.Gauge
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
 	httpRequests *prometheus.CounterVec
@@ -108,10 +109,10 @@ func NewMetrics() *Metrics {
 			Name: "copilot_broker_token_refreshes_total",
 			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, error).",
 		}, []string{"account", "result"}),
-		watchers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "copilot_broker_watchers",
-			Help: "Open WatchToken streams by account (REST watches included).",
-		}, []string{"account"}),
+		acctWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "copilot_broker_account_watchers",
+			Help: "Open WatchAccounts streams (REST watches included).",
+		}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_grpc_requests_total",
 			Help: "Finished gRPC calls by method and code (REST calls arrive through the gateway and count here too).",
@@ -135,7 +136,7 @@ func NewMetrics() *Metrics {
 			Help: "Calls refused for want of a valid broker key, by transport (grpc, http) and reason (missing, malformed, unknown).",
 		}, []string{"transport", "reason"}),
 	}
-	m.reg.MustRegister(m.refreshes, m.watchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
+	m.reg.MustRegister(m.refreshes, m.acctWatchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -143,11 +144,12 @@ func NewMetrics() *Metrics {
 // Registry returns the registry to serve on /metrics.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// ObserveAccounts registers gauges read from each source's snapshot at scrape
-// time: local expiry and planned refresh as unix times, generation, and
-// status (one series per status, 1 for the current one).
-func (m *Metrics) ObserveAccounts(accounts map[string]Source) error {
-	return m.reg.Register(&stateCollector{accounts: accounts})
+// ObserveService registers gauges read at scrape time for every account svc
+// serves, so a removed account's series go with it: the token's local expiry
+// and planned refresh as unix times, generation, status (one series per
+// status, 1 for the current one), and the quota gauges.
+func (m *Metrics) ObserveService(svc *Service) error {
+	return m.reg.Register(&stateCollector{each: svc.eachAccount})
 }
 
 // InstrumentExchange wraps an exchange function so that every exchange is
@@ -180,15 +182,23 @@ func exchangeResult(err error) string {
 	}
 }
 
-func (m *Metrics) watcherAdded(account string) {
+// accountRemoved drops a removed account's labelled series, so that the
+// cardinality follows the accounts served.
+func (m *Metrics) accountRemoved(account string) {
 	if m != nil {
-		m.watchers.WithLabelValues(account).Inc()
+		m.refreshes.DeletePartialMatch(prometheus.Labels{"account": account})
 	}
 }
 
-func (m *Metrics) watcherRemoved(account string) {
+func (m *Metrics) accountWatcherAdded() {
 	if m != nil {
-		m.watchers.WithLabelValues(account).Dec()
+		m.acctWatchers.Inc()
+	}
+}
+
+func (m *Metrics) accountWatcherRemoved() {
+	if m != nil {
+		m.acctWatchers.Dec()
 	}
 }
 
@@ -283,9 +293,10 @@ func statusText(code int) string {
 	return strconv.Itoa(code)
 }
 
-// stateCollector exports the token state of every account at scrape time.
+// stateCollector exports the token state and quota of every account at
+// scrape time.
 type stateCollector struct {
-	accounts map[string]Source
+	each func(func(a *account))
 }
 
 var (
@@ -295,8 +306,26 @@ var (
 		"When the next exchange is planned, as a unix time; 0 when none is (REJECTED).", []string{"account"}, nil)
 	generationDesc = prometheus.NewDesc("copilot_broker_token_generation",
 		"Generation of the account's token; increases with every new token.", []string{"account"}, nil)
+	watchersDesc = prometheus.NewDesc("copilot_broker_watchers",
+		"Open WatchToken streams by account (REST watches included).", []string{"account"}, nil)
 	statusDesc = prometheus.NewDesc("copilot_broker_token_status",
 		"1 for the account's current token status, 0 for the others.", []string{"account", "status"}, nil)
+
+	quotaLabels    = []string{"account", "kind"}
+	quotaRemaining = prometheus.NewDesc("copilot_broker_quota_remaining",
+		"What is left of the account's quota of this kind this period (copilot_internal/user).", quotaLabels, nil)
+	quotaEntitlement = prometheus.NewDesc("copilot_broker_quota_entitlement",
+		"The account's allowance of this kind per period; 0 when unlimited.", quotaLabels, nil)
+	quotaPercent = prometheus.NewDesc("copilot_broker_quota_percent_remaining",
+		"Remaining as a percentage of the entitlement; 100 when unlimited.", quotaLabels, nil)
+	quotaUnlimited = prometheus.NewDesc("copilot_broker_quota_unlimited",
+		"1 when the account's plan sets no limit on this kind.", quotaLabels, nil)
+	quotaExhausted = prometheus.NewDesc("copilot_broker_quota_exhausted",
+		"1 when the quota is limited, spent, and overage is not permitted: the Copilot API answers 402 until the reset.", quotaLabels, nil)
+	quotaReset = prometheus.NewDesc("copilot_broker_quota_reset_timestamp_seconds",
+		"When the account's quotas reset, as a unix time; 0 when unknown.", quotaLabels, nil)
+	quotaFetched = prometheus.NewDesc("copilot_broker_quota_fetched_timestamp_seconds",
+		"When the account's quota was last read successfully, as a unix time; 0 before the first reading.", []string{"account"}, nil)
 )
 
 var allStatuses = [...]tokens.Status{tokens.StatusPending, tokens.StatusValid, tokens.StatusStale, tokens.StatusExpired, tokens.StatusRejected}
@@ -306,11 +335,17 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- refreshAtDesc
 	ch <- generationDesc
 	ch <- statusDesc
+	ch <- watchersDesc
+	for _, d := range []*prometheus.Desc{quotaRemaining, quotaEntitlement, quotaPercent, quotaUnlimited, quotaExhausted, quotaReset, quotaFetched} {
+		ch <- d
+	}
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	for account, src := range c.accounts {
-		st := src.Snapshot()
+	c.each(func(a *account) {
+		account, q := a.name, a.quota
+		st := a.src.Snapshot()
+		ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(a.watchers.Load()), account)
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, unixSeconds(st.ExpiresAt), account)
 		ch <- prometheus.MustNewConstMetric(refreshAtDesc, prometheus.GaugeValue, unixSeconds(st.RefreshAt), account)
 		ch <- prometheus.MustNewConstMetric(generationDesc, prometheus.GaugeValue, float64(st.Generation), account)
@@ -321,7 +356,32 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(statusDesc, prometheus.GaugeValue, v, account, s.String())
 		}
+		if q != nil {
+			collectQuota(ch, account, q.Current())
+		}
+	})
+}
+
+func collectQuota(ch chan<- prometheus.Metric, account string, r quota.Reading) {
+	if r.FetchedAt.IsZero() {
+		return
 	}
+	ch <- prometheus.MustNewConstMetric(quotaFetched, prometheus.GaugeValue, unixSeconds(r.FetchedAt), account)
+	for _, sn := range r.Snapshots {
+		ch <- prometheus.MustNewConstMetric(quotaRemaining, prometheus.GaugeValue, sn.Remaining, account, sn.Kind)
+		ch <- prometheus.MustNewConstMetric(quotaEntitlement, prometheus.GaugeValue, sn.Entitlement, account, sn.Kind)
+		ch <- prometheus.MustNewConstMetric(quotaPercent, prometheus.GaugeValue, sn.PercentRemaining, account, sn.Kind)
+		ch <- prometheus.MustNewConstMetric(quotaUnlimited, prometheus.GaugeValue, boolGauge(sn.Unlimited), account, sn.Kind)
+		ch <- prometheus.MustNewConstMetric(quotaExhausted, prometheus.GaugeValue, boolGauge(sn.Exhausted()), account, sn.Kind)
+		ch <- prometheus.MustNewConstMetric(quotaReset, prometheus.GaugeValue, unixSeconds(r.ResetAt), account, sn.Kind)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func unixSeconds(t time.Time) float64 {

@@ -20,6 +20,7 @@ import (
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,6 +41,19 @@ type Source interface {
 	ForceRefresh(ctx context.Context, rejectedGeneration uint64) (tokens.State, error)
 }
 
+// QuotaSource is what the service needs from one account's quota readings;
+// [*quota.Poller] is one.
+type QuotaSource interface {
+	// Current returns the latest reading (zero before the first).
+	Current() quota.Reading
+	// Subscribe delivers the current reading at once and then every change,
+	// latest-wins, through a channel closed by cancel or when the source
+	// stops.
+	Subscribe() (updates <-chan quota.Reading, cancel func())
+	// Poke asks for a reading soon (after an upstream 402).
+	Poke()
+}
+
 // Defaults of [Config].
 const (
 	DefaultMaxStreamAge    = 30 * time.Minute
@@ -50,8 +64,12 @@ const (
 // Config configures a [Service]. Zero values take the defaults.
 type Config struct {
 	// Accounts maps account names to their token sources; "" is the default
-	// account. Required: at least one account.
+	// account. It may be empty: accounts come and go with
+	// [Service.AddAccount] and [Service.RemoveAccount].
 	Accounts map[string]Source
+	// Quotas maps account names to their quota readings; an account without
+	// one shows no quota.
+	Quotas map[string]QuotaSource
 	// MaxStreamAge is the mean lifetime of a WatchToken stream, after which it
 	// ends with OK so the client reconnects, perhaps to another replica
 	// (default [DefaultMaxStreamAge]).
@@ -70,7 +88,8 @@ type Config struct {
 	Rand func() float64
 	// Logger receives stream and refresh events (nil discards them).
 	Logger *slog.Logger
-	// Metrics counts watchers (nil counts nothing).
+	// Metrics counts WatchAccounts streams and drops a removed account's
+	// series (nil counts nothing).
 	Metrics *Metrics
 }
 
@@ -80,7 +99,11 @@ type Config struct {
 type Service struct {
 	brokerv1.UnimplementedTokenBrokerServiceServer
 
-	accounts    map[string]*account
+	mu          sync.Mutex // serializes changes of set
+	set         atomic.Pointer[accountSet]
+	closing     chan struct{}
+	closeOnce   sync.Once
+	loops       sync.WaitGroup // one view loop per account
 	maxAge      time.Duration
 	jitter      float64
 	pendingWait time.Duration
@@ -92,20 +115,17 @@ type Service struct {
 	drainOnce   sync.Once
 }
 
-// NewService returns a Service over cfg.Accounts.
+// NewService returns a Service over cfg.Accounts. Call [Service.Close] when
+// done: each account has a goroutine following its state for
+// WatchAccounts.
 func NewService(cfg Config) (*Service, error) {
-	if len(cfg.Accounts) == 0 {
-		return nil, errors.New("broker: Config.Accounts is empty")
-	}
-	accounts := make(map[string]*account, len(cfg.Accounts))
 	for name, src := range cfg.Accounts {
 		if src == nil {
 			return nil, fmt.Errorf("broker: account %q has a nil source", name)
 		}
-		accounts[name] = &account{src: src}
 	}
 	s := &Service{
-		accounts:    accounts,
+		closing:     make(chan struct{}),
 		maxAge:      cfg.MaxStreamAge,
 		jitter:      cfg.StreamAgeJitter,
 		pendingWait: cfg.MaxPendingWait,
@@ -133,7 +153,21 @@ func NewService(cfg Config) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.set.Store(&accountSet{byName: map[string]*account{}, changed: make(chan struct{})})
+	for name, src := range cfg.Accounts {
+		if err := s.AddAccount(name, src, cfg.Quotas[name]); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// Close stops following the accounts' states; it does not close their
+// sources. Call it after the gRPC server has stopped.
+func (s *Service) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.loops.Wait()
 }
 
 // Drain tells every WatchToken stream, open or yet to come, to end with OK,
@@ -147,17 +181,22 @@ func (s *Service) Drain() {
 // account the key may not read is NOT_FOUND, exactly like one that does not
 // exist, so a key learns nothing of accounts beyond its own.
 func (s *Service) account(ctx context.Context, name string) (*account, error) {
-	a, ok := s.accounts[name]
+	a, ok := s.set.Load().byName[name]
 	if !ok || !MayRead(ctx, name) {
 		return nil, status.Errorf(codes.NotFound, "unknown account %q", name)
 	}
 	return a, nil
 }
 
-// account is one account's source and the API form of its latest state.
+// account is one account's sources and the API form of its latest state.
 type account struct {
-	src  Source
-	last atomic.Pointer[converted]
+	name     string
+	src      Source
+	quota    QuotaSource   // nil: no quota readings
+	removed  chan struct{} // closed by RemoveAccount
+	last     atomic.Pointer[converted]
+	view     atomic.Pointer[brokerv1.Account] // shared by WatchAccounts streams; never modified
+	watchers atomic.Int64                     // open WatchToken streams
 }
 
 // converted is a state in its API form. Its messages are shared by every
@@ -193,7 +232,7 @@ func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (
 	}
 	st := a.src.Snapshot()
 	if st.Status == tokens.StatusPending {
-		st = s.waitPending(ctx, a.src)
+		st = s.waitPending(ctx, a)
 	}
 	if err := stateError(st); err != nil {
 		return nil, err
@@ -203,7 +242,8 @@ func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (
 
 // waitPending returns the first state that is not pending, or the current
 // state once ctx or the pending wait ends.
-func (s *Service) waitPending(ctx context.Context, src Source) tokens.State {
+func (s *Service) waitPending(ctx context.Context, a *account) tokens.State {
+	src := a.src
 	ctx, cancel := context.WithTimeout(ctx, s.pendingWait)
 	defer cancel()
 	updates, unsubscribe := src.Subscribe()
@@ -219,6 +259,8 @@ func (s *Service) waitPending(ctx context.Context, src Source) tokens.State {
 			}
 		case <-ctx.Done():
 			return src.Snapshot()
+		case <-a.removed:
+			return src.Snapshot()
 		}
 	}
 }
@@ -231,6 +273,9 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 		return nil, err
 	}
 	st, err := a.src.ForceRefresh(ctx, req.GetRejectedGeneration())
+	if req.GetReason() == brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED && a.quota != nil {
+		a.quota.Poke() // the upstream said 402: read the spent quota now
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return nil, status.Error(codes.Canceled, "refresh: call cancelled")
@@ -240,7 +285,8 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 		return nil, status.Errorf(codes.Unavailable, "refresh: %v", err)
 	}
 	s.log.Info("refresh requested", "account", req.GetAccount(), "key", KeyName(ctx),
-		"rejected_generation", req.GetRejectedGeneration(), "generation", st.Generation, "status", st.Status.String())
+		"rejected_generation", req.GetRejectedGeneration(), "reason", req.GetReason().String(),
+		"generation", st.Generation, "status", st.Status.String())
 	if err := stateError(st); err != nil {
 		return nil, err
 	}
@@ -249,7 +295,8 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 
 // WatchToken sends the current state at once and then every change, until
 // the client goes away, the stream reaches its jittered maximum age, the
-// source closes or the service drains; the last three end with OK.
+// source closes or the service drains (these three end with OK), or the
+// account is removed (NOT_FOUND).
 func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.TokenBrokerService_WatchTokenServer) error {
 	name := req.GetAccount()
 	a, err := s.account(stream.Context(), name)
@@ -264,8 +311,8 @@ func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.To
 	ctx := stream.Context()
 	updates, unsubscribe := a.src.Subscribe()
 	defer unsubscribe()
-	s.metrics.watcherAdded(name)
-	defer s.metrics.watcherRemoved(name)
+	a.watchers.Add(1)
+	defer a.watchers.Add(-1)
 
 	age := s.streamAge()
 	timer := s.clock.NewTimer(age)
@@ -285,6 +332,8 @@ func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.To
 			return nil
 		case <-s.draining:
 			return nil
+		case <-a.removed:
+			return status.Errorf(codes.NotFound, "account %q was removed", name)
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}

@@ -126,17 +126,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	accounts := map[string]broker.Source{"": s.mgr}
-	if err := metrics.ObserveAccounts(accounts); err != nil {
-		closeAll(lns)
-		_ = s.mgr.Close()
-		return nil, err
-	}
 	s.svc, err = broker.NewService(broker.Config{
 		Accounts: accounts, MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
 	})
 	if err != nil {
 		closeAll(lns)
+		_ = s.mgr.Close()
+		return nil, err
+	}
+	if err := metrics.ObserveService(s.svc); err != nil {
+		closeAll(lns)
+		s.svc.Close()
 		_ = s.mgr.Close()
 		return nil, err
 	}
@@ -356,6 +357,7 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 
 	stopREST()
 	s.stopGRPC()
+	s.svc.Close()
 	_ = s.gwConn.Close()
 	_ = s.mgr.Close()
 	s.cancel()
