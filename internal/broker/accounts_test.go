@@ -23,11 +23,11 @@ import (
 
 // fakeQuota is a QuotaSource driven by the test.
 type fakeQuota struct {
-	mu     sync.Mutex
-	r      quota.Reading
-	subs   map[chan quota.Reading]struct{}
-	pokes  int
-	poked  chan struct{}
+	mu    sync.Mutex
+	r     quota.Reading
+	subs  map[chan quota.Reading]struct{}
+	pokes int
+	poked chan struct{}
 }
 
 func newFakeQuota(r quota.Reading) *fakeQuota {
