@@ -14,24 +14,31 @@ type Tap struct {
 	rc   io.ReadCloser
 	done func(u Usage, ok bool)
 	once sync.Once
-	head []byte
-	buf  *[]byte // tail window: up to 2*TailSize, compacted to TailSize
+	b    *tapBuf // nil once finished
 	pool *sync.Pool
 }
 
-// Buffers pools the tails of taps; share one among all taps.
+// tapBuf is a tap's pooled memory, so that a tap allocates nothing per
+// answer but itself.
+type tapBuf struct {
+	head [HeadSize]byte
+	n    int    // bytes of head used
+	tail []byte // window: up to 2*TailSize, compacted to TailSize
+}
+
+// Buffers pools the memory of taps; share one among all taps.
 type Buffers struct{ p sync.Pool }
 
 // NewBuffers returns an empty pool.
 func NewBuffers() *Buffers {
-	return &Buffers{p: sync.Pool{New: func() any { b := make([]byte, 0, 2*TailSize); return &b }}}
+	return &Buffers{p: sync.Pool{New: func() any { return &tapBuf{tail: make([]byte, 0, 2*TailSize)} }}}
 }
 
 // NewTap returns a Tap over rc whose end is reported to done.
 func (bp *Buffers) NewTap(rc io.ReadCloser, done func(u Usage, ok bool)) *Tap {
-	b := bp.p.Get().(*[]byte)
-	*b = (*b)[:0]
-	return &Tap{rc: rc, done: done, buf: b, pool: &bp.p}
+	b := bp.p.Get().(*tapBuf)
+	b.n, b.tail = 0, b.tail[:0]
+	return &Tap{rc: rc, done: done, b: b, pool: &bp.p}
 }
 
 // Read implements [io.Reader].
@@ -53,38 +60,32 @@ func (t *Tap) Close() error {
 }
 
 func (t *Tap) keep(p []byte) {
-	if t.buf == nil {
+	b := t.b
+	if b == nil {
 		return
 	}
-	if len(t.head) < HeadSize {
-		if t.head == nil {
-			t.head = make([]byte, 0, HeadSize)
-		}
-		t.head = append(t.head, p[:min(len(p), HeadSize-len(t.head))]...)
+	if b.n < HeadSize {
+		b.n += copy(b.head[b.n:], p)
 	}
 	if len(p) >= TailSize {
-		*t.buf = append((*t.buf)[:0], p[len(p)-TailSize:]...)
+		b.tail = append(b.tail[:0], p[len(p)-TailSize:]...)
 		return
 	}
-	b := *t.buf
-	if len(b)+len(p) > cap(b) {
+	if len(b.tail)+len(p) > cap(b.tail) {
 		// Keep the newest TailSize-len(p) bytes, then append: the window
 		// never grows past its capacity.
 		keep := TailSize - len(p)
-		b = b[:copy(b, b[len(b)-keep:])]
+		b.tail = b.tail[:copy(b.tail, b.tail[len(b.tail)-keep:])]
 	}
-	*t.buf = append(b, p...)
+	b.tail = append(b.tail, p...)
 }
 
 func (t *Tap) finish() {
 	t.once.Do(func() {
-		b := *t.buf
-		tail := b[max(0, len(b)-TailSize):]
-		u, ok := Parse(t.head, tail)
-		*t.buf = b[:0]
-		t.pool.Put(t.buf)
-		t.buf = nil
-		t.head = nil
+		b := t.b
+		u, ok := Parse(b.head[:b.n], b.tail[max(0, len(b.tail)-TailSize):])
+		t.b = nil
+		t.pool.Put(b)
 		t.done(u, ok)
 	})
 }
