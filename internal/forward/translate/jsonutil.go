@@ -4,26 +4,106 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
-	"sort"
 )
 
-// dropUnknown records in info every top-level key of body that is not in
-// known (sorted) and whose value is not null.
+// dropUnknown records in info every top-level key of body (a valid JSON
+// object) that is not in known (sorted) and whose value is not null. It
+// scans the bytes instead of decoding them: the body was decoded once
+// already.
 func dropUnknown(body []byte, known []string, info *Info) {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
 		return
 	}
-	keys := make([]string, 0, len(m))
-	for k, v := range m {
-		if _, ok := slices.BinarySearch(known, k); !ok && !isNull(v) {
-			keys = append(keys, k)
+	i++
+	for {
+		i = skipSpace(body, i)
+		if i >= len(body) || body[i] != '"' {
+			return
+		}
+		end := skipString(body, i)
+		rawKey := body[i:end]
+		i = skipSpace(body, end)
+		if i >= len(body) || body[i] != ':' {
+			return
+		}
+		i = skipSpace(body, i+1)
+		vstart := i
+		i = skipValue(body, i)
+		if i < 0 {
+			return
+		}
+		var key string
+		if bytes.IndexByte(rawKey, '\\') >= 0 {
+			if json.Unmarshal(rawKey, &key) != nil {
+				return
+			}
+		} else {
+			key = string(rawKey[1 : len(rawKey)-1])
+		}
+		if _, ok := slices.BinarySearch(known, key); !ok && !isNull(body[vstart:i]) {
+			info.drop(key)
+		}
+		i = skipSpace(body, i)
+		if i >= len(body) || body[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] == '"'.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
 		}
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		info.drop(k)
+	return len(b)
+}
+
+// skipValue returns the index after the value starting at i, or -1.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			i = skipString(b, i)
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth < 0 {
+				return i // the end of the enclosing object
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
 	}
+	if depth == 0 {
+		return i
+	}
+	return -1
 }
 
 func isNull(v json.RawMessage) bool {

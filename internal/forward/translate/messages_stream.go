@@ -157,30 +157,48 @@ type msgStreamWriter struct {
 	id    string // of the open reasoning part
 }
 
+type msgStartMessage struct {
+	ID           string     `json:"id"`
+	Type         string     `json:"type"`
+	Role         string     `json:"role"`
+	Model        string     `json:"model"`
+	Content      []msgBlock `json:"content"`
+	StopReason   *string    `json:"stop_reason"`
+	StopSequence *string    `json:"stop_sequence"`
+	Usage        msgUsage   `json:"usage"`
+}
+
 func (w *msgStreamWriter) write(b *bytes.Buffer, ev *event) {
 	switch ev.kind {
 	case evStart:
-		u := msgUsageOf(ev.usage)
-		writeSSEJSON(b, "message_start", map[string]any{"type": "message_start", "message": map[string]any{
-			"id": ev.id, "type": "message", "role": "assistant", "model": ev.model, "content": []any{},
-			"stop_reason": nil, "stop_sequence": nil, "usage": u,
+		writeSSEJSON(b, "message_start", struct {
+			Type    string          `json:"type"`
+			Message msgStartMessage `json:"message"`
+		}{"message_start", msgStartMessage{
+			ID: ev.id, Type: "message", Role: "assistant", Model: ev.model, Content: []msgBlock{}, Usage: msgUsageOf(ev.usage),
 		}})
 	case evPartStart:
 		w.part, w.id = ev.part, ev.id
-		var block any
-		switch ev.part {
-		case PartText:
-			block = map[string]any{"type": "text", "text": ""}
-		case PartToolCall:
-			block = map[string]any{"type": "tool_use", "id": ev.id, "name": ev.name, "input": map[string]any{}}
-		case PartReasoning:
-			if ev.redacted {
-				block = map[string]any{"type": "redacted_thinking", "data": ev.text}
-			} else {
-				block = map[string]any{"type": "thinking", "thinking": "", "signature": ""}
-			}
+		b.WriteString("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":")
+		appendInt(b, int64(w.index))
+		b.WriteString(`,"content_block":`)
+		switch {
+		case ev.part == PartText:
+			b.WriteString(`{"type":"text","text":""}`)
+		case ev.part == PartToolCall:
+			b.WriteString(`{"type":"tool_use","id":`)
+			appendJSONString(b, ev.id)
+			b.WriteString(`,"name":`)
+			appendJSONString(b, ev.name)
+			b.WriteString(`,"input":{}}`)
+		case ev.redacted:
+			b.WriteString(`{"type":"redacted_thinking","data":`)
+			appendJSONString(b, ev.text)
+			b.WriteString(`}`)
+		default:
+			b.WriteString(`{"type":"thinking","thinking":"","signature":""}`)
 		}
-		writeSSEJSON(b, "content_block_start", map[string]any{"type": "content_block_start", "index": w.index, "content_block": block})
+		b.WriteString("}\n\n")
 	case evDelta:
 		if ev.text == "" {
 			return
@@ -206,17 +224,30 @@ func (w *msgStreamWriter) write(b *bytes.Buffer, ev *event) {
 			// An OpenAI reasoning item: see reasoning.go.
 			sig = signatureOf(&Part{ID: w.id, Encrypted: ev.text})
 		}
-		writeSSEJSON(b, "content_block_delta", map[string]any{"type": "content_block_delta", "index": w.index,
-			"delta": map[string]any{"type": "signature_delta", "signature": sig}})
+		b.WriteString("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":")
+		appendInt(b, int64(w.index))
+		b.WriteString(`,"delta":{"type":"signature_delta","signature":`)
+		appendJSONString(b, sig)
+		b.WriteString("}}\n\n")
 	case evPartStop:
-		writeSSEJSON(b, "content_block_stop", map[string]any{"type": "content_block_stop", "index": w.index})
+		b.WriteString("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":")
+		appendInt(b, int64(w.index))
+		b.WriteString("}\n\n")
 		w.index++
 	case evFinish:
-		d := map[string]any{"stop_reason": anthropicStopReason(ev.finish), "stop_sequence": nil}
-		if ev.finish == FinishStopSequence && ev.stopSeq != "" {
-			d["stop_sequence"] = ev.stopSeq
+		type delta struct {
+			StopReason   string  `json:"stop_reason"`
+			StopSequence *string `json:"stop_sequence"`
 		}
-		writeSSEJSON(b, "message_delta", map[string]any{"type": "message_delta", "delta": d, "usage": msgUsageOf(ev.usage)})
+		d := delta{StopReason: anthropicStopReason(ev.finish)}
+		if ev.finish == FinishStopSequence && ev.stopSeq != "" {
+			d.StopSequence = &ev.stopSeq
+		}
+		writeSSEJSON(b, "message_delta", struct {
+			Type  string   `json:"type"`
+			Delta delta    `json:"delta"`
+			Usage msgUsage `json:"usage"`
+		}{"message_delta", d, msgUsageOf(ev.usage)})
 		writeSSE(b, "message_stop", []byte(`{"type":"message_stop"}`))
 	case evPing:
 		w.keepAlive(b)

@@ -160,9 +160,10 @@ func (s *Stream) Write(p []byte) (int, error) {
 	}
 	if err := s.parser.feed(p, s.onEvent); err != nil {
 		s.failLocked(fmt.Sprintf("upstream stream unreadable: %v", err))
-		if s.err == nil {
-			s.err = fmt.Errorf("%w: %w", ErrUpstream, err)
+		if ferr := s.flushLocked(); ferr != nil {
+			return 0, ferr
 		}
+		s.err = fmt.Errorf("%w: %w", ErrUpstream, err)
 		return len(p), s.err
 	}
 	if err := s.flushLocked(); err != nil {
