@@ -386,6 +386,9 @@ func msgBlocks(parts []Part, info *Info) []msgBlock {
 			}
 			blocks = append(blocks, msgBlock{Type: "text", Text: ptr(p.Text)})
 		case PartImage:
+			if p.Detail != "" {
+				info.drop("image detail")
+			}
 			blocks = append(blocks, msgImage(&p))
 		case PartToolCall:
 			input := compactJSON(p.Arguments)
