@@ -9,24 +9,25 @@ import (
 // ChatCompletionNewParams).
 
 type chatRequest struct {
-	Model               string          `json:"model"`
-	Messages            []chatMessage   `json:"messages"`
-	Tools               []chatTool      `json:"tools,omitempty"`
-	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
-	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
-	ReasoningEffort     string          `json:"reasoning_effort,omitempty"`
-	MaxCompletionTokens int             `json:"max_completion_tokens,omitempty"`
-	MaxTokens           int             `json:"max_tokens,omitempty"`
-	Temperature         *float64        `json:"temperature,omitempty"`
-	TopP                *float64        `json:"top_p,omitempty"`
-	Stop                json.RawMessage `json:"stop,omitempty"`
-	Stream              bool            `json:"stream,omitempty"`
-	StreamOptions       *chatStreamOpts `json:"stream_options,omitempty"`
-	User                string          `json:"user,omitempty"`
-	N                   *int            `json:"n,omitempty"`
+	Model               string              `json:"model"`
+	Messages            []chatMessage       `json:"messages"`
+	Tools               []chatTool          `json:"tools,omitempty"`
+	ToolChoice          json.RawMessage     `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool               `json:"parallel_tool_calls,omitempty"`
+	ReasoningEffort     string              `json:"reasoning_effort,omitempty"`
+	MaxCompletionTokens int                 `json:"max_completion_tokens,omitempty"`
+	MaxTokens           int                 `json:"max_tokens,omitempty"`
+	Temperature         *float64            `json:"temperature,omitempty"`
+	TopP                *float64            `json:"top_p,omitempty"`
+	Stop                json.RawMessage     `json:"stop,omitempty"`
+	Stream              bool                `json:"stream,omitempty"`
+	StreamOptions       *chatStreamOpts     `json:"stream_options,omitempty"`
+	User                string              `json:"user,omitempty"`
+	N                   *int                `json:"n,omitempty"`
+	ResponseFormat      *chatResponseFormat `json:"response_format,omitempty"`
 }
 
-var chatRequestKeys = []string{"max_completion_tokens", "max_tokens", "messages", "model", "n", "parallel_tool_calls", "reasoning_effort", "stop", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_p", "user"}
+var chatRequestKeys = []string{"max_completion_tokens", "max_tokens", "messages", "model", "n", "parallel_tool_calls", "reasoning_effort", "response_format", "stop", "stream", "stream_options", "temperature", "tool_choice", "tools", "top_p", "user"}
 
 type chatStreamOpts struct {
 	IncludeUsage bool `json:"include_usage"`
@@ -88,6 +89,7 @@ func readChatRequest(body []byte, info *Info) (*RequestIR, error) {
 	r := &RequestIR{
 		Model: in.Model, MaxTokens: in.MaxCompletionTokens, Temperature: in.Temperature, TopP: in.TopP,
 		Stream: in.Stream, User: in.User, ParallelToolCalls: in.ParallelToolCalls,
+		Format: in.ResponseFormat.ir(),
 	}
 	if r.MaxTokens == 0 {
 		r.MaxTokens = in.MaxTokens
@@ -252,6 +254,7 @@ func writeChatRequest(r *RequestIR, info *Info) ([]byte, error) {
 	out := chatRequest{
 		Model: r.Model, MaxCompletionTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP,
 		Stream: r.Stream, User: r.User, ParallelToolCalls: r.ParallelToolCalls,
+		ResponseFormat: chatFormatOf(r.Format),
 	}
 	if r.Stream {
 		// Messages and Responses streams always end with usage.

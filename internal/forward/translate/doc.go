@@ -66,6 +66,11 @@
 //     (max_output_tokens); tool_use/tool_calls/completed with function
 //     calls; refusal/content_filter/incomplete (content_filter); pause_turn
 //     becomes stop in the OpenAI dialects.
+//   - Output formats (structured outputs): Chat response_format and
+//     Responses text.format map to each other; toward Messages a JSON
+//     Schema format becomes output_config.format and json_object, which
+//     Messages lacks, is dropped and reported. OpenAI requires a schema
+//     name: a format from Messages is named "response".
 //   - Errors: an upstream error body is re-rendered in the client's dialect
 //     with the upstream's status; the error type follows the status where
 //     the dialects' types differ.
@@ -73,14 +78,14 @@
 // # What is dropped
 //
 // Fields with no counterpart in the target are left out and named in
-// [Info].Dropped, for a debug log: Messages top_k, cache_control,
-// output_config.format, server tools (web search, bash...), and content
-// blocks other than text, image, tool use/result and thinking; Chat
-// response_format, seed, logprobs, penalties and other sampling knobs,
-// non-function tools;
-// Responses include, prompt_cache_key, text, truncation, store and built-in
-// tools; images in tool results toward Chat (text only there), a tool
-// result's is_error outside Messages.
+// [Info].Dropped, for a debug log: Messages top_k, cache_control, output
+// formats other than JSON Schema, server tools (web search, bash...), and
+// content blocks other than text, image, tool use/result and thinking; Chat
+// seed, logprobs, penalties and other sampling knobs, non-function tools;
+// Responses include, prompt_cache_key, text.verbosity, truncation, store and
+// built-in tools; image detail toward Messages; images in tool results and
+// in assistant turns toward Chat (text only there); a tool result's
+// is_error outside Messages.
 //
 // Requests that cannot be translated without changing their meaning are
 // refused with an [InputError] (the proxy answers 400 in the client's

@@ -116,6 +116,7 @@ type RequestIR struct {
 	// IncludeUsage is Chat's stream_options.include_usage.
 	IncludeUsage bool
 	User         string
+	Format       *TextFormat
 }
 
 // Finish is why the model stopped, in IR terms.

@@ -167,7 +167,9 @@ func readMessagesRequest(body []byte, info *Info) (*RequestIR, error) {
 			r.Reasoning.Effort = oc.Effort
 		}
 		if len(oc.Format) > 0 {
-			info.drop("output_config.format")
+			if r.Format = readMsgFormat(oc.Format); r.Format == nil {
+				info.drop("output_config.format")
+			}
 		}
 	}
 	return r, nil
@@ -339,6 +341,12 @@ func writeMessagesRequest(r *RequestIR, info *Info, opt Options) ([]byte, error)
 	}
 	out.ToolChoice = tc
 	writeMsgThinking(r, &out, info)
+	if f := msgFormatOf(r.Format, info); f != nil {
+		if out.OutputConfig == nil {
+			out.OutputConfig = &msgOutputCfg{}
+		}
+		out.OutputConfig.Format = f
+	}
 	return marshal(out)
 }
 

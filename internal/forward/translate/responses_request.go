@@ -23,9 +23,10 @@ type respRequest struct {
 	Store              *bool           `json:"store,omitempty"`
 	Include            []string        `json:"include,omitempty"`
 	PreviousResponseID string          `json:"previous_response_id,omitempty"`
+	Text               *respText       `json:"text,omitempty"`
 }
 
-var respRequestKeys = []string{"include", "input", "instructions", "max_output_tokens", "model", "parallel_tool_calls", "previous_response_id", "reasoning", "store", "stream", "temperature", "tool_choice", "tools", "top_p", "user"}
+var respRequestKeys = []string{"include", "input", "instructions", "max_output_tokens", "model", "parallel_tool_calls", "previous_response_id", "reasoning", "store", "stream", "temperature", "text", "tool_choice", "tools", "top_p", "user"}
 
 type respReasoning struct {
 	Effort  string `json:"effort,omitempty"`
@@ -91,6 +92,12 @@ func readResponsesRequest(body []byte, info *Info) (*RequestIR, error) {
 	}
 	if in.Instructions != "" {
 		r.System = []string{in.Instructions}
+	}
+	if t := in.Text; t != nil {
+		r.Format = t.Format.ir()
+		if t.Verbosity != "" {
+			info.drop("text.verbosity")
+		}
 	}
 	if rs := in.Reasoning; rs != nil && (rs.Effort != "" || rs.Summary != "") {
 		r.Reasoning = &Reasoning{Effort: rs.Effort, Summary: rs.Summary}
@@ -243,6 +250,7 @@ func writeResponsesRequest(r *RequestIR, info *Info) ([]byte, error) {
 		Stream: r.Stream, User: r.User, ParallelToolCalls: r.ParallelToolCalls,
 		// A translated conversation is always sent whole.
 		Store: ptr(false),
+		Text:  respFormatOf(r.Format),
 	}
 	if len(r.Stop) > 0 {
 		info.drop("stop")
