@@ -128,6 +128,98 @@ func (s *Server) adminRoutes(m *http.ServeMux) {
 		adminOK(w)
 	})
 	m.HandleFunc("POST /_sandbox/device/{action}", s.adminDevice)
+	s.adminAccountRoutes(m)
+}
+
+// accountRequest is the body of POST /_sandbox/accounts.
+type accountRequest struct {
+	Name               string `json:"name"`
+	Token              string `json:"token"`
+	SKU                string `json:"sku"`
+	PremiumEntitlement int64  `json:"premium_entitlement"`
+	OveragePermitted   bool   `json:"overage_permitted"`
+}
+
+func (s *Server) adminAccountRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /_sandbox/accounts", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Accounts())
+	})
+	m.HandleFunc("POST /_sandbox/accounts", func(w http.ResponseWriter, r *http.Request) {
+		var req accountRequest
+		if !adminDecode(w, r, &req) {
+			return
+		}
+		tok, err := s.AddAccount(AccountConfig{
+			Name: req.Name, GitHubToken: secret.New(req.Token), SKU: req.SKU,
+			PremiumEntitlement: req.PremiumEntitlement, OveragePermitted: req.OveragePermitted,
+		})
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err)
+			return
+		}
+		// The sandbox's tokens are fakes: the admin API hands them out so a
+		// test or script can write them where the broker reads them.
+		writeJSON(w, http.StatusOK, map[string]string{"name": req.Name, "token": tok.Reveal()})
+	})
+	m.HandleFunc("DELETE /_sandbox/accounts/{name}", func(w http.ResponseWriter, r *http.Request) {
+		adminResult(w, s.RemoveAccount(r.PathValue("name")))
+	})
+	m.HandleFunc("POST /_sandbox/accounts/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		var err error
+		switch r.PathValue("action") {
+		case "revoke":
+			err = s.RevokeAccount(name)
+		case "restore":
+			err = s.RestoreAccount(name)
+		case "spend-quota":
+			err = s.SpendQuota(name)
+		case "reset-quota":
+			err = s.ResetQuota(name)
+		default:
+			adminError(w, http.StatusNotFound, errors.New("unknown action; want revoke, restore, spend-quota or reset-quota"))
+			return
+		}
+		adminResult(w, err)
+	})
+	m.HandleFunc("POST /_sandbox/accounts/{name}/faults/{target}", func(w http.ResponseWriter, r *http.Request) {
+		var req faultRequest
+		if !adminDecode(w, r, &req) {
+			return
+		}
+		f := Fault{Status: req.Status, Reason: req.Reason, RetryAfter: time.Duration(req.RetryAfterSeconds) * time.Second}
+		if !req.UntilCleared && req.Count <= 0 {
+			adminError(w, http.StatusBadRequest, errors.New("count must be positive unless until_cleared"))
+			return
+		}
+		n := req.Count
+		if req.UntilCleared {
+			n = 0
+		}
+		var err error
+		switch r.PathValue("target") {
+		case "exchange":
+			err = s.FailAccountExchanges(r.PathValue("name"), n, f)
+		case "api":
+			err = s.FailAccountAPI(r.PathValue("name"), n, f)
+		default:
+			adminError(w, http.StatusNotFound, errors.New("unknown fault target; want exchange or api"))
+			return
+		}
+		adminResult(w, err)
+	})
+}
+
+// adminResult answers ok, 404 for an unknown account, or 400.
+func adminResult(w http.ResponseWriter, err error) {
+	switch {
+	case err == nil:
+		adminOK(w)
+	case errors.Is(err, ErrUnknownAccount):
+		adminError(w, http.StatusNotFound, err)
+	default:
+		adminError(w, http.StatusBadRequest, err)
+	}
 }
 
 func (s *Server) adminFault(w http.ResponseWriter, r *http.Request) {

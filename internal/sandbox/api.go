@@ -71,6 +71,15 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 			writeAPIError(w, r, http.StatusUnauthorized, "authentication_error", "unauthorized", "unauthorized: "+err.Error())
 			return
 		}
+		acct := s.tokenAccount(tok)
+		if acct == nil {
+			writeAPIError(w, r, http.StatusUnauthorized, "authentication_error", "unauthorized", "unauthorized: account removed")
+			return
+		}
+		if f, ok := s.takeAccountAPIFault(acct); ok {
+			writeAPIFault(w, r, f)
+			return
+		}
 		for _, name := range [...]string{"Copilot-Integration-Id", "Editor-Version"} {
 			if r.Header.Get(name) == "" {
 				writeAPIError(w, r, http.StatusBadRequest, "invalid_request_error", "missing_header",
@@ -78,9 +87,14 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		if r.Method == http.MethodPost && r.Header.Get("X-Initiator") == "user" && r.URL.Path != pathEmbeddings &&
-			!strings.HasSuffix(r.URL.Path, "/count_tokens") {
-			s.premiumUsed.Add(1)
+		premium := r.Method == http.MethodPost && r.Header.Get("X-Initiator") == "user" && r.URL.Path != pathEmbeddings &&
+			!strings.HasSuffix(r.URL.Path, "/count_tokens")
+		if acct.quotaRefuses(premium, r) {
+			writeQuotaExceeded(w, r)
+			return
+		}
+		if premium {
+			acct.premiumUsed.Add(1)
 			if rec, ok := w.(*recorder); ok {
 				rec.premium = true
 			}

@@ -14,7 +14,7 @@ const benchChat = `{"model":"gpt-4.1","messages":[{"role":"user","content":"hell
 // completion, without the network.
 func BenchmarkChatHandler(b *testing.B) {
 	s := New(Config{})
-	h := apiHeader(s.mintToken(s.clock.Now().Add(3600e9), "127.0.0.1"))
+	h := apiHeader(s.mintToken(s.clock.Now().Add(3600e9), "127.0.0.1", s.defaultAcct))
 	b.ReportAllocs()
 	for b.Loop() {
 		req := httptest.NewRequest("POST", "/chat/completions", strings.NewReader(benchChat))
@@ -38,7 +38,7 @@ func BenchmarkChatHTTP(b *testing.B) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	h := apiHeader(sb.mintToken(sb.clock.Now().Add(3600e9), "127.0.0.1"))
+	h := apiHeader(sb.mintToken(sb.clock.Now().Add(3600e9), "127.0.0.1", sb.defaultAcct))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -219,7 +219,7 @@ func (s *Server) poll(clientID, deviceCode string) url.Values {
 func (s *Server) approveLocked(e *deviceEntry) {
 	e.State = DeviceApproved
 	e.token = "gho_" + randomToken(36)
-	s.githubTokens[e.token] = true
+	s.githubTokens[e.token] = &ghToken{acct: s.defaultAcct, accepted: true}
 	s.log.Info("sandbox: device code approved", "user_code", e.UserCode,
 		"fingerprint", secret.New(e.token).Fingerprint())
 }

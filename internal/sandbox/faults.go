@@ -127,11 +127,16 @@ func (s *Server) FailAPIUntilCleared(f Fault) {
 	s.apiFaulty.Store(true)
 }
 
-// ClearFaults removes every injected fault and latency.
+// ClearFaults removes every injected fault and latency, the accounts' faults
+// included (not their quota use: see [Server.ResetQuota]).
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = faultState{}
+	for _, a := range s.accounts {
+		a.faults = faultState{}
+		a.apiFaulty.Store(false)
+	}
 	s.apiFaulty.Store(false)
 	s.exchangeLatency.Store(0)
 	s.apiLatency.Store(0)
@@ -149,29 +154,41 @@ func (s *Server) SetAPILatency(d time.Duration) { s.apiLatency.Store(int64(max(d
 func (s *Server) RevokeGitHubToken(t secret.Secret) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	was := s.githubTokens[t.Reveal()]
-	if _, known := s.githubTokens[t.Reveal()]; known {
-		s.githubTokens[t.Reveal()] = false
+	var was bool
+	if g, known := s.githubTokens[t.Reveal()]; known {
+		was = g.accepted && !g.acct.revoked
+		g.accepted = false
 	}
 	s.log.Info("sandbox: revoked github token", "fingerprint", t.Fingerprint(), "was_accepted", was)
 	return was
 }
 
-// AddGitHubToken makes the exchange accept t (again, if it was revoked).
+// AddGitHubToken makes the exchange accept t (again, if it was revoked), for
+// the account it belongs to (the default account for a new token).
 func (s *Server) AddGitHubToken(t secret.Secret) {
 	if t.IsZero() {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.githubTokens[t.Reveal()] = true
+	if g, ok := s.githubTokens[t.Reveal()]; ok {
+		g.accepted = true
+	} else {
+		s.githubTokens[t.Reveal()] = &ghToken{acct: s.defaultAcct, accepted: true}
+	}
 	s.log.Info("sandbox: accepting github token", "fingerprint", t.Fingerprint())
 }
 
-func (s *Server) githubTokenAccepted(t string) bool {
+// accountOf returns the account of an accepted GitHub token; nil for an
+// unknown or revoked token, or one of a revoked or removed account.
+func (s *Server) accountOf(t string) *account {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.githubTokens[t]
+	g, ok := s.githubTokens[t]
+	if !ok || !g.accepted || g.acct.revoked || s.accounts[g.acct.name] != g.acct {
+		return nil
+	}
+	return g.acct
 }
 
 func (s *Server) takeExchangeFault() (Fault, bool) {

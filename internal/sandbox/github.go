@@ -146,10 +146,16 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) {
 		s.writeGitHubFault(w, f)
 		return
 	}
-	if !s.githubTokenAccepted(githubToken(r)) {
+	acct := s.accountOf(githubToken(r))
+	if acct == nil {
 		writeBadCredentials(w)
 		return
 	}
+	if f, ok := s.takeAccountExchangeFault(acct); ok {
+		s.writeGitHubFault(w, f)
+		return
+	}
+	sku := acct.sku
 	now := s.clock.Now()
 	exp := now.Add(s.cfg.TokenLifetime)
 	base := s.baseURL(r)
@@ -166,16 +172,16 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) {
 			Telemetry:     base + "/_telemetry",
 		},
 		ExpiresAt:         exp.Unix(),
-		Individual:        !strings.Contains(s.cfg.SKU, "business") && !strings.Contains(s.cfg.SKU, "enterprise"),
+		Individual:        !strings.Contains(sku, "business") && !strings.Contains(sku, "enterprise"),
 		Prompt8K:          true,
 		PublicSuggestions: "disabled",
 		RefreshIn:         int64(s.cfg.RefreshIn / time.Second),
-		SKU:               s.cfg.SKU,
+		SKU:               sku,
 		Telemetry:         "disabled",
-		Token:             s.mintToken(exp, clientIP(r)),
+		Token:             s.mintToken(exp, clientIP(r), acct),
 		TrackingID:        hexRandom(16),
 	}
-	if isFreeSKU(s.cfg.SKU) {
+	if isFreeSKU(sku) {
 		reset := firstOfNextMonth(now).Unix()
 		ans.LimitedUserQuotas = map[string]int{"chat": 50, "completions": 2000}
 		ans.LimitedUserResetDate = &reset
@@ -232,8 +238,8 @@ type userAnswer struct {
 	QuotaSnapshots        map[string]quotaSnapshot `json:"quota_snapshots"`
 }
 
-func snapshot(id string, entitlement, used int64, unlimited bool) quotaSnapshot {
-	q := quotaSnapshot{QuotaID: id, Entitlement: entitlement, Unlimited: unlimited, PercentRemaining: 100}
+func snapshot(id string, entitlement, used int64, unlimited, overage bool) quotaSnapshot {
+	q := quotaSnapshot{QuotaID: id, Entitlement: entitlement, Unlimited: unlimited, PercentRemaining: 100, OveragePermitted: overage}
 	if unlimited {
 		q.Entitlement, q.Remaining = 0, 0
 		return q
@@ -249,36 +255,44 @@ func snapshot(id string, entitlement, used int64, unlimited bool) quotaSnapshot 
 }
 
 func (s *Server) handleUser(w http.ResponseWriter, r *http.Request) {
-	if !s.githubTokenAccepted(githubToken(r)) {
+	acct := s.accountOf(githubToken(r))
+	if acct == nil {
 		writeBadCredentials(w)
 		return
 	}
-	used := s.premiumUsed.Load()
+	sku, used := acct.sku, acct.premiumUsed.Load()
+	if acct.spent.Load() {
+		used = max(used, acct.premium, 1) // spent: nothing remains
+	}
 	ans := userAnswer{
-		AccessTypeSKU:         s.cfg.SKU,
+		AccessTypeSKU:         sku,
 		AnalyticsTrackingID:   "sandbox",
 		ChatEnabled:           true,
 		OrganizationLoginList: []string{},
 		QuotaResetDate:        firstOfNextMonth(s.clock.Now()).Format(time.DateOnly),
 	}
 	switch {
-	case isFreeSKU(s.cfg.SKU):
+	case isFreeSKU(sku):
 		ans.CopilotPlan = "free"
 		ans.CanSignupForLimited = false
+		chatUsed := used
+		if acct.spent.Load() {
+			chatUsed = max(used, freeChatQuota)
+		}
 		ans.QuotaSnapshots = map[string]quotaSnapshot{
-			"chat":                 snapshot("chat", 50, used, false),
-			"completions":          snapshot("completions", 2000, 0, false),
-			"premium_interactions": snapshot("premium_interactions", 0, used, false),
+			"chat":                 snapshot("chat", freeChatQuota, chatUsed, false, false),
+			"completions":          snapshot("completions", 2000, 0, false, false),
+			"premium_interactions": snapshot("premium_interactions", acct.premium, used, false, acct.overage),
 		}
 	default:
 		ans.CopilotPlan = "individual"
-		if !strings.HasPrefix(s.cfg.SKU, "monthly") && !strings.HasPrefix(s.cfg.SKU, "yearly") {
+		if !strings.HasPrefix(sku, "monthly") && !strings.HasPrefix(sku, "yearly") {
 			ans.CopilotPlan = "business"
 		}
 		ans.QuotaSnapshots = map[string]quotaSnapshot{
-			"chat":                 snapshot("chat", 0, 0, true),
-			"completions":          snapshot("completions", 0, 0, true),
-			"premium_interactions": snapshot("premium_interactions", 300, used, false),
+			"chat":                 snapshot("chat", 0, 0, true, false),
+			"completions":          snapshot("completions", 0, 0, true, false),
+			"premium_interactions": snapshot("premium_interactions", acct.premium, used, false, acct.overage),
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)

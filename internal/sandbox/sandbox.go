@@ -39,6 +39,24 @@
 //	POST   /_sandbox/device/deny              {"user_code":"ABCD-1234"}
 //	POST   /_sandbox/device/expire            {"user_code":"ABCD-1234"}
 //	POST   /_sandbox/device/auto-approve      {"after_polls":N} (0 turns it off)
+//	GET    /_sandbox/accounts                 the GitHub accounts, see [AccountInfo]
+//	POST   /_sandbox/accounts                 {"name":"alice","token":"","sku":"","premium_entitlement":0,"overage_permitted":false} -> {"name","token"}
+//	DELETE /_sandbox/accounts/{name}          remove an account (its tokens stop working)
+//	POST   /_sandbox/accounts/{name}/revoke   its GitHub tokens get 401 (restore undoes it)
+//	POST   /_sandbox/accounts/{name}/restore
+//	POST   /_sandbox/accounts/{name}/spend-quota  the Copilot API answers 402 to its tokens
+//	POST   /_sandbox/accounts/{name}/reset-quota  a new quota period
+//	POST   /_sandbox/accounts/{name}/faults/{exchange,api}  a fault for that account alone (body as above)
+//
+// # Accounts
+//
+// The sandbox holds several GitHub accounts ([Server.AddAccount]), each with
+// its own GitHub token, plan (SKU), premium quota and faults. The default
+// account, [DefaultAccount], owns [Config.GitHubTokens] and the tokens the
+// device flow issues. Copilot tokens carry their account (a signed field), so
+// the Copilot API applies that account's faults and quota: a spent quota
+// answers 402. copilot_internal/user reports the quota of the token's
+// account. [Server.ClearFaults] clears the accounts' faults too.
 //
 // Fault reasons: "" (the status's usual body), "no_copilot_access",
 // "subscription_ended", "billing_locked" (403 error_details bodies) and
@@ -142,14 +160,15 @@ type Server struct {
 	seq     atomic.Uint64 // ids of answers
 
 	mu           sync.Mutex
-	githubTokens map[string]bool // token -> accepted (false: revoked)
+	githubTokens map[string]*ghToken // GitHub token -> its account, accepted or revoked
+	accounts     map[string]*account // by name
+	defaultAcct  *account            // the account of Config.GitHubTokens and device-flow tokens
 	faults       faultState
 	device       deviceState
 
 	exchangeLatency atomic.Int64 // nanoseconds
 	apiLatency      atomic.Int64 // nanoseconds
 	apiFaulty       atomic.Bool  // fast path: no API fault configured
-	premiumUsed     atomic.Int64
 
 	stats statsState
 }
@@ -161,13 +180,16 @@ func New(cfg Config) *Server {
 		cfg:          cfg,
 		clock:        cfg.Clock,
 		log:          cfg.Logger,
-		githubTokens: map[string]bool{},
+		githubTokens: map[string]*ghToken{},
+		accounts:     map[string]*account{},
 		models:       newCatalog(),
 	}
 	s.rotateKey()
+	s.defaultAcct = newAccount(AccountConfig{Name: DefaultAccount, SKU: cfg.SKU})
+	s.accounts[DefaultAccount] = s.defaultAcct
 	for _, t := range cfg.GitHubTokens {
 		if !t.IsZero() {
-			s.githubTokens[t.Reveal()] = true
+			s.githubTokens[t.Reveal()] = &ghToken{acct: s.defaultAcct, accepted: true}
 			if s.primary.IsZero() {
 				s.primary = t
 			}
@@ -175,7 +197,7 @@ func New(cfg Config) *Server {
 	}
 	if s.primary.IsZero() {
 		s.primary = secret.New("gho_" + randomToken(36))
-		s.githubTokens[s.primary.Reveal()] = true
+		s.githubTokens[s.primary.Reveal()] = &ghToken{acct: s.defaultAcct, accepted: true}
 	}
 	s.device.init()
 	s.device.autoApprove = max(cfg.DeviceAutoApproveAfter, 0)

@@ -46,7 +46,7 @@ func proxyEndpoint(sku string) string {
 }
 
 // mintToken returns a signed token in GitHub's `k=v;...:hexsig` format.
-func (s *Server) mintToken(exp time.Time, ip string) string {
+func (s *Server) mintToken(exp time.Time, ip string, acct *account) string {
 	var b strings.Builder
 	b.Grow(320)
 	b.WriteString("tid=")
@@ -54,12 +54,15 @@ func (s *Server) mintToken(exp time.Time, ip string) string {
 	b.WriteString(";exp=")
 	b.WriteString(strconv.FormatInt(exp.Unix(), 10))
 	b.WriteString(";sku=")
-	b.WriteString(s.cfg.SKU)
+	b.WriteString(acct.sku)
 	b.WriteString(";proxy-ep=")
-	b.WriteString(proxyEndpoint(s.cfg.SKU))
+	b.WriteString(proxyEndpoint(acct.sku))
 	b.WriteString(";st=dotcom;chat=1;cit=1;malfil=1;editor_preview_features=1;ccr=1;8kp=1;ip=")
 	b.WriteString(ip)
-	b.WriteString(";asn=AS0;rd=1")
+	b.WriteString(";asn=AS0;rd=1;")
+	b.WriteString(accountField)
+	b.WriteString("=")
+	b.WriteString(acct.name)
 	fields := b.String()
 	return fields + ":" + sign(*s.key.Load(), fields)
 }
