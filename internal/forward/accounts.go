@@ -31,6 +31,14 @@ type QuotaReporter interface {
 	ReportQuotaExceeded(rejected *Token)
 }
 
+// PoolChecker is implemented by token sources that know more than their
+// token: a pool skips a member whose PoolReady fails (the broker reports
+// its credential REJECTED or its token EXPIRED) even while a cached token
+// is still held for its per-person keys.
+type PoolChecker interface {
+	PoolReady() error
+}
+
 // Target is what an API key maps to.
 type Target struct {
 	// Accounts names one account (a per-person key) or the members of a
@@ -104,6 +112,9 @@ func (h *Handler) poolMembers(t *target) ([]pool.Candidate, []TokenSource, []*To
 	for i, n := range names {
 		cands[i].Name = n
 		srcs[i] = h.accounts.Source(n)
+		if pc, ok := srcs[i].(PoolChecker); ok && pc.PoolReady() != nil {
+			continue
+		}
 		if tok, err := srcs[i].Token(); err == nil && h.usable(tok) == nil {
 			if _, berr := h.baseURL(tok); berr == nil {
 				cands[i].TokenID = tokenID(tok)

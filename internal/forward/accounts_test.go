@@ -477,3 +477,43 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string, labels ...str
 	}
 	return 0
 }
+
+// checkedSource is a fakeSource whose account the broker reports REJECTED
+// while the client keeps its token.
+type checkedSource struct {
+	*fakeSource
+	out error
+}
+
+func (c checkedSource) PoolReady() error { return c.out }
+
+func TestPoolSkipsMembersTheBrokerRejected(t *testing.T) {
+	e := newPoolEnv(t)
+	e.accts.mu.Lock()
+	alice := e.accts.srcs["alice"]
+	e.accts.mu.Unlock()
+	// Wrap alice: token held, but REJECTED at the broker.
+	h := e.handler
+	h.accounts = wrapAccounts{e.accts, map[string]TokenSource{"alice": checkedSource{alice, fmt.Errorf("REJECTED")}}}
+	for i := range 10 {
+		if _, body := e.post(t, poolKey, "/v1/chat/completions", conv(i)); strings.Contains(body, `"alice"`) {
+			t.Fatalf("conversation %d went to alice, REJECTED at the broker: %s", i, body)
+		}
+	}
+	// Her own key still uses the token it holds (harden decides that).
+	if resp, body := e.post(t, aliceKey, "/v1/chat/completions", conv(1)); resp.StatusCode != 200 || !strings.Contains(body, "alice") {
+		t.Fatalf("alice's key = %d %s; want her held token used", resp.StatusCode, body)
+	}
+}
+
+type wrapAccounts struct {
+	*fakeAccounts
+	over map[string]TokenSource
+}
+
+func (w wrapAccounts) Source(name string) TokenSource {
+	if s := w.over[name]; s != nil {
+		return s
+	}
+	return w.fakeAccounts.Source(name)
+}

@@ -364,6 +364,22 @@ func (h *handle) Refresh(ctx context.Context, rejected *forward.Token) (*forward
 	return c.Refresh(ctx, rejected)
 }
 
+// PoolReady fails while the broker reports the account's credential
+// REJECTED or its token EXPIRED: pools skip the account at once, whatever
+// the client keeps serving its per-person keys (see
+// [forward.PoolChecker]).
+func (h *handle) PoolReady() error {
+	c := h.set.client(h.name)
+	if c == nil {
+		return fmt.Errorf("account %q is not served", h.name)
+	}
+	switch st := c.state.Load().status; st {
+	case brokerv1.TokenStatus_TOKEN_STATUS_REJECTED, brokerv1.TokenStatus_TOKEN_STATUS_EXPIRED:
+		return fmt.Errorf("account %q is %s", h.name, statusName(st))
+	}
+	return nil
+}
+
 // quotaReportFloor is the least time between two quota reports of one
 // account (the broker has its own floor too).
 const quotaReportFloor = 30 * time.Second

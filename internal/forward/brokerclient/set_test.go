@@ -305,3 +305,22 @@ func TestSetReadyNeedsOneAccount(t *testing.T) {
 }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+func TestSetPoolReadyFollowsTheBrokerStatus(t *testing.T) {
+	m := newMultiBroker("alice")
+	s := startSet(t, m, SetConfig{Named: []string{"alice"}})
+	eventually(t, "alice", hasToken(s, "alice"))
+	pc := s.Source("alice").(forward.PoolChecker)
+	if err := pc.PoolReady(); err != nil {
+		t.Fatalf("PoolReady while VALID = %v", err)
+	}
+	rej := acctTok("alice", 1)
+	rej.Status, rej.Value, rej.ExpiresAt = brokerv1.TokenStatus_TOKEN_STATUS_REJECTED, "", nil
+	m.set("alice", rej)
+	eventually(t, "alice out of pools", func() bool { return pc.PoolReady() != nil })
+	m.set("alice", acctTok("alice", 2))
+	eventually(t, "alice back in pools", func() bool { return pc.PoolReady() == nil })
+	if err := s.Source("nobody").(forward.PoolChecker).PoolReady(); err == nil {
+		t.Error("PoolReady of an unwatched account = nil")
+	}
+}

@@ -318,6 +318,28 @@ func TestTeamPoolsUnderLoad(t *testing.T) {
 	if up.count("dave") == 0 {
 		t.Error("dave, added at runtime, served no pool request")
 	}
+	// The series on /metrics: usage per key and account, the pool's view.
+	var usageSeen bool
+	for _, p := range proxies {
+		m := scrape(t, p)
+		for _, key := range []string{"team", "all"} {
+			usageSeen = usageSeen || m.samples[fmt.Sprintf(`copilot_proxy_usage_tokens_total{account="dave",key=%q,model="gpt-4.1",type="input"}`, key)] > 0
+		}
+		if m.samples[`copilot_proxy_account_connected{account="dave"}`] != 1 {
+			t.Errorf("copilot_proxy_account_connected{account=dave} = %v; want 1", m.samples[`copilot_proxy_account_connected{account="dave"}`])
+		}
+		if _, ok := m.samples[`copilot_proxy_account_connected{account="bob"}`]; ok {
+			t.Error("bob, removed, still has a copilot_proxy_account_connected series")
+		}
+		for s := range m.samples {
+			if strings.Contains(s, "tok-") {
+				t.Errorf("/metrics holds a token: %s", s)
+			}
+		}
+	}
+	if !usageSeen {
+		t.Error("no input tokens counted for dave on either proxy")
+	}
 	t.Logf("%d pool requests; served: alice %d, bob %d, carol %d, dave %d", sent.Load(),
 		up.count("alice"), up.count("bob"), up.count("carol"), up.count("dave"))
 }
