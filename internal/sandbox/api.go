@@ -138,35 +138,6 @@ func (s *Server) resolveModel(w http.ResponseWriter, r *http.Request, id string)
 	return nil, false
 }
 
-// contentText flattens a message content that is a string or an array of
-// parts, and reports whether a part is an image.
-func contentText(raw json.RawMessage) (text string, image bool) {
-	if len(raw) == 0 {
-		return "", false
-	}
-	if raw[0] == '"' {
-		_ = json.Unmarshal(raw, &text)
-		return text, false
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return "", false
-	}
-	var b strings.Builder
-	for _, p := range parts {
-		switch p.Type {
-		case "image_url", "image", "input_image":
-			image = true
-		default:
-			b.WriteString(p.Text)
-		}
-	}
-	return b.String(), image
-}
-
 // checkVision answers 400 when a body carrying images lacks the header the
 // Copilot API requires for them.
 func checkVision(w http.ResponseWriter, r *http.Request, image bool) bool {

@@ -99,12 +99,14 @@ func TestChatStream(t *testing.T) {
 				if c.Object != "chat.completion.chunk" || len(c.Choices) != 1 || ev.name != "" {
 					t.Fatalf("chunk %d = %s; want one chat.completion.chunk choice and no event name", i, ev.data)
 				}
-				text.WriteString(c.Choices[0].Delta.Content)
+				if d := c.Choices[0].Delta.Content; d != nil {
+					text.WriteString(*d)
+				}
 				last := i == len(events)-2
 				if last != (c.Choices[0].FinishReason != nil) || last != (c.Usage != nil) {
 					t.Errorf("chunk %d: finish_reason/usage set = %v; want only on the last", i, !last)
 				}
-				if i < tt.wantChunks && c.Choices[0].Delta.Content == "" {
+				if i < tt.wantChunks && (c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content == "") {
 					t.Errorf("content chunk %d is empty", i)
 				}
 			}
@@ -203,7 +205,7 @@ func TestResponsesStream(t *testing.T) {
 			t.Errorf("event %d %q: type %q sequence %d; want equal name and %d", i, ev.name, m.Type, m.Seq, i)
 		}
 	}
-	want := "response.created response.output_item.added response.content_part.added response.output_text.delta response.output_text.delta response.output_text.done response.content_part.done response.output_item.done response.completed"
+	want := "response.created response.in_progress response.output_item.added response.content_part.added response.output_text.delta response.output_text.delta response.output_text.done response.content_part.done response.output_item.done response.completed"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("events = %s; want %s", got, want)
 	}
@@ -211,7 +213,7 @@ func TestResponsesStream(t *testing.T) {
 		Response responseObject `json:"response"`
 	}
 	mustUnmarshal(t, []byte(events[len(events)-1].data), &done)
-	if done.Response.Status != "completed" || done.Response.Output[0].Content[0].Text != "Sandbox reply to: hello" {
+	if done.Response.Status != "completed" || (*done.Response.Output[0].Content)[0].Text != "Sandbox reply to: hello" {
 		t.Errorf("response.completed = %s; want the completed echo", events[len(events)-1].data)
 	}
 }
