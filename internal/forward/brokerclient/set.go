@@ -13,6 +13,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -63,6 +64,10 @@ type Set struct {
 	runCtx  context.Context
 	wg      sync.WaitGroup
 	m       *setMetrics
+	// defReg registers the default account's client series; a client made
+	// again (the account removed and added back) replaces its
+	// predecessor's series instead of colliding with them.
+	defReg *replacingRegisterer
 }
 
 type running struct {
@@ -87,6 +92,9 @@ func NewSet(cfg SetConfig) (*Set, error) {
 		s.needed[n] = true
 	}
 	s.m = newSetMetrics(cfg.Client.Registerer, s)
+	if cfg.Client.Registerer != nil {
+		s.defReg = &replacingRegisterer{reg: cfg.Client.Registerer}
+	}
 	return s, nil
 }
 
@@ -186,8 +194,9 @@ func (s *Set) applyLocked() {
 		}
 		cfg := s.cfg.Client
 		cfg.Account = name
-		if name != s.cfg.Default || !s.cfg.NeedDefault {
-			cfg.Registerer = nil // per-account series come from the set's collector
+		cfg.Registerer = nil // per-account series come from the set's collector
+		if name == s.cfg.Default && s.cfg.NeedDefault && s.defReg != nil {
+			cfg.Registerer = s.defReg
 		}
 		cfg.Logger = s.log.With("account", name)
 		c, err := New(cfg)
@@ -423,3 +432,25 @@ func (h *handle) ReportQuotaExceeded(rejected *forward.Token) {
 		c.apply(resp.GetToken(), "quota-report")
 	}()
 }
+
+// replacingRegisterer registers one client's collectors at a time: a
+// second MustRegister first unregisters what the first registered.
+type replacingRegisterer struct {
+	reg  prometheus.Registerer
+	mu   sync.Mutex
+	prev []prometheus.Collector
+}
+
+func (r *replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.prev {
+		r.reg.Unregister(c)
+	}
+	r.prev = cs
+	r.reg.MustRegister(cs...)
+}
+
+func (r *replacingRegisterer) Register(c prometheus.Collector) error { return r.reg.Register(c) }
+
+func (r *replacingRegisterer) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }

@@ -324,3 +324,29 @@ func TestSetPoolReadyFollowsTheBrokerStatus(t *testing.T) {
 		t.Error("PoolReady of an unwatched account = nil")
 	}
 }
+
+// TestSetDefaultAccountRemovedAndAddedBack checks that the default
+// account's unlabelled series survive its client being made again.
+func TestSetDefaultAccountRemovedAndAddedBack(t *testing.T) {
+	m := newMultiBroker("")
+	reg := prometheus.NewRegistry()
+	s := startSet(t, m, SetConfig{NeedDefault: true, Client: Config{Registerer: reg}})
+	eventually(t, "the default account", hasToken(s, ""))
+	m.set("", nil)
+	eventually(t, "the default account dropped", func() bool { _, err := s.Source("").Token(); return err != nil })
+	m.set("", acctTok("", 2))
+	eventually(t, "the default account back", func() bool { tk, err := s.Source("").Token(); return err == nil && tk.Generation == 2 })
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gen float64
+	for _, mf := range mfs {
+		if mf.GetName() == "copilot_proxy_token_generation" {
+			gen = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if gen != 2 {
+		t.Errorf("copilot_proxy_token_generation = %v; want 2, the new client's", gen)
+	}
+}
