@@ -45,6 +45,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request header block accepted")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body")
+	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
+	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	fs.StringVar(&cfg.Editor.Version, "editor-version", ed.Version, "Editor-Version header sent to Copilot")

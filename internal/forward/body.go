@@ -30,10 +30,17 @@ func newBodyPool() *sync.Pool {
 }
 
 // readBody reads r up to limit bytes into a pooled buffer. sizeHint is the
-// request's Content-Length (or -1).
-func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64) (*bodyBuf, error) {
+// request's Content-Length (or -1). The body's bytes never exceed what res
+// (nil: no budget) has admitted: a known length is admitted before the first
+// read, an unknown one in doubling steps as it arrives.
+func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservation) (*bodyBuf, error) {
 	if sizeHint > limit {
 		return nil, errBodyTooLarge
+	}
+	if sizeHint >= 0 {
+		if err := res.grow(sizeHint + 1); err != nil { // +1: the read that sees EOF
+			return nil, err
+		}
 	}
 	b := pool.Get().(*bodyBuf)
 	b.pool = pool
@@ -48,7 +55,18 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64) (*bodyBuf, er
 		}
 		// Never ask for more than one byte past the limit: a chunked body
 		// (no Content-Length) is refused as soon as it is too large.
-		n, err := r.Read(buf[len(buf):min(int64(cap(buf)), limit+1)])
+		end := min(int64(cap(buf)), limit+1)
+		if res.budgeted() {
+			if int64(len(buf)) >= res.held {
+				if err := res.grow(min(max(2*res.held, int64(len(buf))+64<<10), limit+1)); err != nil {
+					b.buf = buf
+					b.release()
+					return nil, err
+				}
+			}
+			end = min(end, res.held)
+		}
+		n, err := r.Read(buf[len(buf):end])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > limit {
 			b.buf = buf

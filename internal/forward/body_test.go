@@ -46,7 +46,7 @@ func TestReadBody(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src := &chunkReader{left: tt.size}
-			b, err := readBody(pool, src, tt.hint, tt.limit)
+			b, err := readBody(pool, src, tt.hint, tt.limit, nil)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("readBody(%d bytes, hint %d, limit %d) error = %v; want %v", tt.size, tt.hint, tt.limit, err, tt.wantErr)
 			}
@@ -68,7 +68,7 @@ func TestReadBody(t *testing.T) {
 // handler returned must not read a buffer recycled for another request.
 func TestBodyReaderAfterClose(t *testing.T) {
 	pool := newBodyPool()
-	b, err := readBody(pool, strings.NewReader("first request's body"), -1, 1000)
+	b, err := readBody(pool, strings.NewReader("first request's body"), -1, 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestBodyReaderAfterClose(t *testing.T) {
 func TestBodyReaderCloseWhileReading(t *testing.T) {
 	pool := newBodyPool()
 	for range 100 {
-		b, err := readBody(pool, strings.NewReader(strings.Repeat("x", 4096)), -1, 1<<20)
+		b, err := readBody(pool, strings.NewReader(strings.Repeat("x", 4096)), -1, 1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestBodyReaderCloseWhileReading(t *testing.T) {
 		})
 		r.Close()
 		// Reuse the buffer at once, as another request would.
-		b2, err := readBody(pool, strings.NewReader(strings.Repeat("y", 4096)), -1, 1<<20)
+		b2, err := readBody(pool, strings.NewReader(strings.Repeat("y", 4096)), -1, 1<<20, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,6 +46,10 @@ func errUnavailable(msg string) apiError {
 	return apiError{http.StatusServiceUnavailable, msg, "server_error", "token_unavailable", "api_error"}
 }
 
+func errOverloaded(msg string) apiError {
+	return apiError{http.StatusServiceUnavailable, msg, "server_error", "overloaded", "overloaded_error"}
+}
+
 func errBadGateway(msg string) apiError {
 	return apiError{http.StatusBadGateway, msg, "server_error", "upstream_error", "api_error"}
 }

@@ -90,6 +90,14 @@ type Config struct {
 	// BodyReadTimeout bounds reading a request body, against clients that
 	// trickle it. Default 60 s.
 	BodyReadTimeout time.Duration
+	// MaxInflightBodyBytes bounds the request body bytes held at once by all
+	// requests together; a body that does not fit waits up to
+	// InflightBodyWait, then gets 503 with Retry-After. It is raised to
+	// MaxBodyBytes+1 if smaller. Default 256 MiB; negative: no bound.
+	MaxInflightBodyBytes int64
+	// InflightBodyWait is how long a body waits for room in the budget.
+	// Default 2 s.
+	InflightBodyWait time.Duration
 	// Transport carries upstream requests. Default NewTransport(TransportConfig{}).
 	Transport http.RoundTripper
 	// Metrics receives the forwarding's series. Default: unregistered.
@@ -124,6 +132,7 @@ type Handler struct {
 	usage      *usage.Metrics
 	usageBufs  *usage.Buffers
 	modelLabel func(string) string
+	budget     *bodyBudget
 	// base caches the validated api_base_url of the last token seen, so a
 	// URL is parsed once per token, not once per request.
 	base atomic.Pointer[validatedBase]
@@ -165,6 +174,17 @@ func New(cfg Config) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)
 	}
+	inflight, wait := cfg.MaxInflightBodyBytes, cfg.InflightBodyWait
+	if inflight == 0 {
+		inflight = DefaultMaxInflightBodyBytes
+	}
+	if inflight > 0 {
+		inflight = max(inflight, h.maxBody+1)
+	}
+	if wait <= 0 {
+		wait = DefaultInflightBodyWait
+	}
+	h.budget = newBodyBudget(inflight, wait, h.metrics.inflightBody)
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -268,7 +288,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
 	} else {
-		body, err := h.readBody(w, r)
+		res := h.budget.reserve(r.Context())
+		defer res.release()
+		body, err := h.readBody(w, r, res)
+		if errors.Is(err, errBudget) {
+			// Refused for memory, not for what it is: read the rest of
+			// the body into nothing first (no memory held, bounded by the
+			// body limit and read deadline), so the client reads a clean
+			// 503 instead of a reset connection mid-upload.
+			if h.discardBody(w, r) != nil {
+				w.Header().Set("Connection", "close")
+			}
+		}
 		if err != nil {
 			h.rejectBody(w, rt, key, err)
 			return
@@ -360,9 +391,9 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	return u, err
 }
 
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, res *reservation) (*bodyBuf, error) {
 	defer h.bodyDeadline(w)()
-	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody)
+	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody, res)
 }
 
 // discardBody reads and drops a body the upstream will not get.
@@ -397,6 +428,12 @@ func (h *Handler) bodyDeadline(w http.ResponseWriter) func() {
 func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err error) {
 	if errors.Is(err, errBodyTooLarge) {
 		h.reject(w, rt.name, key, rt.dialect, errTooLarge(fmt.Sprintf("request body larger than %d bytes", h.maxBody)))
+		return
+	}
+	if errors.Is(err, errBudget) {
+		h.metrics.budgetRefused.Inc()
+		w.Header().Set("Retry-After", "1")
+		h.reject(w, rt.name, key, rt.dialect, errOverloaded("the proxy holds too many request bytes in flight; retry shortly"))
 		return
 	}
 	h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))

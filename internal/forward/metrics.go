@@ -14,6 +14,9 @@ type Metrics struct {
 	// Stage 6 (accounts.go).
 	failovers     *prometheus.CounterVec
 	accountErrors *prometheus.CounterVec
+
+	budgetRefused prometheus.Counter
+	inflightBody  prometheus.Gauge
 }
 
 // NewMetrics registers the forwarding's series on reg (a registry of the
@@ -31,6 +34,10 @@ type Metrics struct {
 //   - copilot_proxy_account_errors_total{account,reason}: upstream answers
 //     that took an account out of its pools: "rate_limited" (429),
 //     "quota_spent" (402), "token_refused" (401 after a refresh).
+//   - copilot_proxy_body_budget_refusals_total: requests answered 503
+//     because their body found no room in the in-flight body budget.
+//   - copilot_proxy_inflight_body_bytes: request body bytes admitted and
+//     held right now.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -54,9 +61,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_account_errors_total",
 			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, quota_spent, token_refused).",
 		}, []string{"account", "reason"}),
+		budgetRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "copilot_proxy_body_budget_refusals_total",
+			Help: "Requests answered 503 because the in-flight request body budget had no room within the wait.",
+		}),
+		inflightBody: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "copilot_proxy_inflight_body_bytes",
+			Help: "Request body bytes admitted by the in-flight body budget and not yet released.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody)
 	}
 	return m
 }

@@ -25,6 +25,8 @@ const (
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultReadHeaderTimeout     = 10 * time.Second
 	DefaultBodyReadTimeout       = 60 * time.Second
+	DefaultMaxInflightBodyBytes  = forward.DefaultMaxInflightBodyBytes
+	DefaultInflightBodyWait      = forward.DefaultInflightBodyWait
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultUpstreamHeaderTimeout = 5 * time.Minute
 	DefaultShutdownGrace         = 60 * time.Second
@@ -99,6 +101,15 @@ type Config struct {
 	// BodyReadTimeout bounds reading a request body. --body-read-timeout,
 	// PROXY_BODY_READ_TIMEOUT, default [DefaultBodyReadTimeout].
 	BodyReadTimeout time.Duration
+	// MaxInflightBodyBytes bounds the request body bytes all requests hold
+	// at once (at least MaxBodyBytes); negative: no bound.
+	// --max-inflight-body-bytes, PROXY_MAX_INFLIGHT_BODY_BYTES, default
+	// [DefaultMaxInflightBodyBytes].
+	MaxInflightBodyBytes int64
+	// InflightBodyWait is how long a body waits for room in that budget
+	// before its request gets 503 with Retry-After. --inflight-body-wait,
+	// PROXY_INFLIGHT_BODY_WAIT, default [DefaultInflightBodyWait].
+	InflightBodyWait time.Duration
 	// UpstreamHeaderTimeout bounds the wait for Copilot's response headers;
 	// streams have no total timeout. --upstream-header-timeout,
 	// PROXY_UPSTREAM_HEADER_TIMEOUT, default [DefaultUpstreamHeaderTimeout].
@@ -141,6 +152,10 @@ func (c Config) withDefaults() Config {
 	}
 	dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&c.BodyReadTimeout, DefaultBodyReadTimeout)
+	dur(&c.InflightBodyWait, DefaultInflightBodyWait)
+	if c.MaxInflightBodyBytes == 0 {
+		c.MaxInflightBodyBytes = DefaultMaxInflightBodyBytes
+	}
 	dur(&c.UpstreamHeaderTimeout, DefaultUpstreamHeaderTimeout)
 	dur(&c.ShutdownGrace, DefaultShutdownGrace)
 	c.Clock = clock.OrReal(c.Clock)

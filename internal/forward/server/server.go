@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
 		Keys: cfg.Keys, Editor: cfg.Editor,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
+		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
 		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 	}

@@ -1,0 +1,71 @@
+package deploy
+
+import (
+	"strconv"
+	"testing"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// streamsHeadroom is the memory the proxy needs besides request bodies: the
+// Go runtime and its long-lived streams (docs/benchmarks.md section 6
+// measures under 64 KiB per stream; 320 MiB holds some 4,000 at once with
+// room for the runtime).
+const streamsHeadroom = 320 << 20
+
+// TestProxyMemoryHoldsTheBodyBudget proves the proxy's container memory
+// limit covers its in-flight body budget plus the headroom, that the budget
+// covers one largest body, and that the autoscaler scales out on memory
+// before the limit is reached.
+func TestProxyMemoryHoldsTheBodyBudget(t *testing.T) {
+	o := renderBase(t)
+	d, err := o.deployment("copilot-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	num := func(name string) int64 {
+		v, err := strconv.ParseInt(env(c, name), 10, 64)
+		if err != nil || v <= 0 {
+			t.Fatalf("%s = %q; want a positive byte count", name, env(c, name))
+		}
+		return v
+	}
+	body, budget := num("PROXY_MAX_BODY_BYTES"), num("PROXY_MAX_INFLIGHT_BODY_BYTES")
+	if budget < body {
+		t.Errorf("PROXY_MAX_INFLIGHT_BODY_BYTES %d < PROXY_MAX_BODY_BYTES %d: the largest body could never be admitted", budget, body)
+	}
+	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Fatal("the proxy has no memory limit")
+	}
+	if need := budget + streamsHeadroom; limit.Value() < need {
+		t.Errorf("memory limit %s < body budget %d + headroom %d", limit.String(), budget, int64(streamsHeadroom))
+	}
+	request := c.Resources.Requests[corev1.ResourceMemory]
+	var hpa *autoscalingv2.HorizontalPodAutoscaler
+	for _, h := range o.hpas {
+		if h.Spec.ScaleTargetRef.Name == d.Name {
+			hpa = h
+		}
+	}
+	if hpa == nil {
+		t.Fatal("no autoscaler targets the proxy")
+	}
+	found := false
+	for _, m := range hpa.Spec.Metrics {
+		if m.Resource == nil || m.Resource.Name != corev1.ResourceMemory || m.Resource.Target.AverageUtilization == nil {
+			continue
+		}
+		found = true
+		at := resource.NewQuantity(request.Value()*int64(*m.Resource.Target.AverageUtilization)/100, resource.BinarySI)
+		if at.Cmp(limit) >= 0 {
+			t.Errorf("the autoscaler scales out at %s of memory, not below the limit %s", at, limit.String())
+		}
+	}
+	if !found {
+		t.Error("the proxy's autoscaler has no memory utilization target")
+	}
+}

@@ -1,0 +1,104 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
+)
+
+// Defaults of the in-flight body budget ([Config.MaxInflightBodyBytes]).
+const (
+	DefaultMaxInflightBodyBytes = 256 << 20
+	DefaultInflightBodyWait     = 2 * time.Second
+)
+
+// errBudget is returned when a request body cannot be admitted within the
+// in-flight body budget before its wait runs out.
+var errBudget = errors.New("too many request bytes in flight")
+
+// bodyBudget bounds the bytes of request bodies held in memory at once,
+// across every request: without it, 200 clients each sending a 32 MiB body
+// would make the proxy hold 6.4 GiB. A body reserves its Content-Length
+// before it is read (a chunked one reserves as it grows), and gives the
+// reservation back when its request ends. Reservations are served first come,
+// first served; one that cannot be had within the wait is refused, so a
+// client sees a quick 503 with Retry-After instead of a stalled upload.
+type bodyBudget struct {
+	sem   *semaphore.Weighted // nil: no budget
+	limit int64
+	wait  time.Duration
+	gauge prometheus.Gauge // bytes admitted now
+}
+
+func newBodyBudget(limit int64, wait time.Duration, gauge prometheus.Gauge) *bodyBudget {
+	b := &bodyBudget{limit: limit, wait: wait, gauge: gauge}
+	if limit > 0 {
+		b.sem = semaphore.NewWeighted(limit)
+	}
+	return b
+}
+
+// reservation is one request's share of the budget.
+type reservation struct {
+	b        *bodyBudget
+	held     int64
+	deadline time.Time // the whole body's admission shares one wait
+	ctx      context.Context
+}
+
+// reserve starts a reservation for a request; grow admits bytes.
+func (b *bodyBudget) reserve(ctx context.Context) *reservation {
+	return &reservation{b: b, ctx: ctx, deadline: time.Now().Add(b.wait)}
+}
+
+// grow makes the reservation at least n bytes, waiting up to the budget's
+// wait (counted from the reservation's start) for others to release theirs.
+// A request larger than the whole budget is admitted only up to it: the
+// body limit, checked elsewhere, bounds it.
+func (r *reservation) grow(n int64) error {
+	if r == nil || r.b.sem == nil {
+		return nil
+	}
+	n = min(n, r.b.limit)
+	if n <= r.held {
+		return nil
+	}
+	need := n - r.held
+	if r.b.sem.TryAcquire(need) {
+		r.admit(n, need)
+		return nil
+	}
+	// Socket deadlines and this wait are wall-clock time: a fake clock
+	// would make every wait end at once, or never.
+	ctx, cancel := context.WithDeadline(r.ctx, r.deadline)
+	defer cancel()
+	if err := r.b.sem.Acquire(ctx, need); err != nil {
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
+		}
+		return errBudget
+	}
+	r.admit(n, need)
+	return nil
+}
+
+func (r *reservation) admit(n, added int64) {
+	r.held = n
+	r.b.gauge.Add(float64(added))
+}
+
+// budgeted says whether reads must stay within the reservation.
+func (r *reservation) budgeted() bool { return r != nil && r.b.sem != nil }
+
+// release gives the reservation back; it is safe to call more than once.
+func (r *reservation) release() {
+	if r == nil || r.held == 0 {
+		return
+	}
+	r.b.sem.Release(r.held)
+	r.b.gauge.Sub(float64(r.held))
+	r.held = 0
+}
