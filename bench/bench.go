@@ -35,6 +35,8 @@ type bench struct {
 	startLoad   cpuMeter
 	steadyCache *steady
 	fwd         map[int]map[string]fwdSummary // section 1 medians by concurrency, for the goals
+	fwdTLS      map[int]map[string]fwdSummary // section 1b (TLS upstream), the same
+	many        map[int]manySummary           // section 6 by stream count
 	sse         map[string][2]time.Duration   // section 2 added delay per chunk p50, p99 by path
 	fan         map[int]fanoutRun             // section 3 by watcher count
 	readRPS     map[string]float64            // section 4 calls/s by variant

@@ -155,8 +155,15 @@ func (b *bench) forward() {
 	s.note("The sandbox runs in the benchmark process: the client, the sandbox and the forwarder share the 2 cores, " +
 		"so throughput through a forwarder is bounded by the CPU all three need; the CPU columns isolate the forwarder.")
 	meter := b.meter()
+	b.fwdMeasure(s, d, st.targets, b.fwd)
+	s.note("other processes during this section: %s", b.meter().othersSince(meter))
+}
+
+// fwdMeasure runs the paths targets gives at concurrency 1 and 32,
+// interleaved, and writes the medians into s and into out.
+func (b *bench) fwdMeasure(s *section, d time.Duration, targets func(conns int) []*target, out map[int]map[string]fwdSummary) {
 	for _, conc := range []int{1, 32} {
-		ts := st.targets(conc * 2)
+		ts := targets(conc * 2)
 		runs := map[string][]fwdRun{}
 		for run := range b.opts.runs {
 			for i := range ts {
@@ -175,8 +182,58 @@ func (b *bench) forward() {
 		for _, t := range ts {
 			t.close()
 		}
-		b.fwdResults(s, conc, ts, runs)
+		out[conc] = b.fwdResults(s, conc, ts, runs)
 	}
+}
+
+// tlsTargets are section 1b's paths: direct to the TLS upstream, the proxy
+// with HTTP/2 and with HTTP/1.1 to it, and nginx with proxy_ssl.
+func (st *steady) tlsTargets(conns int) []*target {
+	tr := &http.Transport{TLSClientConfig: st.up.pki.clientConfig(), MaxIdleConns: conns, MaxIdleConnsPerHost: conns,
+		IdleConnTimeout: time.Minute, DisableCompression: true}
+	ts := []*target{{name: "direct", base: st.up.TLSURL, header: directHeader(st.token), client: &http.Client{Transport: tr}}}
+	if st.proxyTLS != nil {
+		ts = append(ts, st.targetFor("proxy", st.proxyTLS, conns))
+	}
+	if st.proxyTLSH1 != nil {
+		ts = append(ts, st.targetFor("proxy-h1", st.proxyTLSH1, conns))
+	}
+	if st.nginxTLS != nil {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer client-key-nginx-ignores")
+		h.Set("Content-Type", "application/json")
+		n := st.nginxTLS
+		ts = append(ts, &target{name: "nginx", base: st.nginxTLSURL + "/v1", header: h, client: newClient(conns),
+			cpu: func() (time.Duration, error) { return n.CPU(true) }})
+	}
+	return ts
+}
+
+// forwardTLS is section 1b: section 1 with the upstream reached over TLS, as
+// the real Copilot API is.
+func (b *bench) forwardTLS() {
+	s := &section{Title: "1b. Forwarding overhead with a TLS upstream (HTTP/2 and HTTP/1.1)"}
+	b.rep.Sections = append(b.rep.Sections, s)
+	st, err := b.steadyStack()
+	if err != nil {
+		s.Err = err
+		return
+	}
+	d := b.phase(2 * time.Second)
+	s.Intro = "Section 1's request and method, with the sandbox served over TLS (a test CA made for the run; ALPN offers " +
+		"HTTP/2 and HTTP/1.1), as the Copilot API is. *direct*: the client to the TLS listener over HTTP/1.1 keep-alive. " +
+		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=true` " +
+		"(one multiplexed HTTP/2 connection); *proxy-h1*: `--upstream-http2=false` (an HTTP/1.1 keep-alive pool). " +
+		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +
+		"of 64 (nginx speaks only HTTP/1.1 to upstreams). Clients reach the proxies and nginx over plain HTTP/1.1."
+	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
+	for _, name := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls"} {
+		if e := st.errs[name]; e != nil {
+			s.note("%s not measured: %s", name, oneLine(e.Error()))
+		}
+	}
+	meter := b.meter()
+	b.fwdMeasure(s, d, st.tlsTargets, b.fwdTLS)
 	s.note("other processes during this section: %s", b.meter().othersSince(meter))
 }
 
@@ -187,7 +244,7 @@ type fwdSummary struct {
 	cpu                    time.Duration
 }
 
-func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][]fwdRun) {
+func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][]fwdRun) map[string]fwdSummary {
 	direct := runs["direct"]
 	sum := map[string]fwdSummary{}
 	for _, t := range ts {
@@ -208,7 +265,6 @@ func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][
 			rps: load.Median(rps), ratio: load.Median(ratio), cpu: time.Duration(load.Median(cpu)),
 		}
 	}
-	b.fwd[conc] = sum
 	for _, t := range ts {
 		m := sum[t.name]
 		add50, add99, ratio, cpu, vsNginx := "", "", "1.00", "", ""
@@ -221,4 +277,5 @@ func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][
 		}
 		s.row(fmt.Sprint(conc), t.name, ms(m.p50), ms(m.p99), add50, add99, fmt.Sprintf("%.0f", m.rps), ratio, cpu, vsNginx)
 	}
+	return sum
 }

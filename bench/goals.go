@@ -29,6 +29,8 @@ func (b *bench) goals() {
 			r.unmeasured(name, "≤ 2x", "proxy or nginx not measured")
 		}
 	}
+	b.tlsGoals()
+	b.manyGoals()
 	if d, ok := b.sse["proxy"]; ok {
 		r.goal("SSE added delay per chunk p99 (proxy)", "< 2 ms", ms(d[1]), d[1] < addP99)
 	} else {
@@ -58,4 +60,44 @@ func (b *bench) goals() {
 	} else {
 		r.unmeasured("Failed requests across rotations", "0", "not measured")
 	}
+}
+
+// tlsGoals are issue 17's goals for the TLS upstream (section 1b).
+func (b *bench) tlsGoals() {
+	r := b.rep
+	p32, okp := b.fwdTLS[32]["proxy"]
+	n32, okn := b.fwdTLS[32]["nginx"]
+	if okp && okn && n32.cpu > 0 && n32.rps > 0 {
+		x := float64(p32.cpu) / float64(n32.cpu)
+		r.goal("TLS upstream: proxy CPU per request vs nginx, concurrency 32", "≤ 2x",
+			fmt.Sprintf("%.2fx (%s vs %s)", x, us(p32.cpu), us(n32.cpu)), x <= 2)
+		t := p32.rps / n32.rps
+		r.goal("TLS upstream: proxy throughput vs nginx, concurrency 32", "≥ 0.8x",
+			fmt.Sprintf("%.2fx (%.0f vs %.0f req/s)", t, p32.rps, n32.rps), t >= 0.8)
+	} else {
+		r.unmeasured("TLS upstream: proxy CPU and throughput vs nginx, concurrency 32", "≤ 2x CPU, ≥ 0.8x req/s", "proxy or nginx not measured")
+	}
+	p1, okp := b.fwdTLS[1]["proxy"]
+	n1, okn := b.fwdTLS[1]["nginx"]
+	if okp && okn && n1.add50 > 0 {
+		x := float64(p1.add50) / float64(n1.add50)
+		r.goal("TLS upstream: proxy added p50 vs nginx's, concurrency 1", "≤ 1.5x",
+			fmt.Sprintf("%.2fx (%s vs %s)", x, ms(p1.add50), ms(n1.add50)), x <= 1.5)
+	} else {
+		r.unmeasured("TLS upstream: proxy added p50 vs nginx's, concurrency 1", "≤ 1.5x", "proxy or nginx not measured")
+	}
+}
+
+// manyGoals are issue 17's goals for 5,000 concurrent streams (section 6).
+func (b *bench) manyGoals() {
+	r := b.rep
+	m, ok := b.many[5000]
+	if !ok {
+		r.unmeasured("5,000 concurrent streams", "< 64 KiB and ≤ 4 goroutines per stream, added/chunk p99 < 5 ms", "not measured")
+		return
+	}
+	r.goal("5,000 concurrent streams: proxy memory per stream (RSS)", "< 64 KiB", fmt.Sprintf("%.1f KiB", m.rssPer/1024), m.rssPer < 64*1024)
+	r.goal("5,000 concurrent streams: proxy goroutines per stream", "≤ 4", fmt.Sprintf("%.2f", m.goroutinesPer), m.goroutinesPer <= 4)
+	r.goal("5,000 concurrent streams: added delay per chunk p99", "< 5 ms", ms(m.add99), m.add99 < 5*time.Millisecond)
+	r.goal("5,000 concurrent streams: failed streams", "0", fmt.Sprint(m.failed), m.failed == 0)
 }

@@ -48,7 +48,7 @@ type options struct {
 	timeout  time.Duration
 }
 
-var allSections = []string{"forward", "stream", "fanout", "reads", "rotation"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "reads", "rotation"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -107,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	b := &bench{fwd: map[int]map[string]fwdSummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
+	b := &bench{fwd: map[int]map[string]fwdSummary{}, fwdTLS: map[int]map[string]fwdSummary{}, many: map[int]manySummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
 		opts: o, ctx: ctx, tmp: tmp, moduleDir: moduleDir, log: stderr,
 		rep: &report{Command: "`make bench` (`go run ./bench -out docs/benchmarks.md`, code in bench/)", Started: time.Now()},
 	}
@@ -162,11 +162,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 var findings string
 
 var sections = map[string]func(*bench){
-	"forward":  (*bench).forward,
-	"stream":   (*bench).stream,
-	"fanout":   (*bench).fanout,
-	"reads":    (*bench).reads,
-	"rotation": (*bench).rotation,
+	"forward":      (*bench).forward,
+	"forward-tls":  (*bench).forwardTLS,
+	"stream":       (*bench).stream,
+	"many-streams": (*bench).manyStreams,
+	"fanout":       (*bench).fanout,
+	"reads":        (*bench).reads,
+	"rotation":     (*bench).rotation,
 }
 
 // findModule returns the directory of the enclosing go.mod.

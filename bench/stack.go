@@ -103,6 +103,18 @@ func (b *bench) startProxy(up *upstream, br *brokerProc, name string) (*proxyPro
 
 // startProxyBin is startProxy with a given binary.
 func (b *bench) startProxyBin(bin string, up *upstream, br *brokerProc, name string) (*proxyProc, error) {
+	return b.startProxyArgs(bin, br, name, "--copilot-api-url", up.URL)
+}
+
+// startProxyTLS runs the proxy against up's TLS listener, trusting its test
+// CA; http2 says whether it may speak HTTP/2 to it.
+func (b *bench) startProxyTLS(bin string, up *upstream, br *brokerProc, name string, http2 bool) (*proxyProc, error) {
+	return b.startProxyArgs(bin, br, name, "--copilot-api-url", up.TLSURL,
+		"--upstream-ca-file", up.pki.CAPath, fmt.Sprintf("--upstream-http2=%t", http2))
+}
+
+// startProxyArgs runs a proxy binary with the upstream flags given.
+func (b *bench) startProxyArgs(bin string, br *brokerProc, name string, upstreamArgs ...string) (*proxyProc, error) {
 	dir := b.dir(name)
 	addrs, err := freeAddrs(2)
 	if err != nil {
@@ -115,8 +127,8 @@ func (b *bench) startProxyBin(bin string, up *upstream, br *brokerProc, name str
 	}
 	p, err := proc.Start(proc.Spec{
 		Name: name, Path: bin,
-		Args: []string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
-			"--keys-file", keys, "--copilot-api-url", up.URL},
+		Args: append([]string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
+			"--keys-file", keys}, upstreamArgs...),
 		Env:     []string{"PROXY_BROKER_KEY=" + br.Key},
 		LogPath: filepath.Join(dir, "proxy.log"),
 	})
@@ -154,7 +166,12 @@ type steady struct {
 	alt      map[string]*proxyProc // -compare-proxy, by target name
 	nginx    *proc.Process
 	nginxURL string
-	errs     map[string]error
+	// The same over the upstream's TLS listener: the proxy with its default
+	// (HTTP/2) and with HTTP/1.1 only, and nginx with proxy_ssl.
+	proxyTLS, proxyTLSH1 *proxyProc
+	nginxTLS             *proc.Process
+	nginxTLSURL          string
+	errs                 map[string]error
 }
 
 func (b *bench) steadyStack() (*steady, error) {
@@ -192,23 +209,50 @@ func (b *bench) steadyStack() (*steady, error) {
 		}
 		st.alt["proxy-"+name] = p
 	}
-	addr, err := proc.FreeAddr()
-	if err == nil {
-		cfg := nginxConfig{Dir: b.dir("nginx"), Listen: addr, Upstream: up.ln.Addr().String(), Token: tok,
-			Workers: "auto", KeepAlive: 64, Headers: copilotHeaders()}
-		st.nginx, err = startNginx(b.ctx, cfg)
-	}
+	st.nginx, st.nginxURL, err = b.startNginxTo(up.ln.Addr().String(), tok, "")
 	if err != nil {
 		st.errs["nginx"] = err
+	}
+	if err := up.serveTLS(b.dir("pki")); err != nil {
+		for _, k := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls"} {
+			st.errs[k] = err
+		}
 	} else {
-		b.procs = append(b.procs, st.nginx)
-		st.nginxURL = "http://" + addr
+		if st.broker != nil {
+			if st.proxyTLS, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls", true); err != nil {
+				st.errs["proxy-tls"] = err
+			}
+			if st.proxyTLSH1, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls-h1", false); err != nil {
+				st.errs["proxy-tls-h1"] = err
+			}
+		}
+		st.nginxTLS, st.nginxTLSURL, err = b.startNginxTo(up.tlsLn.Addr().String(), tok, up.pki.CAPath)
+		if err != nil {
+			st.errs["nginx-tls"] = err
+		}
 	}
 	for k, e := range st.errs {
 		b.logf("steady stack: %s: %v", k, e)
 	}
 	b.steadyCache = st
 	return st, nil
+}
+
+// startNginxTo starts nginx forwarding to upstream (host:port), over TLS
+// verified against caPath when it is set.
+func (b *bench) startNginxTo(upstream, token, caPath string) (*proc.Process, string, error) {
+	addr, err := proc.FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := nginxConfig{Dir: b.dir("nginx"), Listen: addr, Upstream: upstream, Token: token,
+		Workers: "auto", KeepAlive: 64, Headers: copilotHeaders(), UpstreamCA: caPath}
+	p, err := startNginx(b.ctx, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	b.procs = append(b.procs, p)
+	return p, "http://" + addr, nil
 }
 
 // copilotHeaders are the headers docs/protocol.md section 4 requires,

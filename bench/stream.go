@@ -22,8 +22,6 @@ const (
 	streamDelay  = 10 * time.Millisecond
 )
 
-var streamBody = []byte(`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"Stream a short answer."}]}`)
-
 // streamSample is what one stream measured.
 type streamSample struct {
 	ttfb    time.Duration   // request start to the first event
@@ -36,14 +34,12 @@ var streamSeq atomic.Int64
 // oneStream sends a streaming chat completion and times each event.
 func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamSample, error) {
 	id := strconv.FormatInt(streamSeq.Add(1), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/chat/completions", bytes.NewReader(streamBody))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/chat/completions",
+		bytes.NewReader(streamBodyFor(id, streamChunks, streamDelay)))
 	if err != nil {
 		return streamSample{}, err
 	}
 	req.Header = t.header.Clone()
-	req.Header.Set(streamHeader, id)
-	req.Header.Set("X-Sandbox-Chunks", strconv.Itoa(streamChunks))
-	req.Header.Set("X-Sandbox-Chunk-Delay-Ms", strconv.Itoa(int(streamDelay/time.Millisecond)))
 	req.Header.Set("Accept", "text/event-stream")
 	start := time.Now()
 	resp, err := t.client.Do(req)
@@ -81,8 +77,8 @@ func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamS
 		time.Sleep(time.Millisecond)
 	}
 	if len(stamps) < streamChunks+1 {
-		return streamSample{}, fmt.Errorf("%s: upstream stamped %d flushes for stream %s; want %d (is %s passed through?)",
-			t.name, len(stamps), id, streamChunks+1, streamHeader)
+		return streamSample{}, fmt.Errorf("%s: upstream stamped %d flushes for stream %s; want %d (is the body's \"user\" passed through?)",
+			t.name, len(stamps), id, streamChunks+1)
 	}
 	s := streamSample{ttfb: arrivals[0].Sub(start), headers: gotHeaders, transit: make([]time.Duration, streamChunks)}
 	for i := range streamChunks {
@@ -137,7 +133,7 @@ func (b *bench) stream() {
 	}
 	const workers = 8
 	d := b.phase(2500 * time.Millisecond)
-	s.Intro = fmt.Sprintf("Streaming chat completions (`\"stream\": true`, `X-Sandbox-Chunks: %d`, `X-Sandbox-Chunk-Delay-Ms: %d`), "+
+	s.Intro = fmt.Sprintf("Streaming chat completions (`\"stream\": true`, %d chunks %d ms apart, asked of the sandbox through the body's `user` field), "+
 		"%d concurrent streams, closed loop, %v per path per run, paths interleaved, %d runs. The sandbox runs in the "+
 		"benchmark process behind a tap that stamps each event just before it is written to the connection; the client "+
 		"stamps each `data:` line as it parses it, on the same monotonic clock. *Transit* is that difference for each of "+

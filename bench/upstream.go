@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +17,11 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 )
 
-// streamHeader names the request header by which the upstream tap knows a
-// benchmark stream; proxies pass it through like any other header.
-const streamHeader = "X-Bench-Stream"
+// A benchmark stream names itself in its body's "user" field as
+// "bench:ID:CHUNKS:DELAYMS", a field every forwarder passes through
+// untouched (a proxy may drop unknown headers). The tap reads it and sets the
+// sandbox's per-request X-Sandbox-Chunks and X-Sandbox-Chunk-Delay-Ms itself.
+var streamTag = []byte(`"user":"bench:`)
 
 // upstream is the sandbox, in this process, behind a tap that notes when each
 // SSE event leaves it and when each token exchange is answered. Stamps and
@@ -28,6 +32,13 @@ type upstream struct {
 	URL string
 	srv *http.Server
 	ln  net.Listener
+
+	// TLSURL serves the same sandbox over TLS (HTTP/2 and HTTP/1.1 offered
+	// by ALPN) once serveTLS has run; its CA is pki.CAPath.
+	TLSURL string
+	pki    *testPKI
+	tlsSrv *http.Server
+	tlsLn  net.Listener
 
 	mu        sync.Mutex
 	streams   map[string][]time.Time // stream id -> stamp of each flush (the first is the headers)
@@ -45,11 +56,65 @@ func startUpstream(cfg sandbox.Config) (*upstream, error) {
 	return u, nil
 }
 
-func (u *upstream) close() { _ = u.srv.Close() }
+// serveTLS adds the TLS listener, with a new test CA written into dir.
+func (u *upstream) serveTLS(dir string) error {
+	pki, err := newTestPKI(dir)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("upstream TLS: %w", err)
+	}
+	u.pki, u.tlsLn, u.TLSURL = pki, ln, "https://"+ln.Addr().String()
+	u.tlsSrv = &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS12}}
+	go func() { _ = u.tlsSrv.ServeTLS(ln, "", "") }()
+	return nil
+}
+
+func (u *upstream) close() {
+	_ = u.srv.Close()
+	if u.tlsSrv != nil {
+		_ = u.tlsSrv.Close()
+	}
+}
+
+// benchStream returns the stream id a request's body names, after setting the
+// sandbox's chunk headers it asks for; "" for any other request.
+func benchStream(r *http.Request) string {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return ""
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	i := bytes.Index(body, streamTag)
+	if err != nil || i < 0 {
+		return ""
+	}
+	rest := body[i+len(streamTag):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return ""
+	}
+	parts := strings.Split(string(rest[:end]), ":")
+	if len(parts) != 3 {
+		return ""
+	}
+	r.Header.Set("X-Sandbox-Chunks", parts[1])
+	r.Header.Set("X-Sandbox-Chunk-Delay-Ms", parts[2])
+	return parts[0]
+}
+
+// streamBodyFor returns a streaming chat completion body tagged for the tap.
+func streamBodyFor(id string, chunks int, delay time.Duration) []byte {
+	return fmt.Appendf(nil, `{"model":"gpt-4.1","stream":true,"user":"bench:%s:%d:%d","messages":[{"role":"user","content":"Stream a short answer."}]}`,
+		id, chunks, delay/time.Millisecond)
+}
 
 // ServeHTTP serves the sandbox, stamping what the benchmarks time.
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if id := r.Header.Get(streamHeader); id != "" {
+	if id := benchStream(r); id != "" {
 		sw := &stampWriter{ResponseWriter: w}
 		u.Server.ServeHTTP(sw, r)
 		u.mu.Lock()
