@@ -23,6 +23,7 @@ const brokerKeyEnv = "PROXY_BROKER_KEY"
 // options are the flags that are not fields of server.Config.
 type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat string
+	upstreamHTTP2                                bool
 }
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
@@ -47,6 +48,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body")
 	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
 	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
+	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
+	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", true, "speak HTTP/2 to the Copilot API when it offers it (false: an HTTP/1.1 keep-alive pool)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	fs.StringVar(&cfg.Editor.Version, "editor-version", ed.Version, "Editor-Version header sent to Copilot")
@@ -76,6 +79,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	cfg.Logger = logger
+	cfg.UpstreamHTTP1Only = !o.upstreamHTTP2
 	if o.keysFile != "" {
 		if cfg.Keys, err = keys.Load(o.keysFile); err != nil {
 			return err

@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +26,11 @@ type TransportConfig struct {
 	MaxIdleConnsPerHost int
 	// IdleConnTimeout closes pooled connections idle this long. Default 90 s.
 	IdleConnTimeout time.Duration
+	// RootCAs verifies the upstream's certificate. Default: the system's.
+	RootCAs *x509.CertPool
+	// HTTP1Only keeps the upstream on an HTTP/1.1 keep-alive pool even when
+	// it offers HTTP/2. Default false: HTTP/2 when offered.
+	HTTP1Only bool
 }
 
 // NewTransport returns the one transport all forwarded requests share: a
@@ -44,7 +51,7 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 512
 	}
-	return &http.Transport{
+	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
@@ -63,6 +70,16 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 			PingTimeout:     15 * time.Second,
 		},
 	}
+	if cfg.RootCAs != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.HTTP1Only {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetHTTP1(true)
+		t.ForceAttemptHTTP2 = false
+		t.HTTP2 = nil
+	}
+	return t
 }
 
 // roundTrip sends the request (see send) and, for a pool key, sends it

@@ -85,3 +85,47 @@ func TestTransportHTTP2(t *testing.T) {
 		t.Errorf("the upstream accepted %d connections; want 1 (multiplexed)", n)
 	}
 }
+
+// TestTransportOptions checks RootCAs (the upstream's certificate is trusted
+// only through it) and HTTP1Only (HTTP/1.1 although HTTP/2 is offered).
+func TestTransportOptions(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	tests := []struct {
+		name      string
+		cfg       TransportConfig
+		wantProto string // "" when the certificate must be refused
+	}{
+		{"system roots refuse the test CA", TransportConfig{}, ""},
+		{"RootCAs, HTTP/2 offered and taken", TransportConfig{RootCAs: roots}, "HTTP/2.0"},
+		{"RootCAs, HTTP1Only", TransportConfig{RootCAs: roots, HTTP1Only: true}, "HTTP/1.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := NewTransport(tt.cfg)
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+			if tt.wantProto == "" {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatal("GET succeeded; want a certificate error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if string(b) != tt.wantProto {
+				t.Errorf("server saw %q; want %q", b, tt.wantProto)
+			}
+		})
+	}
+}

@@ -119,6 +119,17 @@ type Config struct {
 	// [DefaultShutdownGrace].
 	ShutdownGrace time.Duration
 
+	// UpstreamCAFile holds the CA certificates (PEM) the Copilot API's
+	// certificate must chain to, instead of the system's roots (a private
+	// upstream, or the sandbox served over TLS). --upstream-ca-file,
+	// PROXY_UPSTREAM_CA_FILE.
+	UpstreamCAFile string
+	// UpstreamHTTP1Only keeps the upstream on an HTTP/1.1 keep-alive pool
+	// even when it offers HTTP/2. `proxy serve` sets it from
+	// --upstream-http2=false (PROXY_UPSTREAM_HTTP2); the default speaks
+	// HTTP/2 when offered.
+	UpstreamHTTP1Only bool
+
 	// Transport, when set, replaces the upstream transport (tests).
 	Transport http.RoundTripper
 	// MinBackoff and MaxBackoff bound the broker reconnection delay

@@ -106,7 +106,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	transport := cfg.Transport
 	if transport == nil {
-		transport = forward.NewTransport(forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout})
+		tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: cfg.UpstreamHTTP1Only}
+		if cfg.UpstreamCAFile != "" {
+			pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
+			if err != nil {
+				closeConn()
+				return nil, fmt.Errorf("upstream CA: %w", err)
+			}
+			tc.RootCAs = pool
+		}
+		transport = forward.NewTransport(tc)
 	}
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
