@@ -42,6 +42,8 @@
 //   - Max tokens: Messages requires max_tokens; when the client gave none it
 //     is [Options].MaxOutputTokens or [DefaultMaxTokens].
 //   - Reasoning: effort and budget convert with the table in effort.go;
+//     with [Options].NoReasoning (a target model that takes none) the
+//     request's reasoning is dropped and reported;
 //     toward Messages the budget is clamped below max_tokens, and thinking
 //     is left off (and reported) when max_tokens is under 1025, when the
 //     tool choice forces a tool (the API refuses both), or when the history

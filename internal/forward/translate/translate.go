@@ -94,6 +94,10 @@ type Options struct {
 	// Messages writer sets when the client gave none (Messages requires one).
 	// Zero means DefaultMaxTokens.
 	MaxOutputTokens int
+	// NoReasoning says the target model takes no reasoning parameters
+	// (its catalog entry has none): the client's reasoning request is
+	// dropped and reported instead of being refused upstream.
+	NoReasoning bool
 }
 
 // DefaultMaxTokens is the Messages max_tokens when neither the client nor
@@ -126,6 +130,10 @@ func Request(from, to Dialect, body []byte, opt Options) ([]byte, Info, error) {
 		return nil, info, err
 	}
 	info.Model, info.Stream, info.IncludeUsage = r.Model, r.Stream, r.IncludeUsage
+	if opt.NoReasoning && r.Reasoning != nil {
+		r.Reasoning = nil
+		info.drop("reasoning (the model takes none)")
+	}
 	var out []byte
 	switch to {
 	case Messages:

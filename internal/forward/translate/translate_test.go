@@ -315,3 +315,20 @@ func dialectIndex(name string) int {
 	}
 	return 0
 }
+
+func TestRequestNoReasoning(t *testing.T) {
+	body := []byte(`{"model":"gpt-4.1","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1500},"messages":[{"role":"user","content":"hi"}]}`)
+	for _, to := range []Dialect{Chat, Responses} {
+		out, info, err := Request(Messages, to, body, Options{NoReasoning: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "reasoning") || !strings.Contains(info.String(), "reasoning (the model takes none)") {
+			t.Errorf("Request(→%s, NoReasoning) = %s, %v; want no reasoning, reported", to, out, info)
+		}
+		out, _, _ = Request(Messages, to, body, Options{})
+		if !strings.Contains(string(out), "reasoning") {
+			t.Errorf("Request(→%s) = %s; want reasoning", to, out)
+		}
+	}
+}
