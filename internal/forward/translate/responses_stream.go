@@ -210,6 +210,25 @@ func (w *respStreamWriter) ev(b *bytes.Buffer, typ string, fields ...any) {
 	b.WriteString("}\n\n")
 }
 
+// delta writes a delta event without reflection: the hot path.
+func (w *respStreamWriter) delta(b *bytes.Buffer, typ string, n int, mid, text, tail string) {
+	b.WriteString("event: ")
+	b.WriteString(typ)
+	b.WriteString("\ndata: {\"type\":\"")
+	b.WriteString(typ)
+	b.WriteString(`","sequence_number":`)
+	appendInt(b, w.seq)
+	w.seq++
+	b.WriteString(`,"item_id":`)
+	appendJSONString(b, w.itemID)
+	b.WriteString(`,"output_index":`)
+	appendInt(b, int64(n))
+	b.WriteString(mid)
+	appendJSONString(b, text)
+	b.WriteString(tail)
+	b.WriteString("\n\n")
+}
+
 func (w *respStreamWriter) outputIndex() int { return len(w.resp.Output) }
 
 func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
@@ -255,16 +274,16 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 		n := w.outputIndex()
 		switch w.part {
 		case PartText:
-			w.ev(b, "response.output_text.delta", "item_id", w.itemID, "output_index", n, "content_index", 0, "delta", e.text, "logprobs", json.RawMessage("[]"))
+			w.delta(b, "response.output_text.delta", n, `,"content_index":0,"delta":`, e.text, `,"logprobs":[]}`)
 		case PartToolCall:
-			w.ev(b, "response.function_call_arguments.delta", "item_id", w.itemID, "output_index", n, "delta", e.text)
+			w.delta(b, "response.function_call_arguments.delta", n, `,"delta":`, e.text, `}`)
 		case PartReasoning:
 			if !w.summary {
 				w.summary = true
 				w.ev(b, "response.reasoning_summary_part.added", "item_id", w.itemID, "output_index", n, "summary_index", 0,
 					"part", json.RawMessage(`{"type":"summary_text","text":""}`))
 			}
-			w.ev(b, "response.reasoning_summary_text.delta", "item_id", w.itemID, "output_index", n, "summary_index", 0, "delta", e.text)
+			w.delta(b, "response.reasoning_summary_text.delta", n, `,"summary_index":0,"delta":`, e.text, `}`)
 		}
 	case evSignature:
 		if w.part == PartReasoning {
