@@ -318,7 +318,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 	}
 	if c.acct.tgt.pooled() {
-		// A pool: choose a member now that the conversation is known.
+		// A pool: choose a member now that the conversation is known. This
+		// stays before any stage that needs the account (the catalog of
+		// stage 4 is per account): a failover later may change it, to a
+		// member whose catalog the retry must then use (see roundTrip).
 		if ok, out := h.pickMember(c); !ok {
 			h.log.Warn("no usable account in the key's pool", "route", rt.name, "key", key, "retry_after", out.RetryAfter, "reasons", out.Reasons)
 			h.rejectPool(w, c, out)
