@@ -249,3 +249,41 @@ func TestServeKeepsSIGHUPDuringStartup(t *testing.T) {
 		t.Fatal("serve did not return after cancel")
 	}
 }
+
+func TestLoginAccount(t *testing.T) {
+	sb, err := sandbox.Start(sandbox.Config{DeviceInterval: time.Millisecond, DeviceAutoApproveAfter: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	dir := filepath.Join(t.TempDir(), "accounts")
+	var stdout, stderr testutil.SyncBuffer
+	args := []string{"login", "--github-url", sb.URL, "--account", "alice"}
+	// The directory from the environment, as for every flag.
+	if err := run(context.Background(), args, env(map[string]string{"BROKER_LOGIN_ACCOUNTS_DIR": dir}), nil, &stdout, &stderr); err != nil {
+		t.Fatalf("run(login --account alice) = %v; stderr %s", err, stderr.String())
+	}
+	path := filepath.Join(dir, "alice")
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("account file: %v, mode %v; want 0600", err, fi)
+	}
+	if !strings.Contains(stdout.String(), "--accounts-dir "+dir) {
+		t.Errorf("login output does not name the accounts dir:\n%s", stdout.String())
+	}
+	for _, bad := range [][]string{
+		{"login", "--github-url", sb.URL, "--account", "../etc", "--accounts-dir", dir},
+		{"login", "--github-url", sb.URL, "--account", ".hidden", "--accounts-dir", dir},
+		{"login", "--github-url", sb.URL, "--account", "bob"},
+		{"login", "--github-url", sb.URL, "--accounts-dir", dir},
+		{"login", "--github-url", sb.URL, "--account", "alice", "--accounts-dir", dir}, // exists, no --force
+	} {
+		before := len(sb.DeviceCodes())
+		if err := run(context.Background(), bad, env(nil), nil, &stdout, &stderr); err == nil {
+			t.Errorf("run(%q) = nil; want an error", bad)
+		}
+		if after := len(sb.DeviceCodes()); after != before {
+			t.Errorf("run(%q) asked for a device code", bad)
+		}
+	}
+}

@@ -21,11 +21,13 @@ import (
 // serveFlags binds `broker serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFormat *string) {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (TokenBrokerService, grpc.health.v1, reflection)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /openapi.json)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /openapi.json)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL (GitHub Enterprise Server: https://HOST/api/v3, ghe.com: https://api.HOST)")
 	fs.StringVar(&cfg.GitHubTokenFile, "github-token-file", "", "file holding the GitHub token, re-read when it changes and on SIGHUP (else the GITHUB_TOKEN environment variable)")
-	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file for changes")
+	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file and --accounts-dir for changes")
+	fs.StringVar(&cfg.AccountsDir, "accounts-dir", "", "directory of accounts: one file per account, named after it, holding its GitHub token (mode 0600); re-read when it changes and on SIGHUP")
+	fs.DurationVar(&cfg.QuotaInterval, "quota-interval", server.DefaultQuotaInterval, "how often to read each account's quota from GitHub (copilot_internal/user; ±10% jitter)")
 	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all); callers send Authorization: Bearer SECRET")
 	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate (PEM) for the gRPC and REST listeners")
@@ -89,7 +91,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	for {
 		select {
 		case <-hup:
-			logger.Info("SIGHUP: re-reading the GitHub token")
+			logger.Info("SIGHUP: re-reading the GitHub token", "accounts_dir", cfg.AccountsDir)
 			srv.Reload()
 		case err := <-done:
 			return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
@@ -20,6 +21,7 @@ const (
 	DefaultGitHubAPIURL    = "https://api.github.com"
 	DefaultTokenFilePoll   = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultQuotaInterval   = quota.DefaultInterval
 )
 
 // Config is everything a broker needs. Each field documents its default and,
@@ -49,9 +51,21 @@ type Config struct {
 	// (polled every TokenFilePoll) and on [Server.Reload] (SIGHUP).
 	// --github-token-file, BROKER_GITHUB_TOKEN_FILE.
 	GitHubTokenFile string
-	// TokenFilePoll is how often GitHubTokenFile is checked for changes.
-	// --token-file-poll, default [DefaultTokenFilePoll].
+	// TokenFilePoll is how often GitHubTokenFile and AccountsDir are checked
+	// for changes. --token-file-poll, default [DefaultTokenFilePoll].
 	TokenFilePoll time.Duration
+	// AccountsDir holds one file per account: the file name is the account
+	// name (see keys.ValidAccountName), its content the account's GitHub
+	// token. Files added, changed and removed are picked up within
+	// TokenFilePoll and on [Server.Reload] (SIGHUP); a removed account's
+	// watch streams end with NOT_FOUND. With GitHubToken or GitHubTokenFile
+	// too, that token is the default account (""). --accounts-dir,
+	// BROKER_ACCOUNTS_DIR.
+	AccountsDir string
+	// QuotaInterval is how often each account's quota is read from
+	// copilot_internal/user, jittered by ±10%. --quota-interval, default
+	// [DefaultQuotaInterval].
+	QuotaInterval time.Duration
 
 	// Keys are the broker keys callers must present; nil means none are
 	// required (allowed only on loopback unless InsecureNoAuth).
@@ -88,6 +102,9 @@ type Config struct {
 	// Tune, when set, adjusts the token manager's configuration before it
 	// starts; tests and benchmarks use it for short lifetimes.
 	Tune func(*tokens.ManagerConfig)
+	// QuotaTune, when set, adjusts each account's quota poller
+	// configuration; tests use it for short intervals.
+	QuotaTune func(*quota.PollerConfig)
 	// Clock drives token lifetimes, stream ages and file polling (nil means
 	// the real clock).
 	Clock clock.Clock
@@ -114,6 +131,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.QuotaInterval <= 0 {
+		c.QuotaInterval = DefaultQuotaInterval
+	}
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -123,10 +143,10 @@ func (c Config) withDefaults() Config {
 
 // ErrNoGitHubToken is returned when neither a token nor a token file is
 // configured.
-var ErrNoGitHubToken = errors.New("no GitHub token: set GITHUB_TOKEN or --github-token-file (create one with `broker login`)")
+var ErrNoGitHubToken = errors.New("no GitHub token: set GITHUB_TOKEN, --github-token-file or --accounts-dir (create one with `broker login`)")
 
 func (c Config) validate() error {
-	if c.GitHubToken.IsZero() && c.GitHubTokenFile == "" {
+	if c.GitHubToken.IsZero() && c.GitHubTokenFile == "" && c.AccountsDir == "" {
 		return ErrNoGitHubToken
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {

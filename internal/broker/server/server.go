@@ -33,6 +33,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
@@ -55,7 +56,8 @@ type Server struct {
 	log     *slog.Logger
 	addrs   Addrs
 	tls     bool
-	mgr     *tokens.Manager
+	fleet   *fleet
+	dir     *credfile.DirWatcher
 	svc     *broker.Service
 	health  *broker.HealthServer
 	grpc    *grpc.Server
@@ -95,6 +97,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	var dirTokens map[string]secret.Secret
+	if cfg.AccountsDir != "" {
+		s.dir, dirTokens, err = credfile.NewDir(credfile.DirConfig{
+			Dir: cfg.AccountsDir, ValidName: keys.ValidAccountName, Interval: cfg.TokenFilePoll, Clock: cfg.Clock,
+			Logger: cfg.Logger, OnChange: func(e credfile.Event) { s.fleet.dirEvent(e) },
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 
 	lns, err := listenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
 	if err != nil {
@@ -108,37 +120,31 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	metrics := broker.NewMetrics()
-	exCfg := cfg.Exchange
-	exCfg.APIURL = cfg.GitHubAPIURL
-	mcfg := tokens.ManagerConfig{
-		GitHubToken:      ghToken,
-		Exchange:         metrics.InstrumentExchange("", tokens.NewExchanger(exCfg).Exchange),
-		Clock:            cfg.Clock,
-		Logger:           cfg.Logger,
-		Epoch:            newEpoch(),
-		MinForceInterval: cfg.MinForceInterval,
-	}
-	if cfg.Tune != nil {
-		cfg.Tune(&mcfg)
-	}
-	if s.mgr, err = tokens.NewManager(mcfg); err != nil {
-		closeAll(lns)
-		return nil, err
-	}
-	accounts := map[string]broker.Source{"": s.mgr}
+	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
-		Accounts: accounts, MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
+		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
 	})
 	if err != nil {
 		closeAll(lns)
-		_ = s.mgr.Close()
+		return nil, err
+	}
+	s.health = broker.NewHealthServer(cfg.Clock)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) // alive; Shutdown turns it NOT_SERVING
+	for _, svc := range broker.HealthServices {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	if err := s.startAccounts(ghToken, dirTokens); err != nil {
+		closeAll(lns)
+		s.fleet.close()
+		s.svc.Close()
 		return nil, err
 	}
 	if err := metrics.ObserveService(s.svc); err != nil {
 		closeAll(lns)
+		s.fleet.close()
 		s.svc.Close()
-		_ = s.mgr.Close()
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
@@ -157,11 +163,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
-	s.health = broker.NewHealthServer(cfg.Clock)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) // alive; Shutdown turns it NOT_SERVING
-	for _, svc := range broker.HealthServices {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
-	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
@@ -174,7 +175,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		closeAll(lns)
-		_ = s.mgr.Close()
+		s.fleet.close()
+		s.svc.Close()
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -184,7 +186,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cancel()
 		closeAll(lns)
 		_ = s.gwConn.Close()
-		_ = s.mgr.Close()
+		s.fleet.close()
+		s.svc.Close()
 		return nil, err
 	}
 	httpSrv := &http.Server{
@@ -208,15 +211,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, httpSrv, httpLn, cfg.ShutdownTimeout) })
 	r.goServe("admin", func() error { return ops.ServeHTTP(adminCtx, adminSrv, adminLn, cfg.ShutdownTimeout) })
-	r.goBackground(func() { broker.ReportHealth(runCtx, s.health.Server, s.mgr) })
 	if s.watcher != nil {
 		r.goBackground(func() { s.watcher.Run(runCtx) })
+	}
+	if s.dir != nil {
+		r.goBackground(func() { s.dir.Run(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
 	s.log.Info("broker listening", "grpc", s.addrs.GRPC, "http", s.addrs.HTTP, "admin", s.addrs.Admin,
 		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
-		"github_api_url", cfg.GitHubAPIURL, "epoch", mcfg.Epoch)
+		"github_api_url", cfg.GitHubAPIURL, "epoch", epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
 	return s, nil
 }
 
@@ -226,8 +231,39 @@ func (s *Server) Addrs() Addrs { return s.addrs }
 // TLS reports whether the gRPC and REST listeners use TLS.
 func (s *Server) TLS() bool { return s.tls }
 
-// Snapshot returns the default account's token state.
-func (s *Server) Snapshot() tokens.State { return s.mgr.Snapshot() }
+// startAccounts starts the default account (when a default token is
+// configured) and the accounts of the accounts directory.
+func (s *Server) startAccounts(ghToken secret.Secret, dirTokens map[string]secret.Secret) error {
+	if !ghToken.IsZero() || s.cfg.GitHubTokenFile != "" {
+		if err := s.fleet.add("", ghToken); err != nil {
+			return err
+		}
+	}
+	for name, tok := range dirTokens {
+		if err := s.fleet.add(name, tok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Snapshot returns the default account's token state (the zero State when
+// there is no default account).
+func (s *Server) Snapshot() tokens.State {
+	if mgr, ok := s.fleet.manager(""); ok {
+		return mgr.Snapshot()
+	}
+	return tokens.State{}
+}
+
+// AccountSnapshot returns an account's token state.
+func (s *Server) AccountSnapshot(name string) (tokens.State, bool) {
+	mgr, ok := s.fleet.manager(name)
+	if !ok {
+		return tokens.State{}, false
+	}
+	return mgr.Snapshot(), true
+}
 
 // Wait blocks until the server has stopped and returns the first error that
 // stopped it (nil after a shutdown asked for by ctx or Close).
@@ -248,40 +284,32 @@ func (s *Server) Close() error {
 // credential again, so an operator who restored the account's Copilot
 // access can retry without a restart.
 func (s *Server) Reload() {
+	if s.dir != nil {
+		s.dir.Reload()
+	}
 	if s.watcher != nil {
 		s.watcher.Reload()
 		return
 	}
-	s.credentialChanged(s.cfg.GitHubToken, false)
+	if !s.cfg.GitHubToken.IsZero() {
+		s.credentialChanged(s.cfg.GitHubToken, false)
+	}
 }
 
 // credentialChanged hands a new credential to the manager. An unchanged one
 // (a SIGHUP with the same file) retries it only while it stands rejected:
 // the operator may have restored the account's Copilot access.
 func (s *Server) credentialChanged(tok secret.Secret, changed bool) {
-	if changed {
-		s.mgr.SetGitHubToken(tok)
-		return
-	}
-	if s.mgr.Snapshot().Status == tokens.StatusRejected {
-		s.log.Info("retrying the rejected GitHub credential on request")
-		s.mgr.RetryRejected()
-	}
+	s.fleet.setToken("", tok, changed)
 }
 
-// ready is /readyz: a token can be handed out and no shutdown is under way.
+// ready is /readyz: at least one account can hand out a token and no
+// shutdown is under way.
 func (s *Server) ready() error {
 	if s.stopping.Load() {
 		return errors.New("shutting down")
 	}
-	st := s.mgr.Snapshot()
-	if st.Status.HasToken() {
-		return nil
-	}
-	if st.LastError != "" {
-		return fmt.Errorf("token %s: %s", st.Status, st.LastError)
-	}
-	return fmt.Errorf("token %s", st.Status)
+	return s.fleet.ready()
 }
 
 func listenAll(addrs ...string) ([]net.Listener, error) {
@@ -359,7 +387,7 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.stopGRPC()
 	s.svc.Close()
 	_ = s.gwConn.Close()
-	_ = s.mgr.Close()
+	s.fleet.close()
 	s.cancel()
 	r.background.Wait()
 	stopAdmin()

@@ -1,0 +1,217 @@
+package credfile
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
+)
+
+// EventKind is what happened to one file of a watched directory.
+type EventKind int
+
+// Event kinds of [DirWatcher].
+const (
+	// Added: a new file (a new account).
+	Added EventKind = iota + 1
+	// Changed: the file's content changed.
+	Changed
+	// Removed: the file is gone.
+	Removed
+	// Unchanged: a [DirWatcher.Reload] found the same content; the caller
+	// may re-present the credential on the operator's request.
+	Unchanged
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Added:
+		return "added"
+	case Changed:
+		return "changed"
+	case Removed:
+		return "removed"
+	case Unchanged:
+		return "unchanged"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is one file's change; Token is zero for Removed.
+type Event struct {
+	Name  string
+	Kind  EventKind
+	Token secret.Secret
+}
+
+// DirConfig configures a [DirWatcher].
+type DirConfig struct {
+	// Dir holds one credential file per name. Required.
+	Dir string
+	// ValidName reports whether a file name may name an entry; other files
+	// are ignored with a warning, as are hidden files (a leading '.': editor
+	// and atomic-write temporaries, Kubernetes' ..data links). Required.
+	ValidName func(string) bool
+	// Interval is the polling period (default 5 s).
+	Interval time.Duration
+	// Clock drives polling (nil means the real clock).
+	Clock clock.Clock
+	// Logger receives events, never a credential (nil discards).
+	Logger *slog.Logger
+	// OnChange is called from [DirWatcher.Run]'s goroutine for each change,
+	// removals last. Required.
+	OnChange func(Event)
+}
+
+// DirWatcher polls a directory of credential files, each read like [Read].
+// A file that cannot be read keeps its last credential (a write in
+// progress, a permission slip); only a file that is gone is Removed.
+type DirWatcher struct {
+	cfg    DirConfig
+	clock  clock.Clock
+	log    *slog.Logger
+	reload chan struct{}
+
+	digests map[string][sha256.Size]byte // owned by Run after NewDir
+	warned  map[string]bool              // names already warned about
+}
+
+// NewDir reads the directory once and returns a watcher of later changes
+// and the credentials read now, by name. The directory must exist; it may
+// be empty.
+func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
+	if cfg.Dir == "" || cfg.OnChange == nil || cfg.ValidName == nil {
+		return nil, nil, errors.New("credfile: DirConfig.Dir, ValidName and OnChange are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 5 * time.Second
+	}
+	w := &DirWatcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1),
+		digests: map[string][sha256.Size]byte{}, warned: map[string]bool{}}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	toks, err := w.scan()
+	if err != nil {
+		return nil, nil, err
+	}
+	for name, tok := range toks {
+		w.digests[name] = sha256.Sum256([]byte(tok.Reveal()))
+	}
+	return w, toks, nil
+}
+
+// scan reads every valid file of the directory. Files that cannot be read
+// are missing from the result but listed in kept, so they are not taken
+// for removed.
+func (w *DirWatcher) scan() (map[string]secret.Secret, error) {
+	toks, _, err := w.scanKept()
+	return toks, err
+}
+
+func (w *DirWatcher) scanKept() (toks map[string]secret.Secret, kept map[string]bool, err error) {
+	entries, err := os.ReadDir(w.cfg.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("accounts directory: %w", err)
+	}
+	toks, kept = map[string]secret.Secret{}, map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		if !w.cfg.ValidName(name) {
+			w.warnOnce(name, "ignoring a file whose name is not a valid account name")
+			continue
+		}
+		path := filepath.Join(w.cfg.Dir, name)
+		fi, err := os.Stat(path) // follows symlinks (Kubernetes secret volumes)
+		if err != nil || !fi.Mode().IsRegular() {
+			w.warnOnce(name, "ignoring an entry that is not a regular file")
+			continue
+		}
+		tok, err := Read(path)
+		if err != nil {
+			w.log.Warn("account file unreadable; keeping its current credential", "account", name, "error", err)
+			kept[name] = true
+			continue
+		}
+		delete(w.warned, name)
+		toks[name] = tok
+	}
+	return toks, kept, nil
+}
+
+func (w *DirWatcher) warnOnce(name, msg string) {
+	if !w.warned[name] {
+		w.warned[name] = true
+		w.log.Warn(msg, "dir", w.cfg.Dir, "file", name)
+	}
+}
+
+// Reload asks Run to re-read the directory now; unchanged files are then
+// reported as Unchanged.
+func (w *DirWatcher) Reload() {
+	select {
+	case w.reload <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls until ctx ends.
+func (w *DirWatcher) Run(ctx context.Context) {
+	timer := w.clock.NewTimer(w.cfg.Interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C():
+			w.check(false)
+			timer.Reset(w.cfg.Interval)
+		case <-w.reload:
+			w.check(true)
+		}
+	}
+}
+
+func (w *DirWatcher) check(forced bool) {
+	toks, kept, err := w.scanKept()
+	if err != nil {
+		w.log.Warn("accounts directory unreadable; keeping the current accounts", "dir", w.cfg.Dir, "error", err)
+		return
+	}
+	for name, tok := range toks {
+		d := sha256.Sum256([]byte(tok.Reveal()))
+		old, known := w.digests[name]
+		kind := Added
+		switch {
+		case !known:
+		case old != d:
+			kind = Changed
+		case forced:
+			kind = Unchanged
+		default:
+			continue
+		}
+		w.digests[name] = d
+		w.log.Info("account file read", "account", name, "event", kind.String(), "fingerprint", tok.Fingerprint())
+		w.cfg.OnChange(Event{Name: name, Kind: kind, Token: tok})
+	}
+	for name := range w.digests {
+		if _, ok := toks[name]; ok || kept[name] {
+			continue
+		}
+		delete(w.digests, name)
+		w.log.Info("account file removed", "account", name)
+		w.cfg.OnChange(Event{Name: name, Kind: Removed})
+	}
+}
