@@ -35,6 +35,11 @@ type watchers struct {
 }
 
 func (b *bench) openWatchers(br *brokerProc, n, conns int) (*watchers, error) {
+	return b.openAccountWatchers(br, n, conns, func(int) string { return "" })
+}
+
+// openAccountWatchers is openWatchers with watcher i on account accountOf(i).
+func (b *bench) openAccountWatchers(br *brokerProc, n, conns int, accountOf func(int) string) (*watchers, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	w := &watchers{cancel: cancel, latest: make([]atomic.Uint64, n), recv: make([][]receipt, n)}
 	clients := make([]brokerv1.TokenBrokerServiceClient, conns)
@@ -49,7 +54,7 @@ func (b *bench) openWatchers(br *brokerProc, n, conns int) (*watchers, error) {
 	}
 	for i := range n {
 		w.wg.Go(func() {
-			stream, err := clients[i%conns].WatchToken(ctx, &brokerv1.WatchTokenRequest{})
+			stream, err := clients[i%conns].WatchToken(ctx, &brokerv1.WatchTokenRequest{Account: accountOf(i)})
 			if err != nil {
 				w.fail(ctx, err)
 				return
@@ -88,10 +93,16 @@ func (w *watchers) close() {
 
 // waitAll waits until every watcher has seen generation gen (or newer).
 func (w *watchers) waitAll(ctx context.Context, gen uint64, timeout time.Duration) error {
+	return w.waitRange(ctx, 0, len(w.latest), gen, timeout)
+}
+
+// waitRange waits until watchers lo..hi-1 have seen generation gen (or
+// newer).
+func (w *watchers) waitRange(ctx context.Context, lo, hi int, gen uint64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		missing := 0
-		for i := range w.latest {
+		for i := lo; i < hi; i++ {
 			if w.latest[i].Load() < gen {
 				missing++
 			}
@@ -103,7 +114,7 @@ func (w *watchers) waitAll(ctx context.Context, gen uint64, timeout time.Duratio
 			return fmt.Errorf("%d watch streams failed: %w", n, *w.err.Load())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%d of %d watchers had not seen generation %d after %v", missing, len(w.latest), gen, timeout)
+			return fmt.Errorf("%d of %d watchers had not seen generation %d after %v", missing, hi-lo, gen, timeout)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -112,8 +123,13 @@ func (w *watchers) waitAll(ctx context.Context, gen uint64, timeout time.Duratio
 // propagation returns, sorted, each watcher's delay from t0 to its receipt
 // of gen.
 func (w *watchers) propagation(gen uint64, t0 time.Time) []time.Duration {
-	out := make([]time.Duration, 0, len(w.recv))
-	for i := range w.recv {
+	return w.propagationRange(0, len(w.recv), gen, t0)
+}
+
+// propagationRange is propagation over watchers lo..hi-1.
+func (w *watchers) propagationRange(lo, hi int, gen uint64, t0 time.Time) []time.Duration {
+	out := make([]time.Duration, 0, hi-lo)
+	for i := lo; i < hi; i++ {
 		_ = w.latest[i].Load() // orders the read of recv[i] after the watcher's write
 		for _, r := range w.recv[i] {
 			if r.gen == gen {

@@ -48,7 +48,7 @@ type options struct {
 	timeout  time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "reads", "rotation"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -167,6 +167,7 @@ var sections = map[string]func(*bench){
 	"stream":       (*bench).stream,
 	"many-streams": (*bench).manyStreams,
 	"fanout":       (*bench).fanout,
+	"accounts":     (*bench).accountsFanout,
 	"reads":        (*bench).reads,
 	"rotation":     (*bench).rotation,
 }
