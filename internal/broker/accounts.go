@@ -81,7 +81,7 @@ func (s *Service) RemoveAccount(name string) bool {
 	}
 	close(a.removed)
 	s.publishLocked(next)
-	s.metrics.accountRemoved(name)
+	s.metrics.ForgetAccount(name)
 	s.log.Info("account removed", "account", name)
 	return true
 }

@@ -182,9 +182,9 @@ func exchangeResult(err error) string {
 	}
 }
 
-// accountRemoved drops a removed account's labelled series, so that the
+// ForgetAccount drops a removed account's labelled series, so that the
 // cardinality follows the accounts served.
-func (m *Metrics) accountRemoved(account string) {
+func (m *Metrics) ForgetAccount(account string) {
 	if m != nil {
 		m.refreshes.DeletePartialMatch(prometheus.Labels{"account": account})
 	}

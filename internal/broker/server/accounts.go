@@ -158,8 +158,9 @@ func (f *fleet) remove(name string) {
 	if !ok {
 		return
 	}
-	f.svc.RemoveAccount(name)
+	f.svc.RemoveAccount(name) // first: its streams end NOT_FOUND, not OK at the manager's close
 	f.stopMember(m)
+	f.metrics.ForgetAccount(name) // again: an exchange cut short by the stop may have counted
 	f.health.SetServingStatus(HealthService(name), healthpb.HealthCheckResponse_NOT_SERVING)
 	f.updateAggregateHealth()
 }

@@ -318,3 +318,56 @@ func scrape(t *testing.T, e *env) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// The single token (here GITHUB_TOKEN's Config field) stays the default
+// account beside the accounts directory; the API's own health name follows
+// it, not the other accounts.
+func TestAccountsDirWithDefaultAccount(t *testing.T) {
+	sb := startSandbox(t, sandbox.Config{})
+	dir := t.TempDir()
+	tok, err := sb.AddAccount(sandbox.AccountConfig{Name: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAccount(t, dir, "alice", tok)
+	e := startBroker(t, sb, Config{AccountsDir: dir, TokenFilePoll: 20 * time.Millisecond})
+	ctx := timeout(t, 30*time.Second)
+	c := e.client()
+	watch, err := c.WatchAccounts(ctx, &brokerv1.WatchAccountsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAccounts(t, watch, "default and alice VALID", allValidWithQuota("", "alice"))
+	if _, err := c.GetToken(ctx, &brokerv1.GetTokenRequest{}); err != nil {
+		t.Errorf("GetToken(default) = %v", err)
+	}
+	if was := sb.RevokeGitHubToken(sb.GitHubToken()); !was {
+		t.Fatal("the default token was not accepted")
+	}
+	sb.InvalidateCopilotTokens()
+	tokResp, err := c.GetToken(ctx, &brokerv1.GetTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A refresh with the revoked credential makes the default REJECTED.
+	_, _ = c.RefreshToken(ctx, &brokerv1.RefreshTokenRequest{RejectedGeneration: tokResp.GetToken().GetGeneration()})
+	waitAccounts(t, watch, "default rejected", func(a []*brokerv1.Account) bool {
+		return len(a) == 2 && a[0].GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_REJECTED
+	})
+	hc := healthpb.NewHealthClient(e.conn())
+	want := map[string]healthpb.HealthCheckResponse_ServingStatus{
+		"copilot.broker.v1.TokenBrokerService": healthpb.HealthCheckResponse_NOT_SERVING,
+		HealthService("alice"):                 healthpb.HealthCheckResponse_SERVING,
+		HealthService(""):                      healthpb.HealthCheckResponse_NOT_SERVING,
+	}
+	for svc, w := range want {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != w {
+			t.Errorf("health %q = %v, %v; want %v", svc, resp.GetStatus(), err, w)
+		}
+	}
+	// alice still has a token: the broker stays ready.
+	if got := adminStatus(t, e, "/readyz"); got != 200 {
+		t.Errorf("/readyz with only alice VALID = %d; want 200", got)
+	}
+}
