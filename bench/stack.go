@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 )
 
@@ -260,11 +261,11 @@ func (b *bench) startNginxTo(upstream, token, caPath string) (*proc.Process, str
 func copilotHeaders() [][2]string {
 	return [][2]string{
 		{"Copilot-Integration-Id", "vscode-chat"},
-		{"Editor-Version", "vscode/1.104.3"},
-		{"Editor-Plugin-Version", "copilot-chat/0.26.7"},
-		{"User-Agent", "GitHubCopilotChat/0.26.7"},
-		{"Openai-Intent", "conversation-panel"},
-		{"X-Github-Api-Version", "2025-04-01"},
+		{"Editor-Version", identity.DefaultEditorVersion},
+		{"Editor-Plugin-Version", identity.DefaultEditorPluginVersion},
+		{"User-Agent", identity.DefaultUserAgent},
+		{"Openai-Intent", "conversation-agent"},
+		{"X-Github-Api-Version", identity.DefaultAPIVersion},
 		{"X-Initiator", "user"},
 	}
 }

@@ -42,6 +42,10 @@ func TestServeHelp(t *testing.T) {
 		`--log-level (env BROKER_LOG_LEVEL) (default "info")`,
 		`--log-format (env BROKER_LOG_FORMAT) (default "auto")`,
 		`--max-stream-age (env BROKER_MAX_STREAM_AGE) (default "30m0s")`,
+		`--editor-version (env BROKER_EDITOR_VERSION) (default "vscode/1.111.0")`,
+		`--editor-plugin-version (env BROKER_EDITOR_PLUGIN_VERSION) (default "copilot-chat/0.42.0")`,
+		`--user-agent (env BROKER_USER_AGENT) (default "GitHubCopilotChat/0.42.0")`,
+		`--exchange-api-version (env BROKER_EXCHANGE_API_VERSION) (default "2025-04-01")`,
 		"GITHUB_TOKEN",
 	} {
 		if !strings.Contains(help, want) {

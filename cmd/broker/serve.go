@@ -12,10 +12,10 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/server"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
-	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
 
 // serveFlags binds `broker serve`'s flags onto a server.Config.
@@ -37,9 +37,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.MaxPendingWait, "max-pending-wait", broker.DefaultMaxPendingWait, "longest GetToken waits for the first token")
 	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", 5*time.Second, "floor between an exchange and one forced by RefreshToken")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
-	fs.StringVar(&cfg.Exchange.EditorVersion, "editor-version", tokens.DefaultEditorVersion, "Editor-Version header of the token exchange")
-	fs.StringVar(&cfg.Exchange.EditorPluginVersion, "editor-plugin-version", tokens.DefaultEditorPluginVersion, "Editor-Plugin-Version header of the token exchange")
-	fs.StringVar(&cfg.Exchange.UserAgent, "user-agent", tokens.DefaultUserAgent, "User-Agent header of the token exchange")
+	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }

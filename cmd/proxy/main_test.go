@@ -48,7 +48,11 @@ func TestServeHelpShowsDefaults(t *testing.T) {
 		"--broker-addr (env PROXY_BROKER_ADDR) (default \"127.0.0.1:50051\")", "PROXY_BROKER_KEY environment variable", "--keys-file (env PROXY_KEYS_FILE)",
 		"--copilot-api-url (env PROXY_COPILOT_API_URL)", "--max-body-bytes (env PROXY_MAX_BODY_BYTES)", "--log-format (env PROXY_LOG_FORMAT)", "--broker-tls-ca",
 		"--editor-version (env PROXY_EDITOR_VERSION)", "--editor-plugin-version", "--user-agent", "--integration-id",
-		"--openai-intent (env PROXY_OPENAI_INTENT) (default \"conversation-panel\")", "--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-04-01\")"} {
+		"--openai-intent (env PROXY_OPENAI_INTENT)", "--openai-intent-messages (env PROXY_OPENAI_INTENT_MESSAGES) (default \"messages-proxy\")",
+		"--openai-intent-chat (env PROXY_OPENAI_INTENT_CHAT) (default \"conversation-agent\")", "--openai-intent-models (env PROXY_OPENAI_INTENT_MODELS) (default \"model-access\")",
+		"--openai-intent-responses (env PROXY_OPENAI_INTENT_RESPONSES) (default \"responses-proxy\")",
+		"--editor-version (env PROXY_EDITOR_VERSION) (default \"vscode/1.111.0\")", "--editor-plugin-version (env PROXY_EDITOR_PLUGIN_VERSION) (default \"copilot-chat/0.42.0\")",
+		"--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-05-01\")"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("serve --help lacks %q", want)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -22,13 +23,13 @@ const brokerKeyEnv = "PROXY_BROKER_KEY"
 
 // options are the flags that are not fields of server.Config.
 type options struct {
-	brokerKeyFile, keysFile, logLevel, logFormat string
-	upstreamHTTP2                                bool
+	brokerKeyFile, keysFile, logLevel, logFormat, intent string
+	upstreamHTTP2                                        bool
 }
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
-	ed := forward.DefaultEditor()
+	in := forward.DefaultIntents()
 	fs.StringVar(&cfg.Addr, "addr", server.DefaultAddr, "client listen address (OpenAI and Anthropic paths)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.BrokerAddr, "broker-addr", server.DefaultBrokerAddr, "the broker's gRPC address")
@@ -52,12 +53,13 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", true, "speak HTTP/2 to the Copilot API when it offers it (false: an HTTP/1.1 keep-alive pool)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
-	fs.StringVar(&cfg.Editor.Version, "editor-version", ed.Version, "Editor-Version header sent to Copilot")
-	fs.StringVar(&cfg.Editor.PluginVersion, "editor-plugin-version", ed.PluginVersion, "Editor-Plugin-Version header sent to Copilot")
-	fs.StringVar(&cfg.Editor.UserAgent, "user-agent", ed.UserAgent, "User-Agent header sent to Copilot")
-	fs.StringVar(&cfg.Editor.IntegrationID, "integration-id", ed.IntegrationID, "Copilot-Integration-Id header sent to Copilot")
-	fs.StringVar(&cfg.Editor.Intent, "openai-intent", ed.Intent, "Openai-Intent header sent to Copilot")
-	fs.StringVar(&cfg.Editor.APIVersion, "github-api-version", ed.APIVersion, "X-GitHub-Api-Version header sent to Copilot")
+	cfg.Editor.RegisterFlags(fs, identity.API)
+	fs.StringVar(&cfg.Intents.Chat, "openai-intent-chat", in.Chat, "Openai-Intent header on /chat/completions")
+	fs.StringVar(&cfg.Intents.Responses, "openai-intent-responses", in.Responses, "Openai-Intent header on /responses")
+	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")
+	fs.StringVar(&cfg.Intents.Models, "openai-intent-models", in.Models, "Openai-Intent header on /models")
+	fs.StringVar(&cfg.Intents.Embeddings, "openai-intent-embeddings", in.Embeddings, "Openai-Intent header on /embeddings")
+	fs.StringVar(&o.intent, "openai-intent", "", "one Openai-Intent header for every endpoint, overriding the --openai-intent-* flags")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }

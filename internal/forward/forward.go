@@ -26,33 +26,10 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
-
-// Editor is the client identity the Copilot API expects
-// (docs/protocol.md section 4). GitHub does not document these values, so
-// every one is configurable.
-type Editor struct {
-	IntegrationID string // Copilot-Integration-Id
-	Version       string // Editor-Version
-	PluginVersion string // Editor-Plugin-Version
-	UserAgent     string // User-Agent
-	Intent        string // Openai-Intent
-	APIVersion    string // X-GitHub-Api-Version
-}
-
-// DefaultEditor returns the identity of the VS Code Copilot Chat extension.
-func DefaultEditor() Editor {
-	return Editor{
-		IntegrationID: "vscode-chat",
-		Version:       "vscode/1.104.3",
-		PluginVersion: "copilot-chat/0.26.7",
-		UserAgent:     "GitHubCopilotChat/0.26.7",
-		Intent:        "conversation-panel",
-		APIVersion:    "2025-04-01",
-	}
-}
 
 // Config configures a [Handler].
 type Config struct {
@@ -80,8 +57,12 @@ type Config struct {
 	// APIURL, when set, overrides every token's api_base_url (the sandbox and
 	// tests use it); it is trusted as given.
 	APIURL *url.URL
-	// Editor is the identity sent upstream. Zero fields take DefaultEditor's.
-	Editor Editor
+	// Editor is the identity sent upstream (identity.Editor: one definition
+	// shared with the broker's exchange). Zero fields take the defaults.
+	Editor identity.Editor
+	// Intents are the Openai-Intent values per upstream endpoint. Zero
+	// fields take DefaultIntents'.
+	Intents Intents
 	// MaxBodyBytes bounds a request body (413 above it). Every body is read
 	// into memory: X-Initiator and Copilot-Vision-Request must be known
 	// before the first byte goes upstream, and a held body can be replayed
@@ -115,7 +96,8 @@ type Handler struct {
 	source    TokenSource
 	keys      *keys.Set
 	override  *url.URL
-	editor    Editor
+	editor    identity.Editor
+	intents   Intents
 	maxBody   int64
 	bodyWait  time.Duration
 	transport http.RoundTripper
@@ -153,7 +135,8 @@ func New(cfg Config) (*Handler, error) {
 		source:    cfg.Source,
 		keys:      cfg.Keys,
 		override:  cfg.APIURL,
-		editor:    withDefaults(cfg.Editor),
+		editor:    cfg.Editor.WithDefaults(),
+		intents:   cfg.Intents.withDefaults(),
 		maxBody:   cfg.MaxBodyBytes,
 		bodyWait:  cfg.BodyReadTimeout,
 		transport: cfg.Transport,
@@ -204,22 +187,6 @@ func New(cfg Config) (*Handler, error) {
 		ErrorLog:       log.New(slogWriter{h.log}, "", 0),
 	}
 	return h, nil
-}
-
-func withDefaults(e Editor) Editor {
-	d := DefaultEditor()
-	pick := func(v *string, def string) {
-		if *v == "" {
-			*v = def
-		}
-	}
-	pick(&e.IntegrationID, d.IntegrationID)
-	pick(&e.Version, d.Version)
-	pick(&e.PluginVersion, d.PluginVersion)
-	pick(&e.UserAgent, d.UserAgent)
-	pick(&e.Intent, d.Intent)
-	pick(&e.APIVersion, d.APIVersion)
-	return e
 }
 
 // call is the state of one forwarded request, shared by the handler, the
@@ -455,12 +422,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	hd.Del("Cookie")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Copilot-Vision-Request")
-	hd.Set("Copilot-Integration-Id", h.editor.IntegrationID)
-	hd.Set("Editor-Version", h.editor.Version)
-	hd.Set("Editor-Plugin-Version", h.editor.PluginVersion)
-	hd.Set("User-Agent", h.editor.UserAgent)
-	hd.Set("Openai-Intent", h.editor.Intent)
-	hd.Set("X-Github-Api-Version", h.editor.APIVersion)
+	h.editor.SetAPIHeaders(hd)
+	hd.Set("Openai-Intent", h.intents.of(c.route.upstream))
 	hd.Set("X-Request-Id", c.requestID)
 	if c.route.kind == bodyNone {
 		hd.Del("X-Initiator")

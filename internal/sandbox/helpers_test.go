@@ -99,8 +99,8 @@ func apiHeader(tok string) http.Header {
 	return http.Header{
 		"Authorization":          {"Bearer " + tok},
 		"Copilot-Integration-Id": {"vscode-chat"},
-		"Editor-Version":         {"vscode/1.104.3"},
-		"Editor-Plugin-Version":  {"copilot-chat/0.26.7"},
+		"Editor-Version":         {"vscode/1.111.0"},
+		"Editor-Plugin-Version":  {"copilot-chat/0.42.0"},
 		"Content-Type":           {"application/json"},
 		"X-Initiator":            {"user"},
 		"X-Request-Id":           {"7d4c5f8e-2b1a-4c3d-9e8f-0a1b2c3d4e5f"},

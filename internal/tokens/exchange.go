@@ -20,16 +20,14 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
-// Defaults of [ExchangeConfig], from docs/protocol.md section 2.
+// Defaults of [ExchangeConfig], from docs/protocol.md section 2. The
+// editor identity's defaults are in internal/identity.
 const (
-	DefaultAPIURL              = "https://api.github.com"
-	DefaultEditorVersion       = "vscode/1.104.3"
-	DefaultEditorPluginVersion = "copilot-chat/0.26.7"
-	DefaultUserAgent           = "GitHubCopilotChat/0.26.7"
-	DefaultAPIVersion          = "2025-04-01"
+	DefaultAPIURL = "https://api.github.com"
 	// DefaultMaxResponseBytes bounds the answer read; real answers are ~2 KiB.
 	DefaultMaxResponseBytes = 64 << 10
 )
@@ -63,9 +61,10 @@ type ExchangeConfig struct {
 	// HTTPClient sends the request. Nil means a client with dial, TLS,
 	// response-header and total timeouts ([NewHTTPClient]).
 	HTTPClient *http.Client
-	// EditorVersion, EditorPluginVersion, UserAgent and APIVersion are the
-	// identity headers; defaults [DefaultEditorVersion] and so on.
-	EditorVersion, EditorPluginVersion, UserAgent, APIVersion string
+	// Editor is the identity presented (Editor-Version,
+	// Editor-Plugin-Version, User-Agent, X-GitHub-Api-Version from its
+	// ExchangeAPIVersion); zero fields take identity.Default's.
+	Editor identity.Editor
 	// MaxResponseBytes bounds the body read (default [DefaultMaxResponseBytes]).
 	MaxResponseBytes int64
 	// Clock is the fallback reference for absolute rate-limit times when the
@@ -96,10 +95,7 @@ func NewExchanger(cfg ExchangeConfig) *Exchanger {
 	}
 	h := http.Header{}
 	h.Set("Accept", "application/json")
-	h.Set("X-GitHub-Api-Version", orDefault(cfg.APIVersion, DefaultAPIVersion))
-	h.Set("Editor-Version", orDefault(cfg.EditorVersion, DefaultEditorVersion))
-	h.Set("Editor-Plugin-Version", orDefault(cfg.EditorPluginVersion, DefaultEditorPluginVersion))
-	h.Set("User-Agent", orDefault(cfg.UserAgent, DefaultUserAgent))
+	cfg.Editor.SetExchangeHeaders(h)
 	return &Exchanger{url: base + tokenPath, client: client, headers: h, maxBytes: maxBytes, clock: clock.OrReal(cfg.Clock)}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -65,9 +66,9 @@ func TestExchangeSuccessSendsProtocolHeaders(t *testing.T) {
 		"Authorization":         "token " + testCred,
 		"Accept":                "application/json",
 		"X-Github-Api-Version":  "2025-04-01",
-		"Editor-Version":        "vscode/1.104.3",
-		"Editor-Plugin-Version": "copilot-chat/0.26.7",
-		"User-Agent":            "GitHubCopilotChat/0.26.7",
+		"Editor-Version":        "vscode/1.111.0",
+		"Editor-Plugin-Version": "copilot-chat/0.42.0",
+		"User-Agent":            "GitHubCopilotChat/0.42.0",
 	} {
 		if g := got.Get(k); g != v {
 			t.Errorf("header %s = %q; want %q", k, g, v)
@@ -82,7 +83,7 @@ func TestExchangeConfigurable(t *testing.T) {
 		fmt.Fprint(w, `{"token":"t","expires_at":1900000000,"refresh_in":1500}`)
 	}, func(c *ExchangeConfig) {
 		c.APIURL += "/api/v3/" // GitHub Enterprise Server, with a trailing slash
-		c.EditorVersion, c.EditorPluginVersion, c.UserAgent, c.APIVersion = "ed/1", "plug/2", "ua/3", "2099-01-01"
+		c.Editor = identity.Editor{Version: "ed/1", PluginVersion: "plug/2", UserAgent: "ua/3", ExchangeAPIVersion: "2099-01-01", APIVersion: "2000-01-01"}
 	})
 	if _, err := ex.Exchange(context.Background(), secret.New(testCred)); err != nil {
 		t.Fatalf("Exchange() error = %v", err)

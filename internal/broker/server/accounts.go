@@ -63,10 +63,8 @@ func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metr
 		client = tokens.NewHTTPClient()
 	}
 	h := http.Header{}
-	h.Set("Editor-Version", orString(cfg.Exchange.EditorVersion, tokens.DefaultEditorVersion))
-	h.Set("Editor-Plugin-Version", orString(cfg.Exchange.EditorPluginVersion, tokens.DefaultEditorPluginVersion))
-	h.Set("User-Agent", orString(cfg.Exchange.UserAgent, tokens.DefaultUserAgent))
-	h.Set("X-GitHub-Api-Version", orString(cfg.Exchange.APIVersion, tokens.DefaultAPIVersion))
+	// The GitHub API side of the identity, as on the exchange.
+	cfg.Exchange.Editor.SetExchangeHeaders(h)
 	// The same client as the exchange; the fetcher refuses redirects on its
 	// copy, so the GitHub token never follows one.
 	fetcher := quota.NewFetcher(quota.FetchConfig{APIURL: cfg.GitHubAPIURL, HTTPClient: client, Headers: h})
@@ -75,13 +73,6 @@ func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metr
 		cfg: cfg, log: cfg.Logger, svc: svc, health: health, metrics: metrics, epoch: epoch,
 		fetch: fetcher.Fetch, ctx: ctx, cancel: cancel, members: map[string]*member{},
 	}
-}
-
-func orString(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // HealthService returns the grpc.health.v1 service name that follows an

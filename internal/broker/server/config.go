@@ -149,6 +149,9 @@ func (c Config) validate() error {
 	if c.GitHubToken.IsZero() && c.GitHubTokenFile == "" && c.AccountsDir == "" {
 		return ErrNoGitHubToken
 	}
+	if err := c.Exchange.Editor.Validate(); err != nil {
+		return err
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}

@@ -11,6 +11,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -82,10 +83,14 @@ type Config struct {
 	// --copilot-api-url, PROXY_COPILOT_API_URL.
 	CopilotAPIURL string
 	// Editor is the identity sent to Copilot; zero fields take
-	// [forward.DefaultEditor]'s. --editor-version, --editor-plugin-version,
-	// --user-agent, --integration-id, --openai-intent, --github-api-version
+	// identity.Default's. --editor-version, --editor-plugin-version,
+	// --user-agent, --integration-id, --github-api-version
 	// (PROXY_EDITOR_VERSION, ...).
-	Editor forward.Editor
+	Editor identity.Editor
+	// Intents are the Openai-Intent values per endpoint; zero fields take
+	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
+	// -messages, -models, -embeddings (--openai-intent sets them all).
+	Intents forward.Intents
 
 	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
 	// memory for inspection and one replay after an upstream 401.

@@ -19,6 +19,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	dto "github.com/prometheus/client_model/go"
@@ -72,6 +73,10 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 		{"POST", "/v1/messages", messagesBody, "/v1/messages", map[string]string{"Authorization": "", "X-Api-Key": aliceKey, "Anthropic-Version": "2023-06-01"}},
 		{"POST", "/v1/messages/count_tokens", `{"model":"claude-sonnet-4","messages":[{"role":"user","content":"hi"}]}`, "/v1/messages/count_tokens", map[string]string{"Authorization": "", "X-Api-Key": aliceKey}},
 	}
+	intents := map[string]string{
+		"/chat/completions": "conversation-agent", "/models": "model-access", "/embeddings": "conversation-panel",
+		"/responses": "responses-proxy", "/v1/messages": "messages-proxy", "/v1/messages/count_tokens": "messages-proxy",
+	}
 	tok, err := st.proxy.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -89,11 +94,11 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 			want := map[string]string{
 				"Authorization":          "Bearer " + tok.Value.Reveal(),
 				"Copilot-Integration-Id": "vscode-chat",
-				"Editor-Version":         "vscode/1.104.3",
-				"Editor-Plugin-Version":  "copilot-chat/0.26.7",
-				"User-Agent":             "GitHubCopilotChat/0.26.7",
-				"Openai-Intent":          "conversation-panel",
-				"X-Github-Api-Version":   "2025-04-01",
+				"Editor-Version":         identity.DefaultEditorVersion,
+				"Editor-Plugin-Version":  identity.DefaultEditorPluginVersion,
+				"User-Agent":             identity.DefaultUserAgent,
+				"Openai-Intent":          intents[tt.want],
+				"X-Github-Api-Version":   "2025-05-01",
 			}
 			for k, v := range want {
 				if g := got.Header.Get(k); g != v {

@@ -69,6 +69,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
 		return nil, err
 	}
+	if err := cfg.Editor.Validate(); err != nil {
+		return nil, err
+	}
 	var apiURL *url.URL
 	if cfg.CopilotAPIURL != "" {
 		u, err := forward.ParseOverrideURL(cfg.CopilotAPIURL)
@@ -120,7 +123,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor,
+		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
 		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
