@@ -130,7 +130,9 @@ func (b *bench) startProxyArgs(bin string, br *brokerProc, name string, upstream
 		Name: name, Path: bin,
 		Args: append([]string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
 			"--keys-file", keys}, upstreamArgs...),
-		Env:     []string{"PROXY_BROKER_KEY=" + br.Key},
+		// The benchmarks shape the sandbox's streams through the proxy (an
+		// environment variable, which older proxy binaries ignore).
+		Env:     []string{"PROXY_BROKER_KEY=" + br.Key, "PROXY_FORWARD_HEADERS=X-Sandbox-Chunks,X-Sandbox-Chunk-Delay-Ms"},
 		LogPath: filepath.Join(dir, "proxy.log"),
 	})
 	if err != nil {

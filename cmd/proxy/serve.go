@@ -25,6 +25,7 @@ const brokerKeyEnv = "PROXY_BROKER_KEY"
 type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
+	betas, forwardHeaders                                string
 }
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
@@ -59,6 +60,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")
 	fs.StringVar(&cfg.Intents.Models, "openai-intent-models", in.Models, "Openai-Intent header on /models")
 	fs.StringVar(&cfg.Intents.Embeddings, "openai-intent-embeddings", in.Embeddings, "Openai-Intent header on /embeddings")
+	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(forward.DefaultAnthropicBetas, ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
+	fs.StringVar(&o.forwardHeaders, "forward-headers", "", "client headers to forward besides the built-in allow list, comma-separated (others are dropped)")
 	fs.StringVar(&o.intent, "openai-intent", "", "one Openai-Intent header for every endpoint, overriding the --openai-intent-* flags")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
@@ -82,6 +85,11 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	cfg.Logger = logger
 	cfg.UpstreamHTTP1Only = !o.upstreamHTTP2
+	cfg.AnthropicBetas = splitList(o.betas)
+	cfg.ForwardHeaders = splitList(o.forwardHeaders)
+	if o.intent != "" {
+		cfg.Intents = forward.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
+	}
 	if o.keysFile != "" {
 		if cfg.Keys, err = keys.Load(o.keysFile); err != nil {
 			return err
@@ -117,4 +125,16 @@ func brokerKey(env, file string) (secret.Secret, error) {
 	default:
 		return secret.New(strings.TrimSpace(env)), nil
 	}
+}
+
+// splitList splits a comma-separated flag value; an empty value gives an
+// empty, non-nil list.
+func splitList(v string) []string {
+	out := []string{}
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -63,6 +63,13 @@ type Config struct {
 	// Intents are the Openai-Intent values per upstream endpoint. Zero
 	// fields take DefaultIntents'.
 	Intents Intents
+	// AnthropicBetas are the anthropic-beta values forwarded on
+	// /v1/messages ("name-*" matches by prefix); the rest are dropped and
+	// counted. Nil means DefaultAnthropicBetas; empty forwards none.
+	AnthropicBetas []string
+	// ForwardHeaders are client header names forwarded besides the built-in
+	// allow list (headers.go). Default none.
+	ForwardHeaders []string
 	// MaxBodyBytes bounds a request body (413 above it). Every body is read
 	// into memory: X-Initiator and Copilot-Vision-Request must be known
 	// before the first byte goes upstream, and a held body can be replayed
@@ -98,6 +105,7 @@ type Handler struct {
 	override  *url.URL
 	editor    identity.Editor
 	intents   Intents
+	headers   *headerPolicy
 	maxBody   int64
 	bodyWait  time.Duration
 	transport http.RoundTripper
@@ -174,6 +182,11 @@ func New(cfg Config) (*Handler, error) {
 	if err := h.initAccounts(cfg); err != nil {
 		return nil, err
 	}
+	betas := cfg.AnthropicBetas
+	if betas == nil {
+		betas = DefaultAnthropicBetas
+	}
+	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: roundTripFunc(h.roundTrip),
@@ -409,32 +422,14 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 	h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))
 }
 
-// rewrite points the outbound request at the Copilot API and replaces the
-// client's credentials and identity headers with Copilot's. ReverseProxy has
-// already removed hop-by-hop and X-Forwarded-* headers, and none are added:
-// the client's address is not Copilot's business.
+// rewrite points the outbound request at the Copilot API and builds its
+// headers (headers.go) for the endpoint it goes to. ReverseProxy has already
+// removed hop-by-hop and X-Forwarded-* headers, and none are added: the
+// client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	out := pr.Out
-	setTarget(out, c)
-	hd := out.Header
-	hd.Del("X-Api-Key")
-	hd.Del("Cookie")
-	hd.Del("Proxy-Authorization")
-	hd.Del("Copilot-Vision-Request")
-	h.editor.SetAPIHeaders(hd)
-	hd.Set("Openai-Intent", h.intents.of(c.route.upstream))
-	hd.Set("X-Request-Id", c.requestID)
-	if c.route.kind == bodyNone {
-		hd.Del("X-Initiator")
-	} else if c.in.agent {
-		hd.Set("X-Initiator", "agent")
-	} else {
-		hd.Set("X-Initiator", "user")
-	}
-	if c.in.vision {
-		hd.Set("Copilot-Vision-Request", "true")
-	}
+	pr.Out.Header = h.upstreamHeader(c.route, pr.Out.Header, c.facts())
+	setTarget(pr.Out, c)
 }
 
 // setTarget sets the upstream URL and credential of the call's token on r.

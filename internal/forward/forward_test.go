@@ -296,14 +296,13 @@ func TestCopilotHeaders(t *testing.T) {
 		"Openai-Intent":          "conversation-agent",
 		"X-Github-Api-Version":   "2025-05-01",
 		"X-Initiator":            "agent",
-		"Anthropic-Version":      "2023-06-01",
 	}
 	for k, v := range want {
 		if g := got[0].header.Get(k); g != v {
 			t.Errorf("upstream %s = %q; want %q", k, g, v)
 		}
 	}
-	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For", "Proxy-Authorization", "X-Client-Secret", "Forwarded"} {
+	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For", "Proxy-Authorization", "X-Client-Secret", "Forwarded", "Anthropic-Version"} {
 		for i := range got {
 			if v, ok := got[i].header[k]; ok {
 				t.Errorf("request %d: upstream %s = %q; want absent", i, k, v)

@@ -17,6 +17,8 @@ type Metrics struct {
 
 	budgetRefused prometheus.Counter
 	inflightBody  prometheus.Gauge
+	// betasDropped counts anthropic-beta values not forwarded.
+	betasDropped *prometheus.CounterVec
 }
 
 // NewMetrics registers the forwarding's series on reg (a registry of the
@@ -38,6 +40,9 @@ type Metrics struct {
 //     because their body found no room in the in-flight body budget.
 //   - copilot_proxy_inflight_body_bytes: request body bytes admitted and
 //     held right now.
+//   - copilot_proxy_anthropic_betas_dropped_total{beta}: anthropic-beta
+//     values not on the allow list, not forwarded; beta is the name for the
+//     first 64 distinct well-formed names, else "other".
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -69,9 +74,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_inflight_body_bytes",
 			Help: "Request body bytes admitted by the in-flight body budget and not yet released.",
 		}),
+		betasDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_anthropic_betas_dropped_total",
+			Help: "anthropic-beta values dropped because they are not on the allow list (the Copilot API refuses unknown betas), by beta name (\"other\" past 64 names).",
+		}, []string{"beta"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped)
 	}
 	return m
 }

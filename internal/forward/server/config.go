@@ -91,6 +91,14 @@ type Config struct {
 	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
 	// -messages, -models, -embeddings (--openai-intent sets them all).
 	Intents forward.Intents
+	// AnthropicBetas are the anthropic-beta values forwarded on
+	// /v1/messages ("name-*" matches by prefix); nil means
+	// [forward.DefaultAnthropicBetas]. --anthropic-betas,
+	// PROXY_ANTHROPIC_BETAS.
+	AnthropicBetas []string
+	// ForwardHeaders are client headers forwarded besides the built-in
+	// allow list. --forward-headers, PROXY_FORWARD_HEADERS.
+	ForwardHeaders []string
 
 	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
 	// memory for inspection and one replay after an upstream 401.

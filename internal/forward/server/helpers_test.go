@@ -65,6 +65,8 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		CopilotAPIURL: up.URL, Clock: o.clk,
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
 		ShutdownGrace: 5 * time.Second,
+		// The tests shape the sandbox's streams through the proxy.
+		ForwardHeaders: []string{"X-Sandbox-Chunks", "X-Sandbox-Chunk-Delay-Ms", "X-Test-Trace"},
 	}
 	if o.proxy != nil {
 		o.proxy(&cfg)
