@@ -25,7 +25,7 @@ const brokerKeyEnv = "PROXY_BROKER_KEY"
 type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
-	betas, forwardHeaders                                string
+	betas, forwardHeaders, countTokens                   string
 }
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
@@ -62,6 +62,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.Intents.Embeddings, "openai-intent-embeddings", in.Embeddings, "Openai-Intent header on /embeddings")
 	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(forward.DefaultAnthropicBetas, ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
 	fs.StringVar(&o.forwardHeaders, "forward-headers", "", "client headers to forward besides the built-in allow list, comma-separated (others are dropped)")
+	fs.StringVar(&o.countTokens, "count-tokens", "local", "how /v1/messages/count_tokens is answered: local (an estimate computed in the proxy; the Copilot API does not serve it) or upstream (forwarded)")
 	fs.StringVar(&o.intent, "openai-intent", "", "one Openai-Intent header for every endpoint, overriding the --openai-intent-* flags")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
@@ -85,6 +86,9 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	cfg.Logger = logger
 	cfg.UpstreamHTTP1Only = !o.upstreamHTTP2
+	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
+		return err
+	}
 	cfg.AnthropicBetas = splitList(o.betas)
 	cfg.ForwardHeaders = splitList(o.forwardHeaders)
 	if o.intent != "" {

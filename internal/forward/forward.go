@@ -70,6 +70,9 @@ type Config struct {
 	// ForwardHeaders are client header names forwarded besides the built-in
 	// allow list (headers.go). Default none.
 	ForwardHeaders []string
+	// CountTokens says whether /v1/messages/count_tokens is answered
+	// locally (the default) or forwarded.
+	CountTokens CountTokens
 	// MaxBodyBytes bounds a request body (413 above it). Every body is read
 	// into memory: X-Initiator and Copilot-Vision-Request must be known
 	// before the first byte goes upstream, and a held body can be replayed
@@ -106,6 +109,7 @@ type Handler struct {
 	editor    identity.Editor
 	intents   Intents
 	headers   *headerPolicy
+	countMode CountTokens
 	maxBody   int64
 	bodyWait  time.Duration
 	transport http.RoundTripper
@@ -145,6 +149,7 @@ func New(cfg Config) (*Handler, error) {
 		override:  cfg.APIURL,
 		editor:    cfg.Editor.WithDefaults(),
 		intents:   cfg.Intents.withDefaults(),
+		countMode: cfg.CountTokens,
 		maxBody:   cfg.MaxBodyBytes,
 		bodyWait:  cfg.BodyReadTimeout,
 		transport: cfg.Transport,
@@ -239,6 +244,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key, ok := h.authenticate(r)
 	if !ok {
 		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
+		return
+	}
+	if rt == routeCountTokens && h.countMode == CountTokensLocal {
+		h.serveCountTokens(w, r, rt, key)
 		return
 	}
 	c := &call{route: rt, key: key, requestID: newRequestID()}

@@ -174,7 +174,8 @@ func (e *env) send(t *testing.T, method, path string, rb io.Reader, hdr map[stri
 }
 
 func TestRoutes(t *testing.T) {
-	e := newEnv(t, nil, nil)
+	// count_tokens forwarded here; answered locally by default (counttokens_test.go).
+	e := newEnv(t, nil, func(c *Config) { c.CountTokens = CountTokensUpstream })
 	tests := []struct {
 		method, path, want string
 	}{

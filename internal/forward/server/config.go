@@ -99,6 +99,10 @@ type Config struct {
 	// ForwardHeaders are client headers forwarded besides the built-in
 	// allow list. --forward-headers, PROXY_FORWARD_HEADERS.
 	ForwardHeaders []string
+	// CountTokens answers /v1/messages/count_tokens locally (an estimate;
+	// the default) or forwards it. --count-tokens (local or upstream),
+	// PROXY_COUNT_TOKENS.
+	CountTokens forward.CountTokens
 
 	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
 	// memory for inspection and one replay after an upstream 401.

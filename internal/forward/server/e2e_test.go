@@ -71,7 +71,6 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 		{"POST", "/v1/responses", `{"model":"gpt-5-mini","input":"hi"}`, "/responses", nil},
 		{"POST", "/responses", `{"model":"gpt-5-mini","input":"hi"}`, "/responses", nil},
 		{"POST", "/v1/messages", messagesBody, "/v1/messages", map[string]string{"Authorization": "", "X-Api-Key": aliceKey, "Anthropic-Version": "2023-06-01"}},
-		{"POST", "/v1/messages/count_tokens", `{"model":"claude-sonnet-4","messages":[{"role":"user","content":"hi"}]}`, "/v1/messages/count_tokens", map[string]string{"Authorization": "", "X-Api-Key": aliceKey}},
 	}
 	intents := map[string]string{
 		"/chat/completions": "conversation-agent", "/models": "model-access", "/embeddings": "conversation-panel",

@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
 		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents,
-		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders,
+		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
 		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
