@@ -45,6 +45,7 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 		p, err := proxy.Start(ctx, proxy.Config{
 			Addr: getenv("BENCH_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"), BrokerAddr: getenv("BENCH_BROKER_ADDR"),
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
+			ForwardHeaders: []string{"X-Sandbox-Chunks", "X-Sandbox-Chunk-Delay-Ms"},
 		})
 		if err != nil {
 			return err
