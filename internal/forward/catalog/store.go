@@ -216,8 +216,8 @@ func (s *Store) refresh(a *account, f *flight, gen Gen) {
 		a.lastErr, a.nextTry = nil, time.Time{}
 	}
 	a.mu.Unlock()
-	f.cat, f.err = cat, err
-	close(f.done)
+	// The outcome is recorded before the waiters are released, so what a
+	// waiter (or a test) reads next includes this fetch.
 	if err != nil {
 		s.cfg.Metrics.refreshed(a.name, "error")
 		level := slog.LevelWarn
@@ -226,12 +226,14 @@ func (s *Store) refresh(a *account, f *flight, gen Gen) {
 		}
 		s.log.Log(s.ctx, level, "model catalog fetch failed; serving the last one held",
 			"account", a.name, "held", a.cur.Load() != nil, "retry_in", s.cfg.RetryAfter, "error", err)
-		return
+	} else {
+		s.cfg.Metrics.refreshed(a.name, "ok")
+		s.cfg.Metrics.catalogSize(a.name, cat.Len())
+		s.log.Debug("model catalog fetched", "account", a.name, "models", cat.Len(),
+			"generation", gen.Generation, "took", s.clk.Now().Sub(start))
 	}
-	s.cfg.Metrics.refreshed(a.name, "ok")
-	s.cfg.Metrics.catalogSize(a.name, cat.Len())
-	s.log.Debug("model catalog fetched", "account", a.name, "models", cat.Len(),
-		"generation", gen.Generation, "took", s.clk.Now().Sub(start))
+	f.cat, f.err = cat, err
+	close(f.done)
 }
 
 // fetch gets and parses /models.
