@@ -13,6 +13,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
@@ -392,5 +393,53 @@ func TestQuotaMetrics(t *testing.T) {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("metric %s = %v (present %v); want %v", name, v, ok, want)
 		}
+	}
+}
+
+// A GetToken waiting for an account's first token ends NOT_FOUND when the
+// account is removed meanwhile.
+func TestGetTokenPendingThenRemoved(t *testing.T) {
+	src := newFake(tokens.State{Account: "alice", Status: tokens.StatusPending})
+	svc := newTestService(t, src, func(c *Config) { c.Accounts = map[string]Source{"alice": src} })
+	done := make(chan error, 1)
+	go func() {
+		_, err := svc.GetToken(context.Background(), &brokerv1.GetTokenRequest{Account: "alice"})
+		done <- err
+	}()
+	for src.subscribers() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	svc.RemoveAccount("alice")
+	if err := <-done; status.Code(err) != codes.NotFound {
+		t.Errorf("GetToken(alice) removed while pending = %v; want NOT_FOUND", err)
+	}
+}
+
+// WatchAccounts ends with OK at its maximum age and with CANCELLED when the
+// client leaves.
+func TestWatchAccountsEnds(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		end  func(*clock.Fake, context.CancelFunc)
+		want codes.Code
+	}{
+		{"max age", func(c *clock.Fake, _ context.CancelFunc) { c.Advance(11 * time.Minute) }, codes.OK},
+		{"client gone", func(_ *clock.Fake, cancel context.CancelFunc) { cancel() }, codes.Canceled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := clock.NewFake(t0)
+			svc := newTestService(t, newFake(validState(1)), func(c *Config) { c.Clock, c.MaxStreamAge = fc, 10*time.Minute })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			msgs, done := watchAccounts(ctx, svc)
+			<-msgs
+			if err := fc.WaitForTimers(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			tt.end(fc, cancel)
+			if err := <-done; status.Code(err) != tt.want {
+				t.Errorf("WatchAccounts() = %v; want %v", err, tt.want)
+			}
+		})
 	}
 }

@@ -233,6 +233,11 @@ func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (
 	st := a.src.Snapshot()
 	if st.Status == tokens.StatusPending {
 		st = s.waitPending(ctx, a)
+		select {
+		case <-a.removed:
+			return nil, status.Errorf(codes.NotFound, "account %q was removed", req.GetAccount())
+		default:
+		}
 	}
 	if err := stateError(st); err != nil {
 		return nil, err
