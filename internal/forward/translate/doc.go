@@ -87,7 +87,9 @@
 // Responses include, prompt_cache_key, text.verbosity, truncation, store and
 // built-in tools; image detail toward Messages; images in tool results and
 // in assistant turns toward Chat (text only there); a tool result's
-// is_error outside Messages.
+// is_error outside Messages. Unknown fields are reported at the top level
+// of a request; inside turns (e.g. Chat's message "name") they are left out
+// without a report.
 //
 // Requests that cannot be translated without changing their meaning are
 // refused with an [InputError] (the proxy answers 400 in the client's

@@ -351,29 +351,28 @@ func writeMessagesRequest(r *RequestIR, info *Info, opt Options) ([]byte, error)
 }
 
 // orderToolResults moves tool results to the front of a user turn: the API
-// wants them first after a turn with tool calls.
+// wants them first after a turn with tool calls. The order within each
+// group is kept.
 func orderToolResults(blocks []msgBlock) []msgBlock {
-	first := true
-	for i, b := range blocks {
-		if b.Type != "tool_result" {
-			first = false
-		} else if !first {
-			out := make([]msgBlock, 0, len(blocks))
-			for _, b := range blocks {
-				if b.Type == "tool_result" {
-					out = append(out, b)
-				}
-			}
-			for _, b := range blocks {
-				if b.Type != "tool_result" {
-					out = append(out, b)
-				}
-			}
-			_ = i
-			return out
+	sorted := true
+	for i := 1; i < len(blocks) && sorted; i++ {
+		sorted = !(blocks[i].Type == "tool_result" && blocks[i-1].Type != "tool_result")
+	}
+	if sorted {
+		return blocks
+	}
+	out := make([]msgBlock, 0, len(blocks))
+	for _, b := range blocks {
+		if b.Type == "tool_result" {
+			out = append(out, b)
 		}
 	}
-	return blocks
+	for _, b := range blocks {
+		if b.Type != "tool_result" {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func schemaOrEmpty(s json.RawMessage) json.RawMessage {

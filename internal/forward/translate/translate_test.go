@@ -332,3 +332,22 @@ func TestRequestNoReasoning(t *testing.T) {
 		}
 	}
 }
+
+func TestOrderToolResults(t *testing.T) {
+	b := func(types ...string) []msgBlock {
+		var out []msgBlock
+		for _, ty := range types {
+			out = append(out, msgBlock{Type: ty, Name: ty})
+		}
+		return out
+	}
+	got := orderToolResults(append(b("text", "tool_result", "image", "tool_result"), msgBlock{Type: "text", Name: "2"}))
+	var types []string
+	for _, x := range got {
+		types = append(types, x.Type+"/"+x.Name)
+	}
+	want := "tool_result/tool_result tool_result/tool_result text/text image/image text/2"
+	if strings.Join(types, " ") != want {
+		t.Errorf("orderToolResults = %v; want %s", types, want)
+	}
+}
