@@ -208,3 +208,12 @@ func TestStreamClientGone(t *testing.T) {
 		t.Fatalf("Write = %v; want the client's error", err)
 	}
 }
+
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "streams", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

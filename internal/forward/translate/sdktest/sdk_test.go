@@ -1,4 +1,7 @@
-package translate
+// Package sdktest checks translated streams with the official SDKs, in a
+// package of its own so that the translate package's test binary (and its
+// fuzzing builds) need not compile the SDKs.
+package sdktest
 
 import (
 	"bytes"
@@ -9,12 +12,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	anthropicsse "github.com/anthropics/anthropic-sdk-go/v2/packages/ssestream"
 	"github.com/openai/openai-go/v3"
 	openaisse "github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/translate"
 )
 
 // The translated streams are decoded by the official SDKs' stream helpers,
@@ -38,16 +44,16 @@ type wantAnswer struct {
 	output    int
 }
 
-func toolsWant(upstream, client Dialect) wantAnswer {
+func toolsWant(upstream, client translate.Dialect) wantAnswer {
 	w := wantAnswer{
 		text: "Checking \"both\"…\n", reasoning: "Two cities, two calls.",
 		calls: []string{`toolu_01A get_weather {"city":"Paris"}`, `toolu_01B get_weather {"city":"Oslo"}`},
 		input: 125, cached: 100, output: 40,
 	}
-	if upstream != Messages {
+	if upstream != translate.Messages {
 		w.calls = []string{`call_A get_weather {"city":"Paris"}`, `call_B get_weather {"city":"Oslo"}`}
 	}
-	if upstream == Chat || client == Chat {
+	if upstream == translate.Chat || client == translate.Chat {
 		w.reasoning = ""
 	}
 	return w
@@ -55,26 +61,17 @@ func toolsWant(upstream, client Dialect) wantAnswer {
 
 func compactArgs(t *testing.T, s string) string {
 	t.Helper()
-	c := compactJSON(s)
+	c := compact(s)
 	if c == nil {
 		t.Fatalf("tool arguments %q are not JSON", s)
 	}
 	return string(c)
 }
 
-func readFixture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "streams", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestStreamAnthropicSDK(t *testing.T) {
-	for _, up := range []Dialect{Chat, Responses} {
+	for _, up := range []translate.Dialect{translate.Chat, translate.Responses} {
 		t.Run(up.String(), func(t *testing.T) {
-			out := translateStream(t, up, Messages, readFixture(t, "tools."+up.String()+".sse"), 1)
+			out := translateStream(t, up, translate.Messages, readFixture(t, "tools."+up.String()+".sse"), 1)
 			stream := anthropicsse.NewStream[anthropic.MessageStreamEventUnion](anthropicsse.NewDecoder(sseResponse(out)), nil)
 			var msg anthropic.Message
 			stopped := false
@@ -91,7 +88,7 @@ func TestStreamAnthropicSDK(t *testing.T) {
 			if !stopped {
 				t.Fatal("no message_stop")
 			}
-			want := toolsWant(up, Messages)
+			want := toolsWant(up, translate.Messages)
 			var got wantAnswer
 			for _, b := range msg.Content {
 				switch b.Type {
@@ -117,9 +114,9 @@ func TestStreamAnthropicSDK(t *testing.T) {
 }
 
 func TestStreamChatSDK(t *testing.T) {
-	for _, up := range []Dialect{Messages, Responses} {
+	for _, up := range []translate.Dialect{translate.Messages, translate.Responses} {
 		t.Run(up.String(), func(t *testing.T) {
-			out := translateStream(t, up, Chat, readFixture(t, "tools."+up.String()+".sse"), 1)
+			out := translateStream(t, up, translate.Chat, readFixture(t, "tools."+up.String()+".sse"), 1)
 			stream := openaisse.NewStream[openai.ChatCompletionChunk](openaisse.NewDecoder(sseResponse(out)), nil)
 			var acc openai.ChatCompletionAccumulator
 			for stream.Next() {
@@ -140,7 +137,7 @@ func TestStreamChatSDK(t *testing.T) {
 			}
 			got.input, got.output = int(acc.Usage.PromptTokens), int(acc.Usage.CompletionTokens)
 			got.cached = int(acc.Usage.PromptTokensDetails.CachedTokens)
-			checkAnswer(t, got, toolsWant(up, Chat))
+			checkAnswer(t, got, toolsWant(up, translate.Chat))
 			if c.FinishReason != "tool_calls" {
 				t.Errorf("finish_reason = %q; want tool_calls", c.FinishReason)
 			}
@@ -149,9 +146,9 @@ func TestStreamChatSDK(t *testing.T) {
 }
 
 func TestStreamResponsesSDK(t *testing.T) {
-	for _, up := range []Dialect{Messages, Chat} {
+	for _, up := range []translate.Dialect{translate.Messages, translate.Chat} {
 		t.Run(up.String(), func(t *testing.T) {
-			out := translateStream(t, up, Responses, readFixture(t, "tools."+up.String()+".sse"), 1)
+			out := translateStream(t, up, translate.Responses, readFixture(t, "tools."+up.String()+".sse"), 1)
 			final := decodeResponsesStream(t, out)
 			if final == nil {
 				t.Fatal("no response.completed")
@@ -177,7 +174,7 @@ func TestStreamResponsesSDK(t *testing.T) {
 			}
 			got.input, got.output = int(final.Usage.InputTokens), int(final.Usage.OutputTokens)
 			got.cached = int(final.Usage.InputTokensDetails.CachedTokens)
-			checkAnswer(t, got, toolsWant(up, Responses))
+			checkAnswer(t, got, toolsWant(up, translate.Responses))
 			if final.Status != "completed" {
 				t.Errorf("status = %q", final.Status)
 			}
@@ -185,7 +182,7 @@ func TestStreamResponsesSDK(t *testing.T) {
 	}
 }
 
-// decodeResponsesStream decodes a Responses stream with openai-go and checks
+// decodeResponsesStream decodes a translate.Responses stream with openai-go and checks
 // the order rules the SDK's helpers rely on: sequence numbers from 0 without
 // gaps; items added at the next output index, and their deltas, done events
 // and output_item.done for the open item only; the terminal event last.
@@ -287,17 +284,17 @@ func TestStreamCutSDK(t *testing.T) {
 				out := translateStream(t, up, client, readFixture(t, "cut."+up.String()+".sse"), 1)
 				var err error
 				switch client {
-				case Messages:
+				case translate.Messages:
 					s := anthropicsse.NewStream[anthropic.MessageStreamEventUnion](anthropicsse.NewDecoder(sseResponse(out)), nil)
 					for s.Next() {
 					}
 					err = s.Err()
-				case Chat:
+				case translate.Chat:
 					s := openaisse.NewStream[openai.ChatCompletionChunk](openaisse.NewDecoder(sseResponse(out)), nil)
 					for s.Next() {
 					}
 					err = s.Err()
-				case Responses:
+				case translate.Responses:
 					s := openaisse.NewStream[responses.ResponseStreamEventUnion](openaisse.NewDecoder(sseResponse(out)), nil)
 					var last string
 					for s.Next() {
@@ -315,10 +312,47 @@ func TestStreamCutSDK(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), "") {
 					t.Fatalf("SDK saw no error in %s", out)
 				}
-				if !bytes.Contains(out, []byte(ErrStreamCut.Error())) {
+				if !bytes.Contains(out, []byte(translate.ErrStreamCut.Error())) {
 					t.Errorf("error event does not say the stream was cut:\n%s", out)
 				}
 			})
 		}
 	}
+}
+
+var dialects = []translate.Dialect{translate.Messages, translate.Chat, translate.Responses}
+
+func compact(s string) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(s)) != nil || s == "" {
+		return nil
+	}
+	return b.Bytes()
+}
+
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "streams", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// translateStream feeds in to a Stream byte by byte and returns what the
+// client got.
+func translateStream(t *testing.T, from, to translate.Dialect, in []byte, _ int) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	s, err := translate.NewStream(from, to, &out, translate.StreamOptions{IncludeUsage: true, Now: time.Unix(1795867920, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		if _, err := s.Write(in[i : i+1]); err != nil {
+			break
+		}
+	}
+	_ = s.Close()
+	return out.Bytes()
 }
