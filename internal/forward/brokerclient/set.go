@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
@@ -58,8 +59,9 @@ type Set struct {
 
 	mu      sync.Mutex
 	clients map[string]*running
-	stopped []*running // clients dropped, waited for when Run ends
-	known   []string   // the broker's account set; nil until WatchAccounts answered
+	snap    atomic.Pointer[map[string]*Client] // clients, read without the lock
+	stopped []*running                         // clients dropped, waited for when Run ends
+	known   []string                           // the broker's account set; nil until WatchAccounts answered
 	changed chan struct{}
 	runCtx  context.Context
 	wg      sync.WaitGroup
@@ -125,13 +127,22 @@ func (s *Set) Names() []string {
 }
 
 // client returns the running client of name, or nil.
+// It is one atomic load and a map read: every request's token goes
+// through it.
 func (s *Set) client(name string) *Client {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r := s.clients[name]; r != nil {
-		return r.c
+	if m := s.snap.Load(); m != nil {
+		return (*m)[name]
 	}
 	return nil
+}
+
+// publishLocked refreshes the lock-free snapshot of the clients.
+func (s *Set) publishLocked() {
+	m := make(map[string]*Client, len(s.clients))
+	for n, r := range s.clients {
+		m[n] = r.c
+	}
+	s.snap.Store(&m)
 }
 
 // Run watches until ctx ends; it returns nil then.
@@ -149,6 +160,7 @@ func (s *Set) Run(ctx context.Context) error {
 		stopping = append(stopping, r)
 	}
 	s.stopped = nil
+	s.publishLocked()
 	s.mu.Unlock()
 	for _, r := range stopping {
 		<-r.done
@@ -213,6 +225,7 @@ func (s *Set) applyLocked() {
 		}()
 		s.log.Info("watching account", "account", name)
 	}
+	s.publishLocked()
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
