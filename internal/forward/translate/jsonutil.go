@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"unicode/utf8"
 )
 
 // dropUnknown records in info every top-level key of body (a valid JSON
@@ -34,7 +35,7 @@ func dropUnknown(body []byte, known []string, info *Info) {
 			return
 		}
 		var key string
-		if bytes.IndexByte(rawKey, '\\') >= 0 {
+		if bytes.IndexByte(rawKey, '\\') >= 0 || !utf8.Valid(rawKey) {
 			if json.Unmarshal(rawKey, &key) != nil {
 				return
 			}
