@@ -517,3 +517,48 @@ func (w wrapAccounts) Source(name string) TokenSource {
 	}
 	return w.fakeAccounts.Source(name)
 }
+
+func TestPersonalLoadCountsForPools(t *testing.T) {
+	e := newPoolEnv(t)
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	e.up.set("alice", func(w http.ResponseWriter) {
+		started <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"account":"alice"}`)
+	})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { e.post(t, aliceKey, "/v1/chat/completions", conv(1)) })
+	}
+	for range 3 {
+		<-started
+	}
+	// alice has 3 requests in flight from her own key: a pool request
+	// without a conversation goes to a less loaded member.
+	resp, body := e.post(t, poolKey, "/v1/embeddings", `{"model":"e","input":"x"}`)
+	close(release)
+	wg.Wait()
+	if resp.StatusCode != 200 || strings.Contains(body, "alice") {
+		t.Fatalf("pool request while alice is busy = %d %s; want another member", resp.StatusCode, body)
+	}
+	// The handler ends each request just after its answer reached the
+	// client: wait for the counts to settle.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		busy := ""
+		for _, st := range e.tr.Statuses() {
+			if st.InFlight != 0 {
+				busy = fmt.Sprintf("%s in flight %d", st.Name, st.InFlight)
+			}
+		}
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s after every request ended; want 0", busy)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}

@@ -317,6 +317,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.metrics.requests.WithLabelValues(rt.name, statusLabel(c.status), key).Inc()
 			return
 		}
+	} else {
+		// A person's requests load their account too: pools see it.
+		c.acct.release = h.pool.Acquire(c.acct.account)
 	}
 	defer h.done(r, c)
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))

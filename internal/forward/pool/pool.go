@@ -50,7 +50,7 @@ type Tracker struct {
 	rateCool   time.Duration
 	quotaCool  time.Duration
 	tokenWait  time.Duration
-	mu         sync.Mutex
+	mu         sync.RWMutex // Acquire reads; everything else writes
 	accounts   map[string]*account
 	generation atomic.Uint64 // bumped on every change, for tests and metrics
 }
@@ -256,12 +256,21 @@ func contains(list []string, s string) bool {
 // Acquire counts a request in flight on name; the returned function ends it
 // and must be called exactly once.
 func (t *Tracker) Acquire(name string) func() {
-	t.mu.Lock()
-	a := t.get(name)
-	t.mu.Unlock()
+	t.mu.RLock()
+	a := t.accounts[name]
+	t.mu.RUnlock()
+	if a == nil {
+		t.mu.Lock()
+		a = t.get(name)
+		t.mu.Unlock()
+	}
 	a.inflight.Add(1)
-	var once sync.Once
-	return func() { once.Do(func() { a.inflight.Add(-1) }) }
+	var done atomic.Bool
+	return func() {
+		if done.CompareAndSwap(false, true) {
+			a.inflight.Add(-1)
+		}
+	}
 }
 
 // RateLimited cools name for retryAfter (a 429); a non-positive retryAfter
