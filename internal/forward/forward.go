@@ -51,6 +51,10 @@ type Config struct {
 	// ModelLabel bounds the usage series' model label. Default:
 	// usage.NewModels(nil, 0).Label.
 	ModelLabel func(string) string
+	// Models turns on the model catalog (see [ModelsConfig]); nil: request
+	// bodies pass as sent and /v1/models is forwarded. [Handler.Close]
+	// stops its background fetches.
+	Models *ModelsConfig
 	// Keys are the client API keys. Nil disables client authentication (the
 	// caller decides whether that is safe; see ops.CheckExposure).
 	Keys *keys.Set
@@ -127,6 +131,7 @@ type Handler struct {
 	usageBufs  *usage.Buffers
 	modelLabel func(string) string
 	budget     *bodyBudget
+	models     *models // nil: no catalog (models.go)
 	// base caches the validated api_base_url of the last token seen, so a
 	// URL is parsed once per token, not once per request.
 	base atomic.Pointer[validatedBase]
@@ -192,6 +197,9 @@ func New(cfg Config) (*Handler, error) {
 		betas = DefaultAnthropicBetas
 	}
 	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
+	if err := h.newModels(cfg.Models); err != nil {
+		return nil, err
+	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: roundTripFunc(h.roundTrip),
@@ -217,6 +225,7 @@ type call struct {
 	base      *url.URL
 	body      *bodyBuf
 	in        inspection
+	decision  routeDecision // stage 4 (models.go)
 	requestID string
 	status    int
 	retried   bool
@@ -233,7 +242,7 @@ func callFrom(ctx context.Context) *call { return ctx.Value(callKey{}).(*call) }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := lookupRoute(r.URL.Path)
 	if rt == nil {
-		h.reject(w, "unknown", "-", dialectOf(r.URL.Path), errNotFound(fmt.Sprintf("no route for %s; this proxy serves /v1/chat/completions, /v1/models, /v1/embeddings, /v1/responses, /v1/messages and /v1/messages/count_tokens", r.URL.Path)))
+		h.reject(w, "unknown", "-", dialectOf(r.URL.Path), errNotFound(fmt.Sprintf("no route for %s; this proxy serves /v1/chat/completions, /v1/models, /v1/models/{id}, /v1/embeddings, /v1/responses, /v1/messages and /v1/messages/count_tokens", r.URL.Path)))
 		return
 	}
 	if r.Method != rt.method {
@@ -296,15 +305,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer body.release()
 		c.body = body
 		c.in = inspect(rt.kind, body.buf)
-		// The reverse proxy hands the transport a body whose Close does
-		// nothing, so this reader is closed here: without it the buffer
-		// never returns to the pool and every request allocates anew.
-		rd := body.reader()
-		defer rd.Close()
-		r.Body = rd
-		r.ContentLength = int64(len(body.buf))
-		r.TransferEncoding = nil
-		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 	}
 	if c.acct.tgt.pooled() {
 		// A pool: choose a member now that the conversation is known. This
@@ -322,6 +322,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.acct.release = h.pool.Acquire(c.acct.account)
 	}
 	defer h.done(r, c)
+	if body := c.body; body != nil {
+		// Stage 4-5 (models.go): the account is known, so is its catalog.
+		if !h.resolveModel(w, r, c) {
+			return
+		}
+		// The reverse proxy hands the transport a body whose Close does
+		// nothing, so this reader is closed here: without it the buffer
+		// never returns to the pool and every request allocates anew.
+		rd := body.reader()
+		defer rd.Close()
+		r.Body = rd
+		r.ContentLength = int64(len(body.buf))
+		r.TransferEncoding = nil
+		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	} else if (rt == routeModels || rt == routeModel) && h.serveModels(w, r, c) {
+		return
+	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
@@ -494,7 +511,8 @@ func (h *Handler) done(r *http.Request, c *call) {
 	h.metrics.requests.WithLabelValues(c.route.name, statusLabel(status), c.key).Inc()
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key, "account", c.acct.account,
-			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision)
+			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision,
+			"model", c.decision.resolved, "model_rule", c.decision.rule.String())
 	}
 }
 

@@ -15,6 +15,11 @@ type inspection struct {
 	agent bool
 	// vision is true when any turn carries an image.
 	vision bool
+	// model locates the top-level "model" string (the last one, as
+	// encoding/json takes it): body[modelStart:modelEnd] is its raw content
+	// without the quotes. modelEnd is 0 when the body names no model as a
+	// string. Stage 4 (models.go) resolves it.
+	modelStart, modelEnd int
 }
 
 // inspect classifies body according to the route's shape. A body that is
@@ -70,6 +75,12 @@ func inspectBody(body []byte, field string, stringOK bool) (inspection, error) {
 		if err != nil {
 			return in, err
 		}
+		if keyIs(k, "model") {
+			if in.modelStart, in.modelEnd, err = w.stringValue(); err != nil {
+				return in, err
+			}
+			continue
+		}
 		if !keyIs(k, field) {
 			if err := w.skipValue(); err != nil {
 				return in, err
@@ -77,7 +88,9 @@ func inspectBody(body []byte, field string, stringOK bool) (inspection, error) {
 			continue
 		}
 		// A repeated field replaces the earlier one.
-		if in, err = inspectTurns(&w, stringOK); err != nil {
+		turns, err := inspectTurns(&w, stringOK)
+		in.agent, in.vision = turns.agent, turns.vision
+		if err != nil {
 			return in, err
 		}
 	}

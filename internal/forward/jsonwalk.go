@@ -117,6 +117,20 @@ func (w *jsonWalker) value() ([]byte, error) {
 	return w.data[start:w.pos], err
 }
 
+// stringValue skips the value at the next non-space byte and, when it is a
+// string, returns where its content (without the quotes) starts and ends;
+// end is 0 for any other value.
+func (w *jsonWalker) stringValue() (start, end int, err error) {
+	if w.next() != '"' {
+		return 0, 0, w.skipValue()
+	}
+	start = w.pos + 1
+	if err := w.skipString(); err != nil {
+		return 0, 0, err
+	}
+	return start, w.pos - 1, nil
+}
+
 func (w *jsonWalker) skipValue() error {
 	switch c := w.next(); c {
 	case '"':

@@ -3,6 +3,7 @@ package forward
 import (
 	"strconv"
 
+	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,6 +20,14 @@ type Metrics struct {
 	inflightBody  prometheus.Gauge
 	// betasDropped counts anthropic-beta values not forwarded.
 	betasDropped *prometheus.CounterVec
+	// Stage 4 (models.go).
+	routes  routeCounters
+	catalog *catalog.Metrics
+}
+
+// routeCounters count stage 4's decisions (copilot_proxy_model_routes_total).
+type routeCounters struct {
+	pass, unsupported, unknown, noCatalog prometheus.Counter
 }
 
 // NewMetrics registers the forwarding's series on reg (a registry of the
@@ -43,6 +52,11 @@ type Metrics struct {
 //   - copilot_proxy_anthropic_betas_dropped_total{beta}: anthropic-beta
 //     values not on the allow list, not forwarded; beta is the name for the
 //     first 64 distinct well-formed names, else "other".
+//   - copilot_proxy_model_routes_total{decision}: requests naming a model, by
+//     what the catalog said: "pass" (served on the client's endpoint),
+//     "unsupported" (answered by the proxy), "unknown" (not in the catalog,
+//     forwarded), "no_catalog" (forwarded unchecked).
+//   - the catalog's series, see [catalog.NewMetrics].
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -79,8 +93,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "anthropic-beta values dropped because they are not on the allow list (the Copilot API refuses unknown betas), by beta name (\"other\" past 64 names).",
 		}, []string{"beta"}),
 	}
+	routes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "copilot_proxy_model_routes_total",
+		Help: "Requests naming a model, by routing decision: pass (the model serves the endpoint), unsupported (answered by the proxy), unknown (not in the catalog, forwarded), no_catalog (forwarded unchecked).",
+	}, []string{"decision"})
+	m.routes = routeCounters{
+		pass: routes.WithLabelValues("pass"), unsupported: routes.WithLabelValues("unsupported"),
+		unknown: routes.WithLabelValues("unknown"), noCatalog: routes.WithLabelValues("no_catalog"),
+	}
+	m.catalog = catalog.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, routes)
 	}
 	return m
 }
@@ -96,3 +119,6 @@ func statusLabel(code int) string {
 	}
 	return strconv.Itoa(code)
 }
+
+// Catalog returns the model catalog's series (for the alias file).
+func (m *Metrics) Catalog() *catalog.Metrics { return m.catalog }

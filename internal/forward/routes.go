@@ -24,6 +24,7 @@ const (
 var (
 	routeChat        = &route{"/v1/chat/completions", "/chat/completions", http.MethodPost, dialectOpenAI, bodyMessages}
 	routeModels      = &route{"/v1/models", "/models", http.MethodGet, dialectOpenAI, bodyNone}
+	routeModel       = &route{"/v1/models/{id}", "/models", http.MethodGet, dialectOpenAI, bodyNone} // answered from the catalog
 	routeEmbeddings  = &route{"/v1/embeddings", "/embeddings", http.MethodPost, dialectOpenAI, bodyOpaque}
 	routeResponses   = &route{"/v1/responses", "/responses", http.MethodPost, dialectOpenAI, bodyResponses}
 	routeMessages    = &route{"/v1/messages", "/v1/messages", http.MethodPost, dialectAnthropic, bodyMessages}
@@ -48,6 +49,9 @@ func lookupRoute(path string) *route {
 	case "/v1/messages/count_tokens", "/messages/count_tokens":
 		return routeCountTokens
 	}
+	if id, ok := cutModelsPrefix(path); ok && id != "" {
+		return routeModel
+	}
 	return nil
 }
 
@@ -60,3 +64,14 @@ func dialectOf(path string) dialect {
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// cutModelsPrefix returns the {id} of /v1/models/{id} or /models/{id}.
+func cutModelsPrefix(path string) (string, bool) {
+	switch {
+	case hasPrefix(path, "/v1/models/"):
+		return path[len("/v1/models/"):], true
+	case hasPrefix(path, "/models/"):
+		return path[len("/models/"):], true
+	}
+	return "", false
+}

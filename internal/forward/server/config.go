@@ -31,6 +31,8 @@ const (
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultUpstreamHeaderTimeout = 5 * time.Minute
 	DefaultShutdownGrace         = 60 * time.Second
+	DefaultCatalogRefresh        = 10 * time.Minute
+	DefaultModelAliasesPoll      = 5 * time.Second
 )
 
 // Config is everything a proxy needs. Each field documents its default and,
@@ -103,6 +105,20 @@ type Config struct {
 	// the default) or forwards it. --count-tokens (local or upstream),
 	// PROXY_COUNT_TOKENS.
 	CountTokens forward.CountTokens
+
+	// ModelAliases is the operator's model alias file: "from: to" lines
+	// mapping names clients send to models (see internal/forward/catalog),
+	// re-read when it changes. --model-aliases, PROXY_MODEL_ALIASES.
+	ModelAliases string
+	// ModelAliasesPoll is how often ModelAliases is checked for changes.
+	// --model-aliases-poll, PROXY_MODEL_ALIASES_POLL, default
+	// [DefaultModelAliasesPoll].
+	ModelAliasesPoll time.Duration
+	// CatalogRefresh is the most the model catalog (GET /models) ages
+	// before it is refetched; a new token generation refetches it too.
+	// --catalog-refresh, PROXY_CATALOG_REFRESH, default
+	// [DefaultCatalogRefresh].
+	CatalogRefresh time.Duration
 
 	// MaxBodyBytes bounds request bodies (413 above). Every body is held in
 	// memory for inspection and one replay after an upstream 401.
@@ -186,6 +202,8 @@ func (c Config) withDefaults() Config {
 	}
 	dur(&c.UpstreamHeaderTimeout, DefaultUpstreamHeaderTimeout)
 	dur(&c.ShutdownGrace, DefaultShutdownGrace)
+	dur(&c.CatalogRefresh, DefaultCatalogRefresh)
+	dur(&c.ModelAliasesPoll, DefaultModelAliasesPoll)
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

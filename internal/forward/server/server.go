@@ -32,6 +32,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
+	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -120,6 +121,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		transport = forward.NewTransport(tc)
 	}
+	metrics := forward.NewMetrics(reg)
+	var aliases *catalog.AliasFile
+	if cfg.ModelAliases != "" {
+		aliases, err = catalog.OpenAliasFile(catalog.AliasFileConfig{
+			Path: cfg.ModelAliases, Poll: cfg.ModelAliasesPoll, Metrics: metrics.Catalog(),
+			Clock: cfg.Clock, Logger: cfg.Logger.With("component", "catalog"),
+		})
+		if err != nil {
+			closeConn()
+			return nil, err
+		}
+	}
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
@@ -127,8 +140,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
-		Transport: transport, Metrics: forward.NewMetrics(reg), Clock: cfg.Clock,
+		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
+		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	}
 	handler, err := forward.New(fcfg)
 	if err != nil {
@@ -138,6 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 	lns, err := listenAll(cfg.Addr, cfg.AdminAddr)
 	if err != nil {
+		handler.Close()
 		closeConn()
 		return nil, err
 	}
@@ -159,7 +174,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
-	go s.run(runCtx, proxySrv, adminSrv, lns, transport, closeConn)
+	go s.run(runCtx, proxySrv, adminSrv, lns, transport, func() {
+		handler.Close()
+		closeConn()
+	}, aliases)
 	s.log.Info("proxy listening", "addr", s.addrs.HTTP, "admin_addr", s.addrs.Admin, "broker", cfg.BrokerAddr,
 		"client_auth", cfg.Keys.Len() > 0, "copilot_api_url", cfg.CopilotAPIURL)
 	return s, nil
@@ -168,13 +186,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // run serves until ctx ends, then shuts down in order: not ready, drain the
 // proxy listener (streams get ShutdownGrace), stop the broker watch, then the
 // admin listener.
-func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func()) {
+func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func(), aliases *catalog.AliasFile) {
 	defer close(s.done)
 	defer closeConn()
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.tokens.Run(watchCtx) })
+	if aliases != nil {
+		wg.Go(func() { aliases.Run(watchCtx) })
+	}
 	var adminErr error
 	wg.Go(func() { adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace) })
 
