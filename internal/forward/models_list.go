@@ -134,17 +134,26 @@ func (e entry) openai() []byte {
 	return b
 }
 
-// anthropicModel is a model in the Anthropic Models API's shape.
+// anthropicModel is a model in the Anthropic Models API's shape. The
+// Copilot API tells no release date: created_at is when this proxy first
+// saw the model. The token limits are the catalog's, when it has them.
 type anthropicModel struct {
-	Type        string `json:"type"`
-	ID          string `json:"id"`
-	DisplayName string `json:"display_name"`
-	CreatedAt   string `json:"created_at"`
+	Type           string `json:"type"`
+	ID             string `json:"id"`
+	DisplayName    string `json:"display_name"`
+	CreatedAt      string `json:"created_at"`
+	MaxInputTokens int64  `json:"max_input_tokens,omitempty"`
+	MaxTokens      int64  `json:"max_tokens,omitempty"`
 }
 
 func (e entry) anthropic() anthropicModel {
+	lim := e.model.Limits
+	in := lim.MaxPromptTokens
+	if in == 0 {
+		in = lim.MaxContextWindowTokens
+	}
 	return anthropicModel{Type: "model", ID: e.id, DisplayName: e.model.Name,
-		CreatedAt: e.model.FirstSeen.UTC().Format(time.RFC3339)}
+		CreatedAt: e.model.FirstSeen.UTC().Format(time.RFC3339), MaxInputTokens: in, MaxTokens: lim.MaxOutputTokens}
 }
 
 type anthropicList struct {
