@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -90,14 +91,46 @@ func (m *Model) Serves(endpoint string) bool {
 	return len(m.Endpoints) == 0 || slices.Contains(m.Endpoints, endpoint)
 }
 
-// Catalog is one account's model list at one time. It is immutable once
-// made, so requests share it without locks.
+// Catalog is one account's model list at one time. Its models do not change
+// once made, so requests share them without locks; it is safe for
+// concurrent use.
 type Catalog struct {
 	// Models are in the upstream's order, without duplicate ids.
 	Models []*Model
 	// FetchedAt is when the upstream answered.
 	FetchedAt time.Time
 	byID      map[string]*Model
+
+	// memo holds the built-in rules' answers (nil: no match) for the raw
+	// names requests sent, up to maxMemo of them: clients send the same few
+	// names on every request (Claude Code's claude-opus-5-5).
+	memoMu sync.RWMutex
+	memo   map[string]*Model
+}
+
+// maxMemo bounds the memo of built-in resolutions: names come from clients.
+const maxMemo = 1024
+
+// builtinRaw applies the built-in rules to a name without escapes,
+// remembering the answer.
+func (c *Catalog) builtinRaw(raw []byte) *Model {
+	c.memoMu.RLock()
+	m, ok := c.memo[string(raw)]
+	c.memoMu.RUnlock()
+	if ok {
+		return m
+	}
+	name := string(raw)
+	m = builtin(c, name)
+	c.memoMu.Lock()
+	if len(c.memo) < maxMemo {
+		if c.memo == nil {
+			c.memo = map[string]*Model{}
+		}
+		c.memo[name] = m
+	}
+	c.memoMu.Unlock()
+	return m
 }
 
 // Lookup returns the model with exactly this id, or nil.

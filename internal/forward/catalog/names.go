@@ -49,10 +49,18 @@ type Resolution struct {
 
 // Resolve resolves name, the raw content of a JSON string (escapes as they
 // stand), against cat and then aliases (either may be nil). The exact-id
-// path allocates nothing.
+// path allocates nothing, and the built-in rules' answers are remembered
+// per catalog, so a client name they resolve (Claude Code sends
+// claude-opus-5-5 on every request) costs a map lookup after the first.
 func Resolve(cat *Catalog, aliases *Aliases, name []byte) Resolution {
 	if m := cat.lookupBytes(name); m != nil {
 		return Resolution{ID: m.ID, Model: m, Rule: RuleExact}
+	}
+	if cat != nil && bytes.IndexByte(name, '\\') < 0 {
+		if m := cat.builtinRaw(name); m != nil {
+			return Resolution{ID: m.ID, Model: m, Rule: RuleBuiltin}
+		}
+		return resolveAlias(cat, aliases, string(name))
 	}
 	s, ok := unquote(name)
 	if !ok {
@@ -69,6 +77,12 @@ func ResolveString(cat *Catalog, aliases *Aliases, name string) Resolution {
 	if m := builtin(cat, name); m != nil {
 		return Resolution{ID: m.ID, Model: m, Rule: RuleBuiltin}
 	}
+	return resolveAlias(cat, aliases, name)
+}
+
+// resolveAlias is the resolution of a name that is neither a catalog id nor
+// resolved by the built-in rules.
+func resolveAlias(cat *Catalog, aliases *Aliases, name string) Resolution {
 	if to, ok := aliases.Lookup(name); ok {
 		if m := cat.Lookup(to); m != nil {
 			return Resolution{ID: m.ID, Model: m, Rule: RuleAlias}

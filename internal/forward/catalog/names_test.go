@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -92,6 +93,27 @@ func TestResolveExactAllocatesNothing(t *testing.T) {
 	name := []byte("claude-sonnet-4.5")
 	if n := testing.AllocsPerRun(100, func() { _ = Resolve(cat, nil, name) }); n != 0 {
 		t.Errorf("Resolve of an exact id allocates %.0f times; want 0", n)
+	}
+}
+
+func TestResolveBuiltinRemembered(t *testing.T) {
+	cat := sandboxLike()
+	name := []byte("claude-opus-5-5")
+	if r := Resolve(cat, nil, name); r.ID != "claude-opus-5.5" || r.Rule != RuleBuiltin {
+		t.Fatalf("Resolve = %q %v", r.ID, r.Rule)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = Resolve(cat, nil, name) }); n != 0 {
+		t.Errorf("Resolve of a remembered built-in name allocates %.0f times; want 0", n)
+	}
+	// The memo is bounded: names come from clients.
+	for i := range 2 * maxMemo {
+		Resolve(cat, nil, []byte("claude-x-"+strconv.Itoa(i)))
+	}
+	if len(cat.memo) != maxMemo {
+		t.Errorf("memo holds %d names; want the bound %d", len(cat.memo), maxMemo)
+	}
+	if r := Resolve(cat, nil, []byte("claude-sonnet-4-5-20250929")); r.ID != "claude-sonnet-4.5" || r.Rule != RuleBuiltin {
+		t.Errorf("past the bound: Resolve = %q %v; want claude-sonnet-4.5 builtin", r.ID, r.Rule)
 	}
 }
 
