@@ -4,13 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -347,5 +353,80 @@ func TestFindModel(t *testing.T) {
 		if got := tt.body[s:e]; got != tt.want {
 			t.Errorf("findModel(%s) = %q; want %q", tt.body, got, tt.want)
 		}
+	}
+}
+
+// TestCatalogPerAccount: each account's catalog is fetched with its own
+// token and decides for the requests of that account, pool members
+// included.
+func TestCatalogPerAccount(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	exp := clk.Now().Add(30 * time.Minute)
+	accts := &fakeAccounts{srcs: map[string]*fakeSource{}, all: []string{"alice", "bob"}}
+	for _, n := range accts.all {
+		accts.srcs[n] = &fakeSource{tok: acctToken(n, 1, exp)}
+	}
+	var mu sync.Mutex
+	fetched := map[string]int{}
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		a := accountOf(r)
+		if r.URL.Path != "/models" {
+			fmt.Fprintf(w, `{"account":%q}`, a)
+			return
+		}
+		mu.Lock()
+		fetched[a]++
+		mu.Unlock()
+		// alice has claude-sonnet-4.5 on /v1/messages only, bob on chat too.
+		ends := `["/v1/messages"]`
+		if a == "bob" {
+			ends = `["/chat/completions","/v1/messages"]`
+		}
+		fmt.Fprintf(w, `{"data":[{"id":"claude-sonnet-4.5","supported_endpoints":%s}]}`, ends)
+	})
+	ks, err := keys.Parse(strings.NewReader("alice:" + aliceKey + "\nbob:" + testKey2 + "\npool:" + poolKey + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(up.srv.URL)
+	tr := NewTransport(TransportConfig{})
+	t.Cleanup(tr.CloseIdleConnections)
+	h, err := New(Config{
+		Source: &fakeSource{tok: acctToken("default", 1, exp)}, DefaultAccount: "default",
+		Keys: ks, APIURL: u, Clock: clk, Transport: tr, Accounts: accts,
+		Targets: map[string]Target{"alice": {Accounts: []string{"alice"}}, "bob": {Accounts: []string{"bob"}}, "pool": {Accounts: []string{"bob"}}},
+		Pool:    pool.New(pool.Config{Clock: clk}), Models: &ModelsConfig{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	p := httptest.NewServer(h)
+	t.Cleanup(p.Close)
+	e := &poolEnv{env: &env{up: up, proxy: p, clk: clk, handler: h}, accts: accts}
+	body := `{"model":"claude-sonnet-4-5-20250929","messages":[{"role":"user","content":"hi"}]}`
+	for _, tt := range []struct {
+		key, want string
+		status    int
+	}{
+		{aliceKey, "it supports /v1/messages", 400},
+		{testKey2, `"account":"bob"`, 200},
+		{poolKey, `"account":"bob"`, 200},
+	} {
+		resp, got := e.post(t, tt.key, "/v1/chat/completions", body)
+		if resp.StatusCode != tt.status || !strings.Contains(got, tt.want) {
+			t.Errorf("key %s: %d %s; want %d containing %s", tt.key, resp.StatusCode, got, tt.status, tt.want)
+		}
+	}
+	for _, s := range up.requests() {
+		if s.path == "/chat/completions" && !strings.Contains(s.body, `"claude-sonnet-4.5"`) {
+			t.Errorf("upstream body %s; want the resolved name", s.body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fetched["alice"] != 1 || fetched["bob"] != 1 || len(fetched) != 2 {
+		t.Errorf("/models fetched per account %v; want alice and bob once each", fetched)
 	}
 }
