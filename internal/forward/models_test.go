@@ -16,6 +16,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,7 @@ func modelsEnv(t *testing.T, aliases string, modelsStatus int) (*env, *prometheu
 		fmt.Fprint(w, `{"ok":true}`)
 	}, func(c *Config) {
 		c.Metrics = NewMetrics(reg)
+		c.CountTokens = CountTokensUpstream // the catalog checks count_tokens against /v1/messages
 		mc := &ModelsConfig{}
 		if aliases != "" {
 			path := filepath.Join(t.TempDir(), "aliases")
@@ -176,7 +178,8 @@ func TestModelsFetchedWithCopilotHeaders(t *testing.T) {
 	}
 	want := map[string]string{
 		"Authorization": "Bearer " + e.src.tok.Value.Reveal(), "Openai-Intent": "model-access",
-		"Copilot-Integration-Id": "vscode-chat", "Editor-Version": "vscode/1.104.3",
+		"Copilot-Integration-Id": "vscode-chat", "Editor-Version": identity.DefaultEditorVersion,
+		"X-Github-Api-Version": identity.DefaultAPIVersion,
 	}
 	for k, v := range want {
 		if g := fetch.header.Get(k); g != v {
