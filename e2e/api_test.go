@@ -28,7 +28,11 @@ func TestClients(t *testing.T) {
 	px := startProxy(t, br, sb)
 	oai := openAIClient(t, px)
 	ant := anthropicClient(t, px)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// The subtests are parallel: they start only when the other parallel
+	// tests leave a slot, which on a small shared machine can take more
+	// than a minute after this point. The bound is for hangs, not for the
+	// scheduler.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 
 	t.Run("openai/chat", func(t *testing.T) {
