@@ -41,3 +41,25 @@ func CheckExposure(addrs []string, haveKeys, insecureNoAuth bool, keysFlag strin
 	}
 	return nil
 }
+
+// ListenAll binds a TCP listener on each address, in order. When one fails
+// it closes those already bound and names the address in the error.
+func ListenAll(addrs ...string) ([]net.Listener, error) {
+	lns := make([]net.Listener, 0, len(addrs))
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			CloseAll(lns)
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// CloseAll closes every listener, ignoring errors (for cleanup paths).
+func CloseAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+}

@@ -18,7 +18,7 @@ const (
 	DefaultGRPCAddr        = "127.0.0.1:50051"
 	DefaultHTTPAddr        = "127.0.0.1:8080"
 	DefaultAdminAddr       = "127.0.0.1:8081"
-	DefaultGitHubAPIURL    = "https://api.github.com"
+	DefaultGitHubAPIURL    = tokens.DefaultAPIURL
 	DefaultTokenFilePoll   = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultQuotaInterval   = quota.DefaultInterval
@@ -89,7 +89,8 @@ type Config struct {
 	// --max-pending-wait, default 30s.
 	MaxPendingWait time.Duration
 	// MinForceInterval is the floor between an exchange and a forced one
-	// (RefreshToken). --min-force-interval, default 5s.
+	// (RefreshToken). --min-force-interval, default
+	// [tokens.DefaultMinForceInterval].
 	MinForceInterval time.Duration
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default

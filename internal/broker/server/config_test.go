@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,5 +128,32 @@ func TestTokenFileChangeAndReload(t *testing.T) {
 	e.srv.Reload()
 	if st := waitStatus(tokens.StatusValid); st.Generation != gen+2 {
 		t.Errorf("generation after Reload = %d; want %d", st.Generation, gen+2)
+	}
+}
+
+// TestStartReleasesWhatItBuiltOnFailure: a listener that cannot be bound
+// fails Start after the token file watcher was set up and the other
+// listeners were bound; Start names the address, and nothing keeps running
+// (goleak, in TestMain).
+func TestStartReleasesWhatItBuiltOnFailure(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("gho_x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Start(t.Context(), Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: taken.Addr().String(),
+		GitHubTokenFile: file,
+	})
+	if err == nil {
+		_ = srv.Close()
+		t.Fatal("Start() = nil; want the admin address's listen error")
+	}
+	if !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Errorf("Start() = %v; want it to name %s", err, taken.Addr())
 	}
 }

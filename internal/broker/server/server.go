@@ -42,7 +42,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
 )
 
 // Addrs are the bound listen addresses, useful when Config asked for port 0.
@@ -72,8 +71,9 @@ type Server struct {
 
 // Start validates cfg, binds the listeners and starts serving. It returns
 // once the listeners are bound; the first token exchange runs in the
-// background (GetToken waits for it).
-func Start(ctx context.Context, cfg Config) (*Server, error) {
+// background (GetToken waits for it). When it fails, everything it had
+// built is released again (one cleanup path: [undo]).
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -86,32 +86,26 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, tls: tlsCfg != nil, done: make(chan struct{})}
-
-	ghToken := cfg.GitHubToken
-	if cfg.GitHubTokenFile != "" {
-		s.watcher, ghToken, err = credfile.New(credfile.Config{
-			Path: cfg.GitHubTokenFile, Interval: cfg.TokenFilePoll, Clock: cfg.Clock,
-			Logger: cfg.Logger, OnChange: s.credentialChanged,
-		})
+	var cleanup undo
+	defer func() {
 		if err != nil {
-			return nil, err
+			cleanup.run()
 		}
-	}
-	var dirTokens map[string]secret.Secret
-	if cfg.AccountsDir != "" {
-		s.dir, dirTokens, err = credfile.NewDir(credfile.DirConfig{
-			Dir: cfg.AccountsDir, ValidName: keys.ValidAccountName, Interval: cfg.TokenFilePoll, Clock: cfg.Clock,
-			Logger: cfg.Logger, OnChange: func(e credfile.Event) { s.fleet.dirEvent(e) },
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
+	}()
 
-	lns, err := listenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
+	ghToken, err := s.openCredential()
 	if err != nil {
 		return nil, err
 	}
+	dirTokens, err := s.openAccountsDir()
+	if err != nil {
+		return nil, err
+	}
+	lns, err := ops.ListenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	cleanup.add(func() { ops.CloseAll(lns) })
 	grpcLn, httpLn, adminLn := lns[0], lns[1], lns[2]
 	s.addrs = Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String(), Admin: adminLn.Addr().String()}
 	if tlsCfg != nil {
@@ -126,87 +120,35 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
 	})
 	if err != nil {
-		closeAll(lns)
 		return nil, err
 	}
-	s.health = broker.NewHealthServer(cfg.Clock)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) // alive; Shutdown turns it NOT_SERVING
-	for _, svc := range broker.HealthServices {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
-	}
+	cleanup.add(s.svc.Close)
+	s.health = newHealth(cfg)
 	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	cleanup.add(s.fleet.close)
 	if err := s.startAccounts(ghToken, dirTokens); err != nil {
-		closeAll(lns)
-		s.fleet.close()
-		s.svc.Close()
 		return nil, err
 	}
 	if err := metrics.ObserveService(s.svc); err != nil {
-		closeAll(lns)
-		s.fleet.close()
-		s.svc.Close()
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor()),
-		// Watchers idle for long stretches: let them keep the connection
-		// alive, and find dead ones.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// MaxConnectionAge (jittered by gRPC) makes clients reconnect now and
-		// then, so proxies spread across broker replicas added later; ending
-		// watch streams alone would keep each on its connection.
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time: time.Minute, Timeout: 20 * time.Second,
-			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 5 * time.Minute,
-		}),
-	)
-	brokerv1.RegisterTokenBrokerServiceServer(s.grpc, s.svc)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics)
 
-	// The gateway reaches the gRPC server through one connection over an
-	// in-memory listener: the same server, interceptors and streaming,
-	// without TLS to itself.
-	mem := bufconn.Listen(1 << 20)
-	s.gwConn, err = grpc.NewClient("passthrough:///broker-gateway",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return mem.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		closeAll(lns)
-		s.fleet.close()
-		s.svc.Close()
-		return nil, fmt.Errorf("gateway connection: %w", err)
-	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	rest, err := broker.NewRESTHandler(runCtx, s.gwConn, auth, metrics)
+	cleanup.add(cancel)
+	gw, err := newGateway(runCtx, auth, metrics)
 	if err != nil {
-		cancel()
-		closeAll(lns)
-		_ = s.gwConn.Close()
-		s.fleet.close()
-		s.svc.Close()
 		return nil, err
 	}
-	httpSrv := &http.Server{
-		Handler:           rest,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		// No WriteTimeout: /v1/token:watch streams for up to MaxStreamAge.
-	}
-	adminSrv := &http.Server{
-		Handler:           ops.AdminHandler(s.ready, metrics.Registry()),
-		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-	}
+	cleanup.add(func() { _ = gw.conn.Close() })
+	s.gwConn = gw.conn
+	httpSrv, adminSrv := newHTTPServer(cfg, gw.handler), newAdminServer(cfg, s.ready, metrics)
 
 	r := &runner{s: s, errc: make(chan error, 4)}
 	r.goServe("grpc", func() error { return s.grpc.Serve(grpcLn) })
-	r.goServe("gateway", func() error { return s.grpc.Serve(mem) })
+	r.goServe("gateway", func() error { return s.grpc.Serve(gw.ln) })
 	restCtx, stopREST := context.WithCancel(context.Background())
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, httpSrv, httpLn, cfg.ShutdownTimeout) })
@@ -223,6 +165,135 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
 		"github_api_url", cfg.GitHubAPIURL, "epoch", epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
 	return s, nil
+}
+
+// undo collects the releases of what Start has built so far; run releases
+// them in reverse order when Start fails.
+type undo []func()
+
+func (u *undo) add(f func()) { *u = append(*u, f) }
+
+func (u undo) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// openCredential returns the default account's GitHub token: from the
+// token file, whose watcher it sets up (started later with the server), or
+// from the Config.
+func (s *Server) openCredential() (secret.Secret, error) {
+	if s.cfg.GitHubTokenFile == "" {
+		return s.cfg.GitHubToken, nil
+	}
+	w, tok, err := credfile.New(credfile.Config{
+		Path: s.cfg.GitHubTokenFile, Interval: s.cfg.TokenFilePoll, Clock: s.cfg.Clock,
+		Logger: s.cfg.Logger, OnChange: s.credentialChanged,
+	})
+	if err != nil {
+		return secret.Secret{}, err
+	}
+	s.watcher = w
+	return tok, nil
+}
+
+// openAccountsDir returns the tokens of the accounts directory, whose
+// watcher it sets up (started later with the server); nil without one.
+func (s *Server) openAccountsDir() (map[string]secret.Secret, error) {
+	if s.cfg.AccountsDir == "" {
+		return nil, nil
+	}
+	d, toks, err := credfile.NewDir(credfile.DirConfig{
+		Dir: s.cfg.AccountsDir, ValidName: keys.ValidAccountName, Interval: s.cfg.TokenFilePoll, Clock: s.cfg.Clock,
+		Logger: s.cfg.Logger, OnChange: func(e credfile.Event) { s.fleet.dirEvent(e) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.dir = d
+	return toks, nil
+}
+
+// newHealth returns the grpc.health.v1 server: the process ("") SERVING
+// until shutdown, the API's services NOT_SERVING until a token arrives.
+func newHealth(cfg Config) *broker.HealthServer {
+	h := broker.NewHealthServer(cfg.Clock)
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, svc := range broker.HealthServices {
+		h.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	return h
+}
+
+// newGRPCServer returns the gRPC server with the API, health and
+// reflection registered behind the metrics and auth interceptors. It starts
+// nothing.
+func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics) *grpc.Server {
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor()),
+		// Watchers idle for long stretches: let them keep the connection
+		// alive, and find dead ones.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// MaxConnectionAge (jittered by gRPC) makes clients reconnect now and
+		// then, so proxies spread across broker replicas added later; ending
+		// watch streams alone would keep each on its connection.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: 5 * time.Minute,
+		}),
+	)
+	brokerv1.RegisterTokenBrokerServiceServer(g, svc)
+	healthpb.RegisterHealthServer(g, health)
+	reflection.Register(g)
+	return g
+}
+
+// gateway is the REST side: its handler calls the gRPC server through conn,
+// one client connection over the in-memory listener ln (the same server,
+// interceptors and streaming, without TLS to itself). The gRPC server must
+// serve ln.
+type gateway struct {
+	handler http.Handler
+	conn    *grpc.ClientConn
+	ln      *memListener
+}
+
+func newGateway(ctx context.Context, auth *broker.Authenticator, metrics *broker.Metrics) (*gateway, error) {
+	ln := newMemListener()
+	conn, err := grpc.NewClient("passthrough:///broker-gateway",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	h, err := broker.NewRESTHandler(ctx, conn, auth, metrics)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return &gateway{handler: h, conn: conn, ln: ln}, nil
+}
+
+// newHTTPServer serves the REST gateway.
+func newHTTPServer(cfg Config, h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// No WriteTimeout: /v1/token:watch streams for up to MaxStreamAge.
+	}
+}
+
+// newAdminServer serves /healthz, /readyz (ready) and /metrics.
+func newAdminServer(cfg Config, ready func() error, metrics *broker.Metrics) *http.Server {
+	return &http.Server{
+		Handler:           ops.AdminHandler(ready, metrics.Registry()),
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // Addrs returns the bound listen addresses.
@@ -310,25 +381,6 @@ func (s *Server) ready() error {
 		return errors.New("shutting down")
 	}
 	return s.fleet.ready()
-}
-
-func listenAll(addrs ...string) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			closeAll(lns)
-			return nil, fmt.Errorf("listen %s: %w", a, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
-
-func closeAll(lns []net.Listener) {
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
 }
 
 func newEpoch() string {

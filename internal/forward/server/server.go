@@ -21,7 +21,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -150,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	lns, err := listenAll(cfg.Addr, cfg.AdminAddr)
+	lns, err := ops.ListenAll(cfg.Addr, cfg.AdminAddr)
 	if err != nil {
 		handler.Close()
 		closeConn()
@@ -279,19 +278,4 @@ func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn
 		return nil, nil, err
 	}
 	return brokerv1.NewTokenBrokerServiceClient(conn), conn, nil
-}
-
-func listenAll(addrs ...string) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("listen %s: %w", a, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
 }
