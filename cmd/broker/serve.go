@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/server"
@@ -35,7 +34,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca", "", "CA certificates (PEM) that client certificates must chain to (mutual TLS)")
 	fs.DurationVar(&cfg.MaxStreamAge, "max-stream-age", broker.DefaultMaxStreamAge, "mean lifetime of a watch stream (±10% jitter); clients then reconnect")
 	fs.DurationVar(&cfg.MaxPendingWait, "max-pending-wait", broker.DefaultMaxPendingWait, "longest GetToken waits for the first token")
-	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", 5*time.Second, "floor between an exchange and one forced by RefreshToken")
+	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", tokens.DefaultMinForceInterval, "floor between an exchange and one forced by RefreshToken")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/login"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -92,17 +92,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if o.token != "" {
 		cfg.GitHubTokens = []secret.Secret{secret.New(o.token)}
 	}
-	if host, _, err := net.SplitHostPort(o.addr); err == nil {
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			fmt.Fprintf(stderr, "sandbox: warning: listening beyond loopback on %s; the admin API has no authentication\n", o.addr)
-		}
+	if !ops.IsLoopback(o.addr) {
+		fmt.Fprintf(stderr, "sandbox: warning: listening beyond loopback on %s; the admin API has no authentication\n", o.addr)
 	}
 	sb, err := sandbox.Listen(cfg, o.addr)
 	if err != nil {
 		return err
 	}
 	if o.tokenFile != "" {
-		if err := writeTokenFile(o.tokenFile, sb.GitHubToken().Reveal()); err != nil {
+		// Replaced when it exists (force), atomically and with mode 0600.
+		if err := login.WriteFile(o.tokenFile, sb.GitHubToken(), true); err != nil {
 			_ = sb.Close()
 			return err
 		}
@@ -118,16 +117,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	return nil
-}
-
-// writeTokenFile writes tok with mode 0600, replacing any earlier file so a
-// looser mode is never kept.
-func writeTokenFile(path, tok string) error {
-	_ = os.Remove(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing github token file: %w", err)
-	}
-	_, err = f.WriteString(tok)
-	return errors.Join(err, f.Close())
 }

@@ -48,8 +48,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("printed token %q; want gho_fromflag", token)
 	}
 	b, err := os.ReadFile(tokenFile)
-	if err != nil || string(b) != token {
-		t.Errorf("token file = %q, %v; want %q", b, err, token)
+	if err != nil || string(b) != token+"\n" {
+		t.Errorf("token file = %q, %v; want %q and a newline (as broker login writes it)", b, err, token)
 	}
 	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file mode = %v, %v; want 0600", fi.Mode().Perm(), err)

@@ -31,6 +31,12 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
+// Defaults of [Config]; the proxy's flags show the same values.
+const (
+	DefaultMaxBodyBytes    = 32 << 20
+	DefaultBodyReadTimeout = 60 * time.Second
+)
+
 // Config configures a [Handler].
 type Config struct {
 	// Source supplies the tokens of keys without an account of their own
@@ -80,10 +86,10 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (413 above it). Every body is read
 	// into memory: X-Initiator and Copilot-Vision-Request must be known
 	// before the first byte goes upstream, and a held body can be replayed
-	// once after an upstream 401. Default 32 MiB.
+	// once after an upstream 401. Default [DefaultMaxBodyBytes] (32 MiB).
 	MaxBodyBytes int64
 	// BodyReadTimeout bounds reading a request body, against clients that
-	// trickle it. Default 60 s.
+	// trickle it. Default [DefaultBodyReadTimeout].
 	BodyReadTimeout time.Duration
 	// MaxInflightBodyBytes bounds the request body bytes held at once by all
 	// requests together; a body that does not fit waits up to
@@ -164,10 +170,10 @@ func New(cfg Config) (*Handler, error) {
 		bodies:    newBodyPool(),
 	}
 	if h.maxBody <= 0 {
-		h.maxBody = 32 << 20
+		h.maxBody = DefaultMaxBodyBytes
 	}
 	if h.bodyWait <= 0 {
-		h.bodyWait = 60 * time.Second
+		h.bodyWait = DefaultBodyReadTimeout
 	}
 	if h.transport == nil {
 		h.transport = NewTransport(TransportConfig{})

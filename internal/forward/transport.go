@@ -9,6 +9,11 @@ import (
 	"time"
 )
 
+// DefaultResponseHeaderTimeout is [TransportConfig.ResponseHeaderTimeout]'s
+// default: non-streamed completions of large models can take minutes before
+// the first byte.
+const DefaultResponseHeaderTimeout = 5 * time.Minute
+
 // TransportConfig tunes the shared upstream transport. Zero fields get the
 // defaults shown.
 type TransportConfig struct {
@@ -18,8 +23,7 @@ type TransportConfig struct {
 	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the upstream's response
 	// headers once the request is sent; a stream's body has no total
-	// timeout. Default 5 min (non-streamed completions of large models can
-	// take minutes before the first byte).
+	// timeout. Default [DefaultResponseHeaderTimeout].
 	ResponseHeaderTimeout time.Duration
 	// MaxIdleConnsPerHost is the keep-alive pool per upstream host.
 	// Default 512.
@@ -46,7 +50,7 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 	}
 	def(&cfg.DialTimeout, 10*time.Second)
 	def(&cfg.TLSHandshakeTimeout, 10*time.Second)
-	def(&cfg.ResponseHeaderTimeout, 5*time.Minute)
+	def(&cfg.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	def(&cfg.IdleConnTimeout, 90*time.Second)
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 512

@@ -18,6 +18,10 @@ import (
 // [Exchanger.Exchange] is one. Its errors are classified as [Exchanger]'s are.
 type ExchangeFunc func(ctx context.Context, githubToken secret.Secret) (*CopilotToken, error)
 
+// DefaultMinForceInterval is [ManagerConfig.MinForceInterval]'s default:
+// the floor between an exchange and one forced by a rejected token.
+const DefaultMinForceInterval = 5 * time.Second
+
 // ManagerConfig configures a [Manager]. Zero durations and fractions take the
 // documented defaults.
 type ManagerConfig struct {
@@ -36,7 +40,7 @@ type ManagerConfig struct {
 	// Epoch is copied into every State.
 	Epoch string
 	// MinForceInterval is the floor between an exchange and a forced one
-	// (default 5 s).
+	// (default [DefaultMinForceInterval]).
 	MinForceInterval time.Duration
 	// Rand returns uniform numbers in [0, 1) for jitter; it is called from the
 	// refresh goroutine only (nil means math/rand/v2).
@@ -145,7 +149,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		log:            logger.With("account", cfg.Account),
 		rand:           rnd,
 		policy:         cfg.policy(),
-		minForce:       orDuration(cfg.MinForceInterval, 5*time.Second),
+		minForce:       orDuration(cfg.MinForceInterval, DefaultMinForceInterval),
 		rateLimitDelay: orDuration(cfg.RateLimitDelay, 60*time.Second),
 		maxRetryAfter:  orDuration(cfg.MaxRetryAfter, time.Hour),
 		cred:           cfg.GitHubToken,

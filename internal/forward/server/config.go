@@ -22,14 +22,14 @@ const (
 	DefaultAddr                  = "127.0.0.1:4141"
 	DefaultAdminAddr             = "127.0.0.1:4142"
 	DefaultBrokerAddr            = "127.0.0.1:50051"
-	DefaultMaxBodyBytes          = 32 << 20
+	DefaultMaxBodyBytes          = forward.DefaultMaxBodyBytes
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultReadHeaderTimeout     = 10 * time.Second
-	DefaultBodyReadTimeout       = 60 * time.Second
+	DefaultBodyReadTimeout       = forward.DefaultBodyReadTimeout
 	DefaultMaxInflightBodyBytes  = forward.DefaultMaxInflightBodyBytes
 	DefaultInflightBodyWait      = forward.DefaultInflightBodyWait
 	DefaultIdleTimeout           = 120 * time.Second
-	DefaultUpstreamHeaderTimeout = 5 * time.Minute
+	DefaultUpstreamHeaderTimeout = forward.DefaultResponseHeaderTimeout
 	DefaultShutdownGrace         = 60 * time.Second
 	DefaultCatalogRefresh        = 10 * time.Minute
 	DefaultModelAliasesPoll      = 5 * time.Second
