@@ -18,7 +18,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,7 +27,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 const key = "test-key-0123456789abcdef"
@@ -349,25 +347,5 @@ func TestRESTGetTokenFollowsState(t *testing.T) {
 	e.src.set(validState(2))
 	if got := get(); !strings.Contains(got, `"generation":"2"`) {
 		t.Errorf("GET /v1/token after a rotation = %s; want generation 2", got)
-	}
-}
-
-// The gateway's marshaler writes what grpc-gateway's default one writes.
-func TestJSONMarshalerMatchesDefault(t *testing.T) {
-	resp := &brokerv1.GetTokenResponse{Token: ToProto(validState(3))}
-	m := newJSONMarshaler()
-	want, err := (&runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true}}).Marshal(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 { // encoded, then cached
-		got, err := m.Marshal(resp)
-		if err != nil || string(got) != string(want) {
-			t.Errorf("Marshal() #%d = %s, %v; want %s", i, got, err, want)
-		}
-	}
-	other := &brokerv1.RefreshTokenResponse{Token: ToProto(validState(4))}
-	if got, err := m.Marshal(other); err != nil || !strings.Contains(string(got), `"generation":"4"`) {
-		t.Errorf("Marshal(RefreshTokenResponse) = %s, %v; want generation 4", got, err)
 	}
 }

@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
-	"sync/atomic"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/apidoc"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // REST routes, also the values of the route label of the HTTP metrics.
@@ -39,7 +36,6 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		// keeps a Grpc-Metadata-Authorization header from smuggling a
 		// second credential.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
 	)
 	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
@@ -50,9 +46,6 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		_, _ = w.Write(apidoc.OpenAPI)
 	})
 	mux.Handle("/", auth.HTTPMiddleware(gw))
-	if metrics == nil {
-		return mux, nil
-	}
 	return metrics.HTTPMiddleware(restRoute, mux), nil
 }
 
@@ -77,46 +70,4 @@ func writeJSONError(w http.ResponseWriter, httpStatus int, code codes.Code, msg 
 		Details []any      `json:"details"`
 	}{code, msg, []any{}})
 	_, _ = w.Write(body)
-}
-
-// jsonMarshaler is the gateway's default marshaler (the same options) that
-// remembers the JSON of the last GetToken response. The service shares one
-// immutable response per token state ([account.convert]), so every GET
-// /v1/token between two state changes is the same message: encoding it once
-// saves the largest cost left on that route. Holding the message keeps its
-// address from being reused, which makes the identity check sound.
-type jsonMarshaler struct {
-	*runtime.HTTPBodyMarshaler
-	last atomic.Pointer[encoded]
-}
-
-type encoded struct {
-	msg *brokerv1.GetTokenResponse
-	b   []byte
-}
-
-func newJSONMarshaler() *jsonMarshaler {
-	return &jsonMarshaler{HTTPBodyMarshaler: &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-	}}}
-}
-
-// Marshal returns the cached encoding for the last GetToken response; its
-// callers only write the bytes out.
-func (m *jsonMarshaler) Marshal(v any) ([]byte, error) {
-	resp, ok := v.(*brokerv1.GetTokenResponse)
-	if !ok {
-		return m.HTTPBodyMarshaler.Marshal(v)
-	}
-	if e := m.last.Load(); e != nil && e.msg == resp {
-		return e.b, nil
-	}
-	b, err := m.HTTPBodyMarshaler.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	b = slices.Clip(b) // an append by a caller must not write into the cache
-	m.last.Store(&encoded{msg: resp, b: b})
-	return b, nil
 }

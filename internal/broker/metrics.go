@@ -141,14 +141,23 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Registry returns the registry to serve on /metrics.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+// Registry returns the registry to serve on /metrics; nil for a nil
+// Metrics.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
 
 // ObserveService registers gauges read at scrape time for every account svc
 // serves, so a removed account's series go with it: the token's local expiry
 // and planned refresh as unix times, generation, status (one series per
 // status, 1 for the current one), and the quota gauges.
 func (m *Metrics) ObserveService(svc *Service) error {
+	if m == nil {
+		return nil
+	}
 	return m.reg.Register(&stateCollector{each: svc.eachAccount})
 }
 
@@ -211,6 +220,11 @@ func (m *Metrics) authFailed(transport, reason string) {
 // UnaryInterceptor counts unary calls by method and code and times them.
 // Install it before the authenticator so refused calls count too.
 func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	if m == nil {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(ctx, req)
+		}
+	}
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
@@ -223,6 +237,11 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 
 // StreamInterceptor counts streaming calls by method and code when they end.
 func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
+	if m == nil {
+		return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			return handler(srv, ss)
+		}
+	}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
 		m.count(info.FullMethod, m.rpc(&m.streams, info.FullMethod), status.Code(err))
@@ -233,6 +252,9 @@ func (m *Metrics) StreamInterceptor() grpc.StreamServerInterceptor {
 // HTTPMiddleware counts REST requests by route and status and times them.
 // route maps a request to a label of bounded cardinality.
 func (m *Metrics) HTTPMiddleware(route func(*http.Request) string, next http.Handler) http.Handler {
+	if m == nil {
+		return next
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}

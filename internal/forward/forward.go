@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -216,7 +215,9 @@ func New(cfg Config) (*Handler, error) {
 		BufferPool:     newCopyBuffers(),
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
-		ErrorLog:       log.New(slogWriter{h.log}, "", 0),
+		// The reverse proxy's own lines (for example a client that left
+		// mid-stream) go to the logger at debug level.
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 	}
 	return h, nil
 }
@@ -403,7 +404,7 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	}
 	u, err := ValidateBaseURL(tok.APIBaseURL)
 	if err != nil {
-		h.log.Error("token's api_base_url refused", "generation", tok.Generation, "err", err)
+		h.log.Error("token's api_base_url refused", "generation", tok.Generation, "error", err)
 	}
 	h.base.Store(&validatedBase{tok: tok, url: u, err: err})
 	return u, err
@@ -500,7 +501,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		e = errGatewayTimeout("the Copilot API did not answer in time: " + err.Error())
 	}
 	c.status = e.status
-	h.log.Warn("upstream call failed", "route", c.route.name, "key", c.key, "request_id", c.requestID, "err", err)
+	h.log.Warn("upstream call failed", "route", c.route.name, "key", c.key, "request_id", c.requestID, "error", err)
 	writeError(w, c.route.dialect, e)
 }
 
@@ -555,12 +556,3 @@ func newCopyBuffers() *copyBuffers {
 
 func (c *copyBuffers) Get() []byte  { return *c.p.Get().(*[]byte) }
 func (c *copyBuffers) Put(b []byte) { c.p.Put(&b) }
-
-// slogWriter routes the reverse proxy's own log lines (for example a client
-// that left mid-stream) to the logger at debug level.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug("reverse proxy", "msg", string(p))
-	return len(p), nil
-}

@@ -33,8 +33,9 @@ type routeCounters struct {
 // NewMetrics registers the forwarding's series on reg (a registry of the
 // caller's, never the global one):
 //
-//   - copilot_proxy_requests_total{route,status,key}: requests answered;
-//     status 499 means the client went away first; key is the API key's name.
+//   - copilot_proxy_requests_total{route,code,key}: requests answered, code
+//     being the HTTP status (the label name the broker's REST metrics use
+//     too); 499 means the client went away first; key is the API key's name.
 //   - copilot_proxy_upstream_latency_seconds{route}: time to the upstream's
 //     response headers.
 //   - copilot_proxy_upstream_retries_total{result}: retries after an upstream
@@ -62,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_requests_total",
 			Help: "Requests answered by the proxy, by client route, HTTP status (499: client went away) and API key name.",
-		}, []string{"route", "status", "key"}),
+		}, []string{"route", "code", "key"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "copilot_proxy_upstream_latency_seconds",
 			Help:    "Time from sending a request upstream to its response headers.",

@@ -1,6 +1,9 @@
 package forward
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // route is one client path the proxy serves.
 type route struct {
@@ -57,21 +60,16 @@ func lookupRoute(path string) *route {
 
 // dialectOf picks the error dialect of a path that matched no route.
 func dialectOf(path string) dialect {
-	if hasPrefix(path, "/v1/messages") || hasPrefix(path, "/messages") {
+	if strings.HasPrefix(path, "/v1/messages") || strings.HasPrefix(path, "/messages") {
 		return dialectAnthropic
 	}
 	return dialectOpenAI
 }
 
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
 // cutModelsPrefix returns the {id} of /v1/models/{id} or /models/{id}.
 func cutModelsPrefix(path string) (string, bool) {
-	switch {
-	case hasPrefix(path, "/v1/models/"):
-		return path[len("/v1/models/"):], true
-	case hasPrefix(path, "/models/"):
-		return path[len("/models/"):], true
+	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok {
+		return id, true
 	}
-	return "", false
+	return strings.CutPrefix(path, "/models/")
 }

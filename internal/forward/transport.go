@@ -134,7 +134,7 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 	if rerr != nil {
 		h.metrics.retries.WithLabelValues("refresh_failed").Inc()
 		h.log.Warn("upstream refused the token; refresh failed, passing the 401 through",
-			"request_id", c.requestID, "generation", c.tok.Generation, "err", rerr)
+			"request_id", c.requestID, "generation", c.tok.Generation, "error", rerr)
 		return resp, nil
 	}
 	if next == nil || next == c.tok || (next.Generation == c.tok.Generation && next.Epoch == c.tok.Epoch) || h.usable(next) != nil {

@@ -75,7 +75,7 @@ func (r *Running) Shutdown(ctx context.Context) error {
 
 func (r *Running) wait() {
 	if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		r.log.Warn("sandbox: serve ended", "err", err)
+		r.log.Warn("sandbox: serve ended", "error", err)
 	}
 	r.served <- http.ErrServerClosed // a second Close or Shutdown returns too
 	r.mu.Lock()

@@ -3,7 +3,6 @@ package tokens
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -134,7 +133,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	logger := cfg.Logger
 	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		logger = slog.New(slog.DiscardHandler)
 	}
 	rnd := cfg.Rand
 	if rnd == nil {

@@ -301,7 +301,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.fallback(ctx)
 			delay = c.backoff(attempt)
 			attempt++
-			c.log.Warn("broker watch failed; retrying", "err", err, "retry_in", delay)
+			c.log.Warn("broker watch failed; retrying", "error", err, "retry_in", delay)
 		}
 		c.m.reconnects.Inc()
 		t := c.clock.NewTimer(delay)
@@ -347,7 +347,7 @@ func (c *Client) fallback(ctx context.Context) {
 	defer cancel()
 	resp, err := c.broker.GetToken(cctx, &brokerv1.GetTokenRequest{Account: c.account})
 	if err != nil {
-		c.log.Debug("broker GetToken failed", "err", err)
+		c.log.Debug("broker GetToken failed", "error", err)
 		return
 	}
 	c.apply(resp.GetToken(), "get")

@@ -70,7 +70,7 @@ const (
 )
 
 func requestsSeries(route, status, key string) string {
-	return fmt.Sprintf(`copilot_proxy_requests_total{key=%q,route=%q,status=%q}`, key, route, status)
+	return fmt.Sprintf(`copilot_proxy_requests_total{code=%q,key=%q,route=%q}`, status, key, route)
 }
 
 func latencyCount(route string) string {

@@ -217,7 +217,7 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		t.CloseIdleConnections()
 	}
 	s.err = errors.Join(err, adminErr)
-	s.log.Info("proxy stopped", "err", s.err)
+	s.log.Info("proxy stopped", "error", s.err)
 }
 
 // Addrs returns the bound listen addresses.
