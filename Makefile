@@ -8,7 +8,7 @@ BUF       := $(TOOL) buf
 CONTRACT  := proto/contract.binpb
 GOFILES    = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
 
-.PHONY: all build generate lint check-generated test test-short run bench clean
+.PHONY: all build generate lint tidy-check vulncheck check-generated test test-short run bench clean
 
 all: lint test
 
@@ -23,15 +23,45 @@ generate:
 	$(BUF) generate
 	$(GO) generate ./internal/apidoc
 
-## lint: formatting, vet, staticcheck, buf lint, buf format and buf breaking against the contract
-lint:
+## lint: formatting, vet, staticcheck, buf lint, buf format, buf breaking against the contract,
+## tidy go.mod files, govulncheck
+lint: tidy-check
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	$(BUF) breaking --against $(CONTRACT)
-	if [ -f deploy/go.mod ]; then cd deploy && $(GO) vet ./...; fi
+	cd deploy && $(GO) vet ./...
+	$(MAKE) --no-print-directory vulncheck
+
+## tidy-check: fail if go.mod or go.sum of any module (root, tools, deploy) is not tidy
+tidy-check:
+	@for m in . tools deploy; do \
+		(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy; run 'go mod tidy' in $$m"; exit 1; }; \
+	done
+
+# The Go vulnerability database, offline: the OSV entries of golang.org/x/vulndb
+# at the version pinned in tools/go.mod, indexed into .cache/ by the vulndb
+# project's own indexdb. Bump that version (cd tools && go get
+# golang.org/x/vulndb@master) to scan against newer entries; set
+# GOVULNDB=https://vuln.go.dev to use the live database instead.
+VULNDB_VERSION = $(shell $(GO) list -modfile=tools/go.mod -m -f '{{.Version}}' golang.org/x/vulndb)
+VULNDB_DIR     = .cache/vulndb-$(VULNDB_VERSION)
+GOVULNDB      ?=
+
+## vulncheck: govulncheck on every package against the pinned vulnerability database;
+## fails on any reachable vulnerability not accepted in tools/govulncheck-accepted.txt
+vulncheck:
+	@mkdir -p .cache
+	@if [ -z "$(GOVULNDB)" ] && [ ! -f $(VULNDB_DIR)/index/db.json ]; then \
+		$(GO) mod download -modfile=tools/go.mod golang.org/x/vulndb && \
+		src=$$($(GO) list -modfile=tools/go.mod -m -f '{{.Dir}}' golang.org/x/vulndb)/data/osv && \
+		echo "vulncheck: indexing $$(ls $$src | wc -l) OSV entries of golang.org/x/vulndb $(VULNDB_VERSION) into $(VULNDB_DIR)" && \
+		rm -rf $(VULNDB_DIR).tmp && $(TOOL) indexdb -vulns $$src -out $(VULNDB_DIR).tmp && mv $(VULNDB_DIR).tmp $(VULNDB_DIR); \
+	fi
+	$(TOOL) govulncheck -format json -db $(if $(GOVULNDB),$(GOVULNDB),file://$(CURDIR)/$(VULNDB_DIR)) ./... > .cache/govulncheck.json
+	cd tools && $(GO) run ./vulncheck -accepted govulncheck-accepted.txt < ../.cache/govulncheck.json
 
 ## check-generated: fail if gen/ differs from what the protos generate
 check-generated: generate
@@ -43,7 +73,7 @@ check-generated: generate
 ## test: every test, under the race detector
 test:
 	$(GO) test -race ./...
-	if [ -f deploy/go.mod ]; then cd deploy && $(GO) test ./...; fi
+	cd deploy && $(GO) test ./...
 
 ## test-short: the fast loop: unit tests under the race detector, end-to-end tests skipped
 test-short:
@@ -51,7 +81,7 @@ test-short:
 
 ## run: the sandbox (or GitHub, when a token is configured), a broker and a proxy on loopback
 run:
-	@if [ -x scripts/run.sh ]; then exec scripts/run.sh; else echo "make run: not yet (the broker and proxy are in progress)"; fi
+	@exec scripts/run.sh
 
 ## bench: the benchmark suite; writes docs/benchmarks.md
 bench:
@@ -60,4 +90,4 @@ bench:
 	$(GO) run ./bench -out docs/benchmarks.md
 
 clean:
-	rm -rf bin .run
+	rm -rf bin .run .cache

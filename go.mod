@@ -1,6 +1,6 @@
 module github.com/copilot-broker/copilot-broker
 
-go 1.26.0
+go 1.26.8
 
 require (
 	github.com/anthropics/anthropic-sdk-go/v2 v2.15.0

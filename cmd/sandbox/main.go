@@ -95,16 +95,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if !ops.IsLoopback(o.addr) {
 		fmt.Fprintf(stderr, "sandbox: warning: listening beyond loopback on %s; the admin API has no authentication\n", o.addr)
 	}
-	sb, err := sandbox.Listen(cfg, o.addr)
-	if err != nil {
-		return err
-	}
+	s := sandbox.New(cfg)
 	if o.tokenFile != "" {
-		// Replaced when it exists (force), atomically and with mode 0600.
-		if err := login.WriteFile(o.tokenFile, sb.GitHubToken(), true); err != nil {
-			_ = sb.Close()
+		// Written before the sandbox answers anything, so whoever waits for
+		// it to answer finds the file; replaced when it exists (force),
+		// atomically and with mode 0600.
+		if err := login.WriteFile(o.tokenFile, s.GitHubToken(), true); err != nil {
 			return err
 		}
+	}
+	sb, err := sandbox.Serve(s, o.addr)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "sandbox listening on %s\n", sb.URL)
 	fmt.Fprintf(stdout, "github token (fake): %s\n", sb.GitHubToken().Reveal())

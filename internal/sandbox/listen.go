@@ -31,12 +31,15 @@ type Running struct {
 func Start(cfg Config) (*Running, error) { return Listen(cfg, "127.0.0.1:0") }
 
 // Listen runs a new Server on addr.
-func Listen(cfg Config, addr string) (*Running, error) {
+func Listen(cfg Config, addr string) (*Running, error) { return Serve(New(cfg), addr) }
+
+// Serve runs s on addr; s's GitHub token can be handed out (written to a
+// file, say) before anything connects.
+func Serve(s *Server, addr string) (*Running, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: listening on %s: %w", addr, err)
 	}
-	s := New(cfg)
 	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), served: make(chan error, 1)}
 	r.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,20 +115,40 @@ func TestTokenFileChangeAndReload(t *testing.T) {
 
 	// Rejected again; the operator restores the account and sends SIGHUP
 	// (Reload) without changing the file: the same credential is retried.
+	// The sandbox records an exchange after answering it, so its counters
+	// are waited for rather than read at once.
+	waitExchanges := func(status, n int) {
+		t.Helper()
+		for ctx.Err() == nil {
+			if sb.Stats().Exchanges[status] >= n {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("sandbox exchanges answered %d = %d; want %d", status, sb.Stats().Exchanges[status], n)
+	}
+	refusedBefore := sb.Stats().Exchanges[http.StatusUnauthorized]
 	sb.RevokeGitHubToken(fresh)
 	if _, err := c.RefreshToken(ctx, &brokerv1.RefreshTokenRequest{RejectedGeneration: st.Generation}); err == nil {
 		t.Fatal("RefreshToken() with a revoked credential = nil; want an error")
 	}
 	waitStatus(tokens.StatusRejected)
-	before := sb.Stats().ExchangeCount()
-	time.Sleep(100 * time.Millisecond) // several polls of an unchanged file
-	if n := sb.Stats().ExchangeCount() - before; n != 0 {
-		t.Errorf("exchanges while REJECTED with an unchanged file = %d; want 0", n)
-	}
+	waitExchanges(http.StatusUnauthorized, refusedBefore+1) // the refusal itself
+	refused, ok := sb.Stats().Exchanges[http.StatusUnauthorized], sb.Stats().Exchanges[http.StatusOK]
 	sb.AddGitHubToken(fresh)
 	e.srv.Reload()
 	if st := waitStatus(tokens.StatusValid); st.Generation != gen+2 {
 		t.Errorf("generation after Reload = %d; want %d", st.Generation, gen+2)
+	}
+	waitExchanges(http.StatusOK, ok+1)
+	// While REJECTED with an unchanged file the broker asked nothing (an
+	// exchange with the revoked credential would have been refused); over
+	// longer stretches the credfile and tokens tests show it on a fake clock.
+	if got := sb.Stats().Exchanges[http.StatusUnauthorized]; got != refused {
+		t.Errorf("refused exchanges while REJECTED = %d; want 0", got-refused)
+	}
+	if got := sb.Stats().Exchanges[http.StatusOK]; got != ok+1 {
+		t.Errorf("exchanges after Reload = %d; want 1", got-ok)
 	}
 }
 

@@ -157,7 +157,6 @@ func TestRESTWatch(t *testing.T) {
 
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+e.srv.Addrs().HTTP+"/v1/token:watch", nil)
 	req.Header.Set("Authorization", "Bearer "+testKey)
-	begin := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +182,6 @@ func TestRESTWatch(t *testing.T) {
 		return msg.Result.Token
 	}
 	first := next()
-	if took := time.Since(begin); took > 500*time.Millisecond {
-		t.Errorf("first watch line after %v; want at once", took)
-	}
 	if first.Status != "TOKEN_STATUS_VALID" || first.Value == "" {
 		t.Errorf("first watch line = %+v; want a VALID token", redact(first))
 	}

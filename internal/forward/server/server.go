@@ -183,9 +183,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// run serves until ctx ends, then shuts down in order: not ready, drain the
-// proxy listener (streams get ShutdownGrace), stop the broker watch, then the
-// admin listener.
+// run serves until ctx ends or a listener fails, then shuts down in order:
+// not ready, drain the proxy listener (streams get ShutdownGrace), stop the
+// broker watch, then the admin listener. Every goroutine it starts has
+// ended when it returns.
 func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func(), aliases *catalog.AliasFile) {
 	defer close(s.done)
 	defer closeConn()
@@ -197,18 +198,26 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		wg.Go(func() { aliases.Run(watchCtx) })
 	}
 	var adminErr error
-	wg.Go(func() { adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace) })
+	wg.Go(func() {
+		adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace)
+		if adminErr != nil && adminCtx.Err() == nil {
+			s.log.Error("admin listener failed; shutting down", "error", adminErr)
+			s.cancel()
+		}
+	})
 
-	// ServeHTTP returns after ctx ends and in-flight requests finished (or
-	// the grace ran out); draining is set first so /readyz fails at once.
-	proxyErr := make(chan error, 1)
-	go func() { proxyErr <- ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace) }()
-	go func() {
-		<-ctx.Done()
+	// draining is set as soon as ctx ends, so /readyz fails at once while
+	// ServeHTTP drains; stopping the notice keeps it from outliving run when
+	// the proxy listener fails first.
+	stopNotice := context.AfterFunc(ctx, func() {
 		s.draining.Store(true)
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
-	}()
-	err := <-proxyErr
+	})
+	defer stopNotice()
+	err := ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace)
+	if err != nil {
+		s.log.Error("proxy listener failed; shutting down", "error", err)
+	}
 	s.draining.Store(true)
 	stopWatch()
 	stopAdmin()
