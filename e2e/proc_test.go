@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -153,20 +153,45 @@ func tail(b []byte, n int) string {
 	return strings.Join(lines, "")
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago. Another process could take it before ours binds it; the start helpers
-// fail with the process's own log in that (rare) case.
-func freeAddr(t *testing.T) string {
+// anyPort is the listen address every binary is started with: the kernel
+// picks a free port, and the binary prints the address it bound
+// ([proc.boundAddrs]). No port is chosen by the test and then released,
+// which another process could take in between.
+const anyPort = "127.0.0.1:0"
+
+// boundAddrs waits until the process has printed a line matching re (whose
+// groups are the bound addresses, e.g. "broker listening: grpc=(\S+) ...")
+// and returns the groups. The latest start's line counts: after a restart,
+// the log holds the earlier runs' lines before it.
+func (p *proc) boundAddrs(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var groups []string
+	waitFor(t, startTimeout, p.name+" to print its listen addresses", func() bool {
+		if p.exited() {
+			t.Fatalf("%s exited before printing its listen addresses\n---- %s log ----\n%s", p.name, p.name, tail([]byte(p.logs()), 60))
+		}
+		logs := p.logs()
+		if i := strings.LastIndex(logs, "==== "+p.name+" start "); i >= 0 {
+			logs = logs[i:]
+		}
+		if m := re.FindStringSubmatch(logs); m != nil {
+			groups = m[1:]
+			return true
+		}
+		return false
+	})
+	return groups
+}
+
+// pinArgs replaces, in the process's arguments, each value of flag with
+// the address it bound, so a restart listens where clients already connect
+// (a restarted broker keeps its ports, as behind a Service).
+func (p *proc) pinArgs(bound map[string]string) {
+	for i := 0; i+1 < len(p.args); i++ {
+		if addr, ok := bound[p.args[i]]; ok {
+			p.args[i+1] = addr
+		}
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 // waitHTTP polls url until it answers 200, the process exits or timeout

@@ -126,7 +126,7 @@ func newRunScript(t *testing.T, extraEnv []string) *runScript {
 	}
 	rs.env = append(rs.env, "RUN_DIR="+rs.dir, "RUN_UPSTREAM=sandbox", "XDG_CONFIG_HOME="+t.TempDir())
 	for _, v := range []string{"RUN_SANDBOX_PORT", "RUN_GRPC_PORT", "RUN_HTTP_PORT", "RUN_ADMIN_PORT", "RUN_PROXY_PORT", "RUN_PROXY_ADMIN_PORT"} {
-		_, port, _ := net.SplitHostPort(freeAddr(t))
+		port := freePort(t)
 		rs.ports[v] = port
 		rs.env = append(rs.env, v+"="+port)
 	}
@@ -285,3 +285,19 @@ func (rs *runScript) wait(t *testing.T, d time.Duration) error {
 }
 
 func (rs *runScript) stderr() string { return rs.errs.String() }
+
+// freePort returns a loopback port that was free a moment ago. Only the
+// run.sh tests use it: the script takes fixed ports (RUN_*_PORT), prints
+// them in its banner and refuses to start on a port in use, naming the
+// variable, so a port taken in between fails loudly rather than silently.
+// The binaries themselves are started on port 0 (anyPort).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}

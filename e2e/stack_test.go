@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -46,10 +47,9 @@ type sandboxProc struct {
 
 func startSandbox(t *testing.T, o sandboxOpts) *sandboxProc {
 	t.Helper()
-	addr := freeAddr(t)
 	tokenFile := filepath.Join(t.TempDir(), "github-token")
 	args := []string{
-		"--addr", addr,
+		"--addr", anyPort,
 		"--token-lifetime", o.lifetime.String(),
 		"--refresh-in", o.refreshIn.String(),
 		"--chunks", fmt.Sprint(o.chunks),
@@ -57,7 +57,8 @@ func startSandbox(t *testing.T, o sandboxOpts) *sandboxProc {
 		"--github-token-file", tokenFile,
 	}
 	p := startProc(t, "sandbox", built.sandbox, args, nil)
-	sb := &sandboxProc{proc: p, url: "http://" + addr, tokenFile: tokenFile, client: newHTTPClient(t)}
+	url := p.boundAddrs(t, sandboxListening)[0]
+	sb := &sandboxProc{proc: p, url: url, tokenFile: tokenFile, client: newHTTPClient(t)}
 	waitHTTP(t, p, sb.url+"/_sandbox/stats", startTimeout)
 	return sb
 }
@@ -159,6 +160,13 @@ func (sb *sandboxProc) admin(t *testing.T, method, path string, in, out any) {
 	}
 }
 
+// What each binary prints once its listeners are bound (cmd/*/main.go).
+var (
+	sandboxListening = regexp.MustCompile(`sandbox listening on (http://\S+)`)
+	brokerListening  = regexp.MustCompile(`broker listening: grpc=(\S+) http=(\S+) admin=(\S+)`)
+	proxyListening   = regexp.MustCompile(`proxy listening: http=(\S+) admin=(\S+)`)
+)
+
 // brokerProc is a running broker.
 type brokerProc struct {
 	*proc
@@ -178,12 +186,11 @@ func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 	key := randomKey(t)
 	keysFile := filepath.Join(dir, "broker-keys")
 	writeSecretFile(t, keysFile, "# broker keys of the e2e test\ne2e-proxy:"+key+"\n")
-	grpcAddr, httpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	args := []string{
 		"serve",
-		"--grpc-addr", grpcAddr,
-		"--http-addr", httpAddr,
-		"--admin-addr", adminAddr,
+		"--grpc-addr", anyPort,
+		"--http-addr", anyPort,
+		"--admin-addr", anyPort,
 		"--github-api-url", sb.url,
 		"--github-token-file", tokenFile,
 		"--keys-file", keysFile,
@@ -192,6 +199,9 @@ func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 	}
 	args = append(args, extra...)
 	p := startProc(t, "broker", built.broker, args, nil)
+	bound := p.boundAddrs(t, brokerListening)
+	grpcAddr, httpAddr, adminAddr := bound[0], bound[1], bound[2]
+	p.pinArgs(map[string]string{"--grpc-addr": grpcAddr, "--http-addr": httpAddr, "--admin-addr": adminAddr})
 	b := &brokerProc{
 		proc: p, grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, adminURL: "http://" + adminAddr,
 		tokenFile: tokenFile, key: key, client: newHTTPClient(t),
@@ -281,11 +291,10 @@ func startProxy(t *testing.T, b *brokerProc, sb *sandboxProc, extra ...string) *
 	apiKey := randomKey(t)
 	keysFile := filepath.Join(dir, "api-keys")
 	writeSecretFile(t, keysFile, "e2e-client:"+apiKey+"\n")
-	addr, adminAddr := freeAddr(t), freeAddr(t)
 	args := append([]string{
 		"serve",
-		"--addr", addr,
-		"--admin-addr", adminAddr,
+		"--addr", anyPort,
+		"--admin-addr", anyPort,
 		"--broker-addr", b.grpcAddr,
 		"--keys-file", keysFile,
 		"--copilot-api-url", sb.url,
@@ -293,6 +302,8 @@ func startProxy(t *testing.T, b *brokerProc, sb *sandboxProc, extra ...string) *
 		"--log-level", "debug",
 	}, extra...)
 	p := startProc(t, "proxy", built.proxy, args, []string{"PROXY_BROKER_KEY=" + b.key})
+	bound := p.boundAddrs(t, proxyListening)
+	addr, adminAddr := bound[0], bound[1]
 	px := &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr, apiKey: apiKey}
 	waitHTTP(t, p, px.adminURL+"/readyz", startTimeout)
 	return px
