@@ -163,15 +163,17 @@ func startTeamBroker(t *testing.T, sb *sandboxProc, dir string) *brokerProc {
 	key := randomKey(t)
 	keysFile := filepath.Join(kd, "broker-keys")
 	writeSecretFile(t, keysFile, "e2e-proxy:"+key+"\n")
-	grpcAddr, httpAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	p := startProc(t, "broker", built.broker, []string{
 		"serve",
-		"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--admin-addr", adminAddr,
+		"--grpc-addr", anyPort, "--http-addr", anyPort, "--admin-addr", anyPort,
 		"--github-api-url", sb.url,
 		"--accounts-dir", dir, "--token-file-poll", teamPoll.String(),
 		"--keys-file", keysFile,
 		"--log-format", "text", "--log-level", "debug",
 	}, nil)
+	bound := p.boundAddrs(t, brokerListening)
+	grpcAddr, httpAddr, adminAddr := bound[0], bound[1], bound[2]
+	p.pinArgs(map[string]string{"--grpc-addr": grpcAddr, "--http-addr": httpAddr, "--admin-addr": adminAddr})
 	b := &brokerProc{proc: p, grpcAddr: grpcAddr, httpURL: "http://" + httpAddr, adminURL: "http://" + adminAddr, key: key, client: newHTTPClient(t)}
 	b.waitReady(t)
 	return b
@@ -182,13 +184,13 @@ func startTeamProxy(t *testing.T, b *brokerProc, sb *sandboxProc, keys string) *
 	t.Helper()
 	keysFile := filepath.Join(t.TempDir(), "api-keys")
 	writeSecretFile(t, keysFile, keys)
-	addr, adminAddr := freeAddr(t), freeAddr(t)
 	p := startProc(t, "proxy", built.proxy, []string{
-		"serve", "--addr", addr, "--admin-addr", adminAddr,
+		"serve", "--addr", anyPort, "--admin-addr", anyPort,
 		"--broker-addr", b.grpcAddr, "--keys-file", keysFile, "--copilot-api-url", sb.url,
 		"--log-format", "text", "--log-level", "debug",
 	}, []string{"PROXY_BROKER_KEY=" + b.key})
-	px := &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr}
+	bound := p.boundAddrs(t, proxyListening)
+	px := &proxyProc{proc: p, url: "http://" + bound[0], adminURL: "http://" + bound[1]}
 	waitHTTP(t, p, px.adminURL+"/readyz", startTimeout)
 	return px
 }

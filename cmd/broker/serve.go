@@ -15,6 +15,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
 
 // serveFlags binds `broker serve`'s flags onto a server.Config.

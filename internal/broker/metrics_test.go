@@ -29,7 +29,7 @@ func TestNilMetricsRecordsNothing(t *testing.T) {
 	if _, _ = ex(t.Context(), secret.New("x")); !exchanged {
 		t.Error("InstrumentExchange did not call the exchange")
 	}
-	m.accountRemoved("")
+	m.ForgetAccount("")
 	m.accountWatcherAdded()
 	m.accountWatcherRemoved()
 	m.authFailed("grpc", reasonMissing)
