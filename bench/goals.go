@@ -36,6 +36,11 @@ func (b *bench) goals() {
 	} else {
 		r.unmeasured("SSE added delay per chunk p99 (proxy)", "< 2 ms", "not measured")
 	}
+	if x := b.xlate; x != nil {
+		r.goal("Translated SSE added delay per chunk p99 (over pass-through)", "< 2 ms", ms(x.added99), x.added99 < addP99)
+	} else {
+		r.unmeasured("Translated SSE added delay per chunk p99", "< 2 ms", "not measured")
+	}
 	if f, ok := b.fan[10000]; ok {
 		p99 := time.Duration(medianOf(f.p99))
 		r.goal("10,000 watchers: propagation p99", "< 250 ms", ms(p99), p99 < 250*time.Millisecond)

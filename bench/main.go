@@ -48,7 +48,7 @@ type options struct {
 	timeout  time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -170,6 +170,7 @@ var sections = map[string]func(*bench){
 	"accounts":     (*bench).accountsFanout,
 	"reads":        (*bench).reads,
 	"rotation":     (*bench).rotation,
+	"translate":    (*bench).translated,
 }
 
 // findModule returns the directory of the enclosing go.mod.

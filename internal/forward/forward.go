@@ -102,6 +102,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// Metrics receives the forwarding's series. Default: unregistered.
 	Metrics *Metrics
+	// KeepAlive is how long a translated stream (see translate_route.go)
+	// may stay silent before the client gets its dialect's keep-alive.
+	// Default DefaultKeepAlive.
+	KeepAlive time.Duration
 	// Clock checks token expiry and times upstream calls. Default real.
 	Clock clock.Clock
 	// Logger receives warnings and, at debug level, one line a request.
@@ -137,6 +141,7 @@ type Handler struct {
 	modelLabel func(string) string
 	budget     *bodyBudget
 	models     *models // nil: no catalog (models.go)
+	keepAlive  time.Duration
 	// base caches the validated api_base_url of the last token seen, so a
 	// URL is parsed once per token, not once per request.
 	base atomic.Pointer[validatedBase]
@@ -173,6 +178,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if h.bodyWait <= 0 {
 		h.bodyWait = DefaultBodyReadTimeout
+	}
+	if h.keepAlive = cfg.KeepAlive; h.keepAlive <= 0 {
+		h.keepAlive = DefaultKeepAlive
 	}
 	if h.transport == nil {
 		h.transport = NewTransport(TransportConfig{})
@@ -233,6 +241,7 @@ type call struct {
 	body      *bodyBuf
 	in        inspection
 	decision  routeDecision // stage 4 (models.go)
+	xlate     *xlate        // stage 5 (translate_route.go); nil on the pass-through path
 	requestID string
 	status    int
 	retried   bool
@@ -464,7 +473,10 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 // client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	pr.Out.Header = h.upstreamHeader(c.route, pr.Out.Header, c.facts())
+	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts())
+	if c.xlate != nil {
+		translateHeaders(pr.Out.Header, c.xlate)
+	}
 	setTarget(pr.Out, c)
 }
 
@@ -472,7 +484,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 func setTarget(r *http.Request, c *call) {
 	r.URL.Scheme = c.base.Scheme
 	r.URL.Host = c.base.Host
-	r.URL.Path = c.base.Path + c.route.upstream
+	r.URL.Path = c.base.Path + c.upstreamPath()
 	r.URL.RawPath = ""
 	r.Host = ""
 	r.Header.Set("Authorization", "Bearer "+c.tok.Value.Reveal())
@@ -483,6 +495,9 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	c.status = resp.StatusCode
 	resp.Header.Set("X-Request-Id", c.requestID)
 	h.tapUsage(resp, c)
+	if c.xlate != nil {
+		return h.translateResponse(resp, c)
+	}
 	return nil
 }
 
@@ -516,6 +531,7 @@ func (h *Handler) done(r *http.Request, c *call) {
 		c.acct.release()
 	}
 	h.metrics.requests.WithLabelValues(c.route.name, statusLabel(status), c.key).Inc()
+	h.metrics.dialects.count(c)
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key, "account", c.acct.account,
 			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision,

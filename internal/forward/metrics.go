@@ -23,6 +23,8 @@ type Metrics struct {
 	// Stage 4 (models.go).
 	routes  routeCounters
 	catalog *catalog.Metrics
+	// Stage 5 (translate_route.go).
+	dialects *dialectMetrics
 }
 
 // routeCounters count stage 4's decisions (copilot_proxy_model_routes_total).
@@ -96,13 +98,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	routes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "copilot_proxy_model_routes_total",
-		Help: "Requests naming a model, by routing decision: pass (the model serves the endpoint), unsupported (answered by the proxy), unknown (not in the catalog, forwarded), no_catalog (forwarded unchecked).",
+		Help: "Requests naming a model, by routing decision: pass (the model serves the endpoint), unsupported (translated to an endpoint the model has, or refused when none fits), unknown (not in the catalog, forwarded), no_catalog (forwarded unchecked).",
 	}, []string{"decision"})
 	m.routes = routeCounters{
 		pass: routes.WithLabelValues("pass"), unsupported: routes.WithLabelValues("unsupported"),
 		unknown: routes.WithLabelValues("unknown"), noCatalog: routes.WithLabelValues("no_catalog"),
 	}
 	m.catalog = catalog.NewMetrics(reg)
+	m.dialects = newDialectMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, routes)
 	}

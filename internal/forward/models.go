@@ -132,7 +132,7 @@ func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) 
 		h.metrics.routes.pass.Inc()
 	default:
 		h.metrics.routes.unsupported.Inc()
-		return h.unsupported(w, c)
+		return h.translateRequest(w, r, c)
 	}
 	return true
 }

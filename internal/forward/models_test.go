@@ -103,10 +103,6 @@ func TestModelNamesResolvedAndRewritten(t *testing.T) {
 		{"embeddings alias", "/v1/embeddings", `{"input":"x","model":"embed"}`, `{"input":"x","model":"text-embedding-3-small"}`, 200, ""},
 		{"count_tokens checks the Messages API", "/v1/messages/count_tokens",
 			`{"model":"claude-sonnet-4-5-20250929",` + msgs + `}`, `{"model":"claude-sonnet-4.5",` + msgs + `}`, 200, ""},
-		{"chat to a Messages-only model", "/v1/chat/completions", `{"model":"claude-sonnet-4-5",` + msgs + `}`, "", 400,
-			`{"error":{"message":"model \"claude-sonnet-4.5\" is not served on /v1/chat/completions; it supports /v1/messages","type":"invalid_request_error","code":"unsupported_api_for_model"}}`},
-		{"messages to a Responses-only model", "/v1/messages", `{"model":"gpt-5.2-codex",` + msgs + `}`, "", 400,
-			`{"type":"error","error":{"type":"invalid_request_error","message":"model \"gpt-5.2-codex\" is not served on /v1/messages; it supports /v1/responses"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,20 +141,20 @@ func TestModelNamesResolvedAndRewritten(t *testing.T) {
 # HELP copilot_proxy_model_resolutions_total Request model names resolved, by rule: exact (a catalog id), builtin (a client's name for one), alias (the alias file), unknown (sent as it is), none (no model named).
 # TYPE copilot_proxy_model_resolutions_total counter
 copilot_proxy_model_resolutions_total{rule="alias"} 3
-copilot_proxy_model_resolutions_total{rule="builtin"} 5
-copilot_proxy_model_resolutions_total{rule="exact"} 3
+copilot_proxy_model_resolutions_total{rule="builtin"} 4
+copilot_proxy_model_resolutions_total{rule="exact"} 2
 copilot_proxy_model_resolutions_total{rule="none"} 2
 copilot_proxy_model_resolutions_total{rule="unknown"} 1
 `), "copilot_proxy_model_resolutions_total"); err != nil {
 		t.Error(err)
 	}
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(`
-# HELP copilot_proxy_model_routes_total Requests naming a model, by routing decision: pass (the model serves the endpoint), unsupported (answered by the proxy), unknown (not in the catalog, forwarded), no_catalog (forwarded unchecked).
+# HELP copilot_proxy_model_routes_total Requests naming a model, by routing decision: pass (the model serves the endpoint), unsupported (translated to an endpoint the model has, or refused when none fits), unknown (not in the catalog, forwarded), no_catalog (forwarded unchecked).
 # TYPE copilot_proxy_model_routes_total counter
 copilot_proxy_model_routes_total{decision="no_catalog"} 0
 copilot_proxy_model_routes_total{decision="pass"} 9
 copilot_proxy_model_routes_total{decision="unknown"} 1
-copilot_proxy_model_routes_total{decision="unsupported"} 2
+copilot_proxy_model_routes_total{decision="unsupported"} 0
 `), "copilot_proxy_model_routes_total"); err != nil {
 		t.Error(err)
 	}
