@@ -370,6 +370,10 @@ func TestCatalogPerAccount(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		a := accountOf(r)
+		if r.URL.Path == "/v1/messages" { // a translated call: a Messages answer
+			fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4.5","content":[{"type":"text","text":"account %s"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}`, a)
+			return
+		}
 		if r.URL.Path != "/models" {
 			fmt.Fprintf(w, `{"account":%q}`, a)
 			return
@@ -409,7 +413,8 @@ func TestCatalogPerAccount(t *testing.T) {
 		key, want string
 		status    int
 	}{
-		{aliceKey, "it supports /v1/messages", 400},
+		// alice's model lacks /chat/completions: translated to /v1/messages.
+		{aliceKey, `"content":"account alice"`, 200},
 		{testKey2, `"account":"bob"`, 200},
 		{poolKey, `"account":"bob"`, 200},
 	} {

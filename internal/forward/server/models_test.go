@@ -71,10 +71,12 @@ func TestModelCatalogAgainstTheSandbox(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, `"model":"gpt-5-mini"`) {
 		t.Errorf("alias = %d %s; want 200 from gpt-5-mini", resp.StatusCode, body)
 	}
-	// A model that lacks the endpoint: the proxy answers, naming the ones it has.
+	// A model that lacks the endpoint: translated to one it has (stage 5).
 	resp, body = st.do("POST", "/v1/chat/completions", `{"model":"gpt-5.2-codex","messages":[{"role":"user","content":"hello"}]}`, nil)
-	if resp.StatusCode != 400 || !strings.Contains(body, `it supports /v1/responses`) {
-		t.Errorf("chat to a Responses-only model = %d %s; want 400 naming /v1/responses", resp.StatusCode, body)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"object":"chat.completion"`) {
+		t.Errorf("chat to a Responses-only model = %d %s; want 200, a chat completion", resp.StatusCode, body)
+	} else if up := st.upstreamRequest(resp.Header.Get("X-Request-Id")); up.Path != "/responses" {
+		t.Errorf("chat to a Responses-only model went upstream to %s; want /responses", up.Path)
 	}
 
 	// The alias file changes: the new alias is used without a restart.
