@@ -18,9 +18,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/login"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
@@ -48,6 +50,8 @@ type options struct {
 	token       string
 	tokenFile   string
 	autoApprove int
+	minPlugin   string
+	betas       string
 }
 
 func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -63,6 +67,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.StringVar(&o.token, "github-token", "", "fake GitHub token to accept (default: generated)")
 	fs.StringVar(&o.tokenFile, "github-token-file", "", "write the accepted GitHub token to this file (mode 0600)")
 	fs.IntVar(&o.autoApprove, "device-auto-approve", 0, "approve device codes on their Nth poll (0: never)")
+	fs.StringVar(&o.minPlugin, "min-plugin-version", sandbox.DefaultMinPluginVersion, "oldest Editor-Plugin-Version (X.Y.Z) served; older clients get 466 (0.0.0: all)")
+	fs.StringVar(&o.betas, "betas", strings.Join(sandbox.DefaultBetas, ","), "anthropic-beta values /v1/messages accepts, comma-separated (NAME-* matches by prefix); others get 400")
 	if err := ops.ParseFlags(fs, "SANDBOX", args, getenv); err != nil {
 		return o, err
 	}
@@ -80,7 +86,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if _, _, err := identity.ParseVersion("x/" + o.minPlugin); err != nil {
+		return fmt.Errorf("--min-plugin-version: %w", err)
+	}
+	betas := []string{}
+	for b := range strings.SplitSeq(o.betas, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			betas = append(betas, b)
+		}
+	}
 	cfg := sandbox.Config{
+		MinPluginVersion:       o.minPlugin,
+		Betas:                  betas,
 		TokenLifetime:          o.lifetime,
 		RefreshIn:              o.refreshIn,
 		Chunks:                 o.chunks,

@@ -323,27 +323,6 @@ func anthropicBlocksOf(a *answer) []anthropicContent {
 	return out
 }
 
-func (s *Server) handleCountTokens(w http.ResponseWriter, r *http.Request) {
-	var req anthropicRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	// count_tokens resolves the model against /v1/messages.
-	r2 := *r
-	u := *r.URL
-	u.Path = pathMessages
-	r2.URL = &u
-	if _, ok := s.resolveModel(w, &r2, req.Model); !ok {
-		return
-	}
-	c, err := parseAnthropic(&req, false)
-	if err != nil {
-		writeReqError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int{"input_tokens": estimateTokens(c.all.String())})
-}
-
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	var req anthropicRequest
 	if !decode(w, r, &req) {
@@ -357,9 +336,8 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		writeReqError(w, r, err)
 		return
 	}
-	if !checkVision(w, r, c.images.total() > 0) {
-		return
-	}
+	// No Copilot-Vision-Request demand here: the API does not require it on
+	// /v1/messages (docs/protocol.md section 4).
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
 	stop := anthropicStop(a.stop)
 	var stopSeq *string

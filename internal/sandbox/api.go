@@ -87,6 +87,9 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		if !s.checkClient(w, r) || !s.checkBetas(w, r) {
+			return
+		}
 		premium := r.Method == http.MethodPost && r.Header.Get("X-Initiator") == "user" && r.URL.Path != pathEmbeddings &&
 			!strings.HasSuffix(r.URL.Path, "/count_tokens")
 		if acct.quotaRefuses(premium, r) {
@@ -99,6 +102,7 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 				rec.premium = true
 			}
 		}
+		s.setQuotaHeaders(w, acct)
 		h(w, r)
 	}
 }

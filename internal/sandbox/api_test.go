@@ -87,8 +87,7 @@ func TestModelRouting(t *testing.T) {
 		{"chat codex 5.2", "/chat/completions", chat("gpt-5.2-codex"), 400, "unsupported_api_for_model"},
 		{"responses codex 5.2", "/responses", resp("gpt-5.2-codex"), 200, ""},
 		{"messages without max_tokens", "/v1/messages", chat("claude-sonnet-4"), 400, "invalid_request_body"},
-		{"count tokens", "/v1/messages/count_tokens", chat("claude-sonnet-4"), 200, ""},
-		{"count tokens unknown model", "/v1/messages/count_tokens", chat("nope"), 400, "model_not_supported"},
+		{"count tokens is not served", "/v1/messages/count_tokens", chat("claude-sonnet-4"), 404, "not_found"},
 		{"embeddings", "/embeddings", `{"model":"text-embedding-3-small","input":"x"}`, 200, ""},
 		{"embeddings chat model", "/embeddings", `{"model":"gpt-4.1","input":"x"}`, 400, "unsupported_api_for_model"},
 		{"embeddings bad input", "/embeddings", `{"model":"text-embedding-3-small","input":5}`, 400, "invalid_request_body"},
@@ -136,10 +135,6 @@ func TestResponsesAndMessagesBodies(t *testing.T) {
 	if m.Type != "message" || m.Role != "assistant" || m.Content[0].Text == nil || *m.Content[0].Text != "Sandbox reply to: pong" ||
 		m.StopReason == nil || *m.StopReason != "end_turn" || m.Usage.InputTokens == 0 {
 		t.Errorf("messages answer %s: want an assistant message echoing pong, end_turn, usage", body)
-	}
-	_, body = e.api("POST", "/v1/messages/count_tokens", `{"model":"claude-sonnet-4","messages":[{"role":"user","content":"12345678"}]}`)
-	if string(body) != `{"input_tokens":2}` {
-		t.Errorf("count_tokens = %s; want {\"input_tokens\":2}", body)
 	}
 }
 

@@ -57,7 +57,7 @@ type model struct {
 	Object             string            `json:"object"`
 	Policy             *modelPolicy      `json:"policy,omitempty"`
 	Preview            bool              `json:"preview"`
-	SupportedEndpoints []string          `json:"supported_endpoints,omitempty"`
+	SupportedEndpoints []string          `json:"supported_endpoints"`
 	Vendor             string            `json:"vendor"`
 	Version            string            `json:"version"`
 }

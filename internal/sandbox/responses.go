@@ -320,9 +320,8 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		writeReqError(w, r, err)
 		return
 	}
-	if !checkVision(w, r, c.images.total() > 0) {
-		return
-	}
+	// No Copilot-Vision-Request demand here: the API does not require it on
+	// /responses (docs/protocol.md section 4).
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
 	resp := responseObject{
 		ID: s.nextID("resp_sandbox_"), Object: "response", CreatedAt: s.clock.Now().Unix(),

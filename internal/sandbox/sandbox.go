@@ -74,12 +74,21 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // Config configures a [Server]. The zero value is usable: every field has a
 // default.
 type Config struct {
+	// MinPluginVersion is the oldest Editor-Plugin-Version (X.Y.Z) served;
+	// older clients get 466. Default [DefaultMinPluginVersion]; "0.0.0"
+	// serves every version.
+	MinPluginVersion string
+	// Betas are the anthropic-beta values /v1/messages accepts ("name-*"
+	// matches by prefix); others get 400 "unsupported beta header(s)". Nil
+	// means [DefaultBetas].
+	Betas []string
 	// GitHubTokens are the GitHub tokens the exchange accepts. When empty, one
 	// random gho_ token is generated; [Server.GitHubToken] returns it.
 	GitHubTokens []secret.Secret
@@ -131,6 +140,12 @@ func (c Config) withDefaults() Config {
 		c.SKU = "monthly_subscriber"
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	if c.MinPluginVersion == "" {
+		c.MinPluginVersion = DefaultMinPluginVersion
+	}
+	if c.Betas == nil {
+		c.Betas = DefaultBetas
+	}
 	if c.DeviceCodeLifetime <= 0 {
 		c.DeviceCodeLifetime = 15 * time.Minute
 	}
@@ -158,6 +173,8 @@ type Server struct {
 	primary secret.Secret          // first accepted GitHub token
 	models  *catalog
 	seq     atomic.Uint64 // ids of answers
+	// minPlugin is Config.MinPluginVersion parsed; zero serves every client.
+	minPlugin identity.Version
 
 	mu           sync.Mutex
 	githubTokens map[string]*ghToken // GitHub token -> its account, accepted or revoked
@@ -183,6 +200,11 @@ func New(cfg Config) *Server {
 		githubTokens: map[string]*ghToken{},
 		accounts:     map[string]*account{},
 		models:       newCatalog(),
+	}
+	if _, v, err := identity.ParseVersion("x/" + cfg.MinPluginVersion); err == nil {
+		s.minPlugin = v
+	} else {
+		panic("sandbox: MinPluginVersion: " + err.Error())
 	}
 	s.rotateKey()
 	s.defaultAcct = newAccount(AccountConfig{Name: DefaultAccount, SKU: cfg.SKU})
@@ -238,7 +260,7 @@ func (s *Server) routes() *http.ServeMux {
 	m.HandleFunc("POST /embeddings", s.api(s.handleEmbeddings))
 	m.HandleFunc("POST /responses", s.api(s.handleResponses))
 	m.HandleFunc("POST /v1/messages", s.api(s.handleMessages))
-	m.HandleFunc("POST /v1/messages/count_tokens", s.api(s.handleCountTokens))
+	m.HandleFunc("POST /v1/messages/count_tokens", handleCountTokensNotFound)
 	s.adminRoutes(m)
 	return m
 }
