@@ -10,6 +10,13 @@ import (
 // or revoked. It is terminal until the credential changes.
 var ErrCredentialRejected = errors.New("github credential rejected")
 
+// ErrNotExchangeable means GitHub answered 404: this token can never be
+// exchanged for a Copilot token. It wraps [ErrCredentialRejected], so it is
+// terminal (REJECTED) until the credential changes.
+var ErrNotExchangeable = fmt.Errorf("this GitHub token cannot be exchanged for a Copilot token "+
+	"(a classic or fine-grained personal access token, or an OAuth token of another app than the Copilot editor integrations, "+
+	"such as a gho_ token of another client; or a wrong --github-api-url): create one with `broker login`: %w", ErrCredentialRejected)
+
 // ErrMalformedResponse means GitHub answered 200 with a body that does not hold
 // a usable token (not JSON, too large, token or lifetime missing or invalid).
 // It is transient: a later attempt may succeed.

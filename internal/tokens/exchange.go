@@ -28,6 +28,9 @@ import (
 // editor identity's defaults are in internal/identity.
 const (
 	DefaultAPIURL = "https://api.github.com"
+	// DefaultCopilotAPIURL is the Copilot API base URL used when an answer
+	// has no endpoints.api.
+	DefaultCopilotAPIURL = "https://api.githubcopilot.com"
 	// DefaultMaxResponseBytes bounds the answer read; real answers are ~2 KiB.
 	DefaultMaxResponseBytes = 64 << 10
 )
@@ -48,6 +51,9 @@ type CopilotToken struct {
 	APIBaseURL string
 	// SKU is the account's Copilot plan.
 	SKU string
+	// APIBaseURLDefaulted says the answer had no endpoints.api, so
+	// APIBaseURL is [DefaultCopilotAPIURL].
+	APIBaseURLDefaulted bool
 	// ServerDate is the answer's Date header (GitHub's clock); zero when
 	// absent. With it ExpiresAt can be read as a duration, immune to skew.
 	ServerDate time.Time
@@ -111,7 +117,8 @@ func NewHTTPClient() *http.Client {
 }
 
 // Exchange makes one GET {APIURL}/copilot_internal/v2/token with githubToken.
-// Errors: [ErrCredentialRejected] (401), [*NoAccessError] (403 no access),
+// Errors: [ErrCredentialRejected] (401), [ErrNotExchangeable] (404, which
+// wraps ErrCredentialRejected), [*NoAccessError] (403 no access),
 // [*RateLimitedError] (429, or 403 rate limit), [ErrMalformedResponse] (200
 // without a usable token), [*TransientError] (anything else, including
 // network errors and ctx ending). No error holds the credential.
@@ -155,6 +162,8 @@ func (e *Exchanger) Exchange(ctx context.Context, githubToken secret.Secret) (*C
 		return tok, nil
 	case code == http.StatusUnauthorized:
 		return nil, fmt.Errorf("exchange: HTTP 401: %w", ErrCredentialRejected)
+	case code == http.StatusNotFound:
+		return nil, fmt.Errorf("exchange: HTTP 404: %w", ErrNotExchangeable)
 	case code == http.StatusTooManyRequests:
 		return nil, &RateLimitedError{Status: code, RetryAfter: rateLimitDelay(resp.Header, e.clock.Now())}
 	case code == http.StatusForbidden:

@@ -143,7 +143,16 @@ func TestExchangeErrors(t *testing.T) {
 		{name: "500", status: 500, check: func(t *testing.T, err error) { wantTransient(t, err, 500) }},
 		{name: "502", status: 502, check: func(t *testing.T, err error) { wantTransient(t, err, 502) }},
 		{name: "503", status: 503, check: func(t *testing.T, err error) { wantTransient(t, err, 503) }},
-		{name: "404 wrong base URL", status: 404, check: func(t *testing.T, err error) { wantTransient(t, err, 404) }},
+		{name: "404 token of another app", status: 404, body: `{"message":"Not Found","documentation_url":"https://docs.github.com/rest"}`, terminal: true,
+			check: func(t *testing.T, err error) {
+				mustIs(t, err, ErrNotExchangeable)
+				mustIs(t, err, ErrCredentialRejected)
+				for _, kind := range []string{"personal access token", "gho_", "another app", "--github-api-url", "broker login"} {
+					if !strings.Contains(err.Error(), kind) {
+						t.Errorf("404 error %q does not name %q", err, kind)
+					}
+				}
+			}},
 		{name: "200 not JSON", status: 200, body: `<html>`,
 			check: func(t *testing.T, err error) { mustIs(t, err, ErrMalformedResponse) }},
 		{name: "200 without token", status: 200, body: `{"expires_at":1900000000,"refresh_in":1500}`,

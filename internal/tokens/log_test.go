@@ -151,3 +151,27 @@ func TestLogsHoldNoSecret(t *testing.T) {
 		t.Log(logs.String())
 	}
 }
+
+func TestDefaultedAPIBaseURLLogsAWarning(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	ok := up.ok(1500*time.Second, 1800*time.Second)
+	up.setAnswer(func(n int, c secret.Secret) (*CopilotToken, error) {
+		tok, err := ok(n, c)
+		tok.APIBaseURLDefaulted = true
+		return tok, err
+	})
+	var logs testutil.SyncBuffer
+	m := newTestManager(t, clk, up, func(c *ManagerConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	updates, cancel := m.Subscribe()
+	defer cancel()
+	st := waitState(t, updates, "generation 1", isGen(1, StatusValid))
+	if st.APIBaseURL != "https://api.githubcopilot.com" {
+		t.Errorf("api base URL %q", st.APIBaseURL)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "no endpoints.api") {
+		t.Errorf("log %q; want a warning about the missing endpoints.api", logs.String())
+	}
+}

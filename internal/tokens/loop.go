@@ -131,6 +131,9 @@ func (r *refresher) succeed(tok *CopilotToken, received, expiry, refreshAt time.
 		"generation", r.gen, "fingerprint", tok.Token.Fingerprint(), "sku", tok.SKU,
 		"refresh_in", tok.RefreshIn.String(), "expires_in", expiry.Sub(received).String(),
 		"next_refresh_in", refreshAt.Sub(received).String())
+	if tok.APIBaseURLDefaulted {
+		r.m.log.Warn("the exchange answer has no endpoints.api; using the public Copilot API", "api_base_url", tok.APIBaseURL, "generation", r.gen)
+	}
 }
 
 func (r *refresher) reject(err error, cred secret.Secret) {

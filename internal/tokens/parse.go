@@ -96,14 +96,20 @@ func parseTokenResponse(body []byte, serverDate time.Time) (*CopilotToken, error
 	if exp < minUnixSeconds || exp > maxUnixSeconds {
 		return nil, fmt.Errorf("%w: expires_at out of range", ErrMalformedResponse)
 	}
-	return &CopilotToken{
+	tok := &CopilotToken{
 		Token:      secret.New(*r.Token),
 		ExpiresAt:  time.Unix(int64(exp), 0).UTC(),
 		RefreshIn:  time.Duration(refreshIn * float64(time.Second)),
 		APIBaseURL: strings.TrimSpace(string(r.Endpoints.API)),
 		SKU:        string(r.SKU),
 		ServerDate: serverDate,
-	}, nil
+	}
+	if tok.APIBaseURL == "" {
+		// The reference client falls back to the public API
+		// (docs/protocol.md section 4); the refresh logs a warning.
+		tok.APIBaseURL, tok.APIBaseURLDefaulted = DefaultCopilotAPIURL, true
+	}
+	return tok, nil
 }
 
 // jsonProblem describes a decoding error without quoting the input, which

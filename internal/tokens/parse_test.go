@@ -23,11 +23,14 @@ func TestParseTokenResponse(t *testing.T) {
 		{name: "typical", body: `{"token":"tid=1:s","expires_at":1748781000,"refresh_in":1500,"sku":"free_limited_copilot","endpoints":{"api":" https://api.githubcopilot.com "}}`,
 			want: &CopilotToken{Token: secret.New("tid=1:s"), ExpiresAt: time.Unix(1748781000, 0).UTC(), RefreshIn: 1500 * time.Second, SKU: "free_limited_copilot", APIBaseURL: "https://api.githubcopilot.com", ServerDate: date}},
 		{name: "numbers as strings and floats", body: `{"token":"t","expires_at":"1748781000","refresh_in":1500.5}`,
-			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), RefreshIn: 1500500 * time.Millisecond, ServerDate: date}},
+			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), RefreshIn: 1500500 * time.Millisecond, ServerDate: date,
+				APIBaseURL: "https://api.githubcopilot.com", APIBaseURLDefaulted: true}},
 		{name: "refresh_in 0", body: `{"token":"t","expires_at":1748781000,"refresh_in":0}`,
-			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), ServerDate: date}},
+			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), ServerDate: date,
+				APIBaseURL: "https://api.githubcopilot.com", APIBaseURLDefaulted: true}},
 		{name: "odd informational fields ignored", body: `{"token":"t","expires_at":1748781000,"refresh_in":1,"sku":null,"endpoints":{"api":5},"chat_enabled":"yes","x":[{}]}`,
-			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), RefreshIn: time.Second, ServerDate: date}},
+			want: &CopilotToken{Token: secret.New("t"), ExpiresAt: time.Unix(1748781000, 0).UTC(), RefreshIn: time.Second, ServerDate: date,
+				APIBaseURL: "https://api.githubcopilot.com", APIBaseURLDefaulted: true}},
 		{name: "empty token", body: `{"token":"","expires_at":1748781000,"refresh_in":1500}`, wantErr: true},
 		{name: "token not a string", body: `{"token":42,"expires_at":1748781000,"refresh_in":1500}`, wantErr: true},
 		{name: "token with newline", body: `{"token":"a\nb","expires_at":1748781000,"refresh_in":1500}`, wantErr: true},
@@ -98,6 +101,7 @@ func FuzzParseTokenResponse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded answer %s rejected: %v", again, err)
 		}
+		tok2.APIBaseURLDefaulted = tok.APIBaseURLDefaulted // the re-encoded answer names the default
 		if diff := cmp.Diff(tok, tok2, secretComparer); diff != "" {
 			t.Fatalf("round trip mismatch (-first +second):\n%s", diff)
 		}
