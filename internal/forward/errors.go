@@ -78,6 +78,17 @@ type anthropicBody struct {
 // {"error":{"message","type","code"}} or Anthropic's
 // {"type":"error","error":{"type","message"}}.
 func writeError(w http.ResponseWriter, d dialect, e apiError) {
+	b := errorBody(d, e)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.status)
+	_, _ = w.Write(b)
+}
+
+// errorBody is e as JSON in dialect d, with a final newline.
+func errorBody(d dialect, e apiError) []byte {
 	var b []byte
 	if d == dialectAnthropic {
 		var a anthropicBody
@@ -89,10 +100,5 @@ func writeError(w http.ResponseWriter, d dialect, e apiError) {
 		o.Error.Message, o.Error.Type, o.Error.Code = e.message, e.openaiType, e.openaiCode
 		b, _ = json.Marshal(o)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)+1))
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(e.status)
-	_, _ = w.Write(append(b, '\n'))
+	return append(b, '\n')
 }

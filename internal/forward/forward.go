@@ -494,6 +494,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	c := callFrom(resp.Request.Context())
 	c.status = resp.StatusCode
 	resp.Header.Set("X-Request-Id", c.requestID)
+	h.classifyError(resp, c)
 	h.tapUsage(resp, c)
 	if c.xlate != nil {
 		return h.translateResponse(resp, c)

@@ -20,6 +20,8 @@ type Metrics struct {
 	inflightBody  prometheus.Gauge
 	// betasDropped counts anthropic-beta values not forwarded.
 	betasDropped *prometheus.CounterVec
+	// upstreamErrors counts classified upstream error answers.
+	upstreamErrors *prometheus.CounterVec
 	// Stage 4 (models.go).
 	routes  routeCounters
 	catalog *catalog.Metrics
@@ -52,6 +54,9 @@ type routeCounters struct {
 //     because their body found no room in the in-flight body budget.
 //   - copilot_proxy_inflight_body_bytes: request body bytes admitted and
 //     held right now.
+//   - copilot_proxy_upstream_errors_total{kind}: upstream error answers
+//     passed to clients: token_refused, quota, rate_limited,
+//     client_not_supported.
 //   - copilot_proxy_anthropic_betas_dropped_total{beta}: anthropic-beta
 //     values not on the allow list, not forwarded; beta is the name for the
 //     first 64 distinct well-formed names, else "other".
@@ -91,6 +96,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_inflight_body_bytes",
 			Help: "Request body bytes admitted by the in-flight body budget and not yet released.",
 		}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_upstream_errors_total",
+			Help: "Upstream error answers passed to clients, by kind: token_refused (401/403 after the refresh), quota (402), rate_limited (429/503), client_not_supported (466: update the editor identity).",
+		}, []string{"kind"}),
 		betasDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_anthropic_betas_dropped_total",
 			Help: "anthropic-beta values dropped because they are not on the allow list (the Copilot API refuses unknown betas), by beta name (\"other\" past 64 names).",
@@ -107,7 +116,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.catalog = catalog.NewMetrics(reg)
 	m.dialects = newDialectMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, routes)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, routes)
 	}
 	return m
 }

@@ -126,7 +126,7 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 	start := h.clock.Now()
 	resp, err := h.transport.RoundTrip(req)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || c.retried {
+	if err != nil || c.retried || !(resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden && refreshable403(resp)) {
 		return resp, err
 	}
 	c.retried = true
