@@ -111,12 +111,15 @@ func (s *Server) setQuotaHeaders(w http.ResponseWriter, a *account) {
 		return v.Encode()
 	}
 	used := a.premiumUsed.Load()
+	// An account whose entitlement is not enforced refuses nothing past it:
+	// to a client that is overage permitted. A spent quota refuses all.
+	overage := (a.overage || !a.enforce) && !a.spent.Load()
 	h := w.Header()
 	chat := int64(-1)
 	if isFreeSKU(a.sku) {
 		chat = freeChatQuota
 	}
 	h.Set("X-Quota-Snapshot-Chat", snap(chat, 0, false))
-	h.Set("X-Quota-Snapshot-Premium_models", snap(a.premium, used, a.overage))
-	h.Set("X-Quota-Snapshot-Premium_interactions", snap(a.premium, used, a.overage))
+	h.Set("X-Quota-Snapshot-Premium_models", snap(a.premium, used, overage))
+	h.Set("X-Quota-Snapshot-Premium_interactions", snap(a.premium, used, overage))
 }

@@ -102,8 +102,8 @@ func TestQuotaSnapshotHeaders(t *testing.T) {
 		}
 	}
 	v, _ := url.ParseQuery(resp.Header.Get("x-quota-snapshot-premium_interactions"))
-	if v.Get("ent") != "300" || v.Get("rem") != "299" {
-		t.Errorf("premium snapshot %v after one premium call; want ent=300 rem=299", v)
+	if v.Get("ent") != "300" || v.Get("rem") != "299" || v.Get("ovPerm") != "true" {
+		t.Errorf("premium snapshot %v after one premium call; want ent=300 rem=299, overage permitted (not enforced)", v)
 	}
 }
 
