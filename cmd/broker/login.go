@@ -34,7 +34,7 @@ func loginCmd(ctx context.Context, args []string, getenv func(string) string, _ 
 	var force bool
 	fs := flag.NewFlagSet("broker login", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.GitHubURL, "github-url", login.DefaultGitHubURL, "GitHub host for the device flow (GitHub Enterprise: https://HOST)")
+	fs.StringVar(&cfg.GitHubURL, "github-url", login.DefaultGitHubURL, "GitHub host for the device flow (GitHub Enterprise Cloud with data residency: https://TENANT.ghe.com)")
 	fs.StringVar(&out, "out", defaultTokenPath(getenv), "file to write the GitHub token to (mode 0600)")
 	fs.BoolVar(&force, "force", false, "replace --out if it exists")
 	fs.StringVar(&account, "account", "", "write the token as this account's file in --accounts-dir instead of --out")

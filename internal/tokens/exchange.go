@@ -62,7 +62,7 @@ type CopilotToken struct {
 // ExchangeConfig configures an [Exchanger]. Zero fields take the defaults.
 type ExchangeConfig struct {
 	// APIURL is the GitHub API base URL (default [DefaultAPIURL]; GitHub
-	// Enterprise Server: https://HOST/api/v3).
+	// Enterprise Cloud with data residency: https://api.TENANT.ghe.com).
 	APIURL string
 	// HTTPClient sends the request. Nil means a client with dial, TLS,
 	// response-header and total timeouts ([NewHTTPClient]).

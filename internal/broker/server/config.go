@@ -40,8 +40,8 @@ type Config struct {
 	AdminAddr string
 
 	// GitHubAPIURL is GitHub's API base: https://api.github.com, or
-	// https://HOST/api/v3 (GitHub Enterprise Server), or https://api.HOST
-	// (ghe.com). --github-api-url, BROKER_GITHUB_API_URL, default
+	// https://api.TENANT.ghe.com (GitHub Enterprise Cloud with data
+	// residency; Copilot does not run on GitHub Enterprise Server). --github-api-url, BROKER_GITHUB_API_URL, default
 	// [DefaultGitHubAPIURL].
 	GitHubAPIURL string
 	// GitHubToken is the long-lived GitHub token, used when GitHubTokenFile
