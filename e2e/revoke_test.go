@@ -19,9 +19,10 @@ import (
 
 // TestRevokedCredentialReplacedByTokenFile is scenario (d): GitHub revokes the
 // broker's credential. At its next refresh the broker reports REJECTED (REST
-// FAILED_PRECONDITION, health NOT_SERVING, not ready); the proxy keeps
-// serving its cached token until that expires, then answers 503 in each
-// dialect with a message naming the cause. Writing a new token to the token
+// FAILED_PRECONDITION, health NOT_SERVING, not ready). A proxy with the
+// defaults drops its cached token at once and answers 503; one run with
+// --serve-cached-when-rejected keeps serving its cached token until that
+// expires, then answers 503 in each dialect with a message naming the cause. Writing a new token to the token
 // file restores service; no process is restarted.
 func TestRevokedCredentialReplacedByTokenFile(t *testing.T) {
 	t.Parallel()
@@ -30,7 +31,8 @@ func TestRevokedCredentialReplacedByTokenFile(t *testing.T) {
 	sb := startSandbox(t, sandboxOpts{lifetime: lifetime, refreshIn: refreshIn, chunks: 3, chunkDelay: 10 * time.Millisecond})
 	br := startBroker(t, sb, "--token-file-poll", "500ms")
 	first := br.validToken(t)
-	px := startProxy(t, br, sb)
+	px := startProxy(t, br, sb, "--serve-cached-when-rejected")
+	strict := startProxy(t, br, sb)
 	oai := openAIClient(t, px)
 	ant := anthropicClient(t, px)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -65,6 +67,20 @@ func TestRevokedCredentialReplacedByTokenFile(t *testing.T) {
 		t.Error("broker /readyz when REJECTED = 200; want not ready")
 	}
 	t.Logf("REJECTED %s after the revocation: %s", rejectedAt.Sub(revokedAt).Round(time.Millisecond), gwErr.Message)
+
+	// The proxy with the defaults stops using its cached token as soon as
+	// the watch brings REJECTED: revoking cuts access.
+	strictOAI := openAIClient(t, strict)
+	waitFor(t, 5*time.Second, "the default proxy to answer 503 after REJECTED", func() bool {
+		_, err := strictOAI.Chat.Completions.New(ctx, chatParams("after REJECTED"))
+		var apiErr *openai.Error
+		return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusServiceUnavailable && strings.Contains(apiErr.Message, "REJECTED")
+	})
+	t.Logf("default proxy: 503 %s after the broker reported REJECTED (cached token valid for %s more)",
+		time.Since(rejectedAt).Round(time.Millisecond), time.Until(first.GetExpiresAt().AsTime()).Round(time.Second))
+	if err := pollHTTP(strict.proc, strict.adminURL+"/readyz", 500*time.Millisecond); err == nil {
+		t.Error("default proxy /readyz after REJECTED = 200; want not ready")
+	}
 
 	// The proxy still holds a token that GitHub issued before the revocation
 	// and that has not expired: clients are still served.

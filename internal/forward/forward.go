@@ -98,6 +98,10 @@ type Config struct {
 	// InflightBodyWait is how long a body waits for room in the budget.
 	// Default 2 s.
 	InflightBodyWait time.Duration
+	// StreamIdleTimeout ends an event stream whose upstream sent nothing for
+	// this long, with an error event in the client's dialect. Default
+	// [DefaultStreamIdleTimeout]; negative disables it.
+	StreamIdleTimeout time.Duration
 	// Transport carries upstream requests. Default NewTransport(TransportConfig{}).
 	Transport http.RoundTripper
 	// Metrics receives the forwarding's series. Default: unregistered.
@@ -116,21 +120,22 @@ type Config struct {
 // Handler is the proxy's client-facing [http.Handler]. It is safe for
 // concurrent use.
 type Handler struct {
-	source    TokenSource
-	keys      *keys.Set
-	override  *url.URL
-	editor    identity.Editor
-	intents   Intents
-	headers   *headerPolicy
-	countMode CountTokens
-	maxBody   int64
-	bodyWait  time.Duration
-	transport http.RoundTripper
-	metrics   *Metrics
-	clock     clock.Clock
-	log       *slog.Logger
-	rp        *httputil.ReverseProxy
-	bodies    *sync.Pool
+	source     TokenSource
+	keys       *keys.Set
+	override   *url.URL
+	editor     identity.Editor
+	intents    Intents
+	headers    *headerPolicy
+	countMode  CountTokens
+	maxBody    int64
+	bodyWait   time.Duration
+	streamIdle time.Duration
+	transport  http.RoundTripper
+	metrics    *Metrics
+	clock      clock.Clock
+	log        *slog.Logger
+	rp         *httputil.ReverseProxy
+	bodies     *sync.Pool
 	// Stage 6 (accounts.go): key targets, account health, usage.
 	accounts   Accounts
 	targets    map[string]*target
@@ -159,19 +164,20 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("forward: a token source is required")
 	}
 	h := &Handler{
-		source:    cfg.Source,
-		keys:      cfg.Keys,
-		override:  cfg.APIURL,
-		editor:    cfg.Editor.WithDefaults(),
-		intents:   cfg.Intents.withDefaults(),
-		countMode: cfg.CountTokens,
-		maxBody:   cfg.MaxBodyBytes,
-		bodyWait:  cfg.BodyReadTimeout,
-		transport: cfg.Transport,
-		metrics:   cfg.Metrics,
-		clock:     clock.OrReal(cfg.Clock),
-		log:       cfg.Logger,
-		bodies:    newBodyPool(),
+		source:     cfg.Source,
+		keys:       cfg.Keys,
+		override:   cfg.APIURL,
+		editor:     cfg.Editor.WithDefaults(),
+		intents:    cfg.Intents.withDefaults(),
+		countMode:  cfg.CountTokens,
+		maxBody:    cfg.MaxBodyBytes,
+		bodyWait:   cfg.BodyReadTimeout,
+		streamIdle: cfg.StreamIdleTimeout,
+		transport:  cfg.Transport,
+		metrics:    cfg.Metrics,
+		clock:      clock.OrReal(cfg.Clock),
+		log:        cfg.Logger,
+		bodies:     newBodyPool(),
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -181,6 +187,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if h.keepAlive = cfg.KeepAlive; h.keepAlive <= 0 {
 		h.keepAlive = DefaultKeepAlive
+	}
+	if h.streamIdle == 0 {
+		h.streamIdle = DefaultStreamIdleTimeout
 	}
 	if h.transport == nil {
 		h.transport = NewTransport(TransportConfig{})
@@ -320,7 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		defer body.release()
 		c.body = body
-		c.in = inspect(rt.kind, body.buf)
+		c.in, _ = inspectUntil(r.Context().Done(), rt.kind, body.buf)
 	}
 	if c.acct.tgt.pooled() {
 		// A pool: choose a member now that the conversation is known. This
@@ -496,6 +505,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	resp.Header.Set("X-Request-Id", c.requestID)
 	h.classifyError(resp, c)
 	h.tapUsage(resp, c)
+	h.watchStreamIdle(resp, c)
 	if c.xlate != nil {
 		return h.translateResponse(resp, c)
 	}

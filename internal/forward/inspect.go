@@ -32,6 +32,14 @@ type inspection struct {
 // saw a "type" naming an image. The result is the one a full decode with
 // encoding/json gives.
 func inspect(kind bodyKind, body []byte) inspection {
+	in, _ := inspectUntil(nil, kind, body)
+	return in
+}
+
+// inspectUntil is inspect that gives up, with the agent default, once done
+// is closed (the client went away); it also returns the walker's step
+// count, the work done.
+func inspectUntil(done <-chan struct{}, kind bodyKind, body []byte) (inspection, int) {
 	var field string
 	switch kind {
 	case bodyMessages:
@@ -39,24 +47,24 @@ func inspect(kind bodyKind, body []byte) inspection {
 	case bodyResponses:
 		field = "input"
 	default:
-		return inspection{agent: true}
+		return inspection{agent: true}, 0
 	}
-	in, err := inspectBody(body, field, kind == bodyResponses)
+	w := jsonWalker{data: body, done: done}
+	in, err := inspectBody(&w, field, kind == bodyResponses)
 	if err != nil {
-		return inspection{agent: true}
+		return inspection{agent: true}, w.steps
 	}
-	return in
+	return in, w.steps
 }
 
 // inspectBody walks the top-level object for field, the list of turns.
 // stringOK says the field may be a plain string, a single user turn (the
 // Responses API's input).
-func inspectBody(body []byte, field string, stringOK bool) (inspection, error) {
+func inspectBody(w *jsonWalker, field string, stringOK bool) (inspection, error) {
 	in := inspection{agent: true}
-	w := jsonWalker{data: body}
 	if w.next() != '{' {
 		// Any other JSON value has no turns; encoding/json would report a
-		// type error, which decodeLenient tolerates.
+		// type error, which the inspection tolerates.
 		_, err := w.value()
 		return in, errors.Join(err, w.end())
 	}
@@ -88,7 +96,7 @@ func inspectBody(body []byte, field string, stringOK bool) (inspection, error) {
 			continue
 		}
 		// A repeated field replaces the earlier one.
-		turns, err := inspectTurns(&w, stringOK)
+		turns, err := inspectTurns(w, stringOK)
 		in.agent, in.vision = turns.agent, turns.vision
 		if err != nil {
 			return in, err
@@ -113,8 +121,8 @@ func inspectTurns(w *jsonWalker, stringOK bool) (inspection, error) {
 	if err := w.enter('['); err != nil {
 		return in, err
 	}
-	var last []byte
-	var lastTurn *turn // decoded already when it was checked for images
+	last := -1             // where the last turn starts
+	var lastTurn *turnInfo // read already when it was checked for images
 	for first := true; ; first = false {
 		ok, err := w.more(']', first)
 		if err != nil {
@@ -124,25 +132,41 @@ func inspectTurns(w *jsonWalker, stringOK bool) (inspection, error) {
 			break
 		}
 		w.sawImage = false
-		if last, err = w.value(); err != nil {
+		w.next()
+		last = w.pos
+		if err := w.skipValue(); err != nil {
 			return in, err
 		}
 		lastTurn = nil
 		if w.sawImage && !in.vision {
-			lastTurn = new(turn)
-			decodeLenient(last, lastTurn)
+			if lastTurn, err = w.turnAt(last); err != nil {
+				return in, err
+			}
 			in.vision = lastTurn.hasImage()
 		}
 	}
-	if last == nil {
+	if last < 0 {
 		return in, nil
 	}
 	if lastTurn == nil {
-		lastTurn = new(turn)
-		decodeLenient(last, lastTurn)
+		var err error
+		if lastTurn, err = w.turnAt(last); err != nil {
+			return in, err
+		}
 	}
 	in.agent = !lastTurn.genuineUser()
 	return in, nil
+}
+
+// turnAt reads the turn that starts at pos, a value w has already walked
+// over (so it is well formed), and leaves w where it was.
+func (w *jsonWalker) turnAt(pos int) (*turnInfo, error) {
+	saved := w.pos
+	w.pos = pos
+	t := new(turnInfo)
+	err := w.turn(t)
+	w.pos = saved
+	return t, err
 }
 
 // isImageType reports whether the raw string value v (without its quotes)
@@ -163,57 +187,139 @@ func keyIs(k []byte, field string) bool {
 	return json.Unmarshal(q, &s) == nil && strings.EqualFold(s, field)
 }
 
-// decodeLenient decodes body into v, tolerating fields of unexpected types;
-// it reports false only for a body that is not JSON at all.
-func decodeLenient(body []byte, v any) bool {
-	err := json.Unmarshal(body, v)
-	var te *json.UnmarshalTypeError
-	return err == nil || errors.As(err, &te)
+// turnInfo is what classifying needs of one chat message (OpenAI or
+// Anthropic), one Responses API input item, or one content part nested in
+// them, read in a single pass. The classification is the one a decode of the
+// turn with encoding/json into {role, type, content, output, tool_calls}
+// gives (see inspect_ref_test.go), without its cost: encoding/json re-scans
+// a nested value at every level a custom decoder sits on, which made the
+// work depth × size.
+type turnInfo struct {
+	role, typ string
+	toolCalls bool        // a tool_calls member with content
+	content   contentInfo // "content": the message's parts
+	output    contentInfo // "output": Responses API tool outputs may carry images
+	image     bool        // some nested content or output part is an image
 }
 
-// turn is one chat message (OpenAI or Anthropic) or one Responses API input
-// item; only the fields that classify it are decoded.
-type turn struct {
-	Role      string          `json:"role"`
-	Type      string          `json:"type"` // Responses API item type
-	Content   content         `json:"content"`
-	Output    content         `json:"output"` // Responses API tool outputs may carry images
-	ToolCalls json.RawMessage `json:"tool_calls"`
+// contentInfo summarises a content value: a string, or a list of parts.
+type contentInfo struct {
+	isString      bool
+	parts         int  // list elements (any JSON value; non-objects count as empty parts)
+	nonToolResult bool // some part's type is not a tool result
 }
 
 // genuineUser reports whether t is a message a person typed: role user, and
 // not a turn made only of tool results (Anthropic puts tool results in user
 // messages).
-func (t *turn) genuineUser() bool {
-	if t.Role != "user" || (t.Type != "" && t.Type != "message") || hasContent(t.ToolCalls) {
+func (t *turnInfo) genuineUser() bool {
+	if t.role != "user" || (t.typ != "" && t.typ != "message") || t.toolCalls {
 		return false
 	}
-	if t.Content.isString || len(t.Content.items) == 0 {
-		return true
-	}
-	for i := range t.Content.items {
-		if !isToolResult(t.Content.items[i].Type) {
-			return true
-		}
-	}
-	return false
+	return t.content.isString || t.content.parts == 0 || t.content.nonToolResult
 }
 
-func (t *turn) hasImage() bool {
-	if isImage(t.Type) {
-		return true
+func (t *turnInfo) hasImage() bool { return t.image || isImage(t.typ) }
+
+// turn reads the value at w's position as a turn. A value that is not an
+// object is an empty turn, as encoding/json leaves it.
+func (w *jsonWalker) turn(t *turnInfo) error {
+	if w.next() != '{' {
+		return w.skipValue()
 	}
-	for i := range t.Content.items {
-		if t.Content.items[i].hasImage() {
-			return true
+	if err := w.step(); err != nil {
+		return err
+	}
+	if err := w.enter('{'); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		ok, err := w.more('}', first)
+		if err != nil || !ok {
+			return err
+		}
+		k, err := w.key()
+		if err != nil {
+			return err
+		}
+		switch {
+		case keyIs(k, "role"):
+			err = w.stringInto(&t.role)
+		case keyIs(k, "type"):
+			err = w.stringInto(&t.typ)
+		case keyIs(k, "content"):
+			err = w.contentInto(&t.content, &t.image)
+		case keyIs(k, "output"):
+			err = w.contentInto(&t.output, &t.image)
+		case keyIs(k, "tool_calls"):
+			var raw []byte
+			raw, err = w.value()
+			t.toolCalls = hasContent(raw)
+		default:
+			err = w.skipValue()
+		}
+		if err != nil {
+			return err
 		}
 	}
-	for i := range t.Output.items {
-		if t.Output.items[i].hasImage() {
-			return true
-		}
+}
+
+// contentInto reads a content value: a string, a list of parts (each a
+// turn), or anything else (ignored).
+func (w *jsonWalker) contentInto(c *contentInfo, image *bool) error {
+	if err := w.step(); err != nil {
+		return err
 	}
-	return false
+	switch w.next() {
+	case '"':
+		c.isString = true
+		return w.skipString()
+	case '[':
+	default:
+		return w.skipValue()
+	}
+	if err := w.enter('['); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		ok, err := w.more(']', first)
+		if err != nil || !ok {
+			return err
+		}
+		var part turnInfo
+		if err := w.turn(&part); err != nil {
+			return err
+		}
+		c.parts++
+		c.nonToolResult = c.nonToolResult || !isToolResult(part.typ)
+		*image = *image || part.hasImage()
+	}
+}
+
+// stringInto sets *s to the string value at w's position, unescaped; any
+// other value leaves *s as it is, as encoding/json does.
+func (w *jsonWalker) stringInto(s *string) error {
+	if err := w.step(); err != nil {
+		return err
+	}
+	if w.next() != '"' {
+		return w.skipValue()
+	}
+	start := w.pos
+	if err := w.skipString(); err != nil {
+		return err
+	}
+	raw := w.data[start+1 : w.pos-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		*s = string(raw)
+		return nil
+	}
+	w.steps += len(raw) // unescaping reads the string once more
+	var v string
+	if json.Unmarshal(w.data[start:w.pos], &v) == nil {
+		*s = v
+	}
+	return nil
 }
 
 func isToolResult(typ string) bool {
@@ -233,29 +339,7 @@ func isImage(typ string) bool {
 	return false
 }
 
-func hasContent(raw json.RawMessage) bool {
+func hasContent(raw []byte) bool {
 	raw = bytes.TrimSpace(raw)
 	return len(raw) > 0 && !bytes.Equal(raw, []byte("null")) && !bytes.Equal(raw, []byte("[]"))
-}
-
-// content is a string or a list of parts/items; nested parts (an Anthropic
-// tool_result's content) decode the same way.
-type content struct {
-	isString bool
-	items    []turn
-}
-
-// UnmarshalJSON accepts a string, an array of objects, or anything else
-// (ignored), so that an unexpected shape never fails the inspection.
-func (c *content) UnmarshalJSON(b []byte) error {
-	switch {
-	case len(b) == 0:
-	case b[0] == '"':
-		c.isString = true
-	case b[0] == '[':
-		// Elements of the wrong type decode as zero turns: encoding/json
-		// reports a type error but fills in everything else.
-		_ = json.Unmarshal(b, &c.items)
-	}
-	return nil
 }

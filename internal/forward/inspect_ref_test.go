@@ -2,18 +2,20 @@ package forward
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // inspectReference is the straightforward inspection inspect must agree
 // with: the whole body decoded by encoding/json.
 func inspectReference(kind bodyKind, body []byte) inspection {
-	var turns []turn
+	var turns []refTurn
 	switch kind {
 	case bodyMessages:
 		var b struct {
-			Messages []turn `json:"messages"`
+			Messages []refTurn `json:"messages"`
 		}
 		if !decodeLenient(body, &b) {
 			return inspection{agent: true}
@@ -21,7 +23,7 @@ func inspectReference(kind bodyKind, body []byte) inspection {
 		turns = b.Messages
 	case bodyResponses:
 		var b struct {
-			Input content `json:"input"`
+			Input refContent `json:"input"`
 		}
 		if !decodeLenient(body, &b) {
 			return inspection{agent: true}
@@ -66,39 +68,151 @@ func sameInspection(body string, got, want inspection) bool {
 	return json.Unmarshal([]byte(raw), &span) == nil && span == model
 }
 
+// decodeLenient decodes body into v, tolerating fields of unexpected types;
+// it reports false only for a body that is not JSON at all.
+func decodeLenient(body []byte, v any) bool {
+	err := json.Unmarshal(body, v)
+	var te *json.UnmarshalTypeError
+	return err == nil || errors.As(err, &te)
+}
+
+// refTurn is one chat message (OpenAI or Anthropic) or one Responses API
+// input item; only the fields that classify it are decoded. (The proxy's
+// inspection used these types until a body nesting content thousands of
+// levels deep showed encoding/json re-scanning every level: they stay here
+// as the reference.)
+type refTurn struct {
+	Role      string          `json:"role"`
+	Type      string          `json:"type"` // Responses API item type
+	Content   refContent      `json:"content"`
+	Output    refContent      `json:"output"` // Responses API tool outputs may carry images
+	ToolCalls json.RawMessage `json:"tool_calls"`
+}
+
+func (t *refTurn) genuineUser() bool {
+	if t.Role != "user" || (t.Type != "" && t.Type != "message") || hasContent(t.ToolCalls) {
+		return false
+	}
+	if t.Content.isString || len(t.Content.items) == 0 {
+		return true
+	}
+	for i := range t.Content.items {
+		if !isToolResult(t.Content.items[i].Type) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *refTurn) hasImage() bool {
+	if isImage(t.Type) {
+		return true
+	}
+	for i := range t.Content.items {
+		if t.Content.items[i].hasImage() {
+			return true
+		}
+	}
+	for i := range t.Output.items {
+		if t.Output.items[i].hasImage() {
+			return true
+		}
+	}
+	return false
+}
+
+// refContent is a string or a list of parts/items; nested parts (an
+// Anthropic tool_result's content) decode the same way.
+type refContent struct {
+	isString bool
+	items    []refTurn
+}
+
+// UnmarshalJSON accepts a string, an array of objects, or anything else
+// (ignored), so that an unexpected shape never fails the inspection.
+func (c *refContent) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0:
+	case b[0] == '"':
+		c.isString = true
+	case b[0] == '[':
+		// Elements of the wrong type decode as zero turns: encoding/json
+		// reports a type error but fills in everything else.
+		_ = json.Unmarshal(b, &c.items)
+	}
+	return nil
+}
+
 // comparable reports whether inspectReference is the standard for body:
-// it must be JSON, and name the list of turns at most once. encoding/json
-// decodes a repeated field into the slice the first one filled, so turns of
-// the first list leak into the second; inspect takes the last list alone,
-// as other JSON parsers do.
-func comparable(kind bodyKind, body string) bool {
+// it must be JSON with unique member names in every object (RFC 8259 leaves
+// repeated names undefined). encoding/json decodes a repeated member into
+// what the first one filled (turns of a first list leak into the second, a
+// reused element keeps fields the second lacks); inspect takes the last
+// value alone for lists, as other JSON parsers do. Names are compared as
+// encoding/json matches them to fields: case-insensitively.
+func comparable(_ bodyKind, body string) bool {
 	if !json.Valid([]byte(body)) {
 		return false
 	}
-	field := map[bodyKind]string{bodyMessages: "messages", bodyResponses: "input"}[kind]
+	type frame struct {
+		obj, wantKey bool
+		keys         map[string]bool
+	}
+	var stack []*frame
 	dec := json.NewDecoder(strings.NewReader(body))
-	n := 0
-	for depth := 0; ; {
+	for {
 		tok, err := dec.Token()
 		if err != nil {
-			break
+			return true
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
 		}
 		switch tok := tok.(type) {
 		case json.Delim:
-			if tok == '{' || tok == '[' {
-				depth++
-			} else {
-				depth--
+			switch tok {
+			case '{', '[':
+				if top != nil && top.obj {
+					top.wantKey = true // after this value, a name
+				}
+				stack = append(stack, &frame{obj: tok == '{', wantKey: true, keys: map[string]bool{}})
+			default:
+				stack = stack[:len(stack)-1]
 			}
 		case string:
-			// At depth 1 in an object, keys and string values alternate;
-			// counting both over-counts, which only skips more bodies.
-			if depth == 1 && strings.EqualFold(tok, field) {
-				n++
+			if top != nil && top.obj && top.wantKey {
+				f := foldName(tok)
+				if top.keys[f] {
+					return false
+				}
+				top.keys[f] = true
+				top.wantKey = false
+				continue
+			}
+			if top != nil && top.obj {
+				top.wantKey = true
+			}
+		default:
+			if top != nil && top.obj {
+				top.wantKey = true
 			}
 		}
 	}
-	return n <= 1
+}
+
+// foldName maps each rune of s to the smallest rune of its case-folding
+// orbit, so that names equal under bytes.EqualFold map to one string.
+func foldName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
 }
 
 // inspectSeeds are bodies of every shape the table tests use and more.

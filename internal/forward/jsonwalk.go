@@ -8,6 +8,14 @@ import (
 // errMalformed is what the walker reports for a body that is not JSON.
 var errMalformed = errors.New("malformed JSON")
 
+// errStopped is what the walker reports once its done channel is closed
+// (the client went away).
+var errStopped = errors.New("inspection stopped")
+
+// stopCheckEvery is how many steps the walker takes between looks at its
+// done channel.
+const stopCheckEvery = 1024
+
 // maxJSONDepth bounds nesting, as encoding/json does, so that a body of
 // brackets cannot exhaust the stack.
 const maxJSONDepth = 10000
@@ -29,6 +37,25 @@ type jsonWalker struct {
 	// sawImage is set when a skipped object had a "type" member naming an
 	// image type; the caller clears it.
 	sawImage bool
+	// steps counts the values visited (and bytes unescaped): the work done,
+	// which must stay linear in the body's size.
+	steps int
+	// done, when closed, stops the walk with errStopped.
+	done <-chan struct{}
+}
+
+// step counts one value visited and reports errStopped once done is
+// closed (looked at every stopCheckEvery steps).
+func (w *jsonWalker) step() error {
+	w.steps++
+	if w.done != nil && w.steps%stopCheckEvery == 0 {
+		select {
+		case <-w.done:
+			return errStopped
+		default:
+		}
+	}
+	return nil
 }
 
 // next skips whitespace and returns the byte there, or 0 at the end.
@@ -132,6 +159,9 @@ func (w *jsonWalker) stringValue() (start, end int, err error) {
 }
 
 func (w *jsonWalker) skipValue() error {
+	if err := w.step(); err != nil {
+		return err
+	}
 	switch c := w.next(); c {
 	case '"':
 		return w.skipString()

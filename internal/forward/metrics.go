@@ -22,6 +22,8 @@ type Metrics struct {
 	betasDropped *prometheus.CounterVec
 	// upstreamErrors counts classified upstream error answers.
 	upstreamErrors *prometheus.CounterVec
+	// streamIdle counts streams ended by the stream idle timeout.
+	streamIdle *prometheus.CounterVec
 	// Stage 4 (models.go).
 	routes  routeCounters
 	catalog *catalog.Metrics
@@ -65,6 +67,9 @@ type routeCounters struct {
 //     "unsupported" (answered by the proxy), "unknown" (not in the catalog,
 //     forwarded), "no_catalog" (forwarded unchecked).
 //   - the catalog's series, see [catalog.NewMetrics].
+//   - copilot_proxy_stream_idle_timeouts_total{route}: event streams the
+//     proxy ended because the upstream sent nothing for the stream idle
+//     timeout.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -80,6 +85,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_upstream_retries_total",
 			Help: "Upstream 401 answers by outcome: retried with a new token, or passed through.",
 		}, []string{"result"}),
+		streamIdle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_stream_idle_timeouts_total",
+			Help: "Event streams ended with an error event because the upstream sent nothing for the stream idle timeout, by client route.",
+		}, []string{"route"}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_pool_failovers_total",
 			Help: "Pool requests sent to another member after a 429, 402 or lasting 401 (retried), or answered by the proxy with no member left (exhausted), by API key name.",
@@ -116,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.catalog = catalog.NewMetrics(reg)
 	m.dialects = newDialectMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, routes)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, m.streamIdle, routes)
 	}
 	return m
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
@@ -92,6 +93,13 @@ type Config struct {
 	// (RefreshToken). --min-force-interval, default
 	// [tokens.DefaultMinForceInterval].
 	MinForceInterval time.Duration
+	// PublicStreams bounds the health Watch and reflection streams held by
+	// callers without a broker key (health Check is not limited).
+	// --max-public-streams, --max-public-streams-per-conn
+	// (BROKER_MAX_PUBLIC_STREAMS, BROKER_MAX_PUBLIC_STREAMS_PER_CONN),
+	// defaults [broker.DefaultMaxPublicStreams] and
+	// [broker.DefaultMaxPublicStreamsPerConn].
+	PublicStreams broker.PublicStreamLimits
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].

@@ -133,7 +133,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
-	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics)
+	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
+		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -228,10 +229,11 @@ func newHealth(cfg Config) *broker.HealthServer {
 // newGRPCServer returns the gRPC server with the API, health and
 // reflection registered behind the metrics and auth interceptors. It starts
 // nothing.
-func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics) *grpc.Server {
+func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, public grpc.StreamServerInterceptor) *grpc.Server {
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor()),
+		// public bounds the streams callers without a key may hold.
+		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor(), public),
 		// Watchers idle for long stretches: let them keep the connection
 		// alive, and find dead ones.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -277,23 +279,17 @@ func newGateway(ctx context.Context, auth *broker.Authenticator, metrics *broker
 
 // newHTTPServer serves the REST gateway.
 func newHTTPServer(cfg Config, h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		// No WriteTimeout: /v1/token:watch streams for up to MaxStreamAge.
-	}
+	// No WriteTimeout: /v1/token:watch streams for up to MaxStreamAge.
+	return ops.NewHTTPServer(ops.HTTPServerConfig{Handler: h, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)})
 }
 
 // newAdminServer serves /healthz, /readyz (ready) and /metrics.
 func newAdminServer(cfg Config, ready func() error, metrics *broker.Metrics) *http.Server {
-	return &http.Server{
-		Handler:           ops.AdminHandler(ready, metrics.Registry()),
-		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-	}
+	return ops.NewHTTPServer(ops.HTTPServerConfig{
+		Handler:      ops.AdminHandler(ready, metrics.Registry()),
+		WriteTimeout: 30 * time.Second,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	})
 }
 
 // Addrs returns the bound listen addresses.

@@ -35,6 +35,17 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds GetToken and RefreshToken calls. Default 10 s.
 	CallTimeout time.Duration
+	// ServeCachedWhenRejected keeps serving the cached token until it
+	// expires after the broker reports REJECTED (GitHub refused the
+	// credential: revoked, or no Copilot access). By default the cached
+	// token is dropped at once, so revoking the credential cuts access
+	// within one watch message instead of up to the token's lifetime.
+	ServeCachedWhenRejected bool
+	// ValidateBaseURL makes Ready also require that the token's
+	// api_base_url passes [forward.ValidateBaseURL]: the proxy would refuse
+	// to forward with it otherwise. Leave it false when an override URL
+	// replaces the token's.
+	ValidateBaseURL bool
 	// Registerer receives the client's metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock decides token expiry and reconnect delays. Default real.
@@ -47,14 +58,16 @@ type Config struct {
 // safe for concurrent use; Token is one atomic load and a clock reading.
 // [Client.Run] must be running for the token to stay fresh.
 type Client struct {
-	broker  brokerv1.TokenBrokerServiceClient
-	account string
-	minBack time.Duration
-	maxBack time.Duration
-	timeout time.Duration
-	clock   clock.Clock
-	log     *slog.Logger
-	m       *metrics
+	broker   brokerv1.TokenBrokerServiceClient
+	account  string
+	minBack  time.Duration
+	maxBack  time.Duration
+	timeout  time.Duration
+	keepRej  bool
+	checkURL bool
+	clock    clock.Clock
+	log      *slog.Logger
+	m        *metrics
 
 	state atomic.Pointer[state]
 	mu    sync.Mutex    // serialises apply: the watch, GetToken and RefreshToken all deliver states
@@ -65,7 +78,8 @@ type Client struct {
 // state is an immutable snapshot of what the client knows.
 type state struct {
 	// tok is the newest usable token received; it is kept, possibly past
-	// the broker's own status, until it expires.
+	// the broker's own status, until it expires, except that a REJECTED
+	// status drops it (unless ServeCachedWhenRejected).
 	tok *forward.Token
 	// epoch and gen order messages: an older generation of the same epoch is
 	// ignored; a new epoch (a restarted or different broker) resets the order.
@@ -85,14 +99,16 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("brokerclient: a broker client is required")
 	}
 	c := &Client{
-		broker:  cfg.Broker,
-		account: cfg.Account,
-		minBack: cfg.MinBackoff,
-		maxBack: cfg.MaxBackoff,
-		timeout: cfg.CallTimeout,
-		clock:   clock.OrReal(cfg.Clock),
-		log:     cfg.Logger,
-		woken:   make(chan struct{}),
+		broker:   cfg.Broker,
+		account:  cfg.Account,
+		minBack:  cfg.MinBackoff,
+		maxBack:  cfg.MaxBackoff,
+		timeout:  cfg.CallTimeout,
+		keepRej:  cfg.ServeCachedWhenRejected,
+		checkURL: cfg.ValidateBaseURL,
+		clock:    clock.OrReal(cfg.Clock),
+		log:      cfg.Logger,
+		woken:    make(chan struct{}),
 	}
 	if c.minBack <= 0 {
 		c.minBack = 250 * time.Millisecond
@@ -147,9 +163,15 @@ func statusName(st brokerv1.TokenStatus) string {
 	return n
 }
 
-// Ready returns nil while a valid token is held, for /readyz.
+// Ready returns nil while a valid token is held (with an accepted
+// api_base_url when Config.ValidateBaseURL), for /readyz.
 func (c *Client) Ready() error {
-	_, err := c.Token()
+	tok, err := c.Token()
+	if err == nil && c.checkURL {
+		if _, err := forward.ValidateBaseURL(tok.APIBaseURL); err != nil {
+			return fmt.Errorf("%w: %w", forward.ErrNoToken, err)
+		}
+	}
 	return err
 }
 
@@ -246,6 +268,12 @@ func (c *Client) apply(t *brokerv1.Token, via string) bool {
 			c.log.Info("token updated", "via", via, "generation", t.GetGeneration(), "epoch", t.GetEpoch(),
 				"fingerprint", next.tok.Value.Fingerprint(), "expires_at", exp, "status", statusName(t.GetStatus()))
 		}
+	} else if t.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_REJECTED && !c.keepRej {
+		if cur.tok != nil {
+			c.log.Warn("broker reports the credential REJECTED; dropping the cached token", "via", via,
+				"generation", cur.tok.Generation, "last_error", t.GetLastError())
+		}
+		next.tok = nil
 	} else if cur.status != t.GetStatus() {
 		c.log.Warn("broker has no valid token; keeping the cached one until it expires", "via", via,
 			"status", statusName(t.GetStatus()), "last_error", t.GetLastError())

@@ -48,20 +48,23 @@ func TestApplyOrdering(t *testing.T) {
 		msgs     []*brokerv1.Token
 		wantGen  uint64 // generation of the held token; 0: none
 		wantEpch string
+		keepRej  bool // Config.ServeCachedWhenRejected
 	}{
-		{"first", []*brokerv1.Token{tok("a", 1, valid, exp)}, 1, "a"},
-		{"newer wins", []*brokerv1.Token{tok("a", 1, valid, exp), tok("a", 2, valid, exp)}, 2, "a"},
-		{"older ignored", []*brokerv1.Token{tok("a", 3, valid, exp), tok("a", 2, valid, exp)}, 3, "a"},
-		{"new epoch resets order", []*brokerv1.Token{tok("a", 7, valid, exp), tok("b", 1, valid, exp)}, 1, "b"},
-		{"old epoch again after reset", []*brokerv1.Token{tok("a", 7, valid, exp), tok("b", 1, valid, exp), tok("b", 2, valid, exp)}, 2, "b"},
-		{"pending keeps cached", []*brokerv1.Token{tok("a", 4, valid, exp), tok("b", 0, pending, exp)}, 4, "a"},
-		{"rejected keeps cached", []*brokerv1.Token{tok("a", 4, valid, exp), tok("a", 4, rejected, exp)}, 4, "a"},
-		{"pending only", []*brokerv1.Token{tok("a", 0, pending, exp)}, 0, ""},
-		{"nil ignored", []*brokerv1.Token{nil}, 0, ""},
+		{"first", []*brokerv1.Token{tok("a", 1, valid, exp)}, 1, "a", false},
+		{"newer wins", []*brokerv1.Token{tok("a", 1, valid, exp), tok("a", 2, valid, exp)}, 2, "a", false},
+		{"older ignored", []*brokerv1.Token{tok("a", 3, valid, exp), tok("a", 2, valid, exp)}, 3, "a", false},
+		{"new epoch resets order", []*brokerv1.Token{tok("a", 7, valid, exp), tok("b", 1, valid, exp)}, 1, "b", false},
+		{"old epoch again after reset", []*brokerv1.Token{tok("a", 7, valid, exp), tok("b", 1, valid, exp), tok("b", 2, valid, exp)}, 2, "b", false},
+		{"pending keeps cached", []*brokerv1.Token{tok("a", 4, valid, exp), tok("b", 0, pending, exp)}, 4, "a", false},
+		{"rejected drops cached", []*brokerv1.Token{tok("a", 4, valid, exp), tok("a", 4, rejected, exp)}, 0, "", false},
+		{"rejected keeps cached when asked", []*brokerv1.Token{tok("a", 4, valid, exp), tok("a", 4, rejected, exp)}, 4, "a", true},
+		{"valid again after rejected", []*brokerv1.Token{tok("a", 4, valid, exp), tok("a", 4, rejected, exp), tok("a", 5, valid, exp)}, 5, "a", false},
+		{"pending only", []*brokerv1.Token{tok("a", 0, pending, exp)}, 0, "", false},
+		{"nil ignored", []*brokerv1.Token{nil}, 0, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := New(Config{Broker: brokerv1.NewTokenBrokerServiceClient(nil), Clock: clock.NewFake(start)})
+			c, err := New(Config{Broker: brokerv1.NewTokenBrokerServiceClient(nil), Clock: clock.NewFake(start), ServeCachedWhenRejected: tt.keepRej})
 			if err != nil {
 				t.Fatal(err)
 			}

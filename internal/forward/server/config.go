@@ -23,16 +23,18 @@ const (
 	DefaultAdminAddr             = "127.0.0.1:4142"
 	DefaultBrokerAddr            = "127.0.0.1:50051"
 	DefaultMaxBodyBytes          = forward.DefaultMaxBodyBytes
-	DefaultMaxHeaderBytes        = 64 << 10
-	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultMaxHeaderBytes        = ops.DefaultMaxHeaderBytes
+	DefaultReadHeaderTimeout     = ops.DefaultReadHeaderTimeout
 	DefaultBodyReadTimeout       = forward.DefaultBodyReadTimeout
 	DefaultMaxInflightBodyBytes  = forward.DefaultMaxInflightBodyBytes
 	DefaultInflightBodyWait      = forward.DefaultInflightBodyWait
-	DefaultIdleTimeout           = 120 * time.Second
+	DefaultIdleTimeout           = ops.DefaultIdleTimeout
 	DefaultUpstreamHeaderTimeout = forward.DefaultResponseHeaderTimeout
 	DefaultShutdownGrace         = 60 * time.Second
 	DefaultCatalogRefresh        = 10 * time.Minute
 	DefaultModelAliasesPoll      = 5 * time.Second
+	// adminWriteTimeout bounds an admin answer (a /metrics page).
+	adminWriteTimeout = 30 * time.Second
 )
 
 // Config is everything a proxy needs. Each field documents its default and,
@@ -69,6 +71,12 @@ type Config struct {
 	// Account is the watched account; empty is the broker's default.
 	// --account, PROXY_ACCOUNT.
 	Account string
+	// ServeCachedWhenRejected keeps forwarding with the cached token until
+	// it expires after the broker reports REJECTED (availability over
+	// revocation). By default the cached token is dropped at once and the
+	// proxy answers 503. --serve-cached-when-rejected,
+	// PROXY_SERVE_CACHED_WHEN_REJECTED.
+	ServeCachedWhenRejected bool
 	// Broker, when set, is used instead of dialing BrokerAddr (tests that
 	// serve the broker over an in-memory connection).
 	Broker brokerv1.TokenBrokerServiceClient
@@ -131,8 +139,10 @@ type Config struct {
 	// time. --read-header-timeout, PROXY_READ_HEADER_TIMEOUT, default
 	// [DefaultReadHeaderTimeout].
 	ReadHeaderTimeout time.Duration
-	// BodyReadTimeout bounds reading a request body. --body-read-timeout,
-	// PROXY_BODY_READ_TIMEOUT, default [DefaultBodyReadTimeout].
+	// BodyReadTimeout bounds reading a request body, on the client and the
+	// admin listener, from the end of its headers to its last byte.
+	// --body-read-timeout, PROXY_BODY_READ_TIMEOUT, default
+	// [DefaultBodyReadTimeout].
 	BodyReadTimeout time.Duration
 	// MaxInflightBodyBytes bounds the request body bytes all requests hold
 	// at once (at least MaxBodyBytes); negative: no bound.
@@ -143,10 +153,18 @@ type Config struct {
 	// before its request gets 503 with Retry-After. --inflight-body-wait,
 	// PROXY_INFLIGHT_BODY_WAIT, default [DefaultInflightBodyWait].
 	InflightBodyWait time.Duration
+	// IdleTimeout closes keep-alive connections idle between requests.
+	// --idle-timeout, PROXY_IDLE_TIMEOUT, default [DefaultIdleTimeout].
+	IdleTimeout time.Duration
 	// UpstreamHeaderTimeout bounds the wait for Copilot's response headers;
 	// streams have no total timeout. --upstream-header-timeout,
 	// PROXY_UPSTREAM_HEADER_TIMEOUT, default [DefaultUpstreamHeaderTimeout].
 	UpstreamHeaderTimeout time.Duration
+	// StreamIdleTimeout ends an event stream whose upstream sent nothing
+	// (no event, no comment) for this long, with an error event in the
+	// client's dialect. --stream-idle-timeout, PROXY_STREAM_IDLE_TIMEOUT,
+	// default [forward.DefaultStreamIdleTimeout].
+	StreamIdleTimeout time.Duration
 	// ShutdownGrace is how long in-flight requests (streams) may run after a
 	// shutdown begins. --shutdown-grace, PROXY_SHUTDOWN_GRACE, default
 	// [DefaultShutdownGrace].
@@ -200,10 +218,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxInflightBodyBytes == 0 {
 		c.MaxInflightBodyBytes = DefaultMaxInflightBodyBytes
 	}
+	dur(&c.IdleTimeout, DefaultIdleTimeout)
 	dur(&c.UpstreamHeaderTimeout, DefaultUpstreamHeaderTimeout)
 	dur(&c.ShutdownGrace, DefaultShutdownGrace)
 	dur(&c.CatalogRefresh, DefaultCatalogRefresh)
 	dur(&c.ModelAliasesPoll, DefaultModelAliasesPoll)
+	dur(&c.StreamIdleTimeout, forward.DefaultStreamIdleTimeout)
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

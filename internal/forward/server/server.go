@@ -99,6 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
 		Client: brokerclient.Config{
 			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "",
 			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
 		},
 		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
@@ -138,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
 		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents,
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
-		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
+		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
 		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
@@ -160,18 +161,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
-	proxySrv := &http.Server{
+	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	proxySrv := ops.NewHTTPServer(ops.HTTPServerConfig{
 		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		BodyReadTimeout:   cfg.BodyReadTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		IdleTimeout:       DefaultIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-	}
-	adminSrv := &http.Server{
+		ErrorLog:          errLog,
+	})
+	adminSrv := ops.NewHTTPServer(ops.HTTPServerConfig{
 		Handler:           ops.AdminHandler(s.Ready, reg),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		BodyReadTimeout:   cfg.BodyReadTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		WriteTimeout:      adminWriteTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-	}
+		ErrorLog:          errLog,
+	})
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	go s.run(runCtx, proxySrv, adminSrv, lns, transport, func() {
@@ -236,7 +243,8 @@ func (s *Server) Addrs() Addrs { return s.addrs }
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
 // Ready returns nil while the proxy holds a valid token of at least one
-// account it forwards for and is not shutting down; /readyz reports it. One
+// account it forwards for (its api_base_url accepted) and is not shutting
+// down; /readyz reports it. One
 // account without a token (a revoked seat) leaves the proxy ready: that
 // account's keys get 503, its pools fail over.
 func (s *Server) Ready() error {
