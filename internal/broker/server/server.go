@@ -145,7 +145,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	cleanup.add(func() { _ = gw.conn.Close() })
 	s.gwConn = gw.conn
-	httpSrv, adminSrv := newHTTPServer(cfg, gw.handler), newAdminServer(cfg, s.ready, metrics)
+	rest := gw.handler
+	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.HTTPAddr) {
+		// Without keys, a DNS-rebinding web page could read the token.
+		rest = ops.LoopbackHostsOnly(rest, cfg.HTTPAddr)
+	}
+	httpSrv, adminSrv := newHTTPServer(cfg, rest), newAdminServer(cfg, s.ready, metrics)
 
 	r := &runner{s: s, errc: make(chan error, 4)}
 	r.goServe("grpc", func() error { return s.grpc.Serve(grpcLn) })

@@ -162,8 +162,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	var clientHandler http.Handler = handler
+	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.Addr) {
+		// Without keys, a DNS-rebinding web page could use the proxy.
+		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
+	}
 	proxySrv := ops.NewHTTPServer(ops.HTTPServerConfig{
-		Handler:           handler,
+		Handler:           clientHandler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		BodyReadTimeout:   cfg.BodyReadTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
