@@ -23,7 +23,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (TokenBrokerService, grpc.health.v1, reflection)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /openapi.json)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
-	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL (GitHub Enterprise Cloud with data residency: https://api.TENANT.ghe.com; Copilot does not run on GitHub Enterprise Server)")
+	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL, https (plain http only on loopback), redirects never followed (GitHub Enterprise Cloud with data residency: https://api.TENANT.ghe.com; Copilot does not run on GitHub Enterprise Server)")
 	fs.StringVar(&cfg.GitHubTokenFile, "github-token-file", "", "file holding the GitHub token, re-read when it changes and on SIGHUP (else the GITHUB_TOKEN environment variable)")
 	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file and --accounts-dir for changes")
 	fs.StringVar(&cfg.AccountsDir, "accounts-dir", "", "directory of accounts: one file per account, named after it, holding its GitHub token (mode 0600); re-read when it changes and on SIGHUP")

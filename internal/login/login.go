@@ -157,6 +157,11 @@ func newClient(cfg Config) (*client, error) {
 	if c.http == nil {
 		c.http = &http.Client{Timeout: 30 * time.Second}
 	}
+	// Device codes and the token travel in these calls: follow no redirect
+	// (a 3xx fails the login), whatever the given client's policy.
+	noRedirect := *c.http
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.http = &noRedirect
 	return c, nil
 }
 

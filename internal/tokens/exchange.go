@@ -65,7 +65,8 @@ type ExchangeConfig struct {
 	// Enterprise Cloud with data residency: https://api.TENANT.ghe.com).
 	APIURL string
 	// HTTPClient sends the request. Nil means a client with dial, TLS,
-	// response-header and total timeouts ([NewHTTPClient]).
+	// response-header and total timeouts ([NewHTTPClient]). Redirects are
+	// never followed, whatever its CheckRedirect says.
 	HTTPClient *http.Client
 	// Editor is the identity presented (Editor-Version,
 	// Editor-Plugin-Version, User-Agent, X-GitHub-Api-Version from its
@@ -95,6 +96,12 @@ func NewExchanger(cfg ExchangeConfig) *Exchanger {
 	if client == nil {
 		client = NewHTTPClient()
 	}
+	// The request carries the GitHub token: follow no redirect, whatever
+	// the given client's policy (Go's default sends Authorization on to the
+	// same host on another port or scheme). A 3xx is a transient failure.
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client = &noRedirect
 	maxBytes := cfg.MaxResponseBytes
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxResponseBytes

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
@@ -158,6 +161,9 @@ func (c Config) validate() error {
 	if c.GitHubToken.IsZero() && c.GitHubTokenFile == "" && c.AccountsDir == "" {
 		return ErrNoGitHubToken
 	}
+	if err := checkGitHubAPIURL(c.GitHubAPIURL); err != nil {
+		return err
+	}
 	if err := c.Exchange.Editor.Validate(); err != nil {
 		return err
 	}
@@ -173,4 +179,25 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// checkGitHubAPIURL accepts https, and plain http only on loopback (the
+// sandbox): the GitHub token is sent to this URL.
+func checkGitHubAPIURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return errors.New("--github-api-url: not a URL; want https://HOST[/PATH]")
+	case u.User != nil:
+		return errors.New("--github-api-url: user info not allowed; want https://HOST[/PATH]")
+	case u.Host == "":
+		return fmt.Errorf("--github-api-url %q: want https://HOST[/PATH]", raw)
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && ops.IsLoopback(net.JoinHostPort(u.Hostname(), "0")):
+		return nil
+	}
+	return fmt.Errorf("--github-api-url %q: want https (plain http only on loopback): the GitHub token is sent there", raw)
 }
