@@ -72,6 +72,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	cfg.Logger = logger
+	ops.WarnSecretFiles(logger, keysFile, cfg.GitHubTokenFile)
 	if keysFile != "" {
 		if cfg.Keys, err = keys.Load(keysFile); err != nil {
 			return err

@@ -100,6 +100,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if o.intent != "" {
 		cfg.Intents = forward.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
 	}
+	ops.WarnSecretFiles(logger, o.keysFile, o.brokerKeyFile)
 	if o.keysFile != "" {
 		if cfg.Keys, err = keys.Load(o.keysFile); err != nil {
 			return err

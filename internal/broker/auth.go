@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"google.golang.org/grpc"
@@ -57,6 +60,7 @@ type Authenticator struct {
 	keys    *keys.Set
 	log     *slog.Logger
 	metrics *Metrics
+	warn    sync.Map // transport/reason → *failureLog
 }
 
 // NewAuthenticator returns an Authenticator for set; a nil or empty set
@@ -97,7 +101,34 @@ func (a *Authenticator) check(values []string) (key keys.Key, reason string) {
 
 func (a *Authenticator) failed(transport, reason, method, remote string) {
 	a.metrics.authFailed(transport, reason)
-	a.log.Warn("authentication failed", "transport", transport, "reason", reason, "method", method, "remote", remote)
+	fl, _ := a.warn.LoadOrStore(transport+"/"+reason, new(failureLog))
+	if suppressed, ok := fl.(*failureLog).allow(time.Now()); ok {
+		a.log.Warn("authentication failed", "transport", transport, "reason", reason, "method", method, "remote", remote,
+			"suppressed_since_last", suppressed)
+	}
+}
+
+// authWarnEvery is the least time between two "authentication failed"
+// warnings of one transport and reason; the ones in between are only counted (the metric counts all),
+// so a flood of bad keys cannot flood the log.
+const authWarnEvery = time.Second
+
+// failureLog lets one warning through per authWarnEvery and counts the
+// others.
+type failureLog struct {
+	last       atomic.Int64 // unix nanoseconds of the last warning
+	suppressed atomic.Int64
+}
+
+// allow reports whether to log now, and how many were suppressed since the
+// last warning.
+func (f *failureLog) allow(now time.Time) (int64, bool) {
+	last := f.last.Load()
+	if last != 0 && now.UnixNano()-last < int64(authWarnEvery) || !f.last.CompareAndSwap(last, now.UnixNano()) {
+		f.suppressed.Add(1)
+		return 0, false
+	}
+	return f.suppressed.Swap(0), true
 }
 
 func isPublic(fullMethod string) bool {

@@ -522,9 +522,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	w.Header().Set("X-Request-Id", c.requestID)
 	var ne net.Error
-	e := errBadGateway("the Copilot API could not be reached: " + err.Error())
+	// The transport's error names addresses (the upstream's, the proxy's
+	// own): they go to the log, the client gets the request id to match.
+	e := errBadGateway("the Copilot API could not be reached (request " + c.requestID + "; details in the proxy's log)")
 	if errors.As(err, &ne) && ne.Timeout() {
-		e = errGatewayTimeout("the Copilot API did not answer in time: " + err.Error())
+		e = errGatewayTimeout("the Copilot API did not answer in time (request " + c.requestID + ")")
 	}
 	c.status = e.status
 	h.log.Warn("upstream call failed", "route", c.route.name, "key", c.key, "request_id", c.requestID, "error", err)

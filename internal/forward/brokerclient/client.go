@@ -22,6 +22,8 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config configures a [Client].
@@ -146,6 +148,11 @@ func (c *Client) Token() (*forward.Token, error) {
 func (s *state) reason() string {
 	switch {
 	case s.connErr != nil:
+		// A gRPC error names the broker's address: only its code is
+		// shown (clients see this in 503s); the log has the rest.
+		if code := status.Code(s.connErr); code != codes.Unknown {
+			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log)"
+		}
 		return "the broker is unreachable: " + s.connErr.Error()
 	case s.lastErr != "":
 		return fmt.Sprintf("the broker has no valid token (status %s: %s)", statusName(s.status), s.lastErr)
