@@ -11,8 +11,8 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
-	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
