@@ -148,9 +148,11 @@ func (c *Client) Token() (*forward.Token, error) {
 func (s *state) reason() string {
 	switch {
 	case s.connErr != nil:
-		// A gRPC error names the broker's address: only its code is
-		// shown (clients see this in 503s); the log has the rest.
-		if code := status.Code(s.connErr); code != codes.Unknown {
+		// A transport error names the broker's address: only its code is
+		// shown (clients see this in 503s); the log has the rest. The
+		// broker's own answers (NOT_FOUND for an account it does not
+		// serve, ...) carry no address and are kept.
+		if code := status.Code(s.connErr); code == codes.Unavailable || code == codes.DeadlineExceeded {
 			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log)"
 		}
 		return "the broker is unreachable: " + s.connErr.Error()
