@@ -26,6 +26,18 @@ type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
 	betas, forwardHeaders, countTokens                   string
+	allowedAPIHosts                                      string
+	connectTo                                            listFlag
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, splitList(v)...)
+	return nil
 }
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
@@ -56,6 +68,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
 	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
+	fs.StringVar(&o.allowedAPIHosts, "allowed-api-hosts", strings.Join(forward.DefaultAllowedAPIHosts(), ","), "hosts a token's api_base_url may name, comma-separated: .SUFFIX matches hosts under it, anything else one exact host (e.g. add .ghe.com or copilot-api.TENANT.ghe.com for data residency)")
+	fs.Var(&o.connectTo, "connect-to", "HOST:PORT:ADDR:PORT2: connect to ADDR:PORT2 for the Copilot API at HOST:PORT, TLS still verifying HOST (like curl's --connect-to); repeatable or comma-separated")
 	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", true, "speak HTTP/2 to the Copilot API when it offers it (false: an HTTP/1.1 keep-alive pool)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
@@ -97,6 +111,10 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	cfg.AnthropicBetas = splitList(o.betas)
 	cfg.ForwardHeaders = splitList(o.forwardHeaders)
+	if cfg.AllowedAPIHosts = splitList(o.allowedAPIHosts); len(cfg.AllowedAPIHosts) == 0 {
+		return errors.New("--allowed-api-hosts is empty: no token's api_base_url could be used")
+	}
+	cfg.ConnectTo = o.connectTo
 	if o.intent != "" {
 		cfg.Intents = forward.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
 	}

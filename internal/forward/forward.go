@@ -66,6 +66,10 @@ type Config struct {
 	// APIURL, when set, overrides every token's api_base_url (the sandbox and
 	// tests use it); it is trusted as given.
 	APIURL *url.URL
+	// AllowedAPIHosts are the hosts a token's api_base_url may name:
+	// ".suffix" matches hosts under the suffix, anything else one exact
+	// host. Nil means [DefaultAllowedAPIHosts]. Not used with APIURL.
+	AllowedAPIHosts []string
 	// Editor is the identity sent upstream (identity.Editor: one definition
 	// shared with the broker's exchange). Zero fields take the defaults.
 	Editor identity.Editor
@@ -123,6 +127,7 @@ type Handler struct {
 	source     TokenSource
 	keys       *keys.Set
 	override   *url.URL
+	allowed    []string
 	editor     identity.Editor
 	intents    Intents
 	headers    *headerPolicy
@@ -167,6 +172,7 @@ func New(cfg Config) (*Handler, error) {
 		source:     cfg.Source,
 		keys:       cfg.Keys,
 		override:   cfg.APIURL,
+		allowed:    cfg.AllowedAPIHosts,
 		editor:     cfg.Editor.WithDefaults(),
 		intents:    cfg.Intents.withDefaults(),
 		countMode:  cfg.CountTokens,
@@ -420,7 +426,7 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	if v := h.base.Load(); v != nil && v.tok == tok {
 		return v.url, v.err
 	}
-	u, err := ValidateBaseURL(tok.APIBaseURL)
+	u, err := ValidateBaseURL(tok.APIBaseURL, h.allowed)
 	if err != nil {
 		h.log.Error("token's api_base_url refused", "generation", tok.Generation, "error", err)
 	}

@@ -374,40 +374,60 @@ func TestBaseURLFromToken(t *testing.T) {
 
 func TestValidateBaseURL(t *testing.T) {
 	tests := []struct {
-		in   string
-		want string // "" means refused
+		in      string
+		want    string   // "" means refused
+		allowed []string // nil: the default
 	}{
-		{"https://api.githubcopilot.com", "https://api.githubcopilot.com"},
-		{"https://api.business.githubcopilot.com/", "https://api.business.githubcopilot.com"},
-		{"https://API.Enterprise.GithubCopilot.com:443", "https://API.Enterprise.GithubCopilot.com:443"},
-		{"http://api.githubcopilot.com", ""},
-		{"https://githubcopilot.com", ""},
-		{"https://.githubcopilot.com", ""},
-		{"https://api.githubcopilot.com.evil.com", ""},
-		{"https://evilgithubcopilot.com", ""},
-		{"https://user:pw@api.githubcopilot.com", ""},
-		{"https://api.githubcopilot.com:8443", ""},
-		{"https://api.githubcopilot.com?x=1", ""},
-		{"://bad", ""},
-		{"https://api.githubcopilot.com:", ""},
-		{"https://api.githubcopilot.com:0443", ""},
-		{"https://api.githubcopilot.com?", ""},
-		{"https://api.githubcopilot.com#frag", ""},
-		{"https://api.githubcopilot.com/v2", "https://api.githubcopilot.com/v2"},
-		{"https://api.githubcopilot.com/../x", ""},
-		{"https://api.githubcopilot.com/a/./b", ""},
-		{"https://api.githubcopilot.com/%2e%2e/x", ""},
-		{"https://api.githubcopilot.com/a%2Fb", ""},
-		{"https://api.githubcopilot.com//evil.com", ""},
-		{"https://evil.com%2F@x.githubcopilot.com", ""},
-		{"https://evil.com%2f.githubcopilot.com", ""},
-		{"https://api.githubcopilot.com\\@evil.com", ""},
-		{"https://api.githubcopilot.com.", ""},
-		{"ftp://api.githubcopilot.com", ""},
-		{"http://user:hunter2@evil.com:8080/x", ""},
+		{in: "https://copilot-api.acme.ghe.com", want: ""},
+		{"https://copilot-api.acme.ghe.com", "https://copilot-api.acme.ghe.com", []string{".githubcopilot.com", ".ghe.com"}},
+		{"https://copilot-api.acme.ghe.com/", "https://copilot-api.acme.ghe.com", []string{"copilot-api.acme.ghe.com"}},
+		{"https://COPILOT-API.acme.ghe.com", "https://COPILOT-API.acme.ghe.com", []string{" Copilot-API.ACME.ghe.com "}},
+		{"https://copilot-api.other.ghe.com", "", []string{"copilot-api.acme.ghe.com"}},
+		{"https://x.copilot-api.acme.ghe.com", "", []string{"copilot-api.acme.ghe.com"}},
+		{"https://ghe.com", "", []string{".ghe.com"}},
+		{"https://evil-ghe.com", "", []string{".ghe.com"}},
+		{"https://api.githubcopilot.com", "", []string{".ghe.com"}},
+		{"https://api.githubcopilot.com", "", []string{}},
+		{"https://api.githubcopilot.com", "", []string{"", "."}},
+		{"http://copilot-api.acme.ghe.com", "", []string{".ghe.com"}},
+		{"https://copilot-api.acme.ghe.com:8443", "", []string{".ghe.com"}},
+		{"https://u:p@copilot-api.acme.ghe.com", "", []string{".ghe.com"}},
+		{"https://copilot-api.acme.ghe.com/../x", "", []string{".ghe.com"}},
+		{"https://evil-githubcopilot.com", "", []string{".githubcopilot.com", ".ghe.com"}},
+		{"https://githubcopilot.com.evil.net", "", []string{".githubcopilot.com", ".ghe.com"}},
+		{in: "https://evil-githubcopilot.com"},
+		{in: "https://githubcopilot.com.evil.net"},
+		{"https://api.githubcopilot.com", "https://api.githubcopilot.com", nil},
+		{"https://api.business.githubcopilot.com/", "https://api.business.githubcopilot.com", nil},
+		{"https://API.Enterprise.GithubCopilot.com:443", "https://API.Enterprise.GithubCopilot.com:443", nil},
+		{in: "http://api.githubcopilot.com"},
+		{in: "https://githubcopilot.com"},
+		{in: "https://.githubcopilot.com"},
+		{in: "https://api.githubcopilot.com.evil.com"},
+		{in: "https://evilgithubcopilot.com"},
+		{in: "https://user:pw@api.githubcopilot.com"},
+		{in: "https://api.githubcopilot.com:8443"},
+		{in: "https://api.githubcopilot.com?x=1"},
+		{in: "://bad"},
+		{in: "https://api.githubcopilot.com:"},
+		{in: "https://api.githubcopilot.com:0443"},
+		{in: "https://api.githubcopilot.com?"},
+		{in: "https://api.githubcopilot.com#frag"},
+		{"https://api.githubcopilot.com/v2", "https://api.githubcopilot.com/v2", nil},
+		{in: "https://api.githubcopilot.com/../x"},
+		{in: "https://api.githubcopilot.com/a/./b"},
+		{in: "https://api.githubcopilot.com/%2e%2e/x"},
+		{in: "https://api.githubcopilot.com/a%2Fb"},
+		{in: "https://api.githubcopilot.com//evil.com"},
+		{in: "https://evil.com%2F@x.githubcopilot.com"},
+		{in: "https://evil.com%2f.githubcopilot.com"},
+		{in: "https://api.githubcopilot.com\\@evil.com"},
+		{in: "https://api.githubcopilot.com."},
+		{in: "ftp://api.githubcopilot.com"},
+		{in: "http://user:hunter2@evil.com:8080/x"},
 	}
 	for _, tt := range tests {
-		u, err := ValidateBaseURL(tt.in)
+		u, err := ValidateBaseURL(tt.in, tt.allowed)
 		got := ""
 		if err == nil {
 			got = u.String()
@@ -415,7 +435,7 @@ func TestValidateBaseURL(t *testing.T) {
 			t.Errorf("ValidateBaseURL(%q) error = %v; want ErrBadBaseURL", tt.in, err)
 		}
 		if got != tt.want {
-			t.Errorf("ValidateBaseURL(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("ValidateBaseURL(%q, %q) = %q, %v; want %q", tt.in, tt.allowed, got, err, tt.want)
 		}
 		if err != nil && (strings.Contains(err.Error(), "evil.com%2F@") || strings.Contains(err.Error(), "hunter2")) {
 			t.Errorf("ValidateBaseURL(%q) error %q repeats the user info", tt.in, err)

@@ -49,15 +49,43 @@ var ErrNoToken = errors.New("no usable Copilot token")
 // proxy must not send the token to.
 var ErrBadBaseURL = errors.New("refusing Copilot API base URL")
 
-// AllowedHostSuffix is the host suffix a token's api_base_url must have.
+// AllowedHostSuffix is the default host suffix a token's api_base_url must
+// have (see [DefaultAllowedAPIHosts]).
 const AllowedHostSuffix = ".githubcopilot.com"
 
+// DefaultAllowedAPIHosts returns the default [Config.AllowedAPIHosts]:
+// hosts under [AllowedHostSuffix].
+func DefaultAllowedAPIHosts() []string { return []string{AllowedHostSuffix} }
+
+// hostAllowed reports whether host (lower case) matches an entry of allowed:
+// an entry starting with "." matches hosts under it (not the bare suffix
+// itself), any other entry matches that exact host.
+func hostAllowed(host string, allowed []string) bool {
+	for _, a := range allowed {
+		a = strings.ToLower(strings.TrimSpace(a))
+		switch {
+		case a == "" || a == ".":
+		case strings.HasPrefix(a, "."):
+			if strings.HasSuffix(host, a) && len(host) > len(a) {
+				return true
+			}
+		case host == a:
+			return true
+		}
+	}
+	return false
+}
+
 // ValidateBaseURL parses a token's api_base_url and accepts it only if it is
-// https, its host is under [AllowedHostSuffix], it has no user info, no
-// explicit port other than 443, and a plain path (no dot segments, empty
-// segments or escapes). Anything else could hand the token to a host, or a
-// path on it, that is not Copilot's API.
-func ValidateBaseURL(raw string) (*url.URL, error) {
+// https, its host matches allowed (".suffix" entries match hosts under the
+// suffix, others an exact host; nil means [DefaultAllowedAPIHosts]), it has
+// no user info, no explicit port other than 443, and a plain path (no dot
+// segments, empty segments or escapes). Anything else could hand the token to
+// a host, or a path on it, that is not Copilot's API.
+func ValidateBaseURL(raw string, allowed []string) (*url.URL, error) {
+	if allowed == nil {
+		allowed = DefaultAllowedAPIHosts()
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error repeats the raw URL, which could carry user info.
@@ -70,8 +98,8 @@ func ValidateBaseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%w: user info not allowed", ErrBadBaseURL)
 	case u.Scheme != "https":
 		return nil, fmt.Errorf("%w %q: scheme must be https", ErrBadBaseURL, raw)
-	case !strings.HasSuffix(host, AllowedHostSuffix) || len(host) == len(AllowedHostSuffix):
-		return nil, fmt.Errorf("%w %q: host must be under %s", ErrBadBaseURL, raw, AllowedHostSuffix)
+	case !hostAllowed(host, allowed):
+		return nil, fmt.Errorf("%w %q: host must match %s (--allowed-api-hosts)", ErrBadBaseURL, raw, strings.Join(allowed, ","))
 	case u.Host != u.Hostname() && u.Host != u.Hostname()+":443":
 		return nil, fmt.Errorf("%w %q: only the default port is allowed", ErrBadBaseURL, raw)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":

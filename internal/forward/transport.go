@@ -35,6 +35,9 @@ type TransportConfig struct {
 	// HTTP1Only keeps the upstream on an HTTP/1.1 keep-alive pool even when
 	// it offers HTTP/2. Default false: HTTP/2 when offered.
 	HTTP1Only bool
+	// ConnectTo dials another address for some upstream host:port (see
+	// [ParseConnectTo]); TLS still verifies the request's host. Default none.
+	ConnectTo ConnectTo
 }
 
 // NewTransport returns the one transport all forwarded requests share: a
@@ -57,7 +60,7 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 	}
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           cfg.ConnectTo.dialer((&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext),
 		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,

@@ -180,6 +180,16 @@ type Config struct {
 	// --upstream-http2=false (PROXY_UPSTREAM_HTTP2); the default speaks
 	// HTTP/2 when offered.
 	UpstreamHTTP1Only bool
+	// AllowedAPIHosts are the hosts a token's api_base_url may name:
+	// ".suffix" matches hosts under the suffix, anything else one exact host
+	// (e.g. copilot-api.TENANT.ghe.com for GitHub Enterprise Cloud with data
+	// residency). --allowed-api-hosts, PROXY_ALLOWED_API_HOSTS; nil means
+	// [forward.DefaultAllowedAPIHosts] (.githubcopilot.com).
+	AllowedAPIHosts []string
+	// ConnectTo are HOST:PORT:ADDR:PORT2 entries (see
+	// [forward.ParseConnectTo]): connections to HOST:PORT dial ADDR:PORT2,
+	// while TLS still verifies HOST. --connect-to, PROXY_CONNECT_TO.
+	ConnectTo []string
 
 	// Transport, when set, replaces the upstream transport (tests).
 	Transport http.RoundTripper

@@ -112,6 +112,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	transport := cfg.Transport
 	if transport == nil {
 		tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: cfg.UpstreamHTTP1Only}
+		if tc.ConnectTo, err = forward.ParseConnectTo(cfg.ConnectTo); err != nil {
+			closeConn()
+			return nil, err
+		}
 		if cfg.UpstreamCAFile != "" {
 			pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
 			if err != nil {
@@ -137,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents,
+		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
