@@ -48,6 +48,9 @@ type Config struct {
 	// to forward with it otherwise. Leave it false when an override URL
 	// replaces the token's.
 	ValidateBaseURL bool
+	// AllowedAPIHosts is the host list for ValidateBaseURL (nil: the
+	// default, see [forward.Config.AllowedAPIHosts]).
+	AllowedAPIHosts []string
 	// Registerer receives the client's metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock decides token expiry and reconnect delays. Default real.
@@ -67,6 +70,7 @@ type Client struct {
 	timeout  time.Duration
 	keepRej  bool
 	checkURL bool
+	allowed  []string
 	clock    clock.Clock
 	log      *slog.Logger
 	m        *metrics
@@ -108,6 +112,7 @@ func New(cfg Config) (*Client, error) {
 		timeout:  cfg.CallTimeout,
 		keepRej:  cfg.ServeCachedWhenRejected,
 		checkURL: cfg.ValidateBaseURL,
+		allowed:  cfg.AllowedAPIHosts,
 		clock:    clock.OrReal(cfg.Clock),
 		log:      cfg.Logger,
 		woken:    make(chan struct{}),
@@ -177,7 +182,7 @@ func statusName(st brokerv1.TokenStatus) string {
 func (c *Client) Ready() error {
 	tok, err := c.Token()
 	if err == nil && c.checkURL {
-		if _, err := forward.ValidateBaseURL(tok.APIBaseURL); err != nil {
+		if _, err := forward.ValidateBaseURL(tok.APIBaseURL, c.allowed); err != nil {
 			return fmt.Errorf("%w: %w", forward.ErrNoToken, err)
 		}
 	}

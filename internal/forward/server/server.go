@@ -99,7 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
 		Client: brokerclient.Config{
 			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
-			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "",
+			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
 			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
 		},
 		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
