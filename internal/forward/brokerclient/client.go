@@ -97,6 +97,10 @@ type state struct {
 	lastErr string
 	// connErr says why the watch is down; nil while it delivers messages.
 	connErr error
+	// notFound says the broker's last answer was NOT_FOUND for the account
+	// (removed, or not readable with the broker key); a token message
+	// clears it.
+	notFound bool
 }
 
 // New returns a Client configured by cfg.
@@ -262,7 +266,7 @@ func (c *Client) apply(t *brokerv1.Token, via string) bool {
 	}
 	next := *cur
 	next.seen, next.epoch, next.gen = true, t.GetEpoch(), t.GetGeneration()
-	next.status, next.lastErr = t.GetStatus(), t.GetLastError()
+	next.status, next.lastErr, next.notFound = t.GetStatus(), t.GetLastError(), false
 	usable := (t.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_VALID || t.GetStatus() == brokerv1.TokenStatus_TOKEN_STATUS_STALE) &&
 		t.GetValue() != "" && t.GetExpiresAt().IsValid()
 	if usable {

@@ -370,18 +370,31 @@ type handle struct {
 	lastQuota time.Time
 }
 
-func (h *handle) Token() (*forward.Token, error) {
+// served returns the running client of the account, or the error that it is
+// not served. The account's WatchToken stream (NOT_FOUND) and the set's
+// WatchAccounts stream (the account gone from the set) both tell of a
+// removal, in either order: the client sees the same error whichever
+// arrives first.
+func (h *handle) served() (*Client, error) {
 	c := h.set.client(h.name)
-	if c == nil {
+	if c == nil || c.state.Load().notFound {
 		return nil, fmt.Errorf("%w: account %q is not served by the broker for this proxy's key", forward.ErrNoToken, h.name)
+	}
+	return c, nil
+}
+
+func (h *handle) Token() (*forward.Token, error) {
+	c, err := h.served()
+	if err != nil {
+		return nil, err
 	}
 	return c.Token()
 }
 
 func (h *handle) Refresh(ctx context.Context, rejected *forward.Token) (*forward.Token, error) {
-	c := h.set.client(h.name)
-	if c == nil {
-		return nil, fmt.Errorf("%w: account %q is not served by the broker for this proxy's key", forward.ErrNoToken, h.name)
+	c, err := h.served()
+	if err != nil {
+		return nil, err
 	}
 	return c.Refresh(ctx, rejected)
 }

@@ -207,6 +207,32 @@ func TestSetWatchesExactlyTheNeededAccounts(t *testing.T) {
 	eventually(t, "one stream per account", func() bool { return m.watchers("alice") == 1 && m.watchers("bob") == 1 })
 }
 
+// TestSetNotFoundBeforeTheAccountSet pins the other order of a removal: the
+// account's WatchToken stream says NOT_FOUND before (here: without) the
+// account set saying it is gone. The error is the same either way.
+func TestSetNotFoundBeforeTheAccountSet(t *testing.T) {
+	m := newMultiBroker("alice", "bob")
+	m.noAccounts = true
+	s := startSet(t, m, SetConfig{Named: []string{"alice", "bob"}})
+	eventually(t, "alice and bob", func() bool { return hasToken(s, "alice")() && hasToken(s, "bob")() })
+	m.set("bob", nil)
+	eventually(t, "bob's NOT_FOUND", func() bool { c := s.client("bob"); return c != nil && c.state.Load().notFound })
+	for _, call := range []struct {
+		name string
+		do   func() error
+	}{
+		{"Token", func() error { _, err := s.Source("bob").Token(); return err }},
+		{"Refresh", func() error { _, err := s.Source("bob").Refresh(context.Background(), nil); return err }},
+	} {
+		if err := call.do(); !errors.Is(err, forward.ErrNoToken) || !strings.Contains(err.Error(), `"bob" is not served`) {
+			t.Errorf("bob %s error = %v; want ErrNoToken naming bob as not served", call.name, err)
+		}
+	}
+	if !hasToken(s, "alice")() {
+		t.Error("alice lost her token when bob was removed")
+	}
+}
+
 func TestSetStarFollowsTheBroker(t *testing.T) {
 	m := newMultiBroker("alice")
 	reg := prometheus.NewRegistry()

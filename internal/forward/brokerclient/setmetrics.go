@@ -23,7 +23,7 @@ func (c *Client) forgetIfNotFound(err error) {
 		return
 	}
 	next := *cur
-	next.tok, next.lastErr = nil, "the broker does not serve this account (NOT_FOUND)"
+	next.tok, next.lastErr, next.notFound = nil, "the broker does not serve this account (NOT_FOUND)", true
 	if cur.tok != nil {
 		c.log.Warn("broker reports the account NOT_FOUND; dropping the cached token", "generation", cur.tok.Generation)
 	}
