@@ -98,9 +98,11 @@ func TestWatchTokenFirstMessageAtOnce(t *testing.T) {
 }
 
 func TestWatchTokenRotations(t *testing.T) {
-	// Tokens live 3 s and ask to be refreshed after 1 s: a rotation about
-	// every 0.8 s.
-	e := start(t, sandbox.Config{TokenLifetime: 3 * time.Second, RefreshIn: time.Second}, Config{})
+	// Tokens live an hour and ask to be refreshed after one: no scheduled
+	// refresh and no expiry during the test, whatever the machine's speed.
+	// Each rotation is a forced refresh of the generation held (the same
+	// exchange and publication as a scheduled one).
+	e := start(t, sandbox.Config{TokenLifetime: time.Hour, RefreshIn: time.Hour}, Config{})
 	ctx := timeout(t, 20*time.Second)
 	c := e.client()
 	first := e.getValid(ctx, c) // also warms the connection
@@ -118,6 +120,13 @@ func TestWatchTokenRotations(t *testing.T) {
 		t.Errorf("first message generation = %d; want >= %d", gen, first.GetGeneration())
 	}
 	for range 3 {
+		refreshed, err := c.RefreshToken(ctx, &brokerv1.RefreshTokenRequest{RejectedGeneration: gen})
+		if err != nil {
+			t.Fatalf("RefreshToken(generation %d) = %v", gen, err)
+		}
+		if g := refreshed.GetToken().GetGeneration(); g != gen+1 {
+			t.Fatalf("RefreshToken(generation %d) answered generation %d; want %d", gen, g, gen+1)
+		}
 		msg, err := stream.Recv()
 		if err != nil {
 			t.Fatalf("Recv() = %v", err)
