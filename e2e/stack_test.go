@@ -180,6 +180,12 @@ type brokerProc struct {
 // of the sandbox's token file (so a test can replace it), with one broker key.
 func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 	t.Helper()
+	return startBrokerEnv(t, sb, nil, extra...)
+}
+
+// startBrokerEnv is startBroker with extra environment variables.
+func startBrokerEnv(t *testing.T, sb *sandboxProc, env []string, extra ...string) *brokerProc {
+	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "github-token")
 	writeSecretFile(t, tokenFile, sb.githubToken(t))
@@ -198,7 +204,7 @@ func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 		"--log-level", "debug",
 	}
 	args = append(args, extra...)
-	p := startProc(t, "broker", built.broker, args, nil)
+	p := startProc(t, "broker", built.broker, args, env)
 	bound := p.boundAddrs(t, brokerListening)
 	grpcAddr, httpAddr, adminAddr := bound[0], bound[1], bound[2]
 	p.pinArgs(map[string]string{"--grpc-addr": grpcAddr, "--http-addr": httpAddr, "--admin-addr": adminAddr})
@@ -287,6 +293,22 @@ type proxyProc struct {
 // startProxy runs a proxy on b, forwarding to the sandbox's Copilot API.
 func startProxy(t *testing.T, b *brokerProc, sb *sandboxProc, extra ...string) *proxyProc {
 	t.Helper()
+	return startProxyArgs(t, b, append([]string{"--copilot-api-url", sb.url}, extra...)...)
+}
+
+// startProxyArgs runs a proxy on b with extra arguments and no
+// --copilot-api-url of its own: the token's api_base_url decides, unless
+// extra names one.
+func startProxyArgs(t *testing.T, b *brokerProc, extra ...string) *proxyProc {
+	t.Helper()
+	px := startProxyNoWait(t, b, extra...)
+	waitHTTP(t, px.proc, px.adminURL+"/readyz", startTimeout)
+	return px
+}
+
+// startProxyNoWait is startProxyArgs without waiting for readiness.
+func startProxyNoWait(t *testing.T, b *brokerProc, extra ...string) *proxyProc {
+	t.Helper()
 	dir := t.TempDir()
 	apiKey := randomKey(t)
 	keysFile := filepath.Join(dir, "api-keys")
@@ -297,16 +319,13 @@ func startProxy(t *testing.T, b *brokerProc, sb *sandboxProc, extra ...string) *
 		"--admin-addr", anyPort,
 		"--broker-addr", b.grpcAddr,
 		"--keys-file", keysFile,
-		"--copilot-api-url", sb.url,
 		"--log-format", "text",
 		"--log-level", "debug",
 	}, extra...)
 	p := startProc(t, "proxy", built.proxy, args, []string{"PROXY_BROKER_KEY=" + b.key})
 	bound := p.boundAddrs(t, proxyListening)
 	addr, adminAddr := bound[0], bound[1]
-	px := &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr, apiKey: apiKey}
-	waitHTTP(t, p, px.adminURL+"/readyz", startTimeout)
-	return px
+	return &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr, apiKey: apiKey}
 }
 
 // randomKey returns a fresh 32-byte hex key.

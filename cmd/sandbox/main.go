@@ -6,11 +6,14 @@
 //
 // Every flag has an environment variable: SANDBOX_ADDR, SANDBOX_TOKEN_LIFETIME,
 // SANDBOX_REFRESH_IN, SANDBOX_CHUNKS, SANDBOX_CHUNK_DELAY, SANDBOX_SKU,
-// SANDBOX_GITHUB_TOKEN, SANDBOX_GITHUB_TOKEN_FILE, SANDBOX_DEVICE_AUTO_APPROVE.
+// SANDBOX_GITHUB_TOKEN, SANDBOX_GITHUB_TOKEN_FILE, SANDBOX_DEVICE_AUTO_APPROVE,
+// SANDBOX_MIN_PLUGIN_VERSION, SANDBOX_BETAS, SANDBOX_TLS_CERT, SANDBOX_TLS_KEY,
+// SANDBOX_API_URL.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +55,9 @@ type options struct {
 	autoApprove int
 	minPlugin   string
 	betas       string
+	tlsCert     string
+	tlsKey      string
+	apiURL      string
 }
 
 func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -69,6 +75,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.IntVar(&o.autoApprove, "device-auto-approve", 0, "approve device codes on their Nth poll (0: never)")
 	fs.StringVar(&o.minPlugin, "min-plugin-version", sandbox.DefaultMinPluginVersion, "oldest Editor-Plugin-Version (X.Y.Z) served; older clients get 466 (0.0.0: all)")
 	fs.StringVar(&o.betas, "betas", strings.Join(sandbox.DefaultBetas, ","), "anthropic-beta values /v1/messages accepts, comma-separated (NAME-* matches by prefix); others get 400")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate (PEM) to serve HTTPS with (with --tls-key; default: plain HTTP)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	fs.StringVar(&o.apiURL, "api-url", "", "Copilot API base URL put in the tokens' endpoints.api (default: the URL the exchange was called with)")
 	if err := ops.ParseFlags(fs, "SANDBOX", args, getenv); err != nil {
 		return o, err
 	}
@@ -85,6 +94,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err != nil {
 		return err
+	}
+	var tc *tls.Config
+	switch {
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case o.tlsCert != "":
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if _, _, err := identity.ParseVersion("x/" + o.minPlugin); err != nil {
 		return fmt.Errorf("--min-plugin-version: %w", err)
@@ -103,6 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Chunks:                 o.chunks,
 		ChunkDelay:             o.chunkDelay,
 		SKU:                    o.sku,
+		BaseURL:                o.apiURL,
 		DeviceAutoApproveAfter: o.autoApprove,
 		Logger:                 slog.New(slog.NewTextHandler(stderr, nil)),
 	}
@@ -121,7 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
-	sb, err := sandbox.Serve(s, o.addr)
+	sb, err := sandbox.ServeTLS(s, o.addr, tc)
 	if err != nil {
 		return err
 	}

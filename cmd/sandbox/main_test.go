@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"os"
@@ -130,5 +131,69 @@ func TestParseEnvAndHelp(t *testing.T) {
 	}
 	if !strings.Contains(usage.String(), "SANDBOX_CHUNK_DELAY") {
 		t.Errorf("usage = %q; want every flag's environment variable", usage.String())
+	}
+}
+
+// TestRunTLS serves HTTPS with SANDBOX_TLS_CERT/KEY (HTTP/2 offered) and puts
+// --api-url into the tokens' endpoints.api.
+func TestRunTLS(t *testing.T) {
+	pki := testutil.NewPKI(t, "127.0.0.1", "api.sandbox.githubcopilot.com")
+	env := map[string]string{"SANDBOX_ADDR": "127.0.0.1:0", "SANDBOX_TLS_CERT": pki.CertFile, "SANDBOX_TLS_KEY": pki.KeyFile}
+	var stdout, stderr testutil.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--github-token", "gho_tls", "--api-url", "https://api.sandbox.githubcopilot.com/"},
+			func(k string) string { return env[k] }, &stdout, &stderr)
+	}()
+	re := regexp.MustCompile(`listening on (https://127\.0\.0\.1:\d+)\n`)
+	var m []string
+	deadline := time.Now().Add(10 * time.Second)
+	for m = re.FindStringSubmatch(stdout.String()); m == nil; m = re.FindStringSubmatch(stdout.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("run() = %v before printing its URL; stderr %s", err, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no https URL printed; stdout %q", stdout.String())
+		}
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	req, _ := http.NewRequest("GET", m[1]+"/copilot_internal/v2/token", nil)
+	req.Header.Set("Authorization", "token gho_tls")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("exchange over TLS: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(body), `"api":"https://api.sandbox.githubcopilot.com"`) {
+		t.Errorf("exchange = %d %s %s; want 200 over HTTP/2 with api https://api.sandbox.githubcopilot.com", resp.StatusCode, resp.Proto, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run() after cancel = %v; want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run() did not return after cancel")
+	}
+}
+
+func TestRunTLSErrors(t *testing.T) {
+	pki := testutil.NewPKI(t, "127.0.0.1")
+	for _, args := range [][]string{
+		{"--tls-cert", pki.CertFile},
+		{"--tls-key", pki.KeyFile},
+		{"--tls-cert", pki.CertFile, "--tls-key", pki.CAFile},
+		{"--tls-cert", pki.CertFile + ".missing", "--tls-key", pki.KeyFile},
+	} {
+		if err := run(context.Background(), append([]string{"--addr", "127.0.0.1:0"}, args...), func(string) string { return "" }, io.Discard, io.Discard); err == nil {
+			t.Errorf("run(%q) = nil; want an error", args)
+		}
 	}
 }

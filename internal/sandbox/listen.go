@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,12 +36,26 @@ func Listen(cfg Config, addr string) (*Running, error) { return Serve(New(cfg), 
 
 // Serve runs s on addr; s's GitHub token can be handed out (written to a
 // file, say) before anything connects.
-func Serve(s *Server, addr string) (*Running, error) {
+func Serve(s *Server, addr string) (*Running, error) { return ServeTLS(s, addr, nil) }
+
+// ServeTLS runs s on addr over TLS with tc (HTTP/2 offered, as the Copilot
+// API does); a nil tc serves plain HTTP like [Serve]. URL then starts with
+// https://; a token's endpoints.api follows the scheme unless
+// [Config.BaseURL] names another URL.
+func ServeTLS(s *Server, addr string, tc *tls.Config) (*Running, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: listening on %s: %w", addr, err)
 	}
-	r := &Running{Server: s, URL: "http://" + ln.Addr().String(), served: make(chan error, 1)}
+	scheme := "http://"
+	if tc != nil {
+		tc = tc.Clone()
+		if tc.MinVersion == 0 {
+			tc.MinVersion = tls.VersionTLS12
+		}
+		scheme = "https://"
+	}
+	r := &Running{Server: s, URL: scheme + ln.Addr().String(), served: make(chan error, 1)}
 	r.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if !r.enter() {
@@ -52,8 +67,15 @@ func Serve(s *Server, addr string) (*Running, error) {
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		TLSConfig:         tc,
 	}
-	go func() { r.served <- r.srv.Serve(ln) }()
+	go func() {
+		if tc != nil {
+			r.served <- r.srv.ServeTLS(ln, "", "") // the certificate is in tc
+			return
+		}
+		r.served <- r.srv.Serve(ln)
+	}()
 	return r, nil
 }
 
