@@ -567,15 +567,20 @@ func TestLastChanceBeforeExpiry(t *testing.T) {
 	defer cancel()
 	first := waitState(t, updates, "first token", isGen(1, StatusValid))
 	recoverAt = first.ExpiresAt.Add(-lastChanceMargin)
+	// Each step is read only once the refresh goroutine waits on the clock
+	// again: it has then finished the attempt the previous step woke it for.
+	// (Reading the generation while that attempt ran let the loop advance
+	// once more, past the second token's own refresh.)
+	waitTimer(t, clk)
 	for step := 0; m.Snapshot().Generation < 2; step++ {
 		if step > 1000 {
 			t.Fatal("no second token after 1000 clock steps")
 		}
-		waitTimer(t, clk)
 		if st := m.Snapshot(); st.Status == StatusExpired {
 			t.Fatalf("at %v: EXPIRED; want the last chance to replace the token first", clk.Now().Sub(t0))
 		}
 		clk.AdvanceToNext()
+		waitTimer(t, clk)
 	}
 	if atRecover != StatusStale {
 		t.Errorf("status when the recovering attempt began = %v; want STALE (no EXPIRED gap)", atRecover)
