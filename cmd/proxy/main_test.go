@@ -3,17 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -52,7 +57,8 @@ func TestServeHelpShowsDefaults(t *testing.T) {
 		"--openai-intent-chat (env PROXY_OPENAI_INTENT_CHAT) (default \"conversation-agent\")", "--openai-intent-models (env PROXY_OPENAI_INTENT_MODELS) (default \"model-access\")",
 		"--openai-intent-responses (env PROXY_OPENAI_INTENT_RESPONSES) (default \"responses-proxy\")",
 		"--editor-version (env PROXY_EDITOR_VERSION) (default \"vscode/1.111.0\")", "--editor-plugin-version (env PROXY_EDITOR_PLUGIN_VERSION) (default \"copilot-chat/0.42.0\")",
-		"--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-05-01\")"} {
+		"--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-05-01\")",
+		"--allowed-api-hosts (env PROXY_ALLOWED_API_HOSTS) (default \".githubcopilot.com\")", "--connect-to (env PROXY_CONNECT_TO)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("serve --help lacks %q", want)
 		}
@@ -83,6 +89,9 @@ func TestServeConfigErrors(t *testing.T) {
 		{"bad keys file", []string{"--addr", "127.0.0.1:0", "--keys-file", badKeys}, nil, "line 1"},
 		{"bad log format", []string{"--addr", "127.0.0.1:0", "--log-format", "xml"}, nil, "log format"},
 		{"bad api url", []string{"--addr", "127.0.0.1:0", "--copilot-api-url", "ftp://x"}, nil, "copilot API URL"},
+		{"bad connect-to (flag)", []string{"--addr", "127.0.0.1:0", "--connect-to", "api.githubcopilot.com:443:127.0.0.1"}, nil, "HOST:PORT:ADDR:PORT2"},
+		{"bad connect-to (env)", []string{"--addr", "127.0.0.1:0"}, map[string]string{"PROXY_CONNECT_TO": "a:443:b:1,a:443:c:2"}, "given twice"},
+		{"empty allowed hosts", []string{"--addr", "127.0.0.1:0", "--allowed-api-hosts", " , "}, nil, "--allowed-api-hosts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,6 +104,26 @@ func TestServeConfigErrors(t *testing.T) {
 				t.Errorf("the broker key was printed")
 			}
 		})
+	}
+}
+
+// TestServeFlagsLists checks that --connect-to repeats and splits on commas,
+// after PROXY_CONNECT_TO, and that --allowed-api-hosts defaults to
+// .githubcopilot.com.
+func TestServeFlagsLists(t *testing.T) {
+	var cfg server.Config
+	var o options
+	fs := flag.NewFlagSet("proxy serve", flag.ContinueOnError)
+	serveFlags(fs, &cfg, &o)
+	env := map[string]string{"PROXY_CONNECT_TO": "a:443:b:1"}
+	if err := ops.ParseFlags(fs, "PROXY", []string{"--connect-to", "c:443:d:2, e:443:f:3", "--connect-to", "g:443:h:4"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if want := (listFlag{"a:443:b:1", "c:443:d:2", "e:443:f:3", "g:443:h:4"}); !slices.Equal(o.connectTo, want) {
+		t.Errorf("--connect-to = %q; want %q", o.connectTo, want)
+	}
+	if o.allowedAPIHosts != ".githubcopilot.com" {
+		t.Errorf("--allowed-api-hosts default = %q; want .githubcopilot.com", o.allowedAPIHosts)
 	}
 }
 

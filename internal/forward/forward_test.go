@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -369,6 +370,46 @@ func TestBaseURLFromToken(t *testing.T) {
 	resp, body := e.do(t, "GET", "/v1/models", "", nil)
 	if resp.StatusCode != 503 || !strings.Contains(body, "githubcopilot.com") {
 		t.Errorf("GET /v1/models with a foreign api_base_url = %d %s; want 503 naming the rule", resp.StatusCode, body)
+	}
+}
+
+// TestBaseURLAllowList checks that Config.AllowedAPIHosts reaches the
+// handler: a ghe.com api_base_url is refused by default and used once
+// allowed.
+func TestBaseURLAllowList(t *testing.T) {
+	for _, tt := range []struct {
+		allowed  []string
+		wantHost string // "": refused with 503
+	}{
+		{nil, ""},
+		{[]string{".githubcopilot.com", ".ghe.com"}, "copilot-api.acme.ghe.com"},
+		{[]string{"copilot-api.acme.ghe.com"}, "copilot-api.acme.ghe.com"},
+	} {
+		var mu sync.Mutex
+		var hosts []string
+		e := newEnv(t, nil, func(c *Config) {
+			c.APIURL, c.AllowedAPIHosts = nil, tt.allowed
+			c.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				mu.Lock()
+				hosts = append(hosts, r.URL.Scheme+"://"+r.URL.Host)
+				mu.Unlock()
+				return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: io.NopCloser(strings.NewReader(`{"data":[]}`)), Request: r}, nil
+			})
+		})
+		e.src.mu.Lock()
+		e.src.tok.APIBaseURL = "https://copilot-api.acme.ghe.com"
+		e.src.mu.Unlock()
+		resp, body := e.do(t, "POST", "/v1/chat/completions", `{"model":"gpt-4.1","messages":[]}`, nil)
+		mu.Lock()
+		got := slices.Clone(hosts)
+		mu.Unlock()
+		switch {
+		case tt.wantHost == "" && (resp.StatusCode != 503 || !strings.Contains(body, "githubcopilot.com") || len(got) != 0):
+			t.Errorf("allowed %q: POST = %d %s, upstream %q; want 503 naming the rule, no upstream call", tt.allowed, resp.StatusCode, body, got)
+		case tt.wantHost != "" && (resp.StatusCode != 200 || !slices.Contains(got, "https://"+tt.wantHost)):
+			t.Errorf("allowed %q: POST = %d %s, upstream %q; want 200 from https://%s", tt.allowed, resp.StatusCode, body, got, tt.wantHost)
+		}
 	}
 }
 
