@@ -194,7 +194,10 @@ func TestSetWatchesExactlyTheNeededAccounts(t *testing.T) {
 	}
 	// bob is removed: dropped at once; alice goes on.
 	m.set("bob", nil)
-	eventually(t, "bob dropped", func() bool { _, err := s.Source("bob").Token(); return err != nil })
+	// Wait for the account set's removal, not only bob's own NOT_FOUND:
+	// were bob added back before the set saw him go, the set would see no
+	// change and keep his stopped watch (its retry waits on the fake clock).
+	eventually(t, "bob dropped", func() bool { return s.client("bob") == nil })
 	if _, err := s.Source("bob").Token(); !strings.Contains(err.Error(), `"bob" is not served`) {
 		t.Errorf("bob Token error = %v; want it named as not served", err)
 	}
