@@ -57,14 +57,14 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservat
 		// (no Content-Length) is refused as soon as it is too large.
 		end := min(int64(cap(buf)), limit+1)
 		if res.budgeted() {
-			if int64(len(buf)) >= res.held {
-				if err := res.grow(min(max(2*res.held, int64(len(buf))+64<<10), limit+1)); err != nil {
+			if held := res.held.Load(); int64(len(buf)) >= held {
+				if err := res.grow(min(max(2*held, int64(len(buf))+64<<10), limit+1)); err != nil {
 					b.buf = buf
 					b.release()
 					return nil, err
 				}
 			}
-			end = min(end, res.held)
+			end = min(end, res.held.Load())
 		}
 		n, err := r.Read(buf[len(buf):end])
 		buf = buf[:len(buf)+n]
@@ -85,8 +85,43 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservat
 	}
 }
 
+// heldBody is a request's body with its share of the body budget, and the
+// reader handed to the transport. The handler frees it when it returns; a
+// streamed answer frees it as soon as the transport is done with the body
+// (freeSent). The transport's goroutine may be the one that frees it.
+type heldBody struct {
+	body *bodyBuf
+	res  *reservation
+	rd   *bodyReader // nil until the body is forwarded
+	once sync.Once
+}
+
+// free releases the body, the transport's reader and the reservation once.
+func (h *heldBody) free() {
+	h.once.Do(func() {
+		if h.rd != nil {
+			_ = h.rd.Close()
+		}
+		h.body.release()
+		h.res.release()
+	})
+}
+
+// freeSent frees the body now if the transport has read it to the end, or
+// else as soon as it does: an upstream may answer before the transport's
+// last read, and a read must never find the body closed (that fails the
+// request's write and closes its connection).
+func (h *heldBody) freeSent() {
+	if h.rd == nil {
+		return
+	}
+	if h.rd.onEOF(h.free) {
+		h.free()
+	}
+}
+
 // reader returns a new reader of the body; closing it drops its reference.
-func (b *bodyBuf) reader() io.ReadCloser {
+func (b *bodyBuf) reader() *bodyReader {
 	b.refs.Add(1)
 	r := &bodyReader{b: b}
 	r.r.Reset(b.buf)
@@ -118,15 +153,39 @@ type bodyReader struct {
 	r      bytes.Reader
 	b      *bodyBuf
 	closed bool
+	eof    bool   // a Read has returned io.EOF: the reader is done with
+	atEOF  func() // called once, outside the lock, when eof is reached
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return 0, errBodyClosed
 	}
-	return r.r.Read(p)
+	n, err := r.r.Read(p)
+	var then func()
+	if err == io.EOF && !r.eof {
+		r.eof, then, r.atEOF = true, r.atEOF, nil
+	}
+	r.mu.Unlock()
+	if then != nil {
+		then()
+	}
+	return n, err
+}
+
+// onEOF says whether the reader has been read to io.EOF; if not, f runs
+// when it is. Having read the last byte is not enough: a transport that
+// knows the length reads once more to check that nothing follows.
+func (r *bodyReader) onEOF(f func()) (done bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.eof {
+		return true
+	}
+	r.atEOF = f
+	return false
 }
 
 // Close releases the reader's reference once, however often it is called

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,8 +44,11 @@ func newBodyBudget(limit int64, wait time.Duration, gauge prometheus.Gauge) *bod
 
 // reservation is one request's share of the budget.
 type reservation struct {
-	b        *bodyBudget
-	held     int64
+	b *bodyBudget
+	// held is written only by the request's goroutine while it reads the
+	// body; release may come from the transport's (see heldBody), so it
+	// takes the amount atomically.
+	held     atomic.Int64
 	deadline time.Time // the whole body's admission shares one wait
 	ctx      context.Context
 }
@@ -63,10 +67,11 @@ func (r *reservation) grow(n int64) error {
 		return nil
 	}
 	n = min(n, r.b.limit)
-	if n <= r.held {
+	held := r.held.Load()
+	if n <= held {
 		return nil
 	}
-	need := n - r.held
+	need := n - held
 	if r.b.sem.TryAcquire(need) {
 		r.admit(n, need)
 		return nil
@@ -86,7 +91,7 @@ func (r *reservation) grow(n int64) error {
 }
 
 func (r *reservation) admit(n, added int64) {
-	r.held = n
+	r.held.Store(n)
 	r.b.gauge.Add(float64(added))
 }
 
@@ -95,10 +100,11 @@ func (r *reservation) budgeted() bool { return r != nil && r.b.sem != nil }
 
 // release gives the reservation back; it is safe to call more than once.
 func (r *reservation) release() {
-	if r == nil || r.held == 0 {
+	if r == nil {
 		return
 	}
-	r.b.sem.Release(r.held)
-	r.b.gauge.Sub(float64(r.held))
-	r.held = 0
+	if n := r.held.Swap(0); n > 0 {
+		r.b.sem.Release(n)
+		r.b.gauge.Sub(float64(n))
+	}
 }

@@ -32,8 +32,8 @@ func TestReservation(t *testing.T) {
 	if err := r1.grow(60); err != nil {
 		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
 	}
-	if err := r1.grow(40); err != nil || r1.held != 60 {
-		t.Fatalf("grow(40) after 60: err %v, held %d; want nil, 60 (never shrinks)", err, r1.held)
+	if err := r1.grow(40); err != nil || r1.held.Load() != 60 {
+		t.Fatalf("grow(40) after 60: err %v, held %d; want nil, 60 (never shrinks)", err, r1.held.Load())
 	}
 	if got := testutil.ToFloat64(g); got != 60 {
 		t.Errorf("gauge = %v; want 60", got)
@@ -42,8 +42,8 @@ func TestReservation(t *testing.T) {
 	if err := r2.grow(50); !errors.Is(err, errBudget) {
 		t.Fatalf("grow(50) with 40 left after the wait: %v; want errBudget", err)
 	}
-	if r2.held != 0 {
-		t.Errorf("a refused reservation holds %d; want 0", r2.held)
+	if r2.held.Load() != 0 {
+		t.Errorf("a refused reservation holds %d; want 0", r2.held.Load())
 	}
 
 	// A waiter is admitted as soon as the holder lets go.
@@ -97,8 +97,8 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	if l.left == 0 {
 		return 0, io.EOF
 	}
-	if int64(l.read+len(p)) > l.res.held {
-		l.t.Errorf("read of %d bytes after %d with %d admitted", len(p), l.read, l.res.held)
+	if int64(l.read+len(p)) > l.res.held.Load() {
+		l.t.Errorf("read of %d bytes after %d with %d admitted", len(p), l.read, l.res.held.Load())
 	}
 	n := min(len(p), l.left, 3000)
 	l.left -= n
@@ -127,8 +127,8 @@ func TestReadBodyWithinBudget(t *testing.T) {
 			if len(body.buf) != tt.size {
 				t.Errorf("read %d bytes; want %d", len(body.buf), tt.size)
 			}
-			if max := int64(2*tt.size + 64<<10 + 1); res.held > max {
-				t.Errorf("held %d for a %d-byte body; want at most %d", res.held, tt.size, max)
+			if max := int64(2*tt.size + 64<<10 + 1); res.held.Load() > max {
+				t.Errorf("held %d for a %d-byte body; want at most %d", res.held.Load(), tt.size, max)
 			}
 			body.release()
 			res.release()
@@ -313,4 +313,56 @@ func dialectOK(body string, anthropic bool) bool {
 		return strings.Contains(body, `"type":"error"`) && strings.Contains(body, `"overloaded_error"`)
 	}
 	return strings.Contains(body, `"error":{`) && strings.Contains(body, `"code":"overloaded"`)
+}
+
+// TestStreamFreesItsBody checks that a streamed answer gives its request
+// body and budget share back as soon as it begins, not when it ends.
+func TestStreamFreesItsBody(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"n\":1}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	tr := NewTransport(TransportConfig{})
+	t.Cleanup(tr.CloseIdleConnections)
+	h, err := New(Config{Source: &fakeSource{tok: tokenGen(1, time.Now().Add(time.Hour))}, APIURL: u, Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(h)
+	t.Cleanup(proxy.Close)
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("x", 100<<10) + `"}]}`
+	resp, err := proxy.Client().Post(proxy.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len("data: {\"n\":1}\n\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	// The body is freed once the answer has begun and the transport has
+	// read the body to its end (on the transport's goroutine, so possibly
+	// just after the first event): the upstream holds the stream open
+	// until release, so reaching 0 here proves it happened mid-stream.
+	for deadline := time.Now().Add(10 * time.Second); testutil.ToFloat64(h.metrics.inflightBody) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("copilot_proxy_inflight_body_bytes while the stream is open = %v; want 0", testutil.ToFloat64(h.metrics.inflightBody))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	rest, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(rest), "[DONE]") {
+		t.Errorf("stream rest = %q; want [DONE]", rest)
+	}
 }

@@ -254,6 +254,7 @@ type call struct {
 	tok       *Token
 	base      *url.URL
 	body      *bodyBuf
+	held      *heldBody // frees body once the answer has begun
 	in        inspection
 	decision  routeDecision // stage 4 (models.go)
 	xlate     *xlate        // stage 5 (translate_route.go); nil on the pass-through path
@@ -318,7 +319,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
 	} else {
 		res := h.budget.reserve(r.Context())
-		defer res.release()
+		defer res.release() // idempotent; for the paths that fail early
 		body, err := h.readBody(w, r, res)
 		if errors.Is(err, errBudget) {
 			// Refused for memory, not for what it is: read the rest of
@@ -333,8 +334,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.rejectBody(w, rt, key, err)
 			return
 		}
-		defer body.release()
-		c.body = body
+		c.body, c.held = body, &heldBody{body: body, res: res}
+		defer c.held.free()
 		c.in, _ = inspectUntil(r.Context().Done(), rt.kind, body.buf)
 	}
 	if c.acct.tgt.pooled() {
@@ -362,7 +363,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// nothing, so this reader is closed here: without it the buffer
 		// never returns to the pool and every request allocates anew.
 		rd := body.reader()
-		defer rd.Close()
+		c.held.rd = rd
 		r.Body = rd
 		r.ContentLength = int64(len(body.buf))
 		r.TransferEncoding = nil
@@ -512,6 +513,13 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 	h.classifyError(resp, c)
 	h.tapUsage(resp, c)
 	h.watchStreamIdle(resp, c)
+	if c.held != nil && c.xlate == nil {
+		// The answer has begun: the request body is needed no more (no
+		// retry follows), so a stream that lasts minutes does not hold it,
+		// nor its share of the in-flight body budget.
+		c.held.freeSent()
+		c.body = nil // no later stage may read a buffer that may be back in its pool
+	}
 	if c.xlate != nil {
 		return h.translateResponse(resp, c)
 	}
@@ -582,11 +590,17 @@ func newRequestID() string {
 	return string(s[:])
 }
 
+// copyBufferSize is the reverse proxy's copy buffer: a stream holds one for
+// its whole life, and SSE events are far smaller, so 8 KiB rather than 32
+// keeps thousands of open streams cheap; a large JSON answer takes a few
+// more reads.
+const copyBufferSize = 8 << 10
+
 // copyBuffers pools the reverse proxy's body-copy buffers.
 type copyBuffers struct{ p sync.Pool }
 
 func newCopyBuffers() *copyBuffers {
-	return &copyBuffers{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &copyBuffers{p: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
 }
 
 func (c *copyBuffers) Get() []byte  { return *c.p.Get().(*[]byte) }
