@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/load"
+	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
 )
 
 // chatBody is the small non-streaming chat completion of section 1.
@@ -44,22 +45,22 @@ func (st *steady) targets(conns int) []*target {
 		if p == nil {
 			continue
 		}
-		h := http.Header{}
-		h.Set("Authorization", "Bearer "+p.Key)
-		h.Set("Content-Type", "application/json")
-		ts = append(ts, &target{name: name, base: "http://" + p.Addr + "/v1", header: h, client: newClient(conns),
-			cpu: func() (time.Duration, error) { return p.CPU(false) }})
+		ts = append(ts, st.targetFor(name, p, conns))
 	}
 	slices.SortStableFunc(ts[1:], func(a, b *target) int { return strings.Compare(a.name, b.name) })
 	if st.nginx != nil {
-		h := http.Header{}
-		h.Set("Authorization", "Bearer client-key-nginx-ignores")
-		h.Set("Content-Type", "application/json")
-		n := st.nginx
-		ts = append(ts, &target{name: "nginx", base: st.nginxURL + "/v1", header: h, client: newClient(conns),
-			cpu: func() (time.Duration, error) { return n.CPU(true) }})
+		ts = append(ts, nginxTarget(st.nginx, st.nginxURL, conns))
 	}
 	return ts
+}
+
+// nginxTarget is a client of nginx at url; its CPU counts the workers.
+func nginxTarget(n *proc.Process, url string, conns int) *target {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer client-key-nginx-ignores")
+	h.Set("Content-Type", "application/json")
+	return &target{name: "nginx", base: url + "/v1", header: h, client: newClient(conns),
+		cpu: func() (time.Duration, error) { return n.CPU(true) }}
 }
 
 func (t *target) close() { t.client.CloseIdleConnections() }
@@ -199,12 +200,7 @@ func (st *steady) tlsTargets(conns int) []*target {
 		ts = append(ts, st.targetFor("proxy-h1", st.proxyTLSH1, conns))
 	}
 	if st.nginxTLS != nil {
-		h := http.Header{}
-		h.Set("Authorization", "Bearer client-key-nginx-ignores")
-		h.Set("Content-Type", "application/json")
-		n := st.nginxTLS
-		ts = append(ts, &target{name: "nginx", base: st.nginxTLSURL + "/v1", header: h, client: newClient(conns),
-			cpu: func() (time.Duration, error) { return n.CPU(true) }})
+		ts = append(ts, nginxTarget(st.nginxTLS, st.nginxTLSURL, conns))
 	}
 	return ts
 }
