@@ -12,9 +12,16 @@ type Clock interface {
 	Now() time.Time
 	// NewTimer returns a timer that fires once after d.
 	NewTimer(d time.Duration) Timer
+	// AfterFunc calls f once d has passed, with no goroutine waiting in
+	// between (like [time.AfterFunc]); Reset arms it again. The returned
+	// timer's C is nil. On [Real], f runs in its own goroutine; on [Fake],
+	// in the goroutine that moves time to the deadline.
+	AfterFunc(d time.Duration, f func()) Timer
 }
 
-// Timer is the subset of [time.Timer] that the project uses.
+// Timer is the subset of [time.Timer] that the project uses. A timer made by
+// [Clock.AfterFunc] has a nil C; Stop and Reset work on it as on
+// [time.Timer] (Reset after the call arms it again).
 type Timer interface {
 	// C returns the channel on which the firing time is delivered.
 	C() <-chan time.Time
@@ -34,6 +41,9 @@ func (Real) Now() time.Time { return time.Now() }
 
 // NewTimer returns a [time.Timer] wrapped as a [Timer].
 func (Real) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+// AfterFunc returns a [time.AfterFunc] timer wrapped as a [Timer].
+func (Real) AfterFunc(d time.Duration, f func()) Timer { return realTimer{time.AfterFunc(d, f)} }
 
 type realTimer struct{ t *time.Timer }
 

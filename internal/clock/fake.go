@@ -40,6 +40,21 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 	return t
 }
 
+// AfterFunc returns a timer that calls fn when the fake time reaches now+d,
+// in the goroutine that moves time there (after the clock's lock is
+// released, so fn may use the clock). With d <= 0, AfterFunc (or Reset)
+// calls fn before it returns.
+func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
+	t := &fakeTimer{clock: f, fn: fn}
+	f.mu.Lock()
+	call := f.scheduleLocked(t, d)
+	f.mu.Unlock()
+	if call != nil {
+		call()
+	}
+	return t
+}
+
 // Advance moves time forward by d, firing every timer due by then.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
@@ -51,7 +66,6 @@ func (f *Fake) Advance(d time.Duration) {
 // Set moves time to t (never backwards), firing every timer due by then.
 func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for {
 		next := f.nextLocked()
 		if next == nil || next.when.After(t) {
@@ -60,11 +74,16 @@ func (f *Fake) Set(t time.Time) {
 		if next.when.After(f.now) {
 			f.now = next.when
 		}
-		f.fireLocked(next)
+		if call := f.fireLocked(next); call != nil {
+			f.mu.Unlock()
+			call()
+			f.mu.Lock()
+		}
 	}
 	if t.After(f.now) {
 		f.now = t
 	}
+	f.mu.Unlock()
 }
 
 // AdvanceToNext moves time to the earliest pending timer's deadline and fires
@@ -121,23 +140,33 @@ func (f *Fake) nextLocked() *fakeTimer {
 	return next
 }
 
-func (f *Fake) scheduleLocked(t *fakeTimer, d time.Duration) {
+// scheduleLocked arms t to fire after d. With d <= 0 it fires at once and
+// returns the function of an AfterFunc timer, which the caller calls once
+// it has released the lock.
+func (f *Fake) scheduleLocked(t *fakeTimer, d time.Duration) func() {
 	t.when = f.now.Add(d)
 	if d <= 0 {
-		f.fireLocked(t)
-		return
+		return f.fireLocked(t)
 	}
 	f.timers[t] = struct{}{}
 	f.notifyLocked()
+	return nil
 }
 
-func (f *Fake) fireLocked(t *fakeTimer) {
+// fireLocked fires t: a channel timer gets the time on its channel; an
+// AfterFunc timer's function is returned, for the caller to call once it has
+// released the lock.
+func (f *Fake) fireLocked(t *fakeTimer) func() {
 	delete(f.timers, t)
+	f.notifyLocked()
+	if t.fn != nil {
+		return t.fn
+	}
 	select {
 	case t.c <- f.now:
 	default:
 	}
-	f.notifyLocked()
+	return nil
 }
 
 func (f *Fake) notifyLocked() {
@@ -159,7 +188,8 @@ func (f *Fake) sortedDeadlines() []time.Time {
 
 type fakeTimer struct {
 	clock *Fake
-	c     chan time.Time
+	c     chan time.Time // nil for an AfterFunc timer
+	fn    func()         // set for an AfterFunc timer
 	when  time.Time
 }
 
@@ -181,15 +211,21 @@ func (t *fakeTimer) Stop() bool {
 func (t *fakeTimer) Reset(d time.Duration) bool {
 	f := t.clock
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	_, active := f.timers[t]
 	delete(f.timers, t)
 	t.drain()
-	f.scheduleLocked(t, d)
+	call := f.scheduleLocked(t, d)
+	f.mu.Unlock()
+	if call != nil {
+		call()
+	}
 	return active
 }
 
 func (t *fakeTimer) drain() {
+	if t.c == nil {
+		return
+	}
 	select {
 	case <-t.c:
 	default:

@@ -5,7 +5,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +21,9 @@ const DefaultStreamIdleTimeout = 5 * time.Minute
 // watchStreamIdle replaces an event-stream response's body with one that
 // ends the stream with an error event in the client's dialect, and closes
 // the upstream body (freeing its connection), once the upstream has sent
-// nothing for the stream idle timeout.
+// nothing for the stream idle timeout. No goroutine waits per stream: a
+// clock timer calls [idleBody.fire], and each read that brings bytes resets
+// it.
 func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if h.streamIdle <= 0 || resp.Body == nil || resp.Body == http.NoBody {
 		return
@@ -30,55 +31,60 @@ func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return
 	}
-	b := &idleBody{
-		body:    resp.Body,
-		timeout: h.streamIdle,
-		timer:   h.clock.NewTimer(h.streamIdle),
-		done:    make(chan struct{}),
-		tail:    idleErrorEvent(c.route, h.streamIdle),
-	}
-	go b.watch(func() {
-		h.metrics.streamIdle.WithLabelValues(c.route.name).Inc()
-		h.log.Warn("upstream stream idle; ending it with an error event", "route", c.route.name, "key", c.key,
-			"request_id", c.requestID, "idle", h.streamIdle)
-	})
+	b := &idleBody{body: resp.Body, h: h, route: c.route, key: c.key, requestID: c.requestID}
+	b.timer = h.clock.AfterFunc(h.streamIdle, b.fire)
 	resp.Body = b
 }
 
+// The states of an [idleBody].
+const (
+	idleLive   int32 = iota // reading the upstream; the timer is armed
+	idleFiring              // the timer fired; the tail is being made
+	idleFired               // the tail is ready; the upstream body is closed
+	idleClosed              // closed before the timer fired
+)
+
 // idleBody is an upstream stream body with an idle timer.
 type idleBody struct {
-	body    io.ReadCloser
-	timeout time.Duration
-	timer   clock.Timer
-	done    chan struct{}
-	once    sync.Once
-	fired   atomic.Bool
-	tail    []byte // the error event handed out once fired
+	body      io.ReadCloser
+	h         *Handler
+	route     *route
+	key       string
+	requestID string
+	timer     clock.Timer
+	state     atomic.Int32
+	tail      []byte // the error event handed out once fired; made on firing
 }
 
-func (b *idleBody) watch(onFire func()) {
-	select {
-	case <-b.timer.C():
-		b.fired.Store(true)
-		onFire()
-		_ = b.body.Close() // ends a Read blocked on the upstream
-	case <-b.done:
+// fire is the timer's function: it ends the stream unless it was closed or
+// already ended.
+func (b *idleBody) fire() {
+	if !b.state.CompareAndSwap(idleLive, idleFiring) {
+		return
 	}
+	b.tail = idleErrorEvent(b.route, b.h.streamIdle)
+	b.state.Store(idleFired)
+	b.h.metrics.streamIdle.WithLabelValues(b.route.name).Inc()
+	b.h.log.Warn("upstream stream idle; ending it with an error event", "route", b.route.name, "key", b.key,
+		"request_id", b.requestID, "idle", b.h.streamIdle)
+	_ = b.body.Close() // ends a Read blocked on the upstream
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	if b.fired.Load() {
+	if b.state.Load() == idleFired {
 		return b.readTail(p)
 	}
 	n, err := b.body.Read(p)
-	if b.fired.Load() {
+	switch b.state.Load() {
+	case idleFired:
 		if n > 0 {
 			return n, nil
 		}
 		return b.readTail(p)
-	}
-	if n > 0 {
-		b.timer.Reset(b.timeout)
+	case idleLive:
+		if n > 0 {
+			b.timer.Reset(b.h.streamIdle)
+		}
 	}
 	return n, err
 }
@@ -93,10 +99,8 @@ func (b *idleBody) readTail(p []byte) (int, error) {
 }
 
 func (b *idleBody) Close() error {
-	b.once.Do(func() {
-		close(b.done)
-		b.timer.Stop()
-	})
+	b.state.CompareAndSwap(idleLive, idleClosed)
+	b.timer.Stop() // also when fired: a Read racing the firing may have armed it again
 	return b.body.Close()
 }
 

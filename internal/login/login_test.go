@@ -38,6 +38,11 @@ func (v *virtualClock) NewTimer(d time.Duration) clock.Timer {
 	return t
 }
 
+// AfterFunc is not used by the login client; it completes [clock.Clock].
+func (v *virtualClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return v.upstream.AfterFunc(d, f)
+}
+
 func (v *virtualClock) wait(d time.Duration) {
 	v.mu.Lock()
 	i := len(v.waits)
