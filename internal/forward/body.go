@@ -93,7 +93,11 @@ type heldBody struct {
 	body *bodyBuf
 	res  *reservation
 	rd   *bodyReader // nil until the body is forwarded
-	once sync.Once
+	// copied says the transport got private copies of the body (see
+	// call.outBody), never rd: once the answer has begun, nothing reads the
+	// buffer.
+	copied bool
+	once   sync.Once
 }
 
 // free releases the body, the transport's reader and the reservation once.
@@ -112,6 +116,10 @@ func (h *heldBody) free() {
 // last read, and a read must never find the body closed (that fails the
 // request's write and closes its connection).
 func (h *heldBody) freeSent() {
+	if h.copied {
+		h.free()
+		return
+	}
 	if h.rd == nil {
 		return
 	}

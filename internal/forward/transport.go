@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -117,7 +118,7 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		setTarget(req, c)
 		if c.body != nil {
-			req.Body = c.body.reader()
+			req.Body = c.outBody()
 		}
 		c.retried = false // the new member gets its own refresh on a 401
 	}
@@ -126,6 +127,9 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 // send sends the request and, on a 401, asks the token source for a new
 // token and retries once with it.
 func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
+	if c.body != nil && len(c.body.buf) <= smallBody && req.Body != nil && req.Body != http.NoBody {
+		req.Body = c.outBody()
+	}
 	start := h.clock.Now()
 	resp, err := h.transport.RoundTrip(req)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
@@ -162,12 +166,32 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 	r2 := req.Clone(req.Context())
 	setTarget(r2, c)
 	if c.body != nil {
-		r2.Body = c.body.reader()
+		r2.Body = c.outBody()
 	}
 	start = h.clock.Now()
 	resp, err = h.transport.RoundTrip(r2)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
 	return resp, err
+}
+
+// smallBody is the largest request body the transport gets as a private
+// in-memory copy rather than a reader of the pooled buffer. net/http writes
+// a request whose body it knows to be in memory with its headers in one
+// write; any other body gets its headers flushed first, a second write (and
+// TCP segment) per request. The copy is the transport's own, so it may
+// outlive the handler; larger bodies take several writes anyway and are not
+// copied.
+const smallBody = 8 << 10
+
+// outBody returns the body to send upstream: a private copy of a small
+// one (see smallBody), after which the held body is no longer read by the
+// transport; a new reader of the held buffer otherwise.
+func (c *call) outBody() io.ReadCloser {
+	if len(c.body.buf) <= smallBody {
+		c.held.copied = true
+		return io.NopCloser(bytes.NewReader(bytes.Clone(c.body.buf)))
+	}
+	return c.body.reader()
 }
 
 // roundTripFunc adapts a function to [http.RoundTripper].

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -127,5 +129,54 @@ func TestTransportOptions(t *testing.T) {
 				t.Errorf("server saw %q; want %q", b, tt.wantProto)
 			}
 		})
+	}
+}
+
+// writeCounter counts the writes on the connections a transport dials.
+type writeCounter struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (w writeCounter) Write(p []byte) (int, error) {
+	w.writes.Add(1)
+	return w.Conn.Write(p)
+}
+
+// TestSmallBodyOneWrite checks that a small request goes upstream in one
+// write, headers and body together (net/http flushes the headers alone
+// first for a body it does not know to be in memory), and that a large one
+// still arrives whole.
+func TestSmallBodyOneWrite(t *testing.T) {
+	var writes atomic.Int32
+	tr := NewTransport(TransportConfig{})
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCounter{Conn: c, writes: &writes}, nil
+	}
+	e := newEnv(t, nil, func(c *Config) { c.Transport = tr })
+	for _, tt := range []struct {
+		name     string
+		size     int
+		oneWrite bool
+	}{{"small", 200, true}, {"at the bound", smallBody, true}, {"large", 64 << 10, false}} {
+		body := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", max(0, tt.size-66)) + `"}]}`
+		for i := range 3 {
+			before := writes.Load()
+			resp, out := e.do(t, "POST", "/v1/chat/completions", body, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d %s", tt.name, resp.StatusCode, out)
+			}
+			if reqs := e.up.requests(); reqs[len(reqs)-1].body != body {
+				t.Fatalf("%s: upstream got %d bytes; want the %d sent", tt.name, len(reqs[len(reqs)-1].body), len(body))
+			}
+			if n := writes.Load() - before; tt.oneWrite && n != 1 && i > 0 {
+				t.Errorf("%s (%d bytes), request %d: %d writes upstream; want 1", tt.name, len(body), i, n)
+			}
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"net/http"
@@ -72,13 +73,13 @@ func ParseSnapshot(kind, value string) (Snapshot, error) {
 	if kind == "" || len(kind) > 64 || len(value) > maxHeaderValue || !validKind(kind) {
 		return Snapshot{}, errSnapshot
 	}
-	q, err := url.ParseQuery(value)
+	q, err := parseQuota(value)
 	if err != nil {
 		return Snapshot{}, errSnapshot
 	}
 	s := Snapshot{Kind: kind}
-	ent, err1 := parseNum(q.Get("ent"))
-	rem, err2 := parseNum(q.Get("rem"))
+	ent, err1 := parseNum(q.ent)
+	rem, err2 := parseNum(q.rem)
 	if err1 != nil || err2 != nil {
 		return Snapshot{}, errSnapshot
 	}
@@ -86,16 +87,79 @@ func ParseSnapshot(kind, value string) (Snapshot, error) {
 	if ent < 0 {
 		s.Unlimited, s.Entitlement = true, 0
 	}
-	if v := q.Get("ov"); v != "" {
-		if s.OverageCount, err = parseNum(v); err != nil {
+	if q.ov != "" {
+		if s.OverageCount, err = parseNum(q.ov); err != nil {
 			return Snapshot{}, errSnapshot
 		}
 	}
-	s.OveragePermitted = q.Get("ovPerm") == "true"
-	if v := q.Get("rst"); v != "" {
-		s.Reset = parseReset(v)
+	s.OveragePermitted = q.ovPerm == "true"
+	if q.rst != "" {
+		s.Reset = parseReset(q.rst)
 	}
 	return s, nil
+}
+
+// quotaFields are the fields of a snapshot value this package reads.
+type quotaFields struct{ ent, rem, ov, ovPerm, rst string }
+
+// parseQuota reads a snapshot value as url.ParseQuery does (pairs split on
+// '&', a ';' refused, keys and values query-unescaped, the first value of a
+// key kept, any malformed pair an error) without building a map: every
+// upstream answer carries these headers.
+func parseQuota(v string) (quotaFields, error) {
+	var q quotaFields
+	var seen [5]bool
+	var firstErr error
+	for v != "" {
+		var pair string
+		pair, v, _ = strings.Cut(v, "&")
+		if strings.Contains(pair, ";") {
+			firstErr = cmp.Or(firstErr, errSnapshot)
+			continue
+		}
+		if pair == "" {
+			continue
+		}
+		key, val, _ := strings.Cut(pair, "=")
+		var err error
+		if key, err = unescapeQuery(key); err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		if val, err = unescapeQuery(val); err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		var i int
+		var dst *string
+		switch key {
+		case "ent":
+			i, dst = 0, &q.ent
+		case "rem":
+			i, dst = 1, &q.rem
+		case "ov":
+			i, dst = 2, &q.ov
+		case "ovPerm":
+			i, dst = 3, &q.ovPerm
+		case "rst":
+			i, dst = 4, &q.rst
+		default:
+			continue
+		}
+		if !seen[i] {
+			seen[i], *dst = true, val
+		}
+	}
+	return q, firstErr
+}
+
+// unescapeQuery is url.QueryUnescape, skipped when there is nothing to
+// unescape.
+func unescapeQuery(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
+	}
+	return url.QueryUnescape(s)
 }
 
 func validKind(k string) bool {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,24 @@ func FuzzParseSnapshot(f *testing.F) {
 		}
 		if s.Kind != kind || s.Unlimited && s.Exhausted() || s.Entitlement < 0 {
 			t.Fatalf("ParseSnapshot(%q, %q) = %+v: inconsistent", kind, value, s)
+		}
+	})
+}
+
+// FuzzParseQuota checks the map-free reader against url.ParseQuery.
+func FuzzParseQuota(f *testing.F) {
+	for _, v := range []string{"ent=50&rem=12&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false", "ent=1&ent=2&rem", "a;b&ent=1",
+		"ent=%zz&rem=1", "%65nt=3&rem=+1", "&&ent=&rem=4&", "ovPerm=true&ovPerm=false"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, err := parseQuota(v)
+		want, werr := url.ParseQuery(v)
+		if (err != nil) != (werr != nil) {
+			t.Fatalf("parseQuota(%q) error %v; url.ParseQuery %v", v, err, werr)
+		}
+		if g := (quotaFields{want.Get("ent"), want.Get("rem"), want.Get("ov"), want.Get("ovPerm"), want.Get("rst")}); got != g {
+			t.Fatalf("parseQuota(%q) = %+v; url.ParseQuery gives %+v", v, got, g)
 		}
 	})
 }

@@ -14,10 +14,7 @@
 //     near the end, the output (and, from newer upstreams, the rest again).
 package usage
 
-import (
-	"bytes"
-	"encoding/json"
-)
+import "bytes"
 
 // Usage is what one answer consumed. Input counts every prompt token,
 // cached ones included (OpenAI's prompt_tokens; for Anthropic
@@ -36,18 +33,18 @@ const (
 // raw has the usage fields of all three dialects; pointers tell a field
 // that is absent from one that is zero.
 type raw struct {
-	PromptTokens        *int64 `json:"prompt_tokens"`
-	CompletionTokens    *int64 `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens *int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-	InputTokens        *int64 `json:"input_tokens"`
-	OutputTokens       *int64 `json:"output_tokens"`
-	InputTokensDetails *struct {
-		CachedTokens *int64 `json:"cached_tokens"`
-	} `json:"input_tokens_details"`
-	CacheReadInputTokens     *int64 `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens *int64 `json:"cache_creation_input_tokens"`
+	PromptTokens             *int64         `json:"prompt_tokens"`
+	CompletionTokens         *int64         `json:"completion_tokens"`
+	PromptTokensDetails      *cachedDetails `json:"prompt_tokens_details"`
+	InputTokens              *int64         `json:"input_tokens"`
+	OutputTokens             *int64         `json:"output_tokens"`
+	InputTokensDetails       *cachedDetails `json:"input_tokens_details"`
+	CacheReadInputTokens     *int64         `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens *int64         `json:"cache_creation_input_tokens"`
+}
+
+type cachedDetails struct {
+	CachedTokens *int64 `json:"cached_tokens"`
 }
 
 // merge overlays the fields present in o onto r.
@@ -103,12 +100,15 @@ func (r raw) usage() Usage {
 // covers every dialect above. ok is false when no usage object was found.
 func Parse(head, tail []byte) (u Usage, ok bool) {
 	var r raw
-	if obj := findUsage(head, false); obj != nil {
-		ok = json.Unmarshal(obj, &r) == nil
+	first := findUsage(head, false)
+	if first != nil {
+		ok = decode(first, &r)
 	}
-	if obj := findUsage(tail, true); obj != nil {
+	if obj := findUsage(tail, true); obj != nil && !bytes.Equal(obj, first) {
+		// (A short answer's head and tail hold the same object: merging
+		// it onto itself would change nothing, so it is read once.)
 		var last raw
-		if json.Unmarshal(obj, &last) == nil {
+		if decode(obj, &last) {
 			r.merge(last)
 			ok = true
 		}

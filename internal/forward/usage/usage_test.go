@@ -2,6 +2,7 @@ package usage
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -202,6 +203,61 @@ func BenchmarkTapStream(b *testing.B) {
 		tap := bp.NewTap(io.NopCloser(&chunkReader{r: strings.NewReader(stream), n: 200}), func(Usage, bool) {})
 		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{tap}, buf); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzDecode checks the fast usage decoder against encoding/json: the same
+// result and the same verdict for any object.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}`,
+		`{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":0}}`,
+		`{"input_tokens":10,"input_tokens_details":{"cached_tokens":3},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":15}`,
+		`{"input_tokens":3,"cache_creation_input_tokens":0,"cache_read_input_tokens":7,"output_tokens":12,"service_tier":"standard","server_tool_use":{"web_search_requests":0},"cost":0.25e-3,"x":[1,[true,false,null],{}]}`,
+		`{"PROMPT_TOKENS":1,"prompt_tokens":null}`,
+		`{"prompt_tokens_details":{"cached_tokens":1},"prompt_tokens_details":{}}`,
+		`{"prompt_tokens_details":{"cached_tokens":1},"prompt_tokens_details":null}`,
+		`{"prompt_tokens":1.0}`, `{"prompt_tokens":"1"}`, `{"prompt_tokens":-0}`, `{"prompt_tokens":01}`,
+		`{"prompt_tokens":9223372036854775807}`, `{"prompt_tokens":9223372036854775808}`,
+		`{"prompt_\u0074okens":4}`, "{\"prompt_tokens\":1,\"\u212a\":2}", `{"a":"\u00e9"}`, `{"a":"x\ty"}`,
+		`{}`, `{ }`, `{"a":1,}`, `{"a" 1}`, `{"prompt_tokens":1} x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast raw
+		s := scanner{b: b}
+		fastOK := s.object(func(key []byte) bool { return s.usageField(key, &fast) }) && s.end()
+		var std raw
+		stdOK := json.Unmarshal(b, &std) == nil
+		if fastOK && (!stdOK || fast.usage() != std.usage() || !sameFields(fast, std)) {
+			t.Fatalf("fast path accepted %q as %+v; encoding/json: ok=%v %+v", b, fast.usage(), stdOK, std.usage())
+		}
+		var got raw
+		if ok := decode(b, &got); ok != stdOK || got.usage() != std.usage() {
+			t.Fatalf("decode(%q) = %+v, %v; encoding/json %+v, %v", b, got.usage(), ok, std.usage(), stdOK)
+		}
+	})
+}
+
+// sameFields compares which fields are set and their values.
+func sameFields(a, b raw) bool {
+	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	det := func(x, y *cachedDetails) bool {
+		return (x == nil) == (y == nil) && (x == nil || eq(x.CachedTokens, y.CachedTokens))
+	}
+	return eq(a.PromptTokens, b.PromptTokens) && eq(a.CompletionTokens, b.CompletionTokens) &&
+		eq(a.InputTokens, b.InputTokens) && eq(a.OutputTokens, b.OutputTokens) &&
+		eq(a.CacheReadInputTokens, b.CacheReadInputTokens) && eq(a.CacheCreationInputTokens, b.CacheCreationInputTokens) &&
+		det(a.PromptTokensDetails, b.PromptTokensDetails) && det(a.InputTokensDetails, b.InputTokensDetails)
+}
+
+func BenchmarkParseJSONAnswer(b *testing.B) {
+	answer := []byte(`{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}`)
+	for b.Loop() {
+		if _, ok := Parse(answer, answer); !ok {
+			b.Fatal("no usage")
 		}
 	}
 }
