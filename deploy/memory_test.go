@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -44,6 +46,15 @@ func TestProxyMemoryHoldsTheBodyBudget(t *testing.T) {
 	if need := budget + streamsHeadroom; limit.Value() < need {
 		t.Errorf("memory limit %s < body budget %d + headroom %d", limit.String(), budget, int64(streamsHeadroom))
 	}
+	// The collector's soft limit: above the bodies (or it would collect
+	// without end while they are held) and below the container's limit.
+	soft, err := goMemLimit(env(c, "GOMEMLIMIT"))
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT: %v", err)
+	}
+	if soft <= budget || soft >= limit.Value() {
+		t.Errorf("GOMEMLIMIT %d bytes: want above the body budget %d and below the memory limit %s", soft, budget, limit.String())
+	}
 	request := c.Resources.Requests[corev1.ResourceMemory]
 	var hpa *autoscalingv2.HorizontalPodAutoscaler
 	for _, h := range o.hpas {
@@ -68,4 +79,24 @@ func TestProxyMemoryHoldsTheBodyBudget(t *testing.T) {
 	if !found {
 		t.Error("the proxy's autoscaler has no memory utilization target")
 	}
+}
+
+// goMemLimit parses a GOMEMLIMIT value as the Go runtime does: a byte count
+// with an optional B, KiB, MiB, GiB or TiB suffix.
+func goMemLimit(v string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive byte count", v)
+	}
+	return n * mult, nil
 }

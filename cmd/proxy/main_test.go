@@ -34,6 +34,7 @@ func TestRunCommands(t *testing.T) {
 		{[]string{"bogus"}, true, "Usage: proxy"},
 		{[]string{"serve", "--help"}, false, "PROXY_BROKER_KEY_FILE"},
 		{[]string{"serve", "extra"}, true, ""},
+		{[]string{"serve", "--gc-percent", "-1"}, true, ""},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
@@ -187,5 +188,26 @@ func TestServeRunsUntilCancelled(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run() did not return after cancel")
+	}
+}
+
+func TestGCPercent(t *testing.T) {
+	tests := []struct {
+		flag    int
+		env     string
+		want    int
+		wantSet bool
+	}{
+		{defaultGCPercent, "", defaultGCPercent, true},
+		{400, "", 400, true},
+		{0, "", 0, false},
+		{400, "100", 0, false},
+		{400, "off", 0, false},
+	}
+	for _, tt := range tests {
+		got, set := gcPercent(tt.flag, tt.env)
+		if got != tt.want || set != tt.wantSet {
+			t.Errorf("gcPercent(%d, %q) = %d, %v; want %d, %v", tt.flag, tt.env, got, set, tt.want, tt.wantSet)
+		}
 	}
 }
