@@ -48,6 +48,9 @@ func (st *steady) targets(conns int) []*target {
 		ts = append(ts, st.targetFor(name, p, conns))
 	}
 	slices.SortStableFunc(ts[1:], func(a, b *target) int { return strings.Compare(a.name, b.name) })
+	if st.floor != nil {
+		ts = append(ts, floorTarget(st.floor, st.floorURL, conns))
+	}
 	if st.nginx != nil {
 		ts = append(ts, nginxTarget(st.nginx, st.nginxURL, conns))
 	}
@@ -141,8 +144,8 @@ func (b *bench) forward() {
 	d := b.phase(2 * time.Second)
 	s.Intro = fmt.Sprintf("A %d-byte non-streaming `POST /chat/completions` (gpt-4.1), answered by the sandbox with no "+
 		"artificial delay, sent by closed-loop clients (keep-alive connections) directly to the sandbox, through the proxy "+
-		"(`/v1/chat/completions`, API key checked, token from the broker) and through nginx (static token, same headers). "+
-		"Each run: %v warm-up, then %v measured per path, the three paths interleaved (order rotated every run); %d runs. "+
+		"(`/v1/chat/completions`, API key checked, token from the broker), through the Go floor and through nginx (static token, same headers). "+
+		"Each run: %v warm-up, then %v measured per path, the paths interleaved (order rotated every run); %d runs. "+
 		"Latency percentiles are exact over all requests of a run; *added* is the path's figure minus direct's in the same run. "+
 		"CPU per request is the forwarding process's utime+stime delta over the measured phase (nginx: master and workers) "+
 		"divided by the requests served.",
@@ -153,6 +156,7 @@ func (b *bench) forward() {
 	}
 	s.note("nginx: worker_processes auto (%d workers here), keepalive 64 to the sandbox, access_log off, "+
 		"proxy_buffering off; it checks no client key (the proxy does, and takes its token from the broker).", runtime.NumCPU())
+	s.note(floorNote)
 	s.note("The sandbox runs in the benchmark process: the client, the sandbox and the forwarder share the 2 cores, " +
 		"so throughput through a forwarder is bounded by the CPU all three need; the CPU columns isolate the forwarder.")
 	meter := b.meter()
@@ -199,6 +203,9 @@ func (st *steady) tlsTargets(conns int) []*target {
 	if st.proxyTLSH1 != nil {
 		ts = append(ts, st.targetFor("proxy-h1", st.proxyTLSH1, conns))
 	}
+	if st.floorTLS != nil {
+		ts = append(ts, floorTarget(st.floorTLS, st.floorTLSURL, conns))
+	}
 	if st.nginxTLS != nil {
 		ts = append(ts, nginxTarget(st.nginxTLS, st.nginxTLSURL, conns))
 	}
@@ -221,9 +228,10 @@ func (b *bench) forwardTLS() {
 		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=true` " +
 		"(one multiplexed HTTP/2 connection); *proxy-h1*: `--upstream-http2=false` (an HTTP/1.1 keep-alive pool). " +
 		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +
-		"of 64 (nginx speaks only HTTP/1.1 to upstreams). Clients reach the proxies and nginx over plain HTTP/1.1."
+		"of 64 (nginx speaks only HTTP/1.1 to upstreams). *go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64). " +
+		"Clients reach the proxies, the floor and nginx over plain HTTP/1.1."
 	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
-	for _, name := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls"} {
+	for _, name := range []string{"proxy-tls", "proxy-tls-h1", "go-floor-tls", "nginx-tls"} {
 		if e := st.errs[name]; e != nil {
 			s.note("%s not measured: %s", name, oneLine(e.Error()))
 		}
@@ -232,6 +240,12 @@ func (b *bench) forwardTLS() {
 	b.fwdMeasure(s, d, st.tlsTargets, b.fwdTLS)
 	s.note("other processes during this section: %s", b.meter().othersSince(meter))
 }
+
+// floorNote explains the go-floor rows of sections 1 and 1b.
+const floorNote = "go-floor: the least a forwarder built on Go's net/http does (floor.go, `bench __floor`): " +
+	"`httputil.ReverseProxy` with a static token and the Copilot headers, no key check, an HTTP/1.1 pool of 64 to the " +
+	"upstream, `--gc-percent` 200 like the proxy. The proxy's distance to it is the cost of its own work; the floor's " +
+	"distance to nginx is what net/http's server, reverse proxy and client cost here."
 
 // fwdSummary holds the medians of one path at one concurrency.
 type fwdSummary struct {

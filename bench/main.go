@@ -85,6 +85,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && args[0] == "__floor" {
+		return serveFloor(ctx, getenv)
+	}
 	if len(args) == 2 && args[0] == "__profiled" {
 		return serveProfiled(ctx, args[1], getenv)
 	}

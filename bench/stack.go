@@ -169,6 +169,9 @@ type steady struct {
 	alt      map[string]*proxyProc // -compare-proxy, by target name
 	nginx    *proc.Process
 	nginxURL string
+	// The Go floor (floor.go) to the plain and to the TLS upstream.
+	floor, floorTLS       *proc.Process
+	floorURL, floorTLSURL string
 	// The same over the upstream's TLS listener: the proxy with its default
 	// (HTTP/2) and with HTTP/1.1 only, and nginx with proxy_ssl.
 	proxyTLS, proxyTLSH1 *proxyProc
@@ -216,8 +219,11 @@ func (b *bench) steadyStack() (*steady, error) {
 	if err != nil {
 		st.errs["nginx"] = err
 	}
+	if st.floor, st.floorURL, err = b.startFloor("go-floor", up.URL, tok, ""); err != nil {
+		st.errs["go-floor"] = err
+	}
 	if err := up.serveTLS(b.dir("pki")); err != nil {
-		for _, k := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls"} {
+		for _, k := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls", "go-floor-tls"} {
 			st.errs[k] = err
 		}
 	} else {
@@ -232,6 +238,9 @@ func (b *bench) steadyStack() (*steady, error) {
 		st.nginxTLS, st.nginxTLSURL, err = b.startNginxTo(up.tlsLn.Addr().String(), tok, up.pki.CAPath)
 		if err != nil {
 			st.errs["nginx-tls"] = err
+		}
+		if st.floorTLS, st.floorTLSURL, err = b.startFloor("go-floor-tls", up.TLSURL, tok, up.pki.CAPath); err != nil {
+			st.errs["go-floor-tls"] = err
 		}
 	}
 	for k, e := range st.errs {

@@ -1,11 +1,13 @@
 package forward
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +22,9 @@ import (
 // HTTP, TLS with HTTP/1.1 and TLS with HTTP/2. Client, upstream and
 // forwarder share this process, so cpu-µs/op is the whole process's CPU per
 // request: the difference between the two forwarders is the Handler's own
-// cost. Run with -cpu 2 -benchtime 20000x; compare "bare" and "handler" of
-// one upstream kind.
+// cost. Concurrency 1 is one request after another; 32 is 32 parallel
+// workers. Run with -benchtime 20000x; compare "bare" and "handler" of one
+// upstream kind and concurrency.
 func BenchmarkOverhead(b *testing.B) {
 	answer := `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
 	body := `{"model":"gpt-4.1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}`
@@ -66,44 +69,52 @@ func BenchmarkOverhead(b *testing.B) {
 			name string
 			h    http.Handler
 		}{{"bare", bare}, {"handler", h}} {
-			b.Run(kind+"/"+fw.name, func(b *testing.B) {
-				p := httptest.NewServer(fw.h)
-				defer p.Close()
-				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-				defer client.CloseIdleConnections()
-				target := p.URL + "/v1/chat/completions"
-				if fw.name == "bare" {
-					target = p.URL + "/chat/completions"
-				}
-				once := func() {
-					req, _ := http.NewRequest("POST", target, strings.NewReader(body))
-					req.Header.Set("Authorization", "Bearer "+testKey)
-					req.Header.Set("Content-Type", "application/json")
-					resp, err := client.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
+			for _, conc := range []int{1, 32} {
+				b.Run(fmt.Sprintf("%s/c%d/%s", kind, conc, fw.name), func(b *testing.B) {
+					p := httptest.NewServer(fw.h)
+					defer p.Close()
+					client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+					defer client.CloseIdleConnections()
+					target := p.URL + "/v1/chat/completions"
+					if fw.name == "bare" {
+						target = p.URL + "/chat/completions"
 					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Errorf("status %d", resp.StatusCode)
+					once := func() {
+						req, _ := http.NewRequest("POST", target, strings.NewReader(body))
+						req.Header.Set("Authorization", "Bearer "+testKey)
+						req.Header.Set("Content-Type", "application/json")
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							b.Errorf("status %d", resp.StatusCode)
+						}
 					}
-				}
-				for range 100 {
-					once()
-				}
-				b.SetParallelism(16) // 32 workers on 2 CPUs
-				before := cpuTime()
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
+					for range 100 {
 						once()
 					}
+					before := cpuTime()
+					b.ResetTimer()
+					if conc == 1 {
+						for b.Loop() {
+							once()
+						}
+					} else {
+						b.SetParallelism(conc / runtime.GOMAXPROCS(0))
+						b.RunParallel(func(pb *testing.PB) {
+							for pb.Next() {
+								once()
+							}
+						})
+					}
+					b.StopTimer()
+					b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
 				})
-				b.StopTimer()
-				b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
-			})
+			}
 		}
 		bareTr.CloseIdleConnections()
 		tr.CloseIdleConnections()
