@@ -148,6 +148,7 @@ type Handler struct {
 	pool       *pool.Tracker
 	usage      *usage.Metrics
 	usageBufs  *usage.Buffers
+	quota      pool.QuotaReader // x-quota-snapshot-* headers, parsed once per value
 	modelLabel func(string) string
 	budget     *bodyBudget
 	models     *models // nil: no catalog (models.go)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -42,14 +43,18 @@ const HeaderPrefix = "X-Quota-Snapshot-"
 const maxHeaderValue = 1024
 
 // FromHeaders returns the quota snapshots in an upstream response's
-// headers, at most maxKinds, skipping malformed ones.
+// headers (at most maxKinds; malformed values are skipped).
 func FromHeaders(h http.Header) []Snapshot {
+	return fromHeaders(h, ParseSnapshot)
+}
+
+func fromHeaders(h http.Header, parse func(kind, value string) (Snapshot, error)) []Snapshot {
 	var out []Snapshot
 	for k, vs := range h {
 		if len(vs) == 0 || len(k) <= len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
 			continue
 		}
-		s, err := ParseSnapshot(strings.ToLower(k[len(HeaderPrefix):]), vs[0])
+		s, err := parse(lowerASCII(k[len(HeaderPrefix):]), vs[0])
 		if err != nil {
 			continue
 		}
@@ -59,6 +64,59 @@ func FromHeaders(h http.Header) []Snapshot {
 		}
 	}
 	return out
+}
+
+// lowerASCII is strings.ToLower for the header names here, allocating
+// only when there is an upper-case letter (canonical header keys have one).
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// QuotaReader is FromHeaders with a memory of the values it parsed: every
+// answer carries the snapshot headers, and their values change only when
+// the quota does, so most answers repeat the last ones seen. Safe for
+// concurrent use; it holds at most maxCachedSnapshots values.
+type QuotaReader struct {
+	mu   sync.Mutex
+	seen map[snapshotKey]Snapshot
+}
+
+type snapshotKey struct{ kind, value string }
+
+// maxCachedSnapshots bounds a QuotaReader's memory (a few kinds for each
+// of a team's accounts; an upstream sending ever new values only makes it
+// start over).
+const maxCachedSnapshots = 256
+
+// Read returns the quota snapshots in h, as FromHeaders does.
+func (q *QuotaReader) Read(h http.Header) []Snapshot {
+	return fromHeaders(h, q.parse)
+}
+
+func (q *QuotaReader) parse(kind, value string) (Snapshot, error) {
+	k := snapshotKey{kind, value}
+	q.mu.Lock()
+	s, ok := q.seen[k]
+	q.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	s, err := ParseSnapshot(kind, value)
+	if err != nil {
+		return s, err // malformed values are not kept: they cost a quick refusal
+	}
+	q.mu.Lock()
+	if q.seen == nil || len(q.seen) >= maxCachedSnapshots {
+		q.seen = make(map[snapshotKey]Snapshot)
+	}
+	q.seen[k] = s
+	q.mu.Unlock()
+	return s, nil
 }
 
 // errSnapshot is returned for an unusable snapshot value.

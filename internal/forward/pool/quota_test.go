@@ -1,8 +1,10 @@
 package pool
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +156,38 @@ func FuzzParseRetryAfter(f *testing.F) {
 			t.Fatalf("ParseRetryAfter(%q) = %v; want within [0, %v]", v, d, MaxCool)
 		}
 	})
+}
+
+// TestQuotaReaderMatchesFromHeaders checks that the remembering reader
+// returns what FromHeaders does, on first sight and on repeats, that
+// malformed values stay refused, and that its memory stays bounded.
+func TestQuotaReaderMatchesFromHeaders(t *testing.T) {
+	var q QuotaReader
+	hs := []http.Header{
+		{"X-Quota-Snapshot-Chat": {"ent=-1&rem=100&rst=2026-12-01T00%3A00%3A00Z"}, "Content-Type": {"application/json"}},
+		{"X-Quota-Snapshot-Premium_interactions": {"ent=300&rem=12.5&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false"}},
+		{"X-Quota-Snapshot-Premium_interactions": {"ent=300&rem=11.5&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false"}},
+		{"X-Quota-Snapshot-Chat": {"ent=%zz&rem=1"}},
+		{"x-quota-snapshot-Bad Kind": {"ent=1&rem=1"}},
+	}
+	for round := range 3 {
+		for i, h := range hs {
+			got, want := q.Read(h), FromHeaders(h)
+			if !slices.Equal(got, want) {
+				t.Errorf("round %d, headers %d: Read = %+v; FromHeaders = %+v", round, i, got, want)
+			}
+		}
+	}
+	for i := range 3 * maxCachedSnapshots {
+		h := http.Header{"X-Quota-Snapshot-Chat": {fmt.Sprintf("ent=%d&rem=1", i)}}
+		if got := q.Read(h); len(got) != 1 || got[0].Entitlement != float64(i) {
+			t.Fatalf("Read(ent=%d) = %+v", i, got)
+		}
+	}
+	q.mu.Lock()
+	n := len(q.seen)
+	q.mu.Unlock()
+	if n > maxCachedSnapshots {
+		t.Errorf("the reader holds %d values; want at most %d", n, maxCachedSnapshots)
+	}
 }
