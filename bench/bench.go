@@ -36,7 +36,7 @@ type bench struct {
 	steadyCache *steady
 	fwd         map[int]map[string]fwdSummary // section 1 medians by concurrency, for the goals
 	fwdTLS      map[int]map[string]fwdSummary // section 1b (TLS upstream), the same
-	many        map[int]manySummary           // section 6 by stream count
+	many        map[manyKey]manySummary       // section 6 by stream count and path
 	sse         map[string][2]time.Duration   // section 2 added delay per chunk p50, p99 by path
 	xlate       *xlateSummary                 // section 7, when measured
 	fan         map[int]fanoutRun             // section 3 by watcher count

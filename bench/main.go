@@ -61,7 +61,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1 and 2: NAME=PATH[,NAME=PATH...], shown as proxy-NAME")
-	fs.StringVar(&o.profile, "profile", "", "also take CPU profiles of the proxy and the broker's REST path into this directory")
+	fs.StringVar(&o.profile, "profile", "", "also take CPU profiles of the proxy and the broker's REST path into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	b := &bench{fwd: map[int]map[string]fwdSummary{}, fwdTLS: map[int]map[string]fwdSummary{}, many: map[int]manySummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
+	b := &bench{fwd: map[int]map[string]fwdSummary{}, fwdTLS: map[int]map[string]fwdSummary{}, many: map[manyKey]manySummary{}, sse: map[string][2]time.Duration{}, fan: map[int]fanoutRun{}, readRPS: map[string]float64{},
 		opts: o, ctx: ctx, tmp: tmp, moduleDir: moduleDir, log: stderr,
 		rep: &report{Command: "`make bench` (`go run ./bench -out docs/benchmarks.md`, code in bench/)", Started: time.Now()},
 	}

@@ -4,19 +4,27 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/load"
+	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
 )
 
-// Section 6 holds many slow streams open at once through one proxy.
+// Section 6 holds many slow streams open at once through one proxy. A stream
+// lasts manyChunks*manyDelay, which must exceed the time opening all of them
+// takes (up to about 12 s for 5,000 on a loaded machine), so that all are open
+// when the proxy's memory is sampled; manyOnce counts those that were not.
 const (
-	manyChunks = 10
+	manyChunks = 20
 	manyDelay  = time.Second
 )
 
@@ -33,7 +41,15 @@ type manyRun struct {
 	goroutinesPer  float64 // proxy only
 	rssBefore, rss int64
 	open           time.Duration // until every stream had its first event
+	endedEarly     int           // streams that had ended when the proxy was sampled
 }
+
+// manyPaths are the proxies section 6 compares: the proxy's upstream over
+// HTTP/2 (its default) and over HTTP/1.1 (--upstream-http2=false).
+var manyPaths = []struct {
+	name  string
+	http2 bool
+}{{"proxy", true}, {"proxy-h1", false}}
 
 // manyStreams is section 6: memory, goroutines and per-chunk delay with
 // thousands of concurrent long-lived SSE streams through one proxy.
@@ -45,61 +61,97 @@ func (b *bench) manyStreams() {
 		s.Err = err
 		return
 	}
-	p := st.proxyTLS
-	if p == nil {
-		s.Err = fmt.Errorf("the proxy to the TLS upstream did not start: %v", st.errs["proxy-tls"])
+	if st.broker == nil {
+		s.Err = fmt.Errorf("the broker did not start: %v", st.errs["broker"])
+		return
+	}
+	if st.up.TLSURL == "" {
+		s.Err = fmt.Errorf("the TLS upstream did not start: %v", st.errs["proxy-tls"])
 		return
 	}
 	s.Intro = fmt.Sprintf("N streaming chat completions opened at once and held: each gets %d chunks %v apart from the "+
-		"sandbox's TLS listener (HTTP/2 offered). Clients connect over HTTP/1.1, one connection per stream. *Direct* "+
-		"streams go to the TLS upstream from this process (HTTP/2); *proxy* streams go through the proxy of section 1b. "+
-		"Memory and goroutines are the proxy's VmRSS and `go_goroutines` once every stream has received its first event, "+
-		"minus before any was opened, divided by N. *Added per chunk* is the proxy's transit percentile minus direct's "+
-		"at the same N (transit: the tap's stamp before the sandbox writes an event to the client's arrival parse).",
-		manyChunks, manyDelay)
+		"sandbox's TLS listener (HTTP/2 and HTTP/1.1 offered). Clients connect over HTTP/1.1, one connection per stream. "+
+		"*proxy* reaches the upstream over HTTP/2 (its default), *proxy-h1* over HTTP/1.1 (`--upstream-http2=false`, a "+
+		"connection per stream); each is a proxy started for this section, so earlier sections' heap does not hide its growth. "+
+		"*direct* is the baseline: the same client shape (HTTP/1.1, a connection per stream) straight to the same sandbox, "+
+		"at the same N, just before the proxies. The sandbox and every client run in the bench process, so at 5,000 streams "+
+		"the bench's own delays (writing, reading and parsing 5,000 streams on a shared machine) are in every path's transit; "+
+		"subtracting direct's leaves the proxy's cost. Direct uses the sandbox's plain listener: 5,000 TLS handshakes at once "+
+		"inside the bench process would make the baseline itself the bottleneck (handshakes past the sandbox's 10 s timeout "+
+		"on a loaded machine), so the added delay also holds the upstream leg's TLS, at both ends, an upper bound on the proxy's share. "+
+		"*Transit*: the sandbox's stamp just before it writes an event to the arrival of that event's line at the client. "+
+		"*Added per chunk* is the path's transit percentile minus direct's at the same N. Memory and goroutines are the "+
+		"proxy's VmRSS and `go_goroutines` once every stream has received its first event, minus before any was opened, "+
+		"divided by N.", manyChunks, manyDelay)
 	s.Header = []string{"streams", "path", "all open after", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99",
 		"proxy RSS before → during", "RSS/stream", "goroutines/stream", "failed"}
 	meter := b.meter()
-	direct := &target{name: "direct", base: st.up.TLSURL, header: directHeader(st.token),
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: st.up.pki.clientConfig(), ForceAttemptHTTP2: true,
-			MaxIdleConnsPerHost: 64, DisableCompression: true}}}
-	defer direct.close()
-	for _, n := range manyCounts {
-		through := st.targetFor("proxy", p, n)
-		dr, err := b.manyOnce(st, direct, nil, n)
+	procs := make([]*proxyProc, len(manyPaths))
+	for i, mp := range manyPaths {
+		p, err := b.startProxyTLS(b.bins["proxy"], st.up, st.broker, "many-"+mp.name, mp.http2)
 		if err != nil {
-			s.note("%d streams direct: %s", n, oneLine(err.Error()))
-			through.close()
+			s.note("%s did not start: %s", mp.name, oneLine(err.Error()))
 			continue
 		}
-		pr, err := b.manyOnce(st, through, p, n)
-		through.close()
+		procs[i] = p
+		defer b.stop(p.Process)
+	}
+	for _, n := range manyCounts {
+		direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
+		dr, err := b.manyOnce(st, direct, nil, n, nil)
+		direct.close()
 		if err != nil {
-			s.note("%d streams through the proxy: %s", n, oneLine(err.Error()))
+			s.note("%d streams direct: %s", n, oneLine(err.Error()))
 			continue
 		}
 		pc := func(r manyRun, q float64) time.Duration { return load.Percentile(r.transit, q) }
 		s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", fmt.Sprint(dr.failed))
-		s.row(fmt.Sprint(n), "proxy", ms(pr.open), ms(pc(pr, 50)), ms(pc(pr, 99)),
-			ms(pc(pr, 50)-pc(dr, 50)), ms(pc(pr, 99)-pc(dr, 99)),
-			fmt.Sprintf("%.1f → %.1f MiB", float64(pr.rssBefore)/(1<<20), float64(pr.rss)/(1<<20)),
-			fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer), fmt.Sprint(pr.failed))
-		if pr.firstErr != nil {
-			s.note("%d streams through the proxy: first failure: %s", n, oneLine(pr.firstErr.Error()))
+		for i, mp := range manyPaths {
+			p := procs[i]
+			if p == nil {
+				continue
+			}
+			through := st.targetFor(mp.name, p, n)
+			pr, err := b.manyOnce(st, through, p, n, nil)
+			through.close()
+			if err != nil {
+				s.note("%d streams through %s: %s", n, mp.name, oneLine(err.Error()))
+				continue
+			}
+			s.row(fmt.Sprint(n), mp.name, ms(pr.open), ms(pc(pr, 50)), ms(pc(pr, 99)),
+				ms(pc(pr, 50)-pc(dr, 50)), ms(pc(pr, 99)-pc(dr, 99)),
+				fmt.Sprintf("%.1f → %.1f MiB", float64(pr.rssBefore)/(1<<20), float64(pr.rss)/(1<<20)),
+				fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer), fmt.Sprint(pr.failed))
+			if pr.firstErr != nil {
+				s.note("%d streams through %s: first failure: %s", n, mp.name, oneLine(pr.firstErr.Error()))
+			}
+			if pr.endedEarly > 0 {
+				s.note("%d streams through %s: %d had already ended (or failed) when the memory and goroutines were sampled; "+
+					"the per-stream figures understate", n, mp.name, pr.endedEarly)
+			}
+			b.many[manyKey{n, mp.name}] = manySummary{add99: pc(pr, 99) - pc(dr, 99), rssPer: pr.rssPer,
+				goroutinesPer: pr.goroutinesPer, failed: pr.failed + dr.failed, endedEarly: pr.endedEarly}
 		}
-		b.many[n] = manySummary{add99: pc(pr, 99) - pc(dr, 99), rssPer: pr.rssPer, goroutinesPer: pr.goroutinesPer,
-			failed: pr.failed + dr.failed}
 	}
 	s.note("One run per count: a run holds every stream for about %v, and each chunk of each stream is a sample.",
 		time.Duration(manyChunks)*manyDelay)
+	s.note("The added delay is a difference of percentiles (proxy's p99 minus direct's p99), not a percentile of per-chunk " +
+		"differences; a negative figure means the path was within the noise of the baseline.")
 	s.note("other processes during this section: %s", b.meter().othersSince(meter))
 }
 
-// manySummary is what the goals need of one count.
+// manyKey names one count through one path of section 6.
+type manyKey struct {
+	n    int
+	path string
+}
+
+// manySummary is what the goals need of one count through one path.
 type manySummary struct {
 	add99                 time.Duration
 	rssPer, goroutinesPer float64
 	failed                int
+	endedEarly            int // the memory and goroutine figures understate when > 0
 }
 
 // targetFor is a client of proxy p with a connection per stream.
@@ -112,9 +164,9 @@ func (st *steady) targetFor(name string, p *proxyProc, conns int) *target {
 }
 
 // manyOnce opens n streams on t at once, waits until each has its first
-// event, samples the proxy's memory and goroutines, and reads every stream to
-// its end.
-func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int) (manyRun, error) {
+// event, samples the proxy's memory and goroutines, calls hold (when set)
+// while every stream is open, and reads every stream to its end.
+func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()) (manyRun, error) {
 	r := manyRun{n: n}
 	var goroutines0 float64
 	if p != nil {
@@ -132,6 +184,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int) (manyRun, e
 		mu     sync.Mutex
 		opened sync.WaitGroup
 		done   sync.WaitGroup
+		ended  atomic.Int64
 	)
 	start := time.Now()
 	opened.Add(n)
@@ -139,6 +192,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int) (manyRun, e
 	for i := range n {
 		go func() {
 			defer done.Done()
+			defer ended.Add(1)
 			first := sync.OnceFunc(opened.Done)
 			defer first()
 			transit, err := b.slowStream(ctx, st.up, t, fmt.Sprintf("many-%d-%d-%d", n, i, streamSeq.Add(1)), first)
@@ -156,6 +210,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int) (manyRun, e
 	}
 	opened.Wait()
 	r.open = time.Since(start)
+	r.endedEarly = int(ended.Load())
 	if p != nil {
 		rss, err := p.RSS()
 		if err == nil {
@@ -165,6 +220,9 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int) (manyRun, e
 		if g, err := metric(ctx, "http://"+p.AdminAddr+"/metrics", "go_goroutines"); err == nil {
 			r.goroutinesPer = (g - goroutines0) / float64(n)
 		}
+	}
+	if hold != nil {
+		hold()
 	}
 	done.Wait()
 	slices.Sort(r.transit)
@@ -226,4 +284,91 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 		out[i] = arrivals[i].Sub(stamps[i+1])
 	}
 	return out, nil
+}
+
+// manyProfileN is how many streams the profiled proxy holds for -profile.
+const manyProfileN = 2000
+
+// profileMany writes, for each of section 6's upstream protocols, the heap
+// profile (with the runtime's memory statistics in the text form), the
+// goroutine profile and the RSS of a profiled proxy (the same server package,
+// in this binary's __profiled mode) holding manyProfileN streams to the TLS
+// upstream, taken once every stream has its first event.
+func (b *bench) profileMany(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	st, err := b.steadyStack()
+	if err != nil {
+		return err
+	}
+	if st.broker == nil || st.up.TLSURL == "" {
+		return errors.New("many-streams profile: no broker or no TLS upstream")
+	}
+	pdir := b.dir("profiled-many")
+	for _, mp := range manyPaths {
+		addrs, err := freeAddrs(3)
+		if err != nil {
+			return err
+		}
+		key := randomKey()
+		keysFile, err := writeKeys(pdir, mp.name, key)
+		if err != nil {
+			return err
+		}
+		px, err := proc.Start(proc.Spec{Name: "profiled-" + mp.name, Path: self, Args: []string{"__profiled", "proxy"},
+			Env: []string{"BENCH_PPROF_ADDR=" + addrs[0], "BENCH_ADDR=" + addrs[1], "BENCH_ADMIN_ADDR=" + addrs[2],
+				"BENCH_BROKER_ADDR=" + st.broker.GRPCAddr, "PROXY_BROKER_KEY=" + st.broker.Key, "BENCH_KEYS_FILE=" + keysFile,
+				"BENCH_API_URL=" + st.up.TLSURL, "BENCH_UPSTREAM_CA=" + st.up.pki.CAPath,
+				fmt.Sprintf("BENCH_UPSTREAM_HTTP1=%t", !mp.http2)},
+			LogPath: filepath.Join(pdir, mp.name+".log")})
+		if err != nil {
+			return err
+		}
+		b.procs = append(b.procs, px)
+		if err := proc.WaitHTTP(b.ctx, px, "http://"+addrs[2]+"/readyz", 20*time.Second); err != nil {
+			b.stop(px)
+			return err
+		}
+		p := &proxyProc{Process: px, Addr: addrs[1], AdminAddr: addrs[2], Key: key}
+		t := st.targetFor(mp.name, p, manyProfileN)
+		prefix := filepath.Join(dir, fmt.Sprintf("%s-many%d", mp.name, manyProfileN))
+		var ferr error
+		r, err := b.manyOnce(st, t, p, manyProfileN, func() {
+			for suffix, path := range map[string]string{
+				".heap.pprof": "heap?gc=1", ".heap.txt": "heap?debug=1", ".goroutine.txt": "goroutine?debug=1",
+			} {
+				ferr = errors.Join(ferr, fetchTo(b.ctx, "http://"+addrs[0]+"/debug/pprof/"+path, prefix+suffix))
+			}
+		})
+		t.close()
+		b.stop(px)
+		if err = errors.Join(err, ferr); err != nil {
+			return err
+		}
+		b.logf("wrote %s.*: %d streams through %s: all open after %v; RSS %.1f → %.1f MiB, %.1f KiB and %.2f goroutines per stream; %d failed, %d ended before the sample",
+			prefix, manyProfileN, mp.name, r.open.Round(time.Millisecond), float64(r.rssBefore)/(1<<20), float64(r.rss)/(1<<20),
+			r.rssPer/1024, r.goroutinesPer, r.failed, r.endedEarly)
+	}
+	return nil
+}
+
+// fetchTo writes the body of a GET of url to path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,8 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 			Addr: getenv("BENCH_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"), BrokerAddr: getenv("BENCH_BROKER_ADDR"),
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
 			ForwardHeaders: []string{"X-Sandbox-Chunks", "X-Sandbox-Chunk-Delay-Ms"},
+			// Section 6's profile reaches the TLS upstream, over HTTP/1.1 when asked.
+			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP1Only: getenv("BENCH_UPSTREAM_HTTP1") == "true",
 		})
 		if err != nil {
 			return err
@@ -68,8 +71,14 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 
 // profile takes CPU profiles of the proxy (section 1's workload at
 // concurrency 32) and of the broker (REST GET /v1/token at concurrency 32),
-// each served by a profiled child, into dir.
+// each served by a profiled child, into dir; when section 6 runs, first the
+// heap and goroutine profiles of [bench.profileMany].
 func (b *bench) profile(dir string) error {
+	if slices.Contains(b.opts.only, "many-streams") {
+		if err := b.profileMany(dir); err != nil {
+			b.logf("many-streams profile: %v", err)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
