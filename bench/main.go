@@ -38,14 +38,15 @@ func main() {
 
 // options are the command's flags.
 type options struct {
-	out      string
-	runs     int
-	scale    float64 // multiplies every phase duration
-	only     []string
-	keep     bool
-	profile  string
-	altProxy string // NAME=PATH,... proxy binaries measured beside the built one
-	timeout  time.Duration
+	out       string
+	runs      int
+	scale     float64 // multiplies every phase duration
+	only      []string
+	keep      bool
+	profile   string
+	altProxy  string // NAME=PATH,... proxy binaries measured beside the built one
+	altBroker string // NAME=PATH,... broker binaries measured beside the built one
+	timeout   time.Duration
 }
 
 var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate"}
@@ -61,7 +62,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1 and 2: NAME=PATH[,NAME=PATH...], shown as proxy-NAME")
-	fs.StringVar(&o.profile, "profile", "", "also take CPU profiles of the proxy and the broker's REST path into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
+	fs.StringVar(&o.altBroker, "compare-broker", "", "also measure other broker binaries (e.g. builds of older commits) in section 4: NAME=PATH[,NAME=PATH...], shown as [NAME]")
+	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	broker "github.com/copilot-broker/copilot-broker/internal/broker/server"
 	proxy "github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
@@ -70,9 +71,11 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 }
 
 // profile takes CPU profiles of the proxy (section 1's workload at
-// concurrency 32) and of the broker (REST GET /v1/token at concurrency 32),
-// each served by a profiled child, into dir; when section 6 runs, first the
-// heap and goroutine profiles of [bench.profileMany].
+// concurrency 32) and of the broker (gRPC GetToken over one connection and
+// REST GET /v1/token, each at concurrency 32), each served by a profiled
+// child, into dir; each CPU profile has an allocation profile of the same
+// 5 s beside it. When section 6 runs, first the heap and goroutine profiles
+// of [bench.profileMany].
 func (b *bench) profile(dir string) error {
 	if slices.Contains(b.opts.only, "many-streams") {
 		if err := b.profileMany(dir); err != nil {
@@ -142,6 +145,17 @@ func (b *bench) profile(dir string) error {
 	if err := proc.WaitHTTP(b.ctx, bx, "http://"+addrs[4]+"/readyz", 20*time.Second); err != nil {
 		return err
 	}
+	conn, client, err := dialBroker(&brokerProc{GRPCAddr: addrs[1], Key: key})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := b.profileUnder(addrs[5], filepath.Join(dir, "broker-grpc.cpu.pprof"), 32, func(ctx context.Context, _ int) error {
+		_, err := client.GetToken(ctx, &brokerv1.GetTokenRequest{})
+		return err
+	}); err != nil {
+		return err
+	}
 	rest := newClient(64)
 	defer rest.CloseIdleConnections()
 	url := "http://" + addrs[3] + "/v1/token"
@@ -175,25 +189,14 @@ func (b *bench) profileUnder(pprofAddr, path string, conc int, fn load.Func) err
 		done <- err
 	}()
 	time.Sleep(time.Second)
-	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=5")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, resp.Body)
-	err = errors.Join(err, f.Close())
-	// Allocations since the child started, mostly this load's.
-	if aresp, aerr := http.Get("http://" + pprofAddr + "/debug/pprof/allocs"); aerr == nil {
-		if af, ferr := os.Create(strings.TrimSuffix(path, ".cpu.pprof") + ".allocs.pprof"); ferr == nil {
-			_, _ = io.Copy(af, aresp.Body)
-			_ = af.Close()
-		}
-		aresp.Body.Close()
-	}
+	// Allocations of this load alone: a delta profile over the same 5 s as
+	// the CPU profile.
+	allocs := make(chan error, 1)
+	go func() {
+		allocs <- fetchTo(ctx, "http://"+pprofAddr+"/debug/pprof/allocs?seconds=5", strings.TrimSuffix(path, ".cpu.pprof")+".allocs.pprof")
+	}()
+	err := fetchTo(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds=5", path)
+	err = errors.Join(err, <-allocs)
 	cancel()
 	if lerr := <-done; lerr != nil && ctx.Err() == nil {
 		err = errors.Join(err, lerr)

@@ -39,15 +39,17 @@ type keyCtxKey struct{}
 // carried by ctx, or "" when none did (no keys configured, or a public
 // method).
 func KeyName(ctx context.Context) string {
-	k, _ := ctx.Value(keyCtxKey{}).(keys.Key)
-	return k.Name
+	if k, ok := ctx.Value(keyCtxKey{}).(*keys.Key); ok {
+		return k.Name
+	}
+	return ""
 }
 
 // MayRead reports whether the call carried by ctx may read account: every
 // account when no key authenticated it (authentication disabled) or its key
 // names no accounts or '*'; else exactly the accounts its key lists.
 func MayRead(ctx context.Context, account string) bool {
-	k, ok := ctx.Value(keyCtxKey{}).(keys.Key)
+	k, ok := ctx.Value(keyCtxKey{}).(*keys.Key)
 	return !ok || k.Accounts.Allows(account)
 }
 
@@ -58,6 +60,7 @@ func MayRead(ctx context.Context, account string) bool {
 // listen beyond loopback in that case unless told otherwise.
 type Authenticator struct {
 	keys    *keys.Set
+	byName  map[string]*keys.Key // the keys of the set, so a call's context holds a pointer (no copy per call)
 	log     *slog.Logger
 	metrics *Metrics
 	warn    sync.Map // transport/reason → *failureLog
@@ -72,7 +75,11 @@ func NewAuthenticator(set *keys.Set, logger *slog.Logger, metrics *Metrics) *Aut
 	if set.Len() == 0 {
 		set = nil
 	}
-	return &Authenticator{keys: set, log: logger, metrics: metrics}
+	byName := map[string]*keys.Key{}
+	for _, k := range set.Keys() {
+		byName[k.Name] = &k
+	}
+	return &Authenticator{keys: set, byName: byName, log: logger, metrics: metrics}
 }
 
 // Enabled reports whether calls must present a key.
@@ -80,23 +87,23 @@ func (a *Authenticator) Enabled() bool { return a.keys != nil }
 
 // check returns the key for the presented Authorization values, or the
 // reason they fail.
-func (a *Authenticator) check(values []string) (key keys.Key, reason string) {
+func (a *Authenticator) check(values []string) (key *keys.Key, reason string) {
 	switch len(values) {
 	case 0:
-		return keys.Key{}, reasonMissing
+		return nil, reasonMissing
 	case 1:
 	default:
-		return keys.Key{}, reasonMalformed
+		return nil, reasonMalformed
 	}
 	presented, ok := keys.FromBearer(values[0])
 	if !ok {
-		return keys.Key{}, reasonMalformed
+		return nil, reasonMalformed
 	}
-	key, ok = a.keys.LookupKey(presented)
+	k, ok := a.keys.LookupKey(presented)
 	if !ok {
-		return keys.Key{}, reasonUnknown
+		return nil, reasonUnknown
 	}
-	return key, ""
+	return a.byName[k.Name], ""
 }
 
 func (a *Authenticator) failed(transport, reason, method, remote string) {

@@ -65,6 +65,7 @@ func newEdgeWith(t *testing.T, keyFile string, accounts map[string]Source, src *
 	}
 	auth := NewAuthenticator(set, logger, e.metrics)
 	srv := grpc.NewServer(
+		grpc.ForceServerCodecV2(svc.Codec()),
 		grpc.ChainUnaryInterceptor(e.metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(e.metrics.StreamInterceptor(), auth.StreamInterceptor()))
 	brokerv1.RegisterTokenBrokerServiceServer(srv, svc)

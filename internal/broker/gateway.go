@@ -36,6 +36,7 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		// keeps a Grpc-Metadata-Authorization header from smuggling a
 		// second credential.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newRESTMarshaler()),
 	)
 	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)

@@ -23,6 +23,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
 
@@ -207,6 +208,8 @@ type converted struct {
 	st    tokens.State
 	get   *brokerv1.GetTokenResponse
 	watch *brokerv1.WatchTokenResponse
+	// The wire forms of get and watch, sent by [Service.Codec].
+	getWire, watchWire mem.BufferSlice
 }
 
 // convert returns st in its API form, reusing the last conversion when the
@@ -218,6 +221,7 @@ func (a *account) convert(st tokens.State) *converted {
 	}
 	t := ToProto(st)
 	c := &converted{st: st, get: &brokerv1.GetTokenResponse{Token: t}, watch: &brokerv1.WatchTokenResponse{Token: t}}
+	c.getWire, c.watchWire = encodeShared(c.get), encodeShared(c.watch)
 	a.last.Store(c)
 	return c
 }
