@@ -78,7 +78,9 @@ func (b *bench) manyStreams() {
 		"the bench's own delays (writing, reading and parsing 5,000 streams on a shared machine) are in every path's transit; "+
 		"subtracting direct's leaves the proxy's cost. Direct uses the sandbox's plain listener: 5,000 TLS handshakes at once "+
 		"inside the bench process would make the baseline itself the bottleneck (handshakes past the sandbox's 10 s timeout "+
-		"on a loaded machine), so the added delay also holds the upstream leg's TLS, at both ends, an upper bound on the proxy's share. "+
+		"on a loaded machine), so the added delay also holds the upstream leg's TLS at both ends and, for *proxy*, the sandbox's "+
+		"HTTP/2 server (one goroutine per connection serves up to 250 streams' writes), both partly in the bench process: "+
+		"an upper bound on the proxy's share. "+
 		"*Transit*: the sandbox's stamp just before it writes an event to the arrival of that event's line at the client. "+
 		"*Added per chunk* is the path's transit percentile minus direct's at the same N. Memory and goroutines are the "+
 		"proxy's VmRSS and `go_goroutines` once every stream has received its first event, minus before any was opened, "+
