@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	rtpprof "runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -195,12 +196,33 @@ func (b *bench) profileUnder(pprofAddr, path string, conc int, fn load.Func) err
 	go func() {
 		allocs <- fetchTo(ctx, "http://"+pprofAddr+"/debug/pprof/allocs?seconds=5", strings.TrimSuffix(path, ".cpu.pprof")+".allocs.pprof")
 	}()
+	// And this process, the clients, which share the cores with the server.
+	stopClient := b.profileSelf(strings.TrimSuffix(path, ".cpu.pprof") + ".client.cpu.pprof")
 	err := fetchTo(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds=5", path)
-	err = errors.Join(err, <-allocs)
+	err = errors.Join(err, stopClient(), <-allocs)
 	cancel()
 	if lerr := <-done; lerr != nil && ctx.Err() == nil {
 		err = errors.Join(err, lerr)
 	}
 	b.logf("wrote %s", path)
 	return err
+}
+
+// profileSelf starts a CPU profile of this process into path; the function
+// it returns stops it. When one cannot start, it notes why and the stop
+// does nothing.
+func (b *bench) profileSelf(path string) func() error {
+	f, err := os.Create(path)
+	if err != nil {
+		b.logf("client profile: %v", err)
+		return func() error { return nil }
+	}
+	if err := rtpprof.StartCPUProfile(f); err != nil {
+		b.logf("client profile: %v", err)
+		return f.Close
+	}
+	return func() error {
+		rtpprof.StopCPUProfile()
+		return f.Close()
+	}
 }
