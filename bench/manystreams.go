@@ -42,6 +42,7 @@ type manyRun struct {
 	rssBefore, rss int64
 	open           time.Duration // until every stream had its first event
 	endedEarly     int           // streams that had ended when the proxy was sampled
+	cpu            time.Duration // the proxy's CPU time over the whole run (opening, streaming, closing)
 }
 
 // manyPaths are the proxies section 6 compares: the proxy's upstream over
@@ -84,9 +85,10 @@ func (b *bench) manyStreams() {
 		"*Transit*: the sandbox's stamp just before it writes an event to the arrival of that event's line at the client. "+
 		"*Added per chunk* is the path's transit percentile minus direct's at the same N. Memory and goroutines are the "+
 		"proxy's VmRSS and `go_goroutines` once every stream has received its first event, minus before any was opened, "+
-		"divided by N.", manyChunks, manyDelay)
+		"divided by N. *Proxy CPU/stream* is the proxy's CPU time over the whole run (opening, %d chunks, closing) divided by N.",
+		manyChunks, manyDelay, manyChunks)
 	s.Header = []string{"streams", "path", "all open after", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99",
-		"proxy RSS before → during", "RSS/stream", "goroutines/stream", "failed"}
+		"proxy RSS before → during", "RSS/stream", "goroutines/stream", "proxy CPU/stream", "failed"}
 	meter := b.meter()
 	procs := make([]*proxyProc, len(manyPaths))
 	for i, mp := range manyPaths {
@@ -107,7 +109,7 @@ func (b *bench) manyStreams() {
 			continue
 		}
 		pc := func(r manyRun, q float64) time.Duration { return load.Percentile(r.transit, q) }
-		s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", fmt.Sprint(dr.failed))
+		s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", fmt.Sprint(dr.failed))
 		for i, mp := range manyPaths {
 			p := procs[i]
 			if p == nil {
@@ -123,7 +125,8 @@ func (b *bench) manyStreams() {
 			s.row(fmt.Sprint(n), mp.name, ms(pr.open), ms(pc(pr, 50)), ms(pc(pr, 99)),
 				ms(pc(pr, 50)-pc(dr, 50)), ms(pc(pr, 99)-pc(dr, 99)),
 				fmt.Sprintf("%.1f → %.1f MiB", float64(pr.rssBefore)/(1<<20), float64(pr.rss)/(1<<20)),
-				fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer), fmt.Sprint(pr.failed))
+				fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer),
+				ms(pr.cpu/time.Duration(n)), fmt.Sprint(pr.failed))
 			if pr.firstErr != nil {
 				s.note("%d streams through %s: first failure: %s", n, mp.name, oneLine(pr.firstErr.Error()))
 			}
@@ -180,6 +183,10 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 			return r, err
 		}
 	}
+	var cpu0 time.Duration
+	if t.cpu != nil {
+		cpu0, _ = t.cpu()
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
 	defer cancel()
 	var (
@@ -227,6 +234,11 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 		hold()
 	}
 	done.Wait()
+	if t.cpu != nil {
+		if cpu1, err := t.cpu(); err == nil {
+			r.cpu = cpu1 - cpu0
+		}
+	}
 	slices.Sort(r.transit)
 	if r.failed == n {
 		return r, fmt.Errorf("every stream failed: %w", r.firstErr)
