@@ -137,6 +137,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
 	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
+	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
