@@ -200,8 +200,8 @@ func (st *steady) tlsTargets(conns int) []*target {
 	if st.proxyTLS != nil {
 		ts = append(ts, st.targetFor("proxy", st.proxyTLS, conns))
 	}
-	if st.proxyTLSH1 != nil {
-		ts = append(ts, st.targetFor("proxy-h1", st.proxyTLSH1, conns))
+	if st.proxyTLSH2 != nil {
+		ts = append(ts, st.targetFor("proxy-h2", st.proxyTLSH2, conns))
 	}
 	if st.floorTLS != nil {
 		ts = append(ts, floorTarget(st.floorTLS, st.floorTLSURL, conns))
@@ -215,7 +215,7 @@ func (st *steady) tlsTargets(conns int) []*target {
 // forwardTLS is section 1b: section 1 with the upstream reached over TLS, as
 // the real Copilot API is.
 func (b *bench) forwardTLS() {
-	s := &section{Title: "1b. Forwarding overhead with a TLS upstream (HTTP/2 and HTTP/1.1)"}
+	s := &section{Title: "1b. Forwarding overhead with a TLS upstream (HTTP/1.1 and HTTP/2)"}
 	b.rep.Sections = append(b.rep.Sections, s)
 	st, err := b.steadyStack()
 	if err != nil {
@@ -225,13 +225,14 @@ func (b *bench) forwardTLS() {
 	d := b.phase(2 * time.Second)
 	s.Intro = "Section 1's request and method, with the sandbox served over TLS (a test CA made for the run; ALPN offers " +
 		"HTTP/2 and HTTP/1.1), as the Copilot API is. *direct*: the client to the TLS listener over HTTP/1.1 keep-alive. " +
-		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=true` " +
-		"(one multiplexed HTTP/2 connection); *proxy-h1*: `--upstream-http2=false` (an HTTP/1.1 keep-alive pool). " +
+		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=false` " +
+		"(the h1 keep-alive pool: requests written and answered on the handler's goroutine); *proxy-h2*: " +
+		"`--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
 		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +
 		"of 64 (nginx speaks only HTTP/1.1 to upstreams). *go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64). " +
 		"Clients reach the proxies, the floor and nginx over plain HTTP/1.1."
 	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
-	for _, name := range []string{"proxy-tls", "proxy-tls-h1", "go-floor-tls", "nginx-tls"} {
+	for _, name := range []string{"proxy-tls", "proxy-tls-h2", "go-floor-tls", "nginx-tls"} {
 		if e := st.errs[name]; e != nil {
 			s.note("%s not measured: %s", name, oneLine(e.Error()))
 		}

@@ -46,11 +46,11 @@ type manyRun struct {
 }
 
 // manyPaths are the proxies section 6 compares: the proxy's upstream over
-// HTTP/2 (its default) and over HTTP/1.1 (--upstream-http2=false).
+// HTTP/1.1 (its default) and over HTTP/2 (--upstream-http2).
 var manyPaths = []struct {
 	name  string
 	http2 bool
-}{{"proxy", true}, {"proxy-h1", false}}
+}{{"proxy", false}, {"proxy-h2", true}}
 
 // manyStreams is section 6: memory, goroutines and per-chunk delay with
 // thousands of concurrent long-lived SSE streams through one proxy.
@@ -72,8 +72,8 @@ func (b *bench) manyStreams() {
 	}
 	s.Intro = fmt.Sprintf("N streaming chat completions opened at once and held: each gets %d chunks %v apart from the "+
 		"sandbox's TLS listener (HTTP/2 and HTTP/1.1 offered). Clients connect over HTTP/1.1, one connection per stream. "+
-		"*proxy* reaches the upstream over HTTP/2 (its default), *proxy-h1* over HTTP/1.1 (`--upstream-http2=false`, a "+
-		"connection per stream); each is a proxy started for this section, so earlier sections' heap does not hide its growth. "+
+		"*proxy* reaches the upstream over HTTP/1.1 (its default: a connection per stream), *proxy-h2* over HTTP/2 "+
+		"(`--upstream-http2`); each is a proxy started for this section, so earlier sections' heap does not hide its growth. "+
 		"*direct* is the baseline: the same client shape (HTTP/1.1, a connection per stream) straight to the same sandbox, "+
 		"at the same N, just before the proxies. The sandbox and every client run in the bench process, so at 5,000 streams "+
 		"the bench's own delays (writing, reading and parsing 5,000 streams on a shared machine) are in every path's transit; "+
@@ -335,7 +335,7 @@ func (b *bench) profileMany(dir string) error {
 			Env: []string{"BENCH_PPROF_ADDR=" + addrs[0], "BENCH_ADDR=" + addrs[1], "BENCH_ADMIN_ADDR=" + addrs[2],
 				"BENCH_BROKER_ADDR=" + st.broker.GRPCAddr, "PROXY_BROKER_KEY=" + st.broker.Key, "BENCH_KEYS_FILE=" + keysFile,
 				"BENCH_API_URL=" + st.up.TLSURL, "BENCH_UPSTREAM_CA=" + st.up.pki.CAPath,
-				fmt.Sprintf("BENCH_UPSTREAM_HTTP1=%t", !mp.http2)},
+				fmt.Sprintf("BENCH_UPSTREAM_HTTP2=%t", mp.http2)},
 			LogPath: filepath.Join(pdir, mp.name+".log")})
 		if err != nil {
 			return err

@@ -50,7 +50,7 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
 			ForwardHeaders: []string{"X-Sandbox-Chunks", "X-Sandbox-Chunk-Delay-Ms"},
 			// Section 6's profile reaches the TLS upstream, over HTTP/1.1 when asked.
-			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP1Only: getenv("BENCH_UPSTREAM_HTTP1") == "true",
+			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP2: getenv("BENCH_UPSTREAM_HTTP2") == "true",
 		})
 		if err != nil {
 			return err

@@ -174,7 +174,7 @@ type steady struct {
 	floorURL, floorTLSURL string
 	// The same over the upstream's TLS listener: the proxy with its default
 	// (HTTP/2) and with HTTP/1.1 only, and nginx with proxy_ssl.
-	proxyTLS, proxyTLSH1 *proxyProc
+	proxyTLS, proxyTLSH2 *proxyProc
 	nginxTLS             *proc.Process
 	nginxTLSURL          string
 	errs                 map[string]error
@@ -223,16 +223,16 @@ func (b *bench) steadyStack() (*steady, error) {
 		st.errs["go-floor"] = err
 	}
 	if err := up.serveTLS(b.dir("pki")); err != nil {
-		for _, k := range []string{"proxy-tls", "proxy-tls-h1", "nginx-tls", "go-floor-tls"} {
+		for _, k := range []string{"proxy-tls", "proxy-tls-h2", "nginx-tls", "go-floor-tls"} {
 			st.errs[k] = err
 		}
 	} else {
 		if st.broker != nil {
-			if st.proxyTLS, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls", true); err != nil {
+			if st.proxyTLS, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls", false); err != nil {
 				st.errs["proxy-tls"] = err
 			}
-			if st.proxyTLSH1, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls-h1", false); err != nil {
-				st.errs["proxy-tls-h1"] = err
+			if st.proxyTLSH2, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls-h2", true); err != nil {
+				st.errs["proxy-tls-h2"] = err
 			}
 		}
 		st.nginxTLS, st.nginxTLSURL, err = b.startNginxTo(up.tlsLn.Addr().String(), tok, up.pki.CAPath)

@@ -72,7 +72,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
 	fs.StringVar(&o.allowedAPIHosts, "allowed-api-hosts", strings.Join(forward.DefaultAllowedAPIHosts(), ","), "hosts a token's api_base_url may name, comma-separated: .SUFFIX matches hosts under it, anything else one exact host (e.g. add .ghe.com or copilot-api.TENANT.ghe.com for data residency)")
 	fs.Var(&o.connectTo, "connect-to", "HOST:PORT:ADDR:PORT2: connect to ADDR:PORT2 for the Copilot API at HOST:PORT, TLS still verifying HOST (like curl's --connect-to); repeatable or comma-separated")
-	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", true, "speak HTTP/2 to the Copilot API when it offers it (false: an HTTP/1.1 keep-alive pool)")
+	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to the Copilot API when it offers it (default: an HTTP/1.1 keep-alive pool, which costs less CPU per request and less memory per stream)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
@@ -114,7 +114,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if pct, set := gcPercent(o.gcPercent, getenv("GOGC")); set {
 		debug.SetGCPercent(pct)
 	}
-	cfg.UpstreamHTTP1Only = !o.upstreamHTTP2
+	cfg.UpstreamHTTP2 = o.upstreamHTTP2
 	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
 		return err
 	}

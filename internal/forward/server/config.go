@@ -175,11 +175,11 @@ type Config struct {
 	// upstream, or the sandbox served over TLS). --upstream-ca-file,
 	// PROXY_UPSTREAM_CA_FILE.
 	UpstreamCAFile string
-	// UpstreamHTTP1Only keeps the upstream on an HTTP/1.1 keep-alive pool
-	// even when it offers HTTP/2. `proxy serve` sets it from
-	// --upstream-http2=false (PROXY_UPSTREAM_HTTP2); the default speaks
-	// HTTP/2 when offered.
-	UpstreamHTTP1Only bool
+	// UpstreamHTTP2 speaks HTTP/2 to the upstream when it offers it. The
+	// default (false) is the h1 keep-alive pool (internal/forward/h1),
+	// cheaper per request and per stream (docs/benchmarks.md sections 1b
+	// and 6). --upstream-http2, PROXY_UPSTREAM_HTTP2.
+	UpstreamHTTP2 bool
 	// AllowedAPIHosts are the hosts a token's api_base_url may name:
 	// ".suffix" matches hosts under the suffix, anything else one exact host
 	// (e.g. copilot-api.TENANT.ghe.com for GitHub Enterprise Cloud with data

@@ -111,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	transport := cfg.Transport
 	if transport == nil {
-		tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: cfg.UpstreamHTTP1Only}
+		tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: !cfg.UpstreamHTTP2}
 		if tc.ConnectTo, err = forward.ParseConnectTo(cfg.ConnectTo); err != nil {
 			closeConn()
 			return nil, err
@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			tc.RootCAs = pool
 		}
-		transport = forward.NewTransport(tc)
+		transport = forward.NewUpstream(tc)
 	}
 	metrics := forward.NewMetrics(reg)
 	var aliases *catalog.AliasFile
