@@ -42,8 +42,17 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservat
 			return nil, err
 		}
 	}
-	b := pool.Get().(*bodyBuf)
-	b.pool = pool
+	var b *bodyBuf
+	if sizeHint >= 0 && sizeHint <= smallBody {
+		// A small body of known length gets a buffer of its own, exactly
+		// its size: the transport can then be handed it as it is (see
+		// call.outBody), and no pooled 16 KiB buffer sits under a small
+		// request for the life of its stream.
+		b = &bodyBuf{buf: make([]byte, 0, sizeHint+1)}
+	} else {
+		b = pool.Get().(*bodyBuf)
+		b.pool = pool
+	}
 	b.refs.Store(1)
 	buf := b.buf[:0]
 	if sizeHint > int64(cap(buf)) {
@@ -136,9 +145,10 @@ func (b *bodyBuf) reader() *bodyReader {
 	return r
 }
 
-// release drops one reference; the last one returns the buffer to the pool.
+// release drops one reference; the last one returns the buffer to the pool
+// (a buffer of its own, pool nil, is left to the collector).
 func (b *bodyBuf) release() {
-	if b.refs.Add(-1) != 0 {
+	if b.refs.Add(-1) != 0 || b.pool == nil {
 		return
 	}
 	if cap(b.buf) <= maxPooledBody {

@@ -135,9 +135,22 @@ func TestBodyBuffersReturnToPool(t *testing.T) {
 		mu.Unlock()
 		return b
 	}}
-	const requests = 20
-	for i := range requests {
+	// A small body of known length has a buffer of its own, never pooled.
+	for i := range 5 {
 		resp, body := e.do(t, "POST", "/v1/chat/completions", `{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}]}`, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("small request %d = %d %s; want 200", i, resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	if len(made) != 0 {
+		t.Errorf("%d pooled buffers made for small bodies; want none", len(made))
+	}
+	mu.Unlock()
+	const requests = 20
+	large := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", 2*smallBody) + `"}]}`
+	for i := range requests {
+		resp, body := e.do(t, "POST", "/v1/chat/completions", large, nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("request %d = %d %s; want 200", i, resp.StatusCode, body)
 		}

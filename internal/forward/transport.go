@@ -133,7 +133,7 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 // send sends the request and, on a 401, asks the token source for a new
 // token and retries once with it.
 func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
-	if c.body != nil && len(c.body.buf) <= smallBody && req.Body != nil && req.Body != http.NoBody {
+	if c.body != nil && (c.body.pool == nil || len(c.body.buf) <= smallBody) && req.Body != nil && req.Body != http.NoBody {
 		req.Body = c.outBody()
 	}
 	start := h.clock.Now()
@@ -189,11 +189,16 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 // copied.
 const smallBody = 8 << 10
 
-// outBody returns the body to send upstream: a private copy of a small
-// one (see smallBody), after which the held body is no longer read by the
-// transport; a new reader of the held buffer otherwise.
+// outBody returns the body to send upstream: a small one's own buffer
+// (see readBody) or a private copy of a small pooled one, after which the
+// held body is no longer read by the transport; a new reader of the held
+// buffer otherwise.
 func (c *call) outBody() io.ReadCloser {
-	if len(c.body.buf) <= smallBody {
+	switch {
+	case c.body.pool == nil: // not pooled: never reused, the collector's
+		c.held.copied = true
+		return io.NopCloser(bytes.NewReader(c.body.buf))
+	case len(c.body.buf) <= smallBody:
 		c.held.copied = true
 		return io.NopCloser(bytes.NewReader(bytes.Clone(c.body.buf)))
 	}
