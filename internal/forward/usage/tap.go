@@ -15,30 +15,38 @@ type Tap struct {
 	done func(u Usage, ok bool)
 	once sync.Once
 	b    *tapBuf // nil once finished
-	pool *sync.Pool
+	bufs *Buffers
 }
 
 // tapBuf is a tap's pooled memory, so that a tap allocates nothing per
-// answer but itself.
+// answer but itself. The tail is a ring of TailSize bytes: a stream that
+// lasts minutes holds 20 KiB here, not a window twice the tail's size.
 type tapBuf struct {
 	head [HeadSize]byte
-	n    int    // bytes of head used
-	tail []byte // window: up to 2*TailSize, compacted to TailSize
+	n    int // bytes of head used
+	ring [TailSize]byte
+	end  int64 // bytes written to the ring in all; the newest is at (end-1)%TailSize
 }
 
 // Buffers pools the memory of taps; share one among all taps.
-type Buffers struct{ p sync.Pool }
+type Buffers struct {
+	p       sync.Pool // *tapBuf
+	scratch sync.Pool // *[TailSize]byte: a tail laid out in order, only while it is parsed
+}
 
 // NewBuffers returns an empty pool.
 func NewBuffers() *Buffers {
-	return &Buffers{p: sync.Pool{New: func() any { return &tapBuf{tail: make([]byte, 0, 2*TailSize)} }}}
+	return &Buffers{
+		p:       sync.Pool{New: func() any { return new(tapBuf) }},
+		scratch: sync.Pool{New: func() any { return new([TailSize]byte) }},
+	}
 }
 
 // NewTap returns a Tap over rc whose end is reported to done.
 func (bp *Buffers) NewTap(rc io.ReadCloser, done func(u Usage, ok bool)) *Tap {
 	b := bp.p.Get().(*tapBuf)
-	b.n, b.tail = 0, b.tail[:0]
-	return &Tap{rc: rc, done: done, b: b, pool: &bp.p}
+	b.n, b.end = 0, 0
+	return &Tap{rc: rc, done: done, b: b, bufs: bp}
 }
 
 // Read implements [io.Reader].
@@ -67,25 +75,35 @@ func (t *Tap) keep(p []byte) {
 	if b.n < HeadSize {
 		b.n += copy(b.head[b.n:], p)
 	}
-	if len(p) >= TailSize {
-		b.tail = append(b.tail[:0], p[len(p)-TailSize:]...)
-		return
+	if len(p) > TailSize {
+		b.end += int64(len(p) - TailSize)
+		p = p[len(p)-TailSize:]
 	}
-	if len(b.tail)+len(p) > cap(b.tail) {
-		// Keep the newest TailSize-len(p) bytes, then append: the window
-		// never grows past its capacity.
-		keep := TailSize - len(p)
-		b.tail = b.tail[:copy(b.tail, b.tail[len(b.tail)-keep:])]
+	at := int(b.end % TailSize)
+	n := copy(b.ring[at:], p)
+	copy(b.ring[:], p[n:])
+	b.end += int64(len(p))
+}
+
+// tail lays the ring's bytes out in order in scratch and returns them.
+func (b *tapBuf) tail(scratch *[TailSize]byte) []byte {
+	if b.end <= TailSize {
+		return b.ring[:b.end]
 	}
-	b.tail = append(b.tail, p...)
+	at := int(b.end % TailSize)
+	n := copy(scratch[:], b.ring[at:])
+	copy(scratch[n:], b.ring[:at])
+	return scratch[:]
 }
 
 func (t *Tap) finish() {
 	t.once.Do(func() {
 		b := t.b
-		u, ok := Parse(b.head[:b.n], b.tail[max(0, len(b.tail)-TailSize):])
+		scratch := t.bufs.scratch.Get().(*[TailSize]byte)
+		u, ok := Parse(b.head[:b.n], b.tail(scratch))
+		t.bufs.scratch.Put(scratch)
 		t.b = nil
-		t.pool.Put(b)
+		t.bufs.p.Put(b)
 		t.done(u, ok)
 	})
 }
