@@ -131,6 +131,7 @@ type Handler struct {
 	editor     identity.Editor
 	intents    Intents
 	headers    *headerPolicy
+	preset     *presetHeaders
 	countMode  CountTokens
 	maxBody    int64
 	bodyWait   time.Duration
@@ -226,6 +227,7 @@ func New(cfg Config) (*Handler, error) {
 		betas = DefaultAnthropicBetas
 	}
 	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
+	h.preset = newPresetHeaders(h.editor, h.intents)
 	if err := h.newModels(cfg.Models); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 )
 
 // The headers of a forwarded request are built from an allow list
@@ -252,18 +254,61 @@ func (c *call) facts() requestFacts {
 // X-Request-Id, X-Initiator and Copilot-Vision-Request from facts.
 func (h *Handler) upstreamHeader(target *route, in http.Header, f requestFacts) http.Header {
 	hd := h.headers.filter(target.upstream, in)
-	h.editor.SetAPIHeaders(hd)
-	hd.Set("Openai-Intent", h.intents.of(target.upstream))
-	hd.Set("X-Request-Id", f.requestID)
+	p := h.preset
+	for _, kv := range p.identity {
+		hd[kv.name] = kv.vals
+	}
+	hd["Openai-Intent"] = p.intent(target.upstream)
+	hd["X-Request-Id"] = []string{f.requestID}
 	if target.kind != bodyNone {
 		if f.agent {
-			hd.Set("X-Initiator", "agent")
+			hd["X-Initiator"] = p.agent
 		} else {
-			hd.Set("X-Initiator", "user")
+			hd["X-Initiator"] = p.user
 		}
 	}
 	if f.vision {
-		hd.Set("Copilot-Vision-Request", "true")
+		hd["Copilot-Vision-Request"] = p.vision
 	}
 	return hd
+}
+
+// presetHeaders are the header values every request shares, made once:
+// setting them is then a map assignment, not a canonicalisation and a new
+// one-element slice each. The slices are shared between requests and never
+// written: net/http's Set and Add replace or grow a slice, never write into
+// one (and a one-element slice has no room to grow into).
+type presetHeaders struct {
+	identity []presetHeader // canonical names
+	intents  map[string][]string
+	fallback []string // the chat intent, for paths not in intents
+	agent    []string
+	user     []string
+	vision   []string
+}
+
+type presetHeader struct {
+	name string
+	vals []string
+}
+
+func newPresetHeaders(e identity.Editor, in Intents) *presetHeaders {
+	id := http.Header{}
+	e.SetAPIHeaders(id)
+	p := &presetHeaders{intents: map[string][]string{}, fallback: []string{in.of("")},
+		agent: []string{"agent"}, user: []string{"user"}, vision: []string{"true"}}
+	for name, vals := range id {
+		p.identity = append(p.identity, presetHeader{name, vals})
+	}
+	for _, path := range []string{"/chat/completions", "/responses", "/v1/messages", "/v1/messages/count_tokens", "/models", "/embeddings"} {
+		p.intents[path] = []string{in.of(path)}
+	}
+	return p
+}
+
+func (p *presetHeaders) intent(path string) []string {
+	if v, ok := p.intents[path]; ok {
+		return v
+	}
+	return p.fallback
 }

@@ -60,7 +60,8 @@ func BenchmarkOverhead(b *testing.B) {
 			},
 			Transport: bareTr,
 		}
-		tr := NewTransport(tcfg)
+		tr := NewUpstream(tcfg) // the proxy's default: the h1 pool over HTTP/1.1
+		closeIdle := func() { tr.(interface{ CloseIdleConnections() }).CloseIdleConnections() }
 		h, err := New(Config{Source: &fakeSource{tok: tok}, Keys: ks, APIURL: u, Transport: tr})
 		if err != nil {
 			b.Fatal(err)
@@ -117,7 +118,7 @@ func BenchmarkOverhead(b *testing.B) {
 			}
 		}
 		bareTr.CloseIdleConnections()
-		tr.CloseIdleConnections()
+		closeIdle()
 		up.Close()
 	}
 }
