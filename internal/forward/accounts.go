@@ -217,7 +217,7 @@ func (c *call) source(h *Handler) TokenSource {
 func (h *Handler) judge(ctx context.Context, c *call, resp *http.Response) (failover bool) {
 	a := &c.acct
 	now := h.clock.Now()
-	snaps := h.quota.Read(resp.Header)
+	snaps := h.quota.Read(a.account, resp.Header)
 	if len(snaps) > 0 {
 		h.pool.SetQuota(a.account, now, snaps...)
 	}

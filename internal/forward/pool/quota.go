@@ -77,46 +77,73 @@ func lowerASCII(s string) string {
 	return s
 }
 
-// QuotaReader is FromHeaders with a memory of the values it parsed: every
-// answer carries the snapshot headers, and their values change only when
-// the quota does, so most answers repeat the last ones seen. Safe for
-// concurrent use; it holds at most maxCachedSnapshots values.
+// QuotaReader is FromHeaders with a memory of what it parsed: every answer
+// carries the snapshot headers, an account's value of a kind often repeats
+// (an unlimited kind, a quota no request drew on), and the reset time of
+// those that change (premium requests remaining) stays the same for a
+// month. Safe for concurrent use; it remembers at most maxRemembered values
+// of each sort.
 type QuotaReader struct {
-	mu   sync.Mutex
-	seen map[snapshotKey]Snapshot
+	mu     sync.Mutex
+	last   map[snapshotKey]lastSnapshot // by account and kind
+	resets map[string]time.Time         // rst values, unescaped
 }
 
-type snapshotKey struct{ kind, value string }
+type snapshotKey struct{ account, kind string }
 
-// maxCachedSnapshots bounds a QuotaReader's memory (a few kinds for each
-// of a team's accounts; an upstream sending ever new values only makes it
-// start over).
-const maxCachedSnapshots = 256
-
-// Read returns the quota snapshots in h, as FromHeaders does.
-func (q *QuotaReader) Read(h http.Header) []Snapshot {
-	return fromHeaders(h, q.parse)
+type lastSnapshot struct {
+	value string
+	s     Snapshot
 }
 
-func (q *QuotaReader) parse(kind, value string) (Snapshot, error) {
-	k := snapshotKey{kind, value}
+// maxRemembered bounds each of a QuotaReader's memories (a few kinds for
+// each of a team's accounts; an upstream sending ever new kinds or reset
+// times only makes it start over).
+const maxRemembered = 256
+
+// Read returns the quota snapshots in the headers of an answer for
+// account, as FromHeaders does.
+func (q *QuotaReader) Read(account string, h http.Header) []Snapshot {
+	return fromHeaders(h, func(kind, value string) (Snapshot, error) { return q.parse(account, kind, value) })
+}
+
+func (q *QuotaReader) parse(account, kind, value string) (Snapshot, error) {
+	k := snapshotKey{account, kind}
 	q.mu.Lock()
-	s, ok := q.seen[k]
+	l, ok := q.last[k]
 	q.mu.Unlock()
-	if ok {
-		return s, nil
+	if ok && l.value == value {
+		return l.s, nil
 	}
-	s, err := ParseSnapshot(kind, value)
+	s, err := parseSnapshot(kind, value, q.reset)
 	if err != nil {
 		return s, err // malformed values are not kept: they cost a quick refusal
 	}
 	q.mu.Lock()
-	if q.seen == nil || len(q.seen) >= maxCachedSnapshots {
-		q.seen = make(map[snapshotKey]Snapshot)
+	if q.last == nil || len(q.last) >= maxRemembered {
+		q.last = make(map[snapshotKey]lastSnapshot)
 	}
-	q.seen[k] = s
+	q.last[k] = lastSnapshot{value, s}
 	q.mu.Unlock()
 	return s, nil
+}
+
+// reset is parseReset, remembered.
+func (q *QuotaReader) reset(v string) time.Time {
+	q.mu.Lock()
+	t, ok := q.resets[v]
+	q.mu.Unlock()
+	if ok {
+		return t
+	}
+	t = parseReset(v)
+	q.mu.Lock()
+	if q.resets == nil || len(q.resets) >= maxRemembered {
+		q.resets = make(map[string]time.Time)
+	}
+	q.resets[v] = t
+	q.mu.Unlock()
+	return t
 }
 
 // errSnapshot is returned for an unusable snapshot value.
@@ -128,6 +155,10 @@ var errSnapshot = errors.New("malformed quota snapshot")
 // (overage used) and ovPerm (overage permitted). Unknown fields are
 // ignored; a value without ent or rem is refused.
 func ParseSnapshot(kind, value string) (Snapshot, error) {
+	return parseSnapshot(kind, value, parseReset)
+}
+
+func parseSnapshot(kind, value string, parseReset func(string) time.Time) (Snapshot, error) {
 	if kind == "" || len(kind) > 64 || len(value) > maxHeaderValue || !validKind(kind) {
 		return Snapshot{}, errSnapshot
 	}

@@ -172,22 +172,25 @@ func TestQuotaReaderMatchesFromHeaders(t *testing.T) {
 	}
 	for round := range 3 {
 		for i, h := range hs {
-			got, want := q.Read(h), FromHeaders(h)
+			got, want := q.Read("alice", h), FromHeaders(h)
 			if !slices.Equal(got, want) {
 				t.Errorf("round %d, headers %d: Read = %+v; FromHeaders = %+v", round, i, got, want)
 			}
 		}
 	}
-	for i := range 3 * maxCachedSnapshots {
-		h := http.Header{"X-Quota-Snapshot-Chat": {fmt.Sprintf("ent=%d&rem=1", i)}}
-		if got := q.Read(h); len(got) != 1 || got[0].Entitlement != float64(i) {
+	// Values that change, on ever new accounts and reset times: still
+	// right, and the memory stays bounded.
+	for i := range 3 * maxRemembered {
+		h := http.Header{"X-Quota-Snapshot-Chat": {fmt.Sprintf("ent=%d&rem=1&rst=%d", i, 1_800_000_000+i)}}
+		got := q.Read(fmt.Sprint("acct", i%300), h)
+		if len(got) != 1 || got[0].Entitlement != float64(i) || got[0].Reset.Unix() != int64(1_800_000_000+i) {
 			t.Fatalf("Read(ent=%d) = %+v", i, got)
 		}
 	}
 	q.mu.Lock()
-	n := len(q.seen)
+	n, r := len(q.last), len(q.resets)
 	q.mu.Unlock()
-	if n > maxCachedSnapshots {
-		t.Errorf("the reader holds %d values; want at most %d", n, maxCachedSnapshots)
+	if n > maxRemembered || r > maxRemembered {
+		t.Errorf("the reader holds %d snapshots and %d reset times; want at most %d each", n, r, maxRemembered)
 	}
 }
