@@ -108,10 +108,12 @@ func New(cfg Config) (*Transport, error) {
 
 // Buffer sizes: the writer is held only while a request is written (a body
 // sent here fits a few of them); the reader stays with its connection for
-// its life, so a long stream holds one.
+// its life, so a long stream holds one: 4 KiB holds a response head (a
+// longer header line is read in parts) and SSE events, and a large answer
+// is read straight into the caller's buffer.
 const (
 	writeBufferSize = 16 << 10
-	readBufferSize  = 8 << 10
+	readBufferSize  = 4 << 10
 )
 
 // RoundTrip implements [http.RoundTripper].

@@ -107,6 +107,9 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, out[len(out)/2:])
 	case "empty":
 		w.WriteHeader(http.StatusNoContent)
+	case "big-head": // a header line longer than the connection's read buffer
+		w.Header().Set("X-Big", strings.Repeat("h", 3*readBufferSize/2))
+		_, _ = io.WriteString(w, out)
 	case "early-hints":
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -125,6 +128,7 @@ func TestRoundTripsShareOneConnection(t *testing.T) {
 		{"POST", "?frame=chunked", `{"n":2}`, `POST /x {"n":2}`},
 		{"GET", "", "", `GET /x `},
 		{"POST", "?frame=empty", `{}`, ``},
+		{"POST", "?frame=big-head", `{"n":4}`, `POST /x {"n":4}`},
 		{"POST", "?frame=early-hints", `{"n":3}`, `POST /x {"n":3}`},
 		{"POST", "", strings.Repeat("y", 100<<10), "POST /x " + strings.Repeat("y", 100<<10)},
 	} {
