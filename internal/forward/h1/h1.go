@@ -201,7 +201,9 @@ func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, err
 		cs[len(cs)-1] = nil
 		t.idle[key] = cs[:len(cs)-1]
 		t.mu.Unlock()
-		if now.Sub(c.idleSince) < t.cfg.IdleTimeout && t.alive(c.raw) {
+		// Bytes already buffered, or waiting on the socket, are not an
+		// answer to anything: the connection is closing or confused.
+		if now.Sub(c.idleSince) < t.cfg.IdleTimeout && c.br.Buffered() == 0 && t.alive(c.raw) {
 			c.reused = true
 			return c, nil
 		}
@@ -370,8 +372,13 @@ func (c *conn) roundTrip(t *Transport, req *http.Request) (*http.Response, error
 			break
 		}
 	}
-	if t.cfg.ResponseHeaderTimeout > 0 && !cancelled.Load() {
+	if t.cfg.ResponseHeaderTimeout > 0 {
 		_ = c.nc.SetReadDeadline(time.Time{})
+		// A cancel that set its deadline just before this clear would be
+		// undone by it: set it again.
+		if cancelled.Load() {
+			_ = c.nc.SetDeadline(aLongTimeAgo)
+		}
 	}
 	b := &body{rc: resp.Body, c: c, t: t, stop: stop, keep: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {

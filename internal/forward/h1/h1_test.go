@@ -240,6 +240,42 @@ func TestStaleConnections(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bytes after an answer", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer ln.Close()
+		wg.Add(1)
+		go func() { // answers, then sends bytes no request asked for, and keeps the connection
+			defer wg.Done()
+			var conns []net.Conn
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns = append(conns, c)
+				if r, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					_, _ = io.Copy(io.Discard, r.Body)
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+				}
+			}
+		}()
+		tr, _ := newTransport(t, nil)
+		for i := range 3 {
+			if resp, body := do(t, tr, "POST", "http://"+ln.Addr().String()+"/", "{}"); resp.StatusCode != 200 || body != "ok" {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+	})
 	t.Run("Connection: close and bodies closed unread", func(t *testing.T) {
 		up := newCounted(t, func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Query().Has("close") {
