@@ -57,18 +57,7 @@ func (s *scanner) object(field func(key []byte) bool) bool {
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return false
 	}
-	if s.depth++; s.depth > maxScanDepth {
-		return false
-	}
-	defer func() { s.depth-- }()
-	s.i++
-	s.space()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return true
-	}
-	for {
-		s.space()
+	return s.container('}', func() bool {
 		key, ok := s.str()
 		if !ok {
 			return false
@@ -79,7 +68,27 @@ func (s *scanner) object(field func(key []byte) bool) bool {
 		}
 		s.i++
 		s.space()
-		if !field(key) {
+		return field(key)
+	})
+}
+
+// container reads the rest of an object or array whose opening byte is at
+// s.i: items separated by commas up to end, each read by item (called at
+// the item's first non-space byte). It bounds the nesting.
+func (s *scanner) container(end byte, item func() bool) bool {
+	if s.depth++; s.depth > maxScanDepth {
+		return false
+	}
+	defer func() { s.depth-- }()
+	s.i++
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == end {
+		s.i++
+		return true
+	}
+	for {
+		s.space()
+		if !item() {
 			return false
 		}
 		s.space()
@@ -89,7 +98,7 @@ func (s *scanner) object(field func(key []byte) bool) bool {
 		switch s.b[s.i] {
 		case ',':
 			s.i++
-		case '}':
+		case end:
 			s.i++
 			return true
 		default:
@@ -129,7 +138,7 @@ func (s *scanner) skip() bool {
 	case c == '{':
 		return s.object(func([]byte) bool { return s.skip() })
 	case c == '[':
-		return s.array()
+		return s.container(']', s.skip)
 	case c == 't':
 		return s.literal("true")
 	case c == 'f':
@@ -139,38 +148,6 @@ func (s *scanner) skip() bool {
 	default:
 		_, _, ok := s.number()
 		return ok
-	}
-}
-
-func (s *scanner) array() bool {
-	if s.depth++; s.depth > maxScanDepth {
-		return false
-	}
-	defer func() { s.depth-- }()
-	s.i++ // '['
-	s.space()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return true
-	}
-	for {
-		s.space()
-		if !s.skip() {
-			return false
-		}
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
-		}
 	}
 }
 
