@@ -133,7 +133,7 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 // send sends the request and, on a 401, asks the token source for a new
 // token and retries once with it.
 func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
-	if c.body != nil && (c.body.pool == nil || len(c.body.buf) <= smallBody) && req.Body != nil && req.Body != http.NoBody {
+	if c.body != nil && c.body.inMemory() && req.Body != nil && req.Body != http.NoBody {
 		req.Body = c.outBody()
 	}
 	start := h.clock.Now()
@@ -189,20 +189,24 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 // copied.
 const smallBody = 8 << 10
 
-// outBody returns the body to send upstream: a small one's own buffer
-// (see readBody) or a private copy of a small pooled one, after which the
-// held body is no longer read by the transport; a new reader of the held
-// buffer otherwise.
+// inMemory says whether the transport gets the body as an in-memory reader
+// (see outBody): a body with a buffer of its own, or a small pooled one.
+func (b *bodyBuf) inMemory() bool { return b.pool == nil || len(b.buf) <= smallBody }
+
+// outBody returns the body to send upstream: an in-memory reader of a small
+// one's own buffer, or of a private copy of a small pooled one (the pool
+// reuses its buffer once the handler returns), after which the held body is
+// no longer read by the transport; a new reader of the held buffer otherwise.
 func (c *call) outBody() io.ReadCloser {
-	switch {
-	case c.body.pool == nil: // not pooled: never reused, the collector's
-		c.held.copied = true
-		return io.NopCloser(bytes.NewReader(c.body.buf))
-	case len(c.body.buf) <= smallBody:
-		c.held.copied = true
-		return io.NopCloser(bytes.NewReader(bytes.Clone(c.body.buf)))
+	if !c.body.inMemory() {
+		return c.body.reader()
 	}
-	return c.body.reader()
+	c.held.copied = true
+	buf := c.body.buf
+	if c.body.pool != nil {
+		buf = bytes.Clone(buf)
+	}
+	return io.NopCloser(bytes.NewReader(buf))
 }
 
 // roundTripFunc adapts a function to [http.RoundTripper].
