@@ -162,12 +162,29 @@ func TestSmallBodyOneWrite(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
 		size     int
+		chunked  bool // sent without a length: the body is read into a pooled buffer and copied
 		oneWrite bool
-	}{{"small", 200, true}, {"at the bound", smallBody, true}, {"large", 64 << 10, false}} {
-		body := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", max(0, tt.size-66)) + `"}]}`
+	}{
+		{"small", 200, false, true},
+		{"at the bound", smallBody, false, true},
+		{"small, no length", 200, true, true},
+		{"at the bound, no length", smallBody, true, true},
+		{"large", 64 << 10, false, false},
+	} {
+		const frame = len(`{"model":"gpt-4.1","messages":[{"role":"user","content":""}]}`)
+		body := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", tt.size-frame) + `"}]}`
+		if len(body) != tt.size {
+			t.Fatalf("%s: body of %d bytes; want %d", tt.name, len(body), tt.size)
+		}
 		for i := range 3 {
 			before := writes.Load()
-			resp, out := e.do(t, "POST", "/v1/chat/completions", body, nil)
+			var resp *http.Response
+			var out string
+			if tt.chunked {
+				resp, out = e.send(t, "POST", "/v1/chat/completions", io.NopCloser(strings.NewReader(body)), nil)
+			} else {
+				resp, out = e.do(t, "POST", "/v1/chat/completions", body, nil)
+			}
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("%s: status %d %s", tt.name, resp.StatusCode, out)
 			}
