@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
+	"github.com/copilot-broker/copilot-broker/internal/ops"
 )
 
 // The Go floor: the least a forwarder built on net/http does for section 1's
@@ -42,13 +42,9 @@ func serveFloor(ctx context.Context, getenv func(string) string) error {
 		DisableCompression: true, Protocols: new(http.Protocols)}
 	tr.Protocols.SetHTTP1(true)
 	if ca := getenv("BENCH_FLOOR_CA"); ca != "" {
-		pem, err := os.ReadFile(ca)
+		pool, err := ops.LoadCertPool(ca)
 		if err != nil {
 			return err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("__floor: no certificate in " + ca)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}

@@ -33,7 +33,6 @@ var manyCounts = []int{100, 5000}
 
 // manyRun is one count through one path.
 type manyRun struct {
-	n              int
 	transit        []time.Duration // the chunks written once every stream was open, sorted
 	transitAll     []time.Duration // every chunk of every stream, the opening burst's too, sorted
 	failed         int
@@ -177,7 +176,7 @@ func (st *steady) targetFor(name string, p *proxyProc, conns int) *target {
 // event, samples the proxy's memory and goroutines, calls hold (when set)
 // while every stream is open, and reads every stream to its end.
 func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()) (manyRun, error) {
-	r := manyRun{n: n}
+	r := manyRun{}
 	var goroutines0 float64
 	if p != nil {
 		var err error
@@ -399,6 +398,9 @@ func fetchTo(ctx context.Context, url, path string) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

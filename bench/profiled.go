@@ -48,7 +48,6 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 		p, err := proxy.Start(ctx, proxy.Config{
 			Addr: getenv("BENCH_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"), BrokerAddr: getenv("BENCH_BROKER_ADDR"),
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
-			ForwardHeaders: []string{"X-Sandbox-Chunks", "X-Sandbox-Chunk-Delay-Ms"},
 			// Section 6's profile reaches the TLS upstream, over HTTP/1.1 when asked.
 			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP2: getenv("BENCH_UPSTREAM_HTTP2") == "true",
 		})

@@ -168,10 +168,7 @@ func (b *bench) altBrokers(st *steady) ([]namedBroker, error) {
 		if !ok {
 			continue
 		}
-		built := b.bins["broker"]
-		b.bins["broker"] = path // startBroker runs b.bins["broker"]
-		br, err := b.startBroker(st.up, "broker-"+name)
-		b.bins["broker"] = built
+		br, err := b.startBrokerBin(path, st.up, "broker-"+name)
 		if err != nil {
 			return nil, fmt.Errorf("-compare-broker %s: %w", name, err)
 		}

@@ -65,6 +65,11 @@ func (b *bench) startBrokerArgs(up *upstream, name string, extra ...string) (*br
 	if err := b.need("broker"); err != nil {
 		return nil, err
 	}
+	return b.startBrokerBin(b.bins["broker"], up, name, extra...)
+}
+
+// startBrokerBin runs the broker binary bin against up.
+func (b *bench) startBrokerBin(bin string, up *upstream, name string, extra ...string) (*brokerProc, error) {
 	dir := b.dir(name)
 	addrs, err := freeAddrs(3)
 	if err != nil {
@@ -76,7 +81,7 @@ func (b *bench) startBrokerArgs(up *upstream, name string, extra ...string) (*br
 		return nil, err
 	}
 	p, err := proc.Start(proc.Spec{
-		Name: name, Path: b.bins["broker"],
+		Name: name, Path: bin,
 		Args: append([]string{"serve", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--admin-addr", addrs[2],
 			"--github-api-url", up.URL, "--keys-file", keys, "--log-format", "json"}, extra...),
 		Env:     []string{"GITHUB_TOKEN=" + up.GitHubToken().Reveal()},
@@ -130,9 +135,7 @@ func (b *bench) startProxyArgs(bin string, br *brokerProc, name string, upstream
 		Name: name, Path: bin,
 		Args: append([]string{"serve", "--addr", addrs[0], "--admin-addr", addrs[1], "--broker-addr", br.GRPCAddr,
 			"--keys-file", keys}, upstreamArgs...),
-		// The benchmarks shape the sandbox's streams through the proxy (an
-		// environment variable, which older proxy binaries ignore).
-		Env:     []string{"PROXY_BROKER_KEY=" + br.Key, "PROXY_FORWARD_HEADERS=X-Sandbox-Chunks,X-Sandbox-Chunk-Delay-Ms"},
+		Env:     []string{"PROXY_BROKER_KEY=" + br.Key},
 		LogPath: filepath.Join(dir, "proxy.log"),
 	})
 	if err != nil {
@@ -173,7 +176,7 @@ type steady struct {
 	floor, floorTLS       *proc.Process
 	floorURL, floorTLSURL string
 	// The same over the upstream's TLS listener: the proxy with its default
-	// (HTTP/2) and with HTTP/1.1 only, and nginx with proxy_ssl.
+	// (HTTP/1.1) and with --upstream-http2, and nginx with proxy_ssl.
 	proxyTLS, proxyTLSH2 *proxyProc
 	nginxTLS             *proc.Process
 	nginxTLSURL          string

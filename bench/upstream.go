@@ -86,8 +86,9 @@ func benchStream(r *http.Request) string {
 	if r.Method != http.MethodPost || r.Body == nil {
 		return ""
 	}
+	// The tag is near the start; the rest passes on unread.
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 	i := bytes.Index(body, streamTag)
 	if err != nil || i < 0 {
 		return ""
