@@ -364,10 +364,18 @@ func TestRefreshQuotaExceededPokesQuota(t *testing.T) {
 		t.Fatal("a refresh for a 401 re-read the quota")
 	default:
 	}
+	src.mu.Lock()
+	forcedBefore := len(src.forced)
+	src.mu.Unlock()
 	if _, err := svc.RefreshToken(context.Background(), &brokerv1.RefreshTokenRequest{RejectedGeneration: 2, Reason: brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED}); err != nil {
 		t.Fatal(err)
 	}
 	<-q.poked
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.forced) != forcedBefore {
+		t.Errorf("a quota report forced a token exchange (generations %v); want the quota re-read only", src.forced[forcedBefore:])
+	}
 }
 
 func TestQuotaMetrics(t *testing.T) {

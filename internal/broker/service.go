@@ -281,9 +281,16 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 	if err != nil {
 		return nil, err
 	}
-	st, err := a.src.ForceRefresh(ctx, req.GetRejectedGeneration())
-	if req.GetReason() == brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED && a.quota != nil {
-		a.quota.Poke() // the upstream said 402: read the spent quota now
+	var st tokens.State
+	if req.GetReason() == brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED {
+		// A 402 refuses the account, not its token: a new token would be
+		// refused alike, so none is exchanged; the spent quota is read now.
+		if a.quota != nil {
+			a.quota.Poke()
+		}
+		st = a.src.Snapshot()
+	} else {
+		st, err = a.src.ForceRefresh(ctx, req.GetRejectedGeneration())
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

@@ -471,9 +471,11 @@ type RefreshTokenRequest struct {
 	// refused. A refresh happens only if it is still the current generation.
 	RejectedGeneration uint64 `protobuf:"varint,2,opt,name=rejected_generation,json=rejectedGeneration,proto3" json:"rejected_generation,omitempty"`
 	// reason is why the upstream refused the token. With
-	// REFRESH_REASON_QUOTA_EXCEEDED (an upstream 402) the broker also re-reads
-	// the account's quota at once (no more often than a floor interval), so
-	// that ListAccounts and WatchAccounts show the spent quota.
+	// REFRESH_REASON_QUOTA_EXCEEDED (an upstream 402) the broker exchanges no
+	// new token (the account is refused, not its token) and re-reads the
+	// account's quota at once (no more often than a floor interval), so that
+	// ListAccounts and WatchAccounts show the spent quota; the answer is the
+	// current state.
 	Reason        RefreshReason `protobuf:"varint,3,opt,name=reason,proto3,enum=copilot.broker.v1.RefreshReason" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
