@@ -29,6 +29,9 @@ type fleet struct {
 	metrics *broker.Metrics
 	epoch   string
 	fetch   quota.FetchFunc
+	// exchange is the token exchange every account shares (one HTTP client
+	// and connection pool to GitHub, as the quota fetcher's).
+	exchange tokens.ExchangeFunc
 
 	ctx    context.Context // ends when the fleet closes
 	cancel context.CancelFunc
@@ -68,10 +71,12 @@ func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metr
 	// The same client as the exchange; the fetcher refuses redirects on its
 	// copy, so the GitHub token never follows one.
 	fetcher := quota.NewFetcher(quota.FetchConfig{APIURL: cfg.GitHubAPIURL, HTTPClient: client, Headers: h})
+	exCfg := cfg.Exchange
+	exCfg.APIURL, exCfg.HTTPClient = cfg.GitHubAPIURL, client
 	ctx, cancel := context.WithCancel(context.Background())
 	return &fleet{
 		cfg: cfg, log: cfg.Logger, svc: svc, health: health, metrics: metrics, epoch: epoch,
-		fetch: fetcher.Fetch, ctx: ctx, cancel: cancel, members: map[string]*member{},
+		fetch: fetcher.Fetch, exchange: tokens.NewExchanger(exCfg).Exchange, ctx: ctx, cancel: cancel, members: map[string]*member{},
 	}
 }
 
@@ -95,9 +100,9 @@ func (f *fleet) add(name string, tok secret.Secret) error {
 	mcfg := tokens.ManagerConfig{
 		Account:          name,
 		GitHubToken:      tok,
-		Exchange:         f.metrics.InstrumentExchange(name, f.exchange()),
+		Exchange:         f.metrics.InstrumentExchange(name, f.exchange),
 		Clock:            f.cfg.Clock,
-		Logger:           f.cfg.Logger.With("account", name),
+		Logger:           f.cfg.Logger, // the manager adds the account
 		Epoch:            f.epoch,
 		MinForceInterval: f.cfg.MinForceInterval,
 	}
@@ -130,13 +135,6 @@ func (f *fleet) add(name string, tok secret.Secret) error {
 	go func() { defer m.done.Done(); f.reportHealth(ctx, m) }()
 	f.members[name] = m
 	return nil
-}
-
-// exchange returns the token exchange function shared by every account.
-func (f *fleet) exchange() tokens.ExchangeFunc {
-	exCfg := f.cfg.Exchange
-	exCfg.APIURL = f.cfg.GitHubAPIURL
-	return tokens.NewExchanger(exCfg).Exchange
 }
 
 // remove stops serving an account (its watch streams end NOT_FOUND) and
