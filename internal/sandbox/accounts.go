@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -89,25 +90,13 @@ func newAccount(c AccountConfig) *account {
 	return a
 }
 
-func validAccountName(n string) bool {
-	if n == "" || len(n) > 64 || n[0] == '.' {
-		return false
-	}
-	for _, r := range n {
-		if !(r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
-			return false
-		}
-	}
-	return true
-}
-
 // ErrUnknownAccount is returned for an account the sandbox does not hold.
 var ErrUnknownAccount = errors.New("sandbox: unknown account")
 
 // AddAccount adds a GitHub account and returns its GitHub token.
 func (s *Server) AddAccount(c AccountConfig) (secret.Secret, error) {
-	if !validAccountName(c.Name) {
-		return secret.Secret{}, fmt.Errorf("sandbox: account name %q: want 1-64 letters, digits, '-', '_' or '.'", c.Name)
+	if !keys.ValidAccountName(c.Name) {
+		return secret.Secret{}, fmt.Errorf("sandbox: account name %q: want 1-%d letters, digits, '-', '_' or '.', not starting with '.'", c.Name, keys.MaxAccountNameLen)
 	}
 	if c.SKU == "" {
 		c.SKU = s.cfg.SKU
