@@ -153,8 +153,9 @@ func translateHeaders(hd http.Header, x *xlate) {
 const maxTranslatedAnswer = 32 << 20
 
 // translateResponse turns the upstream's answer into the client's dialect:
-// an error body with the upstream's status, a JSON answer whole, an event
-// stream event by event as it arrives.
+// an error body with the upstream's status (the classified ones are already
+// the client's, see classifyError), a JSON answer whole, an event stream
+// event by event as it arrives.
 func (h *Handler) translateResponse(resp *http.Response, c *call) error {
 	x := c.xlate
 	ct := resp.Header.Get("Content-Type")
@@ -184,6 +185,8 @@ func (h *Handler) translateResponse(resp *http.Response, c *call) error {
 		}
 		setJSONBody(resp, out)
 		return nil
+	case errorKind(resp.StatusCode) != "":
+		return nil // classifyError has already written it in the client's dialect
 	default:
 		raw, err := readAll(resp.Body, 1<<20)
 		if err != nil {

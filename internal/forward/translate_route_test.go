@@ -88,3 +88,47 @@ func TestPassThroughUntouched(t *testing.T) {
 		t.Errorf("upstream got %s %s; want the client's bytes on /chat/completions", last.path, last.body)
 	}
 }
+
+// TestTranslatedUpstreamErrors checks that an upstream error on a
+// translated request reaches the client once in its own dialect: the
+// classified ones (402, 466, 503) with the proxy's error type and code, not
+// turned over a second time as if they were still the upstream's; others
+// translated from the upstream's shape.
+func TestTranslatedUpstreamErrors(t *testing.T) {
+	const (
+		messages = `{"model":"gpt-4.1","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}` // to a Chat-only model
+		chat     = `{"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}`       // to a Messages-only model
+	)
+	for _, tt := range []struct {
+		path, body string
+		status     int
+		upstream   string
+		want       []string // in the client's error body
+	}{
+		{"/v1/messages", messages, 402, `{"error":{"message":"quota exceeded","type":"insufficient_quota"}}`, []string{`"type":"error"`, `"type":"billing_error"`, "quota exceeded"}},
+		{"/v1/messages", messages, 466, `{"error":{"message":"client version not supported"}}`, []string{`"type":"error"`, "editor identity is too old"}},
+		{"/v1/messages", messages, 503, `{"error":{"message":"busy"}}`, []string{`"type":"overloaded_error"`, "busy"}},
+		{"/v1/messages", messages, 400, `{"error":{"message":"bad tool schema","type":"invalid_request_error"}}`, []string{`"type":"invalid_request_error"`, "bad tool schema"}},
+		{"/v1/chat/completions", chat, 402, `{"type":"error","error":{"type":"billing_error","message":"quota exceeded"}}`, []string{`"type":"insufficient_quota"`, `"code":"quota_exceeded"`, "quota exceeded"}},
+		{"/v1/chat/completions", chat, 466, `{"type":"error","error":{"type":"invalid_request_error","message":"too old"}}`, []string{`"code":"client_not_supported"`, "editor identity is too old"}},
+		{"/v1/chat/completions", chat, 503, `{"type":"error","error":{"type":"overloaded_error","message":"busy"}}`, []string{`"code":"upstream_unavailable"`, "busy"}},
+		{"/v1/chat/completions", chat, 400, `{"type":"error","error":{"type":"invalid_request_error","message":"bad tool schema"}}`, []string{`"type":"invalid_request_error"`, "bad tool schema"}},
+	} {
+		t.Run(fmt.Sprint(tt.path, " ", tt.status), func(t *testing.T) {
+			e, _ := xlateEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				fmt.Fprint(w, tt.upstream)
+			})
+			resp, body := e.do(t, "POST", tt.path, tt.body, nil)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("POST %s = %d %s; want %d", tt.path, resp.StatusCode, body, tt.status)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("error body %s; want it to hold %s", body, w)
+				}
+			}
+		})
+	}
+}
