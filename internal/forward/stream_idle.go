@@ -19,7 +19,8 @@ import (
 const DefaultStreamIdleTimeout = 5 * time.Minute
 
 // watchStreamIdle replaces an event-stream response's body with one that
-// ends the stream with an error event in the client's dialect, and closes
+// ends the stream with an error event in the upstream's dialect (the
+// client's, unless the call is translated), and closes
 // the upstream body (freeing its connection), once the upstream has sent
 // nothing for the stream idle timeout. No goroutine waits per stream: a
 // clock timer calls [idleBody.fire], and each read that brings bytes resets
@@ -31,7 +32,10 @@ func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		return
 	}
-	b := &idleBody{body: resp.Body, h: h, route: c.route, key: c.key, requestID: c.requestID}
+	// The event joins the upstream's bytes: in the upstream's dialect, which
+	// a translated call's translator (above this body) turns into the
+	// client's.
+	b := &idleBody{body: resp.Body, h: h, route: c.route, event: c.targetRoute(), key: c.key, requestID: c.requestID}
 	b.timer = h.clock.AfterFunc(h.streamIdle, b.fire)
 	resp.Body = b
 }
@@ -48,7 +52,8 @@ const (
 type idleBody struct {
 	body      io.ReadCloser
 	h         *Handler
-	route     *route
+	route     *route // the client's: the metric's and the log's
+	event     *route // whose dialect the error event is in
 	key       string
 	requestID string
 	timer     clock.Timer
@@ -62,7 +67,7 @@ func (b *idleBody) fire() {
 	if !b.state.CompareAndSwap(idleLive, idleFiring) {
 		return
 	}
-	b.tail = idleErrorEvent(b.route, b.h.streamIdle)
+	b.tail = idleErrorEvent(b.event, b.h.streamIdle)
 	b.state.Store(idleFired)
 	b.h.metrics.streamIdle.WithLabelValues(b.route.name).Inc()
 	b.h.log.Warn("upstream stream idle; ending it with an error event", "route", b.route.name, "key", b.key,

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -127,6 +128,66 @@ func TestTranslatedUpstreamErrors(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(body, w) {
 					t.Errorf("error body %s; want it to hold %s", body, w)
+				}
+			}
+		})
+	}
+}
+
+// TestTranslatedStreamIdle checks that a translated stream whose upstream
+// goes silent ends with the idle error in the client's dialect, its message
+// kept: the idle event is written in the upstream's dialect, under the
+// translator, which turns it into the client's.
+func TestTranslatedStreamIdle(t *testing.T) {
+	const idle = time.Minute
+	for _, tt := range []struct {
+		name, path, body, first string
+		want                    []string
+	}{
+		{"messages client, chat model", "/v1/messages",
+			`{"model":"gpt-4.1","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4.1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}` + "\n\n",
+			[]string{`"text":"Hel"`, "event: error", "sent nothing for 1m0s"}},
+		{"chat client, messages model", "/v1/chat/completions",
+			`{"model":"claude-sonnet-4.5","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			"event: message_start\ndata: " + `{"type":"message_start","message":{"id":"m1","type":"message","role":"assistant","model":"claude-sonnet-4.5","content":[],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":0}}}` + "\n\n" +
+				"event: content_block_start\ndata: " + `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}` + "\n\n" +
+				"event: content_block_delta\ndata: " + `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}` + "\n\n",
+			[]string{`"content":"Hel"`, `"error"`, "sent nothing for 1m0s"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sent := make(chan struct{})
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/models" {
+					w.Header().Set("Content-Type", "application/json")
+					fmt.Fprint(w, upstreamModels)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, tt.first)
+				w.(http.Flusher).Flush()
+				close(sent)
+				<-r.Context().Done() // then silence
+			}, func(c *Config) {
+				c.Models = &ModelsConfig{}
+				c.StreamIdleTimeout = idle
+			})
+			t.Cleanup(e.handler.Close)
+			got := make(chan string, 1)
+			go func() {
+				_, body := e.do(t, "POST", tt.path, tt.body, nil)
+				got <- body
+			}()
+			<-sent
+			before := e.clk.Pending()
+			for e.clk.Pending() == before { // the idle timer is armed once the answer began
+				time.Sleep(time.Millisecond)
+			}
+			e.clk.Advance(idle)
+			body := <-got
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("idle translated stream = %q; want it to hold %s", body, w)
 				}
 			}
 		})
