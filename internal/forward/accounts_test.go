@@ -496,8 +496,8 @@ func TestPoolSkipsMembersTheBrokerRejected(t *testing.T) {
 	h := e.handler
 	h.accounts = wrapAccounts{e.accts, map[string]TokenSource{"alice": checkedSource{alice, fmt.Errorf("REJECTED")}}}
 	for i := range 10 {
-		if _, body := e.post(t, poolKey, "/v1/chat/completions", conv(i)); strings.Contains(body, `"alice"`) {
-			t.Fatalf("conversation %d went to alice, REJECTED at the broker: %s", i, body)
+		if resp, body := e.post(t, poolKey, "/v1/chat/completions", conv(i)); resp.StatusCode != http.StatusOK || strings.Contains(body, `"alice"`) {
+			t.Fatalf("conversation %d = %d %s; want 200 from a member other than alice, REJECTED at the broker", i, resp.StatusCode, body)
 		}
 	}
 	// Her own key still uses the token it holds (harden decides that).

@@ -279,9 +279,9 @@ func (h *Handler) upstreamHeader(target *route, in http.Header, f requestFacts) 
 // written: net/http's Set and Add replace or grow a slice, never write into
 // one (and a one-element slice has no room to grow into).
 type presetHeaders struct {
-	identity []presetHeader // canonical names
-	intents  map[string][]string
-	fallback []string // the chat intent, for paths not in intents
+	identity []presetHeader      // canonical names
+	intents  map[string][]string // the upstream paths of the routes
+	in       Intents             // for any other path
 	agent    []string
 	user     []string
 	vision   []string
@@ -295,13 +295,13 @@ type presetHeader struct {
 func newPresetHeaders(e identity.Editor, in Intents) *presetHeaders {
 	id := http.Header{}
 	e.SetAPIHeaders(id)
-	p := &presetHeaders{intents: map[string][]string{}, fallback: []string{in.of("")},
+	p := &presetHeaders{intents: map[string][]string{}, in: in,
 		agent: []string{"agent"}, user: []string{"user"}, vision: []string{"true"}}
 	for name, vals := range id {
 		p.identity = append(p.identity, presetHeader{name, vals})
 	}
-	for _, path := range []string{"/chat/completions", "/responses", "/v1/messages", "/v1/messages/count_tokens", "/models", "/embeddings"} {
-		p.intents[path] = []string{in.of(path)}
+	for _, rt := range []*route{routeChat, routeModels, routeModel, routeEmbeddings, routeResponses, routeMessages, routeCountTokens} {
+		p.intents[rt.upstream] = []string{in.of(rt.upstream)}
 	}
 	return p
 }
@@ -310,5 +310,6 @@ func (p *presetHeaders) intent(path string) []string {
 	if v, ok := p.intents[path]; ok {
 		return v
 	}
-	return p.fallback
+	return []string{p.in.of(path)} // Intents.of stays the one mapping
+
 }

@@ -216,6 +216,7 @@ func setJSONBody(resp *http.Response, b []byte) {
 	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
 	resp.Header.Set("Content-Type", "application/json")
 	resp.Header.Del("Content-Encoding")
+	resp.TransferEncoding = nil
 }
 
 // dialectMetrics count requests by client dialect and upstream endpoint

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/copilot-broker/copilot-broker/internal/identity"
@@ -82,13 +81,7 @@ func (h *Handler) classifyError(resp *http.Response, c *call) {
 		h.log.Warn("the Copilot API refused the editor identity as too old (466); update "+identity.FlagNames+" on the proxy and the broker",
 			"editor_version", h.editor.Version, "editor_plugin_version", h.editor.PluginVersion, "request_id", c.requestID)
 	}
-	body := errorBody(c.route.dialect, e)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	resp.Header.Set("Content-Type", "application/json")
-	resp.Header.Del("Content-Encoding")
-	resp.TransferEncoding = nil
+	setJSONBody(resp, errorBody(c.route.dialect, e))
 }
 
 // upstreamMessage finds the message of an error body in the OpenAI,
