@@ -38,9 +38,6 @@ func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *r
 	res := h.budget.reserve(r.Context())
 	defer res.release()
 	body, err := h.readBody(w, r, res)
-	if errors.Is(err, errBudget) && h.discardBody(w, r) != nil {
-		w.Header().Set("Connection", "close")
-	}
 	if err != nil {
 		h.rejectBody(w, rt, key, err)
 		return

@@ -324,15 +324,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		res := h.budget.reserve(r.Context())
 		defer res.release() // idempotent; for the paths that fail early
 		body, err := h.readBody(w, r, res)
-		if errors.Is(err, errBudget) {
-			// Refused for memory, not for what it is: read the rest of
-			// the body into nothing first (no memory held, bounded by the
-			// body limit and read deadline), so the client reads a clean
-			// 503 instead of a reset connection mid-upload.
-			if h.discardBody(w, r) != nil {
-				w.Header().Set("Connection", "close")
-			}
-		}
 		if err != nil {
 			h.rejectBody(w, rt, key, err)
 			return
@@ -438,7 +429,20 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	return u, err
 }
 
+// readBody reads the request body within res. A body refused for memory,
+// not for what it is, is read on into nothing (no memory held, bounded by the
+// body limit and read deadline) so that the client reads a clean 503 instead
+// of a reset connection mid-upload; if even that fails, the connection is
+// closed after the answer.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, res *reservation) (*bodyBuf, error) {
+	body, err := h.readBodyWithin(w, r, res)
+	if errors.Is(err, errBudget) && h.discardBody(w, r) != nil {
+		w.Header().Set("Connection", "close")
+	}
+	return body, err
+}
+
+func (h *Handler) readBodyWithin(w http.ResponseWriter, r *http.Request, res *reservation) (*bodyBuf, error) {
 	defer h.bodyDeadline(w)()
 	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody, res)
 }
