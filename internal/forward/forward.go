@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -154,16 +155,20 @@ type Handler struct {
 	budget     *bodyBudget
 	models     *models // nil: no catalog (models.go)
 	keepAlive  time.Duration
-	// base caches the validated api_base_url of the last token seen, so a
-	// URL is parsed once per token, not once per request.
-	base atomic.Pointer[validatedBase]
+	// bases caches the validation of each api_base_url seen (one or a few:
+	// a URL per account's endpoint), so a URL is parsed once, not once per
+	// request or per token; copied on write, read without a lock.
+	bases atomic.Pointer[map[string]validatedBase]
 }
 
 type validatedBase struct {
-	tok *Token
 	url *url.URL
 	err error
 }
+
+// maxBases bounds the cached base URL validations; past it the cache
+// starts over.
+const maxBases = 64
 
 // New returns a Handler configured by cfg.
 func New(cfg Config) (*Handler, error) {
@@ -418,14 +423,22 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	if h.override != nil {
 		return h.override, nil
 	}
-	if v := h.base.Load(); v != nil && v.tok == tok {
-		return v.url, v.err
+	old := h.bases.Load()
+	if old != nil {
+		if v, ok := (*old)[tok.APIBaseURL]; ok {
+			return v.url, v.err
+		}
 	}
 	u, err := ValidateBaseURL(tok.APIBaseURL, h.allowed)
 	if err != nil {
 		h.log.Error("token's api_base_url refused", "generation", tok.Generation, "error", err)
 	}
-	h.base.Store(&validatedBase{tok: tok, url: u, err: err})
+	next := make(map[string]validatedBase, 1)
+	if old != nil && len(*old) < maxBases {
+		maps.Copy(next, *old)
+	}
+	next[tok.APIBaseURL] = validatedBase{u, err}
+	h.bases.Store(&next) // a concurrent miss may store its own copy: one validation is redone later
 	return u, err
 }
 

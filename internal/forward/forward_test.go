@@ -704,3 +704,33 @@ func TestNoAuthWhenNoKeys(t *testing.T) {
 		t.Errorf("X-Initiator on GET /models = %q; want none", got)
 	}
 }
+
+// TestBaseURLsCachedPerURL checks that tokens of several accounts, each
+// with its own api_base_url, get their own validated URL, each parsed once,
+// and that a refused URL stays refused.
+func TestBaseURLsCachedPerURL(t *testing.T) {
+	h, err := New(Config{Source: &fakeSource{}, AllowedAPIHosts: []string{".githubcopilot.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := []*Token{
+		{APIBaseURL: "https://api.githubcopilot.com"},
+		{APIBaseURL: "https://api.business.githubcopilot.com"},
+		{APIBaseURL: "https://evil.example.com"},
+	}
+	for round := range 3 {
+		for i, tok := range toks {
+			next := *tok // a new token (generation) of the same account
+			u, err := h.baseURL(&next)
+			if i < 2 && (err != nil || "https://"+u.Host != tok.APIBaseURL) {
+				t.Errorf("round %d: baseURL(%s) = %v, %v; want it, validated", round, tok.APIBaseURL, u, err)
+			}
+			if i == 2 && err == nil {
+				t.Errorf("round %d: baseURL(%s) = %v; want it refused", round, tok.APIBaseURL, u)
+			}
+		}
+	}
+	if n := len(*h.bases.Load()); n != len(toks) {
+		t.Errorf("%d cached validations; want one per URL (%d)", n, len(toks))
+	}
+}
