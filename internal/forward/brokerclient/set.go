@@ -62,7 +62,6 @@ type Set struct {
 	snap    atomic.Pointer[map[string]*Client] // clients, read without the lock
 	stopped []*running                         // clients dropped, waited for when Run ends
 	known   []string                           // the broker's account set; nil until WatchAccounts answered
-	changed chan struct{}
 	runCtx  context.Context
 	wg      sync.WaitGroup
 	m       *setMetrics
@@ -83,7 +82,7 @@ func NewSet(cfg SetConfig) (*Set, error) {
 	if cfg.Client.Broker == nil {
 		return nil, errors.New("brokerclient: a broker client is required")
 	}
-	s := &Set{cfg: cfg, log: cfg.Client.Logger, needed: map[string]bool{}, clients: map[string]*running{}, changed: make(chan struct{})}
+	s := &Set{cfg: cfg, log: cfg.Client.Logger, needed: map[string]bool{}, clients: map[string]*running{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -226,8 +225,6 @@ func (s *Set) applyLocked() {
 		s.log.Info("watching account", "account", name)
 	}
 	s.publishLocked()
-	close(s.changed)
-	s.changed = make(chan struct{})
 }
 
 // followAccounts runs WatchAccounts until ctx ends, reconnecting like the
