@@ -49,9 +49,6 @@ type PollerConfig struct {
 	Rand  func() float64
 	// Logger receives failed readings (nil discards).
 	Logger *slog.Logger
-	// OnReading, when set, is called after every attempt with the reading
-	// and the attempt's error (metrics).
-	OnReading func(Reading, error)
 }
 
 // Poller keeps one account's quota reading current. Start it with
@@ -214,16 +211,10 @@ func (p *Poller) readOnce(ctx context.Context) error {
 			p.publish(prev)
 			c.Logger.Warn("quota reading failed", "error", err)
 		}
-		if c.OnReading != nil {
-			c.OnReading(prev, err)
-		}
 		return err
 	}
 	r.FetchedAt = c.Clock.Now()
 	p.publish(r)
-	if c.OnReading != nil {
-		c.OnReading(r, nil)
-	}
 	return nil
 }
 
