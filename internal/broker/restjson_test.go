@@ -58,4 +58,17 @@ func TestRESTMarshalerMatchesDefault(t *testing.T) {
 			}
 		}
 	}
+	// The cache hits: an equal answer decoded afresh (as the gateway
+	// decodes every answer) gets the JSON made for the first.
+	first, err := m.Marshal(state("carol", 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Marshal(state("carol", 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &first[0] != &again[0] {
+		t.Error("an equal GetToken answer was encoded again; want the JSON made for the first reused")
+	}
 }
