@@ -273,6 +273,13 @@ func (m *Manager) RetryRejected() {
 }
 
 // credential returns the current credential and its version.
+// GitHubToken returns the GitHub credential the manager exchanges (the
+// quota poller reads the account's quota with it).
+func (m *Manager) GitHubToken() secret.Secret {
+	tok, _ := m.credential()
+	return tok
+}
+
 func (m *Manager) credential() (secret.Secret, uint64) {
 	m.credMu.Lock()
 	defer m.credMu.Unlock()

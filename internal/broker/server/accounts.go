@@ -49,15 +49,6 @@ type member struct {
 	poller *quota.Poller
 	stop   context.CancelFunc
 	done   sync.WaitGroup
-
-	tokMu sync.Mutex
-	tok   secret.Secret // the GitHub token, for the quota poller
-}
-
-func (m *member) githubToken() secret.Secret {
-	m.tokMu.Lock()
-	defer m.tokMu.Unlock()
-	return m.tok
 }
 
 func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metrics *broker.Metrics, epoch string) *fleet {
@@ -96,7 +87,7 @@ func (f *fleet) add(name string, tok secret.Secret) error {
 	if _, ok := f.members[name]; ok {
 		return fmt.Errorf("account %q exists", name)
 	}
-	m := &member{name: name, tok: tok}
+	m := &member{name: name}
 	mcfg := tokens.ManagerConfig{
 		Account:          name,
 		GitHubToken:      tok,
@@ -114,7 +105,7 @@ func (f *fleet) add(name string, tok secret.Secret) error {
 		return fmt.Errorf("account %q: %w", name, err)
 	}
 	pcfg := quota.PollerConfig{
-		Fetch: f.fetch, Token: m.githubToken, Interval: f.cfg.QuotaInterval,
+		Fetch: f.fetch, Token: m.mgr.GitHubToken, Interval: f.cfg.QuotaInterval,
 		Clock: f.cfg.Clock, Logger: f.cfg.Logger.With("account", name),
 	}
 	if f.cfg.QuotaTune != nil {
@@ -171,9 +162,6 @@ func (f *fleet) setToken(name string, tok secret.Secret, changed bool) {
 		return
 	}
 	if changed {
-		m.tokMu.Lock()
-		m.tok = tok
-		m.tokMu.Unlock()
 		m.mgr.SetGitHubToken(tok)
 		m.poller.Poke()
 		return
