@@ -296,13 +296,7 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, err
 	}
-	var stamps []time.Time
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if stamps = up.takeStream(id); stamps != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stamps := up.waitStream(id, 5*time.Second, 10 * time.Millisecond)
 	if len(stamps) < manyChunks+1 {
 		return nil, fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(stamps), id, manyChunks+1)
 	}

@@ -69,13 +69,7 @@ func (b *bench) oneStream(ctx context.Context, up *upstream, t *target) (streamS
 	}
 	// The sandbox stores the stamps when its handler returns, just after the
 	// last event: wait for them, briefly.
-	var stamps []time.Time
-	for deadline := time.Now().Add(2 * time.Second); ; {
-		if stamps = up.takeStream(id); stamps != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	stamps := up.waitStream(id, 2*time.Second, time.Millisecond)
 	if len(stamps) < streamChunks+1 {
 		return streamSample{}, fmt.Errorf("%s: upstream stamped %d flushes for stream %s; want %d (is the body's \"user\" passed through?)",
 			t.name, len(stamps), id, streamChunks+1)

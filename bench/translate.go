@@ -74,13 +74,7 @@ func (b *bench) oneTranslatedStream(ctx context.Context, up *upstream, t *target
 	if len(arrivals) != streamChunks {
 		return nil, fmt.Errorf("%s: %d content events; want %d", p.name, len(arrivals), streamChunks)
 	}
-	var stamps []time.Time
-	for deadline := time.Now().Add(2 * time.Second); ; {
-		if stamps = up.takeStream(id); stamps != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	stamps := up.waitStream(id, 2*time.Second, time.Millisecond)
 	if len(stamps) < streamChunks+1 {
 		return nil, fmt.Errorf("%s: upstream stamped %d flushes; want %d", p.name, len(stamps), streamChunks+1)
 	}

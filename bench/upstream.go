@@ -146,6 +146,18 @@ func (u *upstream) takeStream(id string) []time.Time {
 	return s
 }
 
+// waitStream returns the flush stamps of stream id once the tap has them
+// (the client may read the last event before the tap records its flush),
+// polling every poll until timeout; nil if they never come.
+func (u *upstream) waitStream(id string, timeout, poll time.Duration) []time.Time {
+	for deadline := time.Now().Add(timeout); ; {
+		if stamps := u.takeStream(id); stamps != nil || time.Now().After(deadline) {
+			return stamps
+		}
+		time.Sleep(poll)
+	}
+}
+
 // exchangesSince returns the stamps of exchanges answered after t.
 func (u *upstream) exchangesSince(t time.Time) []time.Time {
 	u.mu.Lock()
