@@ -296,7 +296,7 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, err
 	}
-	stamps := up.waitStream(id, 5*time.Second, 10 * time.Millisecond)
+	stamps := up.waitStream(id, 5*time.Second, 10*time.Millisecond)
 	if len(stamps) < manyChunks+1 {
 		return nil, fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(stamps), id, manyChunks+1)
 	}
