@@ -120,6 +120,7 @@ func (s *Server) setQuotaHeaders(w http.ResponseWriter, a *account) {
 		chat = freeChatQuota
 	}
 	h.Set("X-Quota-Snapshot-Chat", snap(chat, 0, false))
-	h.Set("X-Quota-Snapshot-Premium_models", snap(a.premium, used, overage))
-	h.Set("X-Quota-Snapshot-Premium_interactions", snap(a.premium, used, overage))
+	premium := snap(a.premium, used, overage) // one quota, two names
+	h.Set("X-Quota-Snapshot-Premium_models", premium)
+	h.Set("X-Quota-Snapshot-Premium_interactions", premium)
 }
