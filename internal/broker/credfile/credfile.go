@@ -105,24 +105,28 @@ func (w *Watcher) Reload() {
 	}
 }
 
-// Run polls until ctx ends.
+// Run polls until ctx ends. It reads the file every time rather than
+// trusting size and modification time: a token of the same length written
+// twice within the file system's timestamp granularity would go unseen, and
+// reading a file of at most MaxSize every few seconds costs nothing.
 func (w *Watcher) Run(ctx context.Context) {
-	timer := w.clock.NewTimer(w.cfg.Interval)
+	poll(ctx, w.clock, w.cfg.Interval, w.reload, w.check)
+}
+
+// poll calls check(false) every interval and check(true) on each reload,
+// until ctx ends.
+func poll(ctx context.Context, clk clock.Clock, interval time.Duration, reload <-chan struct{}, check func(forced bool)) {
+	timer := clk.NewTimer(interval)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C():
-			// Read every time rather than trusting size and modification
-			// time: a token of the same length written twice within the
-			// file system's timestamp granularity would go unseen, and
-			// reading a file of at most MaxSize every few seconds costs
-			// nothing.
-			w.check(false)
-			timer.Reset(w.cfg.Interval)
-		case <-w.reload:
-			w.check(true)
+			check(false)
+			timer.Reset(interval)
+		case <-reload:
+			check(true)
 		}
 	}
 }

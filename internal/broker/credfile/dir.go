@@ -168,19 +168,7 @@ func (w *DirWatcher) Reload() {
 
 // Run polls until ctx ends.
 func (w *DirWatcher) Run(ctx context.Context) {
-	timer := w.clock.NewTimer(w.cfg.Interval)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C():
-			w.check(false)
-			timer.Reset(w.cfg.Interval)
-		case <-w.reload:
-			w.check(true)
-		}
-	}
+	poll(ctx, w.clock, w.cfg.Interval, w.reload, w.check)
 }
 
 func (w *DirWatcher) check(forced bool) {
