@@ -99,7 +99,7 @@ func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
-	toks, err := w.scan()
+	toks, _, err := w.scan()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -110,14 +110,9 @@ func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
 }
 
 // scan reads every valid file of the directory. Files that cannot be read
-// are missing from the result but listed in kept, so they are not taken
-// for removed.
-func (w *DirWatcher) scan() (map[string]secret.Secret, error) {
-	toks, _, err := w.scanKept()
-	return toks, err
-}
-
-func (w *DirWatcher) scanKept() (toks map[string]secret.Secret, kept map[string]bool, err error) {
+// are missing from toks but listed in kept, so they are not taken for
+// removed.
+func (w *DirWatcher) scan() (toks map[string]secret.Secret, kept map[string]bool, err error) {
 	entries, err := os.ReadDir(w.cfg.Dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("accounts directory: %w", err)
@@ -172,7 +167,7 @@ func (w *DirWatcher) Run(ctx context.Context) {
 }
 
 func (w *DirWatcher) check(forced bool) {
-	toks, kept, err := w.scanKept()
+	toks, kept, err := w.scan()
 	if err != nil {
 		w.log.Warn("accounts directory unreadable; keeping the current accounts", "dir", w.cfg.Dir, "error", err)
 		return
