@@ -246,7 +246,7 @@ type requestFacts struct {
 }
 
 func (c *call) facts() requestFacts {
-	return requestFacts{requestID: c.requestID, agent: c.in.agent, vision: c.in.vision}
+	return requestFacts{requestID: c.requestID, agent: c.in.Agent, vision: c.in.Vision}
 }
 
 // upstreamHeader returns the headers of a request to target: the allowed
@@ -260,7 +260,7 @@ func (h *Handler) upstreamHeader(target *route, in http.Header, f requestFacts) 
 	}
 	hd["Openai-Intent"] = p.intent(target.upstream)
 	hd["X-Request-Id"] = []string{f.requestID}
-	if target.kind != bodyNone {
+	if target.hasBody() {
 		if f.agent {
 			hd["X-Initiator"] = p.agent
 		} else {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/copilot-broker/copilot-broker/internal/identity"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // Upstream errors (docs/protocol.md section 5) are classified: a 401, and a
@@ -63,25 +65,25 @@ func (h *Handler) classifyError(resp *http.Response, c *call) {
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	e := apiError{status: resp.StatusCode, message: "Copilot API: " + msg}
+	e := dialect.Error{Status: resp.StatusCode, Message: "Copilot API: " + msg}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
 	case http.StatusForbidden:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "forbidden", "permission_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "forbidden", "permission_error"
 	case http.StatusPaymentRequired:
-		e.openaiType, e.openaiCode, e.anthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
 	case http.StatusTooManyRequests:
-		e.openaiType, e.openaiCode, e.anthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
 	case http.StatusServiceUnavailable:
-		e.openaiType, e.openaiCode, e.anthropicType = "server_error", "upstream_unavailable", "overloaded_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "server_error", "upstream_unavailable", "overloaded_error"
 	case 466:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
-		e.message += " (the proxy's editor identity is too old: update " + identity.FlagNames + ")"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
+		e.Message += " (the proxy's editor identity is too old: update " + identity.FlagNames + ")"
 		h.log.Warn("the Copilot API refused the editor identity as too old (466); update "+identity.FlagNames+" on the proxy and the broker",
 			"editor_version", h.editor.Version, "editor_plugin_version", h.editor.PluginVersion, "request_id", c.requestID)
 	}
-	setJSONBody(resp, errorBody(c.route.dialect, e))
+	setJSONBody(resp, append(e.JSON(c.route.dialect), '\n'))
 }
 
 // upstreamMessage finds the message of an error body in the OpenAI,
