@@ -125,10 +125,10 @@ func newRunScript(t *testing.T, extraEnv []string) *runScript {
 		rs.env = append(rs.env, kv)
 	}
 	rs.env = append(rs.env, "RUN_DIR="+rs.dir, "RUN_UPSTREAM=sandbox", "XDG_CONFIG_HOME="+t.TempDir())
-	for _, v := range []string{"RUN_SANDBOX_PORT", "RUN_GRPC_PORT", "RUN_HTTP_PORT", "RUN_ADMIN_PORT", "RUN_PROXY_PORT", "RUN_PROXY_ADMIN_PORT"} {
-		port := freePort(t)
-		rs.ports[v] = port
-		rs.env = append(rs.env, v+"="+port)
+	names := []string{"RUN_SANDBOX_PORT", "RUN_GRPC_PORT", "RUN_HTTP_PORT", "RUN_ADMIN_PORT", "RUN_PROXY_PORT", "RUN_PROXY_ADMIN_PORT"}
+	for i, port := range freePorts(t, len(names)) {
+		rs.ports[names[i]] = port
+		rs.env = append(rs.env, names[i]+"="+port)
 	}
 	rs.env = append(rs.env, extraEnv...)
 	return rs
@@ -291,13 +291,21 @@ func (rs *runScript) stderr() string { return rs.errs.String() }
 // them in its banner and refuses to start on a port in use, naming the
 // variable, so a port taken in between fails loudly rather than silently.
 // The binaries themselves are started on port 0 (anyPort).
-func freePort(t *testing.T) string {
+// freePorts returns n distinct free loopback ports. Every listener is held
+// until all are chosen: closing each before binding the next let the
+// kernel hand the same port out twice ("RUN_PROXY_PORT and RUN_HTTP_PORT
+// are both 44813").
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ports = append(ports, port)
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return ports
 }
