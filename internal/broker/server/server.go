@@ -135,6 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
+	s.health.AccountsNeedKey(auth)
 	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
