@@ -28,7 +28,7 @@ type HealthServer struct {
 
 	clock    clock.Clock
 	auth     *Authenticator // nil: every account's status is public
-	draining chan struct{} // closed by Shutdown
+	draining chan struct{}  // closed by Shutdown
 	once     sync.Once
 }
 
