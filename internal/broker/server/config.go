@@ -108,6 +108,11 @@ type Config struct {
 	// (--max-streams-per-conn, --max-streams-per-key); zero fields take
 	// [broker.DefaultMaxStreamsPerConn] and [broker.DefaultMaxStreamsPerKey].
 	Streams broker.StreamLimits
+	// MaxConnections caps the connections each listener (gRPC, REST,
+	// admin) holds at once; more are closed as soon as accepted.
+	// --max-connections, default [ops.DefaultMaxConnections]; negative: no
+	// cap.
+	MaxConnections int
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].
@@ -147,6 +152,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = ops.DefaultMaxConnections
 	}
 	if c.QuotaInterval <= 0 {
 		c.QuotaInterval = DefaultQuotaInterval

@@ -108,14 +108,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	cleanup.add(func() { ops.CloseAll(lns) })
-	grpcLn, httpLn, adminLn := lns[0], lns[1], lns[2]
+	metrics := broker.NewMetrics()
+	conns := ops.NewConnLimits(metrics.Registry(), "copilot_broker")
+	grpcLn := conns.Listener(lns[0], "grpc", cfg.MaxConnections)
+	httpLn := conns.Listener(lns[1], "http", cfg.MaxConnections)
+	adminLn := conns.Listener(lns[2], "admin", cfg.MaxConnections)
 	s.addrs = Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String(), Admin: adminLn.Addr().String()}
 	if tlsCfg != nil {
 		grpcLn = tls.NewListener(grpcLn, withALPN(tlsCfg, "h2"))
 		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
 	}
 
-	metrics := broker.NewMetrics()
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
@@ -251,6 +254,9 @@ func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broke
 		// stack on every call (runtime.copystack, 12% of a GetToken's CPU).
 		// A worker busy with a stream is replaced by a new goroutine.
 		grpc.NumStreamWorkers(streamWorkers),
+		// A connection's HTTP/2 preface and settings must arrive in this
+		// time, before any call or key is read (gRPC's default: 2 minutes).
+		grpc.ConnectionTimeout(ops.DefaultReadHeaderTimeout),
 		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
 		// limits bound the streams callers may hold, with a key or without.
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{metrics.StreamInterceptor(), auth.StreamInterceptor()}, limits...)...),

@@ -132,6 +132,11 @@ type Config struct {
 	// memory for inspection and one replay after an upstream 401.
 	// --max-body-bytes, PROXY_MAX_BODY_BYTES, default [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
+	// MaxConnections caps the connections each listener (client, admin)
+	// holds at once; more are closed as soon as accepted.
+	// --max-connections, PROXY_MAX_CONNECTIONS, default
+	// [ops.DefaultMaxConnections]; negative: no cap.
+	MaxConnections int
 	// MaxHeaderBytes bounds request headers. --max-header-bytes,
 	// PROXY_MAX_HEADER_BYTES, default [DefaultMaxHeaderBytes].
 	MaxHeaderBytes int
@@ -221,6 +226,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = ops.DefaultMaxConnections
 	}
 	dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&c.BodyReadTimeout, DefaultBodyReadTimeout)

@@ -161,6 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
+	conns := ops.NewConnLimits(reg, "copilot_proxy")
+	lns[0], lns[1] = conns.Listener(lns[0], "proxy", cfg.MaxConnections), conns.Listener(lns[1], "admin", cfg.MaxConnections)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
