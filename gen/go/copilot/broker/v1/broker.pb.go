@@ -2167,6 +2167,662 @@ func (x *WatchKeysResponse) GetVersion() int64 {
 	return 0
 }
 
+// UsageEvent is one answered request as a proxy saw it.
+type UsageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is unique per event (the proxy's request id): the ledger's
+	// idempotency key.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// time is when the request arrived at the proxy.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// request_id is the X-Request-Id the client got.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// key names the client's API key.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// account names the account whose token answered ("" is the default).
+	Account string `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`
+	// model is the resolved model sent upstream.
+	Model string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// dialect is the client's API: "openai-chat", "openai-responses",
+	// "anthropic-messages", "openai-embeddings" or "models".
+	Dialect string `protobuf:"bytes,7,opt,name=dialect,proto3" json:"dialect,omitempty"`
+	// endpoint is the upstream path, e.g. "/chat/completions".
+	Endpoint string `protobuf:"bytes,8,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// status is the HTTP status of the answer.
+	Status int32 `protobuf:"varint,9,opt,name=status,proto3" json:"status,omitempty"`
+	// input_tokens counts every prompt token, cached ones included.
+	InputTokens int64 `protobuf:"varint,10,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// output_tokens counts the answer's tokens.
+	OutputTokens int64 `protobuf:"varint,11,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// cached_tokens counts the prompt tokens read from the upstream's cache.
+	CachedTokens int64 `protobuf:"varint,12,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	// premium is true for a request sent with X-Initiator: user.
+	Premium bool `protobuf:"varint,13,opt,name=premium,proto3" json:"premium,omitempty"`
+	// premium_units is the model's billing multiplier from /models (1 when
+	// absent) for a premium request, 0 otherwise.
+	PremiumUnits float64 `protobuf:"fixed64,14,opt,name=premium_units,json=premiumUnits,proto3" json:"premium_units,omitempty"`
+	// latency_micros is the time from arrival to the answer's end.
+	LatencyMicros int64 `protobuf:"varint,15,opt,name=latency_micros,json=latencyMicros,proto3" json:"latency_micros,omitempty"`
+	// ttfb_micros is the time from arrival to the answer's headers.
+	TtfbMicros int64 `protobuf:"varint,16,opt,name=ttfb_micros,json=ttfbMicros,proto3" json:"ttfb_micros,omitempty"`
+	// proxy_id names the reporting proxy.
+	ProxyId string `protobuf:"bytes,17,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
+	// usage_known is false when the answer carried no usage object (a Chat
+	// stream without include_usage, a client that left early): the token
+	// counts are then 0, not measured.
+	UsageKnown    bool `protobuf:"varint,18,opt,name=usage_known,json=usageKnown,proto3" json:"usage_known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageEvent) Reset() {
+	*x = UsageEvent{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageEvent) ProtoMessage() {}
+
+func (x *UsageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
+func (*UsageEvent) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UsageEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *UsageEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetDialect() string {
+	if x != nil {
+		return x.Dialect
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetCachedTokens() int64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetPremium() bool {
+	if x != nil {
+		return x.Premium
+	}
+	return false
+}
+
+func (x *UsageEvent) GetPremiumUnits() float64 {
+	if x != nil {
+		return x.PremiumUnits
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetLatencyMicros() int64 {
+	if x != nil {
+		return x.LatencyMicros
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetTtfbMicros() int64 {
+	if x != nil {
+		return x.TtfbMicros
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetProxyId() string {
+	if x != nil {
+		return x.ProxyId
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetUsageKnown() bool {
+	if x != nil {
+		return x.UsageKnown
+	}
+	return false
+}
+
+// ReportUsageRequest is one batch of events.
+type ReportUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batch numbers the batches of one stream; the acknowledgement names it.
+	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// events are at most the broker's batch bound (1,000).
+	Events        []*UsageEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUsageRequest) Reset() {
+	*x = ReportUsageRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUsageRequest) ProtoMessage() {}
+
+func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
+func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReportUsageRequest) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *ReportUsageRequest) GetEvents() []*UsageEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// ReportUsageResponse acknowledges one batch: every event in it is stored
+// (or was already), except those in rejected.
+type ReportUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batch is the acknowledged batch's number.
+	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// stored counts the events stored now.
+	Stored uint32 `protobuf:"varint,2,opt,name=stored,proto3" json:"stored,omitempty"`
+	// duplicates counts the events stored before (resent).
+	Duplicates uint32 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// rejected are the events refused, with the reason; never stored.
+	Rejected      []*RejectedUsageEvent `protobuf:"bytes,4,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUsageResponse) Reset() {
+	*x = ReportUsageResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUsageResponse) ProtoMessage() {}
+
+func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
+func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReportUsageResponse) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetStored() uint32 {
+	if x != nil {
+		return x.Stored
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetRejected() []*RejectedUsageEvent {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// RejectedUsageEvent names an event the broker refused and why.
+type RejectedUsageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the event's id as sent.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason says what is wrong with it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedUsageEvent) Reset() {
+	*x = RejectedUsageEvent{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedUsageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedUsageEvent) ProtoMessage() {}
+
+func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
+func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RejectedUsageEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RejectedUsageEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// QueryUsageRequest selects and groups ledger events.
+type QueryUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from is the range's start, inclusive: a date (2026-12-01, UTC) or an
+	// RFC 3339 time. Empty: the start of the current month (UTC).
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// to is the range's end: a date includes that whole day; an RFC 3339
+	// time is exclusive. Empty: now.
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// group_by are any of "key", "account", "model", "day" (a value may hold
+	// several, comma-separated). None: one row of totals.
+	GroupBy []string `protobuf:"bytes,3,rep,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	// key, account and model keep only the events that match exactly.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// account filters by account name.
+	Account string `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`
+	// model filters by resolved model.
+	Model         string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageRequest) Reset() {
+	*x = QueryUsageRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageRequest) ProtoMessage() {}
+
+func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
+func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *QueryUsageRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetGroupBy() []string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return nil
+}
+
+func (x *QueryUsageRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// QueryUsageResponse holds one row per group, ordered by the group's fields.
+type QueryUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rows are the groups and their sums.
+	Rows          []*UsageRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageResponse) Reset() {
+	*x = QueryUsageResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageResponse) ProtoMessage() {}
+
+func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
+func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *QueryUsageResponse) GetRows() []*UsageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// UsageRow is one group's fields (those grouped by; the rest empty) and
+// its sums.
+type UsageRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is set when grouped by key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account is set when grouped by account.
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// model is set when grouped by model.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// day is set (YYYY-MM-DD, UTC) when grouped by day.
+	Day string `protobuf:"bytes,4,opt,name=day,proto3" json:"day,omitempty"`
+	// requests counts answered requests.
+	Requests int64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// premium_requests counts those sent with X-Initiator: user.
+	PremiumRequests int64 `protobuf:"varint,6,opt,name=premium_requests,json=premiumRequests,proto3" json:"premium_requests,omitempty"`
+	// premium_units sums their billing multipliers.
+	PremiumUnits float64 `protobuf:"fixed64,7,opt,name=premium_units,json=premiumUnits,proto3" json:"premium_units,omitempty"`
+	// input_tokens sums every prompt token, cached ones included.
+	InputTokens int64 `protobuf:"varint,8,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// output_tokens sums the answers' tokens.
+	OutputTokens int64 `protobuf:"varint,9,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// cached_tokens sums the prompt tokens read from cache.
+	CachedTokens  int64 `protobuf:"varint,10,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRow) Reset() {
+	*x = UsageRow{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRow) ProtoMessage() {}
+
+func (x *UsageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
+func (*UsageRow) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UsageRow) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageRow) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *UsageRow) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageRow) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *UsageRow) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageRow) GetPremiumRequests() int64 {
+	if x != nil {
+		return x.PremiumRequests
+	}
+	return 0
+}
+
+func (x *UsageRow) GetPremiumUnits() float64 {
+	if x != nil {
+		return x.PremiumUnits
+	}
+	return 0
+}
+
+func (x *UsageRow) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetCachedTokens() int64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
 var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
@@ -2320,7 +2976,65 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x10WatchKeysRequest\"Y\n" +
 	"\x11WatchKeysResponse\x12*\n" +
 	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion*\xaa\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xab\x04\n" +
+	"\n" +
+	"UsageEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x05 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x18\n" +
+	"\adialect\x18\a \x01(\tR\adialect\x12\x1a\n" +
+	"\bendpoint\x18\b \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06status\x18\t \x01(\x05R\x06status\x12!\n" +
+	"\finput_tokens\x18\n" +
+	" \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\v \x01(\x03R\foutputTokens\x12#\n" +
+	"\rcached_tokens\x18\f \x01(\x03R\fcachedTokens\x12\x18\n" +
+	"\apremium\x18\r \x01(\bR\apremium\x12#\n" +
+	"\rpremium_units\x18\x0e \x01(\x01R\fpremiumUnits\x12%\n" +
+	"\x0elatency_micros\x18\x0f \x01(\x03R\rlatencyMicros\x12\x1f\n" +
+	"\vttfb_micros\x18\x10 \x01(\x03R\n" +
+	"ttfbMicros\x12\x19\n" +
+	"\bproxy_id\x18\x11 \x01(\tR\aproxyId\x12\x1f\n" +
+	"\vusage_known\x18\x12 \x01(\bR\n" +
+	"usageKnown\"a\n" +
+	"\x12ReportUsageRequest\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x04R\x05batch\x125\n" +
+	"\x06events\x18\x02 \x03(\v2\x1d.copilot.broker.v1.UsageEventR\x06events\"\xa6\x01\n" +
+	"\x13ReportUsageResponse\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x04R\x05batch\x12\x16\n" +
+	"\x06stored\x18\x02 \x01(\rR\x06stored\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\rR\n" +
+	"duplicates\x12A\n" +
+	"\brejected\x18\x04 \x03(\v2%.copilot.broker.v1.RejectedUsageEventR\brejected\"<\n" +
+	"\x12RejectedUsageEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x94\x01\n" +
+	"\x11QueryUsageRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x19\n" +
+	"\bgroup_by\x18\x03 \x03(\tR\agroupBy\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x05 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\"E\n" +
+	"\x12QueryUsageResponse\x12/\n" +
+	"\x04rows\x18\x01 \x03(\v2\x1b.copilot.broker.v1.UsageRowR\x04rows\"\xb7\x02\n" +
+	"\bUsageRow\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x10\n" +
+	"\x03day\x18\x04 \x01(\tR\x03day\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x03R\brequests\x12)\n" +
+	"\x10premium_requests\x18\x06 \x01(\x03R\x0fpremiumRequests\x12#\n" +
+	"\rpremium_units\x18\a \x01(\x01R\fpremiumUnits\x12!\n" +
+	"\finput_tokens\x18\b \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\t \x01(\x03R\foutputTokens\x12#\n" +
+	"\rcached_tokens\x18\n" +
+	" \x01(\x03R\fcachedTokens*\xaa\x01\n" +
 	"\vTokenStatus\x12\x1c\n" +
 	"\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TOKEN_STATUS_PENDING\x10\x01\x12\x16\n" +
@@ -2355,7 +3069,11 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
 	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
 	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
-	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x01B\xd6\x01\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xcb\x01\n" +
+	"\fUsageService\x12`\n" +
+	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
+	"\n" +
+	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponseB\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -2371,7 +3089,7 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
@@ -2405,68 +3123,83 @@ var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
 	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
 	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
-	nil,                           // 32: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*UsageEvent)(nil),            // 32: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 33: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 34: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 35: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 36: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 37: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 38: copilot.broker.v1.UsageRow
+	nil,                           // 39: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	33, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	40, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
 	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	32, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	39, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
 	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
 	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
 	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	33, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
 	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	33, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	40, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
 	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	33, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	33, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	40, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	40, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
 	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
 	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	33, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
-	33, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	33, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
-	33, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	40, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	40, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
 	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
 	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
-	33, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
 	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	6,  // 33: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	8,  // 34: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	10, // 35: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	16, // 36: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	18, // 37: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	22, // 38: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
-	24, // 39: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
-	26, // 40: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
-	28, // 41: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
-	30, // 42: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
-	7,  // 43: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	9,  // 44: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	11, // 45: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	17, // 46: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	19, // 47: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	23, // 48: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
-	25, // 49: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
-	27, // 50: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
-	29, // 51: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
-	31, // 52: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
-	43, // [43:53] is the sub-list for method output_type
-	33, // [33:43] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	40, // 33: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	32, // 34: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	35, // 35: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	38, // 36: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	6,  // 37: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	8,  // 38: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	10, // 39: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	16, // 40: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	18, // 41: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	22, // 42: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	24, // 43: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	26, // 44: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	28, // 45: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	30, // 46: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	33, // 47: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	36, // 48: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	7,  // 49: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	9,  // 50: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	11, // 51: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	17, // 52: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	19, // 53: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	23, // 54: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	25, // 55: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	27, // 56: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	29, // 57: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	31, // 58: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	34, // 59: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	37, // 60: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -2481,9 +3214,9 @@ func file_copilot_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   36,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_copilot_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_copilot_broker_v1_broker_proto_depIdxs,
