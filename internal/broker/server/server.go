@@ -33,6 +33,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/console"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -153,7 +154,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	cleanup.add(func() { _ = gw.conn.Close() })
 	s.gwConn = gw.conn
-	rest := gw.handler
+	rest, err := withConsole(cfg, gw.handler, auth, metrics, tlsCfg != nil)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.HTTPAddr) {
 		// Without keys, a DNS-rebinding web page could read the token.
 		rest = ops.LoopbackHostsOnly(rest, cfg.HTTPAddr)
@@ -301,6 +305,22 @@ func newGateway(ctx context.Context, auth *broker.Authenticator, metrics *broker
 		return nil, err
 	}
 	return &gateway{handler: h, conn: conn, ln: ln}, nil
+}
+
+// withConsole serves the team console under /ui/ beside the REST API, which
+// the console calls in process with the signed-in key.
+func withConsole(cfg Config, api http.Handler, auth *broker.Authenticator, metrics *broker.Metrics, tls bool) (http.Handler, error) {
+	ui, err := console.New(console.Config{
+		API: api, AuthEnabled: auth.Enabled(), TLS: tls, ProxyURL: cfg.ConsoleProxyURL,
+		Gatherer: metrics.Registry(), Registerer: metrics.Registry(), Clock: cfg.Clock, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, ui)
+	mux.Handle("/", api)
+	return mux, nil
 }
 
 // newHTTPServer serves the REST gateway.
