@@ -378,6 +378,16 @@ func TestTranslationScalesLinearly(t *testing.T) {
 	limit := maxGrowth * maxGrowth * maxGrowth
 	for _, site := range scaleSites() {
 		t.Run(site.name, func(t *testing.T) {
+			if raceEnabled {
+				// Allocation only: the race detector's slowdown makes
+				// timings meaningless.
+				_, as := cost(t, site.make(n0), 1)
+				_, al := cost(t, site.make(scaleFactor*n0), 1)
+				if ar := float64(al) / float64(max(as, 1)); ar > limit {
+					t.Fatalf("allocation grew %.1fx from %d to %d elements; want at most %.1fx", ar, n0, scaleFactor*n0, limit)
+				}
+				return
+			}
 			n := n0
 			small := site.make(n)
 			for ts, _ := cost(t, small, 1); ts < 5*time.Millisecond && n < 64*n0 && !testing.Short(); ts, _ = cost(t, small, 1) {
