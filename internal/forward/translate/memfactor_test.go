@@ -2,44 +2,10 @@ package translate
 
 import (
 	"context"
-	"runtime"
-	"runtime/debug"
-	"runtime/metrics"
-	"sync/atomic"
 	"testing"
-)
 
-// peakHeap runs work while a goroutine reads the heap's live objects
-// without pause, the collector running at every 5 % of growth, and returns
-// the most it saw above the heap before work: the memory work needs, within
-// the sampling's reach.
-func peakHeap(work func()) uint64 {
-	defer debug.SetGCPercent(debug.SetGCPercent(5))
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 {
-		metrics.Read(sample)
-		return sample[0].Value.Uint64()
-	}
-	runtime.GC()
-	base := read()
-	var stop atomic.Bool
-	peak := make(chan uint64)
-	go func() {
-		var m uint64
-		for !stop.Load() {
-			m = max(m, read())
-			runtime.Gosched()
-		}
-		peak <- m
-	}()
-	work()
-	stop.Store(true)
-	m := <-peak
-	if m < base {
-		return 0
-	}
-	return m - base
-}
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
+)
 
 // TestMemoryFactor measures the memory a translation holds at its peak, as
 // a multiple of the body, for every site's worst shape, and checks it stays
@@ -53,7 +19,7 @@ func TestMemoryFactor(t *testing.T) {
 	var worst float64
 	check := func(name string, in []byte, work func()) {
 		// The body is counted: the caller holds it during the translation.
-		f := float64(peakHeap(work)+uint64(len(in))) / float64(len(in))
+		f := float64(testutil.PeakHeap(work)+uint64(len(in))) / float64(len(in))
 		worst = max(worst, f)
 		if f > MemoryFactor {
 			t.Errorf("%s: peak %.1fx the body (%d bytes); want at most %d", name, f, len(in), MemoryFactor)
