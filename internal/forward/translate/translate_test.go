@@ -374,7 +374,7 @@ func TestRequestStopsWithContext(t *testing.T) {
 			t.Run(r.from.String()+"_to_"+to.String()+"/"+r.name, func(t *testing.T) {
 				ctx, cancel := context.WithCancelCause(context.Background())
 				cancel(errors.New("client left"))
-				_, _, err := Request(ctx, r.from, to, r.body(5000), Options{})
+				_, _, err := Request(ctx, r.from, to, r.body(2*checkEvery), Options{})
 				if !errors.Is(err, context.Canceled) && (err == nil || !strings.Contains(err.Error(), "client left")) {
 					t.Fatalf("Request with a cancelled context = %v; want the context's cause", err)
 				}
