@@ -18,8 +18,10 @@ func TestMemoryFactor(t *testing.T) {
 	}
 	const n = 20_000
 	bodies := map[string]func(b *bytes.Buffer, i int){
-		"messages":    func(b *bytes.Buffer, i int) { b.WriteString(`{"role":"user","content":"hi"}`) },
-		"text-blocks": func(b *bytes.Buffer, i int) { b.WriteString(`{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}`) },
+		"messages": func(b *bytes.Buffer, i int) { b.WriteString(`{"role":"user","content":"hi"}`) },
+		"text-blocks": func(b *bytes.Buffer, i int) {
+			b.WriteString(`{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}`)
+		},
 		"tool-uses": func(b *bytes.Buffer, i int) {
 			fmt.Fprintf(b, `{"role":"assistant","content":[{"type":"tool_use","id":"t%d","name":"f","input":{"a":[1,2,{"b":"c"}]}}]}`, i)
 		},
