@@ -83,6 +83,23 @@ type Config struct {
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
 	// --keys-file (PROXY_KEYS_FILE).
 	Keys *keys.Set
+	// KeysFromBroker authenticates clients also with the keys managed at
+	// the broker (WatchKeys), beside Keys; a name in both is refused at
+	// start. Every account the broker key may read is then watched, since
+	// a managed key may name any. --keys-from-broker,
+	// PROXY_KEYS_FROM_BROKER.
+	KeysFromBroker bool
+	// KeysMaxStale is how long managed keys keep working while the broker
+	// is unreachable; then they get 503 (file keys keep working).
+	// --keys-max-stale, default [clientkeys.DefaultMaxStale].
+	KeysMaxStale time.Duration
+	// KeysStartWait bounds how long Start waits for the first managed key
+	// set (it then starts anyway; managed keys get 503 until the set
+	// arrives). Default 10 s.
+	KeysStartWait time.Duration
+	// KeyBroker, when set, is used for WatchKeys instead of the dialed
+	// connection (tests).
+	KeyBroker brokerv1.KeyServiceClient
 	// InsecureNoAuth allows listening beyond loopback without keys.
 	// --insecure-no-auth, PROXY_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
