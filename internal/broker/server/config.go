@@ -79,6 +79,19 @@ type Config struct {
 	// --insecure-no-auth, BROKER_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
 
+	// StateDir holds the state store's SQLite file (managed client keys).
+	// `broker serve` defaults it to $XDG_STATE_HOME/copilot-broker (else
+	// ~/.local/state/copilot-broker); here, empty with no DatabaseURL means
+	// no store and no key management. --state-dir, BROKER_STATE_DIR.
+	StateDir string
+	// DatabaseURL (postgres://...) puts the state in PostgreSQL instead, so
+	// several broker replicas share it. --database-url, BROKER_DATABASE_URL.
+	DatabaseURL string
+	// KeysPollInterval is how often the store is checked for key changes
+	// made by another broker (default [broker.DefaultKeysPollInterval]).
+	// --keys-poll-interval.
+	KeysPollInterval time.Duration
+
 	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and REST listeners.
 	// --tls-cert, --tls-key (BROKER_TLS_CERT, BROKER_TLS_KEY).
 	TLSCertFile, TLSKeyFile string
