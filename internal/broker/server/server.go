@@ -33,6 +33,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -62,6 +63,8 @@ type Server struct {
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
+	// profileWatcher follows --upstream-profile; nil without one.
+	profileWatcher *identity.Watcher
 
 	heapFloor []byte // see newHeapFloor
 
@@ -116,10 +119,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	metrics := broker.NewMetrics()
+	identityMetrics := broker.NewIdentityMetrics(metrics.Registry())
+	profile, err := s.openProfile(identityMetrics)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Exchange.Profile = profile
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
+		Profile: profile, IdentityMetrics: identityMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -127,6 +137,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup.add(s.svc.Close)
 	s.health = newHealth(cfg)
 	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	s.fleet.identity = identityMetrics
 	cleanup.add(s.fleet.close)
 	if err := s.startAccounts(ghToken, dirTokens); err != nil {
 		return nil, err
@@ -167,6 +178,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.dir != nil {
 		r.goBackground(func() { s.dir.Run(runCtx) })
+	}
+	if s.profileWatcher != nil {
+		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
@@ -369,6 +383,9 @@ func (s *Server) Close() error {
 // credential again, so an operator who restored the account's Copilot
 // access can retry without a restart.
 func (s *Server) Reload() {
+	if s.profileWatcher != nil {
+		s.profileWatcher.Reload()
+	}
 	if s.dir != nil {
 		s.dir.Reload()
 	}
