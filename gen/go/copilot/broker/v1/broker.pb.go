@@ -208,6 +208,63 @@ func (AccountStatus) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{2}
 }
 
+// KeyState is the lifecycle state of a managed key.
+type KeyState int32
+
+const (
+	// KEY_STATE_UNSPECIFIED is never sent by the broker.
+	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
+	// KEY_STATE_ACTIVE keys are accepted until they expire.
+	KeyState_KEY_STATE_ACTIVE KeyState = 1
+	// KEY_STATE_DISABLED keys are refused until enabled again.
+	KeyState_KEY_STATE_DISABLED KeyState = 2
+	// KEY_STATE_REVOKED keys are refused for good.
+	KeyState_KEY_STATE_REVOKED KeyState = 3
+)
+
+// Enum value maps for KeyState.
+var (
+	KeyState_name = map[int32]string{
+		0: "KEY_STATE_UNSPECIFIED",
+		1: "KEY_STATE_ACTIVE",
+		2: "KEY_STATE_DISABLED",
+		3: "KEY_STATE_REVOKED",
+	}
+	KeyState_value = map[string]int32{
+		"KEY_STATE_UNSPECIFIED": 0,
+		"KEY_STATE_ACTIVE":      1,
+		"KEY_STATE_DISABLED":    2,
+		"KEY_STATE_REVOKED":     3,
+	}
+)
+
+func (x KeyState) Enum() *KeyState {
+	p := new(KeyState)
+	*p = x
+	return p
+}
+
+func (x KeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[3].Descriptor()
+}
+
+func (KeyState) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[3]
+}
+
+func (x KeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyState.Descriptor instead.
+func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1390,6 +1447,1382 @@ func (x *WatchAccountsResponse) GetAccounts() []*Account {
 	return nil
 }
 
+// Key is a managed client key as the broker shows it: never its secret.
+type Key struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies the key in logs, metrics and the CLI: letters, digits,
+	// '-', '_' and '.'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// digest is the lowercase hex SHA-256 of the secret; a proxy finds a
+	// presented key by it.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// accounts is the account the key is for, a pool "a,b,c", "*" for every
+	// account, or empty for the proxy's default account.
+	Accounts string `protobuf:"bytes,3,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models are globs over resolved model ids ('*' any run, '?' one
+	// character) the key may use; none means every model.
+	Models []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at is when the key stops working; unset means never.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// state is the key's lifecycle state.
+	State KeyState `protobuf:"varint,6,opt,name=state,proto3,enum=copilot.broker.v1.KeyState" json:"state,omitempty"`
+	// created_at is when the key was created.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the key last changed.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// last_used_at is the last use a proxy reported; unset when none did.
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// created_by names the admin key that created this key.
+	CreatedBy     string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Key) Reset() {
+	*x = Key{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Key) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Key) ProtoMessage() {}
+
+func (x *Key) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Key.ProtoReflect.Descriptor instead.
+func (*Key) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Key) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Key) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Key) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *Key) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Key) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Key) GetState() KeyState {
+	if x != nil {
+		return x.State
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
+func (x *Key) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *Key) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// ModelList is a list of model globs; an empty list allows every model.
+type ModelList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// globs are the model globs.
+	Globs         []string `protobuf:"bytes,1,rep,name=globs,proto3" json:"globs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelList) Reset() {
+	*x = ModelList{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelList) ProtoMessage() {}
+
+func (x *ModelList) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelList.ProtoReflect.Descriptor instead.
+func (*ModelList) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ModelList) GetGlobs() []string {
+	if x != nil {
+		return x.Globs
+	}
+	return nil
+}
+
+// CreateKeyRequest describes a new key.
+type CreateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the new key's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts is as in Key.
+	Accounts string `protobuf:"bytes,2,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models is as in Key.
+	Models []string `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, must be in the future.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// secret, when set, imports an existing key's secret (at least 16 bytes, no
+	// white space or ':'); when empty the broker makes one of 256 random bits.
+	Secret        string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// CreateKeyResponse carries the new key and, this once, its secret.
+type CreateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// secret is the key's secret; it is never shown again.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyResponse) Reset() {
+	*x = CreateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyResponse) ProtoMessage() {}
+
+func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CreateKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListKeysRequest asks for every key.
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+// ListKeysResponse lists keys in name order.
+type ListKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are every key, revoked ones included.
+	Keys          []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// UpdateKeyRequest changes the fields it sets.
+type UpdateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to change.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts, when set, replaces the key's accounts.
+	Accounts *string `protobuf:"bytes,2,opt,name=accounts,proto3,oneof" json:"accounts,omitempty"`
+	// models, when set, replaces the allow list (empty: every model).
+	Models *ModelList `protobuf:"bytes,3,opt,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, replaces the expiry.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// clear_expires_at removes the expiry.
+	ClearExpiresAt bool `protobuf:"varint,5,opt,name=clear_expires_at,json=clearExpiresAt,proto3" json:"clear_expires_at,omitempty"`
+	// disabled, when set, disables (true) or enables (false) the key.
+	Disabled      *bool `protobuf:"varint,6,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyRequest) Reset() {
+	*x = UpdateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetAccounts() string {
+	if x != nil && x.Accounts != nil {
+		return *x.Accounts
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetModels() *ModelList {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetClearExpiresAt() bool {
+	if x != nil {
+		return x.ClearExpiresAt
+	}
+	return false
+}
+
+func (x *UpdateKeyRequest) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+// UpdateKeyResponse carries the key after the change.
+type UpdateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyResponse) Reset() {
+	*x = UpdateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// RevokeKeyRequest names the key to revoke.
+type RevokeKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to revoke.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RevokeKeyResponse carries the revoked key.
+type RevokeKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RevokeKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// WatchKeysRequest subscribes to the key set.
+type WatchKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysRequest) Reset() {
+	*x = WatchKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysRequest) ProtoMessage() {}
+
+func (x *WatchKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysRequest.ProtoReflect.Descriptor instead.
+func (*WatchKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+}
+
+// WatchKeysResponse carries the whole set of keys that are not revoked, in
+// name order; a key missing from it was revoked.
+type WatchKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are the keys.
+	Keys []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// version grows with every change of the set in the broker's store.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysResponse) Reset() {
+	*x = WatchKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysResponse) ProtoMessage() {}
+
+func (x *WatchKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysResponse.ProtoReflect.Descriptor instead.
+func (*WatchKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WatchKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *WatchKeysResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// UsageEvent is one answered request as a proxy saw it.
+type UsageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is unique per event (the proxy's request id): the ledger's
+	// idempotency key.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// time is when the request arrived at the proxy.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// request_id is the X-Request-Id the client got.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// key names the client's API key.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// account names the account whose token answered ("" is the default).
+	Account string `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`
+	// model is the resolved model sent upstream.
+	Model string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// dialect is the client's API: "openai-chat", "openai-responses",
+	// "anthropic-messages", "openai-embeddings" or "models".
+	Dialect string `protobuf:"bytes,7,opt,name=dialect,proto3" json:"dialect,omitempty"`
+	// endpoint is the upstream path, e.g. "/chat/completions".
+	Endpoint string `protobuf:"bytes,8,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// status is the HTTP status of the answer.
+	Status int32 `protobuf:"varint,9,opt,name=status,proto3" json:"status,omitempty"`
+	// input_tokens counts every prompt token, cached ones included.
+	InputTokens int64 `protobuf:"varint,10,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// output_tokens counts the answer's tokens.
+	OutputTokens int64 `protobuf:"varint,11,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// cached_tokens counts the prompt tokens read from the upstream's cache.
+	CachedTokens int64 `protobuf:"varint,12,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	// premium is true for a request sent with X-Initiator: user.
+	Premium bool `protobuf:"varint,13,opt,name=premium,proto3" json:"premium,omitempty"`
+	// premium_units is the model's billing multiplier from /models (1 when
+	// absent) for a premium request, 0 otherwise.
+	PremiumUnits float64 `protobuf:"fixed64,14,opt,name=premium_units,json=premiumUnits,proto3" json:"premium_units,omitempty"`
+	// latency_micros is the time from arrival to the answer's end.
+	LatencyMicros int64 `protobuf:"varint,15,opt,name=latency_micros,json=latencyMicros,proto3" json:"latency_micros,omitempty"`
+	// ttfb_micros is the time from arrival to the answer's headers.
+	TtfbMicros int64 `protobuf:"varint,16,opt,name=ttfb_micros,json=ttfbMicros,proto3" json:"ttfb_micros,omitempty"`
+	// proxy_id names the reporting proxy.
+	ProxyId string `protobuf:"bytes,17,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
+	// usage_known is false when the answer carried no usage object (a Chat
+	// stream without include_usage, a client that left early): the token
+	// counts are then 0, not measured.
+	UsageKnown    bool `protobuf:"varint,18,opt,name=usage_known,json=usageKnown,proto3" json:"usage_known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageEvent) Reset() {
+	*x = UsageEvent{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageEvent) ProtoMessage() {}
+
+func (x *UsageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
+func (*UsageEvent) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UsageEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *UsageEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetDialect() string {
+	if x != nil {
+		return x.Dialect
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetCachedTokens() int64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetPremium() bool {
+	if x != nil {
+		return x.Premium
+	}
+	return false
+}
+
+func (x *UsageEvent) GetPremiumUnits() float64 {
+	if x != nil {
+		return x.PremiumUnits
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetLatencyMicros() int64 {
+	if x != nil {
+		return x.LatencyMicros
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetTtfbMicros() int64 {
+	if x != nil {
+		return x.TtfbMicros
+	}
+	return 0
+}
+
+func (x *UsageEvent) GetProxyId() string {
+	if x != nil {
+		return x.ProxyId
+	}
+	return ""
+}
+
+func (x *UsageEvent) GetUsageKnown() bool {
+	if x != nil {
+		return x.UsageKnown
+	}
+	return false
+}
+
+// ReportUsageRequest is one batch of events.
+type ReportUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batch numbers the batches of one stream; the acknowledgement names it.
+	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// events are at most the broker's batch bound (1,000).
+	Events        []*UsageEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUsageRequest) Reset() {
+	*x = ReportUsageRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUsageRequest) ProtoMessage() {}
+
+func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
+func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReportUsageRequest) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *ReportUsageRequest) GetEvents() []*UsageEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// ReportUsageResponse acknowledges one batch: every event in it is stored
+// (or was already), except those in rejected.
+type ReportUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// batch is the acknowledged batch's number.
+	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// stored counts the events stored now.
+	Stored uint32 `protobuf:"varint,2,opt,name=stored,proto3" json:"stored,omitempty"`
+	// duplicates counts the events stored before (resent).
+	Duplicates uint32 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// rejected are the events refused, with the reason; never stored.
+	Rejected      []*RejectedUsageEvent `protobuf:"bytes,4,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUsageResponse) Reset() {
+	*x = ReportUsageResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUsageResponse) ProtoMessage() {}
+
+func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
+func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReportUsageResponse) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetStored() uint32 {
+	if x != nil {
+		return x.Stored
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ReportUsageResponse) GetRejected() []*RejectedUsageEvent {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// RejectedUsageEvent names an event the broker refused and why.
+type RejectedUsageEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the event's id as sent.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason says what is wrong with it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedUsageEvent) Reset() {
+	*x = RejectedUsageEvent{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedUsageEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedUsageEvent) ProtoMessage() {}
+
+func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
+func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RejectedUsageEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RejectedUsageEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// QueryUsageRequest selects and groups ledger events.
+type QueryUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from is the range's start, inclusive: a date (2026-12-01, UTC) or an
+	// RFC 3339 time. Empty: the start of the current month (UTC).
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// to is the range's end: a date includes that whole day; an RFC 3339
+	// time is exclusive. Empty: now.
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// group_by are any of "key", "account", "model", "day" (a value may hold
+	// several, comma-separated). None: one row of totals.
+	GroupBy []string `protobuf:"bytes,3,rep,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	// key, account and model keep only the events that match exactly.
+	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// account filters by account name.
+	Account string `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`
+	// model filters by resolved model.
+	Model         string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageRequest) Reset() {
+	*x = QueryUsageRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageRequest) ProtoMessage() {}
+
+func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
+func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *QueryUsageRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetGroupBy() []string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return nil
+}
+
+func (x *QueryUsageRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// QueryUsageResponse holds one row per group, ordered by the group's fields.
+type QueryUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rows are the groups and their sums.
+	Rows          []*UsageRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageResponse) Reset() {
+	*x = QueryUsageResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageResponse) ProtoMessage() {}
+
+func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
+func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *QueryUsageResponse) GetRows() []*UsageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// UsageRow is one group's fields (those grouped by; the rest empty) and
+// its sums.
+type UsageRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is set when grouped by key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account is set when grouped by account.
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// model is set when grouped by model.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// day is set (YYYY-MM-DD, UTC) when grouped by day.
+	Day string `protobuf:"bytes,4,opt,name=day,proto3" json:"day,omitempty"`
+	// requests counts answered requests.
+	Requests int64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// premium_requests counts those sent with X-Initiator: user.
+	PremiumRequests int64 `protobuf:"varint,6,opt,name=premium_requests,json=premiumRequests,proto3" json:"premium_requests,omitempty"`
+	// premium_units sums their billing multipliers.
+	PremiumUnits float64 `protobuf:"fixed64,7,opt,name=premium_units,json=premiumUnits,proto3" json:"premium_units,omitempty"`
+	// input_tokens sums every prompt token, cached ones included.
+	InputTokens int64 `protobuf:"varint,8,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// output_tokens sums the answers' tokens.
+	OutputTokens int64 `protobuf:"varint,9,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// cached_tokens sums the prompt tokens read from cache.
+	CachedTokens  int64 `protobuf:"varint,10,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRow) Reset() {
+	*x = UsageRow{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRow) ProtoMessage() {}
+
+func (x *UsageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
+func (*UsageRow) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UsageRow) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UsageRow) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *UsageRow) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageRow) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *UsageRow) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageRow) GetPremiumRequests() int64 {
+	if x != nil {
+		return x.PremiumRequests
+	}
+	return 0
+}
+
+func (x *UsageRow) GetPremiumUnits() float64 {
+	if x != nil {
+		return x.PremiumUnits
+	}
+	return 0
+}
+
+func (x *UsageRow) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetCachedTokens() int64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
 var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
@@ -1491,7 +2924,117 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\x16\n" +
 	"\x14WatchAccountsRequest\"O\n" +
 	"\x15WatchAccountsResponse\x126\n" +
-	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts*\xaa\x01\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\xa6\x03\n" +
+	"\x03Key\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1a\n" +
+	"\baccounts\x18\x03 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x121\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1b.copilot.broker.v1.KeyStateR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12<\n" +
+	"\flast_used_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\"!\n" +
+	"\tModelList\x12\x14\n" +
+	"\x05globs\x18\x01 \x03(\tR\x05globs\"\xad\x01\n" +
+	"\x10CreateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\baccounts\x18\x02 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x03 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\"U\n" +
+	"\x11CreateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x11\n" +
+	"\x0fListKeysRequest\">\n" +
+	"\x10ListKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\"\x9d\x02\n" +
+	"\x10UpdateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\baccounts\x18\x02 \x01(\tH\x00R\baccounts\x88\x01\x01\x124\n" +
+	"\x06models\x18\x03 \x01(\v2\x1c.copilot.broker.v1.ModelListR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12(\n" +
+	"\x10clear_expires_at\x18\x05 \x01(\bR\x0eclearExpiresAt\x12\x1f\n" +
+	"\bdisabled\x18\x06 \x01(\bH\x01R\bdisabled\x88\x01\x01B\v\n" +
+	"\t_accountsB\v\n" +
+	"\t_disabled\"=\n" +
+	"\x11UpdateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"&\n" +
+	"\x10RevokeKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
+	"\x11RevokeKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"\x12\n" +
+	"\x10WatchKeysRequest\"Y\n" +
+	"\x11WatchKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xab\x04\n" +
+	"\n" +
+	"UsageEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x05 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x18\n" +
+	"\adialect\x18\a \x01(\tR\adialect\x12\x1a\n" +
+	"\bendpoint\x18\b \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06status\x18\t \x01(\x05R\x06status\x12!\n" +
+	"\finput_tokens\x18\n" +
+	" \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\v \x01(\x03R\foutputTokens\x12#\n" +
+	"\rcached_tokens\x18\f \x01(\x03R\fcachedTokens\x12\x18\n" +
+	"\apremium\x18\r \x01(\bR\apremium\x12#\n" +
+	"\rpremium_units\x18\x0e \x01(\x01R\fpremiumUnits\x12%\n" +
+	"\x0elatency_micros\x18\x0f \x01(\x03R\rlatencyMicros\x12\x1f\n" +
+	"\vttfb_micros\x18\x10 \x01(\x03R\n" +
+	"ttfbMicros\x12\x19\n" +
+	"\bproxy_id\x18\x11 \x01(\tR\aproxyId\x12\x1f\n" +
+	"\vusage_known\x18\x12 \x01(\bR\n" +
+	"usageKnown\"a\n" +
+	"\x12ReportUsageRequest\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x04R\x05batch\x125\n" +
+	"\x06events\x18\x02 \x03(\v2\x1d.copilot.broker.v1.UsageEventR\x06events\"\xa6\x01\n" +
+	"\x13ReportUsageResponse\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x04R\x05batch\x12\x16\n" +
+	"\x06stored\x18\x02 \x01(\rR\x06stored\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\rR\n" +
+	"duplicates\x12A\n" +
+	"\brejected\x18\x04 \x03(\v2%.copilot.broker.v1.RejectedUsageEventR\brejected\"<\n" +
+	"\x12RejectedUsageEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x94\x01\n" +
+	"\x11QueryUsageRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x19\n" +
+	"\bgroup_by\x18\x03 \x03(\tR\agroupBy\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x05 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\"E\n" +
+	"\x12QueryUsageResponse\x12/\n" +
+	"\x04rows\x18\x01 \x03(\v2\x1b.copilot.broker.v1.UsageRowR\x04rows\"\xb7\x02\n" +
+	"\bUsageRow\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x10\n" +
+	"\x03day\x18\x04 \x01(\tR\x03day\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x03R\brequests\x12)\n" +
+	"\x10premium_requests\x18\x06 \x01(\x03R\x0fpremiumRequests\x12#\n" +
+	"\rpremium_units\x18\a \x01(\x01R\fpremiumUnits\x12!\n" +
+	"\finput_tokens\x18\b \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\t \x01(\x03R\foutputTokens\x12#\n" +
+	"\rcached_tokens\x18\n" +
+	" \x01(\x03R\fcachedTokens*\xaa\x01\n" +
 	"\vTokenStatus\x12\x1c\n" +
 	"\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TOKEN_STATUS_PENDING\x10\x01\x12\x16\n" +
@@ -1507,14 +3050,30 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\rAccountStatus\x12\x1e\n" +
 	"\x1aACCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ACCOUNT_STATUS_OK\x10\x01\x12$\n" +
-	" ACCOUNT_STATUS_IDENTITY_REJECTED\x10\x022\xee\x03\n" +
+	" ACCOUNT_STATUS_IDENTITY_REJECTED\x10\x02*j\n" +
+	"\bKeyState\x12\x19\n" +
+	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x16\n" +
+	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
 	"WatchToken\x12$.copilot.broker.v1.WatchTokenRequest\x1a%.copilot.broker.v1.WatchTokenResponse0\x01\x12_\n" +
 	"\fRefreshToken\x12&.copilot.broker.v1.RefreshTokenRequest\x1a'.copilot.broker.v1.RefreshTokenResponse\x12_\n" +
 	"\fListAccounts\x12&.copilot.broker.v1.ListAccountsRequest\x1a'.copilot.broker.v1.ListAccountsResponse\x12d\n" +
-	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x01B\xd6\x01\n" +
+	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x012\xc3\x03\n" +
+	"\n" +
+	"KeyService\x12V\n" +
+	"\tCreateKey\x12#.copilot.broker.v1.CreateKeyRequest\x1a$.copilot.broker.v1.CreateKeyResponse\x12S\n" +
+	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
+	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
+	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xcb\x01\n" +
+	"\fUsageService\x12`\n" +
+	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
+	"\n" +
+	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponseB\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -1529,67 +3088,118 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
 	(AccountStatus)(0),            // 2: copilot.broker.v1.AccountStatus
-	(*Token)(nil),                 // 3: copilot.broker.v1.Token
-	(*UpstreamProfile)(nil),       // 4: copilot.broker.v1.UpstreamProfile
-	(*GetTokenRequest)(nil),       // 5: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 6: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 7: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 8: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 9: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 10: copilot.broker.v1.RefreshTokenResponse
-	(*Account)(nil),               // 11: copilot.broker.v1.Account
-	(*IdentityRejection)(nil),     // 12: copilot.broker.v1.IdentityRejection
-	(*Quota)(nil),                 // 13: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 14: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 15: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 16: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 17: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 18: copilot.broker.v1.WatchAccountsResponse
-	nil,                           // 19: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(KeyState)(0),                 // 3: copilot.broker.v1.KeyState
+	(*Token)(nil),                 // 4: copilot.broker.v1.Token
+	(*UpstreamProfile)(nil),       // 5: copilot.broker.v1.UpstreamProfile
+	(*GetTokenRequest)(nil),       // 6: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 7: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 8: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 9: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 10: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 11: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 12: copilot.broker.v1.Account
+	(*IdentityRejection)(nil),     // 13: copilot.broker.v1.IdentityRejection
+	(*Quota)(nil),                 // 14: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 15: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 16: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 17: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 18: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 19: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 20: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 21: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 22: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 23: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 24: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 25: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 26: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 27: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 28: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
+	(*UsageEvent)(nil),            // 32: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 33: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 34: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 35: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 36: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 37: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 38: copilot.broker.v1.UsageRow
+	nil,                           // 39: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	20, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	40, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	4,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	19, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
-	3,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	3,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
+	39, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
-	3,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	20, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	40, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
-	12, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	20, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
-	14, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	20, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	20, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	11, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	11, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	5,  // 20: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	7,  // 21: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	9,  // 22: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	15, // 23: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	17, // 24: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	6,  // 25: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	8,  // 26: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	10, // 27: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	16, // 28: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	18, // 29: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
+	40, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	40, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	40, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	40, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
+	40, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	40, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	40, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	40, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	40, // 33: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	32, // 34: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	35, // 35: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	38, // 36: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	6,  // 37: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	8,  // 38: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	10, // 39: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	16, // 40: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	18, // 41: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	22, // 42: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	24, // 43: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	26, // 44: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	28, // 45: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	30, // 46: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	33, // 47: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	36, // 48: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	7,  // 49: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	9,  // 50: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	11, // 51: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	17, // 52: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	19, // 53: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	23, // 54: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	25, // 55: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	27, // 56: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	29, // 57: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	31, // 58: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	34, // 59: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	37, // 60: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -1597,15 +3207,16 @@ func file_copilot_broker_v1_broker_proto_init() {
 	if File_copilot_broker_v1_broker_proto != nil {
 		return
 	}
+	file_copilot_broker_v1_broker_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   17,
+			NumEnums:      4,
+			NumMessages:   36,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   3,
 		},
 		GoTypes:           file_copilot_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_copilot_broker_v1_broker_proto_depIdxs,
