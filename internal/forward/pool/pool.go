@@ -54,7 +54,7 @@ type Tracker struct {
 	rateCool   time.Duration
 	quotaCool  time.Duration
 	tokenWait  time.Duration
-	reserve    float64 // percent; see Config.ReservePercent
+	reserve    float64      // percent; see Config.ReservePercent
 	mu         sync.RWMutex // Acquire reads; everything else writes
 	accounts   map[string]*account
 	generation atomic.Uint64 // bumped on every change, for tests and metrics
