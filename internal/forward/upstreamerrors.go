@@ -79,7 +79,7 @@ func (h *Handler) classifyError(resp *http.Response, c *call) {
 		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
 		e.message += " (the proxy's editor identity is too old: update " + identity.FlagNames + ")"
 		h.log.Warn("the Copilot API refused the editor identity as too old (466); update "+identity.FlagNames+" on the proxy and the broker",
-			"editor_version", h.editor.Version, "editor_plugin_version", h.editor.PluginVersion, "request_id", c.requestID)
+			"editor_version", h.currentEditor().Version, "editor_plugin_version", h.currentEditor().PluginVersion, "request_id", c.requestID)
 	}
 	setJSONBody(resp, errorBody(c.route.dialect, e))
 }
