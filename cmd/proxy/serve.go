@@ -13,6 +13,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -82,6 +83,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	cfg.Editor.RegisterFlags(fs, identity.API)
+	fs.Float64Var(&cfg.PoolReservePercent, "pool-reserve-percent", pool.DefaultReservePercent, "a pool member with less than this share (percent) of its session or weekly usage limit left is used only when no other member is (negative: off)")
 	fs.StringVar(&cfg.Intents.Chat, "openai-intent-chat", in.Chat, "Openai-Intent header on /chat/completions")
 	fs.StringVar(&cfg.Intents.Responses, "openai-intent-responses", in.Responses, "Openai-Intent header on /responses")
 	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")

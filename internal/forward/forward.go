@@ -74,8 +74,12 @@ type Config struct {
 	// host. Nil means [DefaultAllowedAPIHosts]. Not used with APIURL.
 	AllowedAPIHosts []string
 	// Editor is the identity sent upstream (identity.Editor: one definition
-	// shared with the broker's exchange). Zero fields take the defaults.
+	// shared with the broker's exchange). Zero fields take the profile's
+	// (or, without one, the defaults); set fields override the profile.
 	Editor identity.Editor
+	// Profile, when set, is the upstream profile the broker pushes
+	// (profile.go); nil sends Editor over the built-in default.
+	Profile *identity.Holder
 	// Intents are the Openai-Intent values per upstream endpoint. Zero
 	// fields take DefaultIntents'.
 	Intents Intents
@@ -127,25 +131,27 @@ type Config struct {
 // Handler is the proxy's client-facing [http.Handler]. It is safe for
 // concurrent use.
 type Handler struct {
-	source     TokenSource
-	keys       KeySet // nil: no client authentication
-	dynTargets dynTargets
-	override   *url.URL
-	allowed    []string
-	editor     identity.Editor
-	intents    Intents
-	headers    *headerPolicy
-	preset     *presetHeaders
-	countMode  CountTokens
-	maxBody    int64
-	bodyWait   time.Duration
-	streamIdle time.Duration
-	transport  http.RoundTripper
-	metrics    *Metrics
-	clock      clock.Clock
-	log        *slog.Logger
-	rp         *httputil.ReverseProxy
-	bodies     *sync.Pool
+	source      TokenSource
+	keys        KeySet // nil: no client authentication
+	dynTargets  dynTargets
+	override    *url.URL
+	allowed     []string
+	flagEditor  identity.Editor // Config.Editor as given: its set fields override the profile
+	profile     *identity.Holder
+	intents     Intents
+	headers     *headerPolicy
+	preset      atomic.Pointer[profilePreset] // of the profile last seen (profile.go)
+	fixedPreset *profilePreset                // without a profile
+	countMode   CountTokens
+	maxBody     int64
+	bodyWait    time.Duration
+	streamIdle  time.Duration
+	transport   http.RoundTripper
+	metrics     *Metrics
+	clock       clock.Clock
+	log         *slog.Logger
+	rp          *httputil.ReverseProxy
+	bodies      *sync.Pool
 	// Stage 6 (accounts.go): key targets, account health, usage.
 	accounts   Accounts
 	targets    map[string]*target
@@ -183,7 +189,8 @@ func New(cfg Config) (*Handler, error) {
 		keys:       cfg.KeySet,
 		override:   cfg.APIURL,
 		allowed:    cfg.AllowedAPIHosts,
-		editor:     cfg.Editor.WithDefaults(),
+		flagEditor: cfg.Editor,
+		profile:    cfg.Profile,
 		intents:    cfg.Intents.withDefaults(),
 		countMode:  cfg.CountTokens,
 		maxBody:    cfg.MaxBodyBytes,
@@ -238,7 +245,8 @@ func New(cfg Config) (*Handler, error) {
 		betas = DefaultAnthropicBetas
 	}
 	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
-	h.preset = newPresetHeaders(h.editor, h.intents)
+	fixed := cfg.Editor.WithDefaults()
+	h.fixedPreset = &profilePreset{p: newPresetHeaders(fixed, h.intents), editor: fixed}
 	if err := h.newModels(cfg.Models); err != nil {
 		return nil, err
 	}
@@ -515,7 +523,7 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 // client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts())
+	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts(pr.Out.Header))
 	if c.xlate != nil {
 		translateHeaders(pr.Out.Header, c.xlate)
 	}

@@ -136,8 +136,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Exchange configures the token exchange (editor identity, HTTP client);
-	// its APIURL is set from GitHubAPIURL.
+	// its APIURL is set from GitHubAPIURL. Its Editor fields that are set
+	// (the broker's identity flags) override the built-in default under
+	// the upstream profile file.
 	Exchange tokens.ExchangeConfig
+	// UpstreamProfile is the upstream profile file (JSON or YAML; see
+	// internal/identity.ParseProfile), re-read when it changes and on
+	// SIGHUP, and pushed to the proxies with the token. --upstream-profile
+	// (BROKER_UPSTREAM_PROFILE); empty: the built-in default.
+	UpstreamProfile string
+	// UpstreamProfilePoll is how often the file is read for changes
+	// (--upstream-profile-poll, default identity.DefaultProfilePoll).
+	UpstreamProfilePoll time.Duration
 	// Tune, when set, adjusts the token manager's configuration before it
 	// starts; tests and benchmarks use it for short lifetimes.
 	Tune func(*tokens.ManagerConfig)

@@ -34,6 +34,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
 	"github.com/copilot-broker/copilot-broker/internal/console"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -66,6 +67,8 @@ type Server struct {
 	watcher *credfile.Watcher
 	store   store.Store        // nil without StateDir or DatabaseURL
 	keySvc  *broker.KeyService // nil without a store
+	// profileWatcher follows --upstream-profile; nil without one.
+	profileWatcher *identity.Watcher
 
 	heapFloor []byte // see newHeapFloor
 
@@ -116,7 +119,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	cleanup.add(func() { ops.CloseAll(lns) })
-	metrics := broker.NewMetrics()
 	conns := ops.NewConnLimits(metrics.Registry(), "copilot_broker")
 	grpcLn := conns.Listener(lns[0], "grpc", cfg.MaxConnections)
 	httpLn := conns.Listener(lns[1], "http", cfg.MaxConnections)
@@ -127,10 +129,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
 	}
 
+	identityMetrics := broker.NewIdentityMetrics(metrics.Registry())
+	profile, err := s.openProfile(identityMetrics)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Exchange.Profile = profile
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
+		Profile: profile, IdentityMetrics: identityMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -138,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup.add(s.svc.Close)
 	s.health = newHealth(cfg)
 	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	s.fleet.identity = identityMetrics
 	cleanup.add(s.fleet.close)
 	if err := s.startAccounts(ghToken, dirTokens); err != nil {
 		return nil, err
@@ -183,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.dir != nil {
 		r.goBackground(func() { s.dir.Run(runCtx) })
+	}
+	if s.profileWatcher != nil {
+		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
@@ -435,6 +448,9 @@ func (s *Server) Close() error {
 // credential again, so an operator who restored the account's Copilot
 // access can retry without a restart.
 func (s *Server) Reload() {
+	if s.profileWatcher != nil {
+		s.profileWatcher.Reload()
+	}
 	if s.dir != nil {
 		s.dir.Reload()
 	}

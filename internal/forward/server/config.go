@@ -107,11 +107,16 @@ type Config struct {
 	// CopilotAPIURL overrides every token's api_base_url (for the sandbox).
 	// --copilot-api-url, PROXY_COPILOT_API_URL.
 	CopilotAPIURL string
-	// Editor is the identity sent to Copilot; zero fields take
-	// identity.Default's. --editor-version, --editor-plugin-version,
+	// Editor is the identity sent to Copilot; zero fields take the
+	// broker's upstream profile (built in: identity.Default's), set ones
+	// override it. --editor-version, --editor-plugin-version,
 	// --user-agent, --integration-id, --github-api-version
 	// (PROXY_EDITOR_VERSION, ...).
 	Editor identity.Editor
+	// PoolReservePercent is the share of a session or weekly usage limit
+	// below which a pool member is busy (--pool-reserve-percent, default
+	// pool.DefaultReservePercent; negative: off).
+	PoolReservePercent float64
 	// Intents are the Openai-Intent values per endpoint; zero fields take
 	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
 	// -messages, -models, -embeddings (--openai-intent sets them all).

@@ -35,6 +35,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,13 +99,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// A managed key may name any account, at any time.
 		acc.all, acc.needDefault = true, true
 	}
-	tracker := pool.New(pool.Config{Clock: cfg.Clock})
+	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent})
+	// The upstream profile the broker pushes with the tokens; the built-in
+	// default until the first message.
+	profile := identity.NewHolder(identity.DefaultProfile(), "")
 	reg.MustRegister(pool.NewCollector(tracker))
 	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
 		Client: brokerclient.Config{
 			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
 			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
 			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+			Profile: profile,
 		},
 		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
 		OnQuota: tracker.SetQuota,
@@ -150,7 +155,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
+		Keys: cfg.Keys, Editor: cfg.Editor, Profile: profile, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
