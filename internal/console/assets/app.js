@@ -14,7 +14,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -244,7 +244,8 @@ function quotaRows(q) {
     return [h("p", { class: "muted", text: q && q.lastError ? `Quota unknown: ${q.lastError}` : "No quota reading yet." })];
   }
   const reset = tsOf(pick(q, "resetAt", "reset_at"));
-  return snaps.map((sn) => {
+  const order = (k) => (k === "premium_interactions" ? 0 : 1);
+  return snaps.slice().sort((a, b) => order(a.kind) - order(b.kind) || a.kind.localeCompare(b.kind)).map((sn) => {
     const kind = KIND_NAMES[sn.kind] || sn.kind;
     const unlimited = !!sn.unlimited;
     const ent = Number(sn.entitlement) || 0;
@@ -671,7 +672,7 @@ function wire() {
 async function boot() {
   wire();
   const r = await api("GET", "/ui/session");
-  if (r.ok) started(r.data);
+  if (r.ok && r.data && r.data.signed_in) started(r.data);
   else showSignIn("");
 }
 
