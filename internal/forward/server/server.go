@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			tc.RootCAs = pool
 		}
-		transport = forward.NewUpstream(tc)
+		transport = forward.NewTransport(tc)
 	}
 	metrics := forward.NewMetrics(reg)
 	var aliases *catalog.AliasFile

@@ -145,6 +145,63 @@ func (RefreshReason) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{1}
 }
 
+// KeyState is the lifecycle state of a managed key.
+type KeyState int32
+
+const (
+	// KEY_STATE_UNSPECIFIED is never sent by the broker.
+	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
+	// KEY_STATE_ACTIVE keys are accepted until they expire.
+	KeyState_KEY_STATE_ACTIVE KeyState = 1
+	// KEY_STATE_DISABLED keys are refused until enabled again.
+	KeyState_KEY_STATE_DISABLED KeyState = 2
+	// KEY_STATE_REVOKED keys are refused for good.
+	KeyState_KEY_STATE_REVOKED KeyState = 3
+)
+
+// Enum value maps for KeyState.
+var (
+	KeyState_name = map[int32]string{
+		0: "KEY_STATE_UNSPECIFIED",
+		1: "KEY_STATE_ACTIVE",
+		2: "KEY_STATE_DISABLED",
+		3: "KEY_STATE_REVOKED",
+	}
+	KeyState_value = map[string]int32{
+		"KEY_STATE_UNSPECIFIED": 0,
+		"KEY_STATE_ACTIVE":      1,
+		"KEY_STATE_DISABLED":    2,
+		"KEY_STATE_REVOKED":     3,
+	}
+)
+
+func (x KeyState) Enum() *KeyState {
+	p := new(KeyState)
+	*p = x
+	return p
+}
+
+func (x KeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[2].Descriptor()
+}
+
+func (KeyState) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[2]
+}
+
+func (x KeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyState.Descriptor instead.
+func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1068,6 +1125,726 @@ func (x *WatchAccountsResponse) GetAccounts() []*Account {
 	return nil
 }
 
+// Key is a managed client key as the broker shows it: never its secret.
+type Key struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies the key in logs, metrics and the CLI: letters, digits,
+	// '-', '_' and '.'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// digest is the lowercase hex SHA-256 of the secret; a proxy finds a
+	// presented key by it.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// accounts is the account the key is for, a pool "a,b,c", "*" for every
+	// account, or empty for the proxy's default account.
+	Accounts string `protobuf:"bytes,3,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models are globs over resolved model ids ('*' any run, '?' one
+	// character) the key may use; none means every model.
+	Models []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at is when the key stops working; unset means never.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// state is the key's lifecycle state.
+	State KeyState `protobuf:"varint,6,opt,name=state,proto3,enum=copilot.broker.v1.KeyState" json:"state,omitempty"`
+	// created_at is when the key was created.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the key last changed.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// last_used_at is the last use a proxy reported; unset when none did.
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// created_by names the admin key that created this key.
+	CreatedBy     string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Key) Reset() {
+	*x = Key{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Key) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Key) ProtoMessage() {}
+
+func (x *Key) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Key.ProtoReflect.Descriptor instead.
+func (*Key) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Key) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Key) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Key) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *Key) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Key) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Key) GetState() KeyState {
+	if x != nil {
+		return x.State
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
+func (x *Key) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *Key) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// ModelList is a list of model globs; an empty list allows every model.
+type ModelList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// globs are the model globs.
+	Globs         []string `protobuf:"bytes,1,rep,name=globs,proto3" json:"globs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelList) Reset() {
+	*x = ModelList{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelList) ProtoMessage() {}
+
+func (x *ModelList) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelList.ProtoReflect.Descriptor instead.
+func (*ModelList) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ModelList) GetGlobs() []string {
+	if x != nil {
+		return x.Globs
+	}
+	return nil
+}
+
+// CreateKeyRequest describes a new key.
+type CreateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the new key's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts is as in Key.
+	Accounts string `protobuf:"bytes,2,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models is as in Key.
+	Models []string `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, must be in the future.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// secret, when set, imports an existing key's secret (at least 16 bytes, no
+	// white space or ':'); when empty the broker makes one of 256 random bits.
+	Secret        string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// CreateKeyResponse carries the new key and, this once, its secret.
+type CreateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// secret is the key's secret; it is never shown again.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyResponse) Reset() {
+	*x = CreateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyResponse) ProtoMessage() {}
+
+func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CreateKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListKeysRequest asks for every key.
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+// ListKeysResponse lists keys in name order.
+type ListKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are every key, revoked ones included.
+	Keys          []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// UpdateKeyRequest changes the fields it sets.
+type UpdateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to change.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts, when set, replaces the key's accounts.
+	Accounts *string `protobuf:"bytes,2,opt,name=accounts,proto3,oneof" json:"accounts,omitempty"`
+	// models, when set, replaces the allow list (empty: every model).
+	Models *ModelList `protobuf:"bytes,3,opt,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, replaces the expiry.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// clear_expires_at removes the expiry.
+	ClearExpiresAt bool `protobuf:"varint,5,opt,name=clear_expires_at,json=clearExpiresAt,proto3" json:"clear_expires_at,omitempty"`
+	// disabled, when set, disables (true) or enables (false) the key.
+	Disabled      *bool `protobuf:"varint,6,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyRequest) Reset() {
+	*x = UpdateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UpdateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetAccounts() string {
+	if x != nil && x.Accounts != nil {
+		return *x.Accounts
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetModels() *ModelList {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetClearExpiresAt() bool {
+	if x != nil {
+		return x.ClearExpiresAt
+	}
+	return false
+}
+
+func (x *UpdateKeyRequest) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+// UpdateKeyResponse carries the key after the change.
+type UpdateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyResponse) Reset() {
+	*x = UpdateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// RevokeKeyRequest names the key to revoke.
+type RevokeKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to revoke.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RevokeKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RevokeKeyResponse carries the revoked key.
+type RevokeKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RevokeKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// WatchKeysRequest subscribes to the key set.
+type WatchKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysRequest) Reset() {
+	*x = WatchKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysRequest) ProtoMessage() {}
+
+func (x *WatchKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysRequest.ProtoReflect.Descriptor instead.
+func (*WatchKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+// WatchKeysResponse carries the whole set of keys that are not revoked, in
+// name order; a key missing from it was revoked.
+type WatchKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are the keys.
+	Keys []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// version grows with every change of the set in the broker's store.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysResponse) Reset() {
+	*x = WatchKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysResponse) ProtoMessage() {}
+
+func (x *WatchKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysResponse.ProtoReflect.Descriptor instead.
+func (*WatchKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *WatchKeysResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
@@ -1142,7 +1919,59 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\x16\n" +
 	"\x14WatchAccountsRequest\"O\n" +
 	"\x15WatchAccountsResponse\x126\n" +
-	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts*\xaa\x01\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\xa6\x03\n" +
+	"\x03Key\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1a\n" +
+	"\baccounts\x18\x03 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x121\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1b.copilot.broker.v1.KeyStateR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12<\n" +
+	"\flast_used_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\"!\n" +
+	"\tModelList\x12\x14\n" +
+	"\x05globs\x18\x01 \x03(\tR\x05globs\"\xad\x01\n" +
+	"\x10CreateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\baccounts\x18\x02 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x03 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\"U\n" +
+	"\x11CreateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x11\n" +
+	"\x0fListKeysRequest\">\n" +
+	"\x10ListKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\"\x9d\x02\n" +
+	"\x10UpdateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\baccounts\x18\x02 \x01(\tH\x00R\baccounts\x88\x01\x01\x124\n" +
+	"\x06models\x18\x03 \x01(\v2\x1c.copilot.broker.v1.ModelListR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12(\n" +
+	"\x10clear_expires_at\x18\x05 \x01(\bR\x0eclearExpiresAt\x12\x1f\n" +
+	"\bdisabled\x18\x06 \x01(\bH\x01R\bdisabled\x88\x01\x01B\v\n" +
+	"\t_accountsB\v\n" +
+	"\t_disabled\"=\n" +
+	"\x11UpdateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"&\n" +
+	"\x10RevokeKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
+	"\x11RevokeKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"\x12\n" +
+	"\x10WatchKeysRequest\"Y\n" +
+	"\x11WatchKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion*\xaa\x01\n" +
 	"\vTokenStatus\x12\x1c\n" +
 	"\x18TOKEN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TOKEN_STATUS_PENDING\x10\x01\x12\x16\n" +
@@ -1153,14 +1982,26 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\rRefreshReason\x12\x1e\n" +
 	"\x1aREFRESH_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bREFRESH_REASON_UNAUTHORIZED\x10\x01\x12!\n" +
-	"\x1dREFRESH_REASON_QUOTA_EXCEEDED\x10\x022\xee\x03\n" +
+	"\x1dREFRESH_REASON_QUOTA_EXCEEDED\x10\x02*j\n" +
+	"\bKeyState\x12\x19\n" +
+	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x16\n" +
+	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
 	"WatchToken\x12$.copilot.broker.v1.WatchTokenRequest\x1a%.copilot.broker.v1.WatchTokenResponse0\x01\x12_\n" +
 	"\fRefreshToken\x12&.copilot.broker.v1.RefreshTokenRequest\x1a'.copilot.broker.v1.RefreshTokenResponse\x12_\n" +
 	"\fListAccounts\x12&.copilot.broker.v1.ListAccountsRequest\x1a'.copilot.broker.v1.ListAccountsResponse\x12d\n" +
-	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x01B\xd6\x01\n" +
+	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x012\xc3\x03\n" +
+	"\n" +
+	"KeyService\x12V\n" +
+	"\tCreateKey\x12#.copilot.broker.v1.CreateKeyRequest\x1a$.copilot.broker.v1.CreateKeyResponse\x12S\n" +
+	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
+	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
+	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x01B\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -1175,58 +2016,94 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
-	(*Token)(nil),                 // 2: copilot.broker.v1.Token
-	(*GetTokenRequest)(nil),       // 3: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 4: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 5: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 6: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 7: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 8: copilot.broker.v1.RefreshTokenResponse
-	(*Account)(nil),               // 9: copilot.broker.v1.Account
-	(*Quota)(nil),                 // 10: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 11: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 12: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 13: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 14: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 15: copilot.broker.v1.WatchAccountsResponse
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(KeyState)(0),                 // 2: copilot.broker.v1.KeyState
+	(*Token)(nil),                 // 3: copilot.broker.v1.Token
+	(*GetTokenRequest)(nil),       // 4: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 5: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 6: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 7: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 8: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 9: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 10: copilot.broker.v1.Account
+	(*Quota)(nil),                 // 11: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 12: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 13: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 14: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 15: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 16: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 17: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 18: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 19: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 20: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 21: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 22: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 23: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 24: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 25: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 26: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 27: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 28: copilot.broker.v1.WatchKeysResponse
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	16, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	29, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	2,  // 3: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	2,  // 4: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	3,  // 3: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	3,  // 4: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 5: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
-	2,  // 6: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	3,  // 6: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 7: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	16, // 8: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 9: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
-	11, // 10: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	16, // 11: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	16, // 12: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	9,  // 14: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	3,  // 15: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	5,  // 16: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	7,  // 17: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	12, // 18: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	14, // 19: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	4,  // 20: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	6,  // 21: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	8,  // 22: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	13, // 23: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	15, // 24: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	29, // 8: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 9: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	12, // 10: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	29, // 11: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	29, // 12: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	10, // 13: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	10, // 14: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	29, // 15: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 16: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
+	29, // 17: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	29, // 18: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 19: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	29, // 20: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 21: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	17, // 22: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	18, // 23: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	29, // 24: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 25: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	17, // 26: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	17, // 27: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	4,  // 28: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	6,  // 29: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	8,  // 30: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	13, // 31: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	15, // 32: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	19, // 33: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	21, // 34: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	23, // 35: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	25, // 36: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	27, // 37: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	5,  // 38: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	7,  // 39: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	9,  // 40: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	14, // 41: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	16, // 42: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	20, // 43: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	22, // 44: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	24, // 45: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	26, // 46: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	28, // 47: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	38, // [38:48] is the sub-list for method output_type
+	28, // [28:38] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -1234,15 +2111,16 @@ func file_copilot_broker_v1_broker_proto_init() {
 	if File_copilot_broker_v1_broker_proto != nil {
 		return
 	}
+	file_copilot_broker_v1_broker_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   14,
+			NumEnums:      3,
+			NumMessages:   26,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_copilot_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_copilot_broker_v1_broker_proto_depIdxs,
