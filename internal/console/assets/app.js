@@ -394,7 +394,7 @@ function renderKeys() {
     const left = budget ? Math.max(0, budget - spent) / budget : 1;
     return h("tr", { "data-key": name },
       h("th", { scope: "row", text: name }),
-      h("td", {}, h("div", { class: "chips" }, (accts.length ? accts : ["*"]).map((a) => h("span", { class: "chip", text: a })))),
+      h("td", {}, h("div", { class: "chips" }, (accts.length ? accts : ["default"]).map((a) => h("span", { class: "chip", text: a === "*" ? "every account" : a })))),
       h("td", { text: models.length ? models.join(", ") : "all" }),
       h("td", {}, budget ? [meter(left, levelOf(left)), `${fmtN(spent)} / ${fmtN(budget)}`] : h("span", { class: "muted", text: spent ? `${fmtN(spent)} (no budget)` : "no budget" })),
       h("td", { class: "n", text: rpm ? fmtN(rpm) : "\u2013" }),
@@ -423,31 +423,50 @@ function openKeyDialog(k) {
     $("kf-name").value = editing;
     $("kf-accounts").value = listOf(keyField(k, "accounts")).join(",");
     $("kf-models").value = listOf(keyField(k, "models", "modelGlobs", "model_globs")).join(",");
-    for (const [id, names] of [["kf-premium", ["monthlyPremium", "monthly_premium"]], ["kf-tokens", ["monthlyTokens", "monthly_tokens"]], ["kf-rpm", ["rpm"]]]) {
-      const v = keyField(k, ...names);
-      if (v) $(id).value = v;
-    }
   }
   $("key-dialog").showModal();
   (editing ? $("kf-accounts") : $("kf-name")).focus();
 }
 
+// expiryOf turns "90d", "12h" or "30m" into a timestamp from now; "" when
+// empty; null when it is not such a duration.
+function expiryOf(text) {
+  if (!text) return "";
+  const m = /^(\d+)\s*([dhm])$/.exec(text);
+  if (!m) return null;
+  const unit = { d: 86400e3, h: 3600e3, m: 60e3 }[m[2]];
+  return new Date(Date.now() + Number(m[1]) * unit).toISOString();
+}
+
+// keyBody is the JSON of CreateKey or UpdateKey (the API's field names).
 function keyBody() {
   const body = {};
   const v = (id) => $(id).value.trim();
-  if (!editing) body.name = v("kf-name");
-  if (v("kf-accounts")) body.accounts = v("kf-accounts");
-  if (v("kf-models")) body.models = v("kf-models");
-  if (v("kf-expires")) body.expires = v("kf-expires");
-  for (const [id, name] of [["kf-premium", "monthly_premium"], ["kf-tokens", "monthly_tokens"], ["kf-rpm", "rpm"]]) {
-    if (v(id) !== "") body[name] = Number(v(id));
+  const models = v("kf-models") ? v("kf-models").split(",").map((x) => x.trim()).filter(Boolean) : [];
+  const expires = expiryOf(v("kf-expires"));
+  if (expires === null) throw new Error("Expires in: write a number and d, h or m, e.g. 90d");
+  if (!editing) {
+    body.name = v("kf-name");
+    body.accounts = v("kf-accounts");
+    body.models = models;
+    if (expires) body.expiresAt = expires;
+  } else {
+    body.accounts = v("kf-accounts");
+    body.models = { globs: models };
+    if (expires) body.expiresAt = expires;
   }
   return body;
 }
 
 async function submitKey(ev) {
   ev.preventDefault();
-  const body = keyBody();
+  let body;
+  try {
+    body = keyBody();
+  } catch (e) {
+    $("kf-error").textContent = e.message;
+    return;
+  }
   const r = editing
     ? await api("PATCH", `/ui/api/v1/keys/${encodeURIComponent(editing)}`, body)
     : await api("POST", "/ui/api/v1/keys", body);
