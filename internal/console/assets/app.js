@@ -584,7 +584,9 @@ async function showUsage() {
     usageRows = [];
   } else {
     note.hidden = true;
-    usageRows = (r.data && r.data.rows) || [];
+    // Rows as the API documents them (snake_case), whatever its JSON names.
+    usageRows = ((r.data && r.data.rows) || []).map((row) =>
+      Object.fromEntries(Object.entries(row).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v])));
   }
   renderUsage();
 }
