@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,9 +34,9 @@ type consoleStack struct {
 	b        *brokerProc
 	px       *proxyProc
 	adminKey string
-	// managed says the broker manages keys (issue 23): admin keys exist
-	// and the proxy follows the broker's key set.
-	managed bool
+	// keysAPI says the broker serves /v1/keys to its admin key (issue 23);
+	// proxyFollows that the proxy follows the broker's key set.
+	keysAPI, proxyFollows bool
 }
 
 // adminKeysSupported reports whether the keys file takes the fourth field
@@ -45,14 +46,14 @@ func adminKeysSupported() bool {
 	return err == nil
 }
 
-// proxyFollowsBroker reports whether this proxy has --keys-from-broker.
-func proxyFollowsBroker(t *testing.T) bool {
-	t.Helper()
-	out, _ := exec.Command(built.proxy, "serve", "-h").CombinedOutput()
-	return strings.Contains(string(out), "keys-from-broker")
+// hasFlag reports whether a binary's serve command has a flag.
+func hasFlag(bin, flag string) bool {
+	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput()
+	return strings.Contains(string(out), "-"+flag+" ")
 }
 
-func startConsoleStack(t *testing.T) *consoleStack {
+// startConsoleStack starts the stack; extra are more broker flags.
+func startConsoleStack(t *testing.T, extra ...string) *consoleStack {
 	t.Helper()
 	sb := startSandbox(t, sandboxOpts{lifetime: 30 * time.Minute, refreshIn: 25 * time.Minute, chunks: 2, chunkDelay: time.Millisecond})
 	acctDir := t.TempDir()
@@ -61,34 +62,40 @@ func startConsoleStack(t *testing.T) *consoleStack {
 		sb.admin(t, "POST", "accounts", map[string]any{"name": n}, &out)
 		writeSecretFile(t, filepath.Join(acctDir, n), out.Token)
 	}
-	st := &consoleStack{sb: sb, adminKey: randomKey(t), managed: adminKeysSupported() && proxyFollowsBroker(t)}
+	st := &consoleStack{sb: sb, adminKey: randomKey(t), proxyFollows: hasFlag(built.proxy, "keys-from-broker")}
 	proxyKey := randomKey(t)
 	adminLine := "admin:" + st.adminKey + ":*"
-	if st.managed {
+	if adminKeysSupported() {
 		adminLine += ":admin"
 	}
 	keysFile := filepath.Join(t.TempDir(), "broker-keys")
 	writeSecretFile(t, keysFile, "e2e-proxy:"+proxyKey+"\n"+adminLine+"\n")
-	p := startProc(t, "broker", built.broker, []string{
+	args := []string{
 		"serve",
 		"--grpc-addr", anyPort, "--http-addr", anyPort, "--admin-addr", anyPort,
 		"--github-api-url", sb.url, "--accounts-dir", acctDir, "--keys-file", keysFile,
 		// The overview must show a quota change within 2 s.
 		"--quota-interval", "1s",
 		"--log-format", "text", "--log-level", "debug",
-	}, nil)
+	}
+	if hasFlag(built.broker, "state-dir") {
+		args = append(args, "--state-dir", t.TempDir())
+	}
+	args = append(args, extra...)
+	p := startProc(t, "broker", built.broker, args, nil)
 	bound := p.boundAddrs(t, brokerListening)
 	st.b = &brokerProc{proc: p, grpcAddr: bound[0], httpURL: "http://" + bound[1], adminURL: "http://" + bound[2], key: proxyKey, client: newHTTPClient(t)}
 	st.b.waitReady(t)
+	st.keysAPI = restStatus(t, st.b, "/v1/keys", st.adminKey) == 200
 	apiKey := randomKey(t)
 	pkFile := filepath.Join(t.TempDir(), "api-keys")
 	writeSecretFile(t, pkFile, "e2e-client:"+apiKey+":alice\n")
-	args := []string{
+	args = []string{
 		"serve", "--addr", anyPort, "--admin-addr", anyPort,
 		"--broker-addr", st.b.grpcAddr, "--keys-file", pkFile, "--copilot-api-url", sb.url,
 		"--log-format", "text", "--log-level", "debug",
 	}
-	if st.managed {
+	if st.proxyFollows {
 		args = append(args, "--keys-from-broker")
 	}
 	pp := startProc(t, "proxy", built.proxy, args, []string{"PROXY_BROKER_KEY=" + proxyKey})
@@ -96,6 +103,22 @@ func startConsoleStack(t *testing.T) *consoleStack {
 	st.px = &proxyProc{proc: pp, url: "http://" + pb[0], adminURL: "http://" + pb[1], apiKey: apiKey}
 	waitHTTP(t, pp, st.px.adminURL+"/readyz", startTimeout)
 	return st
+}
+
+// restStatus is the status of a GET on the broker's REST API with key.
+func restStatus(t *testing.T, b *brokerProc, path, key string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.httpURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // browser is a headless chromium tab and the console messages it logged.
@@ -326,26 +349,41 @@ func TestConsoleCSRF(t *testing.T) {
 
 // TestConsoleKeys creates a key in the console (its secret shown once),
 // uses it through the proxy with the OpenAI SDK, sees its usage, revokes it
-// and sees the proxy refuse it.
+// and sees the proxy refuse it. The parts that need what the broker and the
+// proxy do not have yet (issues 23 and 24) are skipped, saying which.
 func TestConsoleKeys(t *testing.T) {
 	st := startConsoleStack(t)
-	if !st.managed {
-		t.Skip("the broker does not manage keys yet (issue 23: admin broker keys, /v1/keys, proxy --keys-from-broker are not on this branch)")
+	if !st.keysAPI {
+		t.Skip("the broker serves no /v1/keys to an admin key (issue 23's KeyService is not on this branch)")
+	}
+	// Two keys made by the API, for company in the table.
+	for _, body := range []string{`{"name":"ci-bot","accounts":"carol","models":["gpt-4.1"]}`, `{"name":"team-pool","accounts":"alice,bob,carol"}`} {
+		req, _ := http.NewRequest(http.MethodPost, st.b.httpURL+"/v1/keys", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+st.adminKey)
+		resp, err := st.b.client.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST /v1/keys %s: %v %v", body, err, resp)
+		}
+		resp.Body.Close()
 	}
 	br := newBrowser(t)
 	br.signIn(t, st, st.adminKey)
 	br.waitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"]')`)
 	br.do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
-	br.waitJS(t, 10*time.Second, "the keys table", `document.querySelector("#keys-table tbody tr")`)
+	br.waitJS(t, 10*time.Second, "the keys table", `document.querySelector('[data-key="ci-bot"]')`)
 	br.do(t, "creating a key",
 		chromedp.Click(chromedp.ID("key-new")),
 		chromedp.WaitVisible(chromedp.ID("kf-name")),
 		chromedp.SendKeys(chromedp.ID("kf-name"), "dana"),
 		chromedp.SendKeys(chromedp.ID("kf-accounts"), "alice,bob"),
 		chromedp.SendKeys(chromedp.ID("kf-models"), "gpt-*"),
+		chromedp.SendKeys(chromedp.ID("kf-expires"), "90d"),
 		chromedp.Click(chromedp.ID("kf-submit")),
-		chromedp.WaitVisible(chromedp.ID("secret-value")),
 	)
+	br.waitJS(t, 10*time.Second, "the secret dialog", `document.getElementById("secret-value") || document.getElementById("kf-error").textContent`)
+	if msg := eval[string](t, br, `document.getElementById("kf-error").textContent`); msg != "" {
+		t.Fatalf("creating the key: %s", msg)
+	}
 	secret := eval[string](t, br, `document.getElementById("secret-value").value`)
 	if len(secret) < 22 {
 		t.Fatalf("the secret shown = %q; want a key", secret)
@@ -361,57 +399,61 @@ func TestConsoleKeys(t *testing.T) {
 	}
 	br.screenshot(t, "console-keys")
 
-	// The key works through the proxy (within 1 s of its creation).
 	client := openai.NewClient(option.WithBaseURL(st.px.url+"/v1/"), option.WithAPIKey(secret), option.WithMaxRetries(0), option.WithHTTPClient(newHTTPClient(t)))
-	var lastErr error
-	waitFor(t, 5*time.Second, "the proxy accepting the new key", func() bool {
+	chat := func(text string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, lastErr = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 			Model:    "gpt-4.1",
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello from the console test")},
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(text)},
 		})
-		return lastErr == nil
-	})
-
-	// Its usage shows on the usage page (when the broker keeps a ledger).
-	br.do(t, "opening the usage page", chromedp.Navigate(st.b.httpURL+"/ui/#/usage"))
-	br.waitJS(t, 10*time.Second, "the usage page", `document.querySelector("#usage-table tbody tr")`)
-	if eval[bool](t, br, `!document.getElementById("usage-note").hidden && document.getElementById("usage-note").textContent.includes("no usage ledger")`) {
-		t.Log("usage: the broker keeps no ledger yet (issue 24: /v1/usage is not on this branch); the usage part is skipped")
+		return err
+	}
+	if st.proxyFollows {
+		var lastErr error
+		waitFor(t, 5*time.Second, "the proxy accepting the new key", func() bool {
+			lastErr = chat("hello from the console test")
+			return lastErr == nil
+		})
+		br.do(t, "opening the usage page", chromedp.Navigate(st.b.httpURL+"/ui/#/usage"))
+		br.waitJS(t, 10*time.Second, "the usage page", `document.querySelector("#usage-table tbody tr")`)
+		if eval[bool](t, br, `document.getElementById("usage-note").textContent.includes("no usage ledger")`) {
+			t.Log("usage: the broker keeps no ledger (issue 24's /v1/usage is not on this branch); the usage check is skipped")
+		} else {
+			br.waitJS(t, 15*time.Second, "dana's usage", `(async () => {
+				for (;;) {
+					document.getElementById("usage-group").dispatchEvent(new Event("change", {bubbles: true}));
+					await new Promise(r => setTimeout(r, 500));
+					if ([...document.querySelectorAll("#usage-table tbody th")].some(c => c.textContent === "dana")) return true;
+				}
+			})()`)
+			br.screenshot(t, "console-usage")
+		}
 	} else {
-		br.waitJS(t, 15*time.Second, "dana's usage", `(async () => {
-			for (;;) {
-				document.getElementById("usage-group").dispatchEvent(new Event("change", {bubbles: true}));
-				await new Promise(r => setTimeout(r, 500));
-				const row = [...document.querySelectorAll("#usage-table tbody tr")].find(r => r.textContent.startsWith("dana"));
-				if (row) return true;
-			}
-		})()`)
-		br.screenshot(t, "console-usage")
+		t.Log("the proxy does not follow the broker's keys (issue 23's --keys-from-broker is not on this branch): using the key through a proxy is skipped")
 	}
 
-	// Revoke with the typed confirmation; the proxy refuses the key.
+	// Revoke with the typed confirmation.
 	br.do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
 	br.waitJS(t, 10*time.Second, "dana's row", `document.querySelector('[data-key="dana"] button[aria-label="Revoke key dana"]')`)
 	br.do(t, "revoking",
 		chromedp.Click(chromedp.CSS(`[data-key="dana"] button[aria-label="Revoke key dana"]`)),
 		chromedp.WaitVisible(chromedp.ID("revoke-input")),
-		chromedp.SendKeys(chromedp.ID("revoke-input"), "dana"),
-		chromedp.Click(chromedp.ID("revoke-submit")),
 	)
+	if !eval[bool](t, br, `document.getElementById("revoke-submit").disabled`) {
+		t.Error("revoke is enabled before the name is typed")
+	}
+	br.do(t, "confirming", chromedp.SendKeys(chromedp.ID("revoke-input"), "dana"), chromedp.Click(chromedp.ID("revoke-submit")))
 	revoked := time.Now()
-	waitFor(t, 3*time.Second, "the proxy refusing the revoked key", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-			Model:    "gpt-4.1",
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("after the revocation")},
+	br.waitJS(t, 10*time.Second, "dana revoked in the table", `document.querySelector('[data-key="dana"]').textContent.includes("revoked")`)
+	if st.proxyFollows {
+		waitFor(t, 3*time.Second, "the proxy refusing the revoked key", func() bool {
+			var apiErr *openai.Error
+			err := chat("after the revocation")
+			return errors.As(err, &apiErr) && apiErr.StatusCode == 401
 		})
-		var apiErr *openai.Error
-		return err != nil && errors.As(err, &apiErr) && apiErr.StatusCode == 401
-	})
-	t.Logf("the proxy refused the revoked key %s after the click", time.Since(revoked).Round(time.Millisecond))
+		t.Logf("the proxy refused the revoked key %s after the click", time.Since(revoked).Round(time.Millisecond))
+	}
 	br.checkConsole(t)
 }
 
