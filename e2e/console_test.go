@@ -3,14 +3,12 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +17,15 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/copilot-broker/copilot-broker/internal/keys"
+	"github.com/copilot-broker/copilot-broker/internal/testutil/browsertest"
+	"github.com/copilot-broker/copilot-broker/internal/testutil/pgtest"
 )
 
-// The console's browser tests drive Debian's chromium with chromedp against
-// a sandbox with three accounts, a broker and a proxy. Screenshots go to
-// the test's artifact directory (go test -artifacts), or to
-// $CONSOLE_SCREENSHOT_DIR when set (`make screenshots` points it at
-// docs/img).
+// The console's browser tests drive Debian's chromium with chromedp
+// (internal/testutil/browsertest) against a sandbox with three accounts, a
+// broker and a proxy. Screenshots go to the test's artifact directory (go
+// test -artifacts), or to $CONSOLE_SCREENSHOT_DIR when set (`make
+// screenshots` uses it).
 
 // consoleStack is a sandbox with the accounts alice, bob and carol, a broker
 // serving them with an admin key, and a proxy.
@@ -78,7 +78,7 @@ func startConsoleStack(t *testing.T, extra ...string) *consoleStack {
 		"--quota-interval", "1s",
 		"--log-format", "text", "--log-level", "debug",
 	}
-	if hasFlag(built.broker, "state-dir") {
+	if hasFlag(built.broker, "state-dir") && !slices.Contains(extra, "--database-url") {
 		args = append(args, "--state-dir", t.TempDir())
 	}
 	args = append(args, extra...)
@@ -121,238 +121,97 @@ func restStatus(t *testing.T, b *brokerProc, path, key string) int {
 	return resp.StatusCode
 }
 
-// browser is a headless chromium tab and the console messages it logged.
-type browser struct {
-	ctx  context.Context
-	mu   sync.Mutex
-	msgs []chromedp.ConsoleMessage
-}
-
-// chromiumPath finds Debian's chromium (or another Chrome on PATH).
-func chromiumPath() string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// newBrowser starts chromium with a fresh profile, at 1280×900. Without
-// chromium the test is skipped, except under CI, where .ci/run installs it.
-func newBrowser(t *testing.T) *browser {
-	t.Helper()
-	path := chromiumPath()
-	if path == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium not found; .ci/run installs it (apt-get install chromium)")
-		}
-		t.Skip("chromium not found: apt-get install chromium to run the console's browser tests")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	br := &browser{ctx: ctx}
-	if err := chromedp.Do(ctx); err != nil {
-		cancel()
-		cancelAlloc()
-		t.Fatalf("starting chromium: %v", err)
-	}
-	msgs := chromedp.Console(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			br.mu.Lock()
-			br.msgs = append(br.msgs, m)
-			br.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		cancelAlloc()
-	})
-	return br
-}
-
-// do runs actions with a deadline.
-func (br *browser) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(br.ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// eval evaluates a JavaScript expression (awaiting a promise).
-func eval[T any](t *testing.T, br *browser, expr string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(br.ctx, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAsValue, chromedp.EvalAwaitPromise))
-	if err != nil {
-		t.Fatalf("evaluating %s: %v", expr, err)
-	}
-	return v
-}
-
-// waitJS waits up to d for a JavaScript expression to be truthy.
-func (br *browser) waitJS(t *testing.T, d time.Duration, what, expr string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(br.ctx, d+5*time.Second)
-	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(d), chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
-		t.Fatalf("waiting %s for %s: %v", d, what, err)
-	}
-}
-
-// screenshot saves the viewport as name.png in the screenshot directory.
-func (br *browser) screenshot(t *testing.T, name string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(br.ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	dir := os.Getenv("CONSOLE_SCREENSHOT_DIR")
-	if dir == "" {
-		dir = t.ArtifactDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
-}
-
-// checkConsole fails on every console error, exception or browser log
-// error the page wrote, but those matching an allowed pattern (the refusals
-// a test asks for).
-func (br *browser) checkConsole(t *testing.T, allowed ...*regexp.Regexp) {
-	t.Helper()
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	for _, m := range br.msgs {
-		if m.Type != chromedp.ConsoleError && m.Type != chromedp.ConsoleException && m.Type != "warning" {
-			continue
-		}
-		ok := false
-		for _, re := range allowed {
-			ok = ok || re.MatchString(m.Text)
-		}
-		if !ok {
-			t.Errorf("console %s: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line)
-		}
-	}
-}
-
-// signIn signs in through the form and waits for the overview.
-func (br *browser) signIn(t *testing.T, st *consoleStack, key string) {
-	t.Helper()
-	br.do(t, "signing in",
-		chromedp.Navigate(st.b.httpURL+"/ui/"),
-		chromedp.WaitVisible(chromedp.ID("signin-key")),
-		chromedp.SendKeys(chromedp.ID("signin-key"), key),
-		chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)),
-	)
-}
-
 // TestConsoleOverview signs in (a wrong key first), sees the three accounts
 // with their quotas, and a quota change in the sandbox without a reload.
 func TestConsoleOverview(t *testing.T) {
 	st := startConsoleStack(t)
-	br := newBrowser(t)
+	br := browsertest.New(t)
 
 	// A wrong key is refused, and no session cookie comes back.
-	br.signIn(t, st, randomKey(t))
-	br.waitJS(t, 5*time.Second, "the refusal", `document.getElementById("signin-error").textContent.includes("does not know")`)
-	if eval[bool](t, br, `document.getElementById("nav").hidden === false`) {
+	br.SignIn(t, st.b.httpURL, randomKey(t))
+	br.WaitJS(t, 5*time.Second, "the refusal", `document.getElementById("signin-error").textContent.includes("does not know")`)
+	if browsertest.Eval[bool](t, br, `document.getElementById("nav").hidden === false`) {
 		t.Fatal("a wrong key shows the pages")
 	}
-	br.screenshot(t, "console-signin-refused")
+	br.Screenshot(t, "console-signin-refused")
 
-	if v := eval[string](t, br, `document.getElementById("signin-key").value`); v != "" {
+	if v := browsertest.Eval[string](t, br, `document.getElementById("signin-key").value`); v != "" {
 		t.Errorf("the refused key stays in the field: %d bytes", len(v))
 	}
-	br.do(t, "signing in", chromedp.SendKeys(chromedp.ID("signin-key"), st.adminKey), chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
-	br.waitJS(t, 10*time.Second, "three accounts with quotas",
+	br.Do(t, "signing in", chromedp.SendKeys(chromedp.ID("signin-key"), st.adminKey), chromedp.Click(chromedp.CSS(`#signin-form button[type="submit"]`)))
+	br.WaitJS(t, 10*time.Second, "three accounts with quotas",
 		`["alice","bob","carol"].every(n => document.querySelector('[data-account="'+n+'"] .quota .row .num'))`)
-	if secretInPage(t, br, st.adminKey) {
+	if br.SecretInPage(t, st.adminKey) {
 		t.Error("the admin key is in the page after sign-in")
 	}
-	cookie := eval[string](t, br, `document.cookie`)
+	cookie := browsertest.Eval[string](t, br, `document.cookie`)
 	if strings.Contains(cookie, "copilot_console") {
 		t.Errorf("the session cookie is readable by scripts (not HttpOnly): %q", cookie)
 	}
-	br.waitJS(t, 5*time.Second, "the live indicator", `document.getElementById("live").classList.contains("on")`)
-	br.screenshot(t, "console-overview")
+	br.WaitJS(t, 5*time.Second, "the live indicator", `document.getElementById("live").classList.contains("on")`)
+	br.Screenshot(t, "console-overview")
 
 	// Phone width: nothing wider than the screen.
-	br.do(t, "phone width", chromedp.EmulateViewport(390, 844))
-	br.waitJS(t, 5*time.Second, "a phone-width layout", `document.documentElement.scrollWidth <= window.innerWidth`)
-	br.screenshot(t, "console-overview-phone")
-	br.do(t, "desktop width", chromedp.EmulateViewport(1280, 900))
+	br.Do(t, "phone width", chromedp.EmulateViewport(390, 844))
+	br.WaitJS(t, 5*time.Second, "a phone-width layout", `document.documentElement.scrollWidth <= window.innerWidth`)
+	br.Screenshot(t, "console-overview-phone")
+	br.Do(t, "desktop width", chromedp.EmulateViewport(1280, 900))
 
 	// A quota change shows within 2 s, without a reload.
-	eval[bool](t, br, `window.__noReload = true`)
-	before := eval[string](t, br, `document.querySelector('[data-account="bob"] .quota').textContent`)
+	browsertest.Eval[bool](t, br, `window.__noReload = true`)
+	before := browsertest.Eval[string](t, br, `document.querySelector('[data-account="bob"] .quota').textContent`)
 	st.sb.admin(t, "POST", "accounts/bob/spend-quota", nil, nil)
 	changed := time.Now()
-	br.waitJS(t, 2*time.Second, "bob's spent quota on the page",
-		`document.querySelector('[data-account="bob"] .quota').textContent !== `+jsString(before))
+	br.WaitJS(t, 2*time.Second, "bob's spent quota on the page",
+		`document.querySelector('[data-account="bob"] .quota').textContent !== `+browsertest.JSString(before))
 	t.Logf("quota change shown %s after the sandbox's change", time.Since(changed).Round(time.Millisecond))
-	if !eval[bool](t, br, `window.__noReload === true`) {
+	if !browsertest.Eval[bool](t, br, `window.__noReload === true`) {
 		t.Error("the page reloaded")
 	}
-	br.checkConsole(t, regexp.MustCompile(`401`))
+	br.CheckConsole(t, regexp.MustCompile(`401`))
 }
 
 // TestConsoleCSRF: a change without the CSRF token is refused, with it the
 // console forwards it (to a 4xx of the API when the body is empty).
 func TestConsoleCSRF(t *testing.T) {
 	st := startConsoleStack(t)
-	br := newBrowser(t)
-	br.signIn(t, st, st.adminKey)
-	br.waitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"]')`)
-	code := eval[int](t, br, `fetch("/ui/api/v1/keys", {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"name":"x"}'}).then(r => r.status)`)
+	br := browsertest.New(t)
+	br.SignIn(t, st.b.httpURL, st.adminKey)
+	br.WaitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"]')`)
+	code := browsertest.Eval[int](t, br, `fetch("/ui/api/v1/keys", {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"name":"x"}'}).then(r => r.status)`)
 	if code != 403 {
 		t.Errorf("a change without the CSRF token = %d; want 403", code)
 	}
-	code = eval[int](t, br, `fetch("/ui/api/v1/keys/x", {method: "DELETE", headers: {"X-CSRF-Token": "forged"}}).then(r => r.status)`)
+	code = browsertest.Eval[int](t, br, `fetch("/ui/api/v1/keys/x", {method: "DELETE", headers: {"X-CSRF-Token": "forged"}}).then(r => r.status)`)
 	if code != 403 {
 		t.Errorf("a change with a forged CSRF token = %d; want 403", code)
 	}
-	code = eval[int](t, br, `fetch("/ui/api/v1/token").then(r => r.status)`)
+	code = browsertest.Eval[int](t, br, `fetch("/ui/api/v1/token").then(r => r.status)`)
 	if code != 404 {
 		t.Errorf("the Copilot token through the console = %d; want 404 (never forwarded)", code)
 	}
-	br.checkConsole(t, regexp.MustCompile(`40[34]`))
+	br.CheckConsole(t, regexp.MustCompile(`40[34]`))
 }
 
 // TestConsoleKeys creates a key in the console (its secret shown once),
 // uses it through the proxy with the OpenAI SDK, sees its usage, revokes it
 // and sees the proxy refuse it. The parts that need what the broker and the
 // proxy do not have yet (issues 23 and 24) are skipped, saying which.
-func TestConsoleKeys(t *testing.T) {
-	st := startConsoleStack(t)
+func TestConsoleKeys(t *testing.T) { testConsoleKeys(t) }
+
+// TestConsoleKeysPostgres is TestConsoleKeys with the broker's store in
+// PostgreSQL: the console only talks to the API, so the same flow holds.
+func TestConsoleKeysPostgres(t *testing.T) {
+	if !hasFlag(built.broker, "database-url") {
+		t.Skip("the broker has no --database-url (issue 23's store is not on this branch)")
+	}
+	pg := pgtest.Start()
+	t.Cleanup(pg.Stop)
+	testConsoleKeys(t, "--database-url", pg.NewDatabase(t))
+}
+
+func testConsoleKeys(t *testing.T, brokerFlags ...string) {
+	st := startConsoleStack(t, brokerFlags...)
 	if !st.keysAPI {
 		t.Skip("the broker serves no /v1/keys to an admin key (issue 23's KeyService is not on this branch)")
 	}
@@ -366,12 +225,12 @@ func TestConsoleKeys(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	br := newBrowser(t)
-	br.signIn(t, st, st.adminKey)
-	br.waitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"]')`)
-	br.do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
-	br.waitJS(t, 10*time.Second, "the keys table", `document.querySelector('[data-key="ci-bot"]')`)
-	br.do(t, "creating a key",
+	br := browsertest.New(t)
+	br.SignIn(t, st.b.httpURL, st.adminKey)
+	br.WaitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"]')`)
+	br.Do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
+	br.WaitJS(t, 10*time.Second, "the keys table", `document.querySelector('[data-key="ci-bot"]')`)
+	br.Do(t, "creating a key",
 		chromedp.Click(chromedp.ID("key-new")),
 		chromedp.WaitVisible(chromedp.ID("kf-name")),
 		chromedp.SendKeys(chromedp.ID("kf-name"), "dana"),
@@ -380,24 +239,24 @@ func TestConsoleKeys(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("kf-expires"), "90d"),
 		chromedp.Click(chromedp.ID("kf-submit")),
 	)
-	br.waitJS(t, 10*time.Second, "the secret dialog", `document.getElementById("secret-value") || document.getElementById("kf-error").textContent`)
-	if msg := eval[string](t, br, `document.getElementById("kf-error").textContent`); msg != "" {
+	br.WaitJS(t, 10*time.Second, "the secret dialog", `document.getElementById("secret-value") || document.getElementById("kf-error").textContent`)
+	if msg := browsertest.Eval[string](t, br, `document.getElementById("kf-error").textContent`); msg != "" {
 		t.Fatalf("creating the key: %s", msg)
 	}
-	secret := eval[string](t, br, `document.getElementById("secret-value").value`)
+	secret := browsertest.Eval[string](t, br, `document.getElementById("secret-value").value`)
 	if len(secret) < 22 {
 		t.Fatalf("the secret shown = %q; want a key", secret)
 	}
-	if lines := eval[string](t, br, `document.getElementById("secret-lines").textContent`); !strings.Contains(lines, "OPENAI_BASE_URL=") || !strings.Contains(lines, "ANTHROPIC_BASE_URL=") {
+	if lines := browsertest.Eval[string](t, br, `document.getElementById("secret-lines").textContent`); !strings.Contains(lines, "OPENAI_BASE_URL=") || !strings.Contains(lines, "ANTHROPIC_BASE_URL=") {
 		t.Errorf("the paste lines = %q", lines)
 	}
-	br.screenshot(t, "console-key-created")
-	br.do(t, "closing the secret", chromedp.Click(chromedp.ID("secret-close")))
-	br.waitJS(t, 10*time.Second, "dana in the table", `document.querySelector('[data-key="dana"]')`)
-	if secretInPage(t, br, secret) {
+	br.Screenshot(t, "console-key-created")
+	br.Do(t, "closing the secret", chromedp.Click(chromedp.ID("secret-close")))
+	br.WaitJS(t, 10*time.Second, "dana in the table", `document.querySelector('[data-key="dana"]')`)
+	if br.SecretInPage(t, secret) {
 		t.Fatal("the secret is still in the page after its dialog closed")
 	}
-	br.screenshot(t, "console-keys")
+	br.Screenshot(t, "console-keys")
 
 	client := openai.NewClient(option.WithBaseURL(st.px.url+"/v1/"), option.WithAPIKey(secret), option.WithMaxRetries(0), option.WithHTTPClient(newHTTPClient(t)))
 	chat := func(text string) error {
@@ -415,37 +274,37 @@ func TestConsoleKeys(t *testing.T) {
 			lastErr = chat("hello from the console test")
 			return lastErr == nil
 		})
-		br.do(t, "opening the usage page", chromedp.Navigate(st.b.httpURL+"/ui/#/usage"))
-		br.waitJS(t, 10*time.Second, "the usage page", `document.querySelector("#usage-table tbody tr")`)
-		if eval[bool](t, br, `document.getElementById("usage-note").textContent.includes("no usage ledger")`) {
+		br.Do(t, "opening the usage page", chromedp.Navigate(st.b.httpURL+"/ui/#/usage"))
+		br.WaitJS(t, 10*time.Second, "the usage page", `document.querySelector("#usage-table tbody tr")`)
+		if browsertest.Eval[bool](t, br, `document.getElementById("usage-note").textContent.includes("no usage ledger")`) {
 			t.Log("usage: the broker keeps no ledger (issue 24's /v1/usage is not on this branch); the usage check is skipped")
 		} else {
-			br.waitJS(t, 15*time.Second, "dana's usage", `(async () => {
+			br.WaitJS(t, 15*time.Second, "dana's usage", `(async () => {
 				for (;;) {
 					document.getElementById("usage-group").dispatchEvent(new Event("change", {bubbles: true}));
 					await new Promise(r => setTimeout(r, 500));
 					if ([...document.querySelectorAll("#usage-table tbody th")].some(c => c.textContent === "dana")) return true;
 				}
 			})()`)
-			br.screenshot(t, "console-usage")
+			br.Screenshot(t, "console-usage")
 		}
 	} else {
 		t.Log("the proxy does not follow the broker's keys (issue 23's --keys-from-broker is not on this branch): using the key through a proxy is skipped")
 	}
 
 	// Revoke with the typed confirmation.
-	br.do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
-	br.waitJS(t, 10*time.Second, "dana's row", `document.querySelector('[data-key="dana"] button[aria-label="Revoke key dana"]')`)
-	br.do(t, "revoking",
+	br.Do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
+	br.WaitJS(t, 10*time.Second, "dana's row", `document.querySelector('[data-key="dana"] button[aria-label="Revoke key dana"]')`)
+	br.Do(t, "revoking",
 		chromedp.Click(chromedp.CSS(`[data-key="dana"] button[aria-label="Revoke key dana"]`)),
 		chromedp.WaitVisible(chromedp.ID("revoke-input")),
 	)
-	if !eval[bool](t, br, `document.getElementById("revoke-submit").disabled`) {
+	if !browsertest.Eval[bool](t, br, `document.getElementById("revoke-submit").disabled`) {
 		t.Error("revoke is enabled before the name is typed")
 	}
-	br.do(t, "confirming", chromedp.SendKeys(chromedp.ID("revoke-input"), "dana"), chromedp.Click(chromedp.ID("revoke-submit")))
+	br.Do(t, "confirming", chromedp.SendKeys(chromedp.ID("revoke-input"), "dana"), chromedp.Click(chromedp.ID("revoke-submit")))
 	revoked := time.Now()
-	br.waitJS(t, 10*time.Second, "dana revoked in the table", `document.querySelector('[data-key="dana"]').textContent.includes("revoked")`)
+	br.WaitJS(t, 10*time.Second, "dana revoked in the table", `document.querySelector('[data-key="dana"]').textContent.includes("revoked")`)
 	if st.proxyFollows {
 		waitFor(t, 3*time.Second, "the proxy refusing the revoked key", func() bool {
 			var apiErr *openai.Error
@@ -454,18 +313,5 @@ func TestConsoleKeys(t *testing.T) {
 		})
 		t.Logf("the proxy refused the revoked key %s after the click", time.Since(revoked).Round(time.Millisecond))
 	}
-	br.checkConsole(t)
-}
-
-// secretInPage reports whether s is anywhere in the page's DOM, form values
-// included.
-func secretInPage(t *testing.T, br *browser, s string) bool {
-	t.Helper()
-	return eval[bool](t, br, fmt.Sprintf(`document.documentElement.outerHTML.includes(%[1]s) ||
-		[...document.querySelectorAll("input, textarea")].some(e => e.value.includes(%[1]s))`, jsString(s)))
-}
-
-// jsString quotes s as a JavaScript string literal.
-func jsString(s string) string {
-	return fmt.Sprintf("%q", s)
+	br.CheckConsole(t)
 }

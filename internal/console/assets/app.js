@@ -660,7 +660,10 @@ function drawChart(perDay, tokensPerDay, groups, y, mo) {
     }
     if ((i + 1) % 5 === 0 || i === 0) svg.append(s("text", { x: L + i * bw + bw / 2, y: H - 8, "text-anchor": "middle", text: String(i + 1) }));
   });
-  const pts = tokensPerDay.map((v, i) => `${L + i * bw + bw / 2},${yt(v)}`).join(" ");
+  // The line stops at today in the current month (the days to come are no zeros).
+  const now = new Date();
+  const last = now.getUTCFullYear() === y && now.getUTCMonth() + 1 === mo ? now.getUTCDate() : n;
+  const pts = tokensPerDay.slice(0, last).map((v, i) => `${L + i * bw + bw / 2},${yt(v)}`).join(" ");
   svg.append(s("polyline", { class: "tokens", points: pts }));
   $("usage-chart").replaceChildren(svg);
   $("usage-legend").replaceChildren(
