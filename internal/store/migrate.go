@@ -45,6 +45,11 @@ var migrations = []migration{
 			`INSERT INTO versions (topic, version) VALUES ('keys', 0)`,
 		},
 	},
+	{
+		version: 2,
+		name:    "usage ledger",
+		common:  usageSchema,
+	},
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -85,6 +85,8 @@ type Store interface {
 	// KeysVersion grows with every change to the keys (not with TouchKeys),
 	// on any broker sharing the database: watchers poll it.
 	KeysVersion(ctx context.Context) (int64, error)
+	// Ledger is the usage ledger (usage.go).
+	Ledger
 	// Close releases the database.
 	Close() error
 }

@@ -626,3 +626,172 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "copilot/broker/v1/broker.proto",
 }
+
+const (
+	UsageService_ReportUsage_FullMethodName = "/copilot.broker.v1.UsageService/ReportUsage"
+	UsageService_QueryUsage_FullMethodName  = "/copilot.broker.v1.UsageService/QueryUsage"
+)
+
+// UsageServiceClient is the client API for UsageService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// UsageService is the broker's usage ledger. Proxies report one event per
+// answered request (ReportUsage, with a proxy's broker key); admins query
+// the sums (QueryUsage, with an admin broker key). Events never carry any
+// prompt or answer content.
+type UsageServiceClient interface {
+	// ReportUsage takes batches of events and acknowledges each batch once
+	// its events are stored. Storage is idempotent by event id: a batch sent
+	// again (after a lost acknowledgement) stores nothing twice. Events the
+	// broker refuses (malformed, an unknown key) are named in the
+	// acknowledgement and never stored; a proxy must not send them again. A
+	// batch larger than the broker's bound ends the stream with
+	// INVALID_ARGUMENT; a caller that is not a proxy (an admin key) gets
+	// PERMISSION_DENIED.
+	ReportUsage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportUsageRequest, ReportUsageResponse], error)
+	// QueryUsage returns the ledger's sums over a time range, grouped by any
+	// of key, account, model and day, filtered by key, account and model.
+	// Admin keys only (PERMISSION_DENIED otherwise); a bad date or group is
+	// INVALID_ARGUMENT.
+	QueryUsage(ctx context.Context, in *QueryUsageRequest, opts ...grpc.CallOption) (*QueryUsageResponse, error)
+}
+
+type usageServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewUsageServiceClient(cc grpc.ClientConnInterface) UsageServiceClient {
+	return &usageServiceClient{cc}
+}
+
+func (c *usageServiceClient) ReportUsage(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportUsageRequest, ReportUsageResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &UsageService_ServiceDesc.Streams[0], UsageService_ReportUsage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReportUsageRequest, ReportUsageResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type UsageService_ReportUsageClient = grpc.BidiStreamingClient[ReportUsageRequest, ReportUsageResponse]
+
+func (c *usageServiceClient) QueryUsage(ctx context.Context, in *QueryUsageRequest, opts ...grpc.CallOption) (*QueryUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueryUsageResponse)
+	err := c.cc.Invoke(ctx, UsageService_QueryUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UsageServiceServer is the server API for UsageService service.
+// All implementations must embed UnimplementedUsageServiceServer
+// for forward compatibility.
+//
+// UsageService is the broker's usage ledger. Proxies report one event per
+// answered request (ReportUsage, with a proxy's broker key); admins query
+// the sums (QueryUsage, with an admin broker key). Events never carry any
+// prompt or answer content.
+type UsageServiceServer interface {
+	// ReportUsage takes batches of events and acknowledges each batch once
+	// its events are stored. Storage is idempotent by event id: a batch sent
+	// again (after a lost acknowledgement) stores nothing twice. Events the
+	// broker refuses (malformed, an unknown key) are named in the
+	// acknowledgement and never stored; a proxy must not send them again. A
+	// batch larger than the broker's bound ends the stream with
+	// INVALID_ARGUMENT; a caller that is not a proxy (an admin key) gets
+	// PERMISSION_DENIED.
+	ReportUsage(grpc.BidiStreamingServer[ReportUsageRequest, ReportUsageResponse]) error
+	// QueryUsage returns the ledger's sums over a time range, grouped by any
+	// of key, account, model and day, filtered by key, account and model.
+	// Admin keys only (PERMISSION_DENIED otherwise); a bad date or group is
+	// INVALID_ARGUMENT.
+	QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error)
+	mustEmbedUnimplementedUsageServiceServer()
+}
+
+// UnimplementedUsageServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedUsageServiceServer struct{}
+
+func (UnimplementedUsageServiceServer) ReportUsage(grpc.BidiStreamingServer[ReportUsageRequest, ReportUsageResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReportUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method QueryUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
+func (UnimplementedUsageServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeUsageServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to UsageServiceServer will
+// result in compilation errors.
+type UnsafeUsageServiceServer interface {
+	mustEmbedUnimplementedUsageServiceServer()
+}
+
+func RegisterUsageServiceServer(s grpc.ServiceRegistrar, srv UsageServiceServer) {
+	// If the following call panics, it indicates UnimplementedUsageServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&UsageService_ServiceDesc, srv)
+}
+
+func _UsageService_ReportUsage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(UsageServiceServer).ReportUsage(&grpc.GenericServerStream[ReportUsageRequest, ReportUsageResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type UsageService_ReportUsageServer = grpc.BidiStreamingServer[ReportUsageRequest, ReportUsageResponse]
+
+func _UsageService_QueryUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueryUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).QueryUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UsageService_QueryUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).QueryUsage(ctx, req.(*QueryUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// UsageService_ServiceDesc is the grpc.ServiceDesc for UsageService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var UsageService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "copilot.broker.v1.UsageService",
+	HandlerType: (*UsageServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "QueryUsage",
+			Handler:    _UsageService_QueryUsage_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReportUsage",
+			Handler:       _UsageService_ReportUsage_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "copilot/broker/v1/broker.proto",
+}
