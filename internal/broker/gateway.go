@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/apidoc"
@@ -20,6 +21,9 @@ const (
 	RouteRefreshToken  = "/v1/token:refresh"
 	RouteListAccounts  = "/v1/accounts"
 	RouteWatchAccounts = "/v1/accounts:watch"
+	RouteKeys          = "/v1/keys"
+	RouteWatchKeys     = "/v1/keys:watch"
+	RouteKey           = "/v1/keys/{name}"
 	RouteOpenAPI       = "/openapi.json"
 	routeOther         = "other"
 )
@@ -41,21 +45,47 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
+	if err := brokerv1.RegisterKeyServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+RouteOpenAPI, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(apidoc.OpenAPI)
 	})
-	mux.Handle("/", auth.HTTPMiddleware(gw))
+	mux.Handle("/", limitBody(auth.HTTPMiddleware(gw)))
 	return metrics.HTTPMiddleware(restRoute, mux), nil
+}
+
+// MaxRESTBodyBytes bounds a REST request body: the API's requests are a few
+// fields, and the gateway reads a body whole before it looks at it.
+const MaxRESTBodyBytes = 64 << 10
+
+// limitBody answers 413 for a body announced over [MaxRESTBodyBytes] and
+// makes a longer unannounced one fail when it is read (the gateway then
+// answers 400).
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxRESTBodyBytes {
+			w.Header().Set("Connection", "close")
+			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument,
+				fmt.Sprintf("request body over %d bytes", MaxRESTBodyBytes))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxRESTBodyBytes)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // restRoute names a request's route for metrics without echoing arbitrary
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys:
 		return p
+	}
+	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {
+		return RouteKey // never the name itself: bounded label values
 	}
 	return routeOther
 }

@@ -1,10 +1,15 @@
 // Package keys loads named API keys from a file and checks presented keys in
 // constant time. The broker (broker keys) and the proxy (client API keys) use
-// the same file format: one NAME:SECRET[:ACCOUNTS] a line, '#' comments and
-// blank lines ignored. The optional third field names the accounts the key
-// is for: a comma-separated list of account names, or '*' for every
-// account; what a key without it may use is the caller's choice (the broker:
-// every account; the proxy: its default account).
+// the same file format: one NAME:SECRET[:ACCOUNTS[:admin]] a line, '#'
+// comments and blank lines ignored. The optional third field names the
+// accounts the key is for: a comma-separated list of account names, or '*'
+// for every account; what a key without it may use is the caller's choice
+// (the broker: every account; the proxy: its default account). The optional
+// fourth field, the word admin, marks a broker key that may manage the
+// broker's client keys; a proxy's keys file has no use for it.
+//
+// [ParseModels] reads a managed key's model allow list, globs over model
+// ids.
 package keys
 
 import (
@@ -133,11 +138,17 @@ func ParseAccounts(field string) (Accounts, error) {
 	return Accounts{specified: true, names: parts}, nil
 }
 
-// Key is a key's name and the accounts it is for; never its secret.
+// Key is a key's name, the accounts it is for and whether it is an admin
+// key; never its secret.
 type Key struct {
 	Name     string
 	Accounts Accounts
+	// Admin is the fourth field: the key may manage the broker's keys.
+	Admin bool
 }
+
+// AdminField is the fourth field's only accepted value.
+const AdminField = "admin"
 
 // Set is an immutable set of named keys, safe for concurrent use.
 type Set struct {
@@ -159,12 +170,34 @@ func Load(path string) (*Set, error) {
 	return s, nil
 }
 
-// Parse reads keys in the NAME:SECRET[:ACCOUNTS] format. Names are unique
-// and made of letters, digits, '-', '_' and '.'; secrets are at least
+// Parse reads keys in the NAME:SECRET[:ACCOUNTS[:admin]] format. Names are
+// unique and made of letters, digits, '-', '_' and '.'; secrets are at least
 // [MinSecretLen] bytes, unique, and contain no white space and no ':'
-// (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it.
+// (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it;
+// the fourth field, when present, is the word [AdminField].
 func Parse(r io.Reader) (*Set, error) {
-	s := &Set{}
+	entries, err := ParseEntries(r)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{keys: make([]Key, len(entries)), digests: make([][sha256.Size]byte, len(entries))}
+	for i, e := range entries {
+		s.keys[i], s.digests[i] = e.Key, sha256.Sum256([]byte(e.Secret.Reveal()))
+	}
+	return s, nil
+}
+
+// Entry is one line of a keys file, secret included: for `broker keys
+// import`, which hands the secrets to the broker.
+type Entry struct {
+	Key
+	Secret secret.Secret
+}
+
+// ParseEntries reads a keys file as [Parse] does and returns its lines,
+// secrets included, in file order.
+func ParseEntries(r io.Reader) ([]Entry, error) {
+	var out []Entry
 	seenNames := map[string]bool{}
 	seenDigests := map[[sha256.Size]byte]bool{}
 	sc := bufio.NewScanner(r)
@@ -176,6 +209,7 @@ func Parse(r io.Reader) (*Set, error) {
 		}
 		name, key, ok := strings.Cut(line, ":")
 		key, acctField, hasAccounts := strings.Cut(key, ":")
+		acctField, flag, hasFlag := strings.Cut(acctField, ":")
 		switch {
 		case !ok:
 			return nil, &LineError{n, "want NAME:SECRET or NAME:SECRET:ACCOUNTS"}
@@ -187,6 +221,8 @@ func Parse(r io.Reader) (*Set, error) {
 			return nil, &LineError{n, "secret contains white space"}
 		case seenNames[name]:
 			return nil, &LineError{n, fmt.Sprintf("duplicate name %q", name)}
+		case hasFlag && flag != AdminField:
+			return nil, &LineError{n, "the fourth field can only be the word " + AdminField}
 		}
 		var accounts Accounts
 		if hasAccounts {
@@ -200,17 +236,20 @@ func Parse(r io.Reader) (*Set, error) {
 			return nil, &LineError{n, "secret already used by another name"}
 		}
 		seenNames[name], seenDigests[d] = true, true
-		s.keys = append(s.keys, Key{Name: name, Accounts: accounts})
-		s.digests = append(s.digests, d)
+		out = append(out, Entry{Key: Key{Name: name, Accounts: accounts, Admin: hasFlag}, Secret: secret.New(key)})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("keys: read: %w", err)
 	}
-	if len(s.keys) == 0 {
+	if len(out) == 0 {
 		return nil, ErrNoKeys
 	}
-	return s, nil
+	return out, nil
 }
+
+// ValidName reports whether name can name a key: letters, digits, '-', '_'
+// and '.', at least one.
+func ValidName(name string) bool { return validName(name) }
 
 func validName(name string) bool {
 	if name == "" {
@@ -291,4 +330,19 @@ func Generate(rand io.Reader) (secret.Secret, error) {
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "%x", b)
 	return secret.New(out.String()), nil
+}
+
+// CheckSecret reports why s cannot be a key's secret, as [Parse] would: too
+// short, longer than 256 bytes, or holding white space or ':'. The error
+// never quotes s.
+func CheckSecret(s string) error {
+	switch {
+	case len(s) < MinSecretLen:
+		return fmt.Errorf("secret shorter than %d bytes", MinSecretLen)
+	case len(s) > 256:
+		return errors.New("secret longer than 256 bytes")
+	case strings.ContainsAny(s, " \t\r\n:"):
+		return errors.New("secret contains white space or ':'")
+	}
+	return nil
 }
