@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,9 +38,22 @@ func TestRunScript(t *testing.T) {
 		if got, _ := os.ReadFile(filepath.Join(rs.dir, "api-key")); strings.TrimSpace(string(got)) != key {
 			t.Errorf("printed API key differs from %s/api-key", rs.dir)
 		}
-		for _, f := range []string{"api-key", "api-keys", "broker-key", "broker-keys", "github-token"} {
+		for _, f := range []string{"admin-key", "api-key", "api-keys", "broker-key", "broker-keys", "github-token"} {
 			if fi, err := os.Stat(filepath.Join(rs.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s: %v, mode %v; want mode 0600", f, err, fi.Mode().Perm())
+			}
+		}
+		// The printed console signs in with the admin key it names.
+		consoleURL := rs.match(t, `team console\s+(\S+)`)
+		adminKey, _ := os.ReadFile(filepath.Join(rs.dir, "admin-key"))
+		resp, err := http.Post(consoleURL+"session", "application/json", strings.NewReader(`{"key":"`+strings.TrimSpace(string(adminKey))+`"}`))
+		if err != nil {
+			t.Errorf("signing in to the printed console: %v", err)
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"signed_in":true`)) {
+				t.Errorf("signing in to the printed console %s with the admin key = %d %s; want a session", consoleURL, resp.StatusCode, body)
 			}
 		}
 		// The OpenAI SDK with what the script printed.

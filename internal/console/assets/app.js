@@ -573,7 +573,7 @@ async function showUsage() {
     renderUsage();
     return;
   }
-  const r = await api("GET", usageQuery(false));
+  const r = session.usage_api ? await api("GET", usageQuery(false)) : { status: 404 };
   if (r.status === 404) {
     note.hidden = false;
     note.textContent = "This broker keeps no usage ledger (no /v1/usage).";
