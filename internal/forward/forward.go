@@ -28,7 +28,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
-	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // Defaults of [Config]; the proxy's flags show the same values.
@@ -64,6 +63,9 @@ type Config struct {
 	// Keys are the client API keys. Nil disables client authentication (the
 	// caller decides whether that is safe; see ops.CheckExposure).
 	Keys *keys.Set
+	// KeySet, when set, authenticates clients instead of Keys (managed keys
+	// from the broker, with or without a keys file: see keyset.go).
+	KeySet KeySet
 	// APIURL, when set, overrides every token's api_base_url (the sandbox and
 	// tests use it); it is trusted as given.
 	APIURL *url.URL
@@ -130,7 +132,8 @@ type Config struct {
 // concurrent use.
 type Handler struct {
 	source      TokenSource
-	keys        *keys.Set
+	keys        KeySet // nil: no client authentication
+	dynTargets  dynTargets
 	override    *url.URL
 	allowed     []string
 	flagEditor  identity.Editor // Config.Editor as given: its set fields override the profile
@@ -183,7 +186,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		source:     cfg.Source,
-		keys:       cfg.Keys,
+		keys:       cfg.KeySet,
 		override:   cfg.APIURL,
 		allowed:    cfg.AllowedAPIHosts,
 		flagEditor: cfg.Editor,
@@ -198,6 +201,9 @@ func New(cfg Config) (*Handler, error) {
 		clock:      clock.OrReal(cfg.Clock),
 		log:        cfg.Logger,
 		bodies:     newBodyPool(),
+	}
+	if h.keys == nil && cfg.Keys != nil {
+		h.keys = FileKeys(cfg.Keys)
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -277,8 +283,9 @@ type call struct {
 	requestID string
 	status    int
 	retried   bool
-	acct      acctCall // stage 6: the account or pool member used
-	aff       uint64   // conversation hash, once computed (accounts.go)
+	acct      acctCall    // stage 6: the account or pool member used
+	aff       uint64      // conversation hash, once computed (accounts.go)
+	models    keys.Models // the key's model allow list (keyset.go)
 }
 
 type callKey struct{}
@@ -298,17 +305,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, rt.name, "-", rt.dialect, errMethod(fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, rt.method)))
 		return
 	}
-	key, ok := h.authenticate(r)
-	if !ok {
-		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
+	ck, err := h.authenticate(r)
+	if err != nil {
+		ke, ok := err.(*KeyError)
+		if !ok {
+			ke = ErrUnknownKey
+		}
+		h.reject(w, rt.name, "-", rt.dialect, ke.apiError())
 		return
 	}
+	key := ck.Name
 	if rt == routeCountTokens && h.countMode == CountTokensLocal {
 		h.serveCountTokens(w, r, rt, key)
 		return
 	}
-	c := &call{route: rt, key: key, requestID: newRequestID()}
-	c.acct.tgt = h.targetOf(key)
+	c := &call{route: rt, key: key, requestID: newRequestID(), models: ck.Models}
+	c.acct.tgt = h.targetFor(&ck)
 	if !c.acct.tgt.pooled() {
 		// A single account: its token now, before reading the body.
 		c.acct.account, c.acct.src = c.acct.tgt.account, c.acct.tgt.src
@@ -381,19 +393,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
-// authenticate returns the name of the client's key; with no keys configured
-// every client is let in as "-".
-func (h *Handler) authenticate(r *http.Request) (string, bool) {
+// authenticate returns the client's key; with no keys configured every
+// client is let in as "-".
+func (h *Handler) authenticate(r *http.Request) (ClientKey, error) {
 	if h.keys == nil {
-		return "-", true
+		return ClientKey{Name: "-"}, nil
 	}
-	var presented secret.Secret
-	if v := r.Header.Get("Authorization"); v != "" {
-		presented, _ = keys.FromBearer(v)
-	} else if v := r.Header.Get("X-Api-Key"); v != "" {
-		presented = secret.New(v)
-	}
-	return h.keys.Lookup(presented)
+	return h.keys.Authenticate(presentedKey(r))
 }
 
 // token returns the token of src to use and its validated base URL.

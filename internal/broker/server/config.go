@@ -79,6 +79,19 @@ type Config struct {
 	// --insecure-no-auth, BROKER_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
 
+	// StateDir holds the state store's SQLite file (managed client keys).
+	// `broker serve` defaults it to $XDG_STATE_HOME/copilot-broker (else
+	// ~/.local/state/copilot-broker); here, empty with no DatabaseURL means
+	// no store and no key management. --state-dir, BROKER_STATE_DIR.
+	StateDir string
+	// DatabaseURL (postgres://...) puts the state in PostgreSQL instead, so
+	// several broker replicas share it. --database-url, BROKER_DATABASE_URL.
+	DatabaseURL string
+	// KeysPollInterval is how often the store is checked for key changes
+	// made by another broker (default [broker.DefaultKeysPollInterval]).
+	// --keys-poll-interval.
+	KeysPollInterval time.Duration
+
 	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and REST listeners.
 	// --tls-cert, --tls-key (BROKER_TLS_CERT, BROKER_TLS_KEY).
 	TLSCertFile, TLSKeyFile string
@@ -112,6 +125,11 @@ type Config struct {
 	// (--max-streams-per-conn, --max-streams-per-key); zero fields take
 	// [broker.DefaultMaxStreamsPerConn] and [broker.DefaultMaxStreamsPerKey].
 	Streams broker.StreamLimits
+	// MaxConnections caps the connections each listener (gRPC, REST,
+	// admin) holds at once; more are closed as soon as accepted.
+	// --max-connections, default [ops.DefaultMaxConnections]; negative: no
+	// cap.
+	MaxConnections int
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].
@@ -161,6 +179,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = ops.DefaultMaxConnections
 	}
 	if c.QuotaInterval <= 0 {
 		c.QuotaInterval = DefaultQuotaInterval

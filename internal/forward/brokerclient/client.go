@@ -159,22 +159,27 @@ func (c *Client) Token() (*forward.Token, error) {
 	return s.tok, nil
 }
 
-// reason explains why no fresh token is at hand.
+// reason explains why no fresh token is at hand, in words a client can act
+// on: clients see it in 503s. It names neither the broker's address nor the
+// broker's last_error (GitHub's text, which may name the account's owner):
+// those go to the proxy's log.
 func (s *state) reason() string {
 	switch {
 	case s.connErr != nil:
-		// A transport error names the broker's address: only its code is
-		// shown (clients see this in 503s); the log has the rest. The
-		// broker's own answers (NOT_FOUND for an account it does not
-		// serve, ...) carry no address and are kept.
-		if code := status.Code(s.connErr); code == codes.Unavailable || code == codes.DeadlineExceeded {
-			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log)"
+		switch code := status.Code(s.connErr); code {
+		case codes.NotFound:
+			return "the broker does not serve this account; ask the operator to check the key's accounts"
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return "the broker refused the proxy's broker key (gRPC " + code.String() + "); ask the operator to check it"
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log); retry shortly"
+		default:
+			return "the broker gave no token (gRPC " + code.String() + "; details in the proxy's log); retry shortly"
 		}
-		return "the broker is unreachable: " + s.connErr.Error()
-	case s.lastErr != "":
-		return fmt.Sprintf("the broker has no valid token (status %s: %s)", statusName(s.status), s.lastErr)
+	case s.status == brokerv1.TokenStatus_TOKEN_STATUS_REJECTED:
+		return "the broker has no valid token (status REJECTED): GitHub refused the account's credential; ask the operator to replace it"
 	default:
-		return fmt.Sprintf("the broker has no valid token (status %s)", statusName(s.status))
+		return fmt.Sprintf("the broker has no valid token (status %s); retry shortly", statusName(s.status))
 	}
 }
 

@@ -68,7 +68,7 @@ var ErrShuttingDown = errors.New("shutting down")
 // [Server.WaitReady]).
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
+	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0 || cfg.KeysFromBroker, cfg.InsecureNoAuth, "keys-file"); err != nil {
 		return nil, err
 	}
 	if err := cfg.Editor.Validate(); err != nil {
@@ -95,6 +95,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	acc := accountsOf(cfg)
+	if cfg.KeysFromBroker {
+		// A managed key may name any account, at any time.
+		acc.all, acc.needDefault = true, true
+	}
 	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent})
 	// The upstream profile the broker pushes with the tokens; the built-in
 	// default until the first message.
@@ -143,6 +147,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	keySet, stopKeys, err := startKeys(ctx, cfg, conn, reg)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
@@ -153,7 +162,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
+		KeySet: keySet,
 	}
+	stopConn := closeConn
+	closeConn = func() { stopKeys(); stopConn() }
 	handler, err := forward.New(fcfg)
 	if err != nil {
 		closeConn()
@@ -166,13 +178,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
+	conns := ops.NewConnLimits(reg, "copilot_proxy")
+	lns[0], lns[1] = conns.Listener(lns[0], "proxy", cfg.MaxConnections), conns.Listener(lns[1], "admin", cfg.MaxConnections)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	var clientHandler http.Handler = handler
-	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.Addr) {
+	if cfg.Keys.Len() == 0 && !cfg.KeysFromBroker && ops.IsLoopback(cfg.Addr) {
 		// Without keys, a DNS-rebinding web page could use the proxy.
 		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
 	}
@@ -200,7 +214,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 	}, aliases)
 	s.log.Info("proxy listening", "addr", s.addrs.HTTP, "admin_addr", s.addrs.Admin, "broker", cfg.BrokerAddr,
-		"client_auth", cfg.Keys.Len() > 0, "copilot_api_url", cfg.CopilotAPIURL)
+		"client_auth", cfg.Keys.Len() > 0 || cfg.KeysFromBroker, "keys_from_broker", cfg.KeysFromBroker, "copilot_api_url", cfg.CopilotAPIURL)
 	return s, nil
 }
 
