@@ -356,6 +356,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.body, c.held = body, &heldBody{body: body, res: res}
 		defer c.held.free()
 		c.in, _ = inspectUntil(r.Context().Done(), rt.kind, body.buf)
+		if rt == routeResponses && c.in.vision {
+			if nb, ok := normalizeImageDetail(body.buf); ok {
+				body.buf = nb // before any reader: as bodyBuf.replace
+				c.in, _ = inspectUntil(r.Context().Done(), rt.kind, body.buf)
+			}
+		}
 	}
 	if c.acct.tgt.pooled() {
 		// A pool: choose a member now that the conversation is known. This
