@@ -12,8 +12,8 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
-	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
