@@ -20,6 +20,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
@@ -35,6 +37,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -127,6 +130,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		transport = forward.NewUpstream(tc)
 	}
 	metrics := forward.NewMetrics(reg)
+	wsMetrics := wsresponses.NewMetrics(reg)
+	var wsUpstream *wsresponses.Upstream
+	if cfg.UpstreamWebSocket {
+		client, err := upstreamWSClient(cfg)
+		if err != nil {
+			closeConn()
+			return nil, err
+		}
+		wsUpstream = wsresponses.NewUpstream(wsresponses.UpstreamConfig{
+			Inner: transport, HTTPClient: client, Metrics: wsMetrics, Logger: cfg.Logger.With("component", "ws-upstream"),
+		})
+	}
 	var aliases *catalog.AliasFile
 	if cfg.ModelAliases != "" {
 		aliases, err = catalog.OpenAliasFile(catalog.AliasFileConfig{
@@ -149,11 +164,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	}
+	if wsUpstream != nil {
+		fcfg.Transport = wsUpstream
+	}
 	handler, err := forward.New(fcfg)
 	if err != nil {
 		closeConn()
 		return nil, err
 	}
+	// The Responses WebSocket front takes upgrades of /v1/responses and
+	// runs each turn through handler; everything else passes to it.
+	front := wsresponses.New(wsresponses.Config{
+		Inner: handler, Authenticate: handler.Authenticate, MaxMessageBytes: cfg.MaxBodyBytes,
+		IdleTimeout: cfg.WSIdleTimeout, MaxConns: cfg.WSMaxConnections, MaxConnsPerKey: cfg.WSMaxConnectionsPerKey,
+		Upstream: wsUpstream, Metrics: wsMetrics, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "ws"),
+	})
 
 	lns, err := ops.ListenAll(cfg.Addr, cfg.AdminAddr)
 	if err != nil {
@@ -166,10 +191,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	var clientHandler http.Handler = handler
+	var clientHandler http.Handler = front
 	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.Addr) {
 		// Without keys, a DNS-rebinding web page could use the proxy.
-		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
+		clientHandler = ops.LoopbackHostsOnly(front, cfg.Addr)
 	}
 	proxySrv := ops.NewHTTPServer(ops.HTTPServerConfig{
 		Handler:           clientHandler,
@@ -190,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
-	go s.run(runCtx, proxySrv, adminSrv, lns, transport, func() {
+	go s.run(runCtx, proxySrv, adminSrv, lns, transport, front, func() {
 		handler.Close()
 		closeConn()
 	}, aliases)
@@ -203,7 +228,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // not ready, drain the proxy listener (streams get ShutdownGrace), stop the
 // broker watch, then the admin listener. Every goroutine it starts has
 // ended when it returns.
-func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func(), aliases *catalog.AliasFile) {
+func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, front *wsresponses.Front, closeConn func(), aliases *catalog.AliasFile) {
 	defer close(s.done)
 	defer closeConn()
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -230,7 +255,24 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	})
 	defer stopNotice()
+	// WebSocket connections are hijacked, so the HTTP server's shutdown
+	// does not wait for them: they drain alongside it, within the same
+	// grace (a running response finishes, then close 1001).
+	served := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		select {
+		case <-ctx.Done():
+		case <-served:
+		}
+		graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		defer cancel()
+		front.Drain(graceCtx)
+	}()
 	err := ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace)
+	close(served)
+	<-drained
 	if err != nil {
 		s.log.Error("proxy listener failed; shutting down", "error", err)
 	}
@@ -286,6 +328,22 @@ func (s *Server) Wait() error {
 func (s *Server) Close() error {
 	s.cancel()
 	return s.Wait()
+}
+
+// upstreamWSClient is the client of upstream WebSocket upgrades
+// (--upstream-websocket): net/http's transport, which can hand over the
+// upgraded connection, with the upstream CA file's roots when set.
+func upstreamWSClient(cfg Config) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSHandshakeTimeout = 10 * time.Second
+	if cfg.UpstreamCAFile != "" {
+		pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream CA: %w", err)
+		}
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return &http.Client{Transport: t}, nil
 }
 
 func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn, error) {
