@@ -27,6 +27,7 @@ type session struct {
 
 	mu       sync.Mutex
 	busy     bool // a response runs
+	answered bool // ...and its final event is out: the next response.create may queue behind it
 	draining bool
 	closed   bool
 	refused  int // messages refused during the running response
@@ -82,7 +83,7 @@ func (s *session) take(data []byte) bool {
 		return s.sendError(http.StatusBadRequest, ssews.ErrorDetail{Type: "invalid_request_error", Code: err.code, Message: err.msg}) == nil
 	}
 	s.mu.Lock()
-	if s.busy || s.draining {
+	if (s.busy && !s.answered) || s.draining {
 		s.refused++
 		n, draining := s.refused, s.draining
 		s.mu.Unlock()
@@ -97,15 +98,23 @@ func (s *session) take(data []byte) bool {
 		return s.sendError(http.StatusBadRequest, ssews.ErrorDetail{Type: "invalid_request_error", Code: "conversation_already_has_active_response",
 			Message: "a response is already in progress on this connection; send response.create after it ends"}) == nil
 	}
-	s.busy, s.refused = true, 0
+	// A client may send its next response.create as soon as it has the
+	// final event of the last one, while that turn still winds down: the
+	// new turn waits for it, so turns never overlap.
+	prev := s.turnDone
+	s.busy, s.answered, s.refused = true, false, 0
 	s.turns++
+	n := s.turns
 	s.idle.Stop()
 	done := make(chan struct{})
 	s.turnDone = done
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		s.turn(body)
+		if prev != nil {
+			<-prev
+		}
+		s.turn(n, body)
 	}()
 	return true
 }
@@ -158,7 +167,7 @@ var hopHeaders = [...]string{"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-
 	"Sec-Websocket-Protocol", "Content-Length", "Transfer-Encoding", "Origin"}
 
 // turn runs one response.create through the proxy's handler.
-func (s *session) turn(body []byte) {
+func (s *session) turn(n int, body []byte) {
 	f := s.f
 	st := &turnState{s: s}
 	// No http.ServerContextKey: the reverse proxy would panic (to abort an
@@ -173,7 +182,13 @@ func (s *session) turn(body []byte) {
 	req.Header.Set("Accept", "text/event-stream")
 	req.RemoteAddr, req.Host, req.TLS = s.up.RemoteAddr, s.up.Host, s.up.TLS
 	st.header = req.Header
-	wr := ssews.NewWriter(s.send, 0)
+	var wr *ssews.Writer
+	wr = ssews.NewWriter(func(data []byte) error {
+		if wr.Terminal() != "" {
+			s.markAnswered()
+		}
+		return s.send(data)
+	}, 0)
 	panicked := func() (p bool) {
 		defer func() {
 			if v := recover(); v != nil {
@@ -191,9 +206,11 @@ func (s *session) turn(body []byte) {
 	f.m.turns.WithLabelValues(mode).Inc()
 	code, reason := s.finishTurn(wr, panicked)
 	s.mu.Lock()
-	s.busy = false
+	if s.turns == n { // no response.create queued behind this one
+		s.busy = false
+	}
 	draining := s.draining
-	if code == 0 && !draining && !s.closed {
+	if !s.busy && code == 0 && !draining && !s.closed {
 		s.idle.Reset(f.cfg.IdleTimeout)
 	}
 	s.mu.Unlock()
@@ -205,15 +222,28 @@ func (s *session) turn(body []byte) {
 	}
 }
 
+// markAnswered notes that the running turn's final event goes out now.
+func (s *session) markAnswered() {
+	s.mu.Lock()
+	s.answered = true
+	s.mu.Unlock()
+}
+
+// sendFinal sends a turn's last event, made by the front.
+func (s *session) sendFinal(status int, d ssews.ErrorDetail) {
+	s.markAnswered()
+	_ = s.sendError(status, d)
+}
+
 // finishTurn sends what the client still needs after the handler returned
 // and names the close code the answer calls for (0: stay open).
 func (s *session) finishTurn(wr *ssews.Writer, panicked bool) (websocket.StatusCode, string) {
 	switch {
 	case panicked:
-		_ = s.sendError(http.StatusInternalServerError, ssews.ErrorDetail{Type: "server_error", Code: "internal_error", Message: "the proxy failed on this response"})
+		s.sendFinal(http.StatusInternalServerError, ssews.ErrorDetail{Type: "server_error", Code: "internal_error", Message: "the proxy failed on this response"})
 		return websocket.StatusInternalError, "internal error"
 	case errors.Is(wr.Err(), ssews.ErrEventTooLarge):
-		_ = s.sendError(http.StatusBadGateway, ssews.ErrorDetail{Type: "server_error", Code: "event_too_large", Message: "an upstream event passed the proxy's size limit"})
+		s.sendFinal(http.StatusBadGateway, ssews.ErrorDetail{Type: "server_error", Code: "event_too_large", Message: "an upstream event passed the proxy's size limit"})
 		return 0, ""
 	case wr.Err() != nil:
 		return 0, "" // the client is gone; the read loop ends the connection
@@ -222,15 +252,15 @@ func (s *session) finishTurn(wr *ssews.Writer, panicked bool) (websocket.StatusC
 		if status == 0 {
 			status = http.StatusBadGateway
 		}
-		ev := ssews.ErrorEventFromBody(status, wr.Body())
-		_ = s.send(ev)
+		s.markAnswered()
+		_ = s.send(ssews.ErrorEventFromBody(status, wr.Body()))
 		return closeFor(status, wr.Body())
 	}
 	if err := wr.Close(); err != nil {
 		return 0, ""
 	}
 	if wr.Terminal() == "" {
-		_ = s.sendError(http.StatusBadGateway, ssews.ErrorDetail{Type: "server_error", Code: "stream_interrupted",
+		s.sendFinal(http.StatusBadGateway, ssews.ErrorDetail{Type: "server_error", Code: "stream_interrupted",
 			Message: "the upstream stream ended before the response finished; send response.create again"})
 	}
 	return 0, ""
