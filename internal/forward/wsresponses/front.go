@@ -280,9 +280,15 @@ func (f *Front) Drain(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	f.mu.Lock()
+	list = list[:0]
 	for s := range f.conns {
-		s.abort()
+		list = append(list, s)
 	}
 	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range list {
+		wg.Go(s.abort)
+	}
+	wg.Wait()
 	<-done
 }

@@ -66,6 +66,11 @@ func (s *session) serve(r *http.Request, conn *websocket.Conn) {
 			return
 		}
 		f.m.in.Inc()
+		s.mu.Lock()
+		if !s.busy {
+			s.idle.Reset(f.cfg.IdleTimeout)
+		}
+		s.mu.Unlock()
 		if typ != websocket.MessageText {
 			s.close(websocket.StatusUnsupportedData, "binary messages are not supported; send JSON text")
 			return
@@ -358,16 +363,10 @@ func (s *session) drain() {
 	}
 }
 
-// abort ends the session now, its response cut.
+// abort ends the session now, its response cut: close 1001, then the
+// turn's context is cancelled.
 func (s *session) abort() {
-	s.mu.Lock()
-	conn, stop := s.conn, s.stop
-	s.mu.Unlock()
-	if conn == nil {
-		return
-	}
-	go s.close(websocket.StatusGoingAway, "the proxy is shutting down")
-	stop()
+	s.close(websocket.StatusGoingAway, "the proxy is shutting down")
 }
 
 // finish runs when the read loop ends: the running turn is cancelled and
