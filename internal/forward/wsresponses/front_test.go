@@ -320,7 +320,12 @@ func TestDrainLetsTheResponseFinish(t *testing.T) {
 	<-h2.inner.started
 	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancelShort()
-	h2.front.Drain(short)
+	cut := make(chan struct{})
+	go func() {
+		defer close(cut)
+		h2.front.Drain(short)
+	}()
+	defer func() { <-cut }()
 	for {
 		typ, _, err := next(t, ctx, c)
 		if err != nil {

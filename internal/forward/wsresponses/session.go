@@ -328,7 +328,9 @@ func (s *session) idleFired() {
 	busy := s.busy
 	s.mu.Unlock()
 	if !busy {
-		s.close(websocket.StatusNormalClosure, "idle timeout")
+		// Not on the timer's goroutine: the close handshake may wait
+		// (a fake clock runs callbacks inside Advance).
+		go s.close(websocket.StatusNormalClosure, "idle timeout")
 	}
 }
 
