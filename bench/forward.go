@@ -226,7 +226,7 @@ func (b *bench) forwardTLS() {
 	s.Intro = "Section 1's request and method, with the sandbox served over TLS (a test CA made for the run; ALPN offers " +
 		"HTTP/2 and HTTP/1.1), as the Copilot API is. *direct*: the client to the TLS listener over HTTP/1.1 keep-alive. " +
 		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=false` " +
-		"(the h1 keep-alive pool: requests written and answered on the handler's goroutine); *proxy-h2*: " +
+		"(net/http's transport, an HTTP/1.1 keep-alive pool); *proxy-h2*: " +
 		"`--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
 		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +
 		"of 64 (nginx speaks only HTTP/1.1 to upstreams). *go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64). " +

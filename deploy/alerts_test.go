@@ -34,11 +34,12 @@ type rule struct {
 // promDuration is Prometheus' duration syntax (units largest first, no sign).
 var promDuration = regexp.MustCompile(`^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$`)
 
-// metricName finds this project's metric names in an expression.
-var metricName = regexp.MustCompile(`\bcopilot_[a-z0-9_]+`)
+// metricName finds this project's metric names in an expression (not the
+// copilot_ inside a recording rule's level:metric:operations name).
+var metricName = regexp.MustCompile(`(?:^|[^:a-z0-9_])(copilot_[a-z0-9_]+)\b(?:[^:]|$)`)
 
 const (
-	alertsFile = "prometheus/alerts.yaml"
+	alertsFile = "prometheus/rules.yaml"
 	opsDoc     = "../docs/operations.md"
 )
 
@@ -64,6 +65,16 @@ func TestAlertRules(t *testing.T) {
 		}
 		for _, r := range g.Rules {
 			n++
+			if r.Record != "" {
+				if err := checkRecord(r); err != "" {
+					t.Errorf("group %s recording rule %q: %s", g.Name, r.Record, err)
+				}
+				if seen[r.Record] {
+					t.Errorf("recording rule %s is defined twice", r.Record)
+				}
+				seen[r.Record] = true
+				continue
+			}
 			if err := checkRule(r); err != "" {
 				t.Errorf("group %s rule %q: %s", g.Name, r.Alert, err)
 			}
@@ -71,7 +82,8 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("alert %s is defined twice", r.Alert)
 			}
 			seen[r.Alert] = true
-			for _, m := range metricName.FindAllString(r.Expr, -1) {
+			for _, sub := range metricName.FindAllStringSubmatch(r.Expr, -1) {
+				m := sub[1]
 				if !strings.Contains(string(doc), m) {
 					t.Errorf("alert %s uses metric %s; %s does not document it", r.Alert, m, opsDoc)
 				}
@@ -90,6 +102,24 @@ func TestAlertRules(t *testing.T) {
 	if n == 0 {
 		t.Errorf("%s holds no rules", alertsFile)
 	}
+}
+
+// recordName is a recording rule's output name: level:metric:operations.
+var recordName = regexp.MustCompile(`^[a-z_]+:[a-z0-9_]+(:[a-z0-9_]+)?$`)
+
+// checkRecord returns what is wrong with a recording rule, or "".
+func checkRecord(r rule) string {
+	switch {
+	case !recordName.MatchString(r.Record):
+		return "record = " + r.Record + "; want level:metric:operations"
+	case strings.TrimSpace(r.Expr) == "":
+		return "no expr"
+	case !balanced(r.Expr):
+		return "expr has unbalanced brackets or quotes"
+	case r.For != "" || len(r.Annotations) > 0:
+		return "a recording rule takes no for or annotations"
+	}
+	return ""
 }
 
 // checkRule returns what is wrong with an alerting rule, or "".

@@ -21,7 +21,8 @@ import (
 // serveFlags binds `broker serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFormat *string) {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (TokenBrokerService, grpc.health.v1, reflection)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /openapi.json)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /openapi.json; the team console under /ui/)")
+	fs.StringVar(&cfg.ConsoleProxyURL, "console-proxy-url", "http://127.0.0.1:4141", "where users reach a proxy, shown by the console in the lines a new key's owner pastes (ANTHROPIC_BASE_URL, OPENAI_BASE_URL)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL, https (plain http only on loopback), redirects never followed (GitHub Enterprise Cloud with data residency: https://api.TENANT.ghe.com; Copilot does not run on GitHub Enterprise Server)")
 	fs.StringVar(&cfg.GitHubTokenFile, "github-token-file", "", "file holding the GitHub token, re-read when it changes and on SIGHUP (else the GITHUB_TOKEN environment variable)")
@@ -38,6 +39,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", tokens.DefaultMinForceInterval, "floor between an exchange and one forced by RefreshToken")
 	fs.IntVar(&cfg.PublicStreams.Total, "max-public-streams", broker.DefaultMaxPublicStreams, "most health Watch and reflection streams open at once from callers without a broker key (more get RESOURCE_EXHAUSTED)")
 	fs.IntVar(&cfg.PublicStreams.PerConn, "max-public-streams-per-conn", broker.DefaultMaxPublicStreamsPerConn, "most such streams on one connection")
+	fs.IntVar(&cfg.Streams.PerConn, "max-streams-per-conn", broker.DefaultMaxStreamsPerConn, "most WatchToken and WatchAccounts streams open on one gRPC connection (more get RESOURCE_EXHAUSTED)")
+	fs.IntVar(&cfg.Streams.PerKey, "max-streams-per-key", broker.DefaultMaxStreamsPerKey, "most WatchToken and WatchAccounts streams open with one broker key, gRPC and REST together")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -60,8 +60,8 @@ func BenchmarkOverhead(b *testing.B) {
 			},
 			Transport: bareTr,
 		}
-		tr := NewUpstream(tcfg) // the proxy's default: the h1 pool over HTTP/1.1
-		closeIdle := func() { tr.(interface{ CloseIdleConnections() }).CloseIdleConnections() }
+		tr := NewTransport(tcfg) // the proxy's default: HTTP/1.1 unless tls-h2
+		closeIdle := tr.CloseIdleConnections
 		h, err := New(Config{Source: &fakeSource{tok: tok}, Keys: ks, APIURL: u, Transport: tr})
 		if err != nil {
 			b.Fatal(err)

@@ -113,7 +113,7 @@ func (h *Handler) translateRequest(w http.ResponseWriter, r *http.Request, c *ca
 	if m := c.decision.model; m != nil {
 		opt.MaxOutputTokens = int(m.Limits.MaxOutputTokens)
 	}
-	out, info, err := translate.Request(from, to, c.body.buf, opt)
+	out, info, err := translate.Request(r.Context(), from, to, c.body.buf, opt)
 	if err != nil {
 		w.Header().Set("X-Request-Id", c.requestID)
 		msg := err.Error()
@@ -176,7 +176,7 @@ func (h *Handler) translateResponse(resp *http.Response, c *call) error {
 		if err != nil {
 			return err
 		}
-		out, err := translate.Response(x.upstream, x.client, raw, h.clock.Now())
+		out, err := translate.Response(resp.Request.Context(), x.upstream, x.client, raw, h.clock.Now())
 		if err != nil {
 			h.log.Warn("upstream answer could not be translated", "request_id", c.requestID, "error", err)
 			c.status = http.StatusBadGateway

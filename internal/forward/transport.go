@@ -33,19 +33,30 @@ type TransportConfig struct {
 	IdleConnTimeout time.Duration
 	// RootCAs verifies the upstream's certificate. Default: the system's.
 	RootCAs *x509.CertPool
-	// HTTP1Only keeps the upstream on an HTTP/1.1 keep-alive pool even when
-	// it offers HTTP/2. Default false: HTTP/2 when offered.
+	// HTTP1Only keeps the upstream on HTTP/1.1 even when it offers HTTP/2.
+	// Default false: HTTP/2 when offered (the proxy's flag defaults to
+	// HTTP/1.1, see docs/architecture.md section 5).
 	HTTP1Only bool
 	// ConnectTo dials another address for some upstream host:port (see
 	// [ParseConnectTo]); TLS still verifies the request's host. Default none.
 	ConnectTo ConnectTo
 }
 
-// NewTransport returns the one transport all forwarded requests share: a
-// keep-alive pool sized for high concurrency, HTTP/2 to the upstream when it
-// offers it, and no transparent gzip (the client's Accept-Encoding and the
-// upstream's bytes pass through untouched, and streams are never held back by
-// a decompressor).
+// MaxResponseHeaderBytes bounds an upstream answer's header block
+// (net/http's default is 10 MiB); the Copilot API's headers are a few KiB.
+const MaxResponseHeaderBytes = 1 << 20
+
+// tlsSessionCacheSize is how many upstream TLS sessions are kept for
+// resumption: one or a few per upstream host.
+const tlsSessionCacheSize = 64
+
+// NewTransport returns the one transport all forwarded requests share:
+// net/http's, with a keep-alive pool sized for high concurrency, TLS session
+// resumption, HTTP/2 to the upstream when it offers it unless HTTP1Only, a
+// bound on response headers, and no transparent gzip (the client's
+// Accept-Encoding and the upstream's bytes pass through untouched, and
+// streams are never held back by a decompressor). docs/architecture.md
+// section 5 says why the defaults are what they are.
 func NewTransport(cfg TransportConfig) *http.Transport {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -60,16 +71,18 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		cfg.MaxIdleConnsPerHost = 512
 	}
 	t := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           cfg.ConnectTo.dialer((&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext),
-		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		IdleConnTimeout:       cfg.IdleConnTimeout,
-		MaxIdleConns:          cfg.MaxIdleConnsPerHost * 2,
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
-		ForceAttemptHTTP2:     true,
-		DisableCompression:    true,
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            cfg.ConnectTo.dialer((&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext),
+		TLSClientConfig:        &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(tlsSessionCacheSize)},
+		TLSHandshakeTimeout:    cfg.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		IdleConnTimeout:        cfg.IdleConnTimeout,
+		MaxIdleConns:           cfg.MaxIdleConnsPerHost * 2,
+		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
+		ForceAttemptHTTP2:      true,
+		DisableCompression:     true,
 		// An HTTP/1.1 upstream connection carries one stream for its whole
 		// life, so its buffers are per stream (32 KiB each cost 48 KiB more
 		// per open stream than these in make bench's section 6). The write
@@ -83,9 +96,6 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 			SendPingTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
 		},
-	}
-	if cfg.RootCAs != nil {
-		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	}
 	if cfg.HTTP1Only {
 		t.Protocols = new(http.Protocols)

@@ -4,10 +4,14 @@
 // Editor-Plugin-Version, User-Agent, Copilot-Integration-Id and the two
 // X-GitHub-Api-Version values.
 //
-// GitHub does not document these values. The defaults are a matched set from
-// one real release of the reference editor client (Copilot Chat 0.42.0, which
-// required VS Code 1.111). A year-old or mismatched set risks HTTP 466
-// "client not supported" and hidden models; README.md says how to update it.
+// GitHub does not document these values. The defaults are the newest
+// matched set of docs/protocol.md section 8 (VS Code 1.140.0 with Copilot
+// Chat 0.68.0, a version pin dated 2026-10-02, and the API version the
+// bundled API package puts on the wire). A year-old or mismatched set risks
+// HTTP 466 "client not supported" and hidden models. At run time the broker
+// holds the set as an upstream profile ([Profile], --upstream-profile) and
+// pushes it to the proxies; docs/operations.md says how to roll out a new
+// one.
 package identity
 
 import (
@@ -20,16 +24,18 @@ import (
 	"strings"
 )
 
-// The defaults: one matched set from the Copilot Chat 0.42.0 release.
+// The defaults, the one place in the code that names them: the newest
+// matched set of docs/protocol.md section 8 (December 2026 review), where
+// each value's source and date are recorded.
 const (
-	DefaultEditorVersion       = "vscode/1.111.0"
-	DefaultEditorPluginVersion = "copilot-chat/0.42.0"
-	DefaultUserAgent           = "GitHubCopilotChat/0.42.0"
+	DefaultEditorVersion       = "vscode/1.140.0"
+	DefaultEditorPluginVersion = "copilot-chat/0.68.0"
+	DefaultUserAgent           = "GitHubCopilotChat/0.68.0"
 	DefaultIntegrationID       = "vscode-chat"
 	// DefaultExchangeAPIVersion is X-GitHub-Api-Version of the token
 	// exchange (GitHub's API); DefaultAPIVersion that of Copilot API calls.
 	DefaultExchangeAPIVersion = "2025-04-01"
-	DefaultAPIVersion         = "2025-05-01"
+	DefaultAPIVersion         = "2026-08-01"
 )
 
 // Editor is the client identity. Zero fields take the defaults
@@ -169,24 +175,31 @@ const (
 // FlagNames are the identity flags; a 466 answer names them.
 const FlagNames = "--editor-version, --editor-plugin-version, --user-agent"
 
-// RegisterFlags binds the identity flags for use onto e, with the defaults
-// as flag defaults: --editor-version, --editor-plugin-version, --user-agent;
-// --exchange-api-version for Exchange; --integration-id and
-// --github-api-version for API.
+// ProfileAdvice is what an identity refusal tells the operator to change.
+const ProfileAdvice = "edit the broker's --upstream-profile file (docs/operations.md, \"Rolling out a new upstream profile\")"
+
+// RegisterFlags binds the identity flags for use onto e: --editor-version,
+// --editor-plugin-version, --user-agent; --exchange-api-version for
+// Exchange; --integration-id and --github-api-version for API. Their
+// defaults are empty: an empty flag takes the upstream profile's value (the
+// broker's --upstream-profile file, else the built-in default), a set one
+// overrides it: on the broker under the keys its profile file leaves out,
+// on a proxy over the profile the broker pushes (the proxy logs that).
 func (e *Editor) RegisterFlags(fs *flag.FlagSet, use Use) {
 	d := Default()
-	what := "sent to the Copilot API"
+	what, over := "sent to the Copilot API", "; overrides the broker's upstream profile"
 	if use == Exchange {
-		what = "of the token exchange"
+		what, over = "of the token exchange", "; the --upstream-profile file's key wins"
 	}
-	fs.StringVar(&e.Version, "editor-version", d.Version, "Editor-Version header "+what+" (NAME/X.Y.Z; one matched set with --editor-plugin-version and --user-agent)")
-	fs.StringVar(&e.PluginVersion, "editor-plugin-version", d.PluginVersion, "Editor-Plugin-Version header "+what)
-	fs.StringVar(&e.UserAgent, "user-agent", d.UserAgent, "User-Agent header "+what)
+	usage := func(s, def string) string { return s + " (empty: the upstream profile's, built in " + def + over + ")" }
+	fs.StringVar(&e.Version, "editor-version", "", usage("Editor-Version header "+what+", NAME/X.Y.Z, one matched set with --editor-plugin-version and --user-agent", d.Version))
+	fs.StringVar(&e.PluginVersion, "editor-plugin-version", "", usage("Editor-Plugin-Version header "+what, d.PluginVersion))
+	fs.StringVar(&e.UserAgent, "user-agent", "", usage("User-Agent header "+what, d.UserAgent))
 	if use&Exchange != 0 {
-		fs.StringVar(&e.ExchangeAPIVersion, "exchange-api-version", d.ExchangeAPIVersion, "X-GitHub-Api-Version header of the token exchange")
+		fs.StringVar(&e.ExchangeAPIVersion, "exchange-api-version", "", usage("X-GitHub-Api-Version header of the token exchange", d.ExchangeAPIVersion))
 	}
 	if use&API != 0 {
-		fs.StringVar(&e.IntegrationID, "integration-id", d.IntegrationID, "Copilot-Integration-Id header sent to the Copilot API")
-		fs.StringVar(&e.APIVersion, "github-api-version", d.APIVersion, "X-GitHub-Api-Version header sent to the Copilot API")
+		fs.StringVar(&e.IntegrationID, "integration-id", "", usage("Copilot-Integration-Id header sent to the Copilot API", d.IntegrationID))
+		fs.StringVar(&e.APIVersion, "github-api-version", "", usage("X-GitHub-Api-Version header sent to the Copilot API", d.APIVersion))
 	}
 }

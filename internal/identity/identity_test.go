@@ -12,14 +12,14 @@ func TestDefaultsAreOneMatchedRelease(t *testing.T) {
 	if err := d.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v", err)
 	}
-	// Copilot Chat 0.42.0 required VS Code 1.111 (docs/protocol.md
-	// section 2): the plugin version and the User-Agent name one release.
+	// The newest matched set of docs/protocol.md section 8: the plugin
+	// version and the User-Agent name one release.
 	_, plugin, _ := ParseVersion(d.PluginVersion)
 	if !strings.HasSuffix(d.UserAgent, "/"+plugin.String()) {
 		t.Errorf("User-Agent %q does not carry the plugin version %s", d.UserAgent, plugin)
 	}
-	if d.ExchangeAPIVersion != "2025-04-01" || d.APIVersion != "2025-05-01" {
-		t.Errorf("API versions = %s, %s; want 2025-04-01 (exchange), 2025-05-01 (API)", d.ExchangeAPIVersion, d.APIVersion)
+	if d.ExchangeAPIVersion != "2025-04-01" || d.APIVersion != "2026-08-01" {
+		t.Errorf("API versions = %s, %s; want 2025-04-01 (exchange), 2026-08-01 (API)", d.ExchangeAPIVersion, d.APIVersion)
 	}
 }
 
@@ -103,7 +103,7 @@ func TestRegisterFlags(t *testing.T) {
 		if err := fs.Parse([]string{"--editor-version", "vscode/3.0.0"}); err != nil {
 			t.Fatal(err)
 		}
-		if e.Version != "vscode/3.0.0" || e.PluginVersion != DefaultEditorPluginVersion {
+		if e.Version != "vscode/3.0.0" || e.PluginVersion != "" {
 			t.Errorf("use %d: after parse %+v", tt.use, e)
 		}
 	}

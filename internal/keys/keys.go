@@ -1,10 +1,15 @@
 // Package keys loads named API keys from a file and checks presented keys in
 // constant time. The broker (broker keys) and the proxy (client API keys) use
-// the same file format: one NAME:SECRET[:ACCOUNTS] a line, '#' comments and
-// blank lines ignored. The optional third field names the accounts the key
-// is for: a comma-separated list of account names, or '*' for every
-// account; what a key without it may use is the caller's choice (the broker:
-// every account; the proxy: its default account).
+// the same file format: one NAME:SECRET[:ACCOUNTS[:admin]] a line, '#'
+// comments and blank lines ignored. The optional third field names the
+// accounts the key is for: a comma-separated list of account names, or '*'
+// for every account; what a key without it may use is the caller's choice
+// (the broker: every account; the proxy: its default account). The optional
+// fourth field, the word admin, marks a broker key that may manage the
+// broker's client keys; a proxy's keys file has no use for it.
+//
+// [ParseModels] reads a managed key's model allow list, globs over model
+// ids.
 package keys
 
 import (
@@ -133,11 +138,17 @@ func ParseAccounts(field string) (Accounts, error) {
 	return Accounts{specified: true, names: parts}, nil
 }
 
-// Key is a key's name and the accounts it is for; never its secret.
+// Key is a key's name, the accounts it is for and whether it is an admin
+// key; never its secret.
 type Key struct {
 	Name     string
 	Accounts Accounts
+	// Admin is the fourth field: the key may manage the broker's keys.
+	Admin bool
 }
+
+// AdminField is the fourth field's only accepted value.
+const AdminField = "admin"
 
 // Set is an immutable set of named keys, safe for concurrent use.
 type Set struct {
@@ -159,10 +170,11 @@ func Load(path string) (*Set, error) {
 	return s, nil
 }
 
-// Parse reads keys in the NAME:SECRET[:ACCOUNTS] format. Names are unique
-// and made of letters, digits, '-', '_' and '.'; secrets are at least
+// Parse reads keys in the NAME:SECRET[:ACCOUNTS[:admin]] format. Names are
+// unique and made of letters, digits, '-', '_' and '.'; secrets are at least
 // [MinSecretLen] bytes, unique, and contain no white space and no ':'
-// (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it.
+// (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it;
+// the fourth field, when present, is the word [AdminField].
 func Parse(r io.Reader) (*Set, error) {
 	s := &Set{}
 	seenNames := map[string]bool{}
@@ -176,6 +188,7 @@ func Parse(r io.Reader) (*Set, error) {
 		}
 		name, key, ok := strings.Cut(line, ":")
 		key, acctField, hasAccounts := strings.Cut(key, ":")
+		acctField, flag, hasFlag := strings.Cut(acctField, ":")
 		switch {
 		case !ok:
 			return nil, &LineError{n, "want NAME:SECRET or NAME:SECRET:ACCOUNTS"}
@@ -187,6 +200,8 @@ func Parse(r io.Reader) (*Set, error) {
 			return nil, &LineError{n, "secret contains white space"}
 		case seenNames[name]:
 			return nil, &LineError{n, fmt.Sprintf("duplicate name %q", name)}
+		case hasFlag && flag != AdminField:
+			return nil, &LineError{n, "the fourth field can only be the word " + AdminField}
 		}
 		var accounts Accounts
 		if hasAccounts {
@@ -200,7 +215,7 @@ func Parse(r io.Reader) (*Set, error) {
 			return nil, &LineError{n, "secret already used by another name"}
 		}
 		seenNames[name], seenDigests[d] = true, true
-		s.keys = append(s.keys, Key{Name: name, Accounts: accounts})
+		s.keys = append(s.keys, Key{Name: name, Accounts: accounts, Admin: hasFlag})
 		s.digests = append(s.digests, d)
 	}
 	if err := sc.Err(); err != nil {
@@ -211,6 +226,10 @@ func Parse(r io.Reader) (*Set, error) {
 	}
 	return s, nil
 }
+
+// ValidName reports whether name can name a key: letters, digits, '-', '_'
+// and '.', at least one.
+func ValidName(name string) bool { return validName(name) }
 
 func validName(name string) bool {
 	if name == "" {

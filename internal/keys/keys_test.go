@@ -40,7 +40,10 @@ func TestParse(t *testing.T) {
 		{"star in list", "p:" + keyA + ":alice,*\n", 1, nil, 0},
 		{"duplicate account", "p:" + keyA + ":alice,alice\n", 1, nil, 0},
 		{"hidden account name", "p:" + keyA + ":.alice\n", 1, nil, 0},
-		{"fourth field", "p:" + keyA + ":alice:bob\n", 1, nil, 0},
+		{"fourth field not admin", "p:" + keyA + ":alice:bob\n", 1, nil, 0},
+		{"admin", "ops:" + keyA + ":*:admin\np:" + keyB + ":a,b\n", 0, nil, 2},
+		{"admin without accounts", "ops:" + keyA + "::admin\n", 1, nil, 0},
+		{"fifth field", "ops:" + keyA + ":*:admin:x\n", 1, nil, 0},
 		{"short secret before accounts", "p:short:alice\n", 1, nil, 0},
 	}
 	for _, tt := range tests {
@@ -228,6 +231,8 @@ func FuzzParse(f *testing.F) {
 		"# c\n\np:" + keyA + ":\n",
 		"p:" + keyA + ":a,,b\n",
 		"p:" + keyA + ":a:b\n",
+		"ops:" + keyA + ":*:admin\n",
+		"ops:" + keyA + ":a,b:admin\n",
 	} {
 		f.Add(seed)
 	}
@@ -240,6 +245,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for _, k := range s.Keys() {
+			if k.Admin && !strings.Contains(in, ":"+AdminField) {
+				t.Fatalf("key %q: admin without the field", k.Name)
+			}
 			if !validName(k.Name) {
 				t.Fatalf("accepted key name %q", k.Name)
 			}

@@ -86,6 +86,10 @@ type Config struct {
 	// signed by one of these CAs. --tls-client-ca, BROKER_TLS_CLIENT_CA.
 	TLSClientCAFile string
 
+	// ConsoleProxyURL is where users reach a proxy: the console shows it in
+	// the lines a new key's owner pastes. --console-proxy-url.
+	ConsoleProxyURL string
+
 	// MaxStreamAge is the mean lifetime of a watch stream, jittered by ±10%.
 	// --max-stream-age, default 30m.
 	MaxStreamAge time.Duration
@@ -103,6 +107,11 @@ type Config struct {
 	// defaults [broker.DefaultMaxPublicStreams] and
 	// [broker.DefaultMaxPublicStreamsPerConn].
 	PublicStreams broker.PublicStreamLimits
+	// Streams bounds the API streams (WatchToken, WatchAccounts) callers
+	// with a key hold, per connection and per key
+	// (--max-streams-per-conn, --max-streams-per-key); zero fields take
+	// [broker.DefaultMaxStreamsPerConn] and [broker.DefaultMaxStreamsPerKey].
+	Streams broker.StreamLimits
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].

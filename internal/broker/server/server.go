@@ -33,6 +33,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/console"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -135,8 +136,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
+	s.health.AccountsNeedKey(auth)
 	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
-		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
+		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
+		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -148,7 +151,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	cleanup.add(func() { _ = gw.conn.Close() })
 	s.gwConn = gw.conn
-	rest := gw.handler
+	rest, err := withConsole(cfg, gw.handler, auth, metrics, tlsCfg != nil)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.HTTPAddr) {
 		// Without keys, a DNS-rebinding web page could read the token.
 		rest = ops.LoopbackHostsOnly(rest, cfg.HTTPAddr)
@@ -240,7 +246,7 @@ const streamWorkers = 64
 // newGRPCServer returns the gRPC server with the API, health and
 // reflection registered behind the metrics and auth interceptors. It starts
 // nothing.
-func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, public grpc.StreamServerInterceptor) *grpc.Server {
+func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
 	g := grpc.NewServer(
 		// The shared answers of the current token state go out in the wire
 		// form made once per state.
@@ -250,8 +256,8 @@ func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broke
 		// A worker busy with a stream is replaced by a new goroutine.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
-		// public bounds the streams callers without a key may hold.
-		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor(), public),
+		// limits bound the streams callers may hold, with a key or without.
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{metrics.StreamInterceptor(), auth.StreamInterceptor()}, limits...)...),
 		// Watchers idle for long stretches: let them keep the connection
 		// alive, and find dead ones.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -293,6 +299,22 @@ func newGateway(ctx context.Context, auth *broker.Authenticator, metrics *broker
 		return nil, err
 	}
 	return &gateway{handler: h, conn: conn, ln: ln}, nil
+}
+
+// withConsole serves the team console under /ui/ beside the REST API, which
+// the console calls in process with the signed-in key.
+func withConsole(cfg Config, api http.Handler, auth *broker.Authenticator, metrics *broker.Metrics, tls bool) (http.Handler, error) {
+	ui, err := console.New(console.Config{
+		API: api, AuthEnabled: auth.Enabled(), TLS: tls, ProxyURL: cfg.ConsoleProxyURL,
+		Gatherer: metrics.Registry(), Registerer: metrics.Registry(), Clock: cfg.Clock, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, ui)
+	mux.Handle("/", api)
+	return mux, nil
 }
 
 // newHTTPServer serves the REST gateway.

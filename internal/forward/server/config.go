@@ -196,9 +196,9 @@ type Config struct {
 	// PROXY_UPSTREAM_CA_FILE.
 	UpstreamCAFile string
 	// UpstreamHTTP2 speaks HTTP/2 to the upstream when it offers it. The
-	// default (false) is the h1 keep-alive pool (internal/forward/h1),
-	// cheaper per request and per stream (docs/benchmarks.md sections 1b
-	// and 6). --upstream-http2, PROXY_UPSTREAM_HTTP2.
+	// default (false) is net/http's HTTP/1.1 keep-alive pool, cheaper per
+	// request and per stream; HTTP/2 holds fewer connections
+	// (docs/architecture.md section 5). --upstream-http2, PROXY_UPSTREAM_HTTP2.
 	UpstreamHTTP2 bool
 	// AllowedAPIHosts are the hosts a token's api_base_url may name:
 	// ".suffix" matches hosts under the suffix, anything else one exact host

@@ -127,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			tc.RootCAs = pool
 		}
-		transport = forward.NewUpstream(tc)
+		transport = forward.NewTransport(tc)
 	}
 	metrics := forward.NewMetrics(reg)
 	wsMetrics := wsresponses.NewMetrics(reg)

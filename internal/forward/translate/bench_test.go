@@ -2,6 +2,7 @@ package translate
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,7 +45,7 @@ func BenchmarkRequestAgent(b *testing.B) {
 	chat := agentRequest(b)
 	bodies := map[Dialect][]byte{Chat: chat}
 	for _, to := range []Dialect{Messages, Responses} {
-		out, _, err := Request(Chat, to, chat, Options{})
+		out, _, err := Request(context.Background(), Chat, to, chat, Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -60,7 +61,7 @@ func BenchmarkRequestAgent(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, _, err := Request(from, to, body, Options{}); err != nil {
+					if _, _, err := Request(context.Background(), from, to, body, Options{}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // OpenAI Chat Completions request wire types (openai-go
@@ -111,7 +112,13 @@ func readChatRequest(body []byte, info *Info) (*RequestIR, error) {
 	if in.ReasoningEffort != "" {
 		r.Reasoning = &Reasoning{Effort: in.ReasoningEffort}
 	}
+	// toolTurn is the index of the user turn the last tool messages went
+	// to, -1 when the last turn is another.
+	toolTurn := -1
 	for i, m := range in.Messages {
+		if err := info.work.step(); err != nil {
+			return nil, err
+		}
 		field := fmt.Sprintf("messages[%d]", i)
 		parts, err := readChatContent(m.Content, field+".content")
 		if err != nil {
@@ -136,10 +143,11 @@ func readChatRequest(body []byte, info *Info) (*RequestIR, error) {
 			res := Part{Kind: PartToolResult, ID: m.ToolCallID, Content: parts}
 			// Consecutive tool messages answer one assistant turn: one
 			// user turn with several results.
-			if n := len(r.Messages); n > 0 && r.Messages[n-1].Role == RoleUser && allToolResults(r.Messages[n-1].Parts) {
+			if n := len(r.Messages); n > 0 && toolTurn == n-1 {
 				r.Messages[n-1].Parts = append(r.Messages[n-1].Parts, res)
 			} else {
 				r.Messages = append(r.Messages, Message{Role: RoleUser, Parts: []Part{res}})
+				toolTurn = len(r.Messages) - 1
 			}
 		case "function":
 			info.drop("messages:function")
@@ -161,15 +169,6 @@ func readChatRequest(body []byte, info *Info) (*RequestIR, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-func allToolResults(parts []Part) bool {
-	for _, p := range parts {
-		if p.Kind != PartToolResult {
-			return false
-		}
-	}
-	return len(parts) > 0
 }
 
 // readOpenAIToolChoice reads Chat's or Responses' tool_choice: a mode string
@@ -273,6 +272,9 @@ func writeChatRequest(r *RequestIR, info *Info) ([]byte, error) {
 		out.Messages = append(out.Messages, chatMessage{Role: "system", Content: c})
 	}
 	for _, m := range r.Messages {
+		if err := info.work.step(); err != nil {
+			return nil, err
+		}
 		out.Messages = appendChatMessages(out.Messages, &m, info)
 	}
 	for _, t := range r.Tools {
@@ -329,36 +331,36 @@ func appendChatMessages(out []chatMessage, m *Message, info *Info) []chatMessage
 }
 
 func joinText(parts []chatPart, info *Info) string {
-	s := ""
+	var s strings.Builder
 	for _, p := range parts {
 		if p.Type != "text" {
 			info.drop("image in a non-user turn")
 			continue
 		}
-		if s != "" {
-			s += "\n\n"
+		if s.Len() > 0 {
+			s.WriteString(paraBreak)
 		}
-		s += *p.Text
+		s.WriteString(*p.Text)
 	}
-	return s
+	return s.String()
 }
 
 // chatToolResultContent is a tool message's content: text only in Chat.
 func chatToolResultContent(p *Part, info *Info) json.RawMessage {
-	s := ""
+	var s strings.Builder
 	for _, c := range p.Content {
 		if c.Kind != PartText {
 			info.drop("image in a tool result")
 			continue
 		}
-		if s != "" {
-			s += "\n\n"
+		if s.Len() > 0 {
+			s.WriteString(paraBreak)
 		}
-		s += c.Text
+		s.WriteString(c.Text)
 	}
 	if p.IsError {
 		info.drop("tool result is_error")
 	}
-	b, _ := marshal(s)
+	b, _ := marshal(s.String())
 	return b
 }

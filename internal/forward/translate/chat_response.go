@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // OpenAI Chat Completions answer wire types (openai-go ChatCompletion).
@@ -131,20 +132,20 @@ func readChatResponse(body []byte) (*ResponseIR, error) {
 
 func writeChatResponse(r *ResponseIR) ([]byte, error) {
 	msg := chatAnswerMsg{Role: "assistant"}
-	text := ""
+	var b strings.Builder
 	hasText := false
 	for i := range r.Parts {
 		p := &r.Parts[i]
 		switch p.Kind {
 		case PartText:
-			text += p.Text
+			b.WriteString(p.Text)
 			hasText = true
 		case PartToolCall:
 			msg.ToolCalls = append(msg.ToolCalls, chatToolCall{ID: p.ID, Type: "function", Function: chatFuncCall{Name: p.Name, Arguments: p.Arguments}})
 		}
 	}
 	if hasText {
-		msg.Content = &text
+		msg.Content = ptr(b.String())
 	}
 	out := chatResponse{
 		ID: r.ID, Object: "chat.completion", Created: r.Created, Model: r.Model,

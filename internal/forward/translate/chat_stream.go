@@ -43,25 +43,23 @@ type chatChunk struct {
 	} `json:"error"`
 }
 
-func (r *chatStreamReader) switchTo(kind PartKind, emit func(*event) error) error {
-	if r.open != 0 {
-		if err := emit(&event{kind: evPartStop}); err != nil {
-			return err
-		}
+// switchTo starts a part of kind unless the open part is of that kind
+// ([Stream.emit] closes the open one).
+func (r *chatStreamReader) switchTo(kind PartKind, emit func(*event)) {
+	if r.open == kind {
+		return
 	}
 	r.open = kind
-	if kind != 0 && kind != PartToolCall {
-		return emit(&event{kind: evPartStart, part: kind})
-	}
-	return nil
+	emit(&event{kind: evPartStart, part: kind})
 }
 
-func (r *chatStreamReader) event(_, data []byte, emit func(*event) error) error {
+func (r *chatStreamReader) event(_, data []byte, emit func(*event)) error {
 	if r.done {
 		return nil
 	}
 	if bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
-		return r.end(emit)
+		r.end(emit)
+		return nil
 	}
 	var c chatChunk
 	if err := json.Unmarshal(data, &c); err != nil {
@@ -77,13 +75,12 @@ func (r *chatStreamReader) event(_, data []byte, emit func(*event) error) error 
 		}
 		e.anthropicType = "api_error"
 		r.done = true
-		return emit(&event{kind: evError, err: e})
+		emit(&event{kind: evError, err: e})
+		return nil
 	}
 	if !r.started {
 		r.started = true
-		if err := emit(&event{kind: evStart, id: c.ID, model: c.Model, created: c.Created}); err != nil {
-			return err
-		}
+		emit(&event{kind: evStart, id: c.ID, model: c.Model, created: c.Created})
 	}
 	for _, ch := range c.Choices {
 		d := &ch.Delta
@@ -92,28 +89,16 @@ func (r *chatStreamReader) event(_, data []byte, emit func(*event) error) error 
 				rc = d.ReasoningContent
 			}
 			if *rc != "" {
-				if r.open != PartReasoning {
-					if err := r.switchTo(PartReasoning, emit); err != nil {
-						return err
-					}
-				}
-				if err := emit(&event{kind: evDelta, text: *rc}); err != nil {
-					return err
-				}
+				r.switchTo(PartReasoning, emit)
+				emit(&event{kind: evDelta, text: *rc})
 			}
 		}
 		for _, t := range []*string{d.Content, d.Refusal} {
 			if t == nil || *t == "" {
 				continue
 			}
-			if r.open != PartText {
-				if err := r.switchTo(PartText, emit); err != nil {
-					return err
-				}
-			}
-			if err := emit(&event{kind: evDelta, text: *t}); err != nil {
-				return err
-			}
+			r.switchTo(PartText, emit)
+			emit(&event{kind: evDelta, text: *t})
 		}
 		for _, tc := range d.ToolCalls {
 			key := ch.Index<<16 | derefInt(tc.Index)
@@ -121,21 +106,14 @@ func (r *chatStreamReader) event(_, data []byte, emit func(*event) error) error 
 				if r.seen[key] {
 					return fmt.Errorf("chat chunk: tool call %d continued after another part began", derefInt(tc.Index))
 				}
-				if err := r.switchTo(PartToolCall, emit); err != nil {
-					return err
-				}
 				if r.seen == nil {
 					r.seen = make(map[int]bool)
 				}
-				r.seen[key], r.openCall = true, key
-				if err := emit(&event{kind: evPartStart, part: PartToolCall, id: tc.ID, name: tc.Function.Name}); err != nil {
-					return err
-				}
+				r.seen[key], r.open, r.openCall = true, PartToolCall, key
+				emit(&event{kind: evPartStart, part: PartToolCall, id: tc.ID, name: tc.Function.Name})
 			}
 			if tc.Function.Arguments != "" {
-				if err := emit(&event{kind: evDelta, text: tc.Function.Arguments}); err != nil {
-					return err
-				}
+				emit(&event{kind: evDelta, text: tc.Function.Arguments})
 			}
 		}
 		if f := ch.FinishReason; f != nil && *f != "" {
@@ -159,18 +137,15 @@ func derefInt(p *int) int {
 
 // end finishes the answer at [DONE], or at the end of the body when a
 // finish_reason came (some servers omit [DONE]).
-func (r *chatStreamReader) end(emit func(*event) error) error {
+func (r *chatStreamReader) end(emit func(*event)) {
 	if r.done || !r.started || r.finish == "" {
-		return nil
+		return
 	}
 	r.done = true
-	if err := r.switchTo(0, emit); err != nil {
-		return err
-	}
 	if r.finish == FinishStop && len(r.seen) > 0 {
 		r.finish = FinishToolCalls
 	}
-	return emit(&event{kind: evFinish, finish: r.finish, usage: r.usage.ir()})
+	emit(&event{kind: evFinish, finish: r.finish, usage: r.usage.ir()})
 }
 
 // chatStreamWriter writes Chat chunks.

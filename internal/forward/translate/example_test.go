@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -12,7 +13,7 @@ import (
 // A Chat client asks a model served only on /v1/messages.
 func ExampleRequest() {
 	body := []byte(`{"model":"claude-sonnet-4.5","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"seed":1}`)
-	out, info, err := translate.Request(translate.Chat, translate.Messages, body, translate.Options{MaxOutputTokens: 16000})
+	out, info, err := translate.Request(context.Background(), translate.Chat, translate.Messages, body, translate.Options{MaxOutputTokens: 16000})
 	if err != nil {
 		// errors.Is(err, translate.ErrBadRequest): answer 400 with
 		// translate.ErrorBody(translate.Chat, 400, err.Error()).

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -95,7 +96,7 @@ func TestRequestGolden(t *testing.T) {
 			}
 			name := filepath.Base(base) + "." + from.String() + "_to_" + to.String()
 			t.Run(name, func(t *testing.T) {
-				out, info, err := Request(from, to, body, Options{})
+				out, info, err := Request(context.Background(), from, to, body, Options{})
 				if err != nil {
 					t.Fatalf("Request: %v", err)
 				}
@@ -127,7 +128,7 @@ func TestResponseGolden(t *testing.T) {
 			}
 			name := filepath.Base(base) + "." + from.String() + "_to_" + to.String()
 			t.Run(name, func(t *testing.T) {
-				out, err := Response(from, to, body, testNow)
+				out, err := Response(context.Background(), from, to, body, testNow)
 				if err != nil {
 					t.Fatalf("Response: %v", err)
 				}

@@ -143,3 +143,6 @@ func compactJSON(s string) json.RawMessage {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// paraBreak separates texts joined into one: a blank line.
+const paraBreak = "\n\n"

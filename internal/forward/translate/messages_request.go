@@ -108,6 +108,9 @@ func readMessagesRequest(body []byte, info *Info) (*RequestIR, error) {
 		}
 	}
 	for i, m := range in.Messages {
+		if err := info.work.step(); err != nil {
+			return nil, err
+		}
 		field := fmt.Sprintf("messages[%d]", i)
 		role := Role(m.Role)
 		switch role {
@@ -282,6 +285,9 @@ func writeMessagesRequest(r *RequestIR, info *Info, opt Options) ([]byte, error)
 	}
 	var turns []turn
 	for _, m := range r.Messages {
+		if err := info.work.step(); err != nil {
+			return nil, err
+		}
 		if m.Role == RoleSystem || m.Role == RoleDeveloper {
 			for _, p := range m.Parts {
 				if p.Kind == PartText && p.Text != "" {

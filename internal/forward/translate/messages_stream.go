@@ -12,7 +12,6 @@ type msgStreamReader struct {
 	usage    msgUsage
 	finish   Finish
 	stopSeq  string
-	open     bool // a translated block is open
 	skipping bool // the open upstream block has no counterpart (server tools)
 }
 
@@ -45,7 +44,7 @@ type msgStreamEvent struct {
 	} `json:"error"`
 }
 
-func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) error {
+func (r *msgStreamReader) event(name, data []byte, emit func(*event)) error {
 	var ev msgStreamEvent
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Errorf("messages event %q: %w", name, err)
@@ -56,7 +55,7 @@ func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) erro
 			return fmt.Errorf("message_start without message")
 		}
 		r.usage = ev.Message.Usage
-		return emit(&event{kind: evStart, id: ev.Message.ID, model: ev.Message.Model, usage: r.usage.ir()})
+		emit(&event{kind: evStart, id: ev.Message.ID, model: ev.Message.Model, usage: r.usage.ir()})
 	case "content_block_start":
 		b := ev.ContentBlock
 		if b == nil {
@@ -65,47 +64,40 @@ func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) erro
 		r.skipping = false
 		switch b.Type {
 		case "text":
-			r.open = true
-			if err := emit(&event{kind: evPartStart, part: PartText}); err != nil {
-				return err
-			}
-			if t := deref(b.Text); t != "" {
-				return emit(&event{kind: evDelta, text: t})
-			}
+			emit(&event{kind: evPartStart, part: PartText})
+			emit(&event{kind: evDelta, text: deref(b.Text)})
 		case "tool_use":
-			r.open = true
-			return emit(&event{kind: evPartStart, part: PartToolCall, id: b.ID, name: b.Name})
+			emit(&event{kind: evPartStart, part: PartToolCall, id: b.ID, name: b.Name})
 		case "thinking":
-			r.open = true
-			return emit(&event{kind: evPartStart, part: PartReasoning})
+			emit(&event{kind: evPartStart, part: PartReasoning})
 		case "redacted_thinking":
-			r.open = true
-			return emit(&event{kind: evPartStart, part: PartReasoning, redacted: true, text: b.Data})
+			emit(&event{kind: evPartStart, part: PartReasoning, redacted: true, text: b.Data})
 		default:
+			// Server tool blocks and the like have no counterpart: this
+			// block's events are skipped.
 			r.skipping = true
 		}
 	case "content_block_delta":
-		if r.skipping || !r.open || ev.Delta == nil {
+		if r.skipping || ev.Delta == nil {
 			return nil
 		}
 		d := ev.Delta
 		switch d.Type {
 		case "text_delta":
-			return emit(&event{kind: evDelta, text: d.Text})
+			emit(&event{kind: evDelta, text: d.Text})
 		case "input_json_delta":
-			return emit(&event{kind: evDelta, text: d.PartialJSON})
+			emit(&event{kind: evDelta, text: d.PartialJSON})
 		case "thinking_delta":
-			return emit(&event{kind: evDelta, text: d.Thinking})
+			emit(&event{kind: evDelta, text: d.Thinking})
 		case "signature_delta":
-			return emit(&event{kind: evSignature, text: d.Signature})
+			emit(&event{kind: evSignature, text: d.Signature})
 		}
 	case "content_block_stop":
-		if r.skipping || !r.open {
+		if r.skipping {
 			r.skipping = false
 			return nil
 		}
-		r.open = false
-		return emit(&event{kind: evPartStop})
+		emit(&event{kind: evPartStop})
 	case "message_delta":
 		if d := ev.Delta; d != nil {
 			if d.StopReason != nil {
@@ -125,9 +117,9 @@ func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) erro
 		if r.finish == "" {
 			r.finish = FinishStop
 		}
-		return emit(&event{kind: evFinish, finish: r.finish, stopSeq: r.stopSeq, usage: r.usage.ir()})
+		emit(&event{kind: evFinish, finish: r.finish, stopSeq: r.stopSeq, usage: r.usage.ir()})
 	case "ping":
-		return emit(&event{kind: evPing})
+		emit(&event{kind: evPing})
 	case "error":
 		e := apiErr{status: 500, message: "upstream error"}
 		if ev.Error != nil {
@@ -137,7 +129,7 @@ func (r *msgStreamReader) event(name, data []byte, emit func(*event) error) erro
 			e.anthropicType = "api_error"
 		}
 		e.openaiType, e.openaiCode = openAIErrorType(0, e.anthropicType)
-		return emit(&event{kind: evError, err: e})
+		emit(&event{kind: evError, err: e})
 	}
 	return nil
 }
@@ -148,7 +140,7 @@ func setInt(dst *int, v *int) {
 	}
 }
 
-func (r *msgStreamReader) end(func(*event) error) error { return nil }
+func (r *msgStreamReader) end(func(*event)) {}
 
 // msgStreamWriter writes Anthropic's stream.
 type msgStreamWriter struct {
@@ -157,24 +149,13 @@ type msgStreamWriter struct {
 	id    string // of the open reasoning part
 }
 
-type msgStartMessage struct {
-	ID           string     `json:"id"`
-	Type         string     `json:"type"`
-	Role         string     `json:"role"`
-	Model        string     `json:"model"`
-	Content      []msgBlock `json:"content"`
-	StopReason   *string    `json:"stop_reason"`
-	StopSequence *string    `json:"stop_sequence"`
-	Usage        msgUsage   `json:"usage"`
-}
-
 func (w *msgStreamWriter) write(b *bytes.Buffer, ev *event) {
 	switch ev.kind {
 	case evStart:
 		writeSSEJSON(b, "message_start", struct {
-			Type    string          `json:"type"`
-			Message msgStartMessage `json:"message"`
-		}{"message_start", msgStartMessage{
+			Type    string      `json:"type"`
+			Message msgResponse `json:"message"`
+		}{"message_start", msgResponse{
 			ID: ev.id, Type: "message", Role: "assistant", Model: ev.model, Content: []msgBlock{}, Usage: msgUsageOf(ev.usage),
 		}})
 	case evPartStart:

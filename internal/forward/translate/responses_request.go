@@ -3,6 +3,7 @@ package translate
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // OpenAI Responses request wire types (openai-go responses.ResponseNewParams).
@@ -140,14 +141,23 @@ func readRespInput(raw json.RawMessage, r *RequestIR, info *Info) error {
 	if err := json.Unmarshal(raw, &items); err != nil {
 		return badField(Responses, "input", "want a string or an array of items: %v", err)
 	}
-	add := func(role Role, p ...Part) {
-		if n := len(r.Messages); n > 0 && r.Messages[n-1].Role == role && (role == RoleAssistant || allToolResults(r.Messages[n-1].Parts) && allToolResults(p)) {
+	// merge is the index of the turn the next assistant item, or tool
+	// result, joins; -1 when the last turn takes neither.
+	merge := -1
+	add := func(role Role, toolResult bool, p ...Part) {
+		if n := len(r.Messages); n > 0 && merge == n-1 && r.Messages[n-1].Role == role {
 			r.Messages[n-1].Parts = append(r.Messages[n-1].Parts, p...)
 			return
 		}
 		r.Messages = append(r.Messages, Message{Role: role, Parts: p})
+		if role == RoleAssistant || toolResult {
+			merge = len(r.Messages) - 1
+		}
 	}
 	for i, it := range items {
+		if err := info.work.step(); err != nil {
+			return err
+		}
 		field := fmt.Sprintf("input[%d]", i)
 		typ := it.Type
 		if typ == "" && it.Role != "" {
@@ -161,9 +171,10 @@ func readRespInput(raw json.RawMessage, r *RequestIR, info *Info) error {
 			}
 			switch Role(it.Role) {
 			case RoleAssistant:
-				add(RoleAssistant, parts...)
+				add(RoleAssistant, false, parts...)
 			case RoleUser, RoleSystem, RoleDeveloper:
 				r.Messages = append(r.Messages, Message{Role: Role(it.Role), Parts: parts})
+				merge = -1
 			default:
 				return badField(Responses, field+".role", "unknown role %q", it.Role)
 			}
@@ -172,25 +183,20 @@ func readRespInput(raw json.RawMessage, r *RequestIR, info *Info) error {
 			if it.Arguments != nil {
 				args = *it.Arguments
 			}
-			add(RoleAssistant, Part{Kind: PartToolCall, ID: it.CallID, Name: it.Name, Arguments: args})
+			add(RoleAssistant, false, Part{Kind: PartToolCall, ID: it.CallID, Name: it.Name, Arguments: args})
 		case "function_call_output":
 			content, err := readRespOutput(it.Output, field+".output")
 			if err != nil {
 				return err
 			}
-			add(RoleUser, Part{Kind: PartToolResult, ID: it.CallID, Content: content})
+			add(RoleUser, true, Part{Kind: PartToolResult, ID: it.CallID, Content: content})
 		case "reasoning":
 			p := Part{Kind: PartReasoning, ID: it.ID, Encrypted: it.EncryptedContent}
 			if it.Summary != nil {
-				for j, s := range *it.Summary {
-					if j > 0 {
-						p.Text += "\n\n"
-					}
-					p.Text += s.Text
-				}
+				p.Text = joinSummaries(*it.Summary)
 			}
 			unwrapEncrypted(&p)
-			add(RoleAssistant, p)
+			add(RoleAssistant, false, p)
 		default:
 			info.drop("input:" + typ)
 		}
@@ -255,12 +261,7 @@ func writeResponsesRequest(r *RequestIR, info *Info) ([]byte, error) {
 	if len(r.Stop) > 0 {
 		info.drop("stop")
 	}
-	for i, s := range r.System {
-		if i > 0 {
-			out.Instructions += "\n\n"
-		}
-		out.Instructions += s
-	}
+	out.Instructions = strings.Join(r.System, paraBreak)
 	if rs := r.Reasoning; rs != nil {
 		out.Reasoning = &respReasoning{Effort: openAIEffort(rs), Summary: rs.Summary}
 		// Reasoning comes back encrypted so that the client can send it
@@ -273,6 +274,9 @@ func writeResponsesRequest(r *RequestIR, info *Info) ([]byte, error) {
 	}
 	var items []respItem
 	for _, m := range r.Messages {
+		if err := info.work.step(); err != nil {
+			return nil, err
+		}
 		items = appendRespItems(items, &m, info)
 	}
 	if items == nil {
@@ -367,14 +371,14 @@ func respToolOutput(p *Part, info *Info) json.RawMessage {
 		hasImage = hasImage || c.Kind == PartImage
 	}
 	if !hasImage {
-		s := ""
+		var s strings.Builder
 		for _, c := range p.Content {
-			if s != "" {
-				s += "\n\n"
+			if s.Len() > 0 {
+				s.WriteString(paraBreak)
 			}
-			s += c.Text
+			s.WriteString(c.Text)
 		}
-		b, _ := marshal(s)
+		b, _ := marshal(s.String())
 		return b
 	}
 	parts := make([]respPart, 0, len(p.Content))

@@ -134,14 +134,7 @@ func respOutputParts(it *respItem) (parts []Part, call bool) {
 		p := Part{Kind: PartReasoning, ID: it.ID, Encrypted: it.EncryptedContent}
 		unwrapEncrypted(&p)
 		if it.Summary != nil {
-			var b strings.Builder
-			for i, s := range *it.Summary {
-				if i > 0 {
-					b.WriteString("\n\n")
-				}
-				b.WriteString(s.Text)
-			}
-			p.Text = b.String()
+			p.Text = joinSummaries(*it.Summary)
 		}
 		parts = append(parts, p)
 	}
@@ -204,4 +197,17 @@ func writeResponsesResponse(r *ResponseIR) ([]byte, error) {
 		}
 	}
 	return marshal(out)
+}
+
+// joinSummaries is the text of a reasoning item's summary parts, one
+// paragraph each.
+func joinSummaries(sum []respSummary) string {
+	var b strings.Builder
+	for i, s := range sum {
+		if i > 0 {
+			b.WriteString(paraBreak)
+		}
+		b.WriteString(s.Text)
+	}
+	return b.String()
 }

@@ -30,15 +30,22 @@ type respStreamEvent struct {
 	Message      string        `json:"message"`
 }
 
-func (r *respStreamReader) stop(emit func(*event) error) error {
-	if !r.open {
-		return nil
-	}
-	r.open = false
-	return emit(&event{kind: evPartStop})
+// start opens a part (emit closes the one open).
+func (r *respStreamReader) start(kind PartKind, emit func(*event), ev *event) {
+	r.open, r.openKind = true, kind
+	ev.kind, ev.part = evPartStart, kind
+	emit(ev)
 }
 
-func (r *respStreamReader) event(name, data []byte, emit func(*event) error) error {
+func (r *respStreamReader) stop(emit func(*event)) {
+	r.open = false
+	emit(&event{kind: evPartStop})
+}
+
+// in reports whether a part of kind is open.
+func (r *respStreamReader) in(kind PartKind) bool { return r.open && r.openKind == kind }
+
+func (r *respStreamReader) event(name, data []byte, emit func(*event)) error {
 	var ev respStreamEvent
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Errorf("responses event %q: %w", name, err)
@@ -48,29 +55,26 @@ func (r *respStreamReader) event(name, data []byte, emit func(*event) error) err
 		if ev.Response == nil {
 			return fmt.Errorf("response.created without response")
 		}
-		return emit(&event{kind: evStart, id: ev.Response.ID, model: ev.Response.Model, created: ev.Response.CreatedAt})
+		emit(&event{kind: evStart, id: ev.Response.ID, model: ev.Response.Model, created: ev.Response.CreatedAt})
 	case "response.output_item.added":
 		if ev.Item == nil {
 			return fmt.Errorf("%s without item", ev.Type)
 		}
-		if err := r.stop(emit); err != nil {
-			return err
-		}
 		switch ev.Item.Type {
 		case "message":
+			r.stop(emit)
 		case "function_call":
-			r.open, r.openKind, r.gotArgs, r.hasCalls = true, PartToolCall, false, true
-			if err := emit(&event{kind: evPartStart, part: PartToolCall, id: ev.Item.CallID, name: ev.Item.Name}); err != nil {
-				return err
-			}
+			r.gotArgs, r.hasCalls = false, true
+			r.start(PartToolCall, emit, &event{id: ev.Item.CallID, name: ev.Item.Name})
 			if a := ev.Item.Arguments; a != nil && *a != "" {
 				r.gotArgs = true
-				return emit(&event{kind: evDelta, text: *a})
+				emit(&event{kind: evDelta, text: *a})
 			}
 		case "reasoning":
-			r.open, r.openKind, r.summaries = true, PartReasoning, 0
-			return emit(&event{kind: evPartStart, part: PartReasoning, id: ev.Item.ID})
+			r.summaries = 0
+			r.start(PartReasoning, emit, &event{id: ev.Item.ID})
 		default:
+			r.stop(emit)
 			if r.skipOutput == nil {
 				r.skipOutput = make(map[int]bool)
 			}
@@ -81,62 +85,50 @@ func (r *respStreamReader) event(name, data []byte, emit func(*event) error) err
 			return nil
 		}
 		if ev.Part.Type == "output_text" || ev.Part.Type == "refusal" {
-			if err := r.stop(emit); err != nil {
-				return err
-			}
-			r.open, r.openKind = true, PartText
-			if err := emit(&event{kind: evPartStart, part: PartText}); err != nil {
-				return err
-			}
-			if t := deref(ev.Part.Text); t != "" {
-				return emit(&event{kind: evDelta, text: t})
-			}
+			r.start(PartText, emit, &event{})
+			emit(&event{kind: evDelta, text: deref(ev.Part.Text)})
 		}
 	case "response.output_text.delta", "response.refusal.delta":
-		if r.open && r.openKind == PartText {
-			return emit(&event{kind: evDelta, text: ev.Delta})
+		if r.in(PartText) {
+			emit(&event{kind: evDelta, text: ev.Delta})
 		}
 	case "response.content_part.done":
-		if r.open && r.openKind == PartText {
-			return r.stop(emit)
+		if r.in(PartText) {
+			r.stop(emit)
 		}
 	case "response.function_call_arguments.delta":
-		if r.open && r.openKind == PartToolCall {
+		if r.in(PartToolCall) {
 			r.gotArgs = true
-			return emit(&event{kind: evDelta, text: ev.Delta})
+			emit(&event{kind: evDelta, text: ev.Delta})
 		}
 	case "response.function_call_arguments.done":
-		if r.open && r.openKind == PartToolCall && !r.gotArgs {
+		if r.in(PartToolCall) && !r.gotArgs {
 			r.gotArgs = true
-			return emit(&event{kind: evDelta, text: ev.Arguments})
+			emit(&event{kind: evDelta, text: ev.Arguments})
 		}
 	case "response.reasoning_summary_part.added":
-		if r.open && r.openKind == PartReasoning {
+		if r.in(PartReasoning) {
 			r.summaries++
 			if r.summaries > 1 {
-				return emit(&event{kind: evDelta, text: "\n\n"})
+				emit(&event{kind: evDelta, text: paraBreak})
 			}
 		}
 	case "response.reasoning_summary_text.delta", "response.reasoning_text.delta":
-		if r.open && r.openKind == PartReasoning {
-			return emit(&event{kind: evDelta, text: ev.Delta})
+		if r.in(PartReasoning) {
+			emit(&event{kind: evDelta, text: ev.Delta})
 		}
 	case "response.output_item.done":
 		if ev.Item == nil || r.skipOutput[ev.OutputIndex] {
 			return nil
 		}
-		if ev.Item.Type == "reasoning" && r.open && r.openKind == PartReasoning && ev.Item.EncryptedContent != "" {
-			if err := emit(&event{kind: evSignature, text: ev.Item.EncryptedContent}); err != nil {
-				return err
-			}
+		if ev.Item.Type == "reasoning" && r.in(PartReasoning) && ev.Item.EncryptedContent != "" {
+			emit(&event{kind: evSignature, text: ev.Item.EncryptedContent})
 		}
 		if ev.Item.Type != "message" {
-			return r.stop(emit)
+			r.stop(emit)
 		}
 	case "response.completed", "response.incomplete":
-		if err := r.stop(emit); err != nil {
-			return err
-		}
+		r.open = false
 		f := FinishStop
 		var u Usage
 		if resp := ev.Response; resp != nil {
@@ -147,24 +139,24 @@ func (r *respStreamReader) event(name, data []byte, emit func(*event) error) err
 			f = respFinish(resp.Status, resp.IncompleteDetails, hasCalls)
 			u = resp.Usage.ir()
 		}
-		return emit(&event{kind: evFinish, finish: f, usage: u})
+		emit(&event{kind: evFinish, finish: f, usage: u})
 	case "response.failed":
 		e := apiErr{status: 500, message: "response failed", anthropicType: "api_error", openaiType: "server_error"}
 		if ev.Response != nil && ev.Response.Error != nil {
 			e.message, e.openaiCode = ev.Response.Error.Message, ev.Response.Error.Code
 		}
-		return emit(&event{kind: evError, err: e})
+		emit(&event{kind: evError, err: e})
 	case "error":
 		e := apiErr{status: 500, message: ev.Message, anthropicType: "api_error", openaiType: "server_error"}
 		if ev.Code != nil {
 			e.openaiCode = *ev.Code
 		}
-		return emit(&event{kind: evError, err: e})
+		emit(&event{kind: evError, err: e})
 	}
 	return nil
 }
 
-func (r *respStreamReader) end(func(*event) error) error { return nil }
+func (r *respStreamReader) end(func(*event)) {}
 
 // respStreamWriter writes Responses events. It keeps the output items, as
 // response.completed carries the whole response.
@@ -175,15 +167,17 @@ type respStreamWriter struct {
 	part    PartKind
 	itemID  string
 	text    strings.Builder // of the open part
-	enc     string          // of the open reasoning part
+	enc     strings.Builder // of the open reasoning part
 	partID  string          // reasoning id or call id
 	name    string
 	summary bool // the open reasoning part has a summary part
 }
 
-// ev writes one event; fields are written in order after type and
-// sequence_number.
-func (w *respStreamWriter) ev(b *bytes.Buffer, typ string, fields ...any) {
+// Each event shape has a typed writer below: begin writes the event's name,
+// type and sequence number, the writer its fields in the API's order, and
+// "}" and a blank line close it.
+
+func (w *respStreamWriter) begin(b *bytes.Buffer, typ string) {
 	b.WriteString("event: ")
 	b.WriteString(typ)
 	b.WriteString("\ndata: {\"type\":\"")
@@ -191,38 +185,83 @@ func (w *respStreamWriter) ev(b *bytes.Buffer, typ string, fields ...any) {
 	b.WriteString(`","sequence_number":`)
 	appendInt(b, w.seq)
 	w.seq++
-	for i := 0; i+1 < len(fields); i += 2 {
-		b.WriteString(`,"`)
-		b.WriteString(fields[i].(string))
-		b.WriteString(`":`)
-		switch v := fields[i+1].(type) {
-		case string:
-			appendJSONString(b, v)
-		case int:
-			appendInt(b, int64(v))
-		case json.RawMessage:
-			b.Write(v)
-		default:
-			data, _ := marshal(v)
-			b.Write(data)
-		}
-	}
-	b.WriteString("}\n\n")
 }
 
-// delta writes a delta event without reflection: the hot path.
-func (w *respStreamWriter) delta(b *bytes.Buffer, typ string, n int, mid, text, tail string) {
-	b.WriteString("event: ")
-	b.WriteString(typ)
-	b.WriteString("\ndata: {\"type\":\"")
-	b.WriteString(typ)
-	b.WriteString(`","sequence_number":`)
-	appendInt(b, w.seq)
-	w.seq++
+// beginItem is begin followed by the open item's id and its output index.
+func (w *respStreamWriter) beginItem(b *bytes.Buffer, typ string, n int) {
+	w.begin(b, typ)
 	b.WriteString(`,"item_id":`)
 	appendJSONString(b, w.itemID)
 	b.WriteString(`,"output_index":`)
 	appendInt(b, int64(n))
+}
+
+func endEvent(b *bytes.Buffer) { b.WriteString("}\n\n") }
+
+// responseEvent carries the whole response (created, in_progress and the
+// final events).
+func (w *respStreamWriter) responseEvent(b *bytes.Buffer, typ string) {
+	w.begin(b, typ)
+	b.WriteString(`,"response":`)
+	data, _ := marshal(&w.resp)
+	b.Write(data)
+	endEvent(b)
+}
+
+// itemEvent carries an output item (output_item.added and .done).
+func (w *respStreamWriter) itemEvent(b *bytes.Buffer, typ string, n int, item *respItem) {
+	w.begin(b, typ)
+	b.WriteString(`,"output_index":`)
+	appendInt(b, int64(n))
+	b.WriteString(`,"item":`)
+	data, _ := marshal(item)
+	b.Write(data)
+	endEvent(b)
+}
+
+// partEvent carries a content or summary part (index names which): the
+// .added and .done events of content_part and reasoning_summary_part.
+func (w *respStreamWriter) partEvent(b *bytes.Buffer, typ string, n int, index string, part json.RawMessage) {
+	w.beginItem(b, typ, n)
+	b.WriteString(`,"` + index + `":0,"part":`)
+	b.Write(part)
+	endEvent(b)
+}
+
+// textDone carries a part's whole text (output_text.done,
+// reasoning_summary_text.done); tail is raw JSON fields after it.
+func (w *respStreamWriter) textDone(b *bytes.Buffer, typ string, n int, index, text, tail string) {
+	w.beginItem(b, typ, n)
+	b.WriteString(`,"` + index + `":0,"text":`)
+	appendJSONString(b, text)
+	b.WriteString(tail)
+	endEvent(b)
+}
+
+// argumentsDone is function_call_arguments.done.
+func (w *respStreamWriter) argumentsDone(b *bytes.Buffer, n int, args string) {
+	w.beginItem(b, "response.function_call_arguments.done", n)
+	b.WriteString(`,"name":`)
+	appendJSONString(b, w.name)
+	b.WriteString(`,"arguments":`)
+	appendJSONString(b, args)
+	endEvent(b)
+}
+
+// errorEvent is the stream's error event.
+func (w *respStreamWriter) errorEvent(b *bytes.Buffer, code, message string) {
+	w.begin(b, "error")
+	b.WriteString(`,"code":`)
+	appendJSONString(b, code)
+	b.WriteString(`,"message":`)
+	appendJSONString(b, message)
+	b.WriteString(`,"param":null`)
+	endEvent(b)
+}
+
+// delta writes a delta event: the hot path.
+func (w *respStreamWriter) delta(b *bytes.Buffer, typ string, n int, mid, text, tail string) {
+	w.beginItem(b, typ, n)
 	b.WriteString(mid)
 	appendJSONString(b, text)
 	b.WriteString(tail)
@@ -242,29 +281,30 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 			ID: e.id, Object: "response", CreatedAt: created, Status: "in_progress", Model: e.model,
 			Output: []respItem{}, ParallelToolCalls: true, ToolChoice: json.RawMessage(`"auto"`), Tools: ptr(json.RawMessage("[]")),
 		}
-		w.ev(b, "response.created", "response", &w.resp)
-		w.ev(b, "response.in_progress", "response", &w.resp)
+		w.responseEvent(b, "response.created")
+		w.responseEvent(b, "response.in_progress")
 	case evPartStart:
-		w.part, w.text, w.enc, w.partID, w.name, w.summary = e.part, strings.Builder{}, "", e.id, e.name, false
+		w.part, w.partID, w.name, w.summary = e.part, e.id, e.name, false
+		w.text.Reset()
+		w.enc.Reset()
 		n := w.outputIndex()
 		switch e.part {
 		case PartText:
 			w.itemID = respMessageID(w.resp.ID, n)
-			w.ev(b, "response.output_item.added", "output_index", n, "item", respItem{Type: "message", ID: w.itemID, Role: "assistant", Status: "in_progress", Content: json.RawMessage("[]")})
-			w.ev(b, "response.content_part.added", "item_id", w.itemID, "output_index", n, "content_index", 0,
-				"part", json.RawMessage(`{"type":"output_text","text":"","annotations":[]}`))
+			w.itemEvent(b, "response.output_item.added", n, &respItem{Type: "message", ID: w.itemID, Role: "assistant", Status: "in_progress", Content: json.RawMessage("[]")})
+			w.partEvent(b, "response.content_part.added", n, "content_index", json.RawMessage(`{"type":"output_text","text":"","annotations":[]}`))
 		case PartToolCall:
 			w.itemID = respCallID(e.id)
-			w.ev(b, "response.output_item.added", "output_index", n, "item", respItem{Type: "function_call", ID: w.itemID, CallID: e.id, Name: e.name, Arguments: ptr(""), Status: "in_progress"})
+			w.itemEvent(b, "response.output_item.added", n, &respItem{Type: "function_call", ID: w.itemID, CallID: e.id, Name: e.name, Arguments: ptr(""), Status: "in_progress"})
 		case PartReasoning:
 			w.itemID = e.id
 			if w.itemID == "" {
 				w.itemID = respReasoningID(w.resp.ID, n)
 			}
 			if e.redacted {
-				w.enc = anthropicRedactPrefix + e.text
+				w.enc.WriteString(anthropicRedactPrefix + e.text)
 			}
-			w.ev(b, "response.output_item.added", "output_index", n, "item", respItem{Type: "reasoning", ID: w.itemID, Summary: &[]respSummary{}})
+			w.itemEvent(b, "response.output_item.added", n, &respItem{Type: "reasoning", ID: w.itemID, Summary: &[]respSummary{}})
 		}
 	case evDelta:
 		if e.text == "" {
@@ -280,14 +320,13 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 		case PartReasoning:
 			if !w.summary {
 				w.summary = true
-				w.ev(b, "response.reasoning_summary_part.added", "item_id", w.itemID, "output_index", n, "summary_index", 0,
-					"part", json.RawMessage(`{"type":"summary_text","text":""}`))
+				w.partEvent(b, "response.reasoning_summary_part.added", n, "summary_index", json.RawMessage(`{"type":"summary_text","text":""}`))
 			}
 			w.delta(b, "response.reasoning_summary_text.delta", n, `,"summary_index":0,"delta":`, e.text, `}`)
 		}
 	case evSignature:
 		if w.part == PartReasoning {
-			w.enc += e.text
+			w.enc.WriteString(e.text)
 		}
 	case evPartStop:
 		n := w.outputIndex()
@@ -295,33 +334,34 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 		var item respItem
 		switch w.part {
 		case PartText:
-			w.ev(b, "response.output_text.done", "item_id", w.itemID, "output_index", n, "content_index", 0, "text", text, "logprobs", json.RawMessage("[]"))
-			part := respPart{Type: "output_text", Text: &text, Annotations: ptr(json.RawMessage("[]"))}
-			w.ev(b, "response.content_part.done", "item_id", w.itemID, "output_index", n, "content_index", 0, "part", part)
+			w.textDone(b, "response.output_text.done", n, "content_index", text, `,"logprobs":[]`)
+			part, _ := marshal(respPart{Type: "output_text", Text: &text, Annotations: ptr(json.RawMessage("[]"))})
+			w.partEvent(b, "response.content_part.done", n, "content_index", part)
 			item = respTextMessage(w.itemID, text, "completed")
 		case PartToolCall:
-			w.ev(b, "response.function_call_arguments.done", "item_id", w.itemID, "output_index", n, "name", w.name, "arguments", text)
+			w.argumentsDone(b, n, text)
 			item = respItem{Type: "function_call", ID: w.itemID, CallID: w.partID, Name: w.name, Arguments: &text, Status: "completed"}
 		case PartReasoning:
 			if w.summary {
-				w.ev(b, "response.reasoning_summary_text.done", "item_id", w.itemID, "output_index", n, "summary_index", 0, "text", text)
-				w.ev(b, "response.reasoning_summary_part.done", "item_id", w.itemID, "output_index", n, "summary_index", 0,
-					"part", respSummary{Type: "summary_text", Text: text})
+				w.textDone(b, "response.reasoning_summary_text.done", n, "summary_index", text, "")
+				part, _ := marshal(respSummary{Type: "summary_text", Text: text})
+				w.partEvent(b, "response.reasoning_summary_part.done", n, "summary_index", part)
 			}
 			p := Part{Text: text}
-			if strings.HasPrefix(w.enc, anthropicRedactPrefix) {
-				p.Redacted, p.Encrypted = true, strings.TrimPrefix(w.enc, anthropicRedactPrefix)
+			enc := w.enc.String()
+			if strings.HasPrefix(enc, anthropicRedactPrefix) {
+				p.Redacted, p.Encrypted = true, strings.TrimPrefix(enc, anthropicRedactPrefix)
 			} else if w.partID != "" {
-				p.ID, p.Encrypted = w.partID, w.enc // an OpenAI item: kept as is
+				p.ID, p.Encrypted = w.partID, enc // an OpenAI item: kept as is
 			} else {
-				p.Signature = w.enc
+				p.Signature = enc
 			}
 			item = respReasoningItem(&p, w.itemID)
 			item.ID = w.itemID
 		default:
 			return
 		}
-		w.ev(b, "response.output_item.done", "output_index", n, "item", item)
+		w.itemEvent(b, "response.output_item.done", n, &item)
 		w.resp.Output = append(w.resp.Output, item)
 		w.part = 0
 	case evFinish:
@@ -331,7 +371,7 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 		if w.resp.Status == "incomplete" {
 			typ = "response.incomplete"
 		}
-		w.ev(b, typ, "response", &w.resp)
+		w.responseEvent(b, typ)
 	case evPing:
 		w.keepAlive(b)
 	case evError:
@@ -339,11 +379,11 @@ func (w *respStreamWriter) write(b *bytes.Buffer, e *event) {
 		if code == "" {
 			code = e.err.openaiType
 		}
-		w.ev(b, "error", "code", code, "message", e.err.message, "param", nil)
+		w.errorEvent(b, code, e.err.message)
 		if w.resp.ID != "" || w.resp.Object != "" {
 			w.resp.Status = "failed"
 			w.resp.Error = &respErrorObj{Code: "server_error", Message: e.err.message}
-			w.ev(b, "response.failed", "response", &w.resp)
+			w.responseEvent(b, "response.failed")
 		}
 	}
 }

@@ -13,9 +13,11 @@ import (
 // Streams are translated event by event: an upstream SSE event goes through
 // the upstream dialect's stream reader, which emits zero or more IR events,
 // and each IR event goes through the client dialect's stream writer, which
-// appends the client's SSE events. Readers guarantee that parts do not
-// overlap: a part starts, gets deltas, and stops before the next starts;
-// writers number parts in that order.
+// appends the client's SSE events. Parts never overlap for a writer: a part
+// starts, gets deltas, and stops before the next starts, and writers number
+// parts in that order. [Stream.emit] keeps that rule for every reader: it
+// closes the open part before the next one starts and before the finish,
+// and drops deltas outside a part and stops of no part.
 
 type evKind uint8
 
@@ -45,11 +47,12 @@ type event struct {
 }
 
 type streamReader interface {
-	// event handles one upstream SSE event.
-	event(name, data []byte, emit func(*event) error) error
+	// event handles one upstream SSE event; it fails when the event cannot
+	// be read.
+	event(name, data []byte, emit func(*event)) error
 	// end is called when the upstream body ends; it may emit the final
 	// events of a dialect whose end is implicit (Chat without [DONE]).
-	end(emit func(*event) error) error
+	end(emit func(*event))
 }
 
 type streamWriter interface {
@@ -81,6 +84,7 @@ type Stream struct {
 	out     io.Writer
 	buf     bytes.Buffer
 	started bool
+	open    bool // a part is open
 	done    bool // the final or an error event was written
 	err     error
 }
@@ -120,26 +124,47 @@ func NewStream(upstream, client Dialect, w io.Writer, opt StreamOptions) (*Strea
 	return s, nil
 }
 
-func (s *Stream) emit(ev *event) error {
+// emit hands one IR event to the writer, keeping the order every writer
+// relies on: the opening event first, one part open at a time, nothing
+// after the end.
+func (s *Stream) emit(ev *event) {
 	if s.done {
-		return nil
+		return
 	}
-	if ev.kind != evStart && !s.started && ev.kind != evError && ev.kind != evPing {
-		// Every writer needs its opening event first.
-		s.w.write(&s.buf, &event{kind: evStart})
-		s.started = true
-	}
-	if ev.kind == evStart {
+	switch ev.kind {
+	case evStart:
 		if s.started {
-			return nil
+			return
 		}
 		s.started = true
+	case evPing:
+	case evError:
+		s.done = true
+	default:
+		if !s.started {
+			// Every writer needs its opening event first.
+			s.w.write(&s.buf, &event{kind: evStart})
+			s.started = true
+		}
+	}
+	switch ev.kind {
+	case evPartStart, evFinish:
+		if s.open {
+			s.w.write(&s.buf, &event{kind: evPartStop})
+		}
+		s.open = ev.kind == evPartStart
+		s.done = ev.kind == evFinish
+	case evPartStop:
+		if !s.open {
+			return
+		}
+		s.open = false
+	case evDelta, evSignature:
+		if !s.open {
+			return
+		}
 	}
 	s.w.write(&s.buf, ev)
-	if ev.kind == evFinish || ev.kind == evError {
-		s.done = true
-	}
-	return nil
 }
 
 func (s *Stream) onEvent(name, data []byte) error {
@@ -197,7 +222,7 @@ func (s *Stream) Close() error {
 		return s.err
 	}
 	if !s.done {
-		_ = s.r.end(s.emit)
+		s.r.end(s.emit)
 	}
 	if !s.done {
 		s.failLocked(ErrStreamCut.Error())
@@ -219,7 +244,7 @@ func (s *Stream) failLocked(msg string) {
 		return
 	}
 	e := apiErr{status: http.StatusBadGateway, message: msg, anthropicType: "api_error", openaiType: "server_error", openaiCode: "upstream_error"}
-	_ = s.emit(&event{kind: evError, err: e})
+	s.emit(&event{kind: evError, err: e})
 }
 
 // KeepAlive writes the client dialect's keep-alive (an Anthropic ping, an

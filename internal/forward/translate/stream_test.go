@@ -78,6 +78,9 @@ func FuzzStream(f *testing.F) {
 		b, _ := os.ReadFile(in)
 		f.Add(uint8(dialectIndex(strings.Split(filepath.Base(in), ".")[1])), b, uint8(7))
 	}
+	for _, st := range scaleStreams {
+		f.Add(uint8(dialectIndex(st.from.String())), st.body(largeSeeds), uint8(255))
+	}
 	f.Fuzz(func(t *testing.T, from uint8, body []byte, chunk uint8) {
 		up := dialects[int(from)%3]
 		for _, to := range dialects {

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -67,17 +68,62 @@ type Info struct {
 	IncludeUsage bool
 	// Dropped names the client fields, or values, that the target dialect
 	// cannot carry and that were left out (see doc.go), e.g. "stop",
-	// "top_k", "tool:web_search", "reasoning history".
+	// "top_k", "tool:web_search", "reasoning history". It holds at most
+	// MaxDropped names, then "…" when there were more.
 	Dropped []string
+
+	dropped map[string]struct{} // Dropped as a set
+	work    work
 }
 
+// MaxDropped bounds [Info].Dropped: a body of a million unknown keys is
+// reported by its first names, not held twice.
+const MaxDropped = 32
+
+const moreDropped = "…"
+
 func (i *Info) drop(what string) {
-	for _, d := range i.Dropped {
-		if d == what {
-			return
-		}
+	if _, ok := i.dropped[what]; ok {
+		return
 	}
+	if len(i.Dropped) >= MaxDropped {
+		if i.Dropped[len(i.Dropped)-1] != moreDropped {
+			i.Dropped = append(i.Dropped, moreDropped)
+		}
+		return
+	}
+	if i.dropped == nil {
+		i.dropped = make(map[string]struct{})
+	}
+	i.dropped[what] = struct{}{}
 	i.Dropped = append(i.Dropped, what)
+}
+
+// work counts the steps of a translation's loops and checks its context
+// every checkEvery of them, so that a large body stops being translated
+// soon after the client leaves or the server shuts down.
+type work struct {
+	ctx   context.Context
+	steps int
+}
+
+const checkEvery = 1024
+
+// step is called once per element a loop handles.
+func (w *work) step() error {
+	w.steps++
+	if w.steps%checkEvery != 0 || w.ctx == nil {
+		return nil
+	}
+	return w.check()
+}
+
+// check returns the context's error, wrapped, if it is done.
+func (w *work) check() error {
+	if w.ctx == nil || w.ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("translate: stopped: %w", context.Cause(w.ctx))
 }
 
 // String is a one-line summary for a debug log.
@@ -105,10 +151,12 @@ type Options struct {
 const DefaultMaxTokens = 8192
 
 // Request translates a request body from the client's dialect to the
-// target's. A request in the same dialect is returned unchanged. Errors wrap
-// [ErrBadRequest].
-func Request(from, to Dialect, body []byte, opt Options) ([]byte, Info, error) {
-	var info Info
+// target's. A request in the same dialect is returned unchanged. Errors about
+// the body wrap [ErrBadRequest]; when ctx ends first (the client left, the
+// server shuts down) the error wraps its cause instead. Time and memory are
+// linear in the body's size.
+func Request(ctx context.Context, from, to Dialect, body []byte, opt Options) ([]byte, Info, error) {
+	info := Info{work: work{ctx: ctx}}
 	if from == to {
 		return body, info, nil
 	}
@@ -125,6 +173,9 @@ func Request(from, to Dialect, body []byte, opt Options) ([]byte, Info, error) {
 		r, err = readResponsesRequest(body, &info)
 	default:
 		return nil, info, fmt.Errorf("translate: unknown dialect %v", from)
+	}
+	if err == nil {
+		err = info.work.check()
 	}
 	if err != nil {
 		return nil, info, err
@@ -145,16 +196,23 @@ func Request(from, to Dialect, body []byte, opt Options) ([]byte, Info, error) {
 	default:
 		return nil, info, fmt.Errorf("translate: unknown dialect %v", to)
 	}
-	return out, info, err
+	if err == nil {
+		err = info.work.check()
+	}
+	if err != nil {
+		return nil, info, err
+	}
+	return out, info, nil
 }
 
 // Response translates a complete (non-streamed) answer from the upstream's
 // dialect to the client's; now dates an answer whose upstream gave no time.
-// Errors wrap [ErrUpstream].
-func Response(upstream, client Dialect, body []byte, now time.Time) ([]byte, error) {
+// Errors wrap [ErrUpstream], or ctx's cause when it ends first.
+func Response(ctx context.Context, upstream, client Dialect, body []byte, now time.Time) ([]byte, error) {
 	if upstream == client {
 		return body, nil
 	}
+	w := work{ctx: ctx}
 	var (
 		r   *ResponseIR
 		err error
@@ -171,6 +229,9 @@ func Response(upstream, client Dialect, body []byte, now time.Time) ([]byte, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s answer: %w", ErrUpstream, upstream, err)
+	}
+	if err := w.check(); err != nil {
+		return nil, err
 	}
 	if r.Created == 0 {
 		r.Created = now.Unix()

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -91,11 +92,11 @@ func TestRequestRoundTrip(t *testing.T) {
 				continue
 			}
 			t.Run(in+"_via_"+via.String(), func(t *testing.T) {
-				mid, _, err := Request(from, via, body, Options{})
+				mid, _, err := Request(context.Background(), from, via, body, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				back, _, err := Request(via, from, mid, Options{})
+				back, _, err := Request(context.Background(), via, from, mid, Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -127,11 +128,11 @@ func TestResponseRoundTrip(t *testing.T) {
 				continue // Chat carries no reasoning: no round trip
 			}
 			t.Run(filepath.Base(in)+"_via_"+via.String(), func(t *testing.T) {
-				mid, err := Response(from, via, body, testNow)
+				mid, err := Response(context.Background(), from, via, body, testNow)
 				if err != nil {
 					t.Fatal(err)
 				}
-				back, err := Response(via, from, mid, testNow)
+				back, err := Response(context.Background(), via, from, mid, testNow)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -197,10 +198,10 @@ func TestRequestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := Request(tt.from, tt.to, []byte(tt.body), Options{})
+			_, _, err := Request(context.Background(), tt.from, tt.to, []byte(tt.body), Options{})
 			var ie *InputError
 			if !errors.Is(err, ErrBadRequest) || !errors.As(err, &ie) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Request(%s) = %v; want an InputError containing %q", tt.body, err, tt.want)
+				t.Errorf("Request(context.Background(), %s) = %v; want an InputError containing %q", tt.body, err, tt.want)
 			}
 		})
 	}
@@ -212,9 +213,9 @@ func TestResponseErrors(t *testing.T) {
 			if d == to {
 				continue
 			}
-			_, err := Response(d, to, []byte(`{"object":"list"}`), testNow)
+			_, err := Response(context.Background(), d, to, []byte(`{"object":"list"}`), testNow)
 			if !errors.Is(err, ErrUpstream) {
-				t.Errorf("Response(%s→%s, bad body) = %v; want ErrUpstream", d, to, err)
+				t.Errorf("Response(context.Background(), %s→%s, bad body) = %v; want ErrUpstream", d, to, err)
 			}
 		}
 	}
@@ -254,11 +255,18 @@ func TestError(t *testing.T) {
 	}
 }
 
+// largeSeeds is every scaling site's input at 10,000 elements: the fuzz
+// targets start from large bodies too.
+const largeSeeds = 10_000
+
 func FuzzRequest(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "requests", "*.json"))
 	for _, in := range files {
 		b, _ := os.ReadFile(in)
 		f.Add(uint8(dialectIndex(strings.Split(filepath.Base(in), ".")[1])), b)
+	}
+	for _, r := range scaleRequests {
+		f.Add(uint8(dialectIndex(r.from.String())), r.body(largeSeeds))
 	}
 	f.Fuzz(func(t *testing.T, from uint8, body []byte) {
 		d := dialects[int(from)%3]
@@ -266,7 +274,7 @@ func FuzzRequest(f *testing.F) {
 			if to == d {
 				continue
 			}
-			out, _, err := Request(d, to, body, Options{})
+			out, _, err := Request(context.Background(), d, to, body, Options{})
 			if err != nil {
 				if !errors.Is(err, ErrBadRequest) {
 					t.Fatalf("error %v does not wrap ErrBadRequest", err)
@@ -286,13 +294,16 @@ func FuzzResponse(f *testing.F) {
 		b, _ := os.ReadFile(in)
 		f.Add(uint8(dialectIndex(strings.Split(filepath.Base(in), ".")[1])), b)
 	}
+	for _, a := range scaleAnswers {
+		f.Add(uint8(dialectIndex(a.from.String())), a.body(largeSeeds))
+	}
 	f.Fuzz(func(t *testing.T, from uint8, body []byte) {
 		d := dialects[int(from)%3]
 		for _, to := range dialects {
 			if to == d {
 				continue
 			}
-			out, err := Response(d, to, body, testNow)
+			out, err := Response(context.Background(), d, to, body, testNow)
 			if err != nil {
 				if !errors.Is(err, ErrUpstream) {
 					t.Fatalf("error %v does not wrap ErrUpstream", err)
@@ -319,16 +330,16 @@ func dialectIndex(name string) int {
 func TestRequestNoReasoning(t *testing.T) {
 	body := []byte(`{"model":"gpt-4.1","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1500},"messages":[{"role":"user","content":"hi"}]}`)
 	for _, to := range []Dialect{Chat, Responses} {
-		out, info, err := Request(Messages, to, body, Options{NoReasoning: true})
+		out, info, err := Request(context.Background(), Messages, to, body, Options{NoReasoning: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if strings.Contains(string(out), "reasoning") || !strings.Contains(info.String(), "reasoning (the model takes none)") {
-			t.Errorf("Request(→%s, NoReasoning) = %s, %v; want no reasoning, reported", to, out, info)
+			t.Errorf("Request(context.Background(), →%s, NoReasoning) = %s, %v; want no reasoning, reported", to, out, info)
 		}
-		out, _, _ = Request(Messages, to, body, Options{})
+		out, _, _ = Request(context.Background(), Messages, to, body, Options{})
 		if !strings.Contains(string(out), "reasoning") {
-			t.Errorf("Request(→%s) = %s; want reasoning", to, out)
+			t.Errorf("Request(context.Background(), →%s) = %s; want reasoning", to, out)
 		}
 	}
 }
@@ -349,5 +360,40 @@ func TestOrderToolResults(t *testing.T) {
 	want := "tool_result/tool_result tool_result/tool_result text/text image/image text/2"
 	if strings.Join(types, " ") != want {
 		t.Errorf("orderToolResults = %v; want %s", types, want)
+	}
+}
+
+// TestRequestStopsWithContext: a large body is not translated for a client
+// that has gone: the work checks its context as it goes.
+func TestRequestStopsWithContext(t *testing.T) {
+	for _, r := range scaleRequests {
+		for _, to := range dialects {
+			if to == r.from {
+				continue
+			}
+			t.Run(r.from.String()+"_to_"+to.String()+"/"+r.name, func(t *testing.T) {
+				ctx, cancel := context.WithCancelCause(context.Background())
+				cancel(errors.New("client left"))
+				_, _, err := Request(ctx, r.from, to, r.body(5000), Options{})
+				if !errors.Is(err, context.Canceled) && (err == nil || !strings.Contains(err.Error(), "client left")) {
+					t.Fatalf("Request with a cancelled context = %v; want the context's cause", err)
+				}
+				if errors.Is(err, ErrBadRequest) {
+					t.Fatalf("error %v wraps ErrBadRequest: the client would get a 400 for leaving", err)
+				}
+			})
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, a := range scaleAnswers {
+		for _, to := range dialects {
+			if to == a.from {
+				continue
+			}
+			if _, err := Response(ctx, a.from, to, a.body(100), testNow); !errors.Is(err, context.Canceled) {
+				t.Errorf("Response(%s→%s) with a cancelled context = %v; want context.Canceled", a.from, to, err)
+			}
+		}
 	}
 }
