@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
 )
@@ -94,5 +98,48 @@ supports_websockets = true
 	conns, turns := metric(t, px, `copilot_proxy_ws_connections_total{result="accepted"}`), metric(t, px, `copilot_proxy_ws_turns_total{upstream="http"}`)
 	if conns < 1 || turns < 1 {
 		t.Errorf("codex did not use the WebSocket: %v connections, %v turns\n%s", conns, turns, out)
+	}
+}
+
+// TestProxySIGTERMMidWebSocketResponse: SIGTERM while a response runs on a
+// Responses WebSocket: the response arrives whole, then the connection
+// closes with 1001 and the proxy exits 0.
+func TestProxySIGTERMMidWebSocketResponse(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t, sandboxOpts{lifetime: 30 * time.Minute, refreshIn: 25 * time.Minute, chunks: 15, chunkDelay: 100 * time.Millisecond})
+	br := startBroker(t, sb)
+	px := startProxy(t, br, sb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(px.url, "http")+"/v1/responses", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + px.apiKey}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.create","model":"gpt-5-mini","input":"a long answer over a websocket"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for n := 0; ; n++ {
+		_, m, err := c.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusGoingAway || last != "response.completed" {
+				t.Fatalf("after %d messages (last %q): %v; want response.completed, then close 1001", n, last, err)
+			}
+			break
+		}
+		var v struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(m, &v)
+		last = v.Type
+		if n == 3 {
+			px.signal(t, syscall.SIGTERM)
+		}
+	}
+	if err := px.wait(t, 30*time.Second); err != nil {
+		t.Errorf("proxy exit after SIGTERM: %v; want 0", err)
 	}
 }
