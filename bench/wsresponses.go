@@ -142,20 +142,37 @@ func (b *bench) websockets() {
 	s.Header = []string{"measure", "HTTP", "WebSocket", "added (WS - HTTP)"}
 	client := newClient(4)
 	defer client.CloseIdleConnections()
+	// Each run: the HTTP conversations, then the WebSocket ones, the
+	// proxy's CPU time read around each batch.
 	var httpT, wsT []time.Duration
-	for range b.opts.runs {
+	var httpCPU, wsCPU []float64
+	batch := func(one func() ([]time.Duration, error), into *[]time.Duration, cpu *[]float64) error {
+		c0, err := px.CPU(false)
+		if err != nil {
+			return err
+		}
 		for range wsConversations {
-			h, err := httpConversation(b.ctx, "http://"+px.Addr, px.Key, client)
+			ts, err := one()
 			if err != nil {
-				s.Err = err
-				return
+				return err
 			}
-			w, err := wsConversation(b.ctx, px.Addr, px.Key)
-			if err != nil {
-				s.Err = err
-				return
-			}
-			httpT, wsT = append(httpT, h...), append(wsT, w...)
+			*into = append(*into, ts...)
+		}
+		c1, err := px.CPU(false)
+		if err != nil {
+			return err
+		}
+		*cpu = append(*cpu, float64(c1-c0)/float64(wsConversations*wsTurns))
+		return nil
+	}
+	for range b.opts.runs {
+		if err := batch(func() ([]time.Duration, error) { return httpConversation(b.ctx, "http://"+px.Addr, px.Key, client) }, &httpT, &httpCPU); err != nil {
+			s.Err = err
+			return
+		}
+		if err := batch(func() ([]time.Duration, error) { return wsConversation(b.ctx, px.Addr, px.Key) }, &wsT, &wsCPU); err != nil {
+			s.Err = err
+			return
 		}
 	}
 	slices.Sort(httpT)
@@ -165,6 +182,8 @@ func (b *bench) websockets() {
 	b.ws = sum
 	s.row("turn p50", ms(p(httpT, 50)), ms(p(wsT, 50)), ms(sum.addedP50))
 	s.row("turn p99", ms(p(httpT, 99)), ms(p(wsT, 99)), ms(p(wsT, 99)-p(httpT, 99)))
+	hc, wc := time.Duration(load.Median(httpCPU)), time.Duration(load.Median(wsCPU))
+	s.row("proxy CPU per turn", us(hc), us(wc), us(wc-hc))
 
 	n, per, err := b.idleWebSockets(px)
 	if err != nil {
