@@ -180,6 +180,7 @@ func assetHandler(assets fs.FS) http.Handler {
 
 // sessionInfo is what the page learns about its session: never the key.
 type sessionInfo struct {
+	SignedIn  bool      `json:"signed_in"`
 	Name      string    `json:"name"`
 	Admin     bool      `json:"admin"`
 	KeysAPI   bool      `json:"keys_api"`
@@ -189,13 +190,14 @@ type sessionInfo struct {
 }
 
 func (c *Console) info(s *session) sessionInfo {
-	return sessionInfo{Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
+	return sessionInfo{SignedIn: true, Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
 }
 
 func (c *Console) getSession(w http.ResponseWriter, r *http.Request) {
 	s := c.sessions.fromRequest(r)
 	if s == nil {
-		writeError(w, http.StatusUnauthorized, "not signed in")
+		// 200, not 401: a page that is not signed in yet is no error.
+		writeJSON(w, http.StatusOK, sessionInfo{})
 		return
 	}
 	writeJSON(w, http.StatusOK, c.info(s))

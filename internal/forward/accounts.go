@@ -221,11 +221,15 @@ func (h *Handler) judge(ctx context.Context, c *call, resp *http.Response) (fail
 	if len(snaps) > 0 {
 		h.pool.SetQuota(a.account, now, snaps...)
 	}
+	usageSnaps := h.quota.ReadUsage(a.account, resp.Header)
+	if len(usageSnaps) > 0 {
+		h.pool.SetUsage(a.account, usageSnaps...)
+	}
 	switch resp.StatusCode {
-	case http.StatusTooManyRequests:
-		until := h.pool.RateLimited(a.account, pool.ParseRetryAfter(resp.Header.Get("Retry-After"), now))
-		h.metrics.accountErrors.WithLabelValues(a.account, "rate_limited").Inc()
-		h.log.Info("account rate limited", "account", a.account, "until", until, "request_id", c.requestID)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		if !h.judgeLimit(c, resp, usageSnaps, now) {
+			return false
+		}
 	case http.StatusPaymentRequired:
 		var reset time.Time
 		for _, s := range snaps {
@@ -287,9 +291,9 @@ func (h *Handler) tapUsage(resp *http.Response, c *call) {
 	if c.route.kind == bodyOpaque { // embeddings: no initiator, never premium
 		premium = false
 	}
-	m := h.usage
+	m, units := h.usage, c.decision.model.PremiumUnits() // billing.multiplier from the catalog
 	resp.Body = h.usageBufs.NewTap(resp.Body, func(u usage.Usage, ok bool) {
-		m.Record(key, account, label, premium, u, ok)
+		m.RecordBilled(key, account, label, premium, units, u, ok)
 	})
 }
 

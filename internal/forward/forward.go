@@ -28,7 +28,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
-	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // Defaults of [Config]; the proxy's flags show the same values.
@@ -64,6 +63,9 @@ type Config struct {
 	// Keys are the client API keys. Nil disables client authentication (the
 	// caller decides whether that is safe; see ops.CheckExposure).
 	Keys *keys.Set
+	// KeySet, when set, authenticates clients instead of Keys (managed keys
+	// from the broker, with or without a keys file: see keyset.go).
+	KeySet KeySet
 	// APIURL, when set, overrides every token's api_base_url (the sandbox and
 	// tests use it); it is trusted as given.
 	APIURL *url.URL
@@ -72,8 +74,12 @@ type Config struct {
 	// host. Nil means [DefaultAllowedAPIHosts]. Not used with APIURL.
 	AllowedAPIHosts []string
 	// Editor is the identity sent upstream (identity.Editor: one definition
-	// shared with the broker's exchange). Zero fields take the defaults.
+	// shared with the broker's exchange). Zero fields take the profile's
+	// (or, without one, the defaults); set fields override the profile.
 	Editor identity.Editor
+	// Profile, when set, is the upstream profile the broker pushes
+	// (profile.go); nil sends Editor over the built-in default.
+	Profile *identity.Holder
 	// Intents are the Openai-Intent values per upstream endpoint. Zero
 	// fields take DefaultIntents'.
 	Intents Intents
@@ -125,24 +131,27 @@ type Config struct {
 // Handler is the proxy's client-facing [http.Handler]. It is safe for
 // concurrent use.
 type Handler struct {
-	source     TokenSource
-	keys       *keys.Set
-	override   *url.URL
-	allowed    []string
-	editor     identity.Editor
-	intents    Intents
-	headers    *headerPolicy
-	preset     *presetHeaders
-	countMode  CountTokens
-	maxBody    int64
-	bodyWait   time.Duration
-	streamIdle time.Duration
-	transport  http.RoundTripper
-	metrics    *Metrics
-	clock      clock.Clock
-	log        *slog.Logger
-	rp         *httputil.ReverseProxy
-	bodies     *sync.Pool
+	source      TokenSource
+	keys        KeySet // nil: no client authentication
+	dynTargets  dynTargets
+	override    *url.URL
+	allowed     []string
+	flagEditor  identity.Editor // Config.Editor as given: its set fields override the profile
+	profile     *identity.Holder
+	intents     Intents
+	headers     *headerPolicy
+	preset      atomic.Pointer[profilePreset] // of the profile last seen (profile.go)
+	fixedPreset *profilePreset                // without a profile
+	countMode   CountTokens
+	maxBody     int64
+	bodyWait    time.Duration
+	streamIdle  time.Duration
+	transport   http.RoundTripper
+	metrics     *Metrics
+	clock       clock.Clock
+	log         *slog.Logger
+	rp          *httputil.ReverseProxy
+	bodies      *sync.Pool
 	// Stage 6 (accounts.go): key targets, account health, usage.
 	accounts   Accounts
 	targets    map[string]*target
@@ -177,10 +186,11 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		source:     cfg.Source,
-		keys:       cfg.Keys,
+		keys:       cfg.KeySet,
 		override:   cfg.APIURL,
 		allowed:    cfg.AllowedAPIHosts,
-		editor:     cfg.Editor.WithDefaults(),
+		flagEditor: cfg.Editor,
+		profile:    cfg.Profile,
 		intents:    cfg.Intents.withDefaults(),
 		countMode:  cfg.CountTokens,
 		maxBody:    cfg.MaxBodyBytes,
@@ -191,6 +201,9 @@ func New(cfg Config) (*Handler, error) {
 		clock:      clock.OrReal(cfg.Clock),
 		log:        cfg.Logger,
 		bodies:     newBodyPool(),
+	}
+	if h.keys == nil && cfg.Keys != nil {
+		h.keys = FileKeys(cfg.Keys)
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
@@ -232,7 +245,8 @@ func New(cfg Config) (*Handler, error) {
 		betas = DefaultAnthropicBetas
 	}
 	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
-	h.preset = newPresetHeaders(h.editor, h.intents)
+	fixed := cfg.Editor.WithDefaults()
+	h.fixedPreset = &profilePreset{p: newPresetHeaders(fixed, h.intents), editor: fixed}
 	if err := h.newModels(cfg.Models); err != nil {
 		return nil, err
 	}
@@ -269,8 +283,9 @@ type call struct {
 	requestID string
 	status    int
 	retried   bool
-	acct      acctCall // stage 6: the account or pool member used
-	aff       uint64   // conversation hash, once computed (accounts.go)
+	acct      acctCall    // stage 6: the account or pool member used
+	aff       uint64      // conversation hash, once computed (accounts.go)
+	models    keys.Models // the key's model allow list (keyset.go)
 }
 
 type callKey struct{}
@@ -290,17 +305,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, rt.name, "-", rt.dialect, errMethod(fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, rt.method)))
 		return
 	}
-	key, ok := h.authenticate(r)
-	if !ok {
-		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
+	ck, err := h.authenticate(r)
+	if err != nil {
+		ke, ok := err.(*KeyError)
+		if !ok {
+			ke = ErrUnknownKey
+		}
+		h.reject(w, rt.name, "-", rt.dialect, ke.apiError())
 		return
 	}
+	key := ck.Name
 	if rt == routeCountTokens && h.countMode == CountTokensLocal {
 		h.serveCountTokens(w, r, rt, key)
 		return
 	}
-	c := &call{route: rt, key: key, requestID: newRequestID()}
-	c.acct.tgt = h.targetOf(key)
+	c := &call{route: rt, key: key, requestID: newRequestID(), models: ck.Models}
+	c.acct.tgt = h.targetFor(&ck)
 	if !c.acct.tgt.pooled() {
 		// A single account: its token now, before reading the body.
 		c.acct.account, c.acct.src = c.acct.tgt.account, c.acct.tgt.src
@@ -373,19 +393,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
-// authenticate returns the name of the client's key; with no keys configured
-// every client is let in as "-".
-func (h *Handler) authenticate(r *http.Request) (string, bool) {
+// authenticate returns the client's key; with no keys configured every
+// client is let in as "-".
+func (h *Handler) authenticate(r *http.Request) (ClientKey, error) {
 	if h.keys == nil {
-		return "-", true
+		return ClientKey{Name: "-"}, nil
 	}
-	var presented secret.Secret
-	if v := r.Header.Get("Authorization"); v != "" {
-		presented, _ = keys.FromBearer(v)
-	} else if v := r.Header.Get("X-Api-Key"); v != "" {
-		presented = secret.New(v)
-	}
-	return h.keys.Lookup(presented)
+	return h.keys.Authenticate(presentedKey(r))
 }
 
 // token returns the token of src to use and its validated base URL.
@@ -509,7 +523,7 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 // client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts())
+	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts(pr.Out.Header))
 	if c.xlate != nil {
 		translateHeaders(pr.Out.Header, c.xlate)
 	}

@@ -29,7 +29,11 @@ type Metrics struct {
 	catalog *catalog.Metrics
 	// Stage 5 (translate_route.go).
 	dialects *dialectMetrics
+	// The error taxonomy (errorclass.go).
+	classes *classMetrics
 }
+
+func (m *Metrics) classMetrics() *classMetrics { return m.classes }
 
 // routeCounters count stage 4's decisions (copilot_proxy_model_routes_total).
 type routeCounters struct {
@@ -95,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"key", "result"}),
 		accountErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_account_errors_total",
-			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, quota_spent, token_refused).",
+			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, usage_limited, model_overloaded, quota_spent, token_refused).",
 		}, []string{"account", "reason"}),
 		budgetRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "copilot_proxy_body_budget_refusals_total",
@@ -124,6 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.catalog = catalog.NewMetrics(reg)
 	m.dialects = newDialectMetrics(reg)
+	m.classes = newClassMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, m.streamIdle, routes)
 	}

@@ -97,14 +97,14 @@ func endpointOf(rt *route) string {
 // account's catalog, rewrites the name in the body when it changes, and
 // decides the route. It returns false when it answered the client itself.
 func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) bool {
-	if h.models == nil {
-		return true
-	}
 	d := &c.decision
 	d.endpoint = endpointOf(c.route)
 	start, end := c.in.modelStart, c.in.modelEnd
 	if c.route.kind == bodyOpaque {
 		start, end = findModel(c.body.buf)
+	}
+	if h.models == nil {
+		return end == 0 || h.allowModel(w, c, c.body.buf[start:end])
 	}
 	if end == 0 {
 		h.metrics.catalog.Resolved(catalog.RuleNone)
@@ -114,14 +114,17 @@ func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) 
 	if cat == nil {
 		h.metrics.routes.noCatalog.Inc()
 		h.log.Debug("no model catalog; forwarding unchecked", "request_id", c.requestID, "account", c.acct.account, "error", err)
-		return true
+		return h.allowModel(w, c, c.body.buf[start:end])
 	}
 	res := catalog.Resolve(cat, h.models.aliases.Current(), c.body.buf[start:end])
 	h.metrics.catalog.Resolved(res.Rule)
 	if res.Rule == catalog.RuleNone {
-		return true
+		return h.allowModel(w, c, c.body.buf[start:end])
 	}
 	d.resolved, d.rule, d.model = res.ID, res.Rule, res.Model
+	if !c.models.All() && !h.allowModel(w, c, []byte(d.resolved)) {
+		return false
+	}
 	if res.Rule == catalog.RuleBuiltin || res.Rule == catalog.RuleAlias {
 		c.body.replace(start, end, res.ID)
 	}

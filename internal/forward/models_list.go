@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
 )
 
 // serveModels answers GET /v1/models and GET /v1/models/{id} from the
@@ -37,7 +38,7 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, c *call) b
 		}
 		return one
 	}
-	entries := listEntries(cat, h.models.aliases.Current())
+	entries := allowedEntries(listEntries(cat, h.models.aliases.Current()), c.models)
 	var body []byte
 	switch {
 	case one:
@@ -45,6 +46,10 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, c *call) b
 		e, ok := findEntry(cat, h.models.aliases.Current(), id)
 		if !ok {
 			h.answerError(w, c, d, errNotFound("model "+strconv.Quote(id)+" not found; GET /v1/models lists them"))
+			return true
+		}
+		if !c.models.Allows(e.id) {
+			h.answerError(w, c, d, errModelNotAllowed(e.id, c.models))
 			return true
 		}
 		if anthropic {
@@ -86,6 +91,20 @@ func (h *Handler) answerError(w http.ResponseWriter, c *call, d dialect, e apiEr
 	c.status = e.status
 	w.Header().Set("X-Request-Id", c.requestID)
 	writeError(w, d, e)
+}
+
+// allowedEntries keeps the entries a key's allow list covers.
+func allowedEntries(all []entry, m keys.Models) []entry {
+	if m.All() {
+		return all
+	}
+	out := all[:0:0]
+	for _, e := range all {
+		if m.Allows(e.id) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // entry is one listed model: a catalog model under its own id or an alias.

@@ -362,9 +362,11 @@ func (s *Set) WaitReady(ctx context.Context) error {
 type handle struct {
 	set  *Set
 	name string
-	// lastQuota rate-limits quota reports to the broker (under qmu).
-	qmu       sync.Mutex
-	lastQuota time.Time
+	// lastQuota and lastIdentity rate-limit reports to the broker (under
+	// qmu).
+	qmu          sync.Mutex
+	lastQuota    time.Time
+	lastIdentity time.Time
 }
 
 // served returns the running client of the account, or the error that it is
@@ -420,40 +422,12 @@ const quotaReportFloor = 30 * time.Second
 // account, so that it re-reads the quota; in the background, at most once
 // per quotaReportFloor.
 func (h *handle) ReportQuotaExceeded(rejected *forward.Token) {
-	c := h.set.client(h.name)
-	if c == nil || rejected == nil {
+	if rejected == nil {
 		return
 	}
-	now := c.clock.Now()
-	h.qmu.Lock()
-	if !h.lastQuota.IsZero() && now.Sub(h.lastQuota) < quotaReportFloor {
-		h.qmu.Unlock()
-		return
-	}
-	h.lastQuota = now
-	h.qmu.Unlock()
-	s := h.set
-	s.mu.Lock()
-	ctx := s.runCtx
-	if ctx == nil || ctx.Err() != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		cctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		resp, err := c.broker.RefreshToken(cctx, &brokerv1.RefreshTokenRequest{
-			Account: h.name, RejectedGeneration: rejected.Generation, Reason: brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED,
-		})
-		if err != nil {
-			s.log.Debug("reporting a spent quota to the broker failed", "account", h.name, "error", err)
-			return
-		}
-		c.apply(resp.GetToken(), "quota-report")
-	}()
+	h.reportInBackground(&h.lastQuota, quotaReportFloor, &brokerv1.RefreshTokenRequest{
+		Account: h.name, RejectedGeneration: rejected.Generation, Reason: brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED,
+	}, "quota-report")
 }
 
 // replacingRegisterer registers one client's collectors at a time: a

@@ -246,3 +246,12 @@ func Response(ctx context.Context, upstream, client Dialect, body []byte, now ti
 	}
 	return nil, fmt.Errorf("translate: unknown dialect %v", client)
 }
+
+// MemoryFactor bounds the memory a translation holds at its peak, as a
+// multiple of the body's size, the body included: readers decode the body
+// into wire types and the IR, writers build the target's wire types and
+// bytes, and a body of many small elements (tool results, text blocks)
+// costs the most per byte. TestMemoryFactor measures it for every reader and
+// writer; the proxy charges its in-flight body budget this much for a
+// translated request.
+const MemoryFactor = 40

@@ -286,6 +286,8 @@ func closeFor(status int, body []byte) (websocket.StatusCode, string) {
 		return websocket.StatusPolicyViolation, "API key refused"
 	case status == http.StatusServiceUnavailable && v.Error.Code == "token_unavailable":
 		return websocket.StatusTryAgainLater, "no usable Copilot account"
+	case status == http.StatusServiceUnavailable && v.Error.Code == "keys_unavailable":
+		return websocket.StatusTryAgainLater, "the proxy's key set is unavailable"
 	case status == http.StatusBadGateway || status == http.StatusGatewayTimeout:
 		return websocket.StatusInternalError, "upstream failure"
 	}
