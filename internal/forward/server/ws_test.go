@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/testutil/streamcheck"
 )
@@ -367,5 +368,36 @@ func TestWSBadInput(t *testing.T) {
 	}
 	if _, res := wsTurn(t, ctx, c, `{"model":"gpt-5-mini","input":"first connection"}`); res.Stop != "completed" {
 		t.Errorf("first connection after the rest: %q", res.Stop)
+	}
+}
+
+// TestWSRevokedManagedKey: a broker-managed key revoked while its
+// WebSocket is open is refused at the connection's next response.create:
+// the error event, then close 1008.
+func TestWSRevokedManagedKey(t *testing.T) {
+	st, kc, admin := managedStack(t, nil)
+	created, err := kc.CreateKey(admin, &brokerv1.CreateKeyRequest{Name: "dave"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := created.GetSecret()
+	st.waitStatus(sec, "POST", "/v1/responses", `{"model":"gpt-5-mini","input":"hi"}`, 200, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := st.wsDial(ctx, map[string]string{"Authorization": "Bearer " + sec})
+	wsTurn(t, ctx, c, `{"model":"gpt-5-mini","input":"before"}`)
+	if _, err := kc.RevokeKey(admin, &brokerv1.RevokeKeyRequest{Name: "dave"}); err != nil {
+		t.Fatal(err)
+	}
+	st.waitStatus(sec, "POST", "/v1/responses", `{"model":"gpt-5-mini","input":"hi"}`, 401, 5*time.Second)
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.create","model":"gpt-5-mini","input":"after"}`)); err != nil {
+		t.Fatal(err)
+	}
+	evs := wsEvents(t, ctx, c)
+	if status, code := wsError(t, evs[len(evs)-1]); status != http.StatusUnauthorized || code != "invalid_api_key" {
+		t.Errorf("turn after the revocation: %d %q; want 401 invalid_api_key", status, code)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Errorf("then: %v; want close 1008", err)
 	}
 }
