@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strings"
 
@@ -174,25 +173,9 @@ func gcPercent(flagValue int, gogcEnv string) (int, bool) {
 	return flagValue, true
 }
 
-// brokerKey returns the broker key from the environment or a file; setting
-// both is a mistake worth reporting rather than guessing.
+// brokerKey returns the broker key from the environment or a file.
 func brokerKey(env, file string) (secret.Secret, error) {
-	switch {
-	case env != "" && file != "":
-		return secret.Secret{}, errors.New("set either " + brokerKeyEnv + " or --broker-key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return secret.Secret{}, fmt.Errorf("broker key: %w", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return secret.Secret{}, fmt.Errorf("broker key file %s is empty", file)
-		}
-		return secret.New(k), nil
-	default:
-		return secret.New(strings.TrimSpace(env)), nil
-	}
+	return ops.SecretFromEnvOrFile(env, file, brokerKeyEnv, "--broker-key-file", "broker key")
 }
 
 // splitList splits a comma-separated flag value; an empty value gives an

@@ -248,10 +248,10 @@ type requestFacts struct {
 }
 
 func (c *call) facts(in http.Header) requestFacts {
-	f := requestFacts{requestID: c.requestID, agent: c.in.agent, vision: c.in.vision}
+	f := requestFacts{requestID: c.requestID, agent: c.in.Agent, vision: c.in.Vision}
 	var body []byte
 	if c.body != nil {
-		body = c.body.buf
+		body = c.body.Bytes()
 	}
 	f.interaction = interactionType(in, c.route == routeMessages, body)
 	return f
@@ -279,7 +279,7 @@ func (h *Handler) upstreamHeader(target *route, in http.Header, f requestFacts) 
 	rid := []string{f.requestID}
 	hd["X-Request-Id"] = rid
 	hd["X-Agent-Task-Id"] = rid
-	if target.kind != bodyNone {
+	if target.hasBody() {
 		if f.agent {
 			hd["X-Initiator"] = p.agent
 		} else {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -45,11 +46,12 @@ func (e *KeyError) Error() string { return e.Message }
 // ErrUnknownKey refuses a missing or unknown key.
 var ErrUnknownKey = &KeyError{http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"}
 
-func (e *KeyError) apiError() apiError {
+func (e *KeyError) apiError() dialect.Error {
 	if e.Status == http.StatusServiceUnavailable {
-		return apiError{http.StatusServiceUnavailable, e.Message, "server_error", "keys_unavailable", "api_error"}
+		return dialect.Error{Status: http.StatusServiceUnavailable, Message: e.Message,
+			OpenAIType: "server_error", OpenAICode: "keys_unavailable", AnthropicType: "api_error"}
 	}
-	return errUnauthorized(e.Message)
+	return dialect.Unauthorized(e.Message)
 }
 
 // FileKeys is the [KeySet] of a keys file: the keys' accounts come from
@@ -126,7 +128,8 @@ func (h *Handler) allowModel(w http.ResponseWriter, c *call, model []byte) bool 
 	return false
 }
 
-func errModelNotAllowed(model string, m keys.Models) apiError {
+func errModelNotAllowed(model string, m keys.Models) dialect.Error {
 	msg := "model " + strconv.Quote(model) + " is not allowed for this API key; it may use: " + strings.Join(m.Globs(), ", ")
-	return apiError{http.StatusForbidden, msg, "invalid_request_error", "model_not_allowed", "permission_error"}
+	return dialect.Error{Status: http.StatusForbidden, Message: msg,
+		OpenAIType: "invalid_request_error", OpenAICode: "model_not_allowed", AnthropicType: "permission_error"}
 }

@@ -12,7 +12,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
-	// Stage 6 (accounts.go).
+	// The account stage (accounts.go).
 	failovers     *prometheus.CounterVec
 	accountErrors *prometheus.CounterVec
 
@@ -24,10 +24,10 @@ type Metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	// streamIdle counts streams ended by the stream idle timeout.
 	streamIdle *prometheus.CounterVec
-	// Stage 4 (models.go).
+	// The model stage (models.go).
 	routes  routeCounters
 	catalog *catalog.Metrics
-	// Stage 5 (translate_route.go).
+	// Translation (translate_route.go).
 	dialects *dialectMetrics
 	// The error taxonomy (errorclass.go).
 	classes *classMetrics
@@ -35,7 +35,7 @@ type Metrics struct {
 
 func (m *Metrics) classMetrics() *classMetrics { return m.classes }
 
-// routeCounters count stage 4's decisions (copilot_proxy_model_routes_total).
+// routeCounters count the model stage's decisions (copilot_proxy_model_routes_total).
 type routeCounters struct {
 	pass, unsupported, unknown, noCatalog prometheus.Counter
 }

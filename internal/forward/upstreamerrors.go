@@ -9,11 +9,13 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/upstreamerr"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // Upstream errors (docs/protocol.md section 5) are classified: a 401, and a
 // 403 without a quota or policy body, mean the token was refused (refresh
-// once and retry, transport.go); 402 (quota), 429 and 503 (rate limits) and
+// once and retry, retry.go); 402 (quota), 429 and 503 (rate limits) and
 // 466 (client not supported) reach the client in its own dialect with the
 // upstream's status and headers (Retry-After included), and each kind is
 // counted so an alert can fire.
@@ -77,30 +79,30 @@ func (h *Handler) classifyError(resp *http.Response, c *call) {
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	e := apiError{status: resp.StatusCode, message: "Copilot API: " + msg}
+	e := dialect.Error{Status: resp.StatusCode, Message: "Copilot API: " + msg}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
 	case http.StatusForbidden:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "forbidden", "permission_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "forbidden", "permission_error"
 	case http.StatusPaymentRequired:
-		e.openaiType, e.openaiCode, e.anthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
 	case http.StatusTooManyRequests:
-		e.openaiType, e.openaiCode, e.anthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
 	case http.StatusServiceUnavailable:
-		e.openaiType, e.openaiCode, e.anthropicType = "server_error", "upstream_unavailable", "overloaded_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "server_error", "upstream_unavailable", "overloaded_error"
 	default:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
 	}
 	if info.Code != "" && info.Class != upstreamerr.IdentityRejected {
-		e.openaiCode = info.Code // the upstream's own code, :plan suffix dropped
+		e.OpenAICode = info.Code // the upstream's own code, :plan suffix dropped
 	}
 	if info.Class == upstreamerr.IdentityRejected {
-		e.message += " (the editor identity is too old or retired: " + identity.ProfileAdvice +
+		e.Message += " (the editor identity is too old or retired: " + identity.ProfileAdvice +
 			"; or this proxy's " + identity.FlagNames + " where they override it)"
 		h.identityRejected(c, resp.StatusCode, msg)
 	}
-	setJSONBody(resp, errorBody(c.route.dialect, e))
+	setJSONBody(resp, append(e.JSON(c.route.dialect), '\n'))
 }
 
 // upstreamMessage finds the message of an error body in the OpenAI,

@@ -88,31 +88,13 @@ func NewKeyWatcher(cfg KeyWatcherConfig) (*KeyWatcher, error) {
 	return w, nil
 }
 
-// Run follows WatchKeys until ctx ends.
+// Run follows WatchKeys until ctx ends. While the stream is down the key
+// set keeps the last keys (see [clientkeys.Set.Disconnected]).
 func (w *KeyWatcher) Run(ctx context.Context) {
-	attempt := 0
-	for {
-		got, err := w.watch(ctx)
-		if ctx.Err() != nil {
-			return
-		}
+	w.backoff.follow(ctx, w.log, "WatchKeys (keeping the last key set)", w.watch, func(error) bool {
 		w.cfg.Keys.Disconnected()
-		var delay time.Duration
-		if got {
-			attempt, delay = 0, jitter(w.backoff.minBack)
-		} else {
-			delay = w.backoff.backoff(attempt)
-			attempt++
-			w.log.Warn("broker WatchKeys failed; keeping the last key set and retrying", "error", err, "retry_in", delay)
-		}
-		t := w.backoff.clock.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
-		}
-	}
+		return false
+	})
 }
 
 func (w *KeyWatcher) watch(ctx context.Context) (got bool, err error) {

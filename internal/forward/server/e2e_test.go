@@ -95,7 +95,7 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 				"Editor-Plugin-Version":  identity.DefaultEditorPluginVersion,
 				"User-Agent":             identity.DefaultUserAgent,
 				"Openai-Intent":          intents[tt.want],
-				"X-Github-Api-Version":   "2025-05-01",
+				"X-Github-Api-Version":   identity.DefaultAPIVersion,
 			}
 			for k, v := range want {
 				if g := got.Header.Get(k); g != v {
