@@ -13,6 +13,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -80,6 +81,10 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
+	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", wsresponses.DefaultIdleTimeout, "close a Responses WebSocket connection that sent nothing and ran no response for this long (open connections are pinged every 30 s)")
+	fs.IntVar(&cfg.WSMaxConnections, "ws-max-connections", wsresponses.DefaultMaxConns, "most Responses WebSocket connections open at once (-1: no cap); upgrades past it get 503")
+	fs.IntVar(&cfg.WSMaxConnectionsPerKey, "ws-max-connections-per-key", wsresponses.DefaultMaxConnsPerKey, "most Responses WebSocket connections one key may hold open (-1: no cap); upgrades past it get 429")
+	fs.BoolVar(&cfg.UpstreamWebSocket, "upstream-websocket", false, "send the WebSocket turns of models that list ws:/responses over one upstream WebSocket per client connection (default: one HTTP call a turn); 3 failed upstream connections in a row put that client connection back on HTTP")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	cfg.Editor.RegisterFlags(fs, identity.API)
 	fs.Float64Var(&cfg.PoolReservePercent, "pool-reserve-percent", pool.DefaultReservePercent, "a pool member with less than this share (percent) of its session or weekly usage limit left is used only when no other member is (negative: off)")

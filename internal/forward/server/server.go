@@ -20,6 +20,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
@@ -35,6 +37,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,6 +108,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	metrics := forward.NewMetrics(reg)
+	wsMetrics := wsresponses.NewMetrics(reg)
+	var wsUpstream *wsresponses.Upstream
+	if cfg.UpstreamWebSocket {
+		client, err := upstreamWSClient(cfg)
+		if err != nil {
+			closeConn()
+			return nil, err
+		}
+		wsUpstream = wsresponses.NewUpstream(wsresponses.UpstreamConfig{
+			Inner: transport, HTTPClient: client, Metrics: wsMetrics, Logger: cfg.Logger.With("component", "ws-upstream"),
+		})
+	}
 	aliases, err := openAliases(cfg, metrics)
 	if err != nil {
 		closeConn()
@@ -120,6 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Profile: profile, Transport: transport, Metrics: metrics, APIURL: apiURL, KeySet: keySet,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	})
+	if wsUpstream != nil {
+		fcfg.Transport = wsUpstream
+	}
 	stopConn := closeConn
 	closeConn = func() { stopKeys(); stopConn() }
 	handler, err := forward.New(fcfg)
@@ -127,6 +145,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
+	// The Responses WebSocket front takes upgrades of /v1/responses and
+	// runs each turn through handler; everything else passes to it.
+	front := wsresponses.New(wsresponses.Config{
+		Inner: handler, Authenticate: handler.Authenticate, MaxMessageBytes: cfg.MaxBodyBytes,
+		IdleTimeout: cfg.WSIdleTimeout, MaxConns: cfg.WSMaxConnections, MaxConnsPerKey: cfg.WSMaxConnectionsPerKey,
+		Upstream: wsUpstream, Metrics: wsMetrics, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "ws"),
+	})
 
 	lns, err := listen(cfg, reg)
 	if err != nil {
@@ -138,10 +163,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
-	proxySrv, adminSrv := httpServers(cfg, handler, ops.AdminHandler(s.Ready, reg))
+	proxySrv, adminSrv := httpServers(cfg, front, ops.AdminHandler(s.Ready, reg))
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
-	go s.run(runCtx, proxySrv, adminSrv, lns, transport, func() {
+	go s.run(runCtx, proxySrv, adminSrv, lns, transport, front, func() {
 		handler.Close()
 		closeConn()
 	}, aliases)
@@ -265,7 +290,7 @@ func httpServers(cfg Config, handler, admin http.Handler) (proxySrv, adminSrv *h
 // not ready, drain the proxy listener (streams get ShutdownGrace), stop the
 // broker watch, then the admin listener. Every goroutine it starts has
 // ended when it returns.
-func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func(), aliases *catalog.AliasFile) {
+func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, front *wsresponses.Front, closeConn func(), aliases *catalog.AliasFile) {
 	defer close(s.done)
 	defer closeConn()
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -292,7 +317,24 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	})
 	defer stopNotice()
+	// WebSocket connections are hijacked, so the HTTP server's shutdown
+	// does not wait for them: they drain alongside it, within the same
+	// grace (a running response finishes, then close 1001).
+	served := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		select {
+		case <-ctx.Done():
+		case <-served:
+		}
+		graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		defer cancel()
+		front.Drain(graceCtx)
+	}()
 	err := ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace)
+	close(served)
+	<-drained
 	if err != nil {
 		s.log.Error("proxy listener failed; shutting down", "error", err)
 	}
@@ -348,6 +390,22 @@ func (s *Server) Wait() error {
 func (s *Server) Close() error {
 	s.cancel()
 	return s.Wait()
+}
+
+// upstreamWSClient is the client of upstream WebSocket upgrades
+// (--upstream-websocket): net/http's transport, which can hand over the
+// upgraded connection, with the upstream CA file's roots when set.
+func upstreamWSClient(cfg Config) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSHandshakeTimeout = 10 * time.Second
+	if cfg.UpstreamCAFile != "" {
+		pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream CA: %w", err)
+		}
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return &http.Client{Transport: t}, nil
 }
 
 func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn, error) {
