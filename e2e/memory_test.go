@@ -80,6 +80,25 @@ func toolsRequest(model string, size int) []byte {
 	return b.Bytes()
 }
 
+// resultsRequest is a Messages request of about size bytes for a model
+// that serves /chat/completions only, whose last turn is a tool result of
+// one-word text blocks: among the bodies whose translation costs the most
+// memory per byte.
+func resultsRequest(model string, size int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"model":"` + model + `","max_tokens":100,"messages":[{"role":"user","content":"go"},` +
+		`{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[`)
+	for i := range size / 30 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"type":"text","text":"line"}`)
+	}
+	b.WriteString(`]}]}]}`)
+	return b.Bytes()
+}
+
 // countRequest is a count_tokens body of about size bytes of short turns.
 func countRequest(size int) []byte {
 	var b bytes.Buffer

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,29 +23,53 @@ var errBudget = errors.New("too many request bytes in flight")
 
 // bodyBudget bounds the bytes of request bodies held in memory at once,
 // across every request: without it, 200 clients each sending a 32 MiB body
-// would make the proxy hold 6.4 GiB. A body reserves its Content-Length
-// before it is read (a chunked one reserves as it grows), and gives the
-// reservation back when its request ends. Reservations are served first come,
-// first served; one that cannot be had within the wait is refused, so a
-// client sees a quick 503 with Retry-After instead of a stalled upload.
+// would make the proxy hold 6.4 GiB. A body reserves bytes as they arrive
+// (in doubling steps, never its announced Content-Length up front: a client
+// announcing 32 MiB and trickling a byte at a time holds what it sent), a
+// translation what it will hold (see translateRequest), and the reservation
+// is given back when its request ends. One key holds at most perKey of it,
+// so one key's slow bodies cannot starve the others. Reservations are served
+// first come, first served; one that cannot be had within the wait is
+// refused, so a client sees a quick 503 with Retry-After instead of a
+// stalled upload.
 type bodyBudget struct {
-	sem   *semaphore.Weighted // nil: no budget
-	limit int64
-	wait  time.Duration
-	gauge prometheus.Gauge // bytes admitted now
+	sem    *semaphore.Weighted // nil: no budget
+	limit  int64
+	perKey int64
+	wait   time.Duration
+	gauge  prometheus.Gauge // bytes admitted now
+
+	mu   sync.Mutex
+	keys map[string]*semaphore.Weighted // per key, made on first use (keys are a configured set)
 }
 
-func newBodyBudget(limit int64, wait time.Duration, gauge prometheus.Gauge) *bodyBudget {
-	b := &bodyBudget{limit: limit, wait: wait, gauge: gauge}
+func newBodyBudget(limit, perKey int64, wait time.Duration, gauge prometheus.Gauge) *bodyBudget {
+	b := &bodyBudget{limit: limit, perKey: perKey, wait: wait, gauge: gauge, keys: map[string]*semaphore.Weighted{}}
 	if limit > 0 {
 		b.sem = semaphore.NewWeighted(limit)
+	}
+	if perKey <= 0 || perKey > limit {
+		b.perKey = limit
 	}
 	return b
 }
 
+// keySem is key's share of the budget.
+func (b *bodyBudget) keySem(key string) *semaphore.Weighted {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.keys[key]
+	if !ok {
+		s = semaphore.NewWeighted(b.perKey)
+		b.keys[key] = s
+	}
+	return s
+}
+
 // reservation is one request's share of the budget.
 type reservation struct {
-	b *bodyBudget
+	b   *bodyBudget
+	key *semaphore.Weighted // the key's share
 	// held is written only by the request's goroutine while it reads the
 	// body; release may come from the transport's (see heldBody), so it
 	// takes the amount atomically.
@@ -53,42 +78,64 @@ type reservation struct {
 	ctx      context.Context
 }
 
-// reserve starts a reservation for a request; grow admits bytes.
-func (b *bodyBudget) reserve(ctx context.Context) *reservation {
-	return &reservation{b: b, ctx: ctx, deadline: time.Now().Add(b.wait)}
+// reserve starts a reservation for a request of the client key; grow
+// admits bytes.
+func (b *bodyBudget) reserve(ctx context.Context, key string) *reservation {
+	r := &reservation{b: b, ctx: ctx, deadline: time.Now().Add(b.wait)}
+	if b.sem != nil {
+		r.key = b.keySem(key)
+	}
+	return r
 }
 
 // grow makes the reservation at least n bytes, waiting up to the budget's
-// wait (counted from the reservation's start) for others to release theirs.
-// A request larger than the whole budget is admitted only up to it: the
-// body limit, checked elsewhere, bounds it.
+// wait (counted from the reservation's start) for others, of its key first,
+// to release theirs. A request larger than its key's share is admitted only
+// up to it: the body limit, checked elsewhere, bounds it (and a translation
+// checks [bodyBudget.fits] first).
 func (r *reservation) grow(n int64) error {
 	if r == nil || r.b.sem == nil {
 		return nil
 	}
-	n = min(n, r.b.limit)
+	n = min(n, r.b.perKey)
 	held := r.held.Load()
 	if n <= held {
 		return nil
 	}
 	need := n - held
-	if r.b.sem.TryAcquire(need) {
-		r.admit(n, need)
-		return nil
+	if r.key.TryAcquire(need) {
+		if r.b.sem.TryAcquire(need) {
+			r.admit(n, need)
+			return nil
+		}
+		r.key.Release(need)
 	}
 	// Socket deadlines and this wait are wall-clock time: a fake clock
 	// would make every wait end at once, or never.
 	ctx, cancel := context.WithDeadline(r.ctx, r.deadline)
 	defer cancel()
+	if err := r.key.Acquire(ctx, need); err != nil {
+		return r.refused()
+	}
 	if err := r.b.sem.Acquire(ctx, need); err != nil {
-		if r.ctx.Err() != nil {
-			return r.ctx.Err()
-		}
-		return errBudget
+		r.key.Release(need)
+		return r.refused()
 	}
 	r.admit(n, need)
 	return nil
 }
+
+// refused is grow's error when the wait ended: the client's leaving, or
+// errBudget.
+func (r *reservation) refused() error {
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
+	return errBudget
+}
+
+// fits says whether n bytes could ever be admitted for one request.
+func (b *bodyBudget) fits(n int64) bool { return b.sem == nil || n <= b.perKey }
 
 func (r *reservation) admit(n, added int64) {
 	r.held.Store(n)
@@ -104,6 +151,7 @@ func (r *reservation) release() {
 		return
 	}
 	if n := r.held.Swap(0); n > 0 {
+		r.key.Release(n)
 		r.b.sem.Release(n)
 		r.b.gauge.Sub(float64(n))
 	}

@@ -23,12 +23,12 @@ import (
 
 func newTestBudget(limit int64, wait time.Duration) (*bodyBudget, prometheus.Gauge) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	return newBodyBudget(limit, wait, g), g
+	return newBodyBudget(limit, 0, wait, g), g
 }
 
 func TestReservation(t *testing.T) {
 	b, g := newTestBudget(100, 50*time.Millisecond)
-	r1 := b.reserve(t.Context())
+	r1 := b.reserve(t.Context(), "k")
 	if err := r1.grow(60); err != nil {
 		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
 	}
@@ -38,7 +38,7 @@ func TestReservation(t *testing.T) {
 	if got := testutil.ToFloat64(g); got != 60 {
 		t.Errorf("gauge = %v; want 60", got)
 	}
-	r2 := b.reserve(t.Context())
+	r2 := b.reserve(t.Context(), "k")
 	if err := r2.grow(50); !errors.Is(err, errBudget) {
 		t.Fatalf("grow(50) with 40 left after the wait: %v; want errBudget", err)
 	}
@@ -47,7 +47,7 @@ func TestReservation(t *testing.T) {
 	}
 
 	// A waiter is admitted as soon as the holder lets go.
-	r3 := b.reserve(t.Context())
+	r3 := b.reserve(t.Context(), "k")
 	r3.deadline = time.Now().Add(time.Hour)
 	done := make(chan error, 1)
 	go func() { done <- r3.grow(80) }()
@@ -62,7 +62,7 @@ func TestReservation(t *testing.T) {
 
 	// A waiter whose request ends gets the request's error.
 	ctx, cancel := context.WithCancel(t.Context())
-	r4 := b.reserve(ctx)
+	r4 := b.reserve(ctx, "k")
 	r4.deadline = time.Now().Add(time.Hour)
 	go func() { done <- r4.grow(50) }()
 	cancel()
@@ -79,7 +79,7 @@ func TestReservation(t *testing.T) {
 		t.Errorf("nil reservation: %v", err)
 	}
 	unlimited, _ := newTestBudget(-1, 0)
-	if err := unlimited.reserve(t.Context()).grow(1 << 40); err != nil {
+	if err := unlimited.reserve(t.Context(), "k").grow(1 << 40); err != nil {
 		t.Errorf("no budget: %v", err)
 	}
 }
@@ -119,7 +119,7 @@ func TestReadBodyWithinBudget(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b, g := newTestBudget(8<<20, time.Second)
-			res := b.reserve(t.Context())
+			res := b.reserve(t.Context(), "k")
 			body, err := readBody(pool, &limitedReader{t: t, res: res, left: tt.size}, tt.hint, 4<<20, res)
 			if err != nil {
 				t.Fatal(err)
@@ -364,5 +364,76 @@ func TestStreamFreesItsBody(t *testing.T) {
 	rest, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(rest), "[DONE]") {
 		t.Errorf("stream rest = %q; want [DONE]", rest)
+	}
+}
+
+// trickleReader sends a few bytes, then blocks until released: a client
+// announcing a large body and trickling it.
+type trickleReader struct {
+	sent    bool
+	blocked chan struct{} // closed when a read blocks
+	release chan struct{}
+}
+
+func (r *trickleReader) Read(p []byte) (int, error) {
+	if !r.sent {
+		r.sent = true
+		return copy(p, `{"model":`), nil
+	}
+	close(r.blocked)
+	<-r.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+// TestBudgetGrowsAsBytesArrive: a body announcing 32 MiB that has sent a
+// few bytes holds a few KiB of the budget, not 32 MiB (issue 22: eight such
+// connections from one key made every other key's POST get 503).
+func TestBudgetGrowsAsBytesArrive(t *testing.T) {
+	b, _ := newTestBudget(64<<20, time.Second)
+	res := b.reserve(t.Context(), "slow")
+	defer res.release()
+	r := &trickleReader{blocked: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := readBody(newBodyPool(), r, 32<<20, 32<<20, res)
+		done <- err
+	}()
+	select {
+	case <-r.blocked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("readBody never read")
+	}
+	if held := res.held.Load(); held > 128<<10 {
+		t.Errorf("a body that sent 9 bytes of 32 MiB holds %d bytes of the budget; want at most 128 KiB", held)
+	}
+	close(r.release)
+	if err := <-done; err == nil {
+		t.Error("readBody of a cut body = nil error")
+	}
+}
+
+// TestBudgetPerKey: one key holds at most its share; another key still
+// gets room at once.
+func TestBudgetPerKey(t *testing.T) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+	b := newBodyBudget(100, 60, 50*time.Millisecond, g)
+	a1, a2, other := b.reserve(t.Context(), "a"), b.reserve(t.Context(), "a"), b.reserve(t.Context(), "b")
+	if err := a1.grow(50); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.grow(20); !errors.Is(err, errBudget) {
+		t.Errorf("key a past its share of 60: %v; want errBudget", err)
+	}
+	if err := other.grow(50); err != nil {
+		t.Errorf("key b with room left: %v", err)
+	}
+	if !b.fits(60) || b.fits(61) {
+		t.Errorf("fits(60), fits(61) = %v, %v; want true, false", b.fits(60), b.fits(61))
+	}
+	for _, r := range []*reservation{a1, a2, other} {
+		r.release()
+	}
+	if got := testutil.ToFloat64(g); got != 0 {
+		t.Errorf("gauge after release = %v", got)
 	}
 }

@@ -35,7 +35,7 @@ func ParseCountTokens(s string) (CountTokens, error) {
 // alone, in Anthropic's shape {"input_tokens": N}. It needs no Copilot
 // token, so it answers even while the proxy has none.
 func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *route, key string) {
-	res := h.budget.reserve(r.Context())
+	res := h.budget.reserve(r.Context(), key)
 	defer res.release()
 	body, err := h.readBody(w, r, res)
 	if err != nil {

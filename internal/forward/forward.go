@@ -100,6 +100,11 @@ type Config struct {
 	// InflightBodyWait, then gets 503 with Retry-After. It is raised to
 	// MaxBodyBytes+1 if smaller. Default 256 MiB; negative: no bound.
 	MaxInflightBodyBytes int64
+	// MaxInflightBodyBytesPerKey is the most of that budget the requests
+	// of one client key hold together, so that one key's slow or large
+	// bodies cannot starve the others. It is raised to MaxBodyBytes+1 if
+	// smaller. Default half of MaxInflightBodyBytes.
+	MaxInflightBodyBytesPerKey int64
 	// InflightBodyWait is how long a body waits for room in the budget.
 	// Default 2 s.
 	InflightBodyWait time.Duration
@@ -220,7 +225,12 @@ func New(cfg Config) (*Handler, error) {
 	if wait <= 0 {
 		wait = DefaultInflightBodyWait
 	}
-	h.budget = newBodyBudget(inflight, wait, h.metrics.inflightBody)
+	perKey := cfg.MaxInflightBodyBytesPerKey
+	if perKey <= 0 {
+		perKey = inflight / 2
+	}
+	perKey = max(perKey, h.maxBody+1)
+	h.budget = newBodyBudget(inflight, perKey, wait, h.metrics.inflightBody)
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -326,7 +336,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
 	} else {
-		res := h.budget.reserve(r.Context())
+		res := h.budget.reserve(r.Context(), key)
 		defer res.release() // idempotent; for the paths that fail early
 		body, err := h.readBody(w, r, res)
 		if err != nil {

@@ -145,7 +145,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
-		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
+		MaxInflightBodyBytesPerKey: cfg.MaxInflightBodyBytesPerKey,
+		Transport:                  transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	}
