@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -32,24 +31,16 @@ func newBodyPool() *sync.Pool {
 
 // readBody reads r up to limit bytes into a pooled buffer. sizeHint is the
 // request's Content-Length (or -1). The body's bytes never exceed what res
-// (nil: no budget) has admitted, and both grow as bytes arrive, in doubling
-// steps (up to the announced length when there is one): an announced length
-// is a promise, not bytes, and a client announcing 32 MiB while trickling a
-// byte at a time must not hold 32 MiB of the budget.
+// (nil: no budget) has admitted: a known length is admitted before the first
+// read, an unknown one in doubling steps as it arrives.
 func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservation) (*bodyBuf, error) {
 	if sizeHint > limit {
 		return nil, errBodyTooLarge
 	}
-	if sizeHint >= 0 && sizeHint <= smallBody {
+	if sizeHint >= 0 {
 		if err := res.grow(sizeHint + 1); err != nil { // +1: the read that sees EOF
 			return nil, err
 		}
-	}
-	// The most the body can reach: its announced length (+1 for the read
-	// that sees EOF), or one byte past the limit.
-	most := limit + 1
-	if sizeHint >= 0 {
-		most = sizeHint + 1
 	}
 	var b *bodyBuf
 	if sizeHint >= 0 && sizeHint <= smallBody {
@@ -64,17 +55,19 @@ func readBody(pool *sync.Pool, r io.Reader, sizeHint, limit int64, res *reservat
 	}
 	b.refs.Store(1)
 	buf := b.buf[:0]
+	if sizeHint > int64(cap(buf)) {
+		buf = make([]byte, 0, sizeHint+1) // +1 so the EOF read needs no growth
+	}
 	for {
 		if len(buf) == cap(buf) {
-			// Double, but never past the announced length.
-			buf = slices.Grow(buf, int(min(max(int64(cap(buf)), 16<<10), most-int64(len(buf)))))
+			buf = append(buf, 0)[:len(buf)]
 		}
 		// Never ask for more than one byte past the limit: a chunked body
 		// (no Content-Length) is refused as soon as it is too large.
 		end := min(int64(cap(buf)), limit+1)
 		if res.budgeted() {
 			if held := res.held.Load(); int64(len(buf)) >= held {
-				if err := res.grow(min(max(2*held, int64(len(buf))+64<<10), most)); err != nil {
+				if err := res.grow(min(max(2*held, int64(len(buf))+64<<10), limit+1)); err != nil {
 					b.buf = buf
 					b.release()
 					return nil, err

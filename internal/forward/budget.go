@@ -3,6 +3,8 @@ package forward
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,12 +25,16 @@ var errBudget = errors.New("too many request bytes in flight")
 
 // bodyBudget bounds the bytes of request bodies held in memory at once,
 // across every request: without it, 200 clients each sending a 32 MiB body
-// would make the proxy hold 6.4 GiB. A body reserves bytes as they arrive
-// (in doubling steps, never its announced Content-Length up front: a client
-// announcing 32 MiB and trickling a byte at a time holds what it sent), a
-// translation what it will hold (see translateRequest), and the reservation
-// is given back when its request ends. One key holds at most perKey of it,
-// so one key's slow bodies cannot starve the others. Reservations are served
+// would make the proxy hold 6.4 GiB. A body reserves its Content-Length
+// before it is read (a chunked one reserves as it grows), a translation or a
+// token count what it will hold ([Handler.chargeMemory]), and the
+// reservation is given back when its request ends. Reserving an announced
+// length at once, not as its bytes arrive, is deliberate: bodies that each
+// held part of the budget while waiting for the rest would wait on each
+// other until all were refused (TestInflightBodyBudget: 0 of 100 served).
+// What bounds a client announcing large bodies and trickling them is the
+// key's share: one key holds at most perKey, so its slow bodies cannot
+// starve the other keys, and the body read timeout ends them. Reservations are served
 // first come, first served; one that cannot be had within the wait is
 // refused, so a client sees a quick 503 with Retry-After instead of a
 // stalled upload.
@@ -132,6 +138,29 @@ func (r *reservation) refused() error {
 		return r.ctx.Err()
 	}
 	return errBudget
+}
+
+// chargeMemory grows res to factor times a body of n bytes, for work that
+// holds that much (a translation, a token count) before it starts. When it
+// cannot, it returns the answer: 413 when no budget could ever hold it (the
+// message says the largest body that fits), 503 with Retry-After when the
+// budget is full now.
+func (h *Handler) chargeMemory(w http.ResponseWriter, res *reservation, n int, factor int64, what string) (apiError, bool) {
+	need := int64(n) * factor
+	if !h.budget.fits(need) {
+		return errTooLarge(fmt.Sprintf("request body of %d bytes too large %s: at most %d bytes", n, what, h.budget.perKey/factor)), false
+	}
+	if err := res.grow(need); err != nil {
+		e := errOverloaded("the proxy holds too many request bytes in flight; retry shortly")
+		if errors.Is(err, errBudget) {
+			h.metrics.budgetRefused.Inc()
+			w.Header().Set("Retry-After", "1")
+		} else {
+			e.status = 499 // the client left
+		}
+		return e, false
+	}
+	return apiError{}, true
 }
 
 // fits says whether n bytes could ever be admitted for one request.

@@ -43,6 +43,10 @@ func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *r
 		return
 	}
 	defer body.release()
+	if e, ok := h.chargeMemory(w, res, len(body.buf), tokencount.MemoryFactor, "to count"); !ok {
+		h.reject(w, rt.name, key, rt.dialect, e)
+		return
+	}
 	n, err := tokencount.Estimate(body.buf)
 	if err != nil {
 		msg := "invalid request body"

@@ -103,7 +103,8 @@ type Config struct {
 	// MaxInflightBodyBytesPerKey is the most of that budget the requests
 	// of one client key hold together, so that one key's slow or large
 	// bodies cannot starve the others. It is raised to MaxBodyBytes+1 if
-	// smaller. Default half of MaxInflightBodyBytes.
+	// smaller. Default half of MaxInflightBodyBytes (all of it without
+	// Keys: every client is then the same key).
 	MaxInflightBodyBytesPerKey int64
 	// InflightBodyWait is how long a body waits for room in the budget.
 	// Default 2 s.
@@ -226,7 +227,11 @@ func New(cfg Config) (*Handler, error) {
 		wait = DefaultInflightBodyWait
 	}
 	perKey := cfg.MaxInflightBodyBytesPerKey
-	if perKey <= 0 {
+	switch {
+	case perKey > 0:
+	case cfg.Keys == nil:
+		perKey = inflight // every client is one key ("-")
+	default:
 		perKey = inflight / 2
 	}
 	perKey = max(perKey, h.maxBody+1)

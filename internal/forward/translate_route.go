@@ -113,9 +113,20 @@ func (h *Handler) translateRequest(w http.ResponseWriter, r *http.Request, c *ca
 	if m := c.decision.model; m != nil {
 		opt.MaxOutputTokens = int(m.Limits.MaxOutputTokens)
 	}
+	w.Header().Set("X-Request-Id", c.requestID)
+	// A translation holds several times the body (translate.MemoryFactor):
+	// the budget is charged that before the work starts.
+	if e, ok := h.chargeMemory(w, c.held.res, len(c.body.buf), translate.MemoryFactor, "to translate for this model"); !ok {
+		c.status = e.status // done() counts the request
+		writeError(w, c.route.dialect, e)
+		return false
+	}
 	out, info, err := translate.Request(r.Context(), from, to, c.body.buf, opt)
+	if err != nil && r.Context().Err() != nil {
+		c.status = 499 // the client left, or the server is shutting down
+		return false
+	}
 	if err != nil {
-		w.Header().Set("X-Request-Id", c.requestID)
 		msg := err.Error()
 		if !errors.Is(err, translate.ErrBadRequest) {
 			msg = "translating the request failed: " + msg
