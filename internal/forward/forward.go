@@ -537,6 +537,7 @@ func setTarget(r *http.Request, c *call) {
 	r.URL.Host = c.base.Host
 	r.URL.Path = c.base.Path + c.upstreamPath()
 	r.URL.RawPath = ""
+	r.URL.RawQuery = cleanQuery(r.URL.RawQuery)
 	r.Host = ""
 	r.Header.Set("Authorization", "Bearer "+c.tok.Value.Reveal())
 }
@@ -640,3 +641,15 @@ func newCopyBuffers() *copyBuffers {
 
 func (c *copyBuffers) Get() []byte  { return *c.p.Get().(*[]byte) }
 func (c *copyBuffers) Put(b []byte) { c.p.Put(&b) }
+
+// cleanQuery re-encodes a client's query string for the upstream: pairs
+// that do not parse are dropped and every byte outside the URL's safe set is
+// escaped, so nothing the client wrote goes upstream verbatim (raw 0xff
+// bytes, stray '%').
+func cleanQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	q, _ := url.ParseQuery(raw) // the pairs that parse
+	return q.Encode()
+}
