@@ -159,9 +159,11 @@ func translateHeaders(hd http.Header, x *xlate) {
 	}
 }
 
-// maxTranslatedAnswer bounds a non-streamed answer (or an error body) the
-// proxy reads whole to translate it.
-const maxTranslatedAnswer = 32 << 20
+// maxTranslatedAnswer bounds a non-streamed answer the proxy reads whole
+// to translate it. A model's longest answer (128k output tokens) is about
+// 0.5 MB of JSON; the translation holds up to translate.MemoryFactor times
+// this, outside the body budget, so the bound is kept tight.
+const maxTranslatedAnswer = 4 << 20
 
 // translateResponse turns the upstream's answer into the client's dialect:
 // an error body with the upstream's status (the classified ones are already
