@@ -15,6 +15,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/store"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
 
@@ -29,7 +30,10 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file and --accounts-dir for changes")
 	fs.StringVar(&cfg.AccountsDir, "accounts-dir", "", "directory of accounts: one file per account, named after it, holding its GitHub token (mode 0600); re-read when it changes and on SIGHUP")
 	fs.DurationVar(&cfg.QuotaInterval, "quota-interval", server.DefaultQuotaInterval, "how often to read each account's quota from GitHub (copilot_internal/user; ±10% jitter)")
-	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all); callers send Authorization: Bearer SECRET")
+	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS[:admin]] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all; admin: the key may manage client keys); callers send Authorization: Bearer SECRET")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the state store's SQLite file (managed client keys; default $XDG_STATE_HOME/copilot-broker, else ~/.local/state/copilot-broker)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) for the state store instead of SQLite, so several broker replicas share keys; prefer the environment variable, flags show in process lists")
+	fs.DurationVar(&cfg.KeysPollInterval, "keys-poll-interval", broker.DefaultKeysPollInterval, "how often to check the store for key changes made by another broker replica")
 	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate (PEM) for the gRPC and REST listeners")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key (PEM) for --tls-cert")
@@ -44,6 +48,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.IntVar(&cfg.MaxConnections, "max-connections", ops.DefaultMaxConnections, "most connections each listener (gRPC, REST, admin) holds open at once; more are closed when accepted (-1: no cap)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
+	fs.StringVar(&cfg.UpstreamProfile, "upstream-profile", "", "upstream profile file (JSON or YAML: editor_version, editor_plugin_version, user_agent, integration_id, exchange_api_version, api_version, headers), re-read on change and SIGHUP and pushed to the proxies; empty: the built-in default")
+	fs.DurationVar(&cfg.UpstreamProfilePoll, "upstream-profile-poll", identity.DefaultProfilePoll, "how often --upstream-profile is read for changes")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }
@@ -84,6 +90,13 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if cfg.GitHubTokenFile == "" {
 		cfg.GitHubToken = secret.New(getenv("GITHUB_TOKEN"))
+	}
+	if cfg.StateDir == "" && cfg.DatabaseURL == "" {
+		if d, ok := store.DefaultStateDir(getenv); ok {
+			cfg.StateDir = d
+		} else {
+			logger.Warn("no state directory (set --state-dir, XDG_STATE_HOME or HOME): managed client keys are off")
+		}
 	}
 	srv, err := start(ctx, cfg)
 	if err != nil {

@@ -26,6 +26,7 @@ type Metrics struct {
 	reg          *prometheus.Registry
 	refreshes    *prometheus.CounterVec
 	acctWatchers prometheus.Gauge
+	keyWatchers  prometheus.Gauge
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
 	httpRequests *prometheus.CounterVec
@@ -107,11 +108,15 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_token_refreshes_total",
-			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, error).",
+			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, identity_rejected, error).",
 		}, []string{"account", "result"}),
 		acctWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "copilot_broker_account_watchers",
 			Help: "Open WatchAccounts streams (REST watches included).",
+		}),
+		keyWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "copilot_broker_key_watchers",
+			Help: "Open WatchKeys streams (REST watches included).",
 		}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_grpc_requests_total",
@@ -136,7 +141,7 @@ func NewMetrics() *Metrics {
 			Help: "Calls refused for want of a valid broker key, by transport (grpc, http) and reason (missing, malformed, unknown).",
 		}, []string{"transport", "reason"}),
 	}
-	m.reg.MustRegister(m.refreshes, m.acctWatchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
+	m.reg.MustRegister(m.refreshes, m.acctWatchers, m.keyWatchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -177,9 +182,12 @@ func (m *Metrics) InstrumentExchange(account string, f tokens.ExchangeFunc) toke
 func exchangeResult(err error) string {
 	var noAccess *tokens.NoAccessError
 	var limited *tokens.RateLimitedError
+	var identityRejected *tokens.IdentityRejectedError
 	switch {
 	case err == nil:
 		return "success"
+	case errors.As(err, &identityRejected):
+		return "identity_rejected"
 	case errors.Is(err, tokens.ErrCredentialRejected):
 		return "rejected"
 	case errors.As(err, &noAccess):
@@ -208,6 +216,18 @@ func (m *Metrics) accountWatcherAdded() {
 func (m *Metrics) accountWatcherRemoved() {
 	if m != nil {
 		m.acctWatchers.Dec()
+	}
+}
+
+func (m *Metrics) keyWatcherAdded() {
+	if m != nil {
+		m.keyWatchers.Inc()
+	}
+}
+
+func (m *Metrics) keyWatcherRemoved() {
+	if m != nil {
+		m.keyWatchers.Dec()
 	}
 }
 

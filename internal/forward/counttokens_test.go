@@ -73,8 +73,9 @@ func TestParseCountTokens(t *testing.T) {
 // tokencount.MemoryFactor times its body (issue 22: a 26 MB body peaked at
 // 439 MB outside the budget).
 func TestCountTokensChargesBudget(t *testing.T) {
-	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {}, nil)
-	e.handler.budget = newBodyBudget(4<<20, 2<<20, 50*time.Millisecond, e.handler.metrics.inflightBody)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {}, func(c *Config) {
+		c.MaxBodyBytes, c.MaxInflightBodyBytes, c.MaxInflightBodyBytesPerKey, c.InflightBodyWait = 1<<20, 4<<20, 2<<20, 50*time.Millisecond
+	})
 	body := `{"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"` + strings.Repeat("x", 300<<10) + `"}]}`
 	resp, got := e.do(t, "POST", "/v1/messages/count_tokens", body, nil)
 	if resp.StatusCode != 413 || !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "too large to count") {

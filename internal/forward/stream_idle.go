@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // DefaultStreamIdleTimeout is how long an upstream event stream may send
@@ -26,8 +27,8 @@ const DefaultStreamIdleTimeout = 5 * time.Minute
 // any other answer ends with a read error ([errUpstreamIdle]), never a
 // clean end, so a cut JSON body is not taken for a whole one (the reverse
 // proxy then drops the client's connection, a translated answer becomes a
-// 502). No goroutine waits per answer: a clock timer calls [idleBody.fire],
-// and each read that brings bytes resets it.
+// 502). No goroutine waits per answer: a clock timer calls
+// [idleBody.fire], and each read that brings bytes resets it.
 func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if h.streamIdle <= 0 || resp.Body == nil || resp.Body == http.NoBody {
 		return
@@ -122,33 +123,10 @@ func (b *idleBody) Close() error {
 }
 
 // idleErrorEvent is the server-sent event that ends an idle stream, in the
-// shape the route's SDKs read as an error: Anthropic's "event: error" with
-// {"type":"error","error":{...}}, the Responses API's "event: error" with
-// {"type":"error","code","message"}, and Chat Completions' data line with
-// {"error":{...}}.
+// route's dialect ([dialect.Error.Event]).
 func idleErrorEvent(rt *route, idle time.Duration) []byte {
-	msg := "the Copilot API sent nothing for " + idle.String() + "; the proxy ended the stream"
-	var b []byte
-	switch {
-	case rt.dialect == dialectAnthropic:
-		var a anthropicBody
-		a.Type = "error"
-		a.Error.Type, a.Error.Message = "api_error", msg
-		j, _ := json.Marshal(a)
-		b = append(append([]byte("event: error\ndata: "), j...), "\n\n"...)
-	case rt == routeResponses:
-		j, _ := json.Marshal(struct {
-			Type    string  `json:"type"`
-			Code    string  `json:"code"`
-			Message string  `json:"message"`
-			Param   *string `json:"param"`
-		}{"error", "stream_idle_timeout", msg, nil})
-		b = append(append([]byte("event: error\ndata: "), j...), "\n\n"...)
-	default:
-		var o openaiBody
-		o.Error.Message, o.Error.Type, o.Error.Code = msg, "server_error", "stream_idle_timeout"
-		j, _ := json.Marshal(o)
-		b = append(append([]byte("data: "), j...), "\n\n"...)
-	}
-	return b
+	return dialect.Error{
+		Status: http.StatusGatewayTimeout, Message: "the Copilot API sent nothing for " + idle.String() + "; the proxy ended the stream",
+		OpenAIType: "server_error", OpenAICode: "stream_idle_timeout", AnthropicType: "api_error",
+	}.Event(rt.dialect)
 }

@@ -3,6 +3,7 @@ package forward
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -180,8 +181,11 @@ func TestTranslatedStreamIdle(t *testing.T) {
 			}()
 			<-sent
 			before := e.clk.Pending()
-			for e.clk.Pending() == before { // the idle timer is armed once the answer began
-				time.Sleep(time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); e.clk.Pending() == before; { // the idle timer is armed once the answer began
+				if time.Now().After(deadline) {
+					t.Fatal("the idle timer was not armed within 10 s of the answer's start")
+				}
+				time.Sleep(time.Millisecond) // polling with a deadline
 			}
 			e.clk.Advance(idle)
 			body := <-got
@@ -201,11 +205,18 @@ func TestTranslatedStreamIdle(t *testing.T) {
 // passed through is served (issue 22: translation held about 25 times the
 // body outside the budget, and one request could restart a replica).
 func TestTranslationChargesBudget(t *testing.T) {
-	e, _ := xlateEnv(t, func(w http.ResponseWriter, r *http.Request) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/models" {
+			fmt.Fprint(w, upstreamModels)
+			return
+		}
 		fmt.Fprint(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}, func(c *Config) {
+		c.Models = &ModelsConfig{}
+		c.MaxBodyBytes, c.MaxInflightBodyBytes, c.MaxInflightBodyBytesPerKey, c.InflightBodyWait = 1<<20, 4<<20, 2<<20, 50*time.Millisecond
 	})
-	e.handler.budget = newBodyBudget(4<<20, 2<<20, 50*time.Millisecond, e.handler.metrics.inflightBody)
+	t.Cleanup(e.handler.Close)
 	body := func(size int) string {
 		return `{"model":"gpt-4.1","max_tokens":64,"messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}]}`
 	}
@@ -220,15 +231,15 @@ func TestTranslationChargesBudget(t *testing.T) {
 		t.Errorf("pass-through 100 KiB = %d %.200s; want 200", resp.StatusCode, got)
 	}
 	// 30 KiB x 40 fits the share, but not while the key holds most of it.
-	hold := e.handler.budget.reserve(t.Context(), "alice")
-	if err := hold.grow(1 << 20); err != nil {
+	hold, err := e.handler.bodies.Read(httptest.NewRecorder(), httptest.NewRequest("POST", "/", strings.NewReader(strings.Repeat("x", 1<<20))), "alice")
+	if err != nil {
 		t.Fatal(err)
 	}
 	resp, got = e.do(t, "POST", "/v1/messages", body(30<<10), nil)
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(got, `"overloaded_error"`) {
 		t.Errorf("translated 30 KiB with the share taken = %d (Retry-After %q) %.200s; want 503 with Retry-After, Anthropic's overloaded_error", resp.StatusCode, resp.Header.Get("Retry-After"), got)
 	}
-	hold.release()
+	hold.Free()
 	if resp, got := e.do(t, "POST", "/v1/messages", body(30<<10), nil); resp.StatusCode != 200 {
 		t.Errorf("translated 30 KiB with room = %d %.200s; want 200", resp.StatusCode, got)
 	}

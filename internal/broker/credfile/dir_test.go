@@ -113,9 +113,7 @@ func TestDirWatcher(t *testing.T) {
 	if err := fc.WaitForTimers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	for len(events) < 3 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "three events after Reload", func() bool { return len(events) >= 3 })
 	expect("alice:unchanged:gho_alice2", "dave:unchanged:gho_dave", "erin:unchanged:gho_erin")
 }
 

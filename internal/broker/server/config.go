@@ -79,6 +79,19 @@ type Config struct {
 	// --insecure-no-auth, BROKER_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
 
+	// StateDir holds the state store's SQLite file (managed client keys).
+	// `broker serve` defaults it to $XDG_STATE_HOME/copilot-broker (else
+	// ~/.local/state/copilot-broker); here, empty with no DatabaseURL means
+	// no store and no key management. --state-dir, BROKER_STATE_DIR.
+	StateDir string
+	// DatabaseURL (postgres://...) puts the state in PostgreSQL instead, so
+	// several broker replicas share it. --database-url, BROKER_DATABASE_URL.
+	DatabaseURL string
+	// KeysPollInterval is how often the store is checked for key changes
+	// made by another broker (default [broker.DefaultKeysPollInterval]).
+	// --keys-poll-interval.
+	KeysPollInterval time.Duration
+
 	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and REST listeners.
 	// --tls-cert, --tls-key (BROKER_TLS_CERT, BROKER_TLS_KEY).
 	TLSCertFile, TLSKeyFile string
@@ -123,8 +136,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Exchange configures the token exchange (editor identity, HTTP client);
-	// its APIURL is set from GitHubAPIURL.
+	// its APIURL is set from GitHubAPIURL. Its Editor fields that are set
+	// (the broker's identity flags) override the built-in default under
+	// the upstream profile file.
 	Exchange tokens.ExchangeConfig
+	// UpstreamProfile is the upstream profile file (JSON or YAML; see
+	// internal/identity.ParseProfile), re-read when it changes and on
+	// SIGHUP, and pushed to the proxies with the token. --upstream-profile
+	// (BROKER_UPSTREAM_PROFILE); empty: the built-in default.
+	UpstreamProfile string
+	// UpstreamProfilePoll is how often the file is read for changes
+	// (--upstream-profile-poll, default identity.DefaultProfilePoll).
+	UpstreamProfilePoll time.Duration
 	// Tune, when set, adjusts the token manager's configuration before it
 	// starts; tests and benchmarks use it for short lifetimes.
 	Tune func(*tokens.ManagerConfig)

@@ -34,9 +34,11 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
 	"github.com/copilot-broker/copilot-broker/internal/console"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/store"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -63,6 +65,10 @@ type Server struct {
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
+	store   store.Store        // nil without StateDir or DatabaseURL
+	keySvc  *broker.KeyService // nil without a store
+	// profileWatcher follows --upstream-profile; nil without one.
+	profileWatcher *identity.Watcher
 
 	heapFloor []byte // see newHeapFloor
 
@@ -104,12 +110,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics := broker.NewMetrics()
+	if err := s.openStore(ctx, metrics, &cleanup); err != nil {
+		return nil, err
+	}
 	lns, err := ops.ListenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
 	if err != nil {
 		return nil, err
 	}
 	cleanup.add(func() { ops.CloseAll(lns) })
-	metrics := broker.NewMetrics()
 	conns := ops.NewConnLimits(metrics.Registry(), "copilot_broker")
 	grpcLn := conns.Listener(lns[0], "grpc", cfg.MaxConnections)
 	httpLn := conns.Listener(lns[1], "http", cfg.MaxConnections)
@@ -120,10 +129,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
 	}
 
+	identityMetrics := broker.NewIdentityMetrics(metrics.Registry())
+	profile, err := s.openProfile(identityMetrics)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Exchange.Profile = profile
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
+		Profile: profile, IdentityMetrics: identityMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -131,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup.add(s.svc.Close)
 	s.health = newHealth(cfg)
 	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	s.fleet.identity = identityMetrics
 	cleanup.add(s.fleet.close)
 	if err := s.startAccounts(ghToken, dirTokens); err != nil {
 		return nil, err
@@ -140,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
 	s.health.AccountsNeedKey(auth)
-	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
+	s.grpc = newGRPCServer(s.svc, s.keySvc, s.health, auth, metrics,
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
 		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
@@ -177,12 +194,43 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.dir != nil {
 		r.goBackground(func() { s.dir.Run(runCtx) })
 	}
+	if s.profileWatcher != nil {
+		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
+	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
 	s.log.Info("broker listening", "grpc", s.addrs.GRPC, "http", s.addrs.HTTP, "admin", s.addrs.Admin,
 		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
 		"github_api_url", cfg.GitHubAPIURL, "epoch", epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
 	return s, nil
+}
+
+// openStore opens the state store, when one is configured, and the key
+// service over it.
+func (s *Server) openStore(ctx context.Context, metrics *broker.Metrics, cleanup *undo) error {
+	if s.cfg.StateDir == "" && s.cfg.DatabaseURL == "" {
+		return nil
+	}
+	st, err := store.Open(ctx, store.Config{StateDir: s.cfg.StateDir, DatabaseURL: s.cfg.DatabaseURL, Now: s.cfg.Clock.Now})
+	if err != nil {
+		return err
+	}
+	cleanup.add(func() { _ = st.Close() })
+	ks, err := broker.NewKeyService(ctx, broker.KeyServiceConfig{
+		Store: st, PollInterval: s.cfg.KeysPollInterval, MaxStreamAge: s.cfg.MaxStreamAge,
+		Clock: s.cfg.Clock, Logger: s.cfg.Logger, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	cleanup.add(ks.Close)
+	s.store, s.keySvc = st, ks
+	engine := "sqlite"
+	if s.cfg.DatabaseURL != "" {
+		engine = "postgres"
+	}
+	s.log.Info("state store open", "engine", engine, "state_dir", s.cfg.StateDir, "schema_version", store.SchemaVersion())
+	return nil
 }
 
 // undo collects the releases of what Start has built so far; run releases
@@ -249,7 +297,7 @@ const streamWorkers = 64
 // newGRPCServer returns the gRPC server with the API, health and
 // reflection registered behind the metrics and auth interceptors. It starts
 // nothing.
-func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
+func newGRPCServer(svc *broker.Service, keySvc *broker.KeyService, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
 	g := grpc.NewServer(
 		// The shared answers of the current token state go out in the wire
 		// form made once per state.
@@ -276,6 +324,9 @@ func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broke
 		}),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(g, svc)
+	if keySvc != nil {
+		brokerv1.RegisterKeyServiceServer(g, keySvc)
+	}
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
 	return g
@@ -397,6 +448,9 @@ func (s *Server) Close() error {
 // credential again, so an operator who restored the account's Copilot
 // access can retry without a restart.
 func (s *Server) Reload() {
+	if s.profileWatcher != nil {
+		s.profileWatcher.Reload()
+	}
 	if s.dir != nil {
 		s.dir.Reload()
 	}
@@ -476,10 +530,17 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.stopping.Store(true)
 	s.health.Shutdown()
 	s.svc.Drain()
+	if s.keySvc != nil {
+		s.keySvc.Drain()
+	}
 
 	stopREST()
 	s.stopGRPC()
 	s.svc.Close()
+	if s.keySvc != nil {
+		s.keySvc.Close()
+		_ = s.store.Close()
+	}
 	_ = s.gwConn.Close()
 	s.fleet.close()
 	s.cancel()

@@ -19,6 +19,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -51,6 +52,9 @@ type Config struct {
 	// AllowedAPIHosts is the host list for ValidateBaseURL (nil: the
 	// default, see [forward.Config.AllowedAPIHosts]).
 	AllowedAPIHosts []string
+	// Profile, when set, receives the upstream profile the broker sends
+	// with every token message (shared by every client of a set).
+	Profile *identity.Holder
 	// Registerer receives the client's metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock decides token expiry and reconnect delays. Default real.
@@ -74,6 +78,7 @@ type Client struct {
 	clock    clock.Clock
 	log      *slog.Logger
 	m        *metrics
+	profile  *identity.Holder
 
 	state atomic.Pointer[state]
 	mu    sync.Mutex    // serialises apply: the watch, GetToken and RefreshToken all deliver states
@@ -119,6 +124,7 @@ func New(cfg Config) (*Client, error) {
 		allowed:  cfg.AllowedAPIHosts,
 		clock:    clock.OrReal(cfg.Clock),
 		log:      cfg.Logger,
+		profile:  cfg.Profile,
 		woken:    make(chan struct{}),
 	}
 	if c.minBack <= 0 {
@@ -269,6 +275,7 @@ func (c *Client) apply(t *brokerv1.Token, via string) bool {
 		c.log.Debug("ignoring an older token generation", "via", via, "generation", t.GetGeneration(), "held", cur.gen)
 		return false
 	}
+	c.takeProfile(t.GetProfile(), via)
 	next := *cur
 	next.seen, next.epoch, next.gen = true, t.GetEpoch(), t.GetGeneration()
 	next.status, next.lastErr, next.notFound = t.GetStatus(), t.GetLastError(), false

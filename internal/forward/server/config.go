@@ -2,8 +2,6 @@ package server
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -85,6 +83,23 @@ type Config struct {
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
 	// --keys-file (PROXY_KEYS_FILE).
 	Keys *keys.Set
+	// KeysFromBroker authenticates clients also with the keys managed at
+	// the broker (WatchKeys), beside Keys; a name in both is refused at
+	// start. Every account the broker key may read is then watched, since
+	// a managed key may name any. --keys-from-broker,
+	// PROXY_KEYS_FROM_BROKER.
+	KeysFromBroker bool
+	// KeysMaxStale is how long managed keys keep working while the broker
+	// is unreachable; then they get 503 (file keys keep working).
+	// --keys-max-stale, default [clientkeys.DefaultMaxStale].
+	KeysMaxStale time.Duration
+	// KeysStartWait bounds how long Start waits for the first managed key
+	// set (it then starts anyway; managed keys get 503 until the set
+	// arrives). Default 10 s.
+	KeysStartWait time.Duration
+	// KeyBroker, when set, is used for WatchKeys instead of the dialed
+	// connection (tests).
+	KeyBroker brokerv1.KeyServiceClient
 	// InsecureNoAuth allows listening beyond loopback without keys.
 	// --insecure-no-auth, PROXY_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
@@ -92,11 +107,16 @@ type Config struct {
 	// CopilotAPIURL overrides every token's api_base_url (for the sandbox).
 	// --copilot-api-url, PROXY_COPILOT_API_URL.
 	CopilotAPIURL string
-	// Editor is the identity sent to Copilot; zero fields take
-	// identity.Default's. --editor-version, --editor-plugin-version,
+	// Editor is the identity sent to Copilot; zero fields take the
+	// broker's upstream profile (built in: identity.Default's), set ones
+	// override it. --editor-version, --editor-plugin-version,
 	// --user-agent, --integration-id, --github-api-version
 	// (PROXY_EDITOR_VERSION, ...).
 	Editor identity.Editor
+	// PoolReservePercent is the share of a session or weekly usage limit
+	// below which a pool member is busy (--pool-reserve-percent, default
+	// pool.DefaultReservePercent; negative: off).
+	PoolReservePercent float64
 	// Intents are the Openai-Intent values per endpoint; zero fields take
 	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
 	// -messages, -models, -embeddings (--openai-intent sets them all).
@@ -256,26 +276,6 @@ func (c Config) withDefaults() Config {
 // brokerTLS builds the TLS configuration for the broker connection, or nil
 // for plaintext.
 func (c Config) brokerTLS() (*tls.Config, error) {
-	if !c.BrokerTLS && c.BrokerTLSCAFile == "" && c.BrokerTLSCertFile == "" && c.BrokerTLSKeyFile == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.BrokerTLSServerName}
-	if c.BrokerTLSCAFile != "" {
-		pool, err := ops.LoadCertPool(c.BrokerTLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker TLS CA: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	if (c.BrokerTLSCertFile == "") != (c.BrokerTLSKeyFile == "") {
-		return nil, errors.New("--broker-tls-cert and --broker-tls-key go together")
-	}
-	if c.BrokerTLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.BrokerTLSCertFile, c.BrokerTLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker TLS client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return ops.ClientTLS{Enable: c.BrokerTLS, CAFile: c.BrokerTLSCAFile, CertFile: c.BrokerTLSCertFile,
+		KeyFile: c.BrokerTLSKeyFile, ServerName: c.BrokerTLSServerName}.Config()
 }

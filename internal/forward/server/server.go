@@ -35,6 +35,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -67,7 +68,7 @@ var ErrShuttingDown = errors.New("shutting down")
 // [Server.WaitReady]).
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
+	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0 || cfg.KeysFromBroker, cfg.InsecureNoAuth, "keys-file"); err != nil {
 		return nil, err
 	}
 	if err := cfg.Editor.Validate(); err != nil {
@@ -94,13 +95,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	acc := accountsOf(cfg)
-	tracker := pool.New(pool.Config{Clock: cfg.Clock})
+	if cfg.KeysFromBroker {
+		// A managed key may name any account, at any time.
+		acc.all, acc.needDefault = true, true
+	}
+	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent})
+	// The upstream profile the broker pushes with the tokens; the built-in
+	// default until the first message.
+	profile := identity.NewHolder(identity.DefaultProfile(), "")
 	reg.MustRegister(pool.NewCollector(tracker))
 	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
 		Client: brokerclient.Config{
 			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
 			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
 			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+			Profile: profile,
 		},
 		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
 		OnQuota: tracker.SetQuota,
@@ -138,10 +147,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	keySet, stopKeys, err := startKeys(ctx, cfg, conn, reg)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
+		Keys: cfg.Keys, Editor: cfg.Editor, Profile: profile, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
@@ -149,7 +163,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Transport:                  transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
+		KeySet: keySet,
 	}
+	stopConn := closeConn
+	closeConn = func() { stopKeys(); stopConn() }
 	handler, err := forward.New(fcfg)
 	if err != nil {
 		closeConn()
@@ -170,7 +187,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	var clientHandler http.Handler = handler
-	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.Addr) {
+	if cfg.Keys.Len() == 0 && !cfg.KeysFromBroker && ops.IsLoopback(cfg.Addr) {
 		// Without keys, a DNS-rebinding web page could use the proxy.
 		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
 	}
@@ -198,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 	}, aliases)
 	s.log.Info("proxy listening", "addr", s.addrs.HTTP, "admin_addr", s.addrs.Admin, "broker", cfg.BrokerAddr,
-		"client_auth", cfg.Keys.Len() > 0, "copilot_api_url", cfg.CopilotAPIURL)
+		"client_auth", cfg.Keys.Len() > 0 || cfg.KeysFromBroker, "keys_from_broker", cfg.KeysFromBroker, "copilot_api_url", cfg.CopilotAPIURL)
 	return s, nil
 }
 
