@@ -72,6 +72,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body; a client that announces a body and does not send it is cut off after this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close keep-alive connections idle this long between requests")
+	fs.Int64Var(&cfg.MaxInflightBodyBytesPerKey, "max-inflight-body-bytes-per-key", 0, "the most of --max-inflight-body-bytes one client key's requests may hold together (at least --max-body-bytes; 0: half of it, all of it without client keys), so one key cannot starve the others")
 	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
 	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")

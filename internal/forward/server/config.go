@@ -174,6 +174,10 @@ type Config struct {
 	// --max-inflight-body-bytes, PROXY_MAX_INFLIGHT_BODY_BYTES, default
 	// [DefaultMaxInflightBodyBytes].
 	MaxInflightBodyBytes int64
+	// MaxInflightBodyBytesPerKey is the most of that budget one client
+	// key's requests hold together. --max-inflight-body-bytes-per-key,
+	// PROXY_MAX_INFLIGHT_BODY_BYTES_PER_KEY, default 0: half the budget.
+	MaxInflightBodyBytesPerKey int64
 	// InflightBodyWait is how long a body waits for room in that budget
 	// before its request gets 503 with Retry-After. --inflight-body-wait,
 	// PROXY_INFLIGHT_BODY_WAIT, default [DefaultInflightBodyWait].

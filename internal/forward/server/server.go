@@ -212,6 +212,7 @@ func (cfg Config) forwardConfig(f forward.Config) forward.Config {
 	f.CountTokens, f.StreamIdleTimeout, f.Clock = cfg.CountTokens, cfg.StreamIdleTimeout, cfg.Clock
 	f.MaxBodyBytes, f.BodyReadTimeout = cfg.MaxBodyBytes, cfg.BodyReadTimeout
 	f.MaxInflightBodyBytes, f.InflightBodyWait = cfg.MaxInflightBodyBytes, cfg.InflightBodyWait
+	f.MaxInflightBodyBytesPerKey = cfg.MaxInflightBodyBytesPerKey
 	f.Logger = cfg.Logger.With("component", "forward")
 	return f
 }
