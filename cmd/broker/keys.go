@@ -78,7 +78,6 @@ func (c *keysConn) client(getenv func(string) string) (brokerv1.KeyServiceClient
 	return brokerv1.NewKeyServiceClient(conn), func() { _ = conn.Close() }, nil
 }
 
-
 // keyFlags are the policy flags of create and update.
 type keyFlags struct {
 	accounts, models, expires string
