@@ -384,6 +384,17 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, c *call) bool
 		h.reject(w, rt.name, c.key, rt.dialect, dialect.BadRequest(err.Error()))
 		return false
 	}
+	if rt == routeResponses && c.in.Vision {
+		// An image detail other than low or high is sent as high
+		// (imagedetail.go); the body changed, so it is scanned again.
+		if nb, ok := normalizeImageDetail(held.Bytes()); ok {
+			held.Set(nb)
+			if c.in, err = h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
+				h.reject(w, rt.name, c.key, rt.dialect, dialect.BadRequest(err.Error()))
+				return false
+			}
+		}
+	}
 	return true
 }
 
