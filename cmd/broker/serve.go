@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/server"
@@ -15,6 +18,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/store"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 )
 
@@ -39,6 +43,10 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", tokens.DefaultMinForceInterval, "floor between an exchange and one forced by RefreshToken")
 	fs.IntVar(&cfg.PublicStreams.Total, "max-public-streams", broker.DefaultMaxPublicStreams, "most health Watch and reflection streams open at once from callers without a broker key (more get RESOURCE_EXHAUSTED)")
 	fs.IntVar(&cfg.PublicStreams.PerConn, "max-public-streams-per-conn", broker.DefaultMaxPublicStreamsPerConn, "most such streams on one connection")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the state store's SQLite file (state.db: managed keys, the usage ledger); default $XDG_STATE_HOME/copilot-broker, else ~/.local/state/copilot-broker")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL instead of SQLite (postgres://...), shared by broker replicas")
+	fs.Var((*days)(&cfg.UsageRetention), "usage-retention", "how long usage events are kept (e.g. 90d, 720h) (default 90d)")
+	fs.Var((*days)(&cfg.UsageRollupRetention), "usage-rollup-retention", "how long the usage ledger's daily sums are kept (default 730d)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -79,6 +87,13 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 	}
+	if cfg.StateDir == "" && cfg.DatabaseURL == "" {
+		if getenv("XDG_STATE_HOME") != "" || getenv("HOME") != "" {
+			cfg.StateDir, _ = store.DefaultStateDir(getenv)
+		} else {
+			logger.Warn("no state directory (neither --state-dir, --database-url, XDG_STATE_HOME nor HOME): no usage ledger")
+		}
+	}
 	if cfg.GitHubTokenFile == "" {
 		cfg.GitHubToken = secret.New(getenv("GITHUB_TOKEN"))
 	}
@@ -99,4 +114,35 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 	}
+}
+
+// days is a duration flag that also takes whole days ("90d").
+type days time.Duration
+
+func (d *days) String() string {
+	if d == nil || *d == 0 {
+		return ""
+	}
+	td := time.Duration(*d)
+	if td%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(td/(24*time.Hour)), 10) + "d"
+	}
+	return td.String()
+}
+
+func (d *days) Set(s string) error {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.Atoi(n)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q: want a positive number of days (90d) or a duration (720h)", s)
+		}
+		*d = days(time.Duration(v) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("%q: want a positive number of days (90d) or a duration (720h)", s)
+	}
+	*d = days(v)
+	return nil
 }

@@ -46,6 +46,7 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(apidoc.OpenAPI)
 	})
+	mux.Handle("GET "+RouteUsage, auth.HTTPMiddleware(usageREST(conn)))
 	mux.Handle("/", auth.HTTPMiddleware(gw))
 	return metrics.HTTPMiddleware(restRoute, mux), nil
 }
@@ -54,7 +55,7 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteUsage:
 		return p
 	}
 	return routeOther

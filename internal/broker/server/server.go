@@ -37,6 +37,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/store"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -63,6 +64,8 @@ type Server struct {
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
+	store   store.Store           // nil without StateDir or DatabaseURL
+	usage   *broker.UsageService // nil without a store
 
 	heapFloor []byte // see newHeapFloor
 
@@ -139,6 +142,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
+	if err := s.openLedger(ctx, metrics); err != nil {
+		return nil, err
+	}
+	if s.store != nil {
+		cleanup.add(func() { s.store.Close() })
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -171,6 +180,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.dir != nil {
 		r.goBackground(func() { s.dir.Run(runCtx) })
+	}
+	if s.store != nil {
+		r.goBackground(func() { s.pruneUsage(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
@@ -468,6 +480,9 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.stopping.Store(true)
 	s.health.Shutdown()
 	s.svc.Drain()
+	if s.usage != nil {
+		s.usage.Drain()
+	}
 
 	stopREST()
 	s.stopGRPC()
@@ -476,6 +491,11 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.fleet.close()
 	s.cancel()
 	r.background.Wait()
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("closing the state store", "error", err)
+		}
+	}
 	stopAdmin()
 	r.serving.Wait()
 	if cause == nil {
