@@ -64,7 +64,7 @@ type Server struct {
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
-	store   store.Store           // nil without StateDir or DatabaseURL
+	store   store.Store          // nil without StateDir or DatabaseURL
 	usage   *broker.UsageService // nil without a store
 
 	heapFloor []byte // see newHeapFloor
