@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"io"
 	"net/http"
 	"strconv"
@@ -270,26 +271,41 @@ func (h *Handler) initAccounts(cfg Config) error {
 		h.modelLabel = usage.NewModels(nil, 0).Label
 	}
 	h.usageBufs = usage.NewBuffers()
+	h.reporter = cfg.UsageReporter
 	return nil
 }
 
 // tapUsage counts a 2xx answer for the usage series, reading its usage as
 // the body passes (see package usage); other answers are not counted there.
 func (h *Handler) tapUsage(resp *http.Response, c *call) {
-	if resp.StatusCode < 200 || resp.StatusCode > 299 || c.route.kind == bodyNone {
+	if c.route.kind == bodyNone {
 		return
 	}
 	model := c.acct.model
 	if model == "" && c.body != nil {
 		model = requestModel(c.body.buf)
 	}
-	key, account, label, premium := c.key, c.acct.account, h.modelLabel(model), !c.in.agent
+	premium := !c.in.agent
 	if c.route.kind == bodyOpaque { // embeddings: no initiator, never premium
 		premium = false
 	}
+	var ev usagereport.Event
+	if h.reporter != nil {
+		ev = h.usageEvent(resp, c, model, premium)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if h.reporter != nil { // the ledger counts every answer; the series only 2xx ones
+			h.finishUsage(ev, usage.Usage{}, false)
+		}
+		return
+	}
+	key, account, label := c.key, c.acct.account, h.modelLabel(model)
 	m := h.usage
 	resp.Body = h.usageBufs.NewTap(resp.Body, func(u usage.Usage, ok bool) {
 		m.Record(key, account, label, premium, u, ok)
+		if h.reporter != nil {
+			h.finishUsage(ev, u, ok)
+		}
 	})
 }
 

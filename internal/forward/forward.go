@@ -54,6 +54,9 @@ type Config struct {
 	Pool *pool.Tracker
 	// Usage receives the usage series. Default: unregistered.
 	Usage *usage.Metrics
+	// UsageReporter, when set, gets one event per answered request (the
+	// broker's ledger).
+	UsageReporter UsageReporter
 	// ModelLabel bounds the usage series' model label. Default:
 	// usage.NewModels(nil, 0).Label.
 	ModelLabel func(string) string
@@ -150,6 +153,7 @@ type Handler struct {
 	pool       *pool.Tracker
 	usage      *usage.Metrics
 	usageBufs  *usage.Buffers
+	reporter   UsageReporter    // nil: no ledger events
 	quota      pool.QuotaReader // x-quota-snapshot-* headers, parsed once per value
 	modelLabel func(string) string
 	budget     *bodyBudget
@@ -271,6 +275,7 @@ type call struct {
 	retried   bool
 	acct      acctCall // stage 6: the account or pool member used
 	aff       uint64   // conversation hash, once computed (accounts.go)
+	start     time.Time
 }
 
 type callKey struct{}
@@ -299,7 +304,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveCountTokens(w, r, rt, key)
 		return
 	}
-	c := &call{route: rt, key: key, requestID: newRequestID()}
+	c := &call{route: rt, key: key, requestID: newRequestID(), start: h.clock.Now()}
 	c.acct.tgt = h.targetOf(key)
 	if !c.acct.tgt.pooled() {
 		// A single account: its token now, before reading the body.

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -80,6 +82,18 @@ type Config struct {
 	// Broker, when set, is used instead of dialing BrokerAddr (tests that
 	// serve the broker over an in-memory connection).
 	Broker brokerv1.TokenBrokerServiceClient
+
+	// UsageBuffer bounds the usage events held for the broker's ledger
+	// while it is away (the oldest are dropped past it); negative turns
+	// usage reporting off. --usage-buffer, PROXY_USAGE_BUFFER, default
+	// [usagereport.DefaultBuffer].
+	UsageBuffer int
+	// ProxyID names this proxy in its usage events. --proxy-id,
+	// PROXY_PROXY_ID, default the host name.
+	ProxyID string
+	// Usage, when set with Broker, is the usage client (tests); with a
+	// dialed broker the proxy makes its own.
+	Usage brokerv1.UsageServiceClient
 
 	// Keys are the client API keys; nil means none are required (allowed
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
@@ -234,6 +248,12 @@ func (c Config) withDefaults() Config {
 	dur(&c.CatalogRefresh, DefaultCatalogRefresh)
 	dur(&c.ModelAliasesPoll, DefaultModelAliasesPoll)
 	dur(&c.StreamIdleTimeout, forward.DefaultStreamIdleTimeout)
+	if c.UsageBuffer == 0 {
+		c.UsageBuffer = usagereport.DefaultBuffer
+	}
+	if c.ProxyID == "" {
+		c.ProxyID, _ = os.Hostname()
+	}
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

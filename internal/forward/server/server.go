@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
@@ -35,6 +36,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -52,6 +54,7 @@ type Server struct {
 	log      *slog.Logger
 	addrs    Addrs
 	tokens   *brokerclient.Set
+	reporter *usagereport.Reporter // nil: usage reporting off
 	registry *prometheus.Registry
 	draining atomic.Bool
 	cancel   context.CancelFunc
@@ -127,6 +130,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		transport = forward.NewTransport(tc)
 	}
 	metrics := forward.NewMetrics(reg)
+	reporter, err := newReporter(cfg, conn, reg)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
 	var aliases *catalog.AliasFile
 	if cfg.ModelAliases != "" {
 		aliases, err = catalog.OpenAliasFile(catalog.AliasFileConfig{
@@ -149,6 +157,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	}
+	if reporter != nil {
+		fcfg.UsageReporter = reporter
+	}
 	handler, err := forward.New(fcfg)
 	if err != nil {
 		closeConn()
@@ -162,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
@@ -213,6 +224,11 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	if aliases != nil {
 		wg.Go(func() { aliases.Run(watchCtx) })
 	}
+	reportCtx, stopReport := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReport()
+	if s.reporter != nil {
+		wg.Go(func() { s.reporter.Run(reportCtx) })
+	}
 	var adminErr error
 	wg.Go(func() {
 		adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace)
@@ -225,7 +241,9 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	// draining is set as soon as ctx ends, so /readyz fails at once while
 	// ServeHTTP drains; stopping the notice keeps it from outliving run when
 	// the proxy listener fails first.
+	var drainStart atomic.Int64
 	stopNotice := context.AfterFunc(ctx, func() {
+		drainStart.Store(time.Now().UnixNano())
 		s.draining.Store(true)
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	})
@@ -235,6 +253,8 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		s.log.Error("proxy listener failed; shutting down", "error", err)
 	}
 	s.draining.Store(true)
+	s.flushUsage(drainStart.Load())
+	stopReport()
 	stopWatch()
 	stopAdmin()
 	wg.Wait()
@@ -305,4 +325,42 @@ func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn
 		return nil, nil, err
 	}
 	return brokerv1.NewTokenBrokerServiceClient(conn), conn, nil
+}
+
+// newReporter returns the usage reporter, or nil when reporting is off or
+// there is no broker connection to report on.
+func newReporter(cfg Config, conn *grpc.ClientConn, reg prometheus.Registerer) (*usagereport.Reporter, error) {
+	client := cfg.Usage
+	if client == nil && conn != nil {
+		client = brokerv1.NewUsageServiceClient(conn)
+	}
+	if cfg.UsageBuffer < 0 || client == nil {
+		return nil, nil
+	}
+	return usagereport.New(usagereport.Config{
+		Client: client, ProxyID: cfg.ProxyID, Buffer: cfg.UsageBuffer, Registerer: reg,
+		Logger: cfg.Logger.With("component", "usage-report"),
+	})
+}
+
+// flushUsage waits, for what is left of the shutdown grace (at least a
+// few seconds), for the broker to acknowledge the usage events held.
+func (s *Server) flushUsage(drainStartNanos int64) {
+	if s.reporter == nil {
+		return
+	}
+	left := s.cfg.ShutdownGrace
+	if drainStartNanos != 0 {
+		left -= time.Since(time.Unix(0, drainStartNanos))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(left, 3*time.Second))
+	defer cancel()
+	n := s.reporter.Buffered()
+	if err := s.reporter.Flush(ctx); err != nil {
+		s.log.Warn("shutting down with usage events the broker has not acknowledged", "unreported", s.reporter.Buffered(), "error", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("usage events flushed to the broker", "events", n)
+	}
 }
