@@ -200,6 +200,7 @@ func startBrokerEnv(t *testing.T, sb *sandboxProc, env []string, extra ...string
 		"--github-api-url", sb.url,
 		"--github-token-file", tokenFile,
 		"--keys-file", keysFile,
+		"--state-dir", filepath.Join(dir, "state"), // never the user's own
 		"--log-format", "text",
 		"--log-level", "debug",
 	}

@@ -339,6 +339,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	// No Copilot-Vision-Request demand here: the API does not require it on
 	// /v1/messages (docs/protocol.md section 4).
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
+	s.countUsage(r, req.Model, &a)
 	stop := anthropicStop(a.stop)
 	var stopSeq *string
 	if a.stop == stopSequence {
