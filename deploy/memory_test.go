@@ -81,6 +81,32 @@ func TestProxyMemoryHoldsTheBodyBudget(t *testing.T) {
 	}
 }
 
+// TestBrokerMemoryLimitHasSoftLimit: the broker sets GOMEMLIMIT below its
+// container's memory limit, with room for what the runtime holds outside
+// the heap (issue 22: the broker had no soft limit).
+func TestBrokerMemoryLimitHasSoftLimit(t *testing.T) {
+	o := renderBase(t)
+	d, err := o.deployment("copilot-broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Fatal("the broker has no memory limit")
+	}
+	soft, err := goMemLimit(env(c, "GOMEMLIMIT"))
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT: %v", err)
+	}
+	// The limit is soft (the collector may overshoot it while it catches
+	// up) and does not count what the kernel holds for sockets: leave a
+	// fifth of the container for them.
+	if soft > limit.Value()*4/5 {
+		t.Errorf("GOMEMLIMIT %d bytes: want at most 80%% of the memory limit %s", soft, limit.String())
+	}
+}
+
 // goMemLimit parses a GOMEMLIMIT value as the Go runtime does: a byte count
 // with an optional B, KiB, MiB, GiB or TiB suffix.
 func goMemLimit(v string) (int64, error) {

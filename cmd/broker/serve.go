@@ -43,6 +43,8 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.MinForceInterval, "min-force-interval", tokens.DefaultMinForceInterval, "floor between an exchange and one forced by RefreshToken")
 	fs.IntVar(&cfg.PublicStreams.Total, "max-public-streams", broker.DefaultMaxPublicStreams, "most health Watch and reflection streams open at once from callers without a broker key (more get RESOURCE_EXHAUSTED)")
 	fs.IntVar(&cfg.PublicStreams.PerConn, "max-public-streams-per-conn", broker.DefaultMaxPublicStreamsPerConn, "most such streams on one connection")
+	fs.IntVar(&cfg.Streams.PerConn, "max-streams-per-conn", broker.DefaultMaxStreamsPerConn, "most WatchToken and WatchAccounts streams open on one gRPC connection (more get RESOURCE_EXHAUSTED)")
+	fs.IntVar(&cfg.Streams.PerKey, "max-streams-per-key", broker.DefaultMaxStreamsPerKey, "most WatchToken and WatchAccounts streams open with one broker key, gRPC and REST together")
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the state store's SQLite file (state.db: managed keys, the usage ledger); default $XDG_STATE_HOME/copilot-broker, else ~/.local/state/copilot-broker")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL instead of SQLite (postgres://...), shared by broker replicas")
 	fs.Var((*days)(&cfg.UsageRetention), "usage-retention", "how long usage events are kept (e.g. 90d, 720h) (default 90d)")

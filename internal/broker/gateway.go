@@ -46,9 +46,29 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(apidoc.OpenAPI)
 	})
-	mux.Handle("GET "+RouteUsage, auth.HTTPMiddleware(usageREST(conn)))
-	mux.Handle("/", auth.HTTPMiddleware(gw))
+	mux.Handle("GET "+RouteUsage, limitBody(auth.HTTPMiddleware(usageREST(conn))))
+	mux.Handle("/", limitBody(auth.HTTPMiddleware(gw)))
 	return metrics.HTTPMiddleware(restRoute, mux), nil
+}
+
+// MaxRESTBodyBytes bounds a REST request body: the API's requests are a few
+// fields, and the gateway reads a body whole before it looks at it.
+const MaxRESTBodyBytes = 64 << 10
+
+// limitBody answers 413 for a body announced over [MaxRESTBodyBytes] and
+// makes a longer unannounced one fail when it is read (the gateway then
+// answers 400).
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxRESTBodyBytes {
+			w.Header().Set("Connection", "close")
+			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument,
+				fmt.Sprintf("request body over %d bytes", MaxRESTBodyBytes))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxRESTBodyBytes)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // restRoute names a request's route for metrics without echoing arbitrary

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 )
 
 // HealthWatchGrace bounds how long, at shutdown, a health Watch stream is
@@ -22,10 +24,11 @@ const HealthWatchGrace = time.Second
 // timeout; here [HealthServer.Shutdown] reports NOT_SERVING, and each Watch
 // stream ends with OK right after it has sent that status.
 type HealthServer struct {
-	*health.Server // statuses, Check, List, SetServingStatus
+	*health.Server // statuses, SetServingStatus
 
 	clock    clock.Clock
-	draining chan struct{} // closed by Shutdown
+	auth     *Authenticator // nil: every account's status is public
+	draining chan struct{}  // closed by Shutdown
 	once     sync.Once
 }
 
@@ -42,8 +45,57 @@ func (h *HealthServer) Shutdown() {
 	h.once.Do(func() { close(h.draining) })
 }
 
-// Watch is health.Server's Watch, ended with OK at shutdown.
+// AccountsNeedKey makes the per-account services (the API's service name,
+// "/" and an account) answer only callers whose broker key, checked by auth,
+// may read the account; any other caller gets the answer of a service that
+// does not exist, so that an account outside a key cannot be told from no
+// account. The API's and the server's own statuses stay public, for load
+// balancers and probes. Call it before serving.
+func (h *HealthServer) AccountsNeedKey(auth *Authenticator) { h.auth = auth }
+
+// hiddenService is a service name no account can have (account names are
+// letters, digits, '.', '_' and '-'): asking for it gets the answer of an
+// unknown service.
+const hiddenService = "\x00hidden"
+
+// visible returns the service name to answer for: service itself, or
+// hiddenService when it names an account the caller may not read.
+func (h *HealthServer) visible(ctx context.Context, service string) string {
+	account, ok := strings.CutPrefix(service, HealthServices[0]+"/")
+	if !ok || h.auth == nil || !h.auth.Enabled() {
+		return service
+	}
+	key, reason := h.auth.check(metadata.ValueFromIncomingContext(ctx, "authorization"))
+	if reason != "" || !key.Accounts.Allows(account) {
+		return hiddenService
+	}
+	return service
+}
+
+// Check is health.Server's Check for the services the caller may see.
+func (h *HealthServer) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	return h.Server.Check(ctx, &healthpb.HealthCheckRequest{Service: h.visible(ctx, req.GetService())})
+}
+
+// List is health.Server's List without the per-account services of a
+// caller that may not see them.
+func (h *HealthServer) List(ctx context.Context, req *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	resp, err := h.Server.List(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for name := range resp.GetStatuses() {
+		if h.visible(ctx, name) != name {
+			delete(resp.Statuses, name)
+		}
+	}
+	return resp, nil
+}
+
+// Watch is health.Server's Watch, for the services the caller may see,
+// ended with OK at shutdown.
 func (h *HealthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	req = &healthpb.HealthCheckRequest{Service: h.visible(stream.Context(), req.GetService())}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	ws := &drainingWatch{Health_WatchServer: stream, ctx: ctx, sent: make(chan struct{}, 1)}

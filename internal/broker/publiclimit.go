@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"net"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,11 +30,13 @@ type PublicStreamLimits struct {
 	PerConn int
 }
 
-// Reasons a public stream is refused, the reason label of
-// copilot_broker_public_streams_refused_total.
+// Reasons a stream is refused, the reason label of
+// copilot_broker_public_streams_refused_total and
+// copilot_broker_streams_refused_total.
 const (
 	refusedPerConn = "per_connection"
 	refusedTotal   = "total"
+	refusedPerKey  = "per_key"
 )
 
 // PublicStreamLimiter refuses, with RESOURCE_EXHAUSTED, a public stream
@@ -42,10 +46,7 @@ type PublicStreamLimiter struct {
 	limits  PublicStreamLimits
 	open    prometheus.Gauge
 	refused *prometheus.CounterVec
-
-	mu     sync.Mutex
-	total  int
-	byConn map[string]int
+	counts  streamCounts
 }
 
 // NewPublicStreamLimiter returns a limiter that lets callers with a key
@@ -59,22 +60,26 @@ func NewPublicStreamLimiter(auth *Authenticator, limits PublicStreamLimits, m *M
 		limits.PerConn = DefaultMaxPublicStreamsPerConn
 	}
 	l := &PublicStreamLimiter{
-		auth: auth, limits: limits, byConn: map[string]int{},
+		auth: auth, limits: limits,
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "copilot_broker_public_streams",
 			Help: "Open streams on public services (health Watch, reflection) from callers without a broker key.",
 		}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "copilot_broker_public_streams_refused_total",
-			Help: "Public streams refused with RESOURCE_EXHAUSTED, by the bound reached (per_connection, total).",
-		}, []string{"reason"}),
+		refused: newRefusedCounter("copilot_broker_public_streams_refused_total",
+			"Public streams refused with RESOURCE_EXHAUSTED, by the bound reached (per_connection, total).", refusedPerConn, refusedTotal),
 	}
-	l.refused.WithLabelValues(refusedPerConn)
-	l.refused.WithLabelValues(refusedTotal)
 	if m != nil {
 		m.reg.MustRegister(l.open, l.refused)
 	}
 	return l
+}
+
+func newRefusedCounter(name, help string, reasons ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"reason"})
+	for _, r := range reasons {
+		c.WithLabelValues(r)
+	}
+	return c
 }
 
 // StreamInterceptor applies the limits; install it after the
@@ -84,15 +89,19 @@ func (l *PublicStreamLimiter) StreamInterceptor() grpc.StreamServerInterceptor {
 		if !isPublic(info.FullMethod) || l.keyed(ss) {
 			return handler(srv, ss)
 		}
-		conn := "?"
-		if p, ok := peer.FromContext(ss.Context()); ok && p.Addr != nil {
-			conn = p.Addr.String()
+		bounds := []streamBound{
+			{refusedPerConn, connOf(ss.Context()), l.limits.PerConn},
+			{refusedTotal, "", l.limits.Total},
 		}
-		if reason := l.acquire(conn); reason != "" {
+		if reason := l.counts.acquire(bounds); reason != "" {
 			l.refused.WithLabelValues(reason).Inc()
 			return status.Errorf(codes.ResourceExhausted, "too many open %s streams without a broker key (%s limit); use health Check, or send a broker key", info.FullMethod, reason)
 		}
-		defer l.release(conn)
+		l.open.Inc()
+		defer func() {
+			l.counts.release(bounds)
+			l.open.Dec()
+		}()
 		return handler(srv, ss)
 	}
 }
@@ -106,27 +115,55 @@ func (l *PublicStreamLimiter) keyed(ss grpc.ServerStream) bool {
 	return reason == ""
 }
 
-func (l *PublicStreamLimiter) acquire(conn string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.byConn[conn] >= l.limits.PerConn:
-		return refusedPerConn
-	case l.total >= l.limits.Total:
-		return refusedTotal
+// connOf names a call's connection by its peer address.
+func connOf(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return addrKey(p.Addr)
 	}
-	l.byConn[conn]++
-	l.total++
-	l.open.Set(float64(l.total))
+	return "?"
+}
+
+func addrKey(a net.Addr) string { return a.Network() + ":" + a.String() }
+
+// streamBound is one bound a stream counts against: at most limit streams
+// in bucket (a connection, a key, or "" for all).
+type streamBound struct {
+	reason, bucket string
+	limit          int
+}
+
+// streamCounts counts open streams per bound and bucket.
+type streamCounts struct {
+	mu   sync.Mutex
+	open map[streamBound]int // limit zeroed in the keys
+}
+
+// acquire counts a stream against every bound, or returns the reason of
+// the first one that is full and counts nothing.
+func (c *streamCounts) acquire(bounds []streamBound) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range bounds {
+		if c.open[streamBound{b.reason, b.bucket, 0}] >= b.limit {
+			return b.reason
+		}
+	}
+	if c.open == nil {
+		c.open = map[streamBound]int{}
+	}
+	for _, b := range bounds {
+		c.open[streamBound{b.reason, b.bucket, 0}]++
+	}
 	return ""
 }
 
-func (l *PublicStreamLimiter) release(conn string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.byConn[conn]--; l.byConn[conn] <= 0 {
-		delete(l.byConn, conn)
+func (c *streamCounts) release(bounds []streamBound) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range bounds {
+		k := streamBound{b.reason, b.bucket, 0}
+		if c.open[k]--; c.open[k] <= 0 {
+			delete(c.open, k)
+		}
 	}
-	l.total--
-	l.open.Set(float64(l.total))
 }

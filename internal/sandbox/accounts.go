@@ -70,6 +70,7 @@ type account struct {
 	apiFaulty   atomic.Bool // fast path: no API fault for this account
 	spent       atomic.Bool // quota spent by [Server.SpendQuota]
 	premiumUsed atomic.Int64
+	usage       atomic.Pointer[usageState] // session and weekly limits; nil: none reported
 }
 
 // ghToken is an issued GitHub token.

@@ -129,6 +129,8 @@ func (s *Server) adminRoutes(m *http.ServeMux) {
 	})
 	m.HandleFunc("POST /_sandbox/device/{action}", s.adminDevice)
 	s.adminAccountRoutes(m)
+	s.adminRetireRoutes(m)
+	s.adminUsageRoutes(m)
 }
 
 // accountRequest is the body of POST /_sandbox/accounts.

@@ -336,8 +336,11 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		writeReqError(w, r, err)
 		return
 	}
-	// No Copilot-Vision-Request demand here: the API does not require it on
-	// /v1/messages (docs/protocol.md section 4).
+	// Images need Copilot-Vision-Request here too (docs/protocol.md
+	// section 8, correcting section 4).
+	if !checkVision(w, r, c.images.total() > 0) {
+		return
+	}
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
 	s.countUsage(r, req.Model, &a)
 	stop := anthropicStop(a.stop)

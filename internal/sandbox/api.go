@@ -87,7 +87,10 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		if !s.checkClient(w, r) || !s.checkBetas(w, r) {
+		if !s.checkClient(w, r) || !s.checkRetired(w, r) || !s.checkBetas(w, r) {
+			return
+		}
+		if !s.usageHeaders(w, r, acct) {
 			return
 		}
 		premium := r.Method == http.MethodPost && r.Header.Get("X-Initiator") == "user" && r.URL.Path != pathEmbeddings &&

@@ -155,6 +155,9 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) {
 		s.writeGitHubFault(w, f)
 		return
 	}
+	if !s.checkRetiredExchange(w, r) {
+		return
+	}
 	sku := acct.sku
 	now := s.clock.Now()
 	exp := now.Add(s.cfg.TokenLifetime)

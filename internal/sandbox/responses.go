@@ -172,6 +172,7 @@ func (c *conv) responsesContent(role string, raw json.RawMessage) (string, error
 		Refusal  string `json:"refusal"`
 		ImageURL string `json:"image_url"`
 		FileID   string `json:"file_id"`
+		Detail   string `json:"detail"`
 	}
 	if err := json.Unmarshal(raw, &parts); err != nil {
 		return "", badRequest("content: want a string or an array of content parts")
@@ -191,6 +192,12 @@ func (c *conv) responsesContent(role string, raw json.RawMessage) (string, error
 		case p.Type == "input_text":
 			b.WriteString(p.Text)
 		case p.Type == "input_image":
+			if p.Detail != "" && p.Detail != "low" && p.Detail != "high" {
+				// Some models refuse any other detail on /responses
+				// (docs/protocol.md section 8); the sandbox refuses it
+				// for all, so a proxy must normalise it.
+				return "", badRequest("content[%d].detail: %q is not supported for this model; use low or high", i, p.Detail)
+			}
 			if p.FileID != "" {
 				continue
 			}
@@ -320,8 +327,9 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		writeReqError(w, r, err)
 		return
 	}
-	// No Copilot-Vision-Request demand here: the API does not require it on
-	// /responses (docs/protocol.md section 4).
+	if !checkVision(w, r, c.images.total() > 0) {
+		return
+	}
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
 	s.countUsage(r, req.Model, &a)
 	resp := responseObject{

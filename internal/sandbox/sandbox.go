@@ -182,6 +182,7 @@ type Server struct {
 	defaultAcct  *account            // the account of Config.GitHubTokens and device-flow tokens
 	faults       faultState
 	device       deviceState
+	retired      retired // versions retired at run time (retire.go)
 
 	exchangeLatency atomic.Int64 // nanoseconds
 	apiLatency      atomic.Int64 // nanoseconds

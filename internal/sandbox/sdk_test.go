@@ -264,8 +264,8 @@ func TestSDKResponsesToolConversation(t *testing.T) {
 	t.Run("images and length", func(t *testing.T) {
 		content := responses.ResponseInputMessageContentListParam{
 			{OfInputText: &responses.ResponseInputTextParam{Text: "and these?"}},
-			{OfInputImage: &responses.ResponseInputImageParam{ImageURL: openai.String("data:image/jpeg;base64,/9j/4AAQ"), Detail: responses.ResponseInputImageDetailAuto}},
-			{OfInputImage: &responses.ResponseInputImageParam{ImageURL: openai.String("https://example.com/a.png"), Detail: responses.ResponseInputImageDetailAuto}},
+			{OfInputImage: &responses.ResponseInputImageParam{ImageURL: openai.String("data:image/jpeg;base64,/9j/4AAQ"), Detail: responses.ResponseInputImageDetailHigh}},
+			{OfInputImage: &responses.ResponseInputImageParam{ImageURL: openai.String("https://example.com/a.png"), Detail: responses.ResponseInputImageDetailLow}},
 		}
 		p := responses.ResponseNewParams{Model: "gpt-5-mini", Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
 			responses.ResponseInputItemParamOfMessage(content, responses.EasyInputMessageRoleUser)}}}

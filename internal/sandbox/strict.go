@@ -23,7 +23,9 @@ const DefaultMinPluginVersion = "0.30.0"
 
 // DefaultBetas are the anthropic-beta values the sandbox's /v1/messages
 // accepts ("name-*" matches by prefix): those the reference client forwards.
-var DefaultBetas = []string{"interleaved-thinking-*", "context-management-*", "advanced-tool-use-*"}
+// The list follows docs/protocol.md section 8 (December 2026): it gained
+// extended-cache-ttl-*.
+var DefaultBetas = []string{"interleaved-thinking-*", "context-management-*", "advanced-tool-use-*", "extended-cache-ttl-*"}
 
 // checkClient answers 400 for a malformed Editor-Version and 466 for an
 // Editor-Plugin-Version older than the configured minimum.

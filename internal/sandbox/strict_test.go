@@ -73,19 +73,33 @@ func TestStrictBetas(t *testing.T) {
 	}
 }
 
-func TestNoVisionHeaderDemandOnResponsesAndMessages(t *testing.T) {
+// TestVisionHeaderDemandOnEveryEndpoint: images need Copilot-Vision-Request
+// on /v1/messages and /responses too (docs/protocol.md section 8, which
+// corrects section 4), and /responses refuses an image detail other than
+// low or high.
+func TestVisionHeaderDemandOnEveryEndpoint(t *testing.T) {
 	e := newEnv(t, Config{})
 	tok := e.exchange().Token
 	img := "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 	for path, body := range map[string]string{
 		"/v1/messages": `{"model":"claude-sonnet-4","max_tokens":10,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"` + img + `"}},{"type":"text","text":"what is it?"}]}]}`,
-		"/responses":   `{"model":"gpt-5-mini","input":[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,` + img + `"},{"type":"input_text","text":"what is it?"}]}]}`,
+		"/responses":   `{"model":"gpt-5-mini","input":[{"role":"user","content":[{"type":"input_image","detail":"high","image_url":"data:image/png;base64,` + img + `"},{"type":"input_text","text":"what is it?"}]}]}`,
 	} {
 		h := apiHeader(tok)
 		h.Del("Copilot-Vision-Request")
-		if resp, b := e.do("POST", path, h, body); resp.StatusCode != 200 {
-			t.Errorf("%s with an image and no Copilot-Vision-Request: %d %s; want 200", path, resp.StatusCode, b)
+		if resp, b := e.do("POST", path, h, body); resp.StatusCode != 400 || !strings.Contains(string(b), "missing required Copilot-Vision-Request header for vision requests") {
+			t.Errorf("%s with an image and no Copilot-Vision-Request: %d %s; want the API's 400", path, resp.StatusCode, b)
 		}
+		h.Set("Copilot-Vision-Request", "true")
+		if resp, b := e.do("POST", path, h, body); resp.StatusCode != 200 {
+			t.Errorf("%s with an image and Copilot-Vision-Request: %d %s; want 200", path, resp.StatusCode, b)
+		}
+	}
+	h := apiHeader(tok)
+	h.Set("Copilot-Vision-Request", "true")
+	body := `{"model":"gpt-5-mini","input":[{"role":"user","content":[{"type":"input_image","detail":"auto","image_url":"data:image/png;base64,` + img + `"}]}]}`
+	if resp, b := e.do("POST", "/responses", h, body); resp.StatusCode != 400 || !strings.Contains(string(b), "detail") {
+		t.Errorf("/responses with detail auto: %d %s; want 400", resp.StatusCode, b)
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -369,5 +370,83 @@ func TestAccountsDirWithDefaultAccount(t *testing.T) {
 	// alice still has a token: the broker stays ready.
 	if got := adminStatus(t, e, "/readyz"); got != 200 {
 		t.Errorf("/readyz with only alice VALID = %d; want 200", got)
+	}
+}
+
+// TestHealthAccountsNeedKey: the per-account health services answer a
+// caller without a key, or with a key that may not read the account, as
+// they answer for an account that does not exist (issue 22: the keyless
+// health service named accounts).
+func TestHealthAccountsNeedKey(t *testing.T) {
+	e := startTeam(t)
+	ctx := timeout(t, 30*time.Second)
+	hc := healthpb.NewHealthClient(e.conn())
+	// alice's own key sees her account become SERVING.
+	own, err := hc.Watch(withKey(ctx, aliceKey), &healthpb.HealthCheckRequest{Service: HealthService("alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := own.Recv()
+		if err != nil {
+			t.Fatalf("Watch(alice) with alice's key: %v; want SERVING", err)
+		}
+		if m.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	answer := func(ctx context.Context, svc string) string {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		return fmt.Sprintf("%v %v", resp.GetStatus(), err)
+	}
+	watchFirst := func(ctx context.Context, svc string) string {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			return err.Error()
+		}
+		m, err := w.Recv()
+		return fmt.Sprintf("%v %v", m.GetStatus(), err)
+	}
+	unknown := answer(ctx, HealthService("nobody"))
+	if !strings.Contains(unknown, "NotFound") {
+		t.Fatalf("health of an unknown account = %s; want NotFound", unknown)
+	}
+	unknownWatch := watchFirst(ctx, HealthService("nobody"))
+	for _, c := range []struct {
+		name    string
+		ctx     context.Context
+		account string
+	}{
+		{"no key", ctx, "alice"},
+		{"no key", ctx, "bob"},
+		{"wrong key", withKey(ctx, "not-a-key-0123456789"), "alice"},
+		{"alice's key", withKey(ctx, aliceKey), "bob"},
+	} {
+		if got := answer(c.ctx, HealthService(c.account)); got != unknown {
+			t.Errorf("%s: Check(%s) = %s; want the unknown account's %s", c.name, c.account, got, unknown)
+		}
+		if got := watchFirst(c.ctx, HealthService(c.account)); got != unknownWatch {
+			t.Errorf("%s: Watch(%s) = %s; want the unknown account's %s", c.name, c.account, got, unknownWatch)
+		}
+	}
+	list, err := hc.List(ctx, &healthpb.HealthListRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range list.GetStatuses() {
+		if strings.HasPrefix(name, HealthService("")) {
+			t.Errorf("List without a key names %q", name)
+		}
+	}
+	if _, ok := list.GetStatuses()["copilot.broker.v1.TokenBrokerService"]; !ok {
+		t.Errorf("List without a key = %v; want the API's service", list.GetStatuses())
+	}
+	// The proxy's key (every account) still sees both.
+	for _, a := range []string{"alice", "bob"} {
+		if got := answer(withKey(ctx, testKey), HealthService(a)); strings.Contains(got, "NotFound") {
+			t.Errorf("Check(%s) with the all-accounts key = %s", a, got)
+		}
 	}
 }

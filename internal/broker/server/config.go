@@ -122,6 +122,11 @@ type Config struct {
 	// defaults [broker.DefaultMaxPublicStreams] and
 	// [broker.DefaultMaxPublicStreamsPerConn].
 	PublicStreams broker.PublicStreamLimits
+	// Streams bounds the API streams (WatchToken, WatchAccounts) callers
+	// with a key hold, per connection and per key
+	// (--max-streams-per-conn, --max-streams-per-key); zero fields take
+	// [broker.DefaultMaxStreamsPerConn] and [broker.DefaultMaxStreamsPerKey].
+	Streams broker.StreamLimits
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].

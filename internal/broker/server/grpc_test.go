@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -456,5 +458,53 @@ func TestShutdownHealthWatchUnknownService(t *testing.T) {
 	// ShutdownTimeout: the stream ended on its own after HealthWatchGrace.
 	if m, err := s.Recv(); err != io.EOF {
 		t.Errorf("Watch(no.such.Service) after Close: Recv() = %v, %v; want io.EOF (ended with OK)", m.GetStatus(), err)
+	}
+}
+
+// TestStreamLimits: one connection, and one key over all its connections,
+// hold at most so many API streams; a second key is not affected (issue
+// 22: 20,000 WatchToken streams on one connection were all served).
+func TestStreamLimits(t *testing.T) {
+	e := start(t, sandbox.Config{}, Config{Keys: testKeys(t), Streams: broker.StreamLimits{PerConn: 2, PerKey: 3}})
+	ctx := timeout(t, 30*time.Second)
+	proxy, ci := withKey(ctx, testKey), withKey(ctx, otherKey)
+	// open starts a WatchToken stream and returns the code of its first
+	// answer.
+	open := func(c brokerv1.TokenBrokerServiceClient, ctx context.Context) codes.Code {
+		s, err := c.WatchToken(ctx, &brokerv1.WatchTokenRequest{})
+		if err != nil {
+			return status.Code(err)
+		}
+		_, err = s.Recv()
+		return status.Code(err)
+	}
+	c1, c2, c3 := e.client(), e.client(), e.client()
+	for i, tc := range []struct {
+		c    brokerv1.TokenBrokerServiceClient
+		ctx  context.Context
+		want codes.Code
+	}{
+		{c1, proxy, codes.OK},
+		{c1, proxy, codes.OK},
+		{c1, proxy, codes.ResourceExhausted}, // per connection
+		{c1, ci, codes.ResourceExhausted},    // per connection, whatever the key
+		{c2, proxy, codes.OK},
+		{c2, proxy, codes.ResourceExhausted}, // per key
+		{c3, ci, codes.OK},                   // another key
+	} {
+		if got := open(tc.c, tc.ctx); got != tc.want {
+			t.Errorf("stream %d: %v; want %v", i, got, tc.want)
+		}
+	}
+	if m := scrape(t, e); !strings.Contains(m, `copilot_broker_streams_refused_total{reason="per_key"} 1`) ||
+		!strings.Contains(m, `copilot_broker_streams_refused_total{reason="per_connection"} 2`) ||
+		!strings.Contains(m, "copilot_broker_streams 4") {
+		var lines []string
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "copilot_broker_streams") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("metrics lack the refusals and open streams:\n%s", strings.Join(lines, "\n"))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 )
 
@@ -192,5 +193,37 @@ func TestRESTWatch(t *testing.T) {
 			t.Fatalf("rotation line = generation %s status %s; want a new generation after %s, VALID", tok.Generation, tok.Status, gen)
 		}
 		gen = tok.Generation
+	}
+}
+
+// TestRESTBodyLimit: a REST body over broker.MaxRESTBodyBytes is refused,
+// announced or not (issue 22: a 200 MB body was read whole and answered).
+func TestRESTBodyLimit(t *testing.T) {
+	e := start(t, sandbox.Config{}, Config{Keys: testKeys(t)})
+	c := httpClient(t)
+	url := "http://" + e.srv.Addrs().HTTP + "/v1/token:refresh"
+	big := `{"rejectedGeneration":"1","account":"` + strings.Repeat("a", 4*broker.MaxRESTBodyBytes) + `"}`
+	resp, body := restDo(t, c, "POST", url, testKey, big)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code"`) {
+		t.Errorf("POST with a %d-byte body = %d %.200s; want 413 in the gateway's error shape", len(big), resp.StatusCode, body)
+	}
+	// Without a Content-Length the read stops at the bound.
+	req, err := http.NewRequest("POST", url, io.MultiReader(strings.NewReader(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		t.Errorf("POST with a chunked %d-byte body = %d %.200s; want a 4xx", len(big), resp.StatusCode, body)
+	}
+	// A normal body still works.
+	if resp, body := restDo(t, c, "POST", url, testKey, `{"rejectedGeneration":"1"}`); resp.StatusCode != 200 {
+		t.Errorf("POST with a small body = %d %s; want 200", resp.StatusCode, body)
 	}
 }

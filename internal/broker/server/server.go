@@ -139,8 +139,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
+	s.health.AccountsNeedKey(auth)
 	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
-		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor())
+		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
+		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
 	if err := s.openLedger(ctx, metrics); err != nil {
 		return nil, err
@@ -256,7 +258,7 @@ const streamWorkers = 64
 // newGRPCServer returns the gRPC server with the API, health and
 // reflection registered behind the metrics and auth interceptors. It starts
 // nothing.
-func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, public grpc.StreamServerInterceptor) *grpc.Server {
+func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
 	g := grpc.NewServer(
 		// The shared answers of the current token state go out in the wire
 		// form made once per state.
@@ -266,8 +268,8 @@ func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broke
 		// A worker busy with a stream is replaced by a new goroutine.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
-		// public bounds the streams callers without a key may hold.
-		grpc.ChainStreamInterceptor(metrics.StreamInterceptor(), auth.StreamInterceptor(), public),
+		// limits bound the streams callers may hold, with a key or without.
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{metrics.StreamInterceptor(), auth.StreamInterceptor()}, limits...)...),
 		// Watchers idle for long stretches: let them keep the connection
 		// alive, and find dead ones.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

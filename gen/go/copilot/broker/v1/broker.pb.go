@@ -102,6 +102,12 @@ const (
 	// REFRESH_REASON_QUOTA_EXCEEDED is an upstream 402: the account's quota is
 	// spent.
 	RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED RefreshReason = 2
+	// REFRESH_REASON_IDENTITY_REJECTED is the Copilot API refusing the editor
+	// identity or API version (466, "client not supported", "API version no
+	// longer supported"): the broker exchanges no new token, counts the
+	// rejection for the account and shows ACCOUNT_STATUS_IDENTITY_REJECTED
+	// until the profile changes.
+	RefreshReason_REFRESH_REASON_IDENTITY_REJECTED RefreshReason = 3
 )
 
 // Enum value maps for RefreshReason.
@@ -110,11 +116,13 @@ var (
 		0: "REFRESH_REASON_UNSPECIFIED",
 		1: "REFRESH_REASON_UNAUTHORIZED",
 		2: "REFRESH_REASON_QUOTA_EXCEEDED",
+		3: "REFRESH_REASON_IDENTITY_REJECTED",
 	}
 	RefreshReason_value = map[string]int32{
-		"REFRESH_REASON_UNSPECIFIED":    0,
-		"REFRESH_REASON_UNAUTHORIZED":   1,
-		"REFRESH_REASON_QUOTA_EXCEEDED": 2,
+		"REFRESH_REASON_UNSPECIFIED":       0,
+		"REFRESH_REASON_UNAUTHORIZED":      1,
+		"REFRESH_REASON_QUOTA_EXCEEDED":    2,
+		"REFRESH_REASON_IDENTITY_REJECTED": 3,
 	}
 )
 
@@ -145,6 +153,118 @@ func (RefreshReason) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{1}
 }
 
+// AccountStatus is an account's condition beyond its token.
+type AccountStatus int32
+
+const (
+	// ACCOUNT_STATUS_UNSPECIFIED is sent by brokers that predate the field.
+	AccountStatus_ACCOUNT_STATUS_UNSPECIFIED AccountStatus = 0
+	// ACCOUNT_STATUS_OK means nothing is known to be wrong.
+	AccountStatus_ACCOUNT_STATUS_OK AccountStatus = 1
+	// ACCOUNT_STATUS_IDENTITY_REJECTED means GitHub or the Copilot API refused
+	// the upstream profile (editor identity or API version): edit the
+	// broker's --upstream-profile file.
+	AccountStatus_ACCOUNT_STATUS_IDENTITY_REJECTED AccountStatus = 2
+)
+
+// Enum value maps for AccountStatus.
+var (
+	AccountStatus_name = map[int32]string{
+		0: "ACCOUNT_STATUS_UNSPECIFIED",
+		1: "ACCOUNT_STATUS_OK",
+		2: "ACCOUNT_STATUS_IDENTITY_REJECTED",
+	}
+	AccountStatus_value = map[string]int32{
+		"ACCOUNT_STATUS_UNSPECIFIED":       0,
+		"ACCOUNT_STATUS_OK":                1,
+		"ACCOUNT_STATUS_IDENTITY_REJECTED": 2,
+	}
+)
+
+func (x AccountStatus) Enum() *AccountStatus {
+	p := new(AccountStatus)
+	*p = x
+	return p
+}
+
+func (x AccountStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AccountStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[2].Descriptor()
+}
+
+func (AccountStatus) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[2]
+}
+
+func (x AccountStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AccountStatus.Descriptor instead.
+func (AccountStatus) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+}
+
+// KeyState is the lifecycle state of a managed key.
+type KeyState int32
+
+const (
+	// KEY_STATE_UNSPECIFIED is never sent by the broker.
+	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
+	// KEY_STATE_ACTIVE keys are accepted until they expire.
+	KeyState_KEY_STATE_ACTIVE KeyState = 1
+	// KEY_STATE_DISABLED keys are refused until enabled again.
+	KeyState_KEY_STATE_DISABLED KeyState = 2
+	// KEY_STATE_REVOKED keys are refused for good.
+	KeyState_KEY_STATE_REVOKED KeyState = 3
+)
+
+// Enum value maps for KeyState.
+var (
+	KeyState_name = map[int32]string{
+		0: "KEY_STATE_UNSPECIFIED",
+		1: "KEY_STATE_ACTIVE",
+		2: "KEY_STATE_DISABLED",
+		3: "KEY_STATE_REVOKED",
+	}
+	KeyState_value = map[string]int32{
+		"KEY_STATE_UNSPECIFIED": 0,
+		"KEY_STATE_ACTIVE":      1,
+		"KEY_STATE_DISABLED":    2,
+		"KEY_STATE_REVOKED":     3,
+	}
+)
+
+func (x KeyState) Enum() *KeyState {
+	p := new(KeyState)
+	*p = x
+	return p
+}
+
+func (x KeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[3].Descriptor()
+}
+
+func (KeyState) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[3]
+}
+
+func (x KeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyState.Descriptor instead.
+func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -173,7 +293,12 @@ type Token struct {
 	Status TokenStatus `protobuf:"varint,9,opt,name=status,proto3,enum=copilot.broker.v1.TokenStatus" json:"status,omitempty"`
 	// last_error describes the last refresh failure; it never contains a
 	// secret.
-	LastError     string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastError string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// profile is the upstream profile (editor identity and fixed headers) the
+	// broker holds: clients present it on their Copilot API calls unless
+	// configured otherwise. Every message carries it, and a change of profile
+	// is sent to every watcher at once. Unset by brokers that predate it.
+	Profile       *UpstreamProfile `protobuf:"bytes,11,opt,name=profile,proto3" json:"profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +403,135 @@ func (x *Token) GetLastError() string {
 	return ""
 }
 
+func (x *Token) GetProfile() *UpstreamProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+// UpstreamProfile is the identity presented to GitHub and the Copilot API:
+// one matched set of editor, plugin and API versions, and any extra fixed
+// headers. The broker reads it from its --upstream-profile file.
+type UpstreamProfile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// editor_version is the Editor-Version header (NAME/X.Y.Z).
+	EditorVersion string `protobuf:"bytes,1,opt,name=editor_version,json=editorVersion,proto3" json:"editor_version,omitempty"`
+	// editor_plugin_version is the Editor-Plugin-Version header.
+	EditorPluginVersion string `protobuf:"bytes,2,opt,name=editor_plugin_version,json=editorPluginVersion,proto3" json:"editor_plugin_version,omitempty"`
+	// user_agent is the User-Agent header.
+	UserAgent string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// integration_id is the Copilot-Integration-Id header of API calls.
+	IntegrationId string `protobuf:"bytes,4,opt,name=integration_id,json=integrationId,proto3" json:"integration_id,omitempty"`
+	// exchange_api_version is X-GitHub-Api-Version of the token exchange.
+	ExchangeApiVersion string `protobuf:"bytes,5,opt,name=exchange_api_version,json=exchangeApiVersion,proto3" json:"exchange_api_version,omitempty"`
+	// api_version is X-GitHub-Api-Version of Copilot API calls.
+	ApiVersion string `protobuf:"bytes,6,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	// headers are extra fixed headers, canonical name to value.
+	Headers map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// revision is a digest of the fields above: equal on every broker replica
+	// that reads the same profile.
+	Revision string `protobuf:"bytes,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// source names the file the broker read the profile from; empty for the
+	// built-in default.
+	Source        string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamProfile) Reset() {
+	*x = UpstreamProfile{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamProfile) ProtoMessage() {}
+
+func (x *UpstreamProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamProfile.ProtoReflect.Descriptor instead.
+func (*UpstreamProfile) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UpstreamProfile) GetEditorVersion() string {
+	if x != nil {
+		return x.EditorVersion
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetEditorPluginVersion() string {
+	if x != nil {
+		return x.EditorPluginVersion
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetIntegrationId() string {
+	if x != nil {
+		return x.IntegrationId
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetExchangeApiVersion() string {
+	if x != nil {
+		return x.ExchangeApiVersion
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *UpstreamProfile) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *UpstreamProfile) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // GetTokenRequest asks for an account's current token.
 type GetTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -289,7 +543,7 @@ type GetTokenRequest struct {
 
 func (x *GetTokenRequest) Reset() {
 	*x = GetTokenRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[1]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +555,7 @@ func (x *GetTokenRequest) String() string {
 func (*GetTokenRequest) ProtoMessage() {}
 
 func (x *GetTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[1]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +568,7 @@ func (x *GetTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetTokenRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{1}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetTokenRequest) GetAccount() string {
@@ -335,7 +589,7 @@ type GetTokenResponse struct {
 
 func (x *GetTokenResponse) Reset() {
 	*x = GetTokenResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +601,7 @@ func (x *GetTokenResponse) String() string {
 func (*GetTokenResponse) ProtoMessage() {}
 
 func (x *GetTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +614,7 @@ func (x *GetTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetTokenResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetTokenResponse) GetToken() *Token {
@@ -381,7 +635,7 @@ type WatchTokenRequest struct {
 
 func (x *WatchTokenRequest) Reset() {
 	*x = WatchTokenRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +647,7 @@ func (x *WatchTokenRequest) String() string {
 func (*WatchTokenRequest) ProtoMessage() {}
 
 func (x *WatchTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +660,7 @@ func (x *WatchTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTokenRequest.ProtoReflect.Descriptor instead.
 func (*WatchTokenRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchTokenRequest) GetAccount() string {
@@ -427,7 +681,7 @@ type WatchTokenResponse struct {
 
 func (x *WatchTokenResponse) Reset() {
 	*x = WatchTokenResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +693,7 @@ func (x *WatchTokenResponse) String() string {
 func (*WatchTokenResponse) ProtoMessage() {}
 
 func (x *WatchTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +706,7 @@ func (x *WatchTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTokenResponse.ProtoReflect.Descriptor instead.
 func (*WatchTokenResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchTokenResponse) GetToken() *Token {
@@ -470,6 +724,9 @@ type RefreshTokenRequest struct {
 	// rejected_generation is the generation of the token that the upstream
 	// refused. A refresh happens only if it is still the current generation.
 	RejectedGeneration uint64 `protobuf:"varint,2,opt,name=rejected_generation,json=rejectedGeneration,proto3" json:"rejected_generation,omitempty"`
+	// detail is what the upstream said, for the broker's log and account
+	// status (REFRESH_REASON_IDENTITY_REJECTED); never a secret.
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
 	// reason is why the upstream refused the token. With
 	// REFRESH_REASON_QUOTA_EXCEEDED (an upstream 402) the broker exchanges no
 	// new token (the account is refused, not its token) and re-reads the
@@ -483,7 +740,7 @@ type RefreshTokenRequest struct {
 
 func (x *RefreshTokenRequest) Reset() {
 	*x = RefreshTokenRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +752,7 @@ func (x *RefreshTokenRequest) String() string {
 func (*RefreshTokenRequest) ProtoMessage() {}
 
 func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +765,7 @@ func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTokenRequest.ProtoReflect.Descriptor instead.
 func (*RefreshTokenRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RefreshTokenRequest) GetAccount() string {
@@ -523,6 +780,13 @@ func (x *RefreshTokenRequest) GetRejectedGeneration() uint64 {
 		return x.RejectedGeneration
 	}
 	return 0
+}
+
+func (x *RefreshTokenRequest) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 func (x *RefreshTokenRequest) GetReason() RefreshReason {
@@ -543,7 +807,7 @@ type RefreshTokenResponse struct {
 
 func (x *RefreshTokenResponse) Reset() {
 	*x = RefreshTokenResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +819,7 @@ func (x *RefreshTokenResponse) String() string {
 func (*RefreshTokenResponse) ProtoMessage() {}
 
 func (x *RefreshTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +832,7 @@ func (x *RefreshTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTokenResponse.ProtoReflect.Descriptor instead.
 func (*RefreshTokenResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RefreshTokenResponse) GetToken() *Token {
@@ -603,14 +867,22 @@ type Account struct {
 	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// quota is the account's last quota reading; unset until the first one
 	// succeeds.
-	Quota         *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Quota *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
+	// account_status is ACCOUNT_STATUS_IDENTITY_REJECTED while the exchange or
+	// the Copilot API refuses the upstream profile, ACCOUNT_STATUS_OK
+	// otherwise. Readiness does not follow it: a drift is no reason to drop
+	// replicas.
+	AccountStatus AccountStatus `protobuf:"varint,10,opt,name=account_status,json=accountStatus,proto3,enum=copilot.broker.v1.AccountStatus" json:"account_status,omitempty"`
+	// identity_rejection describes the last refusal of the profile while
+	// account_status is ACCOUNT_STATUS_IDENTITY_REJECTED.
+	IdentityRejection *IdentityRejection `protobuf:"bytes,11,opt,name=identity_rejection,json=identityRejection,proto3" json:"identity_rejection,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +894,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +907,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Account) GetName() string {
@@ -701,6 +973,113 @@ func (x *Account) GetQuota() *Quota {
 	return nil
 }
 
+func (x *Account) GetAccountStatus() AccountStatus {
+	if x != nil {
+		return x.AccountStatus
+	}
+	return AccountStatus_ACCOUNT_STATUS_UNSPECIFIED
+}
+
+func (x *Account) GetIdentityRejection() *IdentityRejection {
+	if x != nil {
+		return x.IdentityRejection
+	}
+	return nil
+}
+
+// IdentityRejection is one refusal of the upstream profile.
+type IdentityRejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// origin is "exchange" (the broker's token exchange) or "api" (a proxy's
+	// Copilot API call).
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// detail is the upstream's status and message.
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// at is when the refusal was seen.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// profile_revision is the revision of the refused profile.
+	ProfileRevision string `protobuf:"bytes,4,opt,name=profile_revision,json=profileRevision,proto3" json:"profile_revision,omitempty"`
+	// profile_source is the file to edit; empty for the built-in default.
+	ProfileSource string `protobuf:"bytes,5,opt,name=profile_source,json=profileSource,proto3" json:"profile_source,omitempty"`
+	// count is how many refusals the broker saw for the account since it
+	// started.
+	Count         uint64 `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityRejection) Reset() {
+	*x = IdentityRejection{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityRejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityRejection) ProtoMessage() {}
+
+func (x *IdentityRejection) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityRejection.ProtoReflect.Descriptor instead.
+func (*IdentityRejection) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *IdentityRejection) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *IdentityRejection) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *IdentityRejection) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *IdentityRejection) GetProfileRevision() string {
+	if x != nil {
+		return x.ProfileRevision
+	}
+	return ""
+}
+
+func (x *IdentityRejection) GetProfileSource() string {
+	if x != nil {
+		return x.ProfileSource
+	}
+	return ""
+}
+
+func (x *IdentityRejection) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // Quota is one reading of an account's Copilot usage allowance
 // (GET {github_api}/copilot_internal/user).
 type Quota struct {
@@ -724,7 +1103,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1115,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1128,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Quota) GetSnapshots() []*QuotaSnapshot {
@@ -817,7 +1196,7 @@ type QuotaSnapshot struct {
 
 func (x *QuotaSnapshot) Reset() {
 	*x = QuotaSnapshot{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +1208,7 @@ func (x *QuotaSnapshot) String() string {
 func (*QuotaSnapshot) ProtoMessage() {}
 
 func (x *QuotaSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +1221,7 @@ func (x *QuotaSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaSnapshot.ProtoReflect.Descriptor instead.
 func (*QuotaSnapshot) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QuotaSnapshot) GetKind() string {
@@ -910,7 +1289,7 @@ type ListAccountsRequest struct {
 
 func (x *ListAccountsRequest) Reset() {
 	*x = ListAccountsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1301,7 @@ func (x *ListAccountsRequest) String() string {
 func (*ListAccountsRequest) ProtoMessage() {}
 
 func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1314,7 @@ func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 // ListAccountsResponse lists accounts in name order.
@@ -949,7 +1328,7 @@ type ListAccountsResponse struct {
 
 func (x *ListAccountsResponse) Reset() {
 	*x = ListAccountsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1340,7 @@ func (x *ListAccountsResponse) String() string {
 func (*ListAccountsResponse) ProtoMessage() {}
 
 func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1353,7 @@ func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAccountsResponse) GetAccounts() []*Account {
@@ -993,7 +1372,7 @@ type WatchAccountsRequest struct {
 
 func (x *WatchAccountsRequest) Reset() {
 	*x = WatchAccountsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1384,7 @@ func (x *WatchAccountsRequest) String() string {
 func (*WatchAccountsRequest) ProtoMessage() {}
 
 func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1397,7 @@ func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 // WatchAccountsResponse carries the whole set of accounts the caller may
@@ -1033,7 +1412,7 @@ type WatchAccountsResponse struct {
 
 func (x *WatchAccountsResponse) Reset() {
 	*x = WatchAccountsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1424,7 @@ func (x *WatchAccountsResponse) String() string {
 func (*WatchAccountsResponse) ProtoMessage() {}
 
 func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1437,7 @@ func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchAccountsResponse) GetAccounts() []*Account {
@@ -1066,6 +1445,726 @@ func (x *WatchAccountsResponse) GetAccounts() []*Account {
 		return x.Accounts
 	}
 	return nil
+}
+
+// Key is a managed client key as the broker shows it: never its secret.
+type Key struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies the key in logs, metrics and the CLI: letters, digits,
+	// '-', '_' and '.'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// digest is the lowercase hex SHA-256 of the secret; a proxy finds a
+	// presented key by it.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// accounts is the account the key is for, a pool "a,b,c", "*" for every
+	// account, or empty for the proxy's default account.
+	Accounts string `protobuf:"bytes,3,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models are globs over resolved model ids ('*' any run, '?' one
+	// character) the key may use; none means every model.
+	Models []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at is when the key stops working; unset means never.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// state is the key's lifecycle state.
+	State KeyState `protobuf:"varint,6,opt,name=state,proto3,enum=copilot.broker.v1.KeyState" json:"state,omitempty"`
+	// created_at is when the key was created.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the key last changed.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// last_used_at is the last use a proxy reported; unset when none did.
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// created_by names the admin key that created this key.
+	CreatedBy     string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Key) Reset() {
+	*x = Key{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Key) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Key) ProtoMessage() {}
+
+func (x *Key) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Key.ProtoReflect.Descriptor instead.
+func (*Key) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Key) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Key) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Key) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *Key) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Key) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Key) GetState() KeyState {
+	if x != nil {
+		return x.State
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
+func (x *Key) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Key) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *Key) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// ModelList is a list of model globs; an empty list allows every model.
+type ModelList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// globs are the model globs.
+	Globs         []string `protobuf:"bytes,1,rep,name=globs,proto3" json:"globs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelList) Reset() {
+	*x = ModelList{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelList) ProtoMessage() {}
+
+func (x *ModelList) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelList.ProtoReflect.Descriptor instead.
+func (*ModelList) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ModelList) GetGlobs() []string {
+	if x != nil {
+		return x.Globs
+	}
+	return nil
+}
+
+// CreateKeyRequest describes a new key.
+type CreateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the new key's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts is as in Key.
+	Accounts string `protobuf:"bytes,2,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// models is as in Key.
+	Models []string `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, must be in the future.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// secret, when set, imports an existing key's secret (at least 16 bytes, no
+	// white space or ':'); when empty the broker makes one of 256 random bits.
+	Secret        string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetAccounts() string {
+	if x != nil {
+		return x.Accounts
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// CreateKeyResponse carries the new key and, this once, its secret.
+type CreateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// secret is the key's secret; it is never shown again.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyResponse) Reset() {
+	*x = CreateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyResponse) ProtoMessage() {}
+
+func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CreateKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListKeysRequest asks for every key.
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+}
+
+// ListKeysResponse lists keys in name order.
+type ListKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are every key, revoked ones included.
+	Keys          []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// UpdateKeyRequest changes the fields it sets.
+type UpdateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to change.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// accounts, when set, replaces the key's accounts.
+	Accounts *string `protobuf:"bytes,2,opt,name=accounts,proto3,oneof" json:"accounts,omitempty"`
+	// models, when set, replaces the allow list (empty: every model).
+	Models *ModelList `protobuf:"bytes,3,opt,name=models,proto3" json:"models,omitempty"`
+	// expires_at, when set, replaces the expiry.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// clear_expires_at removes the expiry.
+	ClearExpiresAt bool `protobuf:"varint,5,opt,name=clear_expires_at,json=clearExpiresAt,proto3" json:"clear_expires_at,omitempty"`
+	// disabled, when set, disables (true) or enables (false) the key.
+	Disabled      *bool `protobuf:"varint,6,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyRequest) Reset() {
+	*x = UpdateKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetAccounts() string {
+	if x != nil && x.Accounts != nil {
+		return *x.Accounts
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetModels() *ModelList {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetClearExpiresAt() bool {
+	if x != nil {
+		return x.ClearExpiresAt
+	}
+	return false
+}
+
+func (x *UpdateKeyRequest) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+// UpdateKeyResponse carries the key after the change.
+type UpdateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyResponse) Reset() {
+	*x = UpdateKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// RevokeKeyRequest names the key to revoke.
+type RevokeKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key to revoke.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RevokeKeyResponse carries the revoked key.
+type RevokeKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the stored key.
+	Key           *Key `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RevokeKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// WatchKeysRequest subscribes to the key set.
+type WatchKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysRequest) Reset() {
+	*x = WatchKeysRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysRequest) ProtoMessage() {}
+
+func (x *WatchKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysRequest.ProtoReflect.Descriptor instead.
+func (*WatchKeysRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+}
+
+// WatchKeysResponse carries the whole set of keys that are not revoked, in
+// name order; a key missing from it was revoked.
+type WatchKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keys are the keys.
+	Keys []*Key `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// version grows with every change of the set in the broker's store.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeysResponse) Reset() {
+	*x = WatchKeysResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeysResponse) ProtoMessage() {}
+
+func (x *WatchKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeysResponse.ProtoReflect.Descriptor instead.
+func (*WatchKeysResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WatchKeysResponse) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *WatchKeysResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 // UsageEvent is one answered request as a proxy saw it.
@@ -1118,7 +2217,7 @@ type UsageEvent struct {
 
 func (x *UsageEvent) Reset() {
 	*x = UsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +2229,7 @@ func (x *UsageEvent) String() string {
 func (*UsageEvent) ProtoMessage() {}
 
 func (x *UsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +2242,7 @@ func (x *UsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
 func (*UsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UsageEvent) GetId() string {
@@ -1285,7 +2384,7 @@ type ReportUsageRequest struct {
 
 func (x *ReportUsageRequest) Reset() {
 	*x = ReportUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +2396,7 @@ func (x *ReportUsageRequest) String() string {
 func (*ReportUsageRequest) ProtoMessage() {}
 
 func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +2409,7 @@ func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
 func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportUsageRequest) GetBatch() uint64 {
@@ -1345,7 +2444,7 @@ type ReportUsageResponse struct {
 
 func (x *ReportUsageResponse) Reset() {
 	*x = ReportUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +2456,7 @@ func (x *ReportUsageResponse) String() string {
 func (*ReportUsageResponse) ProtoMessage() {}
 
 func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +2469,7 @@ func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
 func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportUsageResponse) GetBatch() uint64 {
@@ -1414,7 +2513,7 @@ type RejectedUsageEvent struct {
 
 func (x *RejectedUsageEvent) Reset() {
 	*x = RejectedUsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2525,7 @@ func (x *RejectedUsageEvent) String() string {
 func (*RejectedUsageEvent) ProtoMessage() {}
 
 func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2538,7 @@ func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
 func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RejectedUsageEvent) GetId() string {
@@ -1480,7 +2579,7 @@ type QueryUsageRequest struct {
 
 func (x *QueryUsageRequest) Reset() {
 	*x = QueryUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +2591,7 @@ func (x *QueryUsageRequest) String() string {
 func (*QueryUsageRequest) ProtoMessage() {}
 
 func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +2604,7 @@ func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
 func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *QueryUsageRequest) GetFrom() string {
@@ -1561,7 +2660,7 @@ type QueryUsageResponse struct {
 
 func (x *QueryUsageResponse) Reset() {
 	*x = QueryUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +2672,7 @@ func (x *QueryUsageResponse) String() string {
 func (*QueryUsageResponse) ProtoMessage() {}
 
 func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +2685,7 @@ func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
 func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *QueryUsageResponse) GetRows() []*UsageRow {
@@ -1626,7 +2725,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +2737,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +2750,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -1728,7 +2827,7 @@ var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecopilot/broker/v1/broker.proto\x12\x11copilot.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x02\n" +
+	"\x1ecopilot/broker/v1/broker.proto\x12\x11copilot.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x03\n" +
 	"\x05Token\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x1e\n" +
@@ -1746,7 +2845,23 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x06status\x18\t \x01(\x0e2\x1e.copilot.broker.v1.TokenStatusR\x06status\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\n" +
-	" \x01(\tR\tlastError\"+\n" +
+	" \x01(\tR\tlastError\x12<\n" +
+	"\aprofile\x18\v \x01(\v2\".copilot.broker.v1.UpstreamProfileR\aprofile\"\xc0\x03\n" +
+	"\x0fUpstreamProfile\x12%\n" +
+	"\x0eeditor_version\x18\x01 \x01(\tR\reditorVersion\x122\n" +
+	"\x15editor_plugin_version\x18\x02 \x01(\tR\x13editorPluginVersion\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x03 \x01(\tR\tuserAgent\x12%\n" +
+	"\x0eintegration_id\x18\x04 \x01(\tR\rintegrationId\x120\n" +
+	"\x14exchange_api_version\x18\x05 \x01(\tR\x12exchangeApiVersion\x12\x1f\n" +
+	"\vapi_version\x18\x06 \x01(\tR\n" +
+	"apiVersion\x12I\n" +
+	"\aheaders\x18\a \x03(\v2/.copilot.broker.v1.UpstreamProfile.HeadersEntryR\aheaders\x12\x1a\n" +
+	"\brevision\x18\b \x01(\tR\brevision\x12\x16\n" +
+	"\x06source\x18\t \x01(\tR\x06source\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"+\n" +
 	"\x0fGetTokenRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\"B\n" +
 	"\x10GetTokenResponse\x12.\n" +
@@ -1754,13 +2869,14 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x11WatchTokenRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\"D\n" +
 	"\x12WatchTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\x9a\x01\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xb2\x01\n" +
 	"\x13RefreshTokenRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12/\n" +
-	"\x13rejected_generation\x18\x02 \x01(\x04R\x12rejectedGeneration\x128\n" +
+	"\x13rejected_generation\x18\x02 \x01(\x04R\x12rejectedGeneration\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x128\n" +
 	"\x06reason\x18\x03 \x01(\x0e2 .copilot.broker.v1.RefreshReasonR\x06reason\"F\n" +
 	"\x14RefreshTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xc9\x02\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xe7\x03\n" +
 	"\aAccount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1e.copilot.broker.v1.TokenStatusR\x06status\x12\x10\n" +
@@ -1775,7 +2891,17 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"apiBaseUrl\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\b \x01(\tR\tlastError\x12.\n" +
-	"\x05quota\x18\t \x01(\v2\x18.copilot.broker.v1.QuotaR\x05quota\"\xec\x01\n" +
+	"\x05quota\x18\t \x01(\v2\x18.copilot.broker.v1.QuotaR\x05quota\x12G\n" +
+	"\x0eaccount_status\x18\n" +
+	" \x01(\x0e2 .copilot.broker.v1.AccountStatusR\raccountStatus\x12S\n" +
+	"\x12identity_rejection\x18\v \x01(\v2$.copilot.broker.v1.IdentityRejectionR\x11identityRejection\"\xd7\x01\n" +
+	"\x11IdentityRejection\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12)\n" +
+	"\x10profile_revision\x18\x04 \x01(\tR\x0fprofileRevision\x12%\n" +
+	"\x0eprofile_source\x18\x05 \x01(\tR\rprofileSource\x12\x14\n" +
+	"\x05count\x18\x06 \x01(\x04R\x05count\"\xec\x01\n" +
 	"\x05Quota\x12>\n" +
 	"\tsnapshots\x18\x01 \x03(\v2 .copilot.broker.v1.QuotaSnapshotR\tsnapshots\x125\n" +
 	"\breset_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aresetAt\x129\n" +
@@ -1798,7 +2924,59 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\x16\n" +
 	"\x14WatchAccountsRequest\"O\n" +
 	"\x15WatchAccountsResponse\x126\n" +
-	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\xab\x04\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.copilot.broker.v1.AccountR\baccounts\"\xa6\x03\n" +
+	"\x03Key\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1a\n" +
+	"\baccounts\x18\x03 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x121\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1b.copilot.broker.v1.KeyStateR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12<\n" +
+	"\flast_used_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\"!\n" +
+	"\tModelList\x12\x14\n" +
+	"\x05globs\x18\x01 \x03(\tR\x05globs\"\xad\x01\n" +
+	"\x10CreateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\baccounts\x18\x02 \x01(\tR\baccounts\x12\x16\n" +
+	"\x06models\x18\x03 \x03(\tR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\"U\n" +
+	"\x11CreateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x11\n" +
+	"\x0fListKeysRequest\">\n" +
+	"\x10ListKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\"\x9d\x02\n" +
+	"\x10UpdateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\baccounts\x18\x02 \x01(\tH\x00R\baccounts\x88\x01\x01\x124\n" +
+	"\x06models\x18\x03 \x01(\v2\x1c.copilot.broker.v1.ModelListR\x06models\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12(\n" +
+	"\x10clear_expires_at\x18\x05 \x01(\bR\x0eclearExpiresAt\x12\x1f\n" +
+	"\bdisabled\x18\x06 \x01(\bH\x01R\bdisabled\x88\x01\x01B\v\n" +
+	"\t_accountsB\v\n" +
+	"\t_disabled\"=\n" +
+	"\x11UpdateKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"&\n" +
+	"\x10RevokeKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
+	"\x11RevokeKeyResponse\x12(\n" +
+	"\x03key\x18\x01 \x01(\v2\x16.copilot.broker.v1.KeyR\x03key\"\x12\n" +
+	"\x10WatchKeysRequest\"Y\n" +
+	"\x11WatchKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xab\x04\n" +
 	"\n" +
 	"UsageEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -1863,18 +3041,35 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x12TOKEN_STATUS_VALID\x10\x02\x12\x16\n" +
 	"\x12TOKEN_STATUS_STALE\x10\x03\x12\x18\n" +
 	"\x14TOKEN_STATUS_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15TOKEN_STATUS_REJECTED\x10\x05*s\n" +
+	"\x15TOKEN_STATUS_REJECTED\x10\x05*\x99\x01\n" +
 	"\rRefreshReason\x12\x1e\n" +
 	"\x1aREFRESH_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bREFRESH_REASON_UNAUTHORIZED\x10\x01\x12!\n" +
-	"\x1dREFRESH_REASON_QUOTA_EXCEEDED\x10\x022\xee\x03\n" +
+	"\x1dREFRESH_REASON_QUOTA_EXCEEDED\x10\x02\x12$\n" +
+	" REFRESH_REASON_IDENTITY_REJECTED\x10\x03*l\n" +
+	"\rAccountStatus\x12\x1e\n" +
+	"\x1aACCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11ACCOUNT_STATUS_OK\x10\x01\x12$\n" +
+	" ACCOUNT_STATUS_IDENTITY_REJECTED\x10\x02*j\n" +
+	"\bKeyState\x12\x19\n" +
+	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x16\n" +
+	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
 	"WatchToken\x12$.copilot.broker.v1.WatchTokenRequest\x1a%.copilot.broker.v1.WatchTokenResponse0\x01\x12_\n" +
 	"\fRefreshToken\x12&.copilot.broker.v1.RefreshTokenRequest\x1a'.copilot.broker.v1.RefreshTokenResponse\x12_\n" +
 	"\fListAccounts\x12&.copilot.broker.v1.ListAccountsRequest\x1a'.copilot.broker.v1.ListAccountsResponse\x12d\n" +
-	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x012\xcb\x01\n" +
+	"\rWatchAccounts\x12'.copilot.broker.v1.WatchAccountsRequest\x1a(.copilot.broker.v1.WatchAccountsResponse0\x012\xc3\x03\n" +
+	"\n" +
+	"KeyService\x12V\n" +
+	"\tCreateKey\x12#.copilot.broker.v1.CreateKeyRequest\x1a$.copilot.broker.v1.CreateKeyResponse\x12S\n" +
+	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
+	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
+	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xcb\x01\n" +
 	"\fUsageService\x12`\n" +
 	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
 	"\n" +
@@ -1893,73 +3088,118 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
-	(*Token)(nil),                 // 2: copilot.broker.v1.Token
-	(*GetTokenRequest)(nil),       // 3: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 4: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 5: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 6: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 7: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 8: copilot.broker.v1.RefreshTokenResponse
-	(*Account)(nil),               // 9: copilot.broker.v1.Account
-	(*Quota)(nil),                 // 10: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 11: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 12: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 13: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 14: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 15: copilot.broker.v1.WatchAccountsResponse
-	(*UsageEvent)(nil),            // 16: copilot.broker.v1.UsageEvent
-	(*ReportUsageRequest)(nil),    // 17: copilot.broker.v1.ReportUsageRequest
-	(*ReportUsageResponse)(nil),   // 18: copilot.broker.v1.ReportUsageResponse
-	(*RejectedUsageEvent)(nil),    // 19: copilot.broker.v1.RejectedUsageEvent
-	(*QueryUsageRequest)(nil),     // 20: copilot.broker.v1.QueryUsageRequest
-	(*QueryUsageResponse)(nil),    // 21: copilot.broker.v1.QueryUsageResponse
-	(*UsageRow)(nil),              // 22: copilot.broker.v1.UsageRow
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(AccountStatus)(0),            // 2: copilot.broker.v1.AccountStatus
+	(KeyState)(0),                 // 3: copilot.broker.v1.KeyState
+	(*Token)(nil),                 // 4: copilot.broker.v1.Token
+	(*UpstreamProfile)(nil),       // 5: copilot.broker.v1.UpstreamProfile
+	(*GetTokenRequest)(nil),       // 6: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 7: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 8: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 9: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 10: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 11: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 12: copilot.broker.v1.Account
+	(*IdentityRejection)(nil),     // 13: copilot.broker.v1.IdentityRejection
+	(*Quota)(nil),                 // 14: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 15: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 16: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 17: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 18: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 19: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 20: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 21: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 22: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 23: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 24: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 25: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 26: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 27: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 28: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
+	(*UsageEvent)(nil),            // 32: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 33: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 34: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 35: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 36: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 37: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 38: copilot.broker.v1.UsageRow
+	nil,                           // 39: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	23, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	40, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	2,  // 3: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	2,  // 4: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
-	1,  // 5: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
-	2,  // 6: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
-	0,  // 7: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	23, // 8: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 9: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
-	11, // 10: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	23, // 11: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	23, // 12: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	9,  // 13: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	9,  // 14: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	23, // 15: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 16: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
-	19, // 17: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
-	22, // 18: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
-	3,  // 19: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	5,  // 20: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	7,  // 21: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	12, // 22: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	14, // 23: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	17, // 24: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
-	20, // 25: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
-	4,  // 26: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	6,  // 27: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	8,  // 28: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	13, // 29: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	15, // 30: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	18, // 31: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
-	21, // 32: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
+	39, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
+	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
+	40, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
+	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
+	40, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	40, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	40, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	40, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
+	40, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	40, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	40, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	40, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	40, // 33: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	32, // 34: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	35, // 35: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	38, // 36: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	6,  // 37: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	8,  // 38: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	10, // 39: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	16, // 40: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	18, // 41: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	22, // 42: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	24, // 43: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	26, // 44: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	28, // 45: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	30, // 46: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	33, // 47: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	36, // 48: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	7,  // 49: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	9,  // 50: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	11, // 51: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	17, // 52: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	19, // 53: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	23, // 54: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	25, // 55: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	27, // 56: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	29, // 57: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	31, // 58: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	34, // 59: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	37, // 60: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -1967,15 +3207,16 @@ func file_copilot_broker_v1_broker_proto_init() {
 	if File_copilot_broker_v1_broker_proto != nil {
 		return
 	}
+	file_copilot_broker_v1_broker_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   21,
+			NumEnums:      4,
+			NumMessages:   36,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_copilot_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_copilot_broker_v1_broker_proto_depIdxs,
