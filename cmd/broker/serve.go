@@ -33,7 +33,10 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.DurationVar(&cfg.TokenFilePoll, "token-file-poll", server.DefaultTokenFilePoll, "how often to check --github-token-file and --accounts-dir for changes")
 	fs.StringVar(&cfg.AccountsDir, "accounts-dir", "", "directory of accounts: one file per account, named after it, holding its GitHub token (mode 0600); re-read when it changes and on SIGHUP")
 	fs.DurationVar(&cfg.QuotaInterval, "quota-interval", server.DefaultQuotaInterval, "how often to read each account's quota from GitHub (copilot_internal/user; ±10% jitter)")
-	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all); callers send Authorization: Bearer SECRET")
+	fs.StringVar(keysFile, "keys-file", "", "broker keys, one NAME:SECRET[:ACCOUNTS[:admin]] a line (ACCOUNTS: a,b or *, the accounts the key may read; default all; admin: the key may manage client keys); callers send Authorization: Bearer SECRET")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the state store's SQLite file (managed client keys; default $XDG_STATE_HOME/copilot-broker, else ~/.local/state/copilot-broker)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) for the state store instead of SQLite, so several broker replicas share keys; prefer the environment variable, flags show in process lists")
+	fs.DurationVar(&cfg.KeysPollInterval, "keys-poll-interval", broker.DefaultKeysPollInterval, "how often to check the store for key changes made by another broker replica")
 	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "TLS certificate (PEM) for the gRPC and REST listeners")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key (PEM) for --tls-cert")
@@ -45,8 +48,6 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.IntVar(&cfg.PublicStreams.PerConn, "max-public-streams-per-conn", broker.DefaultMaxPublicStreamsPerConn, "most such streams on one connection")
 	fs.IntVar(&cfg.Streams.PerConn, "max-streams-per-conn", broker.DefaultMaxStreamsPerConn, "most WatchToken and WatchAccounts streams open on one gRPC connection (more get RESOURCE_EXHAUSTED)")
 	fs.IntVar(&cfg.Streams.PerKey, "max-streams-per-key", broker.DefaultMaxStreamsPerKey, "most WatchToken and WatchAccounts streams open with one broker key, gRPC and REST together")
-	fs.StringVar(&cfg.StateDir, "state-dir", "", "directory of the state store's SQLite file (state.db: managed keys, the usage ledger); default $XDG_STATE_HOME/copilot-broker, else ~/.local/state/copilot-broker")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL instead of SQLite (postgres://...), shared by broker replicas")
 	fs.Var((*days)(&cfg.UsageRetention), "usage-retention", "how long usage events are kept (e.g. 90d, 720h) (default 90d)")
 	fs.Var((*days)(&cfg.UsageRollupRetention), "usage-rollup-retention", "how long the usage ledger's daily sums are kept (default 730d)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
@@ -89,15 +90,15 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 	}
-	if cfg.StateDir == "" && cfg.DatabaseURL == "" {
-		if getenv("XDG_STATE_HOME") != "" || getenv("HOME") != "" {
-			cfg.StateDir, _ = store.DefaultStateDir(getenv)
-		} else {
-			logger.Warn("no state directory (neither --state-dir, --database-url, XDG_STATE_HOME nor HOME): no usage ledger")
-		}
-	}
 	if cfg.GitHubTokenFile == "" {
 		cfg.GitHubToken = secret.New(getenv("GITHUB_TOKEN"))
+	}
+	if cfg.StateDir == "" && cfg.DatabaseURL == "" {
+		if d, ok := store.DefaultStateDir(getenv); ok {
+			cfg.StateDir = d
+		} else {
+			logger.Warn("no state directory (set --state-dir, XDG_STATE_HOME or HOME): managed client keys and the usage ledger are off")
+		}
 	}
 	srv, err := start(ctx, cfg)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/apidoc"
@@ -20,6 +21,9 @@ const (
 	RouteRefreshToken  = "/v1/token:refresh"
 	RouteListAccounts  = "/v1/accounts"
 	RouteWatchAccounts = "/v1/accounts:watch"
+	RouteKeys          = "/v1/keys"
+	RouteWatchKeys     = "/v1/keys:watch"
+	RouteKey           = "/v1/keys/{name}"
 	RouteOpenAPI       = "/openapi.json"
 	routeOther         = "other"
 )
@@ -39,6 +43,9 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newRESTMarshaler()),
 	)
 	if err := brokerv1.RegisterTokenBrokerServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
+	if err := brokerv1.RegisterKeyServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	mux := http.NewServeMux()
@@ -75,8 +82,11 @@ func limitBody(next http.Handler) http.Handler {
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteUsage:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage:
 		return p
+	}
+	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {
+		return RouteKey // never the name itself: bounded label values
 	}
 	return routeOther
 }

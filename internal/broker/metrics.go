@@ -26,6 +26,7 @@ type Metrics struct {
 	reg          *prometheus.Registry
 	refreshes    *prometheus.CounterVec
 	acctWatchers prometheus.Gauge
+	keyWatchers  prometheus.Gauge
 	grpcRequests *prometheus.CounterVec
 	grpcLatency  *prometheus.HistogramVec
 	httpRequests *prometheus.CounterVec
@@ -113,6 +114,10 @@ func NewMetrics() *Metrics {
 			Name: "copilot_broker_account_watchers",
 			Help: "Open WatchAccounts streams (REST watches included).",
 		}),
+		keyWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "copilot_broker_key_watchers",
+			Help: "Open WatchKeys streams (REST watches included).",
+		}),
 		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_grpc_requests_total",
 			Help: "Finished gRPC calls by method and code (REST calls arrive through the gateway and count here too).",
@@ -136,7 +141,7 @@ func NewMetrics() *Metrics {
 			Help: "Calls refused for want of a valid broker key, by transport (grpc, http) and reason (missing, malformed, unknown).",
 		}, []string{"transport", "reason"}),
 	}
-	m.reg.MustRegister(m.refreshes, m.acctWatchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
+	m.reg.MustRegister(m.refreshes, m.acctWatchers, m.keyWatchers, m.grpcRequests, m.grpcLatency, m.httpRequests, m.httpLatency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -208,6 +213,18 @@ func (m *Metrics) accountWatcherAdded() {
 func (m *Metrics) accountWatcherRemoved() {
 	if m != nil {
 		m.acctWatchers.Dec()
+	}
+}
+
+func (m *Metrics) keyWatcherAdded() {
+	if m != nil {
+		m.keyWatchers.Inc()
+	}
+}
+
+func (m *Metrics) keyWatcherRemoved() {
+	if m != nil {
+		m.keyWatchers.Dec()
 	}
 }
 

@@ -136,20 +136,9 @@ func NewService(cfg Config) (*Service, error) {
 		metrics:     cfg.Metrics,
 		draining:    make(chan struct{}),
 	}
-	if s.maxAge <= 0 {
-		s.maxAge = DefaultMaxStreamAge
-	}
-	if s.jitter == 0 {
-		s.jitter = DefaultStreamAgeJitter
-	}
-	if s.jitter < 0 {
-		s.jitter = 0
-	}
+	s.maxAge, s.jitter, s.rand = streamAgeDefaults(s.maxAge, s.jitter, s.rand)
 	if s.pendingWait <= 0 {
 		s.pendingWait = DefaultMaxPendingWait
-	}
-	if s.rand == nil {
-		s.rand = rand.Float64
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -357,7 +346,27 @@ func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.To
 }
 
 // streamAge returns MaxStreamAge spread uniformly by ± jitter of itself.
-func (s *Service) streamAge() time.Duration {
-	f := 1 + s.jitter*(2*s.rand()-1)
-	return time.Duration(float64(s.maxAge) * f)
+func (s *Service) streamAge() time.Duration { return jitteredAge(s.maxAge, s.jitter, s.rand) }
+
+func jitteredAge(maxAge time.Duration, jitter float64, rand func() float64) time.Duration {
+	f := 1 + jitter*(2*rand()-1)
+	return time.Duration(float64(maxAge) * f)
+}
+
+// streamAgeDefaults fills in the defaults of a stream's maximum age, its
+// jitter and the jitter's random source.
+func streamAgeDefaults(maxAge time.Duration, jitter float64, r func() float64) (time.Duration, float64, func() float64) {
+	if maxAge <= 0 {
+		maxAge = DefaultMaxStreamAge
+	}
+	if jitter == 0 {
+		jitter = DefaultStreamAgeJitter
+	}
+	if jitter < 0 {
+		jitter = 0
+	}
+	if r == nil {
+		r = rand.Float64
+	}
+	return maxAge, jitter, r
 }

@@ -176,7 +176,28 @@ func Load(path string) (*Set, error) {
 // (a ':' starts the third field); ACCOUNTS is as [ParseAccounts] reads it;
 // the fourth field, when present, is the word [AdminField].
 func Parse(r io.Reader) (*Set, error) {
-	s := &Set{}
+	entries, err := ParseEntries(r)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{keys: make([]Key, len(entries)), digests: make([][sha256.Size]byte, len(entries))}
+	for i, e := range entries {
+		s.keys[i], s.digests[i] = e.Key, sha256.Sum256([]byte(e.Secret.Reveal()))
+	}
+	return s, nil
+}
+
+// Entry is one line of a keys file, secret included: for `broker keys
+// import`, which hands the secrets to the broker.
+type Entry struct {
+	Key
+	Secret secret.Secret
+}
+
+// ParseEntries reads a keys file as [Parse] does and returns its lines,
+// secrets included, in file order.
+func ParseEntries(r io.Reader) ([]Entry, error) {
+	var out []Entry
 	seenNames := map[string]bool{}
 	seenDigests := map[[sha256.Size]byte]bool{}
 	sc := bufio.NewScanner(r)
@@ -215,16 +236,15 @@ func Parse(r io.Reader) (*Set, error) {
 			return nil, &LineError{n, "secret already used by another name"}
 		}
 		seenNames[name], seenDigests[d] = true, true
-		s.keys = append(s.keys, Key{Name: name, Accounts: accounts, Admin: hasFlag})
-		s.digests = append(s.digests, d)
+		out = append(out, Entry{Key: Key{Name: name, Accounts: accounts, Admin: hasFlag}, Secret: secret.New(key)})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("keys: read: %w", err)
 	}
-	if len(s.keys) == 0 {
+	if len(out) == 0 {
 		return nil, ErrNoKeys
 	}
-	return s, nil
+	return out, nil
 }
 
 // ValidName reports whether name can name a key: letters, digits, '-', '_'
@@ -310,4 +330,19 @@ func Generate(rand io.Reader) (secret.Secret, error) {
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "%x", b)
 	return secret.New(out.String()), nil
+}
+
+// CheckSecret reports why s cannot be a key's secret, as [Parse] would: too
+// short, longer than 256 bytes, or holding white space or ':'. The error
+// never quotes s.
+func CheckSecret(s string) error {
+	switch {
+	case len(s) < MinSecretLen:
+		return fmt.Errorf("secret shorter than %d bytes", MinSecretLen)
+	case len(s) > 256:
+		return errors.New("secret longer than 256 bytes")
+	case strings.ContainsAny(s, " \t\r\n:"):
+		return errors.New("secret contains white space or ':'")
+	}
+	return nil
 }

@@ -96,7 +96,8 @@ type Config struct {
 	// DatabaseURL, when set (postgres://...), selects PostgreSQL.
 	DatabaseURL string
 	// StateDir holds the SQLite file (state.db) when DatabaseURL is empty;
-	// created with mode 0700 if missing. Empty means [DefaultStateDir].
+	// created with mode 0700 if missing (required then; see
+	// [DefaultStateDir]).
 	StateDir string
 	// Now is the clock for created/updated times (nil: time.Now).
 	Now func() time.Time
@@ -106,20 +107,15 @@ type Config struct {
 const SQLiteFile = "state.db"
 
 // DefaultStateDir is $XDG_STATE_HOME/copilot-broker, else
-// ~/.local/state/copilot-broker.
-func DefaultStateDir(getenv func(string) string) (string, error) {
+// $HOME/.local/state/copilot-broker; false when neither is set.
+func DefaultStateDir(getenv func(string) string) (string, bool) {
 	if d := getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "copilot-broker"), nil
+		return filepath.Join(d, "copilot-broker"), true
 	}
-	home := getenv("HOME")
-	if home == "" {
-		h, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("store: no state directory: set --state-dir, XDG_STATE_HOME or HOME: %w", err)
-		}
-		home = h
+	if home := getenv("HOME"); home != "" {
+		return filepath.Join(home, ".local", "state", "copilot-broker"), true
 	}
-	return filepath.Join(home, ".local", "state", "copilot-broker"), nil
+	return "", false
 }
 
 // Open opens (creating if needed) and migrates the configured database.
@@ -135,11 +131,7 @@ func Open(ctx context.Context, cfg Config) (Store, error) {
 	}
 	dir := cfg.StateDir
 	if dir == "" {
-		d, err := DefaultStateDir(os.Getenv)
-		if err != nil {
-			return nil, err
-		}
-		dir = d
+		return nil, errors.New("store: no state directory and no database URL")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: state directory: %w", err)

@@ -245,6 +245,9 @@ func TestDefaultStateDir(t *testing.T) {
 	if got != "/h/.local/state/copilot-broker" {
 		t.Errorf("with HOME = %s", got)
 	}
+	if got, ok := DefaultStateDir(env(nil)); ok {
+		t.Errorf("with neither = %s; want none", got)
+	}
 }
 
 func TestOpenSQLiteFileMode(t *testing.T) {

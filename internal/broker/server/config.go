@@ -83,6 +83,19 @@ type Config struct {
 	// --insecure-no-auth, BROKER_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
 
+	// StateDir holds the state store's SQLite file (managed client keys).
+	// `broker serve` defaults it to $XDG_STATE_HOME/copilot-broker (else
+	// ~/.local/state/copilot-broker); here, empty with no DatabaseURL means
+	// no store and no key management. --state-dir, BROKER_STATE_DIR.
+	StateDir string
+	// DatabaseURL (postgres://...) puts the state in PostgreSQL instead, so
+	// several broker replicas share it. --database-url, BROKER_DATABASE_URL.
+	DatabaseURL string
+	// KeysPollInterval is how often the store is checked for key changes
+	// made by another broker (default [broker.DefaultKeysPollInterval]).
+	// --keys-poll-interval.
+	KeysPollInterval time.Duration
+
 	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and REST listeners.
 	// --tls-cert, --tls-key (BROKER_TLS_CERT, BROKER_TLS_KEY).
 	TLSCertFile, TLSKeyFile string
@@ -90,11 +103,6 @@ type Config struct {
 	// signed by one of these CAs. --tls-client-ca, BROKER_TLS_CLIENT_CA.
 	TLSClientCAFile string
 
-	// StateDir holds the state store's SQLite file; DatabaseURL
-	// (postgres://...) selects PostgreSQL instead. With neither the broker
-	// keeps no state: no usage ledger. --state-dir, --database-url
-	// (BROKER_STATE_DIR, BROKER_DATABASE_URL).
-	StateDir, DatabaseURL string
 	// UsageRetention is how long usage events are kept;
 	// UsageRollupRetention how long their daily sums are. --usage-retention,
 	// --usage-rollup-retention, defaults [DefaultUsageRetention] and

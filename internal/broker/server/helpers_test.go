@@ -11,6 +11,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/testutil/pgtest"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -18,7 +19,15 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// pg is the PostgreSQL server of the store tests (pgtest: skipped without
+// the binaries, except in CI).
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	pg = pgtest.Start()
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { pg.Stop() }),
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+}
 
 // Broker keys of the tests.
 const (

@@ -13,25 +13,21 @@ import (
 // pruneEvery is how often usage past its retention is deleted.
 const pruneEvery = time.Hour
 
-// openLedger opens the state store, when one is configured, and registers
-// the usage service on the gRPC server (which must not serve yet).
-func (s *Server) openLedger(ctx context.Context, metrics *broker.Metrics) error {
-	if s.cfg.StateDir == "" && s.cfg.DatabaseURL == "" {
+// openLedger registers the usage service over the state store, when there
+// is one, on the gRPC server (which must not serve yet).
+func (s *Server) openLedger(metrics *broker.Metrics) error {
+	st := s.store
+	if st == nil {
 		return nil
-	}
-	st, err := store.Open(ctx, store.Config{StateDir: s.cfg.StateDir, DatabaseURL: s.cfg.DatabaseURL, Now: s.cfg.Clock.Now})
-	if err != nil {
-		return err
 	}
 	u, err := broker.NewUsageService(broker.UsageConfig{
 		Ledger: st, KnownKey: knownKey(st), Registerer: metrics.Registry(),
 		Clock: s.cfg.Clock, Logger: s.cfg.Logger.With("component", "usage"),
 	})
 	if err != nil {
-		st.Close()
 		return err
 	}
-	s.store, s.usage = st, u
+	s.usage = u
 	brokerv1.RegisterUsageServiceServer(s.grpc, u)
 	return nil
 }

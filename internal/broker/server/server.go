@@ -65,6 +65,7 @@ type Server struct {
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
 	store   store.Store          // nil without StateDir or DatabaseURL
+	keySvc  *broker.KeyService   // nil without a store
 	usage   *broker.UsageService // nil without a store
 
 	heapFloor []byte // see newHeapFloor
@@ -107,6 +108,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics := broker.NewMetrics()
+	if err := s.openStore(ctx, metrics, &cleanup); err != nil {
+		return nil, err
+	}
 	lns, err := ops.ListenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
 	if err != nil {
 		return nil, err
@@ -119,7 +124,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
 	}
 
-	metrics := broker.NewMetrics()
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
@@ -140,15 +144,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
 	s.health.AccountsNeedKey(auth)
-	s.grpc = newGRPCServer(s.svc, s.health, auth, metrics,
+	s.grpc = newGRPCServer(s.svc, s.keySvc, s.health, auth, metrics,
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
 		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
-	if err := s.openLedger(ctx, metrics); err != nil {
+	if err := s.openLedger(metrics); err != nil {
 		return nil, err
-	}
-	if s.store != nil {
-		cleanup.add(func() { s.store.Close() })
 	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -192,6 +193,34 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
 		"github_api_url", cfg.GitHubAPIURL, "epoch", epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
 	return s, nil
+}
+
+// openStore opens the state store, when one is configured, and the key
+// service over it.
+func (s *Server) openStore(ctx context.Context, metrics *broker.Metrics, cleanup *undo) error {
+	if s.cfg.StateDir == "" && s.cfg.DatabaseURL == "" {
+		return nil
+	}
+	st, err := store.Open(ctx, store.Config{StateDir: s.cfg.StateDir, DatabaseURL: s.cfg.DatabaseURL, Now: s.cfg.Clock.Now})
+	if err != nil {
+		return err
+	}
+	cleanup.add(func() { _ = st.Close() })
+	ks, err := broker.NewKeyService(ctx, broker.KeyServiceConfig{
+		Store: st, PollInterval: s.cfg.KeysPollInterval, MaxStreamAge: s.cfg.MaxStreamAge,
+		Clock: s.cfg.Clock, Logger: s.cfg.Logger, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	cleanup.add(ks.Close)
+	s.store, s.keySvc = st, ks
+	engine := "sqlite"
+	if s.cfg.DatabaseURL != "" {
+		engine = "postgres"
+	}
+	s.log.Info("state store open", "engine", engine, "state_dir", s.cfg.StateDir, "schema_version", store.SchemaVersion())
+	return nil
 }
 
 // undo collects the releases of what Start has built so far; run releases
@@ -258,7 +287,7 @@ const streamWorkers = 64
 // newGRPCServer returns the gRPC server with the API, health and
 // reflection registered behind the metrics and auth interceptors. It starts
 // nothing.
-func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
+func newGRPCServer(svc *broker.Service, keySvc *broker.KeyService, health *broker.HealthServer, auth *broker.Authenticator, metrics *broker.Metrics, limits ...grpc.StreamServerInterceptor) *grpc.Server {
 	g := grpc.NewServer(
 		// The shared answers of the current token state go out in the wire
 		// form made once per state.
@@ -282,6 +311,9 @@ func newGRPCServer(svc *broker.Service, health *broker.HealthServer, auth *broke
 		}),
 	)
 	brokerv1.RegisterTokenBrokerServiceServer(g, svc)
+	if keySvc != nil {
+		brokerv1.RegisterKeyServiceServer(g, keySvc)
+	}
 	healthpb.RegisterHealthServer(g, health)
 	reflection.Register(g)
 	return g
@@ -482,6 +514,9 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.stopping.Store(true)
 	s.health.Shutdown()
 	s.svc.Drain()
+	if s.keySvc != nil {
+		s.keySvc.Drain()
+	}
 	if s.usage != nil {
 		s.usage.Drain()
 	}
@@ -489,15 +524,14 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	stopREST()
 	s.stopGRPC()
 	s.svc.Close()
+	if s.keySvc != nil {
+		s.keySvc.Close()
+		_ = s.store.Close()
+	}
 	_ = s.gwConn.Close()
 	s.fleet.close()
 	s.cancel()
 	r.background.Wait()
-	if s.store != nil {
-		if err := s.store.Close(); err != nil {
-			s.log.Warn("closing the state store", "error", err)
-		}
-	}
 	stopAdmin()
 	r.serving.Wait()
 	if cause == nil {

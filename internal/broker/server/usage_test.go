@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-const adminKey = "admin-key-0123456789abcdef"
+const ledgerAdmin = "ledger-admin-0123456789abcdef"
 
 // startLedger runs a broker with a state directory in which the managed
 // keys u1 and u2 exist, and the broker keys proxy (reports) and ops
@@ -36,7 +36,7 @@ func startLedger(t *testing.T) *env {
 		}
 	}
 	st.Close()
-	set, err := keys.Parse(strings.NewReader("proxy:" + testKey + "\nops:" + adminKey + ":*:admin\n"))
+	set, err := keys.Parse(strings.NewReader("proxy:" + testKey + "\nops:" + ledgerAdmin + ":*:admin\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestUsageReportAndQuery(t *testing.T) {
 		if _, err := report(t, e, testKey, big); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "at most 1000") {
 			t.Errorf("oversized batch: %v; want InvalidArgument naming the bound", err)
 		}
-		if _, err := report(t, e, adminKey, batch); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "admin key") {
+		if _, err := report(t, e, ledgerAdmin, batch); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "admin key") {
 			t.Errorf("report with an admin key: %v; want PermissionDenied", err)
 		}
 		if _, err := report(t, e, "nope-0123456789abcdef", batch); status.Code(err) != codes.Unauthenticated {
@@ -122,7 +122,7 @@ func TestUsageReportAndQuery(t *testing.T) {
 		if _, err := c.QueryUsage(withKey(timeout(t, 5*time.Second), testKey), req); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("query with a proxy's key: %v; want PermissionDenied", err)
 		}
-		resp, err := c.QueryUsage(withKey(timeout(t, 5*time.Second), adminKey), req)
+		resp, err := c.QueryUsage(withKey(timeout(t, 5*time.Second), ledgerAdmin), req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestUsageReportAndQuery(t *testing.T) {
 			}
 		}
 		for _, bad := range []*brokerv1.QueryUsageRequest{{From: "yesterday"}, {GroupBy: []string{"colour"}}, {From: "2026-12-02", To: "2026-12-01"}} {
-			if _, err := c.QueryUsage(withKey(timeout(t, 5*time.Second), adminKey), bad); status.Code(err) != codes.InvalidArgument {
+			if _, err := c.QueryUsage(withKey(timeout(t, 5*time.Second), ledgerAdmin), bad); status.Code(err) != codes.InvalidArgument {
 				t.Errorf("query %v: %v; want InvalidArgument", bad, err)
 			}
 		}
@@ -155,13 +155,13 @@ func TestUsageReportAndQuery(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 		}
-		code, _, body := get(adminKey, "group_by=key&group_by=model&key=u1&from="+day+"&to="+day, "")
+		code, _, body := get(ledgerAdmin, "group_by=key&group_by=model&key=u1&from="+day+"&to="+day, "")
 		want := `{"rows": [{"key": "u1", "model": "claude-sonnet-4", "requests": 1, "premium_requests": 1, "premium_units": 1, "input_tokens": 11, "output_tokens": 7, "cached_tokens": 0}, ` +
 			`{"key": "u1", "model": "gpt-4o", "requests": 2, "premium_requests": 2, "premium_units": 2, "input_tokens": 22, "output_tokens": 14, "cached_tokens": 0}]}` + "\n"
 		if code != 200 || body != want {
 			t.Errorf("GET /v1/usage = %d %s; want 200 %s", code, body, want)
 		}
-		code, ctype, body := get(adminKey, "group_by=account,day", "text/csv")
+		code, ctype, body := get(ledgerAdmin, "group_by=account,day", "text/csv")
 		wantCSV := "account,day,requests,premium_requests,premium_units,input_tokens,output_tokens,cached_tokens\na," + day + ",5,5,5,55,35,0\n"
 		if code != 200 || !strings.HasPrefix(ctype, "text/csv") || body != wantCSV {
 			t.Errorf("GET /v1/usage as CSV = %d %s %q; want 200 text/csv %q", code, ctype, body, wantCSV)
@@ -171,8 +171,8 @@ func TestUsageReportAndQuery(t *testing.T) {
 			code       int
 			says       string
 		}{
-			{adminKey, "group_by=colour", 400, "not one of key, account, model, day"},
-			{adminKey, "from=12/01/2026", 400, "neither a date"},
+			{ledgerAdmin, "group_by=colour", 400, "not one of key, account, model, day"},
+			{ledgerAdmin, "from=12/01/2026", 400, "neither a date"},
 			{testKey, "", 403, "needs an admin broker key"},
 			{"nope-0123456789abcdef", "", 401, "invalid broker key"},
 		} {

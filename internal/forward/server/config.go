@@ -2,8 +2,6 @@ package server
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -264,26 +262,6 @@ func (c Config) withDefaults() Config {
 // brokerTLS builds the TLS configuration for the broker connection, or nil
 // for plaintext.
 func (c Config) brokerTLS() (*tls.Config, error) {
-	if !c.BrokerTLS && c.BrokerTLSCAFile == "" && c.BrokerTLSCertFile == "" && c.BrokerTLSKeyFile == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.BrokerTLSServerName}
-	if c.BrokerTLSCAFile != "" {
-		pool, err := ops.LoadCertPool(c.BrokerTLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker TLS CA: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	if (c.BrokerTLSCertFile == "") != (c.BrokerTLSKeyFile == "") {
-		return nil, errors.New("--broker-tls-cert and --broker-tls-key go together")
-	}
-	if c.BrokerTLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.BrokerTLSCertFile, c.BrokerTLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker TLS client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return ops.ClientTLS{Enable: c.BrokerTLS, CAFile: c.BrokerTLSCAFile, CertFile: c.BrokerTLSCertFile,
+		KeyFile: c.BrokerTLSKeyFile, ServerName: c.BrokerTLSServerName}.Config()
 }
