@@ -20,13 +20,16 @@ import (
 
 const ledgerAdmin = "ledger-admin-0123456789abcdef"
 
-// startLedger runs a broker with a state directory in which the managed
-// keys u1 and u2 exist, and the broker keys proxy (reports) and ops
-// (admin).
-func startLedger(t *testing.T) *env {
+// startLedger runs a broker whose state (SQLite in a directory, or
+// PostgreSQL) holds the managed keys u1 and u2, with the broker keys proxy
+// (reports) and ops (admin).
+func startLedger(t *testing.T, engine string) *env {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(context.Background(), store.Config{StateDir: dir})
+	sc := store.Config{StateDir: t.TempDir()}
+	if engine == "postgres" {
+		sc = store.Config{DatabaseURL: pg.NewDatabase(t)}
+	}
+	st, err := store.Open(context.Background(), sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +43,7 @@ func startLedger(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return start(t, sandbox.Config{}, Config{Keys: set, StateDir: dir})
+	return start(t, sandbox.Config{}, Config{Keys: set, StateDir: sc.StateDir, DatabaseURL: sc.DatabaseURL})
 }
 
 func event(id, key, model string, at time.Time) *brokerv1.UsageEvent {
@@ -60,6 +63,7 @@ func report(t *testing.T, e *env, key string, batch *brokerv1.ReportUsageRequest
 		return nil, err
 	}
 	if err := stream.Send(batch); err != nil {
+		_, err = stream.Recv() // io.EOF from Send: the status is Recv's
 		return nil, err
 	}
 	ack, err := stream.Recv()
@@ -71,7 +75,13 @@ func report(t *testing.T, e *env, key string, batch *brokerv1.ReportUsageRequest
 }
 
 func TestUsageReportAndQuery(t *testing.T) {
-	e := startLedger(t)
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) { testUsageReportAndQuery(t, engine) })
+	}
+}
+
+func testUsageReportAndQuery(t *testing.T, engine string) {
+	e := startLedger(t, engine)
 	now := time.Now().UTC()
 	batch := &brokerv1.ReportUsageRequest{Batch: 1, Events: []*brokerv1.UsageEvent{
 		event("e1", "u1", "gpt-4o", now), event("e2", "u1", "gpt-4o", now), event("e3", "u1", "claude-sonnet-4", now),
