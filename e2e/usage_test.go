@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -260,4 +262,23 @@ func TestUsageLedgerExact(t *testing.T) {
 		t.Fatalf("ledger per key and model:\n%v\nsandbox:\n%v", got, want)
 	}
 	t.Logf("ledger equals the sandbox's count: %v", got)
+
+	// The same sums as an admin's table.
+	out, err := ls.cli(t, "usage", "--group-by", "key,model", "--from", day, "--to", day)
+	if err != nil || !strings.HasPrefix(out, "key  ") || strings.Count(out, "\n") != len(want)+1 {
+		t.Errorf("broker usage = %v:\n%s", err, out)
+	}
+	t.Logf("broker usage:\n%s", out)
+	if out, err := ls.cli(t, "usage", "--group-by", "colour"); err == nil || !strings.Contains(out, "not one of key, account, model, day") {
+		t.Errorf("broker usage --group-by colour = %v: %s; want an error naming the groups", err, out)
+	}
+}
+
+// cli runs the broker binary with the admin key and returns its output.
+func (ls *ledgerStack) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(built.broker, append(args, "--broker-addr", ls.b.grpcAddr)...)
+	cmd.Env = append(os.Environ(), "BROKER_ADMIN_KEY="+ls.admin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -61,22 +62,27 @@ func (c *keysConn) register(fs *flag.FlagSet) {
 
 // client dials the broker with the admin key.
 func (c *keysConn) client(getenv func(string) string) (brokerv1.KeyServiceClient, func(), error) {
-	key, err := readKey(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file")
-	if err != nil {
-		return nil, nil, err
-	}
-	if key.IsZero() {
-		return nil, nil, errors.New("no admin key: set " + adminKeyEnv + " or --admin-key-file (a broker key marked admin: NAME:SECRET:*:admin in the broker's --keys-file)")
-	}
-	tlsCfg, err := c.tls.Config()
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := brokerclient.Dial(c.addr, key, tlsCfg)
+	conn, err := c.dial(getenv)
 	if err != nil {
 		return nil, nil, err
 	}
 	return brokerv1.NewKeyServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// dial connects to the broker with the admin key.
+func (c *keysConn) dial(getenv func(string) string) (*grpc.ClientConn, error) {
+	key, err := readKey(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file")
+	if err != nil {
+		return nil, err
+	}
+	if key.IsZero() {
+		return nil, errors.New("no admin key: set " + adminKeyEnv + " or --admin-key-file (a broker key marked admin: NAME:SECRET:*:admin in the broker's --keys-file)")
+	}
+	tlsCfg, err := c.tls.Config()
+	if err != nil {
+		return nil, err
+	}
+	return brokerclient.Dial(c.addr, key, tlsCfg)
 }
 
 // readKey returns a key from the environment or a file, not both.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -47,7 +48,7 @@ func usageREST(conn grpc.ClientConnInterface) http.Handler {
 		}
 		// The groups as the service read them (it accepted them).
 		q, _ := ParseUsageQuery(req, time.Now())
-		groups := usageGroups(q.GroupBy)
+		groups := UsageGroups(q.GroupBy)
 		if strings.Contains(r.Header.Get("Accept"), "text/csv") {
 			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 			_, _ = w.Write(UsageCSV(groups, resp.GetRows()))
@@ -58,8 +59,8 @@ func usageREST(conn grpc.ClientConnInterface) http.Handler {
 	})
 }
 
-// usageGroups returns the grouped fields in the rows' column order.
-func usageGroups(groupBy []string) []string {
+// UsageGroups returns the grouped fields in the rows' column order.
+func UsageGroups(groupBy []string) []string {
 	var out []string
 	for _, g := range []string{store.GroupKey, store.GroupAccount, store.GroupModel, store.GroupDay} {
 		if slices.Contains(groupBy, g) {
@@ -72,7 +73,9 @@ func usageGroups(groupBy []string) []string {
 // usageSums are the sums of a usage row, in order.
 var usageSums = []string{"requests", "premium_requests", "premium_units", "input_tokens", "output_tokens", "cached_tokens"}
 
-// usageCells returns a row's group fields and sums as text.
+// usageCells returns a row's group fields and sums as text (premium units
+// rounded to 6 decimals: sums of multipliers such as 0.33 carry float
+// noise).
 func usageCells(groups []string, r *brokerv1.UsageRow) []string {
 	out := make([]string, 0, len(groups)+len(usageSums))
 	for _, g := range groups {
@@ -89,7 +92,7 @@ func usageCells(groups []string, r *brokerv1.UsageRow) []string {
 	}
 	return append(out,
 		strconv.FormatInt(r.GetRequests(), 10), strconv.FormatInt(r.GetPremiumRequests(), 10),
-		strconv.FormatFloat(r.GetPremiumUnits(), 'f', -1, 64), strconv.FormatInt(r.GetInputTokens(), 10),
+		strconv.FormatFloat(math.Round(r.GetPremiumUnits()*1e6)/1e6, 'f', -1, 64), strconv.FormatInt(r.GetInputTokens(), 10),
 		strconv.FormatInt(r.GetOutputTokens(), 10), strconv.FormatInt(r.GetCachedTokens(), 10))
 }
 
