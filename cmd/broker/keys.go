@@ -27,9 +27,11 @@ const keysUsage = `Usage: broker keys <command> [NAME|FILE] [flags]
 
 Commands:
   create NAME [--accounts LIST] [--models GLOBS] [--expires 90d]
+              [--monthly-premium N] [--monthly-tokens N] [--rpm N]
                   make a key; its secret is printed on stdout, once
   list            every key: name, accounts, models, expiry, last use, state
   update NAME [--accounts LIST] [--models GLOBS] [--expires 90d|never] [--disable|--enable]
+              [--monthly-premium N] [--monthly-tokens N] [--rpm N]  (0: no limit)
   revoke NAME     refuse the key on every proxy, for good
   import FILE     turn a proxy keys file (NAME:SECRET[:ACCOUNTS]) into managed
                   keys with the same names, secrets and accounts
@@ -122,6 +124,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	var conn keysConn
 	var kf keyFlags
+	var bf budgetFlags
 	fs := flag.NewFlagSet("broker keys "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	conn.register(fs)
@@ -132,6 +135,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 		fs.StringVar(&kf.models, "models", "", "model globs the key may use, e.g. gpt-*,claude-sonnet-* (default: every model; \"\" on update: every model)")
 		fs.StringVar(&kf.expires, "expires", "", "expiry: a duration (90d, 12h), a date (2027-01-31) or RFC 3339 time; never (update) removes it")
 		wantArg = "NAME"
+		bf.register(fs)
 		if cmd == "update" {
 			fs.BoolVar(&kf.disable, "disable", false, "refuse the key until --enable")
 			fs.BoolVar(&kf.enable, "enable", false, "accept a disabled key again")
@@ -172,13 +176,18 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	case "create":
 		err = k.create(ctx, pos[0], kf)
 	case "update":
-		err = k.update(ctx, pos[0], kf, set)
+		if !bf.onlyBudget(set) {
+			err = k.update(ctx, pos[0], kf, set)
+		}
 	case "revoke":
 		err = k.revoke(ctx, pos[0])
 	case "import":
 		err = k.importFile(ctx, pos[0])
 	case "list":
 		err = k.list(ctx)
+	}
+	if err == nil && bf.any(set) {
+		err = bf.apply(ctx, &conn, getenv, pos[0], set, stderr)
 	}
 	if err != nil {
 		return fmt.Errorf("keys %s: %w", cmd, err)

@@ -49,6 +49,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.IntVar(&cfg.Streams.PerConn, "max-streams-per-conn", broker.DefaultMaxStreamsPerConn, "most WatchToken and WatchAccounts streams open on one gRPC connection (more get RESOURCE_EXHAUSTED)")
 	fs.IntVar(&cfg.Streams.PerKey, "max-streams-per-key", broker.DefaultMaxStreamsPerKey, "most WatchToken and WatchAccounts streams open with one broker key, gRPC and REST together")
 	fs.Var((*days)(&cfg.UsageRetention), "usage-retention", "how long usage events are kept (e.g. 90d, 720h) (default 90d)")
+	fs.IntVar(&cfg.BudgetMonthStartDay, "budget-month-start-day", 1, "day of the month (1-28, UTC) on which monthly budgets reset")
 	fs.Var((*days)(&cfg.UsageRollupRetention), "usage-rollup-retention", "how long the usage ledger's daily sums are kept (default 730d)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)

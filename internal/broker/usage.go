@@ -38,6 +38,9 @@ type UsageConfig struct {
 	// KnownKey reports whether name is a client key the broker manages;
 	// events for other keys are refused. Nil: every key is known.
 	KnownKey func(ctx context.Context, name string) (bool, error)
+	// Budgets, when set, is told of stored usage and serves SetBudget and
+	// WatchBudgets.
+	Budgets *BudgetBook
 	// Registerer receives the ledger's series; nil registers nothing.
 	Registerer prometheus.Registerer
 	Clock      clock.Clock
@@ -49,6 +52,7 @@ type UsageConfig struct {
 type UsageService struct {
 	brokerv1.UnimplementedUsageServiceServer
 	ledger   store.Ledger
+	budgets  *BudgetBook
 	known    func(ctx context.Context, name string) (bool, error)
 	clock    clock.Clock
 	log      *slog.Logger
@@ -70,7 +74,7 @@ func NewUsageService(cfg UsageConfig) (*UsageService, error) {
 		return nil, errors.New("broker: the usage service needs a ledger")
 	}
 	u := &UsageService{
-		ledger: cfg.Ledger, known: cfg.KnownKey, drain: make(chan struct{}), clock: clock.OrReal(cfg.Clock), log: cfg.Logger,
+		ledger: cfg.Ledger, budgets: cfg.Budgets, known: cfg.KnownKey, drain: make(chan struct{}), clock: clock.OrReal(cfg.Clock), log: cfg.Logger,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_usage_events_total",
 			Help: "Usage events reported by proxies, by result: stored, duplicate (stored before, resent) or rejected.",
@@ -192,6 +196,18 @@ func (u *UsageService) store(ctx context.Context, req *brokerv1.ReportUsageReque
 	u.events.WithLabelValues("stored").Add(float64(stored))
 	u.events.WithLabelValues("duplicate").Add(float64(len(events) - stored))
 	u.batches.Inc()
+	if stored > 0 && u.budgets != nil {
+		// A budgeted key's figures are recomputed before the
+		// acknowledgement: a proxy stops counting an acknowledged request
+		// as its own, so the figures must hold it by then.
+		if u.budgets.Touches(knownKeys) {
+			if err := u.budgets.recompute(ctx); err != nil {
+				u.log.Warn("budgets not recomputed after usage; the next batch retries", "error", err)
+			}
+		} else {
+			u.budgets.Kick()
+		}
+	}
 	if n := len(ack.Rejected); n > 0 {
 		u.events.WithLabelValues("rejected").Add(float64(n))
 		reason := ack.Rejected[0].GetReason()

@@ -272,6 +272,7 @@ func (h *Handler) initAccounts(cfg Config) error {
 	}
 	h.usageBufs = usage.NewBuffers()
 	h.reporter = cfg.UsageReporter
+	h.gate = cfg.Budgets
 	return nil
 }
 
@@ -285,16 +286,14 @@ func (h *Handler) tapUsage(resp *http.Response, c *call) {
 	if model == "" && c.body != nil {
 		model = requestModel(c.body.buf)
 	}
-	premium := !c.in.agent
-	if c.route.kind == bodyOpaque { // embeddings: no initiator, never premium
-		premium = false
-	}
+	premium := isPremium(c)
 	var ev usagereport.Event
-	if h.reporter != nil {
+	ledger := h.reporter != nil || h.gate != nil
+	if ledger {
 		ev = h.usageEvent(resp, c, model, premium)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		if h.reporter != nil { // the ledger counts every answer; the series only 2xx ones
+		if ledger { // the ledger counts every answer; the series only 2xx ones
 			h.finishUsage(ev, usage.Usage{}, false)
 		}
 		return
@@ -303,7 +302,7 @@ func (h *Handler) tapUsage(resp *http.Response, c *call) {
 	m := h.usage
 	resp.Body = h.usageBufs.NewTap(resp.Body, func(u usage.Usage, ok bool) {
 		m.Record(key, account, label, premium, u, ok)
-		if h.reporter != nil {
+		if ledger {
 			h.finishUsage(ev, u, ok)
 		}
 	})

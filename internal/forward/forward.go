@@ -57,6 +57,9 @@ type Config struct {
 	// UsageReporter, when set, gets one event per answered request (the
 	// broker's ledger).
 	UsageReporter UsageReporter
+	// Budgets, when set, admits each request against its key's budgets
+	// (budgetgate.go).
+	Budgets BudgetGate
 	// ModelLabel bounds the usage series' model label. Default:
 	// usage.NewModels(nil, 0).Label.
 	ModelLabel func(string) string
@@ -154,6 +157,7 @@ type Handler struct {
 	usage      *usage.Metrics
 	usageBufs  *usage.Buffers
 	reporter   UsageReporter    // nil: no ledger events
+	gate       BudgetGate       // nil: no budgets
 	quota      pool.QuotaReader // x-quota-snapshot-* headers, parsed once per value
 	modelLabel func(string) string
 	budget     *bodyBudget
@@ -360,7 +364,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.done(r, c)
 	if body := c.body; body != nil {
 		// Stage 4-5 (models.go): the account is known, so is its catalog.
-		if !h.resolveModel(w, r, c) {
+		if !h.resolveModel(w, r, c) || !h.admitBudget(w, c) {
 			return
 		}
 		// The reverse proxy hands the transport a body whose Close does

@@ -16,13 +16,7 @@ type UsageReporter interface {
 // usageEvent starts the ledger event of an answer whose headers arrived
 // now: everything but what the body's end tells.
 func (h *Handler) usageEvent(resp *http.Response, c *call, model string, premium bool) usagereport.Event {
-	units := 0.0
-	if premium {
-		units = 1 // the multiplier when /models gives none
-		if m := c.decision.model; m != nil && m.Billing != nil {
-			units = m.Billing.Multiplier
-		}
-	}
+	units := premiumUnits(c, premium)
 	now := h.clock.Now()
 	return usagereport.Event{
 		ID: c.requestID, Time: c.start, RequestID: c.requestID, Key: c.key, Account: c.acct.account, Model: model,
@@ -31,9 +25,31 @@ func (h *Handler) usageEvent(resp *http.Response, c *call, model string, premium
 	}
 }
 
+// premiumUnits is what a request bills: the model's multiplier from
+// /models (1 when it gives none) when premium, else 0.
+func premiumUnits(c *call, premium bool) float64 {
+	if !premium {
+		return 0
+	}
+	if m := c.decision.model; m != nil && m.Billing != nil {
+		return m.Billing.Multiplier
+	}
+	return 1
+}
+
+// isPremium: sent with X-Initiator: user (embeddings never are).
+func isPremium(c *call) bool {
+	return !c.in.agent && c.route.kind != bodyOpaque && c.route.kind != bodyNone
+}
+
 // finishUsage completes the event with the answer's usage and reports it.
 func (h *Handler) finishUsage(e usagereport.Event, u usage.Usage, ok bool) {
 	e.Input, e.Output, e.Cached, e.UsageKnown = u.Input, u.Output, u.Cached, ok
 	e.Latency = h.clock.Now().Sub(e.Time)
-	h.reporter.Report(e)
+	if h.gate != nil {
+		h.gate.AddTokens(e.Key, e.Input+e.Output)
+	}
+	if h.reporter != nil {
+		h.reporter.Report(e)
+	}
 }

@@ -108,6 +108,10 @@ type Config struct {
 	// --usage-rollup-retention, defaults [DefaultUsageRetention] and
 	// [DefaultUsageRollupRetention].
 	UsageRetention, UsageRollupRetention time.Duration
+	// BudgetMonthStartDay is the day of the month (1-28, UTC) on which the
+	// keys' and accounts' monthly budgets reset. --budget-month-start-day,
+	// default 1.
+	BudgetMonthStartDay int
 
 	// ConsoleProxyURL is where users reach a proxy: the console shows it in
 	// the lines a new key's owner pastes. --console-proxy-url.

@@ -20,14 +20,21 @@ func (s *Server) openLedger(metrics *broker.Metrics) error {
 	if st == nil {
 		return nil
 	}
+	book, err := broker.NewBudgetBook(broker.BudgetConfig{
+		Store: st, MonthStartDay: s.cfg.BudgetMonthStartDay, Registerer: metrics.Registry(),
+		Clock: s.cfg.Clock, Logger: s.cfg.Logger.With("component", "budgets"),
+	})
+	if err != nil {
+		return err
+	}
 	u, err := broker.NewUsageService(broker.UsageConfig{
-		Ledger: st, KnownKey: knownKey(st), Registerer: metrics.Registry(),
+		Ledger: st, Budgets: book, KnownKey: knownKey(st), Registerer: metrics.Registry(),
 		Clock: s.cfg.Clock, Logger: s.cfg.Logger.With("component", "usage"),
 	})
 	if err != nil {
 		return err
 	}
-	s.usage = u
+	s.usage, s.budgets = u, book
 	brokerv1.RegisterUsageServiceServer(s.grpc, u)
 	return nil
 }

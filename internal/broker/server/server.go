@@ -67,6 +67,7 @@ type Server struct {
 	store   store.Store          // nil without StateDir or DatabaseURL
 	keySvc  *broker.KeyService   // nil without a store
 	usage   *broker.UsageService // nil without a store
+	budgets *broker.BudgetBook   // nil without a store
 
 	heapFloor []byte // see newHeapFloor
 
@@ -186,6 +187,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.store != nil {
 		r.goBackground(func() { s.pruneUsage(runCtx) })
+		r.goBackground(func() { s.budgets.Run(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 

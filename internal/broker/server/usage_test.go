@@ -149,6 +149,50 @@ func testUsageReportAndQuery(t *testing.T, engine string) {
 		}
 	})
 
+	t.Run("budgets", func(t *testing.T) {
+		c := brokerv1.NewUsageServiceClient(e.conn())
+		set := func(key string, req *brokerv1.SetBudgetRequest) (*brokerv1.SetBudgetResponse, error) {
+			return c.SetBudget(withKey(timeout(t, 5*time.Second), key), req)
+		}
+		if _, err := set(testKey, &brokerv1.SetBudgetRequest{Key: "u1", MonthlyPremium: 10}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("SetBudget with a proxy's key: %v; want PermissionDenied", err)
+		}
+		if _, err := set(ledgerAdmin, &brokerv1.SetBudgetRequest{Key: "stranger", MonthlyPremium: 10}); status.Code(err) != codes.NotFound {
+			t.Errorf("SetBudget of an unknown key: %v; want NotFound", err)
+		}
+		for _, bad := range []*brokerv1.SetBudgetRequest{{MonthlyPremium: 1}, {Key: "u1", Account: "a"}, {Key: "u1", Rpm: -1}, {Account: "a", Rpm: 5}, {Key: "u1", Fields: []string{"colour"}}} {
+			if _, err := set(ledgerAdmin, bad); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("SetBudget(%v): %v; want InvalidArgument", bad, err)
+			}
+		}
+		if _, err := set(ledgerAdmin, &brokerv1.SetBudgetRequest{Key: "u1", MonthlyPremium: 4, Rpm: 30}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := set(ledgerAdmin, &brokerv1.SetBudgetRequest{Key: "u1", MonthlyTokens: 1000, Fields: []string{"monthly_tokens"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// u1 has 3 premium events of 1 unit and 54 tokens this month.
+		if b := resp.GetBudget(); b.GetMonthlyPremium() != 4 || b.GetRpm() != 30 || b.GetMonthlyTokens() != 1000 || b.GetPremiumSpent() != 3 || b.GetTokensSpent() != 54 {
+			t.Errorf("budget after a partial update = %v; want premium 3 of 4, tokens 54 of 1000, rpm 30", b)
+		}
+		aw, err := c.WatchBudgets(withKey(timeout(t, 5*time.Second), ledgerAdmin), &brokerv1.WatchBudgetsRequest{ProxyId: "x"})
+		if err == nil {
+			_, err = aw.Recv()
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("WatchBudgets with an admin key: %v; want PermissionDenied", err)
+		}
+		w, err := c.WatchBudgets(withKey(timeout(t, 5*time.Second), testKey), &brokerv1.WatchBudgetsRequest{ProxyId: "p1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.Recv()
+		if err != nil || len(got.GetBudgets()) != 1 || got.GetBudgets()[0].GetRpmShare() != 30 {
+			t.Errorf("WatchBudgets = %v, %v; want u1's budget with the whole rpm as p1's share", got, err)
+		}
+	})
+
 	t.Run("rest", func(t *testing.T) {
 		day := now.Format(time.DateOnly)
 		get := func(key, query, accept string) (int, string, string) {

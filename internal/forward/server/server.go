@@ -34,6 +34,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
@@ -55,6 +56,7 @@ type Server struct {
 	addrs    Addrs
 	tokens   *brokerclient.Set
 	reporter *usagereport.Reporter // nil: usage reporting off
+	gate     *keybudget.Gate       // nil with reporting off
 	registry *prometheus.Registry
 	draining atomic.Bool
 	cancel   context.CancelFunc
@@ -130,7 +132,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		transport = forward.NewTransport(tc)
 	}
 	metrics := forward.NewMetrics(reg)
-	reporter, err := newReporter(cfg, conn, reg)
+	var gate *keybudget.Gate
+	if client := usageClient(cfg, conn); client != nil && cfg.UsageBuffer >= 0 {
+		gate = keybudget.New(keybudget.Config{
+			Client: client, ProxyID: cfg.ProxyID, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "budgets"),
+			AccountSpent: func(account string, reset time.Time) { tracker.QuotaSpent(account, reset) },
+		})
+	}
+	reporter, err := newReporter(cfg, conn, reg, gate)
 	if err != nil {
 		closeConn()
 		return nil, err
@@ -158,7 +167,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
 	}
 	if reporter != nil {
-		fcfg.UsageReporter = reporter
+		fcfg.UsageReporter, fcfg.Budgets = reporter, gate
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "copilot_proxy_key_budgets",
+			Help: "Managed keys with a budget or rpm limit, as last received from the broker.",
+		}, func() float64 { return float64(gate.Len()) }))
 	}
 	handler, err := forward.New(fcfg)
 	if err != nil {
@@ -173,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, registry: reg, done: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
@@ -228,6 +241,7 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	defer stopReport()
 	if s.reporter != nil {
 		wg.Go(func() { s.reporter.Run(reportCtx) })
+		wg.Go(func() { s.gate.Run(watchCtx) })
 	}
 	var adminErr error
 	wg.Go(func() {
@@ -329,18 +343,23 @@ func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn
 
 // newReporter returns the usage reporter, or nil when reporting is off or
 // there is no broker connection to report on.
-func newReporter(cfg Config, conn *grpc.ClientConn, reg prometheus.Registerer) (*usagereport.Reporter, error) {
-	client := cfg.Usage
-	if client == nil && conn != nil {
-		client = brokerv1.NewUsageServiceClient(conn)
-	}
+func newReporter(cfg Config, conn *grpc.ClientConn, reg prometheus.Registerer, gate *keybudget.Gate) (*usagereport.Reporter, error) {
+	client := usageClient(cfg, conn)
 	if cfg.UsageBuffer < 0 || client == nil {
 		return nil, nil
 	}
 	return usagereport.New(usagereport.Config{
-		Client: client, ProxyID: cfg.ProxyID, Buffer: cfg.UsageBuffer, Registerer: reg,
+		Client: client, ProxyID: cfg.ProxyID, Buffer: cfg.UsageBuffer, Registerer: reg, OnDone: gate.Acked,
 		Logger: cfg.Logger.With("component", "usage-report"),
 	})
+}
+
+// usageClient is the broker's UsageService: the test's, or over conn.
+func usageClient(cfg Config, conn *grpc.ClientConn) brokerv1.UsageServiceClient {
+	if cfg.Usage == nil && conn != nil {
+		return brokerv1.NewUsageServiceClient(conn)
+	}
+	return cfg.Usage
 }
 
 // flushUsage waits, for what is left of the shutdown grace (at least a

@@ -84,6 +84,9 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the delay between failed streams
 	// (defaults 100 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
+	// OnDone, when set, gets the ids of events that left the buffer
+	// (acknowledged, refused or dropped); called without locks held.
+	OnDone func(ids []string)
 	// Registerer receives the reporter's series; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -99,6 +102,7 @@ type Reporter struct {
 	maxBack  time.Duration
 	log      *slog.Logger
 	wake     chan struct{} // capacity 1: events arrived
+	onDone   func([]string)
 	metrics  metrics
 	mu       sync.Mutex
 	ring     []Event
@@ -140,7 +144,7 @@ func New(cfg Config) (*Reporter, error) {
 	}
 	r := &Reporter{
 		client: cfg.Client, proxyID: cfg.ProxyID, batch: cfg.Batch, minBack: cfg.MinBackoff, maxBack: cfg.MaxBackoff,
-		log: cfg.Logger, wake: make(chan struct{}, 1), ring: make([]Event, cfg.Buffer), emptied: make(chan struct{}),
+		log: cfg.Logger, onDone: cfg.OnDone, wake: make(chan struct{}, 1), ring: make([]Event, cfg.Buffer), emptied: make(chan struct{}),
 		metrics: metrics{
 			dropped: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "copilot_proxy_usage_report_dropped_total",
@@ -177,7 +181,9 @@ func (r *Reporter) Report(e Event) {
 		r.mu.Unlock()
 		return
 	}
+	var droppedID string
 	if r.n == len(r.ring) {
+		droppedID = r.ring[r.head].ID
 		r.ring[r.head] = Event{}
 		r.head = (r.head + 1) % len(r.ring)
 		r.n--
@@ -194,6 +200,9 @@ func (r *Reporter) Report(e Event) {
 	r.ring[(r.head+r.n)%len(r.ring)] = e
 	r.n++
 	r.mu.Unlock()
+	if droppedID != "" && r.onDone != nil {
+		r.onDone([]string{droppedID})
+	}
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -359,8 +368,14 @@ func (r *Reporter) acked(ack *brokerv1.ReportUsageResponse) {
 			"first_id", rej[0].GetId(), "first_reason", rej[0].GetReason())
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var ids []string
+	if r.onDone != nil {
+		ids = make([]string, 0, r.inflight)
+	}
 	for range r.inflight { // those of the batch not dropped meanwhile
+		if r.onDone != nil {
+			ids = append(ids, r.ring[r.head].ID)
+		}
 		r.ring[r.head] = Event{}
 		r.head = (r.head + 1) % len(r.ring)
 		r.n--
@@ -369,6 +384,10 @@ func (r *Reporter) acked(ack *brokerv1.ReportUsageResponse) {
 	if r.n == 0 {
 		close(r.emptied)
 		r.emptied = make(chan struct{})
+	}
+	r.mu.Unlock()
+	if len(ids) > 0 {
+		r.onDone(ids)
 	}
 }
 
