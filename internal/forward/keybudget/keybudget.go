@@ -78,8 +78,8 @@ const pendMaxAge = 2 * time.Minute
 
 type keyState struct {
 	b       *brokerv1.BudgetState
-	premium float64 // pending premium units of this key
-	tokens  int64   // counted here since b arrived
+	premium float64     // pending premium units of this key
+	tokens  int64       // counted here since b arrived
 	window  []time.Time // admissions within the rpm window, oldest first (at most the share)
 }
 
