@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
@@ -86,8 +87,9 @@ type Config struct {
 	// usage reporting off. --usage-buffer, PROXY_USAGE_BUFFER, default
 	// [usagereport.DefaultBuffer].
 	UsageBuffer int
-	// ProxyID names this proxy in its usage events. --proxy-id,
-	// PROXY_PROXY_ID, default the host name.
+	// ProxyID names this proxy in its usage events and the rpm shares; it
+	// must differ between proxies. --proxy-id, PROXY_PROXY_ID, default
+	// HOSTNAME-PID.
 	ProxyID string
 	// Usage, when set with Broker, is the usage client (tests); with a
 	// dialed broker the proxy makes its own.
@@ -250,7 +252,9 @@ func (c Config) withDefaults() Config {
 		c.UsageBuffer = usagereport.DefaultBuffer
 	}
 	if c.ProxyID == "" {
-		c.ProxyID, _ = os.Hostname()
+		// The process too: proxies on one host must not share an rpm share.
+		h, _ := os.Hostname()
+		c.ProxyID = h + "-" + strconv.Itoa(os.Getpid())
 	}
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
