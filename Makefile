@@ -8,7 +8,7 @@ BUF       := $(TOOL) buf
 CONTRACT  := proto/contract.binpb
 GOFILES    = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
 
-.PHONY: all build generate lint tidy-check vulncheck check-generated test test-short run bench clean
+.PHONY: all build generate lint tidy-check vulncheck check-generated test test-short run bench screenshots clean
 
 all: lint test
 
@@ -88,6 +88,15 @@ bench:
 	@command -v nginx >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) \
 		|| echo "make bench: nginx could not be installed; the nginx reference will be missing"
 	$(GO) run ./bench -out docs/benchmarks.md
+
+## screenshots: the console's screenshots in docs/img (README), from its browser tests against the sandbox
+screenshots:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	CONSOLE_SCREENSHOT_DIR=$(CURDIR)/docs/img.tmp $(GO) test ./e2e -run 'TestConsole(Overview|Keys)$$' -count=1
+	mkdir -p docs/img
+	cp docs/img.tmp/console-overview.png docs/img/
+	test ! -f docs/img.tmp/console-keys.png || cp docs/img.tmp/console-keys.png docs/img/
+	rm -rf docs/img.tmp
 
 clean:
 	rm -rf bin .run .cache

@@ -42,6 +42,7 @@ type bench struct {
 	fan         map[int]fanoutRun             // section 3 by watcher count
 	readRPS     map[string]float64            // section 4 calls/s by variant
 	rot         *rotationResult               // section 5
+	keys        *keysResult                   // section 9
 }
 
 func (b *bench) logf(format string, args ...any) {

@@ -31,6 +31,7 @@ func (b *bench) goals() {
 	}
 	b.tlsGoals()
 	b.manyGoals()
+	b.keysGoals()
 	if d, ok := b.sse["proxy"]; ok {
 		r.goal("SSE added delay per chunk p99 (proxy)", "< 2 ms", ms(d[1]), d[1] < addP99)
 	} else {
@@ -119,5 +120,23 @@ func (b *bench) manyGoals() {
 			m.goroutinesPer <= 4 && early == "")
 		r.goal("5,000 concurrent streams, "+up+": added delay per chunk p99, all open (vs direct)", "< 5 ms", ms(m.add99), m.add99 < 5*time.Millisecond)
 		r.goal("5,000 concurrent streams, "+up+": failed streams", "0", fmt.Sprint(m.failed), m.failed == 0)
+	}
+}
+
+// keysGoals are issue 23's targets.
+func (b *bench) keysGoals() {
+	r, k := b.rep, b.keys
+	if k == nil || k.authOne == 0 {
+		r.unmeasured("Authentication with 10,000 managed keys vs one", "within 5 %", "not measured")
+		r.unmeasured("Key change reaching 20 proxies with 10,000 keys each, p99", "< 1 s", "not measured")
+		return
+	}
+	x := float64(k.authMany)/float64(k.authOne) - 1
+	r.goal("Authentication with 10,000 managed keys vs one", "within 5 %",
+		fmt.Sprintf("%+.1f %% (%d ns vs %d ns)", 100*x, k.authMany.Nanoseconds(), k.authOne.Nanoseconds()), x <= 0.05)
+	if k.measured {
+		r.goal("Key change reaching 20 proxies with 10,000 keys each, p99", "< 1 s", ms(k.p99), k.p99 < time.Second)
+	} else {
+		r.unmeasured("Key change reaching 20 proxies with 10,000 keys each, p99", "< 1 s", "not measured")
 	}
 }

@@ -49,7 +49,7 @@ type options struct {
 	timeout   time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "keys"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -176,6 +176,7 @@ var sections = map[string]func(*bench){
 	"reads":        (*bench).reads,
 	"rotation":     (*bench).rotation,
 	"translate":    (*bench).translated,
+	"keys":         (*bench).managedKeys,
 }
 
 // findModule returns the directory of the enclosing go.mod.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,9 +38,22 @@ func TestRunScript(t *testing.T) {
 		if got, _ := os.ReadFile(filepath.Join(rs.dir, "api-key")); strings.TrimSpace(string(got)) != key {
 			t.Errorf("printed API key differs from %s/api-key", rs.dir)
 		}
-		for _, f := range []string{"api-key", "api-keys", "broker-key", "broker-keys", "github-token"} {
+		for _, f := range []string{"admin-key", "api-key", "api-keys", "broker-key", "broker-keys", "github-token"} {
 			if fi, err := os.Stat(filepath.Join(rs.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s: %v, mode %v; want mode 0600", f, err, fi.Mode().Perm())
+			}
+		}
+		// The printed console signs in with the admin key it names.
+		consoleURL := rs.match(t, `team console\s+(\S+)`)
+		adminKey, _ := os.ReadFile(filepath.Join(rs.dir, "admin-key"))
+		resp, err := http.Post(consoleURL+"session", "application/json", strings.NewReader(`{"key":"`+strings.TrimSpace(string(adminKey))+`"}`))
+		if err != nil {
+			t.Errorf("signing in to the printed console: %v", err)
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"signed_in":true`)) {
+				t.Errorf("signing in to the printed console %s with the admin key = %d %s; want a session", consoleURL, resp.StatusCode, body)
 			}
 		}
 		// The OpenAI SDK with what the script printed.
@@ -125,10 +140,10 @@ func newRunScript(t *testing.T, extraEnv []string) *runScript {
 		rs.env = append(rs.env, kv)
 	}
 	rs.env = append(rs.env, "RUN_DIR="+rs.dir, "RUN_UPSTREAM=sandbox", "XDG_CONFIG_HOME="+t.TempDir())
-	for _, v := range []string{"RUN_SANDBOX_PORT", "RUN_GRPC_PORT", "RUN_HTTP_PORT", "RUN_ADMIN_PORT", "RUN_PROXY_PORT", "RUN_PROXY_ADMIN_PORT"} {
-		port := freePort(t)
-		rs.ports[v] = port
-		rs.env = append(rs.env, v+"="+port)
+	names := []string{"RUN_SANDBOX_PORT", "RUN_GRPC_PORT", "RUN_HTTP_PORT", "RUN_ADMIN_PORT", "RUN_PROXY_PORT", "RUN_PROXY_ADMIN_PORT"}
+	for i, port := range freePorts(t, len(names)) {
+		rs.ports[names[i]] = port
+		rs.env = append(rs.env, names[i]+"="+port)
 	}
 	rs.env = append(rs.env, extraEnv...)
 	return rs
@@ -291,13 +306,21 @@ func (rs *runScript) stderr() string { return rs.errs.String() }
 // them in its banner and refuses to start on a port in use, naming the
 // variable, so a port taken in between fails loudly rather than silently.
 // The binaries themselves are started on port 0 (anyPort).
-func freePort(t *testing.T) string {
+// freePorts returns n distinct free loopback ports. Every listener is held
+// until all are chosen: closing each before binding the next let the
+// kernel hand the same port out twice ("RUN_PROXY_PORT and RUN_HTTP_PORT
+// are both 44813").
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ports = append(ports, port)
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return ports
 }

@@ -310,6 +310,12 @@ func startProxyArgs(t *testing.T, b *brokerProc, extra ...string) *proxyProc {
 // startProxyNoWait is startProxyArgs without waiting for readiness.
 func startProxyNoWait(t *testing.T, b *brokerProc, extra ...string) *proxyProc {
 	t.Helper()
+	return startProxyEnvNoWait(t, b, nil, extra...)
+}
+
+// startProxyEnvNoWait is startProxyNoWait with extra environment variables.
+func startProxyEnvNoWait(t *testing.T, b *brokerProc, env []string, extra ...string) *proxyProc {
+	t.Helper()
 	dir := t.TempDir()
 	apiKey := randomKey(t)
 	keysFile := filepath.Join(dir, "api-keys")
@@ -323,7 +329,7 @@ func startProxyNoWait(t *testing.T, b *brokerProc, extra ...string) *proxyProc {
 		"--log-format", "text",
 		"--log-level", "debug",
 	}, extra...)
-	p := startProc(t, "proxy", built.proxy, args, []string{"PROXY_BROKER_KEY=" + b.key})
+	p := startProc(t, "proxy", built.proxy, args, append([]string{"PROXY_BROKER_KEY=" + b.key}, env...))
 	bound := p.boundAddrs(t, proxyListening)
 	addr, adminAddr := bound[0], bound[1]
 	return &proxyProc{proc: p, url: "http://" + addr, adminURL: "http://" + adminAddr, apiKey: apiKey}

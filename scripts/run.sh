@@ -191,9 +191,13 @@ write_secret() {
 }
 
 broker_key=$(new_key)
+admin_key=$(new_key)
 api_key=$(new_key)
-write_secret "$RUN_DIR/broker-keys" "proxy:$broker_key"
+# The proxy's broker key, and an admin key for the console (/ui/) and the CLI.
+write_secret "$RUN_DIR/broker-keys" "proxy:$broker_key
+admin:$admin_key:*:admin"
 write_secret "$RUN_DIR/broker-key" "$broker_key"
+write_secret "$RUN_DIR/admin-key" "$admin_key"
 write_secret "$RUN_DIR/api-keys" "local:$api_key"
 write_secret "$RUN_DIR/api-key" "$api_key"
 
@@ -201,7 +205,7 @@ write_secret "$RUN_DIR/api-key" "$api_key"
 
 broker_args=(serve
 	--grpc-addr "$HOST:$GRPC_PORT" --http-addr "$HOST:$HTTP_PORT" --admin-addr "$HOST:$ADMIN_PORT"
-	--keys-file "$RUN_DIR/broker-keys" --log-format text)
+	--keys-file "$RUN_DIR/broker-keys" --console-proxy-url "http://$HOST:$PROXY_PORT" --log-format text)
 proxy_args=(serve
 	--addr "$HOST:$PROXY_PORT" --admin-addr "$HOST:$PROXY_ADMIN_PORT" --broker-addr "$HOST:$GRPC_PORT"
 	--broker-key-file "$RUN_DIR/broker-key" --keys-file "$RUN_DIR/api-keys" --log-format text
@@ -273,6 +277,7 @@ copilot-broker is running on $upstream.
   Anthropic base URL  $base
   API key             $api_key   (also in $RUN_DIR/api-key)
   broker REST         http://$HOST:$HTTP_PORT/v1/token   (broker key in $RUN_DIR/broker-key)
+  team console        http://$HOST:$HTTP_PORT/ui/   (sign in with the admin key in $RUN_DIR/admin-key)
   logs                $RUN_DIR/*.log
 
 A streamed chat completion:

@@ -16,7 +16,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
-	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,7 +72,7 @@ func (c *keysConn) client(getenv func(string) string) (brokerv1.KeyServiceClient
 
 // dial connects to the broker with the admin key.
 func (c *keysConn) dial(getenv func(string) string) (*grpc.ClientConn, error) {
-	key, err := readKey(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file")
+	key, err := ops.SecretFromEnvOrFile(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file", "admin key")
 	if err != nil {
 		return nil, err
 	}
@@ -85,25 +84,6 @@ func (c *keysConn) dial(getenv func(string) string) (*grpc.ClientConn, error) {
 		return nil, err
 	}
 	return brokerclient.Dial(c.addr, key, tlsCfg)
-}
-
-// readKey returns a key from the environment or a file, not both.
-func readKey(env, file, envName, flagName string) (secret.Secret, error) {
-	switch {
-	case env != "" && file != "":
-		return secret.Secret{}, fmt.Errorf("set either %s or %s, not both", envName, flagName)
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return secret.Secret{}, fmt.Errorf("admin key: %w", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return secret.Secret{}, fmt.Errorf("admin key file %s is empty", file)
-		}
-		return secret.New(k), nil
-	}
-	return secret.New(strings.TrimSpace(env)), nil
 }
 
 // keyFlags are the policy flags of create and update.

@@ -42,10 +42,13 @@ func TestServeHelp(t *testing.T) {
 		`--log-level (env BROKER_LOG_LEVEL) (default "info")`,
 		`--log-format (env BROKER_LOG_FORMAT) (default "auto")`,
 		`--max-stream-age (env BROKER_MAX_STREAM_AGE) (default "30m0s")`,
-		`--editor-version (env BROKER_EDITOR_VERSION) (default "vscode/1.111.0")`,
-		`--editor-plugin-version (env BROKER_EDITOR_PLUGIN_VERSION) (default "copilot-chat/0.42.0")`,
-		`--user-agent (env BROKER_USER_AGENT) (default "GitHubCopilotChat/0.42.0")`,
-		`--exchange-api-version (env BROKER_EXCHANGE_API_VERSION) (default "2025-04-01")`,
+		// The identity flags default to the upstream profile's values,
+		// whose built-in default the help names.
+		`--editor-version (env BROKER_EDITOR_VERSION)`, `built in vscode/1.140.0`,
+		`--editor-plugin-version (env BROKER_EDITOR_PLUGIN_VERSION)`, `built in copilot-chat/0.68.0`,
+		`--user-agent (env BROKER_USER_AGENT)`, `built in GitHubCopilotChat/0.68.0`,
+		`--exchange-api-version (env BROKER_EXCHANGE_API_VERSION)`, `built in 2025-04-01`,
+		`--upstream-profile (env BROKER_UPSTREAM_PROFILE)`, `--upstream-profile-poll (env BROKER_UPSTREAM_PROFILE_POLL) (default "500ms")`,
 		"GITHUB_TOKEN",
 	} {
 		if !strings.Contains(help, want) {

@@ -51,8 +51,11 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFor
 	fs.Var((*days)(&cfg.UsageRetention), "usage-retention", "how long usage events are kept (e.g. 90d, 720h) (default 90d)")
 	fs.IntVar(&cfg.BudgetMonthStartDay, "budget-month-start-day", 1, "day of the month (1-28, UTC) on which monthly budgets reset")
 	fs.Var((*days)(&cfg.UsageRollupRetention), "usage-rollup-retention", "how long the usage ledger's daily sums are kept (default 730d)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", ops.DefaultMaxConnections, "most connections each listener (gRPC, REST, admin) holds open at once; more are closed when accepted (-1: no cap)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long each shutdown stage waits for calls to finish")
 	cfg.Exchange.Editor.RegisterFlags(fs, identity.Exchange)
+	fs.StringVar(&cfg.UpstreamProfile, "upstream-profile", "", "upstream profile file (JSON or YAML: editor_version, editor_plugin_version, user_agent, integration_id, exchange_api_version, api_version, headers), re-read on change and SIGHUP and pushed to the proxies; empty: the built-in default")
+	fs.DurationVar(&cfg.UpstreamProfilePoll, "upstream-profile-poll", identity.DefaultProfilePoll, "how often --upstream-profile is read for changes")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, else JSON)")
 }

@@ -57,8 +57,8 @@ func TestServeHelpShowsDefaults(t *testing.T) {
 		"--openai-intent (env PROXY_OPENAI_INTENT)", "--openai-intent-messages (env PROXY_OPENAI_INTENT_MESSAGES) (default \"messages-proxy\")",
 		"--openai-intent-chat (env PROXY_OPENAI_INTENT_CHAT) (default \"conversation-agent\")", "--openai-intent-models (env PROXY_OPENAI_INTENT_MODELS) (default \"model-access\")",
 		"--openai-intent-responses (env PROXY_OPENAI_INTENT_RESPONSES) (default \"responses-proxy\")",
-		"--editor-version (env PROXY_EDITOR_VERSION) (default \"vscode/1.111.0\")", "--editor-plugin-version (env PROXY_EDITOR_PLUGIN_VERSION) (default \"copilot-chat/0.42.0\")",
-		"--github-api-version (env PROXY_GITHUB_API_VERSION) (default \"2025-05-01\")",
+		"built in vscode/1.140.0; overrides the broker's upstream profile", "--editor-plugin-version (env PROXY_EDITOR_PLUGIN_VERSION)",
+		"--github-api-version (env PROXY_GITHUB_API_VERSION)", "built in 2026-08-01",
 		"--allowed-api-hosts (env PROXY_ALLOWED_API_HOSTS) (default \".githubcopilot.com\")", "--connect-to (env PROXY_CONNECT_TO)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("serve --help lacks %q", want)

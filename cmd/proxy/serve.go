@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
+	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
@@ -60,13 +61,16 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.BrokerTLSKeyFile, "broker-tls-key", "", "client private key (PEM) for --broker-tls-cert")
 	fs.StringVar(&cfg.BrokerTLSServerName, "broker-tls-server-name", "", "name to verify in the broker's certificate (default: the host of --broker-addr)")
 	fs.StringVar(&o.keysFile, "keys-file", "", "client API keys, one NAME:SECRET[:ACCOUNTS] a line (ACCOUNTS: one account, a pool a,b,c, or * for all); clients send Authorization: Bearer SECRET or X-Api-Key: SECRET")
-	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file")
+	fs.BoolVar(&cfg.KeysFromBroker, "keys-from-broker", false, "also accept the client keys managed at the broker (broker keys create ...), followed live: a new, changed or revoked key takes effect within a second; a name also in --keys-file is refused at start")
+	fs.DurationVar(&cfg.KeysMaxStale, "keys-max-stale", clientkeys.DefaultMaxStale, "how long keys managed at the broker keep working while the broker is unreachable; then they get 503 (keys-file keys keep working)")
+	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", false, "allow listening beyond loopback without --keys-file or --keys-from-broker")
 	fs.StringVar(&cfg.CopilotAPIURL, "copilot-api-url", "", "Copilot API base URL overriding the token's api_base_url (e.g. the sandbox's URL)")
 	fs.StringVar(&cfg.ModelAliases, "model-aliases", "", "model alias file, one FROM: TO a line (a name clients send: the model to use), re-read when it changes")
 	fs.DurationVar(&cfg.ModelAliasesPoll, "model-aliases-poll", server.DefaultModelAliasesPoll, "how often to check --model-aliases for changes")
 	fs.DurationVar(&cfg.CatalogRefresh, "catalog-refresh", server.DefaultCatalogRefresh, "longest time the model catalog (GET /models) is used before it is fetched again; a new token fetches it too")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted (413 above); bodies are held in memory")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request header block accepted")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", ops.DefaultMaxConnections, "most connections each listener holds open at once; more are closed when accepted (-1: no cap)")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body; a client that announces a body and does not send it is cut off after this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close keep-alive connections idle this long between requests")
@@ -81,6 +85,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	cfg.Editor.RegisterFlags(fs, identity.API)
+	fs.Float64Var(&cfg.PoolReservePercent, "pool-reserve-percent", pool.DefaultReservePercent, "a pool member with less than this share (percent) of its session or weekly usage limit left is used only when no other member is (negative: off)")
 	fs.StringVar(&cfg.Intents.Chat, "openai-intent-chat", in.Chat, "Openai-Intent header on /chat/completions")
 	fs.StringVar(&cfg.Intents.Responses, "openai-intent-responses", in.Responses, "Openai-Intent header on /responses")
 	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")
@@ -166,25 +171,9 @@ func gcPercent(flagValue int, gogcEnv string) (int, bool) {
 	return flagValue, true
 }
 
-// brokerKey returns the broker key from the environment or a file; setting
-// both is a mistake worth reporting rather than guessing.
+// brokerKey returns the broker key from the environment or a file.
 func brokerKey(env, file string) (secret.Secret, error) {
-	switch {
-	case env != "" && file != "":
-		return secret.Secret{}, errors.New("set either " + brokerKeyEnv + " or --broker-key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return secret.Secret{}, fmt.Errorf("broker key: %w", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return secret.Secret{}, fmt.Errorf("broker key file %s is empty", file)
-		}
-		return secret.New(k), nil
-	default:
-		return secret.New(strings.TrimSpace(env)), nil
-	}
+	return ops.SecretFromEnvOrFile(env, file, brokerKeyEnv, "--broker-key-file", "broker key")
 }
 
 // splitList splits a comma-separated flag value; an empty value gives an

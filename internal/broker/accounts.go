@@ -29,7 +29,7 @@ func (s *Service) AddAccount(name string, src Source, q QuotaSource) error {
 	if src == nil {
 		return fmt.Errorf("broker: account %q has a nil source", name)
 	}
-	a := &account{name: name, src: src, quota: q, removed: make(chan struct{})}
+	a := &account{name: name, src: src, quota: q, removed: make(chan struct{}), poke: make(chan struct{}, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
@@ -48,7 +48,7 @@ func (s *Service) AddAccount(name string, src Source, q QuotaSource) error {
 	if q != nil {
 		f.quota, f.stopQuota = q.Subscribe()
 	}
-	a.view.Store(accountProto(name, src.Snapshot(), quotaOf(q)))
+	a.view.Store(s.accountView(a, src.Snapshot(), quotaOf(q)))
 	next := make(map[string]*account, len(cur.byName)+1)
 	for n, x := range cur.byName {
 		next[n] = x
@@ -82,6 +82,7 @@ func (s *Service) RemoveAccount(name string) bool {
 	close(a.removed)
 	s.publishLocked(next)
 	s.metrics.ForgetAccount(name)
+	s.identityMetrics.Forget(name)
 	s.log.Info("account removed", "account", name)
 	return true
 }
@@ -142,8 +143,12 @@ func (s *Service) follow(f *follower) {
 	}
 	a, tokUpdates, qUpdates := f.a, f.tok, f.quota
 	st, q := a.src.Snapshot(), quotaOf(a.quota)
+	profChanged := s.profileChanged()
 	for {
 		select {
+		case <-a.poke:
+		case <-profChanged:
+			profChanged = s.profileChanged()
 		case x, ok := <-tokUpdates:
 			if !ok {
 				tokUpdates = nil
@@ -161,7 +166,7 @@ func (s *Service) follow(f *follower) {
 		case <-s.closing:
 			return
 		}
-		v := accountProto(a.name, st, q)
+		v := s.accountView(a, st, q)
 		if proto.Equal(v, a.view.Load()) {
 			continue
 		}
@@ -195,7 +200,7 @@ func (s *Service) ListAccounts(ctx context.Context, _ *brokerv1.ListAccountsRequ
 	resp := &brokerv1.ListAccountsResponse{Accounts: make([]*brokerv1.Account, 0, len(set.sorted))}
 	for _, a := range set.sorted {
 		if MayRead(ctx, a.name) {
-			resp.Accounts = append(resp.Accounts, accountProto(a.name, a.src.Snapshot(), quotaOf(a.quota)))
+			resp.Accounts = append(resp.Accounts, s.accountView(a, a.src.Snapshot(), quotaOf(a.quota)))
 		}
 	}
 	return resp, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -414,9 +415,7 @@ func TestGetTokenPendingThenRemoved(t *testing.T) {
 		_, err := svc.GetToken(context.Background(), &brokerv1.GetTokenRequest{Account: "alice"})
 		done <- err
 	}()
-	for src.subscribers() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "GetToken(alice) waiting while pending", func() bool { return src.subscribers() > 0 })
 	svc.RemoveAccount("alice")
 	if err := <-done; status.Code(err) != codes.NotFound {
 		t.Errorf("GetToken(alice) removed while pending = %v; want NOT_FOUND", err)

@@ -108,7 +108,7 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_token_refreshes_total",
-			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, error).",
+			Help: "Token exchanges with GitHub by account and result (success, rejected, no_access, rate_limited, identity_rejected, error).",
 		}, []string{"account", "result"}),
 		acctWatchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "copilot_broker_account_watchers",
@@ -182,9 +182,12 @@ func (m *Metrics) InstrumentExchange(account string, f tokens.ExchangeFunc) toke
 func exchangeResult(err error) string {
 	var noAccess *tokens.NoAccessError
 	var limited *tokens.RateLimitedError
+	var identityRejected *tokens.IdentityRejectedError
 	switch {
 	case err == nil:
 		return "success"
+	case errors.As(err, &identityRejected):
+		return "identity_rejected"
 	case errors.Is(err, tokens.ErrCredentialRejected):
 		return "rejected"
 	case errors.As(err, &noAccess):

@@ -20,6 +20,7 @@ import (
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"google.golang.org/grpc/codes"
@@ -92,6 +93,11 @@ type Config struct {
 	// Metrics counts WatchAccounts streams and drops a removed account's
 	// series (nil counts nothing).
 	Metrics *Metrics
+	// Profile is the upstream profile every Token carries; a change is sent
+	// to every WatchToken stream at once (nil: no profile is sent).
+	Profile *identity.Holder
+	// IdentityMetrics counts refusals of the profile (nil counts nothing).
+	IdentityMetrics *IdentityMetrics
 }
 
 // Service implements brokerv1.TokenBrokerServiceServer. It is safe for
@@ -114,6 +120,10 @@ type Service struct {
 	metrics     *Metrics
 	draining    chan struct{}
 	drainOnce   sync.Once
+
+	profile         *identity.Holder // nil: none sent
+	profileMsg      atomic.Pointer[profileMsg]
+	identityMetrics *IdentityMetrics
 }
 
 // NewService returns a Service over cfg.Accounts. Call [Service.Close] when
@@ -135,6 +145,9 @@ func NewService(cfg Config) (*Service, error) {
 		log:         cfg.Logger,
 		metrics:     cfg.Metrics,
 		draining:    make(chan struct{}),
+
+		profile:         cfg.Profile,
+		identityMetrics: cfg.IdentityMetrics,
 	}
 	s.maxAge, s.jitter, s.rand = streamAgeDefaults(s.maxAge, s.jitter, s.rand)
 	if s.pendingWait <= 0 {
@@ -187,6 +200,10 @@ type account struct {
 	last     atomic.Pointer[converted]
 	view     atomic.Pointer[brokerv1.Account] // shared by WatchAccounts streams; never modified
 	watchers atomic.Int64                     // open WatchToken streams
+
+	alarm      atomic.Pointer[identityAlarm] // the API's last refusal of the profile (identity.go)
+	rejections atomic.Uint64                 // refusals of the profile reported for it
+	poke       chan struct{}                 // one slot: re-render the view
 }
 
 // converted is a state in its API form. Its messages are shared by every
@@ -195,6 +212,7 @@ type account struct {
 // and one send per watcher at each rotation) free of that work.
 type converted struct {
 	st    tokens.State
+	prof  *identity.Current
 	get   *brokerv1.GetTokenResponse
 	watch *brokerv1.WatchTokenResponse
 	// The wire forms of get and watch, sent by [Service.Codec].
@@ -204,12 +222,14 @@ type converted struct {
 // convert returns st in its API form, reusing the last conversion when the
 // state is the same. Concurrent callers may convert the same state twice;
 // either result is correct.
-func (a *account) convert(st tokens.State) *converted {
-	if c := a.last.Load(); c != nil && c.st == st {
+func (a *account) convert(st tokens.State, s *Service) *converted {
+	cur, prof := s.currentProfile()
+	if c := a.last.Load(); c != nil && c.st == st && c.prof == cur {
 		return c
 	}
 	t := ToProto(st)
-	c := &converted{st: st, get: &brokerv1.GetTokenResponse{Token: t}, watch: &brokerv1.WatchTokenResponse{Token: t}}
+	t.Profile = prof
+	c := &converted{st: st, prof: cur, get: &brokerv1.GetTokenResponse{Token: t}, watch: &brokerv1.WatchTokenResponse{Token: t}}
 	c.getWire, c.watchWire = encodeShared(c.get), encodeShared(c.watch)
 	a.last.Store(c)
 	return c
@@ -235,7 +255,7 @@ func (s *Service) GetToken(ctx context.Context, req *brokerv1.GetTokenRequest) (
 	if err := stateError(st); err != nil {
 		return nil, err
 	}
-	return a.convert(st).get, nil
+	return a.convert(st, s).get, nil
 }
 
 // waitPending returns the first state that is not pending, or the current
@@ -271,14 +291,21 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 		return nil, err
 	}
 	var st tokens.State
-	if req.GetReason() == brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED {
+	switch req.GetReason() {
+	case brokerv1.RefreshReason_REFRESH_REASON_IDENTITY_REJECTED:
+		// The profile is refused, not the token: a new token would not
+		// help. The account shows IDENTITY_REJECTED until the profile
+		// changes.
+		s.identityRejected(ctx, a, req.GetDetail())
+		st = a.src.Snapshot()
+	case brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED:
 		// A 402 refuses the account, not its token: a new token would be
 		// refused alike, so none is exchanged; the spent quota is read now.
 		if a.quota != nil {
 			a.quota.Poke()
 		}
 		st = a.src.Snapshot()
-	} else {
+	default:
 		st, err = a.src.ForceRefresh(ctx, req.GetRejectedGeneration())
 	}
 	switch {
@@ -295,7 +322,7 @@ func (s *Service) RefreshToken(ctx context.Context, req *brokerv1.RefreshTokenRe
 	if err := stateError(st); err != nil {
 		return nil, err
 	}
-	return &brokerv1.RefreshTokenResponse{Token: a.convert(st).get.GetToken()}, nil
+	return &brokerv1.RefreshTokenResponse{Token: a.convert(st, s).get.GetToken()}, nil
 }
 
 // WatchToken sends the current state at once and then every change, until
@@ -323,13 +350,27 @@ func (s *Service) WatchToken(req *brokerv1.WatchTokenRequest, stream brokerv1.To
 	timer := s.clock.NewTimer(age)
 	defer timer.Stop()
 	s.log.Debug("watch started", "account", name, "key", KeyName(ctx), "max_age", age)
+	profChanged := s.profileChanged()
+	var last tokens.State
+	sent := false
 	for {
 		select {
 		case st, ok := <-updates:
 			if !ok {
 				return nil
 			}
-			if err := stream.Send(a.convert(st).watch); err != nil {
+			last, sent = st, true
+			if err := stream.Send(a.convert(st, s).watch); err != nil {
+				return err
+			}
+		case <-profChanged:
+			// A new profile reaches every watcher at once, with the
+			// state it already has.
+			profChanged = s.profileChanged()
+			if !sent {
+				continue
+			}
+			if err := stream.Send(a.convert(last, s).watch); err != nil {
 				return err
 			}
 		case <-timer.C():

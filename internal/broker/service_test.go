@@ -10,6 +10,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
+	"github.com/copilot-broker/copilot-broker/internal/testutil"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -107,9 +108,7 @@ func TestGetTokenWaitsForFirstToken(t *testing.T) {
 		}
 		done <- err
 	}()
-	for src.subscribers() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "GetToken waiting for the first token", func() bool { return src.subscribers() > 0 })
 	src.set(validState(1))
 	if err := <-done; err != nil {
 		t.Errorf("GetToken() after the first token arrived = %v; want it", err)

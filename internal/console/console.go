@@ -180,22 +180,25 @@ func assetHandler(assets fs.FS) http.Handler {
 
 // sessionInfo is what the page learns about its session: never the key.
 type sessionInfo struct {
+	SignedIn  bool      `json:"signed_in"`
 	Name      string    `json:"name"`
 	Admin     bool      `json:"admin"`
 	KeysAPI   bool      `json:"keys_api"`
+	UsageAPI  bool      `json:"usage_api"`
 	CSRF      string    `json:"csrf"`
 	ExpiresAt time.Time `json:"expires_at"`
 	ProxyURL  string    `json:"proxy_url"`
 }
 
 func (c *Console) info(s *session) sessionInfo {
-	return sessionInfo{Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
+	return sessionInfo{SignedIn: true, Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, UsageAPI: s.usageAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
 }
 
 func (c *Console) getSession(w http.ResponseWriter, r *http.Request) {
 	s := c.sessions.fromRequest(r)
 	if s == nil {
-		writeError(w, http.StatusUnauthorized, "not signed in")
+		// 200, not 401: a page that is not signed in yet is no error.
+		writeJSON(w, http.StatusOK, sessionInfo{})
 		return
 	}
 	writeJSON(w, http.StatusOK, c.info(s))
@@ -275,16 +278,18 @@ func (c *Console) cookie(value string, expires time.Time) *http.Cookie {
 
 // role is what a key may do in the console.
 type role struct {
-	name    string
-	admin   bool
-	keysAPI bool // the broker serves /v1/keys
+	name     string
+	admin    bool
+	keysAPI  bool // the broker serves /v1/keys
+	usageAPI bool // the broker serves /v1/usage (its usage ledger)
 }
 
 var errRefused = errors.New("key refused")
 
 // probe asks the API what key may do: any authenticated call proves the
 // key; GET /v1/keys answers 200 to an admin key and 403 to the others (404
-// on a broker without managed keys).
+// on a broker without managed keys); GET /v1/usage, 404 on a broker without
+// a usage ledger.
 func (c *Console) probe(ctx context.Context, key secret.Secret) (role, error) {
 	code, _ := c.call(ctx, key, http.MethodGet, "/v1/accounts")
 	switch code {
@@ -300,6 +305,11 @@ func (c *Console) probe(ctx context.Context, key secret.Secret) (role, error) {
 		r.admin, r.keysAPI = true, true
 	case http.StatusForbidden:
 		r.keysAPI = true
+	}
+	if r.admin {
+		day := c.clock.Now().UTC().Format(time.DateOnly)
+		code, _ := c.call(ctx, key, http.MethodGet, "/v1/usage?from="+day+"&to="+day)
+		r.usageAPI = code != http.StatusNotFound && code != http.StatusNotImplemented
 	}
 	return r, nil
 }

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
-// Accounts supplies the token source of each account (stage 2 and 6 of the
-// handler): a key maps to one account or a pool of them.
+// Accounts supplies the token source of each account (the token and
+// account stages of the handler): a key maps to one account or a pool of them.
 type Accounts interface {
 	// Source returns the named account's token source. It is never nil: an
 	// account the proxy does not (or no longer) watch has a source whose
@@ -60,14 +62,13 @@ type target struct {
 
 func (t *target) pooled() bool { return t.src == nil }
 
-// acctCall is stage 6's share of a [call].
+// acctCall is the account stage's share of a [call].
 type acctCall struct {
 	tgt     *target
 	account string
 	src     TokenSource
 	tried   []string
 	release func()
-	model   string
 }
 
 // resolveTargets builds the key targets of cfg.
@@ -154,7 +155,7 @@ func (c *call) affinity() uint64 {
 		return 0
 	}
 	if c.aff == 0 {
-		c.aff = conversationHash(c.route.kind, c.body.buf)
+		c.aff = c.in.Affinity(c.body.Bytes())
 		if c.aff == 0 {
 			c.aff = 1 // no conversation: still cached; Pick treats 1 as any other
 		}
@@ -167,14 +168,14 @@ func (c *call) affinity() uint64 {
 
 // errPoolOutage answers a pool with no usable member: 429 while some member
 // is out for a rate limit or a spent quota, 503 when none has a token.
-func errPoolOutage(out pool.Outage) apiError {
+func errPoolOutage(out pool.Outage) dialect.Error {
 	secs := int64((out.RetryAfter + time.Second - 1) / time.Second)
 	if out.Limited {
-		return apiError{http.StatusTooManyRequests,
-			fmt.Sprintf("every account of this key's pool is rate limited or out of quota (%s); retry after %d s", reasons(out), secs),
-			"rate_limit_error", "rate_limit_exceeded", "rate_limit_error"}
+		return dialect.Error{Status: http.StatusTooManyRequests,
+			Message:    fmt.Sprintf("every account of this key's pool is rate limited or out of quota (%s); retry after %d s", reasons(out), secs),
+			OpenAIType: "rate_limit_error", OpenAICode: "rate_limit_exceeded", AnthropicType: "rate_limit_error"}
 	}
-	e := errUnavailable(fmt.Sprintf("no account of this key's pool has a usable Copilot token (%s); retry after %d s", reasons(out), secs))
+	e := dialect.Unavailable(fmt.Sprintf("no account of this key's pool has a usable Copilot token (%s); retry after %d s", reasons(out), secs))
 	return e
 }
 
@@ -199,8 +200,8 @@ func (h *Handler) rejectPool(w http.ResponseWriter, c *call, out pool.Outage) {
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((out.RetryAfter+time.Second-1)/time.Second), 10))
 	w.Header().Set("X-Request-Id", c.requestID)
 	e := errPoolOutage(out)
-	c.status = e.status
-	writeError(w, c.route.dialect, e)
+	c.status = e.Status
+	dialect.Write(w, c.route.dialect, e)
 }
 
 // source is the token source of the call's account.
@@ -222,11 +223,15 @@ func (h *Handler) judge(ctx context.Context, c *call, resp *http.Response) (fail
 	if len(snaps) > 0 {
 		h.pool.SetQuota(a.account, now, snaps...)
 	}
+	usageSnaps := h.quota.ReadUsage(a.account, resp.Header)
+	if len(usageSnaps) > 0 {
+		h.pool.SetUsage(a.account, usageSnaps...)
+	}
 	switch resp.StatusCode {
-	case http.StatusTooManyRequests:
-		until := h.pool.RateLimited(a.account, pool.ParseRetryAfter(resp.Header.Get("Retry-After"), now))
-		h.metrics.accountErrors.WithLabelValues(a.account, "rate_limited").Inc()
-		h.log.Info("account rate limited", "account", a.account, "until", until, "request_id", c.requestID)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		if !h.judgeLimit(c, resp, usageSnaps, now) {
+			return false
+		}
 	case http.StatusPaymentRequired:
 		var reset time.Time
 		for _, s := range snaps {
@@ -251,7 +256,7 @@ func (h *Handler) judge(ctx context.Context, c *call, resp *http.Response) (fail
 	return a.tgt.pooled() && ctx.Err() == nil
 }
 
-// initAccounts sets up stage 6 from cfg.
+// initAccounts sets up the account stage from cfg.
 func (h *Handler) initAccounts(cfg Config) error {
 	targets, def, err := resolveTargets(cfg)
 	if err != nil {
@@ -279,16 +284,16 @@ func (h *Handler) initAccounts(cfg Config) error {
 // tapUsage counts a 2xx answer for the usage series, reading its usage as
 // the body passes (see package usage); other answers are not counted there.
 func (h *Handler) tapUsage(resp *http.Response, c *call) {
-	if c.route.kind == bodyNone {
+	if !c.route.hasBody() {
 		return
 	}
-	model := c.acct.model
+	model := c.decision.resolved // the body's, resolved; the body's as sent without a catalog
 	if model == "" && c.body != nil {
-		model = requestModel(c.body.buf)
+		model = c.in.Model(c.body.Bytes())
 	}
 	premium := isPremium(c)
-	var ev usagereport.Event
 	ledger := h.reporter != nil || h.gate != nil
+	var ev usagereport.Event
 	if ledger {
 		ev = h.usageEvent(resp, c, model, premium)
 	}
@@ -299,9 +304,9 @@ func (h *Handler) tapUsage(resp *http.Response, c *call) {
 		return
 	}
 	key, account, label := c.key, c.acct.account, h.modelLabel(model)
-	m := h.usage
+	m, units := h.usage, c.decision.model.PremiumUnits() // billing.multiplier from the catalog
 	resp.Body = h.usageBufs.NewTap(resp.Body, func(u usage.Usage, ok bool) {
-		m.Record(key, account, label, premium, u, ok)
+		m.RecordBilled(key, account, label, premium, units, u, ok)
 		if ledger {
 			h.finishUsage(ev, u, ok)
 		}
@@ -315,7 +320,7 @@ func outageResponse(req *http.Request, c *call, out pool.Outage) *http.Response 
 	c.status = 0
 	h := rec.header
 	h.Set("Retry-After", strconv.FormatInt(int64((out.RetryAfter+time.Second-1)/time.Second), 10))
-	writeError(rec, c.route.dialect, errPoolOutage(out))
+	dialect.Write(rec, c.route.dialect, errPoolOutage(out))
 	return &http.Response{
 		StatusCode: rec.status, Status: strconv.Itoa(rec.status) + " " + http.StatusText(rec.status),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,

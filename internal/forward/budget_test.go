@@ -1,8 +1,6 @@
 package forward
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,127 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-func newTestBudget(limit int64, wait time.Duration) (*bodyBudget, prometheus.Gauge) {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	return newBodyBudget(limit, wait, g), g
-}
-
-func TestReservation(t *testing.T) {
-	b, g := newTestBudget(100, 50*time.Millisecond)
-	r1 := b.reserve(t.Context())
-	if err := r1.grow(60); err != nil {
-		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
-	}
-	if err := r1.grow(40); err != nil || r1.held.Load() != 60 {
-		t.Fatalf("grow(40) after 60: err %v, held %d; want nil, 60 (never shrinks)", err, r1.held.Load())
-	}
-	if got := testutil.ToFloat64(g); got != 60 {
-		t.Errorf("gauge = %v; want 60", got)
-	}
-	r2 := b.reserve(t.Context())
-	if err := r2.grow(50); !errors.Is(err, errBudget) {
-		t.Fatalf("grow(50) with 40 left after the wait: %v; want errBudget", err)
-	}
-	if r2.held.Load() != 0 {
-		t.Errorf("a refused reservation holds %d; want 0", r2.held.Load())
-	}
-
-	// A waiter is admitted as soon as the holder lets go.
-	r3 := b.reserve(t.Context())
-	r3.deadline = time.Now().Add(time.Hour)
-	done := make(chan error, 1)
-	go func() { done <- r3.grow(80) }()
-	r1.release()
-	r1.release() // twice is harmless
-	if err := <-done; err != nil {
-		t.Fatalf("grow(80) after the holder released: %v", err)
-	}
-	if got := testutil.ToFloat64(g); got != 80 {
-		t.Errorf("gauge = %v; want 80", got)
-	}
-
-	// A waiter whose request ends gets the request's error.
-	ctx, cancel := context.WithCancel(t.Context())
-	r4 := b.reserve(ctx)
-	r4.deadline = time.Now().Add(time.Hour)
-	go func() { done <- r4.grow(50) }()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("grow after the request ended: %v; want context.Canceled", err)
-	}
-	r3.release()
-	if got := testutil.ToFloat64(g); got != 0 {
-		t.Errorf("gauge after every release = %v; want 0", got)
-	}
-	// No budget: everything is admitted and nothing counted.
-	var none *reservation
-	if err := none.grow(1 << 40); err != nil {
-		t.Errorf("nil reservation: %v", err)
-	}
-	unlimited, _ := newTestBudget(-1, 0)
-	if err := unlimited.reserve(t.Context()).grow(1 << 40); err != nil {
-		t.Errorf("no budget: %v", err)
-	}
-}
-
-// limitedReader fails the test if a read asks for bytes the reservation has
-// not admitted.
-type limitedReader struct {
-	t    *testing.T
-	res  *reservation
-	left int
-	read int
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(l.read+len(p)) > l.res.held.Load() {
-		l.t.Errorf("read of %d bytes after %d with %d admitted", len(p), l.read, l.res.held.Load())
-	}
-	n := min(len(p), l.left, 3000)
-	l.left -= n
-	l.read += n
-	return n, nil
-}
-
-func TestReadBodyWithinBudget(t *testing.T) {
-	pool := newBodyPool()
-	for _, tt := range []struct {
-		name string
-		size int
-		hint int64
-	}{
-		{"known length", 300 << 10, 300 << 10},
-		{"chunked", 300 << 10, -1},
-		{"empty chunked", 0, -1},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			b, g := newTestBudget(8<<20, time.Second)
-			res := b.reserve(t.Context())
-			body, err := readBody(pool, &limitedReader{t: t, res: res, left: tt.size}, tt.hint, 4<<20, res)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(body.buf) != tt.size {
-				t.Errorf("read %d bytes; want %d", len(body.buf), tt.size)
-			}
-			if max := int64(2*tt.size + 64<<10 + 1); res.held.Load() > max {
-				t.Errorf("held %d for a %d-byte body; want at most %d", res.held.Load(), tt.size, max)
-			}
-			body.release()
-			res.release()
-			if got := testutil.ToFloat64(g); got != 0 {
-				t.Errorf("gauge after release = %v", got)
-			}
-		})
-	}
-}
 
 // patternReader produces n bytes of a JSON body without holding them.
 type patternReader struct{ n, off int }

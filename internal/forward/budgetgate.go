@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
 )
 
@@ -31,9 +32,11 @@ func (h *Handler) admitBudget(w http.ResponseWriter, c *call) bool {
 		return true
 	}
 	w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
-	e := apiError{http.StatusTooManyRequests, "budget_exceeded: " + d.Message, "insufficient_quota", "budget_exceeded", "rate_limit_error"}
+	e := dialect.Error{Status: http.StatusTooManyRequests, Message: "budget_exceeded: " + d.Message,
+		OpenAIType: "insufficient_quota", OpenAICode: "budget_exceeded", AnthropicType: "rate_limit_error"}
 	if strings.HasPrefix(d.Budget, "rpm") {
-		e = apiError{http.StatusTooManyRequests, "rate_limit_exceeded: " + d.Message, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"}
+		e = dialect.Error{Status: http.StatusTooManyRequests, Message: "rate_limit_exceeded: " + d.Message,
+			OpenAIType: "rate_limit_error", OpenAICode: "rate_limit_exceeded", AnthropicType: "rate_limit_error"}
 	}
 	h.answerError(w, c, c.route.dialect, e)
 	return false

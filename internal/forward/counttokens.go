@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/copilot-broker/copilot-broker/internal/tokencount"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // CountTokens says how /v1/messages/count_tokens is answered.
@@ -35,21 +37,23 @@ func ParseCountTokens(s string) (CountTokens, error) {
 // alone, in Anthropic's shape {"input_tokens": N}. It needs no Copilot
 // token, so it answers even while the proxy has none.
 func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *route, key string) {
-	res := h.budget.reserve(r.Context())
-	defer res.release()
-	body, err := h.readBody(w, r, res)
+	held, err := h.bodies.Read(w, r)
 	if err != nil {
 		h.rejectBody(w, rt, key, err)
 		return
 	}
-	defer body.release()
-	n, err := tokencount.Estimate(body.buf)
+	defer held.Free()
+	if _, err := h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
+		h.reject(w, rt.name, key, rt.dialect, dialect.BadRequest(err.Error()))
+		return
+	}
+	n, err := tokencount.Estimate(held.Bytes())
 	if err != nil {
 		msg := "invalid request body"
 		if errors.Is(err, tokencount.ErrInvalid) {
 			msg = err.Error()
 		}
-		h.reject(w, rt.name, key, rt.dialect, errBadRequest(msg))
+		h.reject(w, rt.name, key, rt.dialect, dialect.BadRequest(msg))
 		return
 	}
 	b := strconv.AppendInt([]byte(`{"input_tokens":`), int64(n), 10)

@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -24,17 +23,22 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/forward/body"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
-	"github.com/copilot-broker/copilot-broker/internal/secret"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
+	"github.com/copilot-broker/copilot-broker/internal/forward/inspect"
 )
 
 // Defaults of [Config]; the proxy's flags show the same values.
 const (
-	DefaultMaxBodyBytes    = 32 << 20
-	DefaultBodyReadTimeout = 60 * time.Second
+	DefaultMaxBodyBytes         = body.DefaultMaxBytes
+	DefaultBodyReadTimeout      = body.DefaultReadTimeout
+	DefaultMaxInflightBodyBytes = body.DefaultMaxInflightBodyBytes
+	DefaultInflightBodyWait     = body.DefaultInflightBodyWait
 )
 
 // Config configures a [Handler].
@@ -70,6 +74,9 @@ type Config struct {
 	// Keys are the client API keys. Nil disables client authentication (the
 	// caller decides whether that is safe; see ops.CheckExposure).
 	Keys *keys.Set
+	// KeySet, when set, authenticates clients instead of Keys (managed keys
+	// from the broker, with or without a keys file: see keyset.go).
+	KeySet KeySet
 	// APIURL, when set, overrides every token's api_base_url (the sandbox and
 	// tests use it); it is trusted as given.
 	APIURL *url.URL
@@ -78,8 +85,12 @@ type Config struct {
 	// host. Nil means [DefaultAllowedAPIHosts]. Not used with APIURL.
 	AllowedAPIHosts []string
 	// Editor is the identity sent upstream (identity.Editor: one definition
-	// shared with the broker's exchange). Zero fields take the defaults.
+	// shared with the broker's exchange). Zero fields take the profile's
+	// (or, without one, the defaults); set fields override the profile.
 	Editor identity.Editor
+	// Profile, when set, is the upstream profile the broker pushes
+	// (profile.go); nil sends Editor over the built-in default.
+	Profile *identity.Holder
 	// Intents are the Openai-Intent values per upstream endpoint. Zero
 	// fields take DefaultIntents'.
 	Intents Intents
@@ -131,25 +142,28 @@ type Config struct {
 // Handler is the proxy's client-facing [http.Handler]. It is safe for
 // concurrent use.
 type Handler struct {
-	source     TokenSource
-	keys       *keys.Set
-	override   *url.URL
-	allowed    []string
-	editor     identity.Editor
-	intents    Intents
-	headers    *headerPolicy
-	preset     *presetHeaders
-	countMode  CountTokens
-	maxBody    int64
-	bodyWait   time.Duration
-	streamIdle time.Duration
-	transport  http.RoundTripper
-	metrics    *Metrics
-	clock      clock.Clock
-	log        *slog.Logger
-	rp         *httputil.ReverseProxy
-	bodies     *sync.Pool
-	// Stage 6 (accounts.go): key targets, account health, usage.
+	source      TokenSource
+	keys        KeySet // nil: no client authentication
+	dynTargets  dynTargets
+	override    *url.URL
+	allowed     []string
+	flagEditor  identity.Editor // Config.Editor as given: its set fields override the profile
+	profile     *identity.Holder
+	intents     Intents
+	headers     *headerPolicy
+	preset      atomic.Pointer[profilePreset] // of the profile last seen (profile.go)
+	fixedPreset *profilePreset                // without a profile
+	countMode   CountTokens
+	bodies      *body.Intake // the request body stage: reading, budget, freeing
+	streamIdle  time.Duration
+	transport   http.RoundTripper
+	metrics     *Metrics
+	clock       clock.Clock
+	log         *slog.Logger
+	rp          *httputil.ReverseProxy
+	// scan is the body scan (inspect.Scan); tests count its calls.
+	scan func(done <-chan struct{}, shape inspect.Shape, body []byte) (inspect.Result, error)
+	// The account stage (accounts.go): key targets, account health, usage.
 	accounts   Accounts
 	targets    map[string]*target
 	defTarget  *target
@@ -160,7 +174,6 @@ type Handler struct {
 	gate       BudgetGate       // nil: no budgets
 	quota      pool.QuotaReader // x-quota-snapshot-* headers, parsed once per value
 	modelLabel func(string) string
-	budget     *bodyBudget
 	models     *models // nil: no catalog (models.go)
 	keepAlive  time.Duration
 	// bases caches the validation of each api_base_url seen (one or a few:
@@ -185,26 +198,22 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		source:     cfg.Source,
-		keys:       cfg.Keys,
+		keys:       cfg.KeySet,
 		override:   cfg.APIURL,
 		allowed:    cfg.AllowedAPIHosts,
-		editor:     cfg.Editor.WithDefaults(),
+		flagEditor: cfg.Editor,
+		profile:    cfg.Profile,
 		intents:    cfg.Intents.withDefaults(),
 		countMode:  cfg.CountTokens,
-		maxBody:    cfg.MaxBodyBytes,
-		bodyWait:   cfg.BodyReadTimeout,
 		streamIdle: cfg.StreamIdleTimeout,
 		transport:  cfg.Transport,
 		metrics:    cfg.Metrics,
 		clock:      clock.OrReal(cfg.Clock),
 		log:        cfg.Logger,
-		bodies:     newBodyPool(),
+		scan:       inspect.Scan,
 	}
-	if h.maxBody <= 0 {
-		h.maxBody = DefaultMaxBodyBytes
-	}
-	if h.bodyWait <= 0 {
-		h.bodyWait = DefaultBodyReadTimeout
+	if h.keys == nil && cfg.Keys != nil {
+		h.keys = FileKeys(cfg.Keys)
 	}
 	if h.keepAlive = cfg.KeepAlive; h.keepAlive <= 0 {
 		h.keepAlive = DefaultKeepAlive
@@ -218,17 +227,10 @@ func New(cfg Config) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)
 	}
-	inflight, wait := cfg.MaxInflightBodyBytes, cfg.InflightBodyWait
-	if inflight == 0 {
-		inflight = DefaultMaxInflightBodyBytes
-	}
-	if inflight > 0 {
-		inflight = max(inflight, h.maxBody+1)
-	}
-	if wait <= 0 {
-		wait = DefaultInflightBodyWait
-	}
-	h.budget = newBodyBudget(inflight, wait, h.metrics.inflightBody)
+	h.bodies = body.NewIntake(body.Config{
+		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
+		MaxInflight: cfg.MaxInflightBodyBytes, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
+	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -240,7 +242,8 @@ func New(cfg Config) (*Handler, error) {
 		betas = DefaultAnthropicBetas
 	}
 	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
-	h.preset = newPresetHeaders(h.editor, h.intents)
+	fixed := cfg.Editor.WithDefaults()
+	h.fixedPreset = &profilePreset{p: newPresetHeaders(fixed, h.intents), editor: fixed}
 	if err := h.newModels(cfg.Models); err != nil {
 		return nil, err
 	}
@@ -269,132 +272,170 @@ type call struct {
 	key       string
 	tok       *Token
 	base      *url.URL
-	body      *bodyBuf
-	held      *heldBody // frees body once the answer has begun
-	in        inspection
-	decision  routeDecision // stage 4 (models.go)
-	xlate     *xlate        // stage 5 (translate_route.go); nil on the pass-through path
+	body      *body.Held     // nil once the answer has begun (or without a body)
+	held      *body.Held     // the same, kept to free it when the handler returns
+	in        inspect.Result // the body scan (inspect.Scan), once
+	decision  routeDecision  // the model stage (models.go)
+	xlate     *xlate         // translation (translate_route.go); nil on the pass-through path
 	requestID string
 	status    int
 	retried   bool
-	acct      acctCall // stage 6: the account or pool member used
-	aff       uint64   // conversation hash, once computed (accounts.go)
-	start     time.Time
+	acct      acctCall    // the account stage: the account or pool member used
+	aff       uint64      // conversation hash, once computed (accounts.go)
+	models    keys.Models // the key's model allow list (keyset.go)
+	start     time.Time   // arrival, for the ledger's latency
 }
 
 type callKey struct{}
 
 func callFrom(ctx context.Context) *call { return ctx.Value(callKey{}).(*call) }
 
-// ServeHTTP routes, authenticates, checks the token, reads and inspects the
-// body, and forwards.
+// ServeHTTP runs the request stages in order (docs/architecture.md
+// section 6 names them the same): admit, token, body, account, model,
+// forward; record counts what was answered once an account is chosen.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.admit(w, r)
+	if !ok {
+		return
+	}
+	if c.route == routeCountTokens && h.countMode == CountTokensLocal {
+		h.serveCountTokens(w, r, c.route, c.key)
+		return
+	}
+	if !h.singleToken(w, c) {
+		return
+	}
+	ok = h.readBody(w, r, c)
+	if c.held != nil {
+		defer c.held.Free()
+	}
+	if !ok || !h.chooseAccount(w, c) {
+		return
+	}
+	defer h.record(r, c)
+	if c.body != nil && (!h.resolveModel(w, r, c) || !h.admitBudget(w, c)) {
+		return
+	}
+	h.forward(w, r, c)
+}
+
+// admit is the route stage: the path's route, its method and the client's
+// API key; it answers 404, 405 or 401 itself.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*call, bool) {
 	rt := lookupRoute(r.URL.Path)
 	if rt == nil {
-		h.reject(w, "unknown", "-", dialectOf(r.URL.Path), errNotFound(fmt.Sprintf("no route for %s; this proxy serves /v1/chat/completions, /v1/models, /v1/models/{id}, /v1/embeddings, /v1/responses, /v1/messages and /v1/messages/count_tokens", r.URL.Path)))
-		return
+		h.reject(w, "unknown", "-", dialectOf(r.URL.Path), dialect.NotFound(fmt.Sprintf("no route for %s; this proxy serves /v1/chat/completions, /v1/models, /v1/models/{id}, /v1/embeddings, /v1/responses, /v1/messages and /v1/messages/count_tokens", r.URL.Path)))
+		return nil, false
 	}
 	if r.Method != rt.method {
 		w.Header().Set("Allow", rt.method)
-		h.reject(w, rt.name, "-", rt.dialect, errMethod(fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, rt.method)))
-		return
+		h.reject(w, rt.name, "-", rt.dialect, dialect.Method(fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, rt.method)))
+		return nil, false
 	}
-	key, ok := h.authenticate(r)
-	if !ok {
-		h.reject(w, rt.name, "-", rt.dialect, errUnauthorized("missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"))
-		return
-	}
-	if rt == routeCountTokens && h.countMode == CountTokensLocal {
-		h.serveCountTokens(w, r, rt, key)
-		return
-	}
-	c := &call{route: rt, key: key, requestID: newRequestID(), start: h.clock.Now()}
-	c.acct.tgt = h.targetOf(key)
-	if !c.acct.tgt.pooled() {
-		// A single account: its token now, before reading the body.
-		c.acct.account, c.acct.src = c.acct.tgt.account, c.acct.tgt.src
-		tok, base, err := h.token(c.acct.src)
-		if err != nil {
-			h.log.Warn("no usable token; answering 503", "route", rt.name, "key", key, "account", c.acct.account, "error", err)
-			h.reject(w, rt.name, key, rt.dialect, errUnavailable(err.Error()))
-			return
+	ck, err := h.authenticate(r)
+	if err != nil {
+		ke, ok := err.(*KeyError)
+		if !ok {
+			ke = ErrUnknownKey
 		}
-		c.tok, c.base = tok, base
+		h.reject(w, rt.name, "-", rt.dialect, ke.apiError())
+		return nil, false
 	}
-	if rt.kind == bodyNone {
+	c := &call{route: rt, key: ck.Name, requestID: newRequestID(), models: ck.Models, start: h.clock.Now()}
+	c.acct.tgt = h.targetFor(&ck)
+	return c, true
+}
+
+// singleToken is the token stage of a key with one account: its token
+// now, before reading the body (a pool chooses in chooseAccount).
+func (h *Handler) singleToken(w http.ResponseWriter, c *call) bool {
+	if c.acct.tgt.pooled() {
+		return true
+	}
+	c.acct.account, c.acct.src = c.acct.tgt.account, c.acct.tgt.src
+	tok, base, err := h.token(c.acct.src)
+	if err != nil {
+		h.log.Warn("no usable token; answering 503", "route", c.route.name, "key", c.key, "account", c.acct.account, "error", err)
+		h.reject(w, c.route.name, c.key, c.route.dialect, dialect.Unavailable(err.Error()))
+		return false
+	}
+	c.tok, c.base = tok, base
+	return true
+}
+
+// readBody is the body stage: the body read into held memory (package
+// body) and scanned once (package inspect). A body the scan refuses gets
+// 400 in the client's dialect.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, c *call) bool {
+	rt := c.route
+	if !rt.hasBody() {
 		// A GET has no body upstream: forwarding one would stream an
 		// unbounded client body past MaxBodyBytes. A body sent anyway is
 		// read and dropped here, within the limit: left unread, the
 		// server's own discard after the handler races its next read on
 		// the connection and panics ("invalid concurrent Body.Read call").
 		if r.ContentLength != 0 {
-			if err := h.discardBody(w, r); err != nil {
-				h.rejectBody(w, rt, key, err)
-				return
+			if err := h.bodies.Discard(w, r); err != nil {
+				h.rejectBody(w, rt, c.key, err)
+				return false
 			}
 		}
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
-	} else {
-		res := h.budget.reserve(r.Context())
-		defer res.release() // idempotent; for the paths that fail early
-		body, err := h.readBody(w, r, res)
-		if err != nil {
-			h.rejectBody(w, rt, key, err)
-			return
-		}
-		c.body, c.held = body, &heldBody{body: body, res: res}
-		defer c.held.free()
-		c.in, _ = inspectUntil(r.Context().Done(), rt.kind, body.buf)
+		return true
 	}
-	if c.acct.tgt.pooled() {
-		// A pool: choose a member now that the conversation is known. This
-		// stays before any stage that needs the account (the catalog of
-		// stage 4 is per account): a failover later may change it, to a
-		// member whose catalog the retry must then use (see roundTrip).
-		if ok, out := h.pickMember(c); !ok {
-			h.log.Warn("no usable account in the key's pool", "route", rt.name, "key", key, "retry_after", out.RetryAfter, "reasons", out.Reasons)
-			h.rejectPool(w, c, out)
-			h.metrics.requests.WithLabelValues(rt.name, statusLabel(c.status), key).Inc()
-			return
-		}
-	} else {
+	held, err := h.bodies.Read(w, r)
+	if err != nil {
+		h.rejectBody(w, rt, c.key, err)
+		return false
+	}
+	c.body, c.held = held, held
+	if c.in, err = h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
+		h.reject(w, rt.name, c.key, rt.dialect, dialect.BadRequest(err.Error()))
+		return false
+	}
+	return true
+}
+
+// chooseAccount is the account stage: a pool chooses its member now that
+// the conversation is known. It stays before any stage that needs the
+// account (the model catalog is per account): a failover later may change
+// it, to a member whose catalog the retry must then use (see roundTrip).
+func (h *Handler) chooseAccount(w http.ResponseWriter, c *call) bool {
+	if !c.acct.tgt.pooled() {
 		// A person's requests load their account too: pools see it.
 		c.acct.release = h.pool.Acquire(c.acct.account)
+		return true
 	}
-	defer h.done(r, c)
-	if body := c.body; body != nil {
-		// Stage 4-5 (models.go): the account is known, so is its catalog.
-		if !h.resolveModel(w, r, c) || !h.admitBudget(w, c) {
-			return
-		}
-		// The reverse proxy hands the transport a body whose Close does
-		// nothing, so this reader is closed here: without it the buffer
-		// never returns to the pool and every request allocates anew.
-		rd := body.reader()
-		c.held.rd = rd
-		r.Body = rd
-		r.ContentLength = int64(len(body.buf))
+	ok, out := h.pickMember(c)
+	if !ok {
+		h.log.Warn("no usable account in the key's pool", "route", c.route.name, "key", c.key, "retry_after", out.RetryAfter, "reasons", out.Reasons)
+		h.rejectPool(w, c, out)
+		h.metrics.requests.WithLabelValues(c.route.name, statusLabel(c.status), c.key).Inc()
+	}
+	return ok
+}
+
+// forward is the forward stage: the held body becomes the outbound one
+// and the reverse proxy sends it (rewrite, roundTrip, modifyResponse);
+// GET /v1/models is answered from the catalog instead when it can be.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, c *call) {
+	if c.body != nil {
+		r.Body, r.GetBody = c.body.Forward()
+		r.ContentLength = int64(len(c.body.Bytes()))
 		r.TransferEncoding = nil
-		r.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
-	} else if (rt == routeModels || rt == routeModel) && h.serveModels(w, r, c) {
+	} else if (c.route == routeModels || c.route == routeModel) && h.serveModels(w, r, c) {
 		return
 	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
-// authenticate returns the name of the client's key; with no keys configured
-// every client is let in as "-".
-func (h *Handler) authenticate(r *http.Request) (string, bool) {
+// authenticate returns the client's key; with no keys configured every
+// client is let in as "-".
+func (h *Handler) authenticate(r *http.Request) (ClientKey, error) {
 	if h.keys == nil {
-		return "-", true
+		return ClientKey{Name: "-"}, nil
 	}
-	var presented secret.Secret
-	if v := r.Header.Get("Authorization"); v != "" {
-		presented, _ = keys.FromBearer(v)
-	} else if v := r.Header.Get("X-Api-Key"); v != "" {
-		presented = secret.New(v)
-	}
-	return h.keys.Lookup(presented)
+	return h.keys.Authenticate(presentedKey(r))
 }
 
 // token returns the token of src to use and its validated base URL.
@@ -451,65 +492,18 @@ func (h *Handler) baseURL(tok *Token) (*url.URL, error) {
 	return u, err
 }
 
-// readBody reads the request body within res. A body refused for memory,
-// not for what it is, is read on into nothing (no memory held, bounded by the
-// body limit and read deadline) so that the client reads a clean 503 instead
-// of a reset connection mid-upload; if even that fails, the connection is
-// closed after the answer.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, res *reservation) (*bodyBuf, error) {
-	body, err := h.readBodyWithin(w, r, res)
-	if errors.Is(err, errBudget) && h.discardBody(w, r) != nil {
-		w.Header().Set("Connection", "close")
-	}
-	return body, err
-}
-
-func (h *Handler) readBodyWithin(w http.ResponseWriter, r *http.Request, res *reservation) (*bodyBuf, error) {
-	defer h.bodyDeadline(w)()
-	return readBody(h.bodies, r.Body, r.ContentLength, h.maxBody, res)
-}
-
-// discardBody reads and drops a body the upstream will not get.
-func (h *Handler) discardBody(w http.ResponseWriter, r *http.Request) error {
-	if r.ContentLength > h.maxBody {
-		return errBodyTooLarge
-	}
-	defer h.bodyDeadline(w)()
-	n, err := io.CopyN(io.Discard, r.Body, h.maxBody+1)
-	switch {
-	case n > h.maxBody:
-		return errBodyTooLarge
-	case err == io.EOF:
-		return nil
-	}
-	return err
-}
-
-// bodyDeadline bounds reading the request body and returns the function
-// that lifts the bound. Not every ResponseWriter supports deadlines (tests'
-// recorders do not); then the read is bounded only by size. A socket
-// deadline is wall-clock time, never the injected clock's (a fake one would
-// set it in the past).
-func (h *Handler) bodyDeadline(w http.ResponseWriter) func() {
-	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(h.bodyWait)) != nil {
-		return func() {}
-	}
-	return func() { _ = rc.SetReadDeadline(time.Time{}) }
-}
-
 func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err error) {
-	if errors.Is(err, errBodyTooLarge) {
-		h.reject(w, rt.name, key, rt.dialect, errTooLarge(fmt.Sprintf("request body larger than %d bytes", h.maxBody)))
+	if errors.Is(err, body.ErrTooLarge) {
+		h.reject(w, rt.name, key, rt.dialect, dialect.TooLarge(fmt.Sprintf("request body larger than %d bytes", h.bodies.MaxBytes())))
 		return
 	}
-	if errors.Is(err, errBudget) {
+	if errors.Is(err, body.ErrBudget) {
 		h.metrics.budgetRefused.Inc()
 		w.Header().Set("Retry-After", "1")
-		h.reject(w, rt.name, key, rt.dialect, errOverloaded("the proxy holds too many request bytes in flight; retry shortly"))
+		h.reject(w, rt.name, key, rt.dialect, dialect.Overloaded("the proxy holds too many request bytes in flight; retry shortly"))
 		return
 	}
-	h.reject(w, rt.name, key, rt.dialect, errBadRequest("reading the request body failed"))
+	h.reject(w, rt.name, key, rt.dialect, dialect.BadRequest("reading the request body failed"))
 }
 
 // rewrite points the outbound request at the Copilot API and builds its
@@ -518,7 +512,7 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 // client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts())
+	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts(pr.Out.Header))
 	if c.xlate != nil {
 		translateHeaders(pr.Out.Header, c.xlate)
 	}
@@ -546,7 +540,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 		// The answer has begun: the request body is needed no more (no
 		// retry follows), so a stream that lasts minutes does not hold it,
 		// nor its share of the in-flight body budget.
-		c.held.freeSent()
+		c.held.FreeSent()
 		c.body = nil // no later stage may read a buffer that may be back in its pool
 	}
 	if c.xlate != nil {
@@ -567,18 +561,18 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var ne net.Error
 	// The transport's error names addresses (the upstream's, the proxy's
 	// own): they go to the log, the client gets the request id to match.
-	e := errBadGateway("the Copilot API could not be reached (request " + c.requestID + "; details in the proxy's log)")
+	e := dialect.BadGateway("the Copilot API could not be reached (request " + c.requestID + "; details in the proxy's log)")
 	if errors.As(err, &ne) && ne.Timeout() {
-		e = errGatewayTimeout("the Copilot API did not answer in time (request " + c.requestID + ")")
+		e = dialect.GatewayTimeout("the Copilot API did not answer in time (request " + c.requestID + ")")
 	}
-	c.status = e.status
+	c.status = e.Status
 	h.log.Warn("upstream call failed", "route", c.route.name, "key", c.key, "request_id", c.requestID, "error", err)
-	writeError(w, c.route.dialect, e)
+	dialect.Write(w, c.route.dialect, e)
 }
 
-// done records the request. A context ended before the handler returns means
-// the client left mid-response.
-func (h *Handler) done(r *http.Request, c *call) {
+// record is the record stage: the request counted and logged. A context
+// ended before the handler returns means the client left mid-response.
+func (h *Handler) record(r *http.Request, c *call) {
 	status := c.status
 	if r.Context().Err() != nil {
 		status = 499
@@ -590,14 +584,14 @@ func (h *Handler) done(r *http.Request, c *call) {
 	h.metrics.dialects.count(c)
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.Debug("request", "route", c.route.name, "status", status, "key", c.key, "account", c.acct.account,
-			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.agent, "vision", c.in.vision,
+			"request_id", c.requestID, "generation", c.tok.Generation, "initiator_agent", c.in.Agent, "vision", c.in.Vision,
 			"model", c.decision.resolved, "model_rule", c.decision.rule.String())
 	}
 }
 
-func (h *Handler) reject(w http.ResponseWriter, route, key string, d dialect, e apiError) {
-	h.metrics.requests.WithLabelValues(route, statusLabel(e.status), key).Inc()
-	writeError(w, d, e)
+func (h *Handler) reject(w http.ResponseWriter, route, key string, d dialect.Dialect, e dialect.Error) {
+	h.metrics.requests.WithLabelValues(route, statusLabel(e.Status), key).Inc()
+	dialect.Write(w, d, e)
 }
 
 // newRequestID returns a random (version 4) UUID.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/google/go-cmp/cmp"
@@ -293,16 +294,20 @@ func TestCopilotHeaders(t *testing.T) {
 		"Authorization":          "Bearer " + e.src.tok.Value.Reveal(),
 		"Copilot-Integration-Id": "vscode-chat",
 		"Editor-Version":         "vscode/9.9.9",
-		"Editor-Plugin-Version":  "copilot-chat/0.42.0",
-		"User-Agent":             "GitHubCopilotChat/0.42.0",
+		"Editor-Plugin-Version":  identity.DefaultEditorPluginVersion,
+		"User-Agent":             identity.DefaultUserAgent,
 		"Openai-Intent":          "conversation-agent",
-		"X-Github-Api-Version":   "2025-05-01",
+		"X-Interaction-Type":     "conversation-agent",
+		"X-Github-Api-Version":   identity.DefaultAPIVersion,
 		"X-Initiator":            "agent",
 	}
 	for k, v := range want {
 		if g := got[0].header.Get(k); g != v {
 			t.Errorf("upstream %s = %q; want %q", k, g, v)
 		}
+	}
+	if id := got[0].header.Get("X-Request-Id"); id == "" || got[0].header.Get("X-Agent-Task-Id") != id {
+		t.Errorf("X-Agent-Task-Id = %q; want the request id %q", got[0].header.Get("X-Agent-Task-Id"), id)
 	}
 	for _, k := range []string{"Cookie", "Copilot-Vision-Request", "X-Api-Key", "X-Forwarded-For", "Proxy-Authorization", "X-Client-Secret", "Forwarded", "Anthropic-Version"} {
 		for i := range got {

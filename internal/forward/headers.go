@@ -133,7 +133,7 @@ func (s *seenSet) add(name string) bool {
 // DefaultAnthropicBetas are the betas forwarded on /v1/messages: those the
 // reference client forwards (docs/protocol.md section 4). A pattern ending in
 // "*" matches by prefix; others match exactly.
-var DefaultAnthropicBetas = []string{"interleaved-thinking-*", "context-management-*", "advanced-tool-use-*"}
+var DefaultAnthropicBetas = []string{"interleaved-thinking-*", "context-management-*", "advanced-tool-use-*", "extended-cache-ttl-*"}
 
 // betaFilter keeps the anthropic-beta values the Copilot API accepts and
 // counts the rest. The API answers 400 "unsupported beta header(s)" to an
@@ -243,10 +243,18 @@ type requestFacts struct {
 	requestID string
 	agent     bool // X-Initiator: agent
 	vision    bool // Copilot-Vision-Request: true
+	// interaction is X-Interaction-Type when not the intent (profile.go).
+	interaction string
 }
 
-func (c *call) facts() requestFacts {
-	return requestFacts{requestID: c.requestID, agent: c.in.agent, vision: c.in.vision}
+func (c *call) facts(in http.Header) requestFacts {
+	f := requestFacts{requestID: c.requestID, agent: c.in.Agent, vision: c.in.Vision}
+	var body []byte
+	if c.body != nil {
+		body = c.body.Bytes()
+	}
+	f.interaction = interactionType(in, c.route == routeMessages, body)
+	return f
 }
 
 // upstreamHeader returns the headers of a request to target: the allowed
@@ -254,13 +262,24 @@ func (c *call) facts() requestFacts {
 // X-Request-Id, X-Initiator and Copilot-Vision-Request from facts.
 func (h *Handler) upstreamHeader(target *route, in http.Header, f requestFacts) http.Header {
 	hd := h.headers.filter(target.upstream, in)
-	p := h.preset
+	p := h.currentPreset()
 	for _, kv := range p.identity {
 		hd[kv.name] = kv.vals
 	}
-	hd["Openai-Intent"] = p.intent(target.upstream)
-	hd["X-Request-Id"] = []string{f.requestID}
-	if target.kind != bodyNone {
+	intent := p.intent(target.upstream)
+	hd["Openai-Intent"] = intent
+	// Since 2026 the reference client sends X-Interaction-Type on every
+	// call (the intent unless overridden) and X-Agent-Task-Id equal to the
+	// request id (docs/protocol.md section 4).
+	if f.interaction != "" {
+		hd["X-Interaction-Type"] = []string{f.interaction}
+	} else {
+		hd["X-Interaction-Type"] = intent
+	}
+	rid := []string{f.requestID}
+	hd["X-Request-Id"] = rid
+	hd["X-Agent-Task-Id"] = rid
+	if target.hasBody() {
 		if f.agent {
 			hd["X-Initiator"] = p.agent
 		} else {

@@ -12,7 +12,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
-	// Stage 6 (accounts.go).
+	// The account stage (accounts.go).
 	failovers     *prometheus.CounterVec
 	accountErrors *prometheus.CounterVec
 
@@ -24,14 +24,18 @@ type Metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	// streamIdle counts streams ended by the stream idle timeout.
 	streamIdle *prometheus.CounterVec
-	// Stage 4 (models.go).
+	// The model stage (models.go).
 	routes  routeCounters
 	catalog *catalog.Metrics
-	// Stage 5 (translate_route.go).
+	// Translation (translate_route.go).
 	dialects *dialectMetrics
+	// The error taxonomy (errorclass.go).
+	classes *classMetrics
 }
 
-// routeCounters count stage 4's decisions (copilot_proxy_model_routes_total).
+func (m *Metrics) classMetrics() *classMetrics { return m.classes }
+
+// routeCounters count the model stage's decisions (copilot_proxy_model_routes_total).
 type routeCounters struct {
 	pass, unsupported, unknown, noCatalog prometheus.Counter
 }
@@ -95,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"key", "result"}),
 		accountErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_account_errors_total",
-			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, quota_spent, token_refused).",
+			Help: "Upstream answers that took an account out of its pools, by account and reason (rate_limited, usage_limited, model_overloaded, quota_spent, token_refused).",
 		}, []string{"account", "reason"}),
 		budgetRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "copilot_proxy_body_budget_refusals_total",
@@ -124,6 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.catalog = catalog.NewMetrics(reg)
 	m.dialects = newDialectMetrics(reg)
+	m.classes = newClassMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, m.streamIdle, routes)
 	}

@@ -2,13 +2,14 @@ package forward
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // ModelsConfig turns on the model catalog: request model names are resolved
@@ -55,11 +56,10 @@ func (h *Handler) Close() {
 	}
 }
 
-// routeDecision is stage 4's answer for one request: the model the body
-// names, what it resolved to, and whether that model is served on the
-// client's endpoint. Stage 5 acts on it: pass through when supported;
-// otherwise, for now, refuse naming the supported endpoints (issue 13
-// translates instead).
+// routeDecision is the model stage's answer for one request: the model the
+// body names, what it resolved to, and whether that model is served on the
+// client's endpoint: passed through when supported, translated to an
+// endpoint it has otherwise (translate_route.go), refused when none fits.
 type routeDecision struct {
 	// resolved is the model sent upstream ("" when the body names none).
 	resolved string
@@ -93,18 +93,15 @@ func endpointOf(rt *route) string {
 	return rt.upstream
 }
 
-// resolveModel is stage 4-5: it resolves the body's model against the
+// resolveModel is the model stage: it resolves the body's model against the
 // account's catalog, rewrites the name in the body when it changes, and
 // decides the route. It returns false when it answered the client itself.
 func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) bool {
-	if h.models == nil {
-		return true
-	}
 	d := &c.decision
 	d.endpoint = endpointOf(c.route)
-	start, end := c.in.modelStart, c.in.modelEnd
-	if c.route.kind == bodyOpaque {
-		start, end = findModel(c.body.buf)
+	start, end := c.in.ModelStart, c.in.ModelEnd
+	if h.models == nil {
+		return end == 0 || h.allowModel(w, c, c.body.Bytes()[start:end])
 	}
 	if end == 0 {
 		h.metrics.catalog.Resolved(catalog.RuleNone)
@@ -114,16 +111,19 @@ func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) 
 	if cat == nil {
 		h.metrics.routes.noCatalog.Inc()
 		h.log.Debug("no model catalog; forwarding unchecked", "request_id", c.requestID, "account", c.acct.account, "error", err)
-		return true
+		return h.allowModel(w, c, c.body.Bytes()[start:end])
 	}
-	res := catalog.Resolve(cat, h.models.aliases.Current(), c.body.buf[start:end])
+	res := catalog.Resolve(cat, h.models.aliases.Current(), c.body.Bytes()[start:end])
 	h.metrics.catalog.Resolved(res.Rule)
 	if res.Rule == catalog.RuleNone {
-		return true
+		return h.allowModel(w, c, c.body.Bytes()[start:end])
 	}
 	d.resolved, d.rule, d.model = res.ID, res.Rule, res.Model
+	if !c.models.All() && !h.allowModel(w, c, []byte(d.resolved)) {
+		return false
+	}
 	if res.Rule == catalog.RuleBuiltin || res.Rule == catalog.RuleAlias {
-		c.body.replace(start, end, res.ID)
+		c.body.Replace(start, end, res.ID)
 	}
 	switch {
 	case d.model == nil:
@@ -139,8 +139,7 @@ func (h *Handler) resolveModel(w http.ResponseWriter, r *http.Request, c *call) 
 
 // unsupported answers a request whose model lacks the client's endpoint,
 // in the client's dialect, naming the endpoints the model has; the
-// handler's done records it. Issue 13 replaces this with a translation to
-// one of them.
+// handler's record stage counts it. Used when no translation fits.
 func (h *Handler) unsupported(w http.ResponseWriter, c *call) bool {
 	d := &c.decision
 	paths := make([]string, 0, len(d.supported()))
@@ -148,8 +147,8 @@ func (h *Handler) unsupported(w http.ResponseWriter, c *call) bool {
 		paths = append(paths, clientPath(e))
 	}
 	msg := fmt.Sprintf("model %q is not served on %s; it supports %s", d.resolved, c.route.name, strings.Join(paths, ", "))
-	h.answerError(w, c, c.route.dialect, apiError{http.StatusBadRequest, msg,
-		"invalid_request_error", "unsupported_api_for_model", "invalid_request_error"})
+	h.answerError(w, c, c.route.dialect, dialect.Error{Status: http.StatusBadRequest, Message: msg,
+		OpenAIType: "invalid_request_error", OpenAICode: "unsupported_api_for_model", AnthropicType: "invalid_request_error"})
 	return false
 }
 
@@ -160,54 +159,6 @@ func clientPath(upstream string) string {
 		return "/v1" + upstream
 	}
 	return upstream
-}
-
-// replace puts the JSON string id in place of the string content at
-// buf[start:end] (its quotes at start-1 and end), keeping every other byte.
-// It runs before any reader of the body exists.
-func (b *bodyBuf) replace(start, end int, id string) {
-	q, _ := json.Marshal(id) // a string always marshals
-	old := b.buf
-	nb := make([]byte, 0, len(old)-(end-start+2)+len(q))
-	nb = append(nb, old[:start-1]...)
-	nb = append(nb, q...)
-	nb = append(nb, old[end+1:]...)
-	b.buf = nb
-}
-
-// findModel locates the top-level "model" string of a body that inspect
-// does not walk (embeddings); end is 0 when there is none or the body is
-// not a JSON object.
-func findModel(body []byte) (start, end int) {
-	w := jsonWalker{data: body}
-	if w.enter('{') != nil {
-		return 0, 0
-	}
-	for first := true; ; first = false {
-		ok, err := w.more('}', first)
-		if err != nil {
-			return 0, 0
-		}
-		if !ok {
-			break
-		}
-		k, err := w.key()
-		if err != nil {
-			return 0, 0
-		}
-		if keyIs(k, "model") {
-			start, end, err = w.stringValue()
-		} else {
-			err = w.skipValue()
-		}
-		if err != nil {
-			return 0, 0
-		}
-	}
-	if w.end() != nil {
-		return 0, 0
-	}
-	return start, end
 }
 
 // fetchModels is the catalog's [catalog.Fetcher]: GET /models with the

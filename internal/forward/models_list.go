@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+	"github.com/copilot-broker/copilot-broker/internal/keys"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // serveModels answers GET /v1/models and GET /v1/models/{id} from the
@@ -21,30 +24,34 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, c *call) b
 	anthropic := r.Header.Get("Anthropic-Version") != ""
 	d := c.route.dialect
 	if anthropic {
-		d = dialectAnthropic
+		d = dialect.Messages
 	}
 	one := c.route == routeModel
 	if h.models == nil {
 		if one {
-			h.answerError(w, c, d, errNotFound("no route for "+r.URL.Path+"; list the models with GET /v1/models"))
+			h.answerError(w, c, d, dialect.NotFound("no route for "+r.URL.Path+"; list the models with GET /v1/models"))
 		}
 		return one
 	}
 	cat, err := h.models.store.Get(r.Context(), c.acct.account, catalog.Gen{Generation: c.tok.Generation, Epoch: c.tok.Epoch})
 	if cat == nil {
 		if one {
-			h.answerError(w, c, d, errUnavailable("the model catalog is not available: "+err.Error()))
+			h.answerError(w, c, d, dialect.Unavailable("the model catalog is not available: "+err.Error()))
 		}
 		return one
 	}
-	entries := listEntries(cat, h.models.aliases.Current())
+	entries := allowedEntries(listEntries(cat, h.models.aliases.Current()), c.models)
 	var body []byte
 	switch {
 	case one:
 		id, _ := cutModelsPrefix(r.URL.Path)
 		e, ok := findEntry(cat, h.models.aliases.Current(), id)
 		if !ok {
-			h.answerError(w, c, d, errNotFound("model "+strconv.Quote(id)+" not found; GET /v1/models lists them"))
+			h.answerError(w, c, d, dialect.NotFound("model "+strconv.Quote(id)+" not found; GET /v1/models lists them"))
+			return true
+		}
+		if !c.models.Allows(e.id) {
+			h.answerError(w, c, d, errModelNotAllowed(e.id, c.models))
 			return true
 		}
 		if anthropic {
@@ -82,10 +89,24 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, c *call) b
 }
 
 // answerError writes an error the handler's done records.
-func (h *Handler) answerError(w http.ResponseWriter, c *call, d dialect, e apiError) {
-	c.status = e.status
+func (h *Handler) answerError(w http.ResponseWriter, c *call, d dialect.Dialect, e dialect.Error) {
+	c.status = e.Status
 	w.Header().Set("X-Request-Id", c.requestID)
-	writeError(w, d, e)
+	dialect.Write(w, d, e)
+}
+
+// allowedEntries keeps the entries a key's allow list covers.
+func allowedEntries(all []entry, m keys.Models) []entry {
+	if m.All() {
+		return all
+	}
+	out := all[:0:0]
+	for _, e := range all {
+		if m.Allows(e.id) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // entry is one listed model: a catalog model under its own id or an alias.
@@ -165,13 +186,13 @@ type anthropicList struct {
 
 // anthropicPage applies the Anthropic list's paging: limit (1-1000,
 // default 20), after_id, before_id.
-func anthropicPage(entries []entry, r *http.Request) (*anthropicList, *apiError) {
+func anthropicPage(entries []entry, r *http.Request) (*anthropicList, *dialect.Error) {
 	q := r.URL.Query()
 	limit := 20
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			e := errBadRequest("limit: want an integer from 1 to 1000")
+			e := dialect.BadRequest("limit: want an integer from 1 to 1000")
 			return nil, &e
 		}
 		limit = n
@@ -190,7 +211,7 @@ func anthropicPage(entries []entry, r *http.Request) (*anthropicList, *apiError)
 	case after != "":
 		i := index(after)
 		if i < 0 {
-			e := errBadRequest("after_id: no model " + strconv.Quote(after))
+			e := dialect.BadRequest("after_id: no model " + strconv.Quote(after))
 			return nil, &e
 		}
 		page = entries[i+1:]
@@ -199,7 +220,7 @@ func anthropicPage(entries []entry, r *http.Request) (*anthropicList, *apiError)
 	case before != "":
 		i := index(before)
 		if i < 0 {
-			e := errBadRequest("before_id: no model " + strconv.Quote(before))
+			e := dialect.BadRequest("before_id: no model " + strconv.Quote(before))
 			return nil, &e
 		}
 		page = entries[:i]

@@ -3,6 +3,9 @@ package forward
 import (
 	"net/http"
 	"strings"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
+	"github.com/copilot-broker/copilot-broker/internal/forward/inspect"
 )
 
 // route is one client path the proxy serves.
@@ -10,29 +13,22 @@ type route struct {
 	name     string // metrics label: the canonical client path
 	upstream string // path under the Copilot API base URL
 	method   string
-	dialect  dialect
-	kind     bodyKind
+	dialect  dialect.Dialect // of its answers, errors included
+	shape    inspect.Shape   // how its body is scanned (a GET has none)
 }
 
-// bodyKind says how a route's request body is inspected.
-type bodyKind uint8
-
-const (
-	bodyNone      bodyKind = iota // no body (GET)
-	bodyOpaque                    // read and forwarded, not inspected
-	bodyMessages                  // "messages": OpenAI chat or Anthropic
-	bodyResponses                 // "input": OpenAI Responses API
-)
-
 var (
-	routeChat        = &route{"/v1/chat/completions", "/chat/completions", http.MethodPost, dialectOpenAI, bodyMessages}
-	routeModels      = &route{"/v1/models", "/models", http.MethodGet, dialectOpenAI, bodyNone}
-	routeModel       = &route{"/v1/models/{id}", "/models", http.MethodGet, dialectOpenAI, bodyNone} // answered from the catalog
-	routeEmbeddings  = &route{"/v1/embeddings", "/embeddings", http.MethodPost, dialectOpenAI, bodyOpaque}
-	routeResponses   = &route{"/v1/responses", "/responses", http.MethodPost, dialectOpenAI, bodyResponses}
-	routeMessages    = &route{"/v1/messages", "/v1/messages", http.MethodPost, dialectAnthropic, bodyMessages}
-	routeCountTokens = &route{"/v1/messages/count_tokens", "/v1/messages/count_tokens", http.MethodPost, dialectAnthropic, bodyMessages}
+	routeChat        = &route{"/v1/chat/completions", "/chat/completions", http.MethodPost, dialect.Chat, inspect.Messages}
+	routeModels      = &route{"/v1/models", "/models", http.MethodGet, dialect.Chat, inspect.Opaque}
+	routeModel       = &route{"/v1/models/{id}", "/models", http.MethodGet, dialect.Chat, inspect.Opaque} // answered from the catalog
+	routeEmbeddings  = &route{"/v1/embeddings", "/embeddings", http.MethodPost, dialect.Chat, inspect.Opaque}
+	routeResponses   = &route{"/v1/responses", "/responses", http.MethodPost, dialect.Responses, inspect.Responses}
+	routeMessages    = &route{"/v1/messages", "/v1/messages", http.MethodPost, dialect.Messages, inspect.Messages}
+	routeCountTokens = &route{"/v1/messages/count_tokens", "/v1/messages/count_tokens", http.MethodPost, dialect.Messages, inspect.Messages}
 )
+
+// hasBody says whether the route's requests carry a body upstream.
+func (rt *route) hasBody() bool { return rt.method != http.MethodGet }
 
 // lookupRoute maps a client path to its route. A switch keeps the hot path
 // free of maps and patterns; both the /v1 and the unprefixed forms are
@@ -59,11 +55,11 @@ func lookupRoute(path string) *route {
 }
 
 // dialectOf picks the error dialect of a path that matched no route.
-func dialectOf(path string) dialect {
+func dialectOf(path string) dialect.Dialect {
 	if strings.HasPrefix(path, "/v1/messages") || strings.HasPrefix(path, "/messages") {
-		return dialectAnthropic
+		return dialect.Messages
 	}
-	return dialectOpenAI
+	return dialect.Chat
 }
 
 // cutModelsPrefix returns the {id} of /v1/models/{id} or /models/{id}.

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"encoding/json"
 	"io"
 	"mime"
 	"net/http"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // DefaultStreamIdleTimeout is how long an upstream event stream may send
@@ -110,33 +111,10 @@ func (b *idleBody) Close() error {
 }
 
 // idleErrorEvent is the server-sent event that ends an idle stream, in the
-// shape the route's SDKs read as an error: Anthropic's "event: error" with
-// {"type":"error","error":{...}}, the Responses API's "event: error" with
-// {"type":"error","code","message"}, and Chat Completions' data line with
-// {"error":{...}}.
+// route's dialect ([dialect.Error.Event]).
 func idleErrorEvent(rt *route, idle time.Duration) []byte {
-	msg := "the Copilot API sent nothing for " + idle.String() + "; the proxy ended the stream"
-	var b []byte
-	switch {
-	case rt.dialect == dialectAnthropic:
-		var a anthropicBody
-		a.Type = "error"
-		a.Error.Type, a.Error.Message = "api_error", msg
-		j, _ := json.Marshal(a)
-		b = append(append([]byte("event: error\ndata: "), j...), "\n\n"...)
-	case rt == routeResponses:
-		j, _ := json.Marshal(struct {
-			Type    string  `json:"type"`
-			Code    string  `json:"code"`
-			Message string  `json:"message"`
-			Param   *string `json:"param"`
-		}{"error", "stream_idle_timeout", msg, nil})
-		b = append(append([]byte("event: error\ndata: "), j...), "\n\n"...)
-	default:
-		var o openaiBody
-		o.Error.Message, o.Error.Type, o.Error.Code = msg, "server_error", "stream_idle_timeout"
-		j, _ := json.Marshal(o)
-		b = append(append([]byte("data: "), j...), "\n\n"...)
-	}
-	return b
+	return dialect.Error{
+		Status: http.StatusGatewayTimeout, Message: "the Copilot API sent nothing for " + idle.String() + "; the proxy ended the stream",
+		OpenAIType: "server_error", OpenAICode: "stream_idle_timeout", AnthropicType: "api_error",
+	}.Event(rt.dialect)
 }

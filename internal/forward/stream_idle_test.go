@@ -67,7 +67,7 @@ func TestStreamIdleEndsSilentStream(t *testing.T) {
 		rt   *route
 		want string
 	}{
-		{routeChat, `data: {"error":{"message":"the Copilot API sent nothing for 1m0s; the proxy ended the stream","type":"server_error","code":"stream_idle_timeout"}}` + "\n\n"},
+		{routeChat, `data: {"error":{"message":"the Copilot API sent nothing for 1m0s; the proxy ended the stream","type":"server_error","param":null,"code":"stream_idle_timeout"}}` + "\n\n"},
 		{routeMessages, `event: error` + "\n" + `data: {"type":"error","error":{"type":"api_error","message":"the Copilot API sent nothing for 1m0s; the proxy ended the stream"}}` + "\n\n"},
 		{routeResponses, `event: error` + "\n" + `data: {"type":"error","code":"stream_idle_timeout","message":"the Copilot API sent nothing for 1m0s; the proxy ended the stream","param":null}` + "\n\n"},
 	}

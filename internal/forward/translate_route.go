@@ -12,9 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/translate"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
-// Stage 5 (issue 13): a request whose model is not served on the client's
+// Translation, part of the model stage: a request whose model is not served on the client's
 // endpoint is translated to one the model has, and its answer back.
 //
 // The endpoint is chosen by the client's dialect, first the model supports:
@@ -113,7 +115,7 @@ func (h *Handler) translateRequest(w http.ResponseWriter, r *http.Request, c *ca
 	if m := c.decision.model; m != nil {
 		opt.MaxOutputTokens = int(m.Limits.MaxOutputTokens)
 	}
-	out, info, err := translate.Request(r.Context(), from, to, c.body.buf, opt)
+	out, info, err := translate.Request(r.Context(), from, to, c.body.Bytes(), opt)
 	if err != nil {
 		w.Header().Set("X-Request-Id", c.requestID)
 		msg := err.Error()
@@ -121,12 +123,12 @@ func (h *Handler) translateRequest(w http.ResponseWriter, r *http.Request, c *ca
 			msg = "translating the request failed: " + msg
 		}
 		h.metrics.dialects.refused(from)
-		e := errBadRequest(msg)
-		c.status = e.status // done() counts the request
-		writeError(w, c.route.dialect, e)
+		e := dialect.BadRequest(msg)
+		c.status = e.Status // record counts the request
+		dialect.Write(w, c.route.dialect, e)
 		return false
 	}
-	c.body.buf = out
+	c.body.Set(out)
 	c.xlate = &xlate{client: from, upstream: to, target: routeOfDialect(to), info: info}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.Debug("request translated", "request_id", c.requestID, "model", c.decision.resolved,

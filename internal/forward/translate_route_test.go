@@ -180,8 +180,11 @@ func TestTranslatedStreamIdle(t *testing.T) {
 			}()
 			<-sent
 			before := e.clk.Pending()
-			for e.clk.Pending() == before { // the idle timer is armed once the answer began
-				time.Sleep(time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); e.clk.Pending() == before; { // the idle timer is armed once the answer began
+				if time.Now().After(deadline) {
+					t.Fatal("the idle timer was not armed within 10 s of the answer's start")
+				}
+				time.Sleep(time.Millisecond) // polling with a deadline
 			}
 			e.clk.Advance(idle)
 			body := <-got

@@ -1,13 +1,14 @@
 package forward
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/body"
 )
 
 // DefaultResponseHeaderTimeout is [TransportConfig.ResponseHeaderTimeout]'s
@@ -86,10 +87,10 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 		// An HTTP/1.1 upstream connection carries one stream for its whole
 		// life, so its buffers are per stream (32 KiB each cost 48 KiB more
 		// per open stream than these in make bench's section 6). The write
-		// buffer holds the headers and a small body (smallBody) so that they
+		// buffer holds the headers and a small body (body.Small) so that they
 		// leave in one write; reads larger than the read buffer (net/http's
 		// default, 4 KiB) bypass it. HTTP/2 connections ignore both.
-		WriteBufferSize: smallBody + 4<<10,
+		WriteBufferSize: body.Small + 4<<10,
 		ReadBufferSize:  4 << 10,
 		HTTP2: &http.HTTP2Config{
 			// Detect dead HTTP/2 connections instead of hanging streams on them.
@@ -134,7 +135,7 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		setTarget(req, c)
 		if c.body != nil {
-			req.Body = c.outBody()
+			req.Body = c.body.Out()
 		}
 		c.retried = false // the new member gets its own refresh on a 401
 	}
@@ -143,8 +144,8 @@ func (h *Handler) roundTrip(req *http.Request) (*http.Response, error) {
 // send sends the request and, on a 401, asks the token source for a new
 // token and retries once with it.
 func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
-	if c.body != nil && c.body.inMemory() && req.Body != nil && req.Body != http.NoBody {
-		req.Body = c.outBody()
+	if c.body != nil && c.body.InMemory() && req.Body != nil && req.Body != http.NoBody {
+		req.Body = c.body.Out()
 	}
 	start := h.clock.Now()
 	resp, err := h.transport.RoundTrip(req)
@@ -182,41 +183,12 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 	r2 := req.Clone(req.Context())
 	setTarget(r2, c)
 	if c.body != nil {
-		r2.Body = c.outBody()
+		r2.Body = c.body.Out()
 	}
 	start = h.clock.Now()
 	resp, err = h.transport.RoundTrip(r2)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
 	return resp, err
-}
-
-// smallBody is the largest request body the transport gets as a private
-// in-memory copy rather than a reader of the pooled buffer. net/http writes
-// a request whose body it knows to be in memory with its headers in one
-// write; any other body gets its headers flushed first, a second write (and
-// TCP segment) per request. The copy is the transport's own, so it may
-// outlive the handler; larger bodies take several writes anyway and are not
-// copied.
-const smallBody = 8 << 10
-
-// inMemory says whether the transport gets the body as an in-memory reader
-// (see outBody): a body with a buffer of its own, or a small pooled one.
-func (b *bodyBuf) inMemory() bool { return b.pool == nil || len(b.buf) <= smallBody }
-
-// outBody returns the body to send upstream: an in-memory reader of a small
-// one's own buffer, or of a private copy of a small pooled one (the pool
-// reuses its buffer once the handler returns), after which the held body is
-// no longer read by the transport; a new reader of the held buffer otherwise.
-func (c *call) outBody() io.ReadCloser {
-	if !c.body.inMemory() {
-		return c.body.reader()
-	}
-	c.held.copied = true
-	buf := c.body.buf
-	if c.body.pool != nil {
-		buf = bytes.Clone(buf)
-	}
-	return io.NopCloser(bytes.NewReader(buf))
 }
 
 // roundTripFunc adapts a function to [http.RoundTripper].

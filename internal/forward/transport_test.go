@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/body"
 )
 
 // TestTransportHTTP2 checks that the shared transport speaks HTTP/2 to a TLS
@@ -166,9 +168,9 @@ func TestSmallBodyOneWrite(t *testing.T) {
 		oneWrite bool
 	}{
 		{"small", 200, false, true},
-		{"at the bound", smallBody, false, true},
+		{"at the bound", body.Small, false, true},
 		{"small, no length", 200, true, true},
-		{"at the bound, no length", smallBody, true, true},
+		{"at the bound, no length", body.Small, true, true},
 		{"large", 64 << 10, false, false},
 	} {
 		const frame = len(`{"model":"gpt-4.1","messages":[{"role":"user","content":""}]}`)

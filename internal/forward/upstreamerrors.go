@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/copilot-broker/copilot-broker/internal/forward/upstreamerr"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // Upstream errors (docs/protocol.md section 5) are classified: a 401, and a
@@ -50,38 +53,56 @@ func refreshable403(resp *http.Response) bool {
 
 // classifyError counts an upstream error answer and rewrites its body into
 // the client's dialect, keeping the status and headers. Called from
-// ModifyResponse for every answer; a success costs one switch.
+// ModifyResponse for every answer; a success costs one switch. A 400 or 404
+// is looked into only for a refusal of the upstream profile
+// (identity_rejected); other 400s and 404s pass as they are.
 func (h *Handler) classifyError(resp *http.Response, c *call) {
 	kind := errorKind(resp.StatusCode)
 	if kind == "" {
-		return
+		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotFound ||
+			!identity.IsRejection(resp.StatusCode, peekBody(resp, 4<<10)) {
+			return
+		}
+		kind = "client_not_supported"
 	}
 	h.metrics.upstreamErrors.WithLabelValues(kind).Inc()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_ = resp.Body.Close()
-	msg := upstreamMessage(raw)
+	info := upstreamerr.Classify(resp.StatusCode, resp.Header, raw, false, h.clock.Now())
+	if info.Class != upstreamerr.None {
+		h.metrics.classMetrics().classes.WithLabelValues(string(info.Class)).Inc()
+	}
+	msg := info.Message
+	if msg == "" {
+		msg = upstreamMessage(raw)
+	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}
-	e := apiError{status: resp.StatusCode, message: "Copilot API: " + msg}
+	e := dialect.Error{Status: resp.StatusCode, Message: "Copilot API: " + msg}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "invalid_api_key", "authentication_error"
 	case http.StatusForbidden:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "forbidden", "permission_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "forbidden", "permission_error"
 	case http.StatusPaymentRequired:
-		e.openaiType, e.openaiCode, e.anthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "insufficient_quota", "quota_exceeded", "billing_error"
 	case http.StatusTooManyRequests:
-		e.openaiType, e.openaiCode, e.anthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"
 	case http.StatusServiceUnavailable:
-		e.openaiType, e.openaiCode, e.anthropicType = "server_error", "upstream_unavailable", "overloaded_error"
-	case 466:
-		e.openaiType, e.openaiCode, e.anthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
-		e.message += " (the proxy's editor identity is too old: update " + identity.FlagNames + ")"
-		h.log.Warn("the Copilot API refused the editor identity as too old (466); update "+identity.FlagNames+" on the proxy and the broker",
-			"editor_version", h.editor.Version, "editor_plugin_version", h.editor.PluginVersion, "request_id", c.requestID)
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "server_error", "upstream_unavailable", "overloaded_error"
+	default:
+		e.OpenAIType, e.OpenAICode, e.AnthropicType = "invalid_request_error", "client_not_supported", "invalid_request_error"
 	}
-	setJSONBody(resp, errorBody(c.route.dialect, e))
+	if info.Code != "" && info.Class != upstreamerr.IdentityRejected {
+		e.OpenAICode = info.Code // the upstream's own code, :plan suffix dropped
+	}
+	if info.Class == upstreamerr.IdentityRejected {
+		e.Message += " (the editor identity is too old or retired: " + identity.ProfileAdvice +
+			"; or this proxy's " + identity.FlagNames + " where they override it)"
+		h.identityRejected(c, resp.StatusCode, msg)
+	}
+	setJSONBody(resp, append(e.JSON(c.route.dialect), '\n'))
 }
 
 // upstreamMessage finds the message of an error body in the OpenAI,

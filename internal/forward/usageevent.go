@@ -3,6 +3,7 @@ package forward
 import (
 	"net/http"
 
+	"github.com/copilot-broker/copilot-broker/internal/forward/inspect"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 )
@@ -26,20 +27,18 @@ func (h *Handler) usageEvent(resp *http.Response, c *call, model string, premium
 }
 
 // premiumUnits is what a request bills: the model's multiplier from
-// /models (1 when it gives none) when premium, else 0.
+// /models (1 when it gives none, 0 for a model not billed as premium)
+// when premium, else 0.
 func premiumUnits(c *call, premium bool) float64 {
 	if !premium {
 		return 0
 	}
-	if m := c.decision.model; m != nil && m.Billing != nil {
-		return m.Billing.Multiplier
-	}
-	return 1
+	return c.decision.model.PremiumUnits()
 }
 
 // isPremium: sent with X-Initiator: user (embeddings never are).
 func isPremium(c *call) bool {
-	return !c.in.agent && c.route.kind != bodyOpaque && c.route.kind != bodyNone
+	return !c.in.Agent && c.route.shape != inspect.Opaque && c.route.hasBody()
 }
 
 // finishUsage completes the event with the answer's usage and reports it.

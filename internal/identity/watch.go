@@ -33,8 +33,8 @@ type WatchConfig struct {
 	// Logger receives reloads and refusals (nil discards).
 	Logger *slog.Logger
 	// OnLoad, when set, is told the outcome of every read that found new
-	// content (or was forced): nil for a profile taken, the reason for one
-	// refused. For metrics.
+	// content (or was forced), after the Holder has it: nil for a profile
+	// taken, the reason for one refused. For metrics.
 	OnLoad func(err error)
 }
 
@@ -83,14 +83,17 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 		w.log = slog.New(slog.DiscardHandler)
 	}
 	p, d, err := ReadProfileFile(cfg.Path, cfg.Base)
-	if cfg.OnLoad != nil {
-		cfg.OnLoad(err)
-	}
 	if err != nil {
+		if cfg.OnLoad != nil {
+			cfg.OnLoad(err)
+		}
 		return nil, err
 	}
 	w.digest = d
 	cfg.Holder.Set(p, cfg.Path)
+	if cfg.OnLoad != nil {
+		cfg.OnLoad(nil)
+	}
 	w.log.Info("upstream profile loaded", profileAttrs(cfg.Holder.Get())...)
 	return w, nil
 }
@@ -126,17 +129,15 @@ func (w *Watcher) check(forced bool) {
 		return // same content (or the same unreadable state): said already
 	}
 	w.digest = d
-	if w.cfg.OnLoad != nil {
-		w.cfg.OnLoad(err)
-	}
 	if err != nil {
 		cur := w.cfg.Holder.Get()
 		w.log.Error("upstream profile refused; keeping the current profile", "path", w.cfg.Path,
 			"error", err, "revision", cur.Revision)
-		return
-	}
-	if w.cfg.Holder.Set(p, w.cfg.Path) {
+	} else if w.cfg.Holder.Set(p, w.cfg.Path) {
 		w.log.Info("upstream profile changed", profileAttrs(w.cfg.Holder.Get())...)
+	}
+	if w.cfg.OnLoad != nil {
+		w.cfg.OnLoad(err)
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
+
+	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // exposedBits are the permission bits a file holding a secret should not
@@ -38,4 +41,26 @@ func WarnSecretFiles(log *slog.Logger, paths ...string) {
 			log.Warn("secret file permissions", "error", err)
 		}
 	}
+}
+
+// SecretFromEnvOrFile returns a secret given in the environment variable
+// envName (value env) or in a file (--flagName): setting both is a mistake
+// worth reporting rather than guessing; an empty file is an error; neither
+// gives the zero secret. what names the secret in errors ("broker key").
+func SecretFromEnvOrFile(env, file, envName, flagName, what string) (secret.Secret, error) {
+	switch {
+	case env != "" && file != "":
+		return secret.Secret{}, fmt.Errorf("set either %s or %s, not both", envName, flagName)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return secret.Secret{}, fmt.Errorf("%s: %w", what, err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return secret.Secret{}, fmt.Errorf("%s file %s is empty", what, file)
+		}
+		return secret.New(k), nil
+	}
+	return secret.New(strings.TrimSpace(env)), nil
 }

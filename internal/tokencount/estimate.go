@@ -389,3 +389,8 @@ func cost(kind pieceKind, p string) float64 {
 	}
 	return t + 0.7*float64(other)
 }
+
+// MemoryFactor bounds the memory Estimate holds at its peak, as a multiple
+// of the body's size, the body included (TestMemoryFactor measures it); the
+// proxy charges its in-flight body budget this much for count_tokens.
+const MemoryFactor = 8

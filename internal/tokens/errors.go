@@ -68,6 +68,26 @@ func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("token exchange rate limited (HTTP %d)", e.Status)
 }
 
+// IdentityRejectedError means GitHub refused the editor identity or the API
+// version the exchange presented (466, "client not supported", "API
+// version no longer supported", or a 400/404 naming a version): the
+// upstream profile has drifted. It is transient: the next attempt uses the
+// profile current then, so editing the profile file heals it.
+type IdentityRejectedError struct {
+	// Status is the HTTP status.
+	Status int
+	// Message is GitHub's message, shortened and without the credential.
+	Message string
+}
+
+func (e *IdentityRejectedError) Error() string {
+	s := fmt.Sprintf("GitHub refused the editor identity (HTTP %d, identity_rejected)", e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
 // TransientError is a failure that a later attempt may not see: a 5xx or
 // unexpected status, a network error or a timeout.
 type TransientError struct {

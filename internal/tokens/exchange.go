@@ -72,6 +72,10 @@ type ExchangeConfig struct {
 	// Editor-Plugin-Version, User-Agent, X-GitHub-Api-Version from its
 	// ExchangeAPIVersion); zero fields take identity.Default's.
 	Editor identity.Editor
+	// Profile, when set, is read at every exchange: its identity and extra
+	// headers replace Editor's, so a profile changed at run time is used
+	// by the next exchange.
+	Profile *identity.Holder
 	// MaxResponseBytes bounds the body read (default [DefaultMaxResponseBytes]).
 	MaxResponseBytes int64
 	// Clock is the fallback reference for absolute rate-limit times when the
@@ -85,6 +89,7 @@ type Exchanger struct {
 	url      string
 	client   *http.Client
 	headers  http.Header
+	profile  *identity.Holder
 	maxBytes int64
 	clock    clock.Clock
 }
@@ -109,7 +114,7 @@ func NewExchanger(cfg ExchangeConfig) *Exchanger {
 	h := http.Header{}
 	h.Set("Accept", "application/json")
 	cfg.Editor.SetExchangeHeaders(h)
-	return &Exchanger{url: base + tokenPath, client: client, headers: h, maxBytes: maxBytes, clock: clock.OrReal(cfg.Clock)}
+	return &Exchanger{url: base + tokenPath, client: client, headers: h, profile: cfg.Profile, maxBytes: maxBytes, clock: clock.OrReal(cfg.Clock)}
 }
 
 // NewHTTPClient returns the default client of [NewExchanger]: bounded dial,
@@ -140,6 +145,11 @@ func (e *Exchanger) Exchange(ctx context.Context, githubToken secret.Secret) (*C
 		return nil, &TransientError{Err: fmt.Errorf("exchange: bad API URL: %w", err)}
 	}
 	req.Header = e.headers.Clone()
+	if e.profile != nil {
+		p := e.profile.Get().Profile
+		p.SetExchangeHeaders(req.Header)
+		p.SetExtraHeaders(req.Header)
+	}
 	req.Header.Set("Authorization", "token "+githubToken.Reveal())
 
 	resp, err := e.client.Do(req)
@@ -156,6 +166,10 @@ func (e *Exchanger) Exchange(ctx context.Context, githubToken secret.Secret) (*C
 		body = body[:e.maxBytes]
 	}
 
+	if code := resp.StatusCode; code != http.StatusOK && identity.IsRejection(code, body) {
+		eb := parseErrorBody(body)
+		return nil, &IdentityRejectedError{Status: code, Message: safeMessage(string(eb.Message), githubToken)}
+	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
 		if tooLarge {

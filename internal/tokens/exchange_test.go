@@ -66,9 +66,9 @@ func TestExchangeSuccessSendsProtocolHeaders(t *testing.T) {
 		"Authorization":         "token " + testCred,
 		"Accept":                "application/json",
 		"X-Github-Api-Version":  "2025-04-01",
-		"Editor-Version":        "vscode/1.111.0",
-		"Editor-Plugin-Version": "copilot-chat/0.42.0",
-		"User-Agent":            "GitHubCopilotChat/0.42.0",
+		"Editor-Version":        identity.DefaultEditorVersion,
+		"Editor-Plugin-Version": identity.DefaultEditorPluginVersion,
+		"User-Agent":            identity.DefaultUserAgent,
 	} {
 		if g := got.Get(k); g != v {
 			t.Errorf("header %s = %q; want %q", k, g, v)

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,8 @@ type refresher struct {
 	api     string
 	sku     string
 	lastErr string
+	// identityRejected: the last failure was an *IdentityRejectedError.
+	identityRejected bool
 
 	next        time.Time // next attempt; zero when none is planned (REJECTED)
 	notBefore   time.Time // no attempt before this (Retry-After)
@@ -125,7 +128,7 @@ func (r *refresher) attempt(ctx context.Context) {
 func (r *refresher) succeed(tok *CopilotToken, received, expiry, refreshAt time.Time) {
 	r.gen++
 	r.tok, r.expiry, r.api, r.sku = tok.Token, expiry, tok.APIBaseURL, tok.SKU
-	r.status, r.lastErr = StatusValid, ""
+	r.status, r.lastErr, r.identityRejected = StatusValid, "", false
 	r.failures, r.notBefore, r.next = 0, time.Time{}, refreshAt
 	r.m.log.Info("copilot token refreshed",
 		"generation", r.gen, "fingerprint", tok.Token.Fingerprint(), "sku", tok.SKU,
@@ -167,6 +170,8 @@ func (r *refresher) fail(err error, cred secret.Secret, tok *CopilotToken, recei
 	if r.hasToken() {
 		r.status = StatusStale
 	} // otherwise PENDING or EXPIRED stays as it is
+	var ir *IdentityRejectedError
+	r.identityRejected = errors.As(err, &ir)
 	msg := r.safeError(err, cred)
 	if tok != nil {
 		msg = safeMessage(msg, tok.Token)
@@ -242,6 +247,8 @@ func (r *refresher) publish() {
 		SKU:        r.sku,
 		Status:     r.status,
 		LastError:  r.lastErr,
+
+		IdentityRejected: r.identityRejected,
 	}
 	r.m.publish(&snapshot{state: st, expiry: r.expiry})
 }

@@ -76,6 +76,10 @@ type State struct {
 	// LastError describes the last failed exchange; it never holds a secret.
 	// It is cleared by a successful exchange.
 	LastError string
+	// IdentityRejected says the last exchange failed with an
+	// [*IdentityRejectedError]: the upstream profile has drifted. Cleared
+	// by a successful exchange.
+	IdentityRejected bool
 }
 
 // snapshot is what the manager publishes atomically: the State plus the local

@@ -10,12 +10,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/regfile"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -26,21 +26,25 @@ const MaxSize = 64 << 10
 // ErrEmpty is returned for a file that holds no credential.
 var ErrEmpty = errors.New("credential file is empty")
 
-// Read returns the file's content with surrounding white space removed. Its
-// errors never quote the content.
+// Read returns the file's content with surrounding white space removed. The
+// file must be a regular file (a FIFO, device or socket is refused without
+// blocking). Its errors never quote the content.
 func Read(path string) (secret.Secret, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return secret.Secret{}, fmt.Errorf("credential file: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	return readOpen(f)
+}
+
+// readOpen reads an opened credential file.
+func readOpen(f *os.File) (secret.Secret, error) {
+	b, err := regfile.ReadAll(f, MaxSize)
 	if err != nil {
-		return secret.Secret{}, fmt.Errorf("credential file %s: %w", path, err)
+		return secret.Secret{}, fmt.Errorf("credential file: %w", err)
 	}
-	if len(b) > MaxSize {
-		return secret.Secret{}, fmt.Errorf("credential file %s: larger than %d bytes", path, MaxSize)
-	}
+	path := f.Name()
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return secret.Secret{}, fmt.Errorf("%s: %w", path, ErrEmpty)
@@ -74,6 +78,7 @@ type Watcher struct {
 	reload chan struct{}
 
 	digest [sha256.Size]byte // of the credential last reported; owned by Run after New
+	failed string            // the last read error warned about, until a read succeeds
 }
 
 // New reads the file once and returns a Watcher that reports later changes,
@@ -134,9 +139,14 @@ func poll(ctx context.Context, clk clock.Clock, interval time.Duration, reload <
 func (w *Watcher) check(forced bool) {
 	tok, err := Read(w.cfg.Path)
 	if err != nil {
-		w.log.Warn("credential file unreadable; keeping the current credential", "path", w.cfg.Path, "error", err)
+		// Once per distinct error, not on every poll.
+		if msg := err.Error(); msg != w.failed {
+			w.failed = msg
+			w.log.Warn("credential file unreadable; keeping the current credential", "path", w.cfg.Path, "error", err)
+		}
 		return
 	}
+	w.failed = ""
 	d := sha256.Sum256([]byte(tok.Reveal()))
 	changed := d != w.digest
 	if !changed && !forced {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,5 +131,27 @@ func TestRead(t *testing.T) {
 	}
 	if _, err := Read(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Read(missing) = %v; want ErrNotExist", err)
+	}
+}
+
+// TestReadFIFO: a FIFO at the token file's path is refused at once (issue
+// 22: the open blocked the poller forever, and SIGTERM with it).
+func TestReadFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("no FIFOs here: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Read(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Read(FIFO) = %v; want not a regular file", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Read(FIFO) blocked")
 	}
 }

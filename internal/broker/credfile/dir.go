@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/regfile"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -74,6 +76,13 @@ type DirConfig struct {
 // DirWatcher polls a directory of credential files, each read like [Read].
 // A file that cannot be read keeps its last credential (a write in
 // progress, a permission slip); only a file that is gone is Removed.
+//
+// Only regular files inside the directory count: a symlink is followed
+// only to a file inside the directory (as in Kubernetes' ..data layout),
+// and a file with other hard links is ignored, so that no link serves
+// another account's seat, or any readable file, as a token. Two files with
+// the same credential are one seat under two names: the second (the one
+// not already serving it, else the later name) is refused.
 type DirWatcher struct {
 	cfg    DirConfig
 	clock  clock.Clock
@@ -81,7 +90,7 @@ type DirWatcher struct {
 	reload chan struct{}
 
 	digests map[string][sha256.Size]byte // owned by Run after NewDir
-	warned  map[string]bool              // names already warned about
+	warned  map[string]string            // name → the warning last logged about it
 }
 
 // NewDir reads the directory once and returns a watcher of later changes
@@ -95,7 +104,7 @@ func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
 		cfg.Interval = 5 * time.Second
 	}
 	w := &DirWatcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1),
-		digests: map[string][sha256.Size]byte{}, warned: map[string]bool{}}
+		digests: map[string][sha256.Size]byte{}, warned: map[string]string{}}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -111,9 +120,14 @@ func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
 
 // scan reads every valid file of the directory. Files that cannot be read
 // are missing from toks but listed in kept, so they are not taken for
-// removed.
+// removed; so is a known account whose file now repeats another's
+// credential.
 func (w *DirWatcher) scan() (toks map[string]secret.Secret, kept map[string]bool, err error) {
-	entries, err := os.ReadDir(w.cfg.Dir)
+	root, err := filepath.EvalSymlinks(w.cfg.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("accounts directory: %w", err)
+	}
+	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("accounts directory: %w", err)
 	}
@@ -127,29 +141,99 @@ func (w *DirWatcher) scan() (toks map[string]secret.Secret, kept map[string]bool
 			w.warnOnce(name, "ignoring a file whose name is not a valid account name")
 			continue
 		}
-		path := filepath.Join(w.cfg.Dir, name)
-		fi, err := os.Stat(path) // follows symlinks (Kubernetes secret volumes)
-		if err != nil || !fi.Mode().IsRegular() {
-			w.warnOnce(name, "ignoring an entry that is not a regular file")
-			continue
-		}
-		tok, err := Read(path)
-		if err != nil {
-			w.log.Warn("account file unreadable; keeping its current credential", "account", name, "error", err)
+		tok, skip, err := w.readEntry(root, name)
+		switch {
+		case skip != "":
+			w.warnOnce(name, skip)
+		case err != nil:
+			w.warnOnce(name, "account file unreadable; keeping its current credential", "error", err)
 			kept[name] = true
-			continue
+		default:
+			toks[name] = tok
 		}
-		delete(w.warned, name)
-		toks[name] = tok
+	}
+	w.refuseDuplicates(toks, kept)
+	for name := range toks {
+		delete(w.warned, name) // read and taken: warn again if it breaks
 	}
 	return toks, kept, nil
 }
 
-func (w *DirWatcher) warnOnce(name, msg string) {
-	if !w.warned[name] {
-		w.warned[name] = true
-		w.log.Warn(msg, "dir", w.cfg.Dir, "file", name)
+// readEntry reads the file name of the directory root (symlinks resolved).
+// skip says why the entry is no account file at all; err is a read error.
+func (w *DirWatcher) readEntry(root, name string) (tok secret.Secret, skip string, err error) {
+	real, err := filepath.EvalSymlinks(filepath.Join(root, name))
+	if err != nil {
+		return tok, "ignoring an entry that is not a regular file", nil
 	}
+	if rel, err := filepath.Rel(root, real); err != nil || !filepath.IsLocal(rel) {
+		return tok, "ignoring a link that leads outside the accounts directory", nil
+	}
+	f, err := regfile.Open(real)
+	if errors.Is(err, regfile.ErrNotRegular) {
+		return tok, "ignoring an entry that is not a regular file", nil
+	}
+	if err != nil {
+		return tok, "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return tok, "", err
+	}
+	if regfile.Links(fi) > 1 {
+		return tok, "ignoring a file with other hard links (it may be a file from elsewhere)", nil
+	}
+	tok, err = readOpen(f)
+	return tok, "", err
+}
+
+// refuseDuplicates takes out of toks every file whose credential another
+// name holds: the name that already serves it, else the first name in
+// order, keeps it. A known account so refused keeps its current credential.
+func (w *DirWatcher) refuseDuplicates(toks map[string]secret.Secret, kept map[string]bool) {
+	owner := map[[sha256.Size]byte]string{}
+	names := make([]string, 0, len(toks))
+	for name := range toks {
+		names = append(names, name)
+	}
+	// Known holders first, then by name.
+	slices.SortFunc(names, func(a, b string) int {
+		da, ka := w.digests[a]
+		db, kb := w.digests[b]
+		ha := ka && da == sha256.Sum256([]byte(toks[a].Reveal()))
+		hb := kb && db == sha256.Sum256([]byte(toks[b].Reveal()))
+		if ha != hb {
+			if ha {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for _, name := range names {
+		d := sha256.Sum256([]byte(toks[name].Reveal()))
+		first, dup := owner[d]
+		if !dup {
+			owner[d] = name
+			continue
+		}
+		delete(toks, name)
+		if _, known := w.digests[name]; known {
+			kept[name] = true
+		}
+		w.warnOnce(name, "account file refused: it holds the same credential as another account (one seat under two names)", "same_as", first)
+	}
+}
+
+// warnOnce logs msg about the file name unless it was the last warning
+// logged about it; a successful read clears it.
+func (w *DirWatcher) warnOnce(name, msg string, args ...any) {
+	if w.warned[name] == msg {
+		return
+	}
+	w.warned[name] = msg
+	w.log.Warn(msg, append([]any{"dir", w.cfg.Dir, "file", name}, args...)...)
 }
 
 // Reload asks Run to re-read the directory now; unchanged files are then

@@ -38,6 +38,7 @@ type fleet struct {
 
 	mu       sync.Mutex
 	members  map[string]*member
+	identity *broker.IdentityMetrics // counts the exchange's refusals of the profile
 	closed   bool
 	healthMu sync.Mutex // serializes updateAggregateHealth
 }
@@ -91,7 +92,7 @@ func (f *fleet) add(name string, tok secret.Secret) error {
 	mcfg := tokens.ManagerConfig{
 		Account:          name,
 		GitHubToken:      tok,
-		Exchange:         f.metrics.InstrumentExchange(name, f.exchange),
+		Exchange:         f.identity.InstrumentIdentity(name, f.metrics.InstrumentExchange(name, f.exchange)),
 		Clock:            f.cfg.Clock,
 		Logger:           f.cfg.Logger, // the manager adds the account
 		Epoch:            f.epoch,

@@ -139,14 +139,29 @@ type Config struct {
 	// (--max-streams-per-conn, --max-streams-per-key); zero fields take
 	// [broker.DefaultMaxStreamsPerConn] and [broker.DefaultMaxStreamsPerKey].
 	Streams broker.StreamLimits
+	// MaxConnections caps the connections each listener (gRPC, REST,
+	// admin) holds at once; more are closed as soon as accepted.
+	// --max-connections, default [ops.DefaultMaxConnections]; negative: no
+	// cap.
+	MaxConnections int
 	// ShutdownTimeout bounds each stage of the graceful shutdown (REST drain,
 	// gRPC GracefulStop). --shutdown-timeout, default
 	// [DefaultShutdownTimeout].
 	ShutdownTimeout time.Duration
 
 	// Exchange configures the token exchange (editor identity, HTTP client);
-	// its APIURL is set from GitHubAPIURL.
+	// its APIURL is set from GitHubAPIURL. Its Editor fields that are set
+	// (the broker's identity flags) override the built-in default under
+	// the upstream profile file.
 	Exchange tokens.ExchangeConfig
+	// UpstreamProfile is the upstream profile file (JSON or YAML; see
+	// internal/identity.ParseProfile), re-read when it changes and on
+	// SIGHUP, and pushed to the proxies with the token. --upstream-profile
+	// (BROKER_UPSTREAM_PROFILE); empty: the built-in default.
+	UpstreamProfile string
+	// UpstreamProfilePoll is how often the file is read for changes
+	// (--upstream-profile-poll, default identity.DefaultProfilePoll).
+	UpstreamProfilePoll time.Duration
 	// Tune, when set, adjusts the token manager's configuration before it
 	// starts; tests and benchmarks use it for short lifetimes.
 	Tune func(*tokens.ManagerConfig)
@@ -178,6 +193,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = ops.DefaultMaxConnections
 	}
 	if c.QuotaInterval <= 0 {
 		c.QuotaInterval = DefaultQuotaInterval

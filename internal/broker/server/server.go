@@ -34,6 +34,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
 	"github.com/copilot-broker/copilot-broker/internal/console"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
@@ -68,6 +69,8 @@ type Server struct {
 	keySvc  *broker.KeyService   // nil without a store
 	usage   *broker.UsageService // nil without a store
 	budgets *broker.BudgetBook   // nil without a store
+	// profileWatcher follows --upstream-profile; nil without one.
+	profileWatcher *identity.Watcher
 
 	heapFloor []byte // see newHeapFloor
 
@@ -118,17 +121,27 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	cleanup.add(func() { ops.CloseAll(lns) })
-	grpcLn, httpLn, adminLn := lns[0], lns[1], lns[2]
+	conns := ops.NewConnLimits(metrics.Registry(), "copilot_broker")
+	grpcLn := conns.Listener(lns[0], "grpc", cfg.MaxConnections)
+	httpLn := conns.Listener(lns[1], "http", cfg.MaxConnections)
+	adminLn := conns.Listener(lns[2], "admin", cfg.MaxConnections)
 	s.addrs = Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String(), Admin: adminLn.Addr().String()}
 	if tlsCfg != nil {
 		grpcLn = tls.NewListener(grpcLn, withALPN(tlsCfg, "h2"))
 		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
 	}
 
+	identityMetrics := broker.NewIdentityMetrics(metrics.Registry())
+	profile, err := s.openProfile(identityMetrics)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Exchange.Profile = profile
 	epoch := newEpoch()
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
+		Profile: profile, IdentityMetrics: identityMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -136,6 +149,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup.add(s.svc.Close)
 	s.health = newHealth(cfg)
 	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	s.fleet.identity = identityMetrics
 	cleanup.add(s.fleet.close)
 	if err := s.startAccounts(ghToken, dirTokens); err != nil {
 		return nil, err
@@ -188,6 +202,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.store != nil {
 		r.goBackground(func() { s.pruneUsage(runCtx) })
 		r.goBackground(func() { s.budgets.Run(runCtx) })
+	}
+	if s.profileWatcher != nil {
+		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
@@ -298,6 +315,9 @@ func newGRPCServer(svc *broker.Service, keySvc *broker.KeyService, health *broke
 		// stack on every call (runtime.copystack, 12% of a GetToken's CPU).
 		// A worker busy with a stream is replaced by a new goroutine.
 		grpc.NumStreamWorkers(streamWorkers),
+		// A connection's HTTP/2 preface and settings must arrive in this
+		// time, before any call or key is read (gRPC's default: 2 minutes).
+		grpc.ConnectionTimeout(ops.DefaultReadHeaderTimeout),
 		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor(), auth.UnaryInterceptor()),
 		// limits bound the streams callers may hold, with a key or without.
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{metrics.StreamInterceptor(), auth.StreamInterceptor()}, limits...)...),
@@ -437,6 +457,9 @@ func (s *Server) Close() error {
 // credential again, so an operator who restored the account's Copilot
 // access can retry without a restart.
 func (s *Server) Reload() {
+	if s.profileWatcher != nil {
+		s.profileWatcher.Reload()
+	}
 	if s.dir != nil {
 		s.dir.Reload()
 	}

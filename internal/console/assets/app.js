@@ -14,7 +14,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -244,7 +244,8 @@ function quotaRows(q) {
     return [h("p", { class: "muted", text: q && q.lastError ? `Quota unknown: ${q.lastError}` : "No quota reading yet." })];
   }
   const reset = tsOf(pick(q, "resetAt", "reset_at"));
-  return snaps.map((sn) => {
+  const order = (k) => (k === "premium_interactions" ? 0 : 1);
+  return snaps.slice().sort((a, b) => order(a.kind) - order(b.kind) || a.kind.localeCompare(b.kind)).map((sn) => {
     const kind = KIND_NAMES[sn.kind] || sn.kind;
     const unlimited = !!sn.unlimited;
     const ent = Number(sn.entitlement) || 0;
@@ -393,7 +394,7 @@ function renderKeys() {
     const left = budget ? Math.max(0, budget - spent) / budget : 1;
     return h("tr", { "data-key": name },
       h("th", { scope: "row", text: name }),
-      h("td", {}, h("div", { class: "chips" }, (accts.length ? accts : ["*"]).map((a) => h("span", { class: "chip", text: a })))),
+      h("td", {}, h("div", { class: "chips" }, (accts.length ? accts : ["default"]).map((a) => h("span", { class: "chip", text: a === "*" ? "every account" : a })))),
       h("td", { text: models.length ? models.join(", ") : "all" }),
       h("td", {}, budget ? [meter(left, levelOf(left)), `${fmtN(spent)} / ${fmtN(budget)}`] : h("span", { class: "muted", text: spent ? `${fmtN(spent)} (no budget)` : "no budget" })),
       h("td", { class: "n", text: rpm ? fmtN(rpm) : "\u2013" }),
@@ -422,31 +423,50 @@ function openKeyDialog(k) {
     $("kf-name").value = editing;
     $("kf-accounts").value = listOf(keyField(k, "accounts")).join(",");
     $("kf-models").value = listOf(keyField(k, "models", "modelGlobs", "model_globs")).join(",");
-    for (const [id, names] of [["kf-premium", ["monthlyPremium", "monthly_premium"]], ["kf-tokens", ["monthlyTokens", "monthly_tokens"]], ["kf-rpm", ["rpm"]]]) {
-      const v = keyField(k, ...names);
-      if (v) $(id).value = v;
-    }
   }
   $("key-dialog").showModal();
   (editing ? $("kf-accounts") : $("kf-name")).focus();
 }
 
+// expiryOf turns "90d", "12h" or "30m" into a timestamp from now; "" when
+// empty; null when it is not such a duration.
+function expiryOf(text) {
+  if (!text) return "";
+  const m = /^(\d+)\s*([dhm])$/.exec(text);
+  if (!m) return null;
+  const unit = { d: 86400e3, h: 3600e3, m: 60e3 }[m[2]];
+  return new Date(Date.now() + Number(m[1]) * unit).toISOString();
+}
+
+// keyBody is the JSON of CreateKey or UpdateKey (the API's field names).
 function keyBody() {
   const body = {};
   const v = (id) => $(id).value.trim();
-  if (!editing) body.name = v("kf-name");
-  if (v("kf-accounts")) body.accounts = v("kf-accounts");
-  if (v("kf-models")) body.models = v("kf-models");
-  if (v("kf-expires")) body.expires = v("kf-expires");
-  for (const [id, name] of [["kf-premium", "monthly_premium"], ["kf-tokens", "monthly_tokens"], ["kf-rpm", "rpm"]]) {
-    if (v(id) !== "") body[name] = Number(v(id));
+  const models = v("kf-models") ? v("kf-models").split(",").map((x) => x.trim()).filter(Boolean) : [];
+  const expires = expiryOf(v("kf-expires"));
+  if (expires === null) throw new Error("Expires in: write a number and d, h or m, e.g. 90d");
+  if (!editing) {
+    body.name = v("kf-name");
+    body.accounts = v("kf-accounts");
+    body.models = models;
+    if (expires) body.expiresAt = expires;
+  } else {
+    body.accounts = v("kf-accounts");
+    body.models = { globs: models };
+    if (expires) body.expiresAt = expires;
   }
   return body;
 }
 
 async function submitKey(ev) {
   ev.preventDefault();
-  const body = keyBody();
+  let body;
+  try {
+    body = keyBody();
+  } catch (e) {
+    $("kf-error").textContent = e.message;
+    return;
+  }
   const r = editing
     ? await api("PATCH", `/ui/api/v1/keys/${encodeURIComponent(editing)}`, body)
     : await api("POST", "/ui/api/v1/keys", body);
@@ -553,7 +573,7 @@ async function showUsage() {
     renderUsage();
     return;
   }
-  const r = await api("GET", usageQuery(false));
+  const r = session.usage_api ? await api("GET", usageQuery(false)) : { status: 404 };
   if (r.status === 404) {
     note.hidden = false;
     note.textContent = "This broker keeps no usage ledger (no /v1/usage).";
@@ -564,7 +584,9 @@ async function showUsage() {
     usageRows = [];
   } else {
     note.hidden = true;
-    usageRows = (r.data && r.data.rows) || [];
+    // Rows as the API documents them (snake_case), whatever its JSON names.
+    usageRows = ((r.data && r.data.rows) || []).map((row) =>
+      Object.fromEntries(Object.entries(row).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v])));
   }
   renderUsage();
 }
@@ -638,7 +660,10 @@ function drawChart(perDay, tokensPerDay, groups, y, mo) {
     }
     if ((i + 1) % 5 === 0 || i === 0) svg.append(s("text", { x: L + i * bw + bw / 2, y: H - 8, "text-anchor": "middle", text: String(i + 1) }));
   });
-  const pts = tokensPerDay.map((v, i) => `${L + i * bw + bw / 2},${yt(v)}`).join(" ");
+  // The line stops at today in the current month (the days to come are no zeros).
+  const now = new Date();
+  const last = now.getUTCFullYear() === y && now.getUTCMonth() + 1 === mo ? now.getUTCDate() : n;
+  const pts = tokensPerDay.slice(0, last).map((v, i) => `${L + i * bw + bw / 2},${yt(v)}`).join(" ");
   svg.append(s("polyline", { class: "tokens", points: pts }));
   $("usage-chart").replaceChildren(svg);
   $("usage-legend").replaceChildren(
@@ -671,7 +696,7 @@ function wire() {
 async function boot() {
   wire();
   const r = await api("GET", "/ui/session");
-  if (r.ok) started(r.data);
+  if (r.ok && r.data && r.data.signed_in) started(r.data);
   else showSignIn("");
 }
 

@@ -19,6 +19,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
@@ -51,6 +52,9 @@ type Config struct {
 	// AllowedAPIHosts is the host list for ValidateBaseURL (nil: the
 	// default, see [forward.Config.AllowedAPIHosts]).
 	AllowedAPIHosts []string
+	// Profile, when set, receives the upstream profile the broker sends
+	// with every token message (shared by every client of a set).
+	Profile *identity.Holder
 	// Registerer receives the client's metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock decides token expiry and reconnect delays. Default real.
@@ -74,6 +78,7 @@ type Client struct {
 	clock    clock.Clock
 	log      *slog.Logger
 	m        *metrics
+	profile  *identity.Holder
 
 	state atomic.Pointer[state]
 	mu    sync.Mutex    // serialises apply: the watch, GetToken and RefreshToken all deliver states
@@ -119,6 +124,7 @@ func New(cfg Config) (*Client, error) {
 		allowed:  cfg.AllowedAPIHosts,
 		clock:    clock.OrReal(cfg.Clock),
 		log:      cfg.Logger,
+		profile:  cfg.Profile,
 		woken:    make(chan struct{}),
 	}
 	if c.minBack <= 0 {
@@ -153,22 +159,27 @@ func (c *Client) Token() (*forward.Token, error) {
 	return s.tok, nil
 }
 
-// reason explains why no fresh token is at hand.
+// reason explains why no fresh token is at hand, in words a client can act
+// on: clients see it in 503s. It names neither the broker's address nor the
+// broker's last_error (GitHub's text, which may name the account's owner):
+// those go to the proxy's log.
 func (s *state) reason() string {
 	switch {
 	case s.connErr != nil:
-		// A transport error names the broker's address: only its code is
-		// shown (clients see this in 503s); the log has the rest. The
-		// broker's own answers (NOT_FOUND for an account it does not
-		// serve, ...) carry no address and are kept.
-		if code := status.Code(s.connErr); code == codes.Unavailable || code == codes.DeadlineExceeded {
-			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log)"
+		switch code := status.Code(s.connErr); code {
+		case codes.NotFound:
+			return "the broker does not serve this account; ask the operator to check the key's accounts"
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return "the broker refused the proxy's broker key (gRPC " + code.String() + "); ask the operator to check it"
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return "the broker is unreachable (gRPC " + code.String() + "; details in the proxy's log); retry shortly"
+		default:
+			return "the broker gave no token (gRPC " + code.String() + "; details in the proxy's log); retry shortly"
 		}
-		return "the broker is unreachable: " + s.connErr.Error()
-	case s.lastErr != "":
-		return fmt.Sprintf("the broker has no valid token (status %s: %s)", statusName(s.status), s.lastErr)
+	case s.status == brokerv1.TokenStatus_TOKEN_STATUS_REJECTED:
+		return "the broker has no valid token (status REJECTED): GitHub refused the account's credential; ask the operator to replace it"
 	default:
-		return fmt.Sprintf("the broker has no valid token (status %s)", statusName(s.status))
+		return fmt.Sprintf("the broker has no valid token (status %s); retry shortly", statusName(s.status))
 	}
 }
 
@@ -264,6 +275,7 @@ func (c *Client) apply(t *brokerv1.Token, via string) bool {
 		c.log.Debug("ignoring an older token generation", "via", via, "generation", t.GetGeneration(), "held", cur.gen)
 		return false
 	}
+	c.takeProfile(t.GetProfile(), via)
 	next := *cur
 	next.seen, next.epoch, next.gen = true, t.GetEpoch(), t.GetGeneration()
 	next.status, next.lastErr, next.notFound = t.GetStatus(), t.GetLastError(), false

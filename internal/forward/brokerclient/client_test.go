@@ -426,3 +426,27 @@ func TestRefresh(t *testing.T) {
 		t.Errorf("RefreshToken calls = %d; want still %d", len(fake.refreshes), n)
 	}
 }
+
+// TestReasonHidesBrokerDetails: the text clients see in a 503 says what to
+// do and never carries the broker's last_error or a transport error's
+// address (issue 22: the per-account 503 quoted last_error, which
+// docs/operations.md promises only to logs).
+func TestReasonHidesBrokerDetails(t *testing.T) {
+	const secretish = "GitHub said: bad credentials for user octocat at 10.0.0.7:443"
+	for _, c := range []struct {
+		name string
+		s    state
+		want string
+	}{
+		{"rejected", state{status: brokerv1.TokenStatus_TOKEN_STATUS_REJECTED, lastErr: secretish}, "replace it"},
+		{"pending", state{status: brokerv1.TokenStatus_TOKEN_STATUS_PENDING, lastErr: secretish}, "retry shortly"},
+		{"unreachable", state{connErr: status.Error(codes.Unavailable, "dial tcp 10.0.0.7:50051: refused")}, "unreachable"},
+		{"broker answer", state{connErr: status.Error(codes.FailedPrecondition, secretish)}, "retry shortly"},
+		{"not served", state{connErr: status.Error(codes.NotFound, "unknown account \"alice\"")}, "does not serve this account"},
+	} {
+		got := c.s.reason()
+		if strings.Contains(got, "octocat") || strings.Contains(got, "10.0.0.7") || !strings.Contains(got, c.want) {
+			t.Errorf("%s: reason() = %q; want %q and no broker details", c.name, got, c.want)
+		}
+	}
+}

@@ -234,15 +234,25 @@ func (s *Set) followAccounts(ctx context.Context) {
 	cfg := s.cfg.Client
 	cfg.Registerer = nil
 	c, _ := New(cfg) // for its backoff settings and clock
-	attempt := 0
-	for {
-		got, err := s.watchAccounts(ctx)
-		if ctx.Err() != nil {
-			return
-		}
+	c.follow(ctx, s.log, "WatchAccounts", s.watchAccounts, func(err error) bool {
 		if status.Code(err) == codes.Unimplemented {
 			s.log.Info("the broker has no WatchAccounts; watching the configured accounts only")
-			<-ctx.Done()
+			<-ctx.Done() // Run stops the clients when this returns
+			return true
+		}
+		return false
+	})
+}
+
+// follow runs watch (one stream) again and again until ctx ends or ended,
+// called after each stream with its error, returns true: at once (with a
+// little jitter) after a stream that delivered messages (the broker ends
+// streams on age), else after the client's jittered exponential backoff.
+func (c *Client) follow(ctx context.Context, log *slog.Logger, what string, watch func(context.Context) (bool, error), ended func(error) bool) {
+	attempt := 0
+	for {
+		got, err := watch(ctx)
+		if ctx.Err() != nil || ended(err) {
 			return
 		}
 		var delay time.Duration
@@ -251,7 +261,7 @@ func (s *Set) followAccounts(ctx context.Context) {
 		} else {
 			delay = c.backoff(attempt)
 			attempt++
-			s.log.Warn("broker WatchAccounts failed; retrying", "error", err, "retry_in", delay)
+			log.Warn("broker "+what+" failed; retrying", "error", err, "retry_in", delay)
 		}
 		t := c.clock.NewTimer(delay)
 		select {
@@ -362,9 +372,11 @@ func (s *Set) WaitReady(ctx context.Context) error {
 type handle struct {
 	set  *Set
 	name string
-	// lastQuota rate-limits quota reports to the broker (under qmu).
-	qmu       sync.Mutex
-	lastQuota time.Time
+	// lastQuota and lastIdentity rate-limit reports to the broker (under
+	// qmu).
+	qmu          sync.Mutex
+	lastQuota    time.Time
+	lastIdentity time.Time
 }
 
 // served returns the running client of the account, or the error that it is
@@ -420,40 +432,12 @@ const quotaReportFloor = 30 * time.Second
 // account, so that it re-reads the quota; in the background, at most once
 // per quotaReportFloor.
 func (h *handle) ReportQuotaExceeded(rejected *forward.Token) {
-	c := h.set.client(h.name)
-	if c == nil || rejected == nil {
+	if rejected == nil {
 		return
 	}
-	now := c.clock.Now()
-	h.qmu.Lock()
-	if !h.lastQuota.IsZero() && now.Sub(h.lastQuota) < quotaReportFloor {
-		h.qmu.Unlock()
-		return
-	}
-	h.lastQuota = now
-	h.qmu.Unlock()
-	s := h.set
-	s.mu.Lock()
-	ctx := s.runCtx
-	if ctx == nil || ctx.Err() != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		cctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		resp, err := c.broker.RefreshToken(cctx, &brokerv1.RefreshTokenRequest{
-			Account: h.name, RejectedGeneration: rejected.Generation, Reason: brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED,
-		})
-		if err != nil {
-			s.log.Debug("reporting a spent quota to the broker failed", "account", h.name, "error", err)
-			return
-		}
-		c.apply(resp.GetToken(), "quota-report")
-	}()
+	h.reportInBackground(&h.lastQuota, quotaReportFloor, &brokerv1.RefreshTokenRequest{
+		Account: h.name, RejectedGeneration: rejected.Generation, Reason: brokerv1.RefreshReason_REFRESH_REASON_QUOTA_EXCEEDED,
+	}, "quota-report")
 }
 
 // replacingRegisterer registers one client's collectors at a time: a

@@ -311,7 +311,7 @@ func TestSetReportsQuota(t *testing.T) {
 	qr.ReportQuotaExceeded(tk)
 	qr.ReportQuotaExceeded(tk) // within the floor: dropped
 	eventually(t, "the quota report", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return len(m.quotaRefresh) == 1 })
-	time.Sleep(50 * time.Millisecond) // a second report would arrive by now; none may
+	s.wg.Wait() // every report started has been sent: the dropped one never started
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.quotaRefresh) != 1 || m.quotaRefresh[0] != "alice" {

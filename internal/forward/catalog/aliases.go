@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/regfile"
 )
 
 // Limits of an alias file.
@@ -218,17 +218,11 @@ func (f *AliasFile) Run(ctx context.Context) {
 // load reads the file and takes it when its content changed (a small file
 // read every few seconds: no modification time to trust or miss).
 func (f *AliasFile) load(first bool) error {
-	fh, err := os.Open(f.cfg.Path)
+	// A regular file only, opened without blocking: a FIFO at the path
+	// would stop reloads, and shutdown, for good.
+	data, err := regfile.Read(f.cfg.Path, MaxAliasFileBytes)
 	if err != nil {
 		return fmt.Errorf("model alias file: %w", err)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, MaxAliasFileBytes+1))
-	if err != nil {
-		return fmt.Errorf("model alias file: %w", err)
-	}
-	if len(data) > MaxAliasFileBytes {
-		return fmt.Errorf("model alias file %s: larger than %d bytes", f.cfg.Path, MaxAliasFileBytes)
 	}
 	sum := sha256.Sum256(data)
 	if !first && sum == f.hash {

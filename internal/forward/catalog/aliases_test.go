@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,4 +172,55 @@ func TestOpenAliasFileMissing(t *testing.T) {
 
 func testLogger(w *testutil.SyncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestAliasFileFIFO: a FIFO put at the alias file's path is refused at
+// once; the poller goes on and the aliases held stay (issue 22: the open
+// blocked forever, stopping reloads and shutdown).
+func TestAliasFileFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "aliases")
+	if err := os.WriteFile(path, []byte("fast: gpt-5-mini\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(t0)
+	logs := &testutil.SyncBuffer{}
+	f, err := OpenAliasFile(AliasFileConfig{Path: path, Poll: time.Second, Clock: clk, Metrics: NewMetrics(prometheus.NewRegistry()), Logger: testLogger(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("no FIFOs here: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	opened := make(chan error, 1)
+	go func() {
+		_, err := OpenAliasFile(AliasFileConfig{Path: path})
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		if err == nil {
+			t.Error("OpenAliasFile of a FIFO: want an error")
+		}
+	case <-ctx.Done():
+		t.Fatal("OpenAliasFile of a FIFO blocked")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { f.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+	for range 2 {
+		if err := clk.WaitForTimers(ctx, 1); err != nil {
+			t.Fatalf("the poller did not come back to its timer: %v", err)
+		}
+		clk.Advance(time.Second)
+	}
+	if err := clk.WaitForTimers(ctx, 1); err != nil {
+		t.Fatalf("the poller did not come back to its timer: %v", err)
+	}
+	if to, _ := f.Current().Lookup("fast"); to != "gpt-5-mini" || !strings.Contains(logs.String(), "not a regular file") {
+		t.Errorf("fast = %q, logs %q; want the alias kept and the FIFO reported", to, logs.String())
+	}
 }

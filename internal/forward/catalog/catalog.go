@@ -249,3 +249,18 @@ func parseModel(raw json.RawMessage) *Model {
 	}
 	return m
 }
+
+// PremiumUnits is what one premium request of m counts in premium units:
+// its billing multiplier, 0 when the catalog says it is not premium, and 1
+// when m is nil or carries no billing.
+func (m *Model) PremiumUnits() float64 {
+	switch {
+	case m == nil || m.Billing == nil:
+		return 1
+	case !m.Billing.IsPremium:
+		return 0
+	case m.Billing.Multiplier < 0:
+		return 0
+	}
+	return m.Billing.Multiplier
+}

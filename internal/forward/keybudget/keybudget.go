@@ -6,7 +6,7 @@
 //
 // What a proxy admits between two of the broker's figures it counts
 // itself; the overshoot the whole fleet can make is bounded by the requests
-// in flight when a budget runs out (docs/architecture.md, section 12).
+// in flight when a budget runs out (docs/architecture.md, section 13).
 package keybudget
 
 import (

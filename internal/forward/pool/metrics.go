@@ -8,14 +8,17 @@ import (
 //
 //   - copilot_proxy_account_inflight{account}: requests in flight.
 //   - copilot_proxy_account_out{account,reason}: 1 while the account is out
-//     of its pools ("rate_limited", "quota_spent", "token_refused").
+//     of its pools ("rate_limited", "usage_limited", "quota_spent",
+//     "token_refused") or busy ("usage_reserve": less than the reserve of
+//     a session or weekly limit left, used only when no other member is).
 //   - copilot_proxy_account_out_until_timestamp_seconds{account}: when a
 //     rate limit or spent quota ends (absent when not out, or not known).
 //   - copilot_proxy_quota_remaining{account,kind},
 //     copilot_proxy_quota_entitlement{account,kind} (0 when unlimited),
 //     copilot_proxy_quota_reset_timestamp_seconds{account,kind}: the last
 //     quota snapshot seen in the upstream's x-quota-snapshot-* headers or
-//     from the broker.
+//     from the broker; kinds "session" and "weekly" are the usage limits
+//     of x-usage-ratelimit-session / -weekly.
 //
 // Accounts are those configured and those the broker lists; kinds are at
 // most a few per account, so the series stay bounded.
@@ -28,7 +31,7 @@ var (
 	descInflight = prometheus.NewDesc("copilot_proxy_account_inflight",
 		"Requests in flight per account.", []string{"account"}, nil)
 	descOut = prometheus.NewDesc("copilot_proxy_account_out",
-		"1 while an account is out of its pools, by reason: rate_limited (429), quota_spent (402 or exhausted quota), token_refused (401 after a refresh).",
+		"1 while an account is out of its pools, by reason: rate_limited (429), usage_limited (429 with a session or weekly limit used up), quota_spent (402 or exhausted quota), token_refused (401 after a refresh), usage_reserve (busy: below --pool-reserve-percent of a usage limit).",
 		[]string{"account", "reason"}, nil)
 	descOutUntil = prometheus.NewDesc("copilot_proxy_account_out_until_timestamp_seconds",
 		"When an account out for a rate limit or a spent quota comes back, as a Unix time.", []string{"account"}, nil)

@@ -42,6 +42,10 @@ type Config struct {
 	Clock clock.Clock
 	// RateLimitCool, QuotaCool and TokenWait override the defaults above.
 	RateLimitCool, QuotaCool, TokenWait time.Duration
+	// ReservePercent is the share of a session or weekly usage limit below
+	// which a member is busy (usage.go); 0 takes
+	// [DefaultReservePercent], negative turns the reserve off.
+	ReservePercent float64
 }
 
 // Tracker is the health of every account the proxy forwards for.
@@ -50,6 +54,7 @@ type Tracker struct {
 	rateCool   time.Duration
 	quotaCool  time.Duration
 	tokenWait  time.Duration
+	reserve    float64      // percent; see Config.ReservePercent
 	mu         sync.RWMutex // Acquire reads; everything else writes
 	accounts   map[string]*account
 	generation atomic.Uint64 // bumped on every change, for tests and metrics
@@ -69,6 +74,10 @@ type account struct {
 	// refused is the [Candidate.TokenID] of a token the upstream refused
 	// even after a refresh; the account is out until its token changes.
 	refused string
+	// usage holds the last session and weekly snapshots; usageUntil is the
+	// end of a 429 while one was used up (usage.go).
+	usage      map[string]Snapshot
+	usageUntil time.Time
 }
 
 // New returns a Tracker configured by cfg.
@@ -78,7 +87,11 @@ func New(cfg Config) *Tracker {
 		rateCool:  cfg.RateLimitCool,
 		quotaCool: cfg.QuotaCool,
 		tokenWait: cfg.TokenWait,
+		reserve:   cfg.ReservePercent,
 		accounts:  map[string]*account{},
+	}
+	if t.reserve == 0 {
+		t.reserve = DefaultReservePercent
 	}
 	if t.rateCool <= 0 {
 		t.rateCool = DefaultRateLimitCool
@@ -122,7 +135,8 @@ type Outage struct {
 	// (answer 503).
 	Limited bool
 	// Reasons counts the members out, by reason ("rate_limited",
-	// "quota_spent", "token_refused", "no_token", "tried").
+	// "usage_limited", "quota_spent", "token_refused", "no_token",
+	// "tried").
 	Reasons map[string]int
 }
 
@@ -138,9 +152,9 @@ func (t *Tracker) Pick(cands []Candidate, affinity uint64, tried []string) (int,
 	now := t.clock.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	best, least := -1, -1
+	best, least, low := -1, -1, -1
 	var bestScore uint64
-	var leastLoad int64
+	var leastLoad, lowLoad int64
 	var out Outage
 	for i, c := range cands {
 		reason, until := t.outLocked(c, now)
@@ -160,13 +174,25 @@ func (t *Tracker) Pick(cands []Candidate, affinity uint64, tried []string) (int,
 			}
 			continue
 		}
-		load := t.get(c.Name).inflight.Load()
+		a := t.get(c.Name)
+		load := a.inflight.Load()
+		if t.lowLocked(a, now) {
+			// Busy: little of a session or weekly limit left. Kept for
+			// when no other member is usable.
+			if low < 0 || load < lowLoad {
+				low, lowLoad = i, load
+			}
+			continue
+		}
 		if least < 0 || load < leastLoad {
 			least, leastLoad = i, load
 		}
 		if s := score(affinity, c.Name); best < 0 || s > bestScore {
 			best, bestScore = i, s
 		}
+	}
+	if least < 0 && low >= 0 {
+		return low, Outage{}
 	}
 	if least < 0 {
 		if out.RetryAfter <= 0 {
@@ -206,6 +232,9 @@ func (t *Tracker) outLocked(c Candidate, now time.Time) (reason string, until ti
 	}
 	if now.Before(a.coolUntil) {
 		return "rate_limited", a.coolUntil
+	}
+	if now.Before(a.usageUntil) {
+		return "usage_limited", a.usageUntil
 	}
 	return "", time.Time{}
 }
@@ -377,8 +406,15 @@ func (t *Tracker) Statuses() []Status {
 			st.Out, st.Until = "quota_spent", u
 		} else if now.Before(a.coolUntil) {
 			st.Out, st.Until = "rate_limited", a.coolUntil
+		} else if now.Before(a.usageUntil) {
+			st.Out, st.Until = "usage_limited", a.usageUntil
+		} else if t.lowLocked(a, now) {
+			st.Out = "usage_reserve"
 		}
 		for _, s := range a.quota {
+			st.Quota = append(st.Quota, s)
+		}
+		for _, s := range a.usage {
 			st.Quota = append(st.Quota, s)
 		}
 		out = append(out, st)

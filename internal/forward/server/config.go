@@ -99,6 +99,23 @@ type Config struct {
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
 	// --keys-file (PROXY_KEYS_FILE).
 	Keys *keys.Set
+	// KeysFromBroker authenticates clients also with the keys managed at
+	// the broker (WatchKeys), beside Keys; a name in both is refused at
+	// start. Every account the broker key may read is then watched, since
+	// a managed key may name any. --keys-from-broker,
+	// PROXY_KEYS_FROM_BROKER.
+	KeysFromBroker bool
+	// KeysMaxStale is how long managed keys keep working while the broker
+	// is unreachable; then they get 503 (file keys keep working).
+	// --keys-max-stale, default [clientkeys.DefaultMaxStale].
+	KeysMaxStale time.Duration
+	// KeysStartWait bounds how long Start waits for the first managed key
+	// set (it then starts anyway; managed keys get 503 until the set
+	// arrives). Default 10 s.
+	KeysStartWait time.Duration
+	// KeyBroker, when set, is used for WatchKeys instead of the dialed
+	// connection (tests).
+	KeyBroker brokerv1.KeyServiceClient
 	// InsecureNoAuth allows listening beyond loopback without keys.
 	// --insecure-no-auth, PROXY_INSECURE_NO_AUTH.
 	InsecureNoAuth bool
@@ -106,11 +123,16 @@ type Config struct {
 	// CopilotAPIURL overrides every token's api_base_url (for the sandbox).
 	// --copilot-api-url, PROXY_COPILOT_API_URL.
 	CopilotAPIURL string
-	// Editor is the identity sent to Copilot; zero fields take
-	// identity.Default's. --editor-version, --editor-plugin-version,
+	// Editor is the identity sent to Copilot; zero fields take the
+	// broker's upstream profile (built in: identity.Default's), set ones
+	// override it. --editor-version, --editor-plugin-version,
 	// --user-agent, --integration-id, --github-api-version
 	// (PROXY_EDITOR_VERSION, ...).
 	Editor identity.Editor
+	// PoolReservePercent is the share of a session or weekly usage limit
+	// below which a pool member is busy (--pool-reserve-percent, default
+	// pool.DefaultReservePercent; negative: off).
+	PoolReservePercent float64
 	// Intents are the Openai-Intent values per endpoint; zero fields take
 	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
 	// -messages, -models, -embeddings (--openai-intent sets them all).
@@ -146,6 +168,11 @@ type Config struct {
 	// memory for inspection and one replay after an upstream 401.
 	// --max-body-bytes, PROXY_MAX_BODY_BYTES, default [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
+	// MaxConnections caps the connections each listener (client, admin)
+	// holds at once; more are closed as soon as accepted.
+	// --max-connections, PROXY_MAX_CONNECTIONS, default
+	// [ops.DefaultMaxConnections]; negative: no cap.
+	MaxConnections int
 	// MaxHeaderBytes bounds request headers. --max-header-bytes,
 	// PROXY_MAX_HEADER_BYTES, default [DefaultMaxHeaderBytes].
 	MaxHeaderBytes int
@@ -235,6 +262,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = ops.DefaultMaxConnections
 	}
 	dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&c.BodyReadTimeout, DefaultBodyReadTimeout)

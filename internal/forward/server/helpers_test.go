@@ -38,11 +38,14 @@ type stack struct {
 	proxy   *Server
 	base    string // http://proxy
 	client  *http.Client
+	// brokerOpts adjusts the broker's configuration (kept across restarts).
+	brokerOpts func(*bserver.Config)
 }
 
 type stackOpts struct {
-	clk   clock.Clock
-	proxy func(*Config)
+	clk    clock.Clock
+	proxy  func(*Config)
+	broker func(*bserver.Config)
 }
 
 func startStack(t *testing.T, o stackOpts) *stack {
@@ -50,7 +53,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	if o.clk == nil {
 		o.clk = clock.Real{}
 	}
-	st := &stack{t: t, clk: o.clk, flushes: &flushLog{}}
+	st := &stack{t: t, clk: o.clk, flushes: &flushLog{}, brokerOpts: o.broker}
 	st.sb = sandbox.New(sandbox.Config{Clock: o.clk})
 	up := httptest.NewServer(st.flushes.wrap(st.sb))
 	t.Cleanup(up.Close)
@@ -95,13 +98,17 @@ func startStack(t *testing.T, o stackOpts) *stack {
 
 func (st *stack) startBroker(addr string) {
 	st.t.Helper()
-	b, err := bserver.Start(context.Background(), bserver.Config{
+	cfg := bserver.Config{
 		GRPCAddr: addr, HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		GitHubAPIURL: st.sbURL, GitHubToken: st.sb.GitHubToken(),
 		Keys:             mustKeys(st.t, "proxy:"+brokerKey+"\n"),
 		MinForceInterval: time.Millisecond,
 		Clock:            st.clk,
-	})
+	}
+	if st.brokerOpts != nil {
+		st.brokerOpts(&cfg)
+	}
+	b, err := bserver.Start(context.Background(), cfg)
 	if err != nil {
 		st.t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -72,7 +73,7 @@ var ErrShuttingDown = errors.New("shutting down")
 // [Server.WaitReady]).
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0, cfg.InsecureNoAuth, "keys-file"); err != nil {
+	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0 || cfg.KeysFromBroker, cfg.InsecureNoAuth, "keys-file"); err != nil {
 		return nil, err
 	}
 	if err := cfg.Editor.Validate(); err != nil {
@@ -99,13 +100,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	acc := accountsOf(cfg)
-	tracker := pool.New(pool.Config{Clock: cfg.Clock})
+	if cfg.KeysFromBroker {
+		// A managed key may name any account, at any time.
+		acc.all, acc.needDefault = true, true
+	}
+	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent})
+	// The upstream profile the broker pushes with the tokens; the built-in
+	// default until the first message.
+	profile := identity.NewHolder(identity.DefaultProfile(), "")
 	reg.MustRegister(pool.NewCollector(tracker))
 	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
 		Client: brokerclient.Config{
 			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
 			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
 			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+			Profile: profile,
 		},
 		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
 		OnQuota: tracker.SetQuota,
@@ -155,16 +164,22 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	keySet, stopKeys, err := startKeys(ctx, cfg, conn, reg)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
 	fcfg := forward.Config{
 		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
 		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
+		Keys: cfg.Keys, Editor: cfg.Editor, Profile: profile, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
 		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
 		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
 		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
+		KeySet: keySet,
 	}
 	if reporter != nil {
 		fcfg.UsageReporter, fcfg.Budgets = reporter, gate
@@ -173,6 +188,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			Help: "Managed keys with a budget or rpm limit, as last received from the broker.",
 		}, func() float64 { return float64(gate.Len()) }))
 	}
+	stopConn := closeConn
+	closeConn = func() { stopKeys(); stopConn() }
 	handler, err := forward.New(fcfg)
 	if err != nil {
 		closeConn()
@@ -185,13 +202,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
+	conns := ops.NewConnLimits(reg, "copilot_proxy")
+	lns[0], lns[1] = conns.Listener(lns[0], "proxy", cfg.MaxConnections), conns.Listener(lns[1], "admin", cfg.MaxConnections)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	var clientHandler http.Handler = handler
-	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.Addr) {
+	if cfg.Keys.Len() == 0 && !cfg.KeysFromBroker && ops.IsLoopback(cfg.Addr) {
 		// Without keys, a DNS-rebinding web page could use the proxy.
 		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
 	}
@@ -219,7 +238,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 	}, aliases)
 	s.log.Info("proxy listening", "addr", s.addrs.HTTP, "admin_addr", s.addrs.Admin, "broker", cfg.BrokerAddr,
-		"client_auth", cfg.Keys.Len() > 0, "copilot_api_url", cfg.CopilotAPIURL)
+		"client_auth", cfg.Keys.Len() > 0 || cfg.KeysFromBroker, "keys_from_broker", cfg.KeysFromBroker, "copilot_api_url", cfg.CopilotAPIURL)
 	return s, nil
 }
 

@@ -17,7 +17,7 @@ func TestStalledUpstreamStreamEndsWithErrorEvent(t *testing.T) {
 		path, body, want string
 	}{
 		{"/v1/chat/completions", `{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
-			`data: {"error":{"message":"the Copilot API sent nothing for 300ms; the proxy ended the stream","type":"server_error","code":"stream_idle_timeout"}}`},
+			`data: {"error":{"message":"the Copilot API sent nothing for 300ms; the proxy ended the stream","type":"server_error","param":null,"code":"stream_idle_timeout"}}`},
 		{"/v1/messages", `{"model":"claude-sonnet-4","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 			"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the Copilot API sent nothing for 300ms; the proxy ended the stream\"}}"},
 		{"/v1/responses", `{"model":"gpt-5-mini","stream":true,"input":"hi"}`,

@@ -241,7 +241,20 @@ func TestTeamPoolsUnderLoad(t *testing.T) {
 			stopLoad()
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // steady state
+	// flowed waits until the load has sent n more requests: each phase
+	// below runs the pools through its situation for that many requests,
+	// whatever the machine's speed, rather than for a time.
+	flowed := func(n int64, phase string) {
+		t.Helper()
+		target := sent.Load() + n
+		for deadline := time.Now().Add(20 * time.Second); sent.Load() < target; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the load sent %d of %d requests in 20 s", phase, sent.Load()-target+n, n)
+			}
+			time.Sleep(5 * time.Millisecond) // polling with a deadline
+		}
+	}
+	flowed(40, "steady state")
 
 	// An account added at runtime is picked up by both proxies at once
 	// (WatchAccounts pushes; the broker's own directory poll comes before).
@@ -265,11 +278,11 @@ func TestTeamPoolsUnderLoad(t *testing.T) {
 	// alice is revoked: the upstream refuses her token at once, the broker
 	// says REJECTED a little later.
 	up.set("alice", "revoked")
-	time.Sleep(100 * time.Millisecond)
+	flowed(10, "alice refused upstream")
 	srcs["alice"].publish(teamState("alice", 1, tokens.StatusRejected))
 	// bob is rate limited (Retry-After 1 s, again and again).
 	up.set("bob", "rate_limited")
-	time.Sleep(300 * time.Millisecond)
+	flowed(40, "alice REJECTED, bob rate limited")
 	// alice's own key sees her account's error.
 	if code, body := post(proxies[0], aliceOwn, 1); code != 503 && code != 401 {
 		t.Errorf("alice's own key after revocation = %d %s; want 503 (REJECTED) or the upstream's 401", code, body)
@@ -284,7 +297,7 @@ func TestTeamPoolsUnderLoad(t *testing.T) {
 	up.reset = time.Now().Add(1500 * time.Millisecond).Truncate(time.Second).Add(time.Second)
 	up.mu.Unlock()
 	up.set("carol", "quota_spent")
-	time.Sleep(500 * time.Millisecond)
+	flowed(40, "carol's quota spent")
 	up.set("carol", "")
 	carolBefore := up.count("carol")
 	deadline := time.Now().Add(5 * time.Second)
@@ -309,7 +322,7 @@ func TestTeamPoolsUnderLoad(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // polling with a deadline
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	flowed(20, "bob removed")
 	stopLoad()
 
 	if n := failures.Load(); n != 0 {

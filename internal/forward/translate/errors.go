@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
 // apiErr is an error in IR form.
@@ -59,86 +61,27 @@ func readError(d Dialect, status int, body []byte) apiErr {
 		e.message = msg
 	}
 	if e.anthropicType == "" {
-		e.anthropicType = anthropicErrorType(status)
+		e.anthropicType = dialect.AnthropicType(status)
 	}
 	if e.openaiType == "" {
-		e.openaiType, e.openaiCode = openAIErrorType(status, e.anthropicType)
+		e.openaiType, e.openaiCode = dialect.OpenAIType(status, e.anthropicType)
 	}
 	return e
 }
 
-func anthropicErrorType(status int) string {
-	switch status {
-	case 400, 422:
-		return "invalid_request_error"
-	case 401:
-		return "authentication_error"
-	case 402:
-		return "billing_error"
-	case 403:
-		return "permission_error"
-	case 404:
-		return "not_found_error"
-	case 413:
-		return "request_too_large"
-	case 429:
-		return "rate_limit_error"
-	case 504:
-		return "timeout_error"
-	case 529, 503:
-		return "overloaded_error"
-	}
-	if status >= 400 && status < 500 {
-		return "invalid_request_error"
-	}
-	return "api_error"
+// dialectError is e for the shared renderer ([dialect.Error]).
+func (e apiErr) dialectError() dialect.Error {
+	return dialect.Error{Status: e.status, Message: e.message, OpenAIType: e.openaiType, OpenAICode: e.openaiCode, AnthropicType: e.anthropicType}
 }
 
+// openAIErrorType is [dialect.OpenAIType], for the stream readers.
 func openAIErrorType(status int, anthropicType string) (typ, code string) {
-	switch {
-	case status == 429:
-		return "rate_limit_error", "rate_limit_exceeded"
-	case status == 401:
-		return "invalid_request_error", "invalid_api_key"
-	case status >= 500 || anthropicType == "api_error" || anthropicType == "overloaded_error":
-		return "server_error", anthropicType
-	}
-	return "invalid_request_error", anthropicType
+	return dialect.OpenAIType(status, anthropicType)
 }
 
-func (e apiErr) body(d Dialect) []byte {
-	if d == Messages {
-		b, _ := marshal(struct {
-			Type  string `json:"type"`
-			Error struct {
-				Type    string `json:"type"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}{Type: "error", Error: struct {
-			Type    string `json:"type"`
-			Message string `json:"message"`
-		}{e.anthropicType, e.message}})
-		return b
-	}
-	return e.openAIBody()
-}
+func (e apiErr) body(d Dialect) []byte { return e.dialectError().JSON(d) }
 
-func (e apiErr) openAIBody() []byte {
-	type inner struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	}
-	in := inner{Message: e.message, Type: e.openaiType}
-	if e.openaiCode != "" {
-		in.Code = &e.openaiCode
-	}
-	b, _ := marshal(struct {
-		Error inner `json:"error"`
-	}{in})
-	return b
-}
+func (e apiErr) openAIBody() []byte { return e.dialectError().JSON(Chat) }
 
 // Error renders an upstream's error body, answered with HTTP status, in the
 // client's dialect; the proxy answers it with the same status. A body in no
@@ -150,7 +93,7 @@ func Error(upstream, client Dialect, status int, body []byte) []byte {
 // ErrorBody renders an error the proxy makes itself (message, HTTP status)
 // in the client's dialect, e.g. a 400 for an [InputError].
 func ErrorBody(client Dialect, status int, message string) []byte {
-	e := apiErr{status: status, message: message, anthropicType: anthropicErrorType(status)}
-	e.openaiType, e.openaiCode = openAIErrorType(status, e.anthropicType)
+	e := apiErr{status: status, message: message, anthropicType: dialect.AnthropicType(status)}
+	e.openaiType, e.openaiCode = dialect.OpenAIType(status, e.anthropicType)
 	return e.body(client)
 }

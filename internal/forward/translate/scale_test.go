@@ -378,6 +378,17 @@ func TestTranslationScalesLinearly(t *testing.T) {
 	limit := maxGrowth * maxGrowth * maxGrowth
 	for _, site := range scaleSites() {
 		t.Run(site.name, func(t *testing.T) {
+			if raceEnabled {
+				// Allocation only, on small inputs: the race detector's
+				// slowdown makes timings meaningless, and large inputs slow.
+				n := n0 / 4
+				_, as := cost(t, site.make(n), 1)
+				_, al := cost(t, site.make(scaleFactor*n), 1)
+				if ar := float64(al) / float64(max(as, 1)); ar > limit {
+					t.Fatalf("allocation grew %.1fx from %d to %d elements; want at most %.1fx", ar, n, scaleFactor*n, limit)
+				}
+				return
+			}
 			n := n0
 			small := site.make(n)
 			for ts, _ := cost(t, small, 1); ts < 5*time.Millisecond && n < 64*n0 && !testing.Short(); ts, _ = cost(t, small, 1) {

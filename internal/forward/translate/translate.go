@@ -6,29 +6,20 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
 )
 
-// Dialect is one of the three wire formats.
-type Dialect uint8
+// Dialect is one of the three wire formats: the proxy's one definition,
+// [dialect.Dialect].
+type Dialect = dialect.Dialect
 
 // Dialects.
 const (
-	Messages  Dialect = iota + 1 // Anthropic Messages, POST /v1/messages
-	Chat                         // OpenAI Chat Completions, POST /chat/completions
-	Responses                    // OpenAI Responses, POST /responses
+	Messages  = dialect.Messages  // Anthropic Messages, POST /v1/messages
+	Chat      = dialect.Chat      // OpenAI Chat Completions, POST /chat/completions
+	Responses = dialect.Responses // OpenAI Responses, POST /responses
 )
-
-func (d Dialect) String() string {
-	switch d {
-	case Messages:
-		return "messages"
-	case Chat:
-		return "chat"
-	case Responses:
-		return "responses"
-	}
-	return fmt.Sprintf("dialect(%d)", uint8(d))
-}
 
 // ErrBadRequest is wrapped by every error about a client's request that
 // cannot be read or translated; the proxy answers 400 in the client's
@@ -246,3 +237,12 @@ func Response(ctx context.Context, upstream, client Dialect, body []byte, now ti
 	}
 	return nil, fmt.Errorf("translate: unknown dialect %v", client)
 }
+
+// MemoryFactor bounds the memory a translation holds at its peak, as a
+// multiple of the body's size, the body included: readers decode the body
+// into wire types and the IR, writers build the target's wire types and
+// bytes, and a body of many small elements (tool results, text blocks)
+// costs the most per byte. TestMemoryFactor measures it for every reader and
+// writer; the proxy charges its in-flight body budget this much for a
+// translated request.
+const MemoryFactor = 40

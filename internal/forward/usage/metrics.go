@@ -85,6 +85,10 @@ func plain(s string) bool {
 //     2xx status.
 //   - copilot_proxy_usage_premium_requests_total: those sent with
 //     X-Initiator: user (Copilot bills a premium request for them).
+//   - copilot_proxy_usage_premium_units_total: the premium requests
+//     weighed by the model's billing.multiplier from the catalog (a
+//     premium request of a model with multiplier 3 counts 3; a model the
+//     catalog marks is_premium false counts 0).
 //   - copilot_proxy_usage_tokens_total{type}: tokens by type: "input" (every
 //     prompt token, cached ones included), "cached" (prompt tokens read
 //     from cache) and "output".
@@ -94,6 +98,7 @@ func plain(s string) bool {
 type Metrics struct {
 	requests, premium, unreported *prometheus.CounterVec
 	tokens                        *prometheus.CounterVec
+	premiumUnits                  *prometheus.CounterVec
 }
 
 // NewMetrics registers the usage series on reg when it is not nil.
@@ -116,18 +121,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_usage_tokens_total",
 			Help: "Tokens used by type (input: every prompt token, cached included; cached; output), by API key, account and model.",
 		}, append(labels, "type")),
+		premiumUnits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "copilot_proxy_usage_premium_units_total",
+			Help: "Premium requests weighed by the model's billing multiplier from the catalog (premium units), by API key, account and model.",
+		}, labels),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.premium, m.unreported, m.tokens)
+		reg.MustRegister(m.requests, m.premium, m.unreported, m.tokens, m.premiumUnits)
 	}
 	return m
 }
 
 // Record counts one answered request.
 func (m *Metrics) Record(key, account, model string, premium bool, u Usage, ok bool) {
+	m.RecordBilled(key, account, model, premium, 1, u, ok)
+}
+
+// RecordBilled counts one answered request whose premium units are units
+// (the model's billing multiplier, 0 for a model that is not premium; 1
+// when the catalog says nothing).
+func (m *Metrics) RecordBilled(key, account, model string, premium bool, units float64, u Usage, ok bool) {
 	m.requests.WithLabelValues(key, account, model).Inc()
 	if premium {
 		m.premium.WithLabelValues(key, account, model).Inc()
+		m.premiumUnits.WithLabelValues(key, account, model).Add(max(units, 0))
 	}
 	if !ok {
 		m.unreported.WithLabelValues(key, account, model).Inc()

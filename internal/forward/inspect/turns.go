@@ -1,127 +1,34 @@
-package forward
+package inspect
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"strings"
 )
 
-// inspection is what the Copilot headers need to know about a request body.
-type inspection struct {
-	// agent is true unless the last turn is a genuine user message; Copilot
-	// bills a premium request only for X-Initiator: user, so anything unsure
-	// counts as agent.
-	agent bool
-	// vision is true when any turn carries an image.
-	vision bool
-	// model locates the top-level "model" string (the last one, as
-	// encoding/json takes it): body[modelStart:modelEnd] is its raw content
-	// without the quotes. modelEnd is 0 when the body names no model as a
-	// string. Stage 4 (models.go) resolves it.
-	modelStart, modelEnd int
+// turns is what the list of turns says.
+type turns struct {
+	agent, vision bool
 }
 
-// inspect classifies body according to the route's shape. A body that is
-// not JSON of the expected shape is forwarded as it is (the upstream answers
-// it) with the agent default.
-//
-// Agent histories run to hundreds of kilobytes, so the body is not decoded
-// whole: the walker skips every turn but the last, which alone decides the
-// initiator, and decodes an earlier turn only when, while skipping it, it
-// saw a "type" naming an image. The result is the one a full decode with
-// encoding/json gives.
-func inspect(kind bodyKind, body []byte) inspection {
-	in, _ := inspectUntil(nil, kind, body)
-	return in
-}
-
-// inspectUntil is inspect that gives up, with the agent default, once done
-// is closed (the client went away); it also returns the walker's step
-// count, the work done.
-func inspectUntil(done <-chan struct{}, kind bodyKind, body []byte) (inspection, int) {
-	var field string
-	switch kind {
-	case bodyMessages:
-		field = "messages"
-	case bodyResponses:
-		field = "input"
-	default:
-		return inspection{agent: true}, 0
-	}
-	w := jsonWalker{data: body, done: done}
-	in, err := inspectBody(&w, field, kind == bodyResponses)
-	if err != nil {
-		return inspection{agent: true}, w.steps
-	}
-	return in, w.steps
-}
-
-// inspectBody walks the top-level object for field, the list of turns.
-// stringOK says the field may be a plain string, a single user turn (the
-// Responses API's input).
-func inspectBody(w *jsonWalker, field string, stringOK bool) (inspection, error) {
-	in := inspection{agent: true}
-	if w.next() != '{' {
-		// Any other JSON value has no turns; encoding/json would report a
-		// type error, which the inspection tolerates.
-		_, err := w.value()
-		return in, errors.Join(err, w.end())
-	}
-	if err := w.enter('{'); err != nil {
-		return in, err
-	}
-	for first := true; ; first = false {
-		ok, err := w.more('}', first)
-		if err != nil {
-			return in, err
+// inspectTurns classifies the list of turns at w's position and notes the
+// first affinityTurns of them (a value that is not a list: itself) in r.
+func inspectTurns(w *jsonWalker, stringOK bool, r *Result) (turns, error) {
+	in := turns{agent: true}
+	if w.next() != '[' {
+		start := w.pos
+		isString := w.next() == '"'
+		err := w.skipValue()
+		r.addPart(span{}, span{start, w.pos})
+		if isString && stringOK {
+			return turns{}, err // a plain string is one user turn
 		}
-		if !ok {
-			break
-		}
-		k, err := w.key()
-		if err != nil {
-			return in, err
-		}
-		if keyIs(k, "model") {
-			if in.modelStart, in.modelEnd, err = w.stringValue(); err != nil {
-				return in, err
-			}
-			continue
-		}
-		if !keyIs(k, field) {
-			if err := w.skipValue(); err != nil {
-				return in, err
-			}
-			continue
-		}
-		// A repeated field replaces the earlier one.
-		turns, err := inspectTurns(w, stringOK)
-		in.agent, in.vision = turns.agent, turns.vision
-		if err != nil {
-			return in, err
-		}
-	}
-	return in, w.end()
-}
-
-// inspectTurns classifies the list of turns at w's position.
-func inspectTurns(w *jsonWalker, stringOK bool) (inspection, error) {
-	in := inspection{agent: true}
-	switch w.next() {
-	case '[':
-	case '"':
-		if stringOK {
-			return inspection{}, w.skipString()
-		}
-		fallthrough
-	default: // a type error for encoding/json: no turns
-		return in, w.skipValue()
+		return in, err // a type error for encoding/json: no turns
 	}
 	if err := w.enter('['); err != nil {
 		return in, err
 	}
 	last := -1             // where the last turn starts
+	n := 0                 // turns seen
 	var lastTurn *turnInfo // read already when it was checked for images
 	for first := true; ; first = false {
 		ok, err := w.more(']', first)
@@ -137,6 +44,10 @@ func inspectTurns(w *jsonWalker, stringOK bool) (inspection, error) {
 		if err := w.skipValue(); err != nil {
 			return in, err
 		}
+		if n < affinityTurns {
+			r.addPart(span{}, span{last, w.pos})
+		}
+		n++
 		lastTurn = nil
 		if w.sawImage && !in.vision {
 			if lastTurn, err = w.turnAt(last); err != nil {
@@ -173,18 +84,6 @@ func (w *jsonWalker) turnAt(pos int) (*turnInfo, error) {
 // may be one of the types [isImage] accepts; an escaped value may be.
 func isImageType(v []byte) bool {
 	return isImage(string(v)) || bytes.IndexByte(v, '\\') >= 0
-}
-
-// keyIs reports whether the raw object key k names field the way
-// encoding/json matches struct fields: case-insensitively, after unescaping.
-func keyIs(k []byte, field string) bool {
-	if bytes.IndexByte(k, '\\') < 0 {
-		return bytes.EqualFold(k, []byte(field))
-	}
-	var s string
-	q := make([]byte, 0, len(k)+2)
-	q = append(append(append(q, '"'), k...), '"')
-	return json.Unmarshal(q, &s) == nil && strings.EqualFold(s, field)
 }
 
 // turnInfo is what classifying needs of one chat message (OpenAI or

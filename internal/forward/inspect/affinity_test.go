@@ -1,4 +1,4 @@
-package forward
+package inspect
 
 import (
 	"bytes"
@@ -12,42 +12,42 @@ func TestConversationHash(t *testing.T) {
 	later := `{"model":"m","system":"be brief","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}],"stream":true}`
 	other := `{"model":"m","system":"be brief","messages":[{"role":"user","content":"z"},{"role":"assistant","content":"b"}]}`
 	otherSystem := `{"model":"m","system":"be long","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`
-	h := conversationHash(bodyMessages, []byte(base))
+	h := conversationHash(Messages, []byte(base))
 	if h == 0 {
 		t.Fatal("no hash for a conversation")
 	}
-	if got := conversationHash(bodyMessages, []byte(later)); got != h {
+	if got := conversationHash(Messages, []byte(later)); got != h {
 		t.Error("a later turn of the same conversation hashes differently")
 	}
 	for _, b := range []string{other, otherSystem} {
-		if conversationHash(bodyMessages, []byte(b)) == h {
+		if conversationHash(Messages, []byte(b)) == h {
 			t.Errorf("%s hashes like %s", b, base)
 		}
 	}
 	for _, tt := range []struct {
-		kind bodyKind
+		kind Shape
 		body string
 	}{
-		{bodyMessages, `{"model":"m","messages":[]}`},
-		{bodyMessages, `{"model":"m"}`},
-		{bodyMessages, `not json`},
-		{bodyMessages, `{"messages":[{"role":"user"`},
-		{bodyOpaque, base},
-		{bodyNone, base},
+		{Messages, `{"model":"m","messages":[]}`},
+		{Messages, `{"model":"m"}`},
+		{Messages, `not json`},
+		{Messages, `{"messages":[{"role":"user"`},
+		{Opaque, base},
+		{Opaque, base},
 	} {
 		if got := conversationHash(tt.kind, []byte(tt.body)); got != 0 {
 			t.Errorf("conversationHash(%d, %s) = %x; want 0", tt.kind, tt.body, got)
 		}
 	}
-	if conversationHash(bodyResponses, []byte(`{"input":"hello","instructions":"x"}`)) == 0 {
+	if conversationHash(Responses, []byte(`{"input":"hello","instructions":"x"}`)) == 0 {
 		t.Error("a Responses string input has no hash")
 	}
-	if conversationHash(bodyResponses, []byte(`{"input":[{"role":"user","content":"hello"}]}`)) == 0 {
+	if conversationHash(Responses, []byte(`{"input":[{"role":"user","content":"hello"}]}`)) == 0 {
 		t.Error("a Responses input list has no hash")
 	}
 	// Long turns cost their first affinityPart bytes only.
 	long := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 1<<20) + `"}]}`
-	if conversationHash(bodyMessages, []byte(long)) == 0 {
+	if conversationHash(Messages, []byte(long)) == 0 {
 		t.Error("a long turn has no hash")
 	}
 }
@@ -73,11 +73,11 @@ func FuzzConversationHash(f *testing.F) {
 	f.Add([]byte(`{"input":"hi","instructions":"x"}`))
 	f.Add([]byte(`{"model":"gpt","messages":[{"model":"x"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h1 := conversationHash(bodyMessages, b)
-		if h2 := conversationHash(bodyMessages, b); h1 != h2 {
+		h1 := conversationHash(Messages, b)
+		if h2 := conversationHash(Messages, b); h1 != h2 {
 			t.Fatal("hash not deterministic")
 		}
-		_ = conversationHash(bodyResponses, b)
+		_ = conversationHash(Responses, b)
 		got := requestModel(b)
 		// Where encoding/json reads a top-level string model without
 		// escapes, the walker finds the same (with one "model" key in any

@@ -1,4 +1,4 @@
-package forward
+package body
 
 import (
 	"context"
@@ -10,41 +10,41 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// Defaults of the in-flight body budget ([Config.MaxInflightBodyBytes]).
+// Defaults of the in-flight body budget ([Config.MaxInflight]).
 const (
 	DefaultMaxInflightBodyBytes = 256 << 20
 	DefaultInflightBodyWait     = 2 * time.Second
 )
 
-// errBudget is returned when a request body cannot be admitted within the
+// ErrBudget is returned when a request body cannot be admitted within the
 // in-flight body budget before its wait runs out.
-var errBudget = errors.New("too many request bytes in flight")
+var ErrBudget = errors.New("too many request bytes in flight")
 
-// bodyBudget bounds the bytes of request bodies held in memory at once,
+// Budget bounds the bytes of request bodies held in memory at once,
 // across every request: without it, 200 clients each sending a 32 MiB body
 // would make the proxy hold 6.4 GiB. A body reserves its Content-Length
 // before it is read (a chunked one reserves as it grows), and gives the
 // reservation back when its request ends. Reservations are served first come,
 // first served; one that cannot be had within the wait is refused, so a
 // client sees a quick 503 with Retry-After instead of a stalled upload.
-type bodyBudget struct {
+type Budget struct {
 	sem   *semaphore.Weighted // nil: no budget
 	limit int64
 	wait  time.Duration
 	gauge prometheus.Gauge // bytes admitted now
 }
 
-func newBodyBudget(limit int64, wait time.Duration, gauge prometheus.Gauge) *bodyBudget {
-	b := &bodyBudget{limit: limit, wait: wait, gauge: gauge}
+func NewBudget(limit int64, wait time.Duration, gauge prometheus.Gauge) *Budget {
+	b := &Budget{limit: limit, wait: wait, gauge: gauge}
 	if limit > 0 {
 		b.sem = semaphore.NewWeighted(limit)
 	}
 	return b
 }
 
-// reservation is one request's share of the budget.
-type reservation struct {
-	b *bodyBudget
+// Reservation is one request's share of the budget.
+type Reservation struct {
+	b *Budget
 	// held is written only by the request's goroutine while it reads the
 	// body; release may come from the transport's (see heldBody), so it
 	// takes the amount atomically.
@@ -53,16 +53,16 @@ type reservation struct {
 	ctx      context.Context
 }
 
-// reserve starts a reservation for a request; grow admits bytes.
-func (b *bodyBudget) reserve(ctx context.Context) *reservation {
-	return &reservation{b: b, ctx: ctx, deadline: time.Now().Add(b.wait)}
+// Reserve starts a reservation for a request; grow admits bytes.
+func (b *Budget) Reserve(ctx context.Context) *Reservation {
+	return &Reservation{b: b, ctx: ctx, deadline: time.Now().Add(b.wait)}
 }
 
 // grow makes the reservation at least n bytes, waiting up to the budget's
 // wait (counted from the reservation's start) for others to release theirs.
 // A request larger than the whole budget is admitted only up to it: the
 // body limit, checked elsewhere, bounds it.
-func (r *reservation) grow(n int64) error {
+func (r *Reservation) grow(n int64) error {
 	if r == nil || r.b.sem == nil {
 		return nil
 	}
@@ -84,22 +84,22 @@ func (r *reservation) grow(n int64) error {
 		if r.ctx.Err() != nil {
 			return r.ctx.Err()
 		}
-		return errBudget
+		return ErrBudget
 	}
 	r.admit(n, need)
 	return nil
 }
 
-func (r *reservation) admit(n, added int64) {
+func (r *Reservation) admit(n, added int64) {
 	r.held.Store(n)
 	r.b.gauge.Add(float64(added))
 }
 
 // budgeted says whether reads must stay within the reservation.
-func (r *reservation) budgeted() bool { return r != nil && r.b.sem != nil }
+func (r *Reservation) budgeted() bool { return r != nil && r.b.sem != nil }
 
-// release gives the reservation back; it is safe to call more than once.
-func (r *reservation) release() {
+// Release gives the reservation back; it is safe to call more than once.
+func (r *Reservation) Release() {
 	if r == nil {
 		return
 	}

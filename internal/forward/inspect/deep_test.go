@@ -1,4 +1,4 @@
-package forward
+package inspect
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func jsonValues(t testing.TB, body []byte) int {
 	}
 }
 
-// The inspection's work is linear in the body: each value is visited a
+// The Result's work is linear in the body: each value is visited a
 // bounded number of times whatever the nesting (a full decode with
 // encoding/json re-scanned every nested level: 1 MB nested 3,000 levels
 // deep cost seconds).
@@ -60,10 +60,10 @@ func TestInspectWorkLinearAtAnyDepth(t *testing.T) {
 	for _, depth := range []int{0, 1, 100, 3000, maxJSONDepth/2 - 10} {
 		for _, image := range []bool{false, true} {
 			body := deepBody(depth, 1<<20, image)
-			in, steps := inspectUntil(nil, bodyMessages, body)
+			in, steps := inspectUntil(nil, Messages, body)
 			// Only tool results: agent; a bare part is typed by a user.
 			wantAgent := depth > 0
-			if in.agent != wantAgent || in.vision != image {
+			if in.Agent != wantAgent || in.Vision != image {
 				t.Errorf("depth %d, image %v: inspect = %+v; want agent %v, vision %v", depth, image, in, wantAgent, image)
 			}
 			if values := jsonValues(t, body); steps > 3*values {
@@ -73,13 +73,13 @@ func TestInspectWorkLinearAtAnyDepth(t *testing.T) {
 	}
 }
 
-// A client that leaves stops its inspection.
+// A client that leaves stops its Result.
 func TestInspectStopsWhenDone(t *testing.T) {
 	body := deepBody(3000, 1<<10, true)
 	done := make(chan struct{})
 	close(done)
-	in, steps := inspectUntil(done, bodyMessages, body)
-	if !in.agent || in.vision || steps > stopCheckEvery {
+	in, steps := inspectUntil(done, Messages, body)
+	if !in.Agent || in.Vision || steps > stopCheckEvery {
 		t.Errorf("inspectUntil(closed) = %+v after %d steps; want the agent default within %d steps", in, steps, stopCheckEvery)
 	}
 }
@@ -102,7 +102,7 @@ func BenchmarkInspectDeep(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			before := cpuTime()
 			for b.Loop() {
-				inspect(bodyMessages, body)
+				inspect(Messages, body)
 			}
 			// CPU, not wall-clock, time: on a busy machine they differ.
 			b.ReportMetric(float64((cpuTime()-before).Microseconds())/1000/float64(b.N), "cpu-ms/op")

@@ -1,4 +1,4 @@
-package forward
+package inspect
 
 import (
 	"encoding/json"
@@ -8,39 +8,39 @@ import (
 	"unicode"
 )
 
-// inspectReference is the straightforward inspection inspect must agree
+// inspectReference is the straightforward Result inspect must agree
 // with: the whole body decoded by encoding/json.
-func inspectReference(kind bodyKind, body []byte) inspection {
+func inspectReference(kind Shape, body []byte) Result {
 	var turns []refTurn
 	switch kind {
-	case bodyMessages:
+	case Messages:
 		var b struct {
 			Messages []refTurn `json:"messages"`
 		}
 		if !decodeLenient(body, &b) {
-			return inspection{agent: true}
+			return Result{Agent: true}
 		}
 		turns = b.Messages
-	case bodyResponses:
+	case Responses:
 		var b struct {
 			Input refContent `json:"input"`
 		}
 		if !decodeLenient(body, &b) {
-			return inspection{agent: true}
+			return Result{Agent: true}
 		}
 		if b.Input.isString {
-			return inspection{}
+			return Result{}
 		}
 		turns = b.Input.items
 	default:
-		return inspection{agent: true}
+		return Result{Agent: true}
 	}
-	in := inspection{agent: true}
+	in := Result{Agent: true}
 	for i := range turns {
-		in.vision = in.vision || turns[i].hasImage()
+		in.Vision = in.Vision || turns[i].hasImage()
 	}
 	if n := len(turns); n > 0 {
-		in.agent = !turns[n-1].genuineUser()
+		in.Agent = !turns[n-1].genuineUser()
 	}
 	return in
 }
@@ -48,8 +48,8 @@ func inspectReference(kind bodyKind, body []byte) inspection {
 // sameInspection reports whether got, inspect's answer for body, agrees
 // with want, the reference's, and its model span holds the "model" string a
 // full decode finds.
-func sameInspection(body string, got, want inspection) bool {
-	if got.agent != want.agent || got.vision != want.vision {
+func sameInspection(body string, got, want Result) bool {
+	if got.Agent != want.Agent || got.Vision != want.Vision {
 		return false
 	}
 	var b struct {
@@ -57,13 +57,13 @@ func sameInspection(body string, got, want inspection) bool {
 	}
 	decodeLenient([]byte(body), &b)
 	if len(b.Model) == 0 || b.Model[0] != '"' {
-		return got.modelEnd == 0
+		return got.ModelEnd == 0
 	}
 	var model string
-	if json.Unmarshal(b.Model, &model) != nil || got.modelEnd == 0 {
+	if json.Unmarshal(b.Model, &model) != nil || got.ModelEnd == 0 {
 		return false
 	}
-	raw := `"` + body[got.modelStart:got.modelEnd] + `"`
+	raw := `"` + body[got.ModelStart:got.ModelEnd] + `"`
 	var span string
 	return json.Unmarshal([]byte(raw), &span) == nil && span == model
 }
@@ -78,7 +78,7 @@ func decodeLenient(body []byte, v any) bool {
 
 // refTurn is one chat message (OpenAI or Anthropic) or one Responses API
 // input item; only the fields that classify it are decoded. (The proxy's
-// inspection used these types until a body nesting content thousands of
+// Result used these types until a body nesting content thousands of
 // levels deep showed encoding/json re-scanning every level: they stay here
 // as the reference.)
 type refTurn struct {
@@ -129,7 +129,7 @@ type refContent struct {
 }
 
 // UnmarshalJSON accepts a string, an array of objects, or anything else
-// (ignored), so that an unexpected shape never fails the inspection.
+// (ignored), so that an unexpected shape never fails the Result.
 func (c *refContent) UnmarshalJSON(b []byte) error {
 	switch {
 	case len(b) == 0:
@@ -150,7 +150,7 @@ func (c *refContent) UnmarshalJSON(b []byte) error {
 // reused element keeps fields the second lacks); inspect takes the last
 // value alone for lists, as other JSON parsers do. Names are compared as
 // encoding/json matches them to fields: case-insensitively.
-func comparable(_ bodyKind, body string) bool {
+func comparable(_ Shape, body string) bool {
 	if !json.Valid([]byte(body)) {
 		return false
 	}
@@ -241,11 +241,15 @@ func FuzzInspect(f *testing.F) {
 		f.Add(s, false)
 	}
 	f.Fuzz(func(t *testing.T, body string, responses bool) {
-		kind := bodyMessages
+		kind := Messages
 		if responses {
-			kind = bodyResponses
+			kind = Responses
 		}
-		got := inspect(kind, []byte(body))
+		got, err := Scan(nil, kind, []byte(body))
+		var dup *DuplicateKeyError
+		if json.Valid([]byte(body)) && errors.As(err, &dup) != refDuplicate(body) {
+			t.Errorf("Scan(%.300s) error = %v; a duplicate routing key: %v", body, err, refDuplicate(body))
+		}
 		if !comparable(kind, body) {
 			return
 		}
@@ -275,4 +279,32 @@ func TestJSONWalker(t *testing.T) {
 			t.Errorf("jsonWalker accepts %.60q = %v; want %v (json.Valid)", s, got, want)
 		}
 	}
+}
+
+// refDuplicate reports whether a valid JSON body's top-level object names
+// a routing key more than once, names compared as encoding/json matches
+// them.
+func refDuplicate(body string) bool {
+	dec := json.NewDecoder(strings.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]int{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		seen[foldName(tok.(string))]++
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return false
+		}
+	}
+	for _, k := range routingKeys {
+		if seen[foldName(k)] > 1 {
+			return true
+		}
+	}
+	return false
 }

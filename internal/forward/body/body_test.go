@@ -1,0 +1,241 @@
+package body
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// chunkReader hands out its data a few bytes at a time, like a chunked body,
+// and counts what was read.
+type chunkReader struct {
+	left, read int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), c.left, 1000)
+	c.left -= n
+	c.read += n
+	return n, nil
+}
+
+func TestReadBody(t *testing.T) {
+	tests := []struct {
+		name      string
+		size      int
+		hint      int64
+		limit     int64
+		wantErr   error
+		wantReadN int // at most this much read from the client
+	}{
+		{"small, length known", 100, 100, 1000, nil, 100},
+		{"exactly the limit, length known", 1000, 1000, 1000, nil, 1000},
+		{"exactly the limit, chunked", 1000, -1, 1000, nil, 1000},
+		{"too large by length", 5000, 5000, 1000, ErrTooLarge, 0},
+		{"too large, chunked", 1 << 20, -1, 1000, ErrTooLarge, 1001},
+		{"large, chunked", 100 << 10, -1, 1 << 20, nil, 100 << 10},
+	}
+	pool := NewPool()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &chunkReader{left: tt.size}
+			b, err := read(pool, src, tt.hint, tt.limit, nil)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("read(%d bytes, hint %d, limit %d) error = %v; want %v", tt.size, tt.hint, tt.limit, err, tt.wantErr)
+			}
+			if src.read > tt.wantReadN {
+				t.Errorf("readBody read %d bytes from the client; want at most %d", src.read, tt.wantReadN)
+			}
+			if err != nil {
+				return
+			}
+			defer b.release()
+			if len(b.buf) != tt.size {
+				t.Errorf("readBody kept %d bytes; want %d", len(b.buf), tt.size)
+			}
+		})
+	}
+}
+
+// TestBodyReaderAfterClose: a transport still writing a body after the
+// handler returned must not read a buffer recycled for another request.
+func TestBodyReaderAfterClose(t *testing.T) {
+	pool := NewPool()
+	b, err := read(pool, strings.NewReader("first request's body"), -1, 1000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := b.reader()
+	p := make([]byte, 5)
+	if n, err := r.Read(p); n != 5 || err != nil || string(p) != "first" {
+		t.Fatalf("Read = %d %q %v; want 5 \"first\" nil", n, p[:n], err)
+	}
+	r.Close()
+	r.Close() // idempotent: one reference dropped, not two
+	if got := b.refs.Load(); got != 1 {
+		t.Fatalf("references after closing the reader twice = %d; want 1 (the handler's)", got)
+	}
+	b.release()
+	if n, err := r.Read(p); n != 0 || !errors.Is(err, errClosed) {
+		t.Errorf("Read after Close = %d, %v; want 0, errClosed", n, err)
+	}
+}
+
+// TestBodyReaderCloseWhileReading runs Read and Close concurrently under
+// -race: the buffer is released only when no Read is using it.
+func TestBodyReaderCloseWhileReading(t *testing.T) {
+	pool := NewPool()
+	for range 100 {
+		b, err := read(pool, strings.NewReader(strings.Repeat("x", 4096)), -1, 1<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := b.reader()
+		b.release()
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			p := make([]byte, 16)
+			for {
+				if _, err := r.Read(p); err != nil {
+					return
+				}
+			}
+		})
+		r.Close()
+		// Reuse the buffer at once, as another request would.
+		b2, err := read(pool, strings.NewReader(strings.Repeat("y", 4096)), -1, 1<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		b2.release()
+	}
+}
+
+func newTestBudget(limit int64, wait time.Duration) (*Budget, prometheus.Gauge) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+	return NewBudget(limit, wait, g), g
+}
+
+func TestReservation(t *testing.T) {
+	b, g := newTestBudget(100, 50*time.Millisecond)
+	r1 := b.Reserve(t.Context())
+	if err := r1.grow(60); err != nil {
+		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
+	}
+	if err := r1.grow(40); err != nil || r1.held.Load() != 60 {
+		t.Fatalf("grow(40) after 60: err %v, held %d; want nil, 60 (never shrinks)", err, r1.held.Load())
+	}
+	if got := testutil.ToFloat64(g); got != 60 {
+		t.Errorf("gauge = %v; want 60", got)
+	}
+	r2 := b.Reserve(t.Context())
+	if err := r2.grow(50); !errors.Is(err, ErrBudget) {
+		t.Fatalf("grow(50) with 40 left after the wait: %v; want ErrBudget", err)
+	}
+	if r2.held.Load() != 0 {
+		t.Errorf("a refused reservation holds %d; want 0", r2.held.Load())
+	}
+
+	// A waiter is admitted as soon as the holder lets go.
+	r3 := b.Reserve(t.Context())
+	r3.deadline = time.Now().Add(time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- r3.grow(80) }()
+	r1.Release()
+	r1.Release() // twice is harmless
+	if err := <-done; err != nil {
+		t.Fatalf("grow(80) after the holder released: %v", err)
+	}
+	if got := testutil.ToFloat64(g); got != 80 {
+		t.Errorf("gauge = %v; want 80", got)
+	}
+
+	// A waiter whose request ends gets the request's error.
+	ctx, cancel := context.WithCancel(t.Context())
+	r4 := b.Reserve(ctx)
+	r4.deadline = time.Now().Add(time.Hour)
+	go func() { done <- r4.grow(50) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("grow after the request ended: %v; want context.Canceled", err)
+	}
+	r3.Release()
+	if got := testutil.ToFloat64(g); got != 0 {
+		t.Errorf("gauge after every release = %v; want 0", got)
+	}
+	// No budget: everything is admitted and nothing counted.
+	var none *Reservation
+	if err := none.grow(1 << 40); err != nil {
+		t.Errorf("nil reservation: %v", err)
+	}
+	unlimited, _ := newTestBudget(-1, 0)
+	if err := unlimited.Reserve(t.Context()).grow(1 << 40); err != nil {
+		t.Errorf("no budget: %v", err)
+	}
+}
+
+// limitedReader fails the test if a read asks for bytes the reservation has
+// not admitted.
+type limitedReader struct {
+	t    *testing.T
+	res  *Reservation
+	left int
+	read int
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(l.read+len(p)) > l.res.held.Load() {
+		l.t.Errorf("read of %d bytes after %d with %d admitted", len(p), l.read, l.res.held.Load())
+	}
+	n := min(len(p), l.left, 3000)
+	l.left -= n
+	l.read += n
+	return n, nil
+}
+
+func TestReadBodyWithinBudget(t *testing.T) {
+	pool := NewPool()
+	for _, tt := range []struct {
+		name string
+		size int
+		hint int64
+	}{
+		{"known length", 300 << 10, 300 << 10},
+		{"chunked", 300 << 10, -1},
+		{"empty chunked", 0, -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, g := newTestBudget(8<<20, time.Second)
+			res := b.Reserve(t.Context())
+			body, err := read(pool, &limitedReader{t: t, res: res, left: tt.size}, tt.hint, 4<<20, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(body.buf) != tt.size {
+				t.Errorf("read %d bytes; want %d", len(body.buf), tt.size)
+			}
+			if max := int64(2*tt.size + 64<<10 + 1); res.held.Load() > max {
+				t.Errorf("held %d for a %d-byte body; want at most %d", res.held.Load(), tt.size, max)
+			}
+			body.release()
+			res.Release()
+			if got := testutil.ToFloat64(g); got != 0 {
+				t.Errorf("gauge after release = %v", got)
+			}
+		})
+	}
+}
