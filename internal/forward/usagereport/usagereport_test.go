@@ -24,11 +24,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // ledger is a UsageService that stores by id and can lose acknowledgements.
 type ledger struct {
 	brokerv1.UnimplementedUsageServiceServer
-	mu        sync.Mutex
-	stored    map[string]int // id → times received
-	loseAcks  int            // acknowledgements still to lose (the stream fails after storing)
-	unimpl    bool
-	delivered chan struct{}
+	mu       sync.Mutex
+	stored   map[string]int // id → times received
+	loseAcks int            // acknowledgements still to lose (the stream fails after storing)
+	unimpl   bool
 }
 
 func (l *ledger) ReportUsage(st brokerv1.UsageService_ReportUsageServer) error {
