@@ -39,6 +39,7 @@ type bench struct {
 	many        map[manyKey]manySummary       // section 6 by stream count and path
 	sse         map[string][2]time.Duration   // section 2 added delay per chunk p50, p99 by path
 	xlate       *xlateSummary                 // section 7, when measured
+	ws          *wsSummary                    // section 8, when measured
 	fan         map[int]fanoutRun             // section 3 by watcher count
 	readRPS     map[string]float64            // section 4 calls/s by variant
 	rot         *rotationResult               // section 5

@@ -42,6 +42,15 @@ func (b *bench) goals() {
 	} else {
 		r.unmeasured("Translated SSE added delay per chunk p99", "< 2 ms", "not measured")
 	}
+	if w := b.ws; w != nil {
+		r.goal("Responses over WebSocket: added p50 per turn over HTTP", "< 0.3 ms", ms(w.addedP50), w.addedP50 < addP50)
+		if w.idleConn > 0 {
+			r.goal(fmt.Sprintf("Responses WebSocket: proxy memory per idle connection (%d open, RSS)", w.idleConn), "< 32 KiB",
+				fmt.Sprintf("%.1f KiB", w.perIdle/1024), w.perIdle < 32*1024)
+		}
+	} else {
+		r.unmeasured("Responses over WebSocket", "added p50 < 0.3 ms, < 32 KiB per idle connection", "not measured")
+	}
 	if f, ok := b.fan[10000]; ok {
 		p99 := time.Duration(medianOf(f.p99))
 		r.goal("10,000 watchers: propagation p99", "< 250 ms", ms(p99), p99 < 250*time.Millisecond)

@@ -26,7 +26,7 @@ const (
 	keysMany     = 10000
 	keysProxies  = 20
 	keysChanges  = 20
-	keysAuthRuns = 5
+	keysAuthRuns = 9
 )
 
 // keysResult is what section 9 measured, for the goals.
@@ -48,7 +48,7 @@ func (b *bench) managedKeys() {
 	s := &section{Title: "9. Managed client keys (10,000 keys)"}
 	b.rep.Sections = append(b.rep.Sections, s)
 	s.Intro = fmt.Sprintf("(a) The proxy's key lookup (`clientkeys.Set.Authenticate`: SHA-256 of the presented key, one map "+
-		"lookup) with 1 and with %d managed keys, %d alternating runs of `testing.Benchmark` each. (b) One broker process "+
+		"lookup) with 1 and with %d managed keys, %d alternating runs of `testing.Benchmark` each; the fastest run of each counts (noise on a shared machine only adds). (b) One broker process "+
 		"(SQLite store, `--keys-poll-interval` 250 ms) holding %d keys, and %d followers in the bench process, each the "+
 		"proxy's own WatchKeys follower (`brokerclient.KeyWatcher`) into its own key set, as %d proxies would hold them. "+
 		"%d changes (disable, then enable, one key): the time from the UpdateKey answer until every follower's key set "+
@@ -76,8 +76,9 @@ func (b *bench) managedKeys() {
 			*c.out = append(*c.out, float64(r.NsPerOp()))
 		}
 	}
-	res.authOne, res.authMany = time.Duration(load.Median(a1)), time.Duration(load.Median(a2))
-	s.row("authentication per request (median ns)", fmt.Sprintf("%d ns", res.authOne.Nanoseconds()), fmt.Sprintf("%d ns", res.authMany.Nanoseconds()))
+	// The fastest run of each: the machine is shared, and noise only ever adds.
+	res.authOne, res.authMany = time.Duration(slices.Min(a1)), time.Duration(slices.Min(a2))
+	s.row("authentication per request (fastest of the runs)", fmt.Sprintf("%d ns", res.authOne.Nanoseconds()), fmt.Sprintf("%d ns", res.authMany.Nanoseconds()))
 
 	// (b) propagation.
 	if err := b.need("broker"); err != nil {

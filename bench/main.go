@@ -49,7 +49,7 @@ type options struct {
 	timeout   time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "keys"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -177,6 +177,7 @@ var sections = map[string]func(*bench){
 	"rotation":     (*bench).rotation,
 	"translate":    (*bench).translated,
 	"keys":         (*bench).managedKeys,
+	"websocket":    (*bench).websockets,
 }
 
 // findModule returns the directory of the enclosing go.mod.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/testutil/pgtest"
 	"go.uber.org/goleak"
 )
 
@@ -20,6 +21,10 @@ type bins struct {
 
 // built is set once by TestMain before any test runs and never changed.
 var built bins
+
+// pg is the PostgreSQL server of the managed-keys tests, started once by
+// TestMain (pgtest: skipped without the binaries, except in CI).
+var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -45,7 +50,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: built sandbox, broker and proxy (race=%v) in %s\n", raceEnabled, time.Since(start).Round(time.Millisecond))
 	}
 	built = b
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { _ = os.RemoveAll(dir) }))
+	pg = pgtest.Start()
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { pg.Stop(); _ = os.RemoveAll(dir) }),
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		// The PostgreSQL server's waiter, stopped by the cleanup after the check.
+		goleak.IgnoreAnyFunction("github.com/copilot-broker/copilot-broker/internal/testutil/pgtest.(*Server).waitExit"))
 }
 
 // buildBinaries compiles the three commands into dir in one go invocation.

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/translate"
+	"github.com/copilot-broker/copilot-broker/internal/tokencount"
 )
 
 // deploySetting reads an environment variable the shipped proxy Deployment
@@ -80,6 +83,25 @@ func toolsRequest(model string, size int) []byte {
 	return b.Bytes()
 }
 
+// resultsRequest is a Messages request of about size bytes for a model
+// that serves /chat/completions only, whose last turn is a tool result of
+// one-word text blocks: among the bodies whose translation costs the most
+// memory per byte.
+func resultsRequest(model string, size int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"model":"` + model + `","max_tokens":100,"messages":[{"role":"user","content":"go"},` +
+		`{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[`)
+	for i := range size / 30 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"type":"text","text":"line"}`)
+	}
+	b.WriteString(`]}]}]}`)
+	return b.Bytes()
+}
+
 // countRequest is a count_tokens body of about size bytes of short turns.
 func countRequest(size int) []byte {
 	var b bytes.Buffer
@@ -115,12 +137,16 @@ func TestMemoryUnderShippedLimits(t *testing.T) {
 		}
 		procEnv = append(procEnv, k+"="+env[k])
 	}
-	budget, _ := strconv.ParseInt(env["PROXY_MAX_INFLIGHT_BODY_BYTES"], 10, 64)
+	budget, _ := strconv.ParseInt(env["PROXY_MAX_INFLIGHT_BODY_BYTES"], 10, 64) // a key's share is half
 	sb := startSandbox(t, sandboxOpts{lifetime: 30 * time.Minute, refreshIn: 1500 * time.Second})
 	br := startBroker(t, sb)
 	px := startProxyEnvNoWait(t, br, procEnv, "--copilot-api-url", sb.url)
 	waitHTTP(t, px.proc, px.adminURL+"/readyz", startTimeout)
-	hc := newHTTPClient(t)
+	// Answers may take a while on a busy machine: longer than the usual
+	// client's header timeout.
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 3 * time.Minute}
 
 	type result struct {
 		name   string
@@ -158,16 +184,18 @@ func TestMemoryUnderShippedLimits(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	// The largest translated body the budget admits, several at once; one
-	// far over it; count_tokens bodies near the body limit.
-	translatable := int(budget / 40 * 9 / 10)
-	mid := toolsRequest(messagesOnlyModel, translatable)
-	for i := range 8 {
-		send(fmt.Sprintf("translated %d KiB #%d", len(mid)>>10, i), "/v1/chat/completions", "openai", mid)
+	// The largest translated body a key's share (half the budget) admits,
+	// several at once; one far over it; count_tokens bodies, one near the
+	// body limit (over what a share can count) and some that fit.
+	translatable := int(budget / 2 / translate.MemoryFactor * 9 / 10)
+	mid := resultsRequest(chatOnlyModel, translatable)
+	for i := range 6 {
+		send(fmt.Sprintf("translated %d KiB #%d", len(mid)>>10, i), "/v1/messages", "anthropic", mid)
 	}
 	send("translated 30 MiB", "/v1/chat/completions", "openai", toolsRequest(messagesOnlyModel, 30<<20))
-	count := countRequest(26 << 20)
-	for i := range 2 {
+	send("count_tokens 26 MiB", "/v1/messages/count_tokens", "anthropic", countRequest(26<<20))
+	count := countRequest(int(budget / 2 / tokencount.MemoryFactor * 9 / 10))
+	for i := range 3 {
 		send(fmt.Sprintf("count_tokens %d MiB #%d", len(count)>>20, i), "/v1/messages/count_tokens", "anthropic", count)
 	}
 	wg.Wait()

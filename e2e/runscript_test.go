@@ -38,7 +38,13 @@ func TestRunScript(t *testing.T) {
 		if got, _ := os.ReadFile(filepath.Join(rs.dir, "api-key")); strings.TrimSpace(string(got)) != key {
 			t.Errorf("printed API key differs from %s/api-key", rs.dir)
 		}
-		for _, f := range []string{"admin-key", "api-key", "api-keys", "broker-key", "broker-keys", "github-token"} {
+		// The printed key is a managed key, and the commands to manage more are printed.
+		rs.match(t, `API key\s+\S+\s+\(also in \S+; managed key "(local-[0-9TZ]+)"\)`)
+		list := rs.match(t, `(\S+/broker keys list --broker-addr \S+ --admin-key-file \S+)`)
+		if out, err := exec.Command("bash", "-c", list).CombinedOutput(); err != nil || !strings.Contains(string(out), "local-") {
+			t.Errorf("the printed %q = %v:\n%s", list, err, out)
+		}
+		for _, f := range []string{"api-key", "admin-key", "broker-key", "broker-keys", "github-token"} {
 			if fi, err := os.Stat(filepath.Join(rs.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s: %v, mode %v; want mode 0600", f, err, fi.Mode().Perm())
 			}

@@ -186,12 +186,19 @@ func startBroker(t *testing.T, sb *sandboxProc, extra ...string) *brokerProc {
 // startBrokerEnv is startBroker with extra environment variables.
 func startBrokerEnv(t *testing.T, sb *sandboxProc, env []string, extra ...string) *brokerProc {
 	t.Helper()
+	return startBrokerKeys(t, sb, "", env, extra...)
+}
+
+// startBrokerKeys is startBrokerEnv with more lines for the broker's keys
+// file (an admin key).
+func startBrokerKeys(t *testing.T, sb *sandboxProc, moreKeys string, env []string, extra ...string) *brokerProc {
+	t.Helper()
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "github-token")
 	writeSecretFile(t, tokenFile, sb.githubToken(t))
 	key := randomKey(t)
 	keysFile := filepath.Join(dir, "broker-keys")
-	writeSecretFile(t, keysFile, "# broker keys of the e2e test\ne2e-proxy:"+key+"\n")
+	writeSecretFile(t, keysFile, "# broker keys of the e2e test\ne2e-proxy:"+key+"\n"+moreKeys)
 	args := []string{
 		"serve",
 		"--grpc-addr", anyPort,

@@ -6,11 +6,14 @@
 #   - the sandbox (a fake GitHub and Copilot API), unless a GitHub token is
 #     configured: GITHUB_TOKEN, BROKER_GITHUB_TOKEN_FILE, or the file that
 #     `broker login` writes;
-#   - the broker, with the proxy's broker key;
-#   - one proxy, with a client API key.
-# It waits until both are ready, prints the proxy's base URL, the API key and
-# ready-to-paste curl commands, and runs until Ctrl-C (or SIGTERM), which
-# stops every process it started. A failed start stops them too.
+#   - the broker, with the proxy's broker key and an admin key, keeping its
+#     state (managed client keys) in $RUN_DIR/state;
+#   - one proxy, following the client keys managed at the broker.
+# It waits until both are ready, creates a client API key through the broker
+# (`broker keys create`), prints the proxy's base URL, that key, ready-to-paste
+# curl commands and the `broker keys` commands that manage more keys, and runs
+# until Ctrl-C (or SIGTERM), which stops every process it started. A failed
+# start stops them too.
 #
 # Environment (all optional):
 #   RUN_UPSTREAM          auto (default), sandbox, or github
@@ -192,23 +195,21 @@ write_secret() {
 
 broker_key=$(new_key)
 admin_key=$(new_key)
-api_key=$(new_key)
 # The proxy's broker key, and an admin key for the console (/ui/) and the CLI.
 write_secret "$RUN_DIR/broker-keys" "proxy:$broker_key
 admin:$admin_key:*:admin"
 write_secret "$RUN_DIR/broker-key" "$broker_key"
 write_secret "$RUN_DIR/admin-key" "$admin_key"
-write_secret "$RUN_DIR/api-keys" "local:$api_key"
-write_secret "$RUN_DIR/api-key" "$api_key"
+rm -f "$RUN_DIR/api-key" "$RUN_DIR/api-keys"
 
 # ---- start ----------------------------------------------------------------
 
 broker_args=(serve
 	--grpc-addr "$HOST:$GRPC_PORT" --http-addr "$HOST:$HTTP_PORT" --admin-addr "$HOST:$ADMIN_PORT"
-	--keys-file "$RUN_DIR/broker-keys" --console-proxy-url "http://$HOST:$PROXY_PORT" --log-format text)
+	--keys-file "$RUN_DIR/broker-keys" --state-dir "$RUN_DIR/state" --console-proxy-url "http://$HOST:$PROXY_PORT" --log-format text)
 proxy_args=(serve
 	--addr "$HOST:$PROXY_PORT" --admin-addr "$HOST:$PROXY_ADMIN_PORT" --broker-addr "$HOST:$GRPC_PORT"
-	--broker-key-file "$RUN_DIR/broker-key" --keys-file "$RUN_DIR/api-keys" --log-format text
+	--broker-key-file "$RUN_DIR/broker-key" --keys-from-broker --log-format text
 	--shutdown-grace 10s)
 broker_env=()
 
@@ -268,6 +269,30 @@ wait_ready() {
 wait_ready broker "$ADMIN_PORT"
 wait_ready proxy "$PROXY_ADMIN_PORT"
 
+# The client key is a managed key: made at the broker, followed by the proxy.
+keys_flags="--broker-addr $HOST:$GRPC_PORT --admin-key-file $RUN_DIR/admin-key"
+key_name="local-$(date -u +%Y%m%dT%H%M%SZ)"
+api_key=$(env -u BROKER_ADMIN_KEY "$RUN_DIR/bin/broker" keys create "$key_name" --broker-addr "$HOST:$GRPC_PORT" --admin-key-file "$RUN_DIR/admin-key" 2>"$RUN_DIR/keys.log") || {
+	cat "$RUN_DIR/keys.log" >&2
+	die "could not create a client key at the broker"
+}
+write_secret "$RUN_DIR/api-key" "$api_key"
+
+# key_works: the proxy accepts the new key (GET /v1/models answers 200).
+key_works() {
+	(
+		exec 3<>"/dev/tcp/$HOST/$PROXY_PORT" || exit 1
+		printf 'GET /v1/models HTTP/1.0\r\nHost: %s:%s\r\nAuthorization: Bearer %s\r\n\r\n' "$HOST" "$PROXY_PORT" "$api_key" >&3
+		IFS= read -r -t 5 line <&3 || exit 1
+		[[ $line == "HTTP/1."?" 200"* ]]
+	) 2>/dev/null
+}
+for ((n = 0; n < READY_TIMEOUT * 10; n++)); do
+	key_works && break
+	sleep 0.1
+done
+key_works || die "the proxy does not accept the key created at the broker (logs: $RUN_DIR/proxy.log, $RUN_DIR/broker.log)"
+
 base="http://$HOST:$PROXY_PORT"
 cat <<EOF
 
@@ -275,9 +300,10 @@ copilot-broker is running on $upstream.
 
   OpenAI base URL     $base/v1
   Anthropic base URL  $base
-  API key             $api_key   (also in $RUN_DIR/api-key)
+  API key             $api_key   (also in $RUN_DIR/api-key; managed key "$key_name")
   broker REST         http://$HOST:$HTTP_PORT/v1/token   (broker key in $RUN_DIR/broker-key)
   team console        http://$HOST:$HTTP_PORT/ui/   (sign in with the admin key in $RUN_DIR/admin-key)
+  state               $RUN_DIR/state   (the broker's keys; kept across runs)
   logs                $RUN_DIR/*.log
 
 A streamed chat completion:
@@ -294,6 +320,14 @@ curl -N $base/v1/messages \\
   -H "anthropic-version: 2023-06-01" \\
   -H "content-type: application/json" \\
   -d '{"model": "claude-sonnet-4", "max_tokens": 256, "stream": true, "messages": [{"role": "user", "content": "Say hello"}]}'
+
+Client keys for your team, managed at the broker (every proxy follows within a second):
+
+  $RUN_DIR/bin/broker keys create alice --models 'gpt-*,claude-sonnet-*' --expires 90d $keys_flags
+  $RUN_DIR/bin/broker keys list $keys_flags
+  $RUN_DIR/bin/broker keys update alice --disable $keys_flags
+  $RUN_DIR/bin/broker keys revoke alice $keys_flags
+  $RUN_DIR/bin/broker keys import FILE $keys_flags   (a proxy keys file: same names and secrets)
 
 Press Ctrl-C to stop.
 EOF

@@ -14,6 +14,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
+	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -74,6 +75,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body; a client that announces a body and does not send it is cut off after this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close keep-alive connections idle this long between requests")
+	fs.Int64Var(&cfg.MaxInflightBodyBytesPerKey, "max-inflight-body-bytes-per-key", 0, "the most of --max-inflight-body-bytes one client key's requests may hold together (at least --max-body-bytes; 0: half of it, all of it without client keys), so one key cannot starve the others")
 	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
 	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
@@ -83,6 +85,10 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
+	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", wsresponses.DefaultIdleTimeout, "close a Responses WebSocket connection that sent nothing and ran no response for this long (open connections are pinged every 30 s)")
+	fs.IntVar(&cfg.WSMaxConnections, "ws-max-connections", wsresponses.DefaultMaxConns, "most Responses WebSocket connections open at once (-1: no cap); upgrades past it get 503")
+	fs.IntVar(&cfg.WSMaxConnectionsPerKey, "ws-max-connections-per-key", wsresponses.DefaultMaxConnsPerKey, "most Responses WebSocket connections one key may hold open (-1: no cap); upgrades past it get 429")
+	fs.BoolVar(&cfg.UpstreamWebSocket, "upstream-websocket", false, "send the WebSocket turns of models that list ws:/responses over one upstream WebSocket per client connection (default: one HTTP call a turn); 3 failed upstream connections in a row put that client connection back on HTTP")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", server.DefaultShutdownGrace, "how long in-flight requests and streams may run after SIGTERM")
 	cfg.Editor.RegisterFlags(fs, identity.API)
 	fs.Float64Var(&cfg.PoolReservePercent, "pool-reserve-percent", pool.DefaultReservePercent, "a pool member with less than this share (percent) of its session or weekly usage limit left is used only when no other member is (negative: off)")

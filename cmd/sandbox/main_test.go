@@ -110,7 +110,7 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := options{addr: "127.0.0.1:8787", lifetime: 30 * time.Minute, refreshIn: 1500 * time.Second,
 		chunks: 5, chunkDelay: 50 * time.Millisecond, sku: "monthly_subscriber",
-		minPlugin: "0.30.0", betas: "interleaved-thinking-*,context-management-*,advanced-tool-use-*"}
+		minPlugin: "0.30.0", betas: "interleaved-thinking-*,context-management-*,advanced-tool-use-*,extended-cache-ttl-*"}
 	if o != want {
 		t.Errorf("parse() defaults = %+v; want %+v", o, want)
 	}

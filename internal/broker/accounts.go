@@ -55,6 +55,7 @@ func (s *Service) AddAccount(name string, src Source, q QuotaSource) error {
 	}
 	next[name] = a
 	s.publishLocked(next)
+	s.identityMetrics.init(name)
 	s.loops.Add(1)
 	go s.follow(f)
 	s.log.Info("account added", "account", name)

@@ -141,6 +141,15 @@ func NewIdentityMetrics(reg prometheus.Registerer) *IdentityMetrics {
 	return m
 }
 
+// init makes account's series exist at zero, so alerts and dashboards see
+// the account before its first refusal.
+func (m *IdentityMetrics) init(account string) {
+	if m != nil {
+		m.rejectedTotal.WithLabelValues(account, "exchange")
+		m.rejectedTotal.WithLabelValues(account, "api")
+	}
+}
+
 func (m *IdentityMetrics) rejected(account, origin string) {
 	if m != nil {
 		m.rejectedTotal.WithLabelValues(account, origin).Inc()

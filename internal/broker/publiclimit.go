@@ -93,16 +93,9 @@ func (l *PublicStreamLimiter) StreamInterceptor() grpc.StreamServerInterceptor {
 			{refusedPerConn, connOf(ss.Context()), l.limits.PerConn},
 			{refusedTotal, "", l.limits.Total},
 		}
-		if reason := l.counts.acquire(bounds); reason != "" {
-			l.refused.WithLabelValues(reason).Inc()
+		return l.counts.guard(bounds, l.refused, l.open, func(reason string) error {
 			return status.Errorf(codes.ResourceExhausted, "too many open %s streams without a broker key (%s limit); use health Check, or send a broker key", info.FullMethod, reason)
-		}
-		l.open.Inc()
-		defer func() {
-			l.counts.release(bounds)
-			l.open.Dec()
-		}()
-		return handler(srv, ss)
+		}, func() error { return handler(srv, ss) })
 	}
 }
 
@@ -155,6 +148,21 @@ func (c *streamCounts) acquire(bounds []streamBound) string {
 		c.open[streamBound{b.reason, b.bucket, 0}]++
 	}
 	return ""
+}
+
+// guard runs run as one stream counted against bounds, or, when one is
+// full, counts the refusal and returns refuse's error.
+func (c *streamCounts) guard(bounds []streamBound, refused *prometheus.CounterVec, open prometheus.Gauge, refuse func(reason string) error, run func() error) error {
+	if reason := c.acquire(bounds); reason != "" {
+		refused.WithLabelValues(reason).Inc()
+		return refuse(reason)
+	}
+	open.Inc()
+	defer func() {
+		c.release(bounds)
+		open.Dec()
+	}()
+	return run()
 }
 
 func (c *streamCounts) release(bounds []streamBound) {

@@ -79,15 +79,8 @@ func (l *StreamLimiter) StreamInterceptor() grpc.StreamServerInterceptor {
 		if conn := connOf(ss.Context()); conn != l.shared {
 			bounds = append(bounds, streamBound{refusedPerConn, conn, l.limits.PerConn})
 		}
-		if reason := l.counts.acquire(bounds); reason != "" {
-			l.refused.WithLabelValues(reason).Inc()
+		return l.counts.guard(bounds, l.refused, l.open, func(reason string) error {
 			return status.Errorf(codes.ResourceExhausted, "too many open streams (%s limit); close some, or spread them over connections", reason)
-		}
-		l.open.Inc()
-		defer func() {
-			l.counts.release(bounds)
-			l.open.Dec()
-		}()
-		return handler(srv, ss)
+		}, func() error { return handler(srv, ss) })
 	}
 }

@@ -16,6 +16,9 @@ type Stats struct {
 	// AccountWatchers is the number of open WatchAccounts streams
 	// (consoles and dashboards).
 	AccountWatchers int `json:"account_watchers"`
+	// KeyWatchers is the number of open WatchKeys streams: proxies that
+	// follow the broker's managed keys.
+	KeyWatchers int `json:"key_watchers"`
 	// RefreshErrors counts failed token exchanges with GitHub by result
 	// (rejected, no_access, rate_limited, error) since Since.
 	RefreshErrors map[string]int `json:"refresh_errors"`
@@ -72,6 +75,8 @@ func (s *stats) read() (Stats, error) {
 				out.Watchers[label("account")] = int(m.GetGauge().GetValue())
 			case "copilot_broker_account_watchers":
 				out.AccountWatchers = int(m.GetGauge().GetValue())
+			case "copilot_broker_key_watchers":
+				out.KeyWatchers = int(m.GetGauge().GetValue())
 			case "copilot_broker_token_refreshes_total":
 				if r := label("result"); r != "success" {
 					counts[r] += m.GetCounter().GetValue()

@@ -37,7 +37,7 @@ func ParseCountTokens(s string) (CountTokens, error) {
 // alone, in Anthropic's shape {"input_tokens": N}. It needs no Copilot
 // token, so it answers even while the proxy has none.
 func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *route, key string) {
-	held, err := h.bodies.Read(w, r)
+	held, err := h.bodies.Read(w, r, key)
 	if err != nil {
 		h.rejectBody(w, rt, key, err)
 		return
@@ -45,6 +45,10 @@ func (h *Handler) serveCountTokens(w http.ResponseWriter, r *http.Request, rt *r
 	defer held.Free()
 	if _, err := h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
 		h.reject(w, rt.name, key, rt.dialect, dialect.BadRequest(err.Error()))
+		return
+	}
+	if e, ok := h.chargeMemory(w, held, tokencount.MemoryFactor, "to count"); !ok {
+		h.reject(w, rt.name, key, rt.dialect, e)
 		return
 	}
 	n, err := tokencount.Estimate(held.Bytes())

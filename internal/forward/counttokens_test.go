@@ -3,7 +3,10 @@ package forward
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestCountTokensLocal(t *testing.T) {
@@ -63,5 +66,23 @@ func TestParseCountTokens(t *testing.T) {
 	}
 	if _, err := ParseCountTokens("remote"); err == nil {
 		t.Error("ParseCountTokens(remote) succeeded")
+	}
+}
+
+// TestCountTokensChargesBudget: count_tokens charges the body budget
+// tokencount.MemoryFactor times its body (issue 22: a 26 MB body peaked at
+// 439 MB outside the budget).
+func TestCountTokensChargesBudget(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {}, func(c *Config) {
+		c.MaxBodyBytes, c.MaxInflightBodyBytes, c.MaxInflightBodyBytesPerKey, c.InflightBodyWait = 1<<20, 4<<20, 2<<20, 50*time.Millisecond
+	})
+	body := `{"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"` + strings.Repeat("x", 300<<10) + `"}]}`
+	resp, got := e.do(t, "POST", "/v1/messages/count_tokens", body, nil)
+	if resp.StatusCode != 413 || !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "too large to count") {
+		t.Errorf("count_tokens of 300 KiB under a 2 MiB share = %d %.200s; want 413 in Anthropic's shape", resp.StatusCode, got)
+	}
+	small := `{"model":"claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}`
+	if resp, got := e.do(t, "POST", "/v1/messages/count_tokens", small, nil); resp.StatusCode != 200 {
+		t.Errorf("count_tokens of a small body = %d %s", resp.StatusCode, got)
 	}
 }

@@ -7,6 +7,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -117,6 +118,12 @@ type Config struct {
 	// InflightBodyWait, then gets 503 with Retry-After. It is raised to
 	// MaxBodyBytes+1 if smaller. Default 256 MiB; negative: no bound.
 	MaxInflightBodyBytes int64
+	// MaxInflightBodyBytesPerKey is the most of that budget the requests
+	// of one client key hold together, so that one key's slow or large
+	// bodies cannot starve the others. It is raised to MaxBodyBytes+1 if
+	// smaller. Default half of MaxInflightBodyBytes (all of it without
+	// Keys: every client is then the same key).
+	MaxInflightBodyBytesPerKey int64
 	// InflightBodyWait is how long a body waits for room in the budget.
 	// Default 2 s.
 	InflightBodyWait time.Duration
@@ -227,9 +234,13 @@ func New(cfg Config) (*Handler, error) {
 	if h.metrics == nil {
 		h.metrics = NewMetrics(nil)
 	}
+	perKey := cfg.MaxInflightBodyBytesPerKey
+	if perKey <= 0 && (cfg.Keys != nil || cfg.KeySet != nil) {
+		perKey = cmp.Or(cfg.MaxInflightBodyBytes, DefaultMaxInflightBodyBytes) / 2
+	}
 	h.bodies = body.NewIntake(body.Config{
 		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
-		MaxInflight: cfg.MaxInflightBodyBytes, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
+		MaxInflight: cfg.MaxInflightBodyBytes, MaxInflightPerKey: perKey, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
 	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -383,7 +394,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, c *call) bool
 		r.Body, r.ContentLength, r.TransferEncoding, r.GetBody = http.NoBody, 0, nil, nil
 		return true
 	}
-	held, err := h.bodies.Read(w, r)
+	held, err := h.bodies.Read(w, r, c.key)
 	if err != nil {
 		h.rejectBody(w, rt, c.key, err)
 		return false
@@ -392,6 +403,17 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, c *call) bool
 	if c.in, err = h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
 		h.reject(w, rt.name, c.key, rt.dialect, dialect.BadRequest(err.Error()))
 		return false
+	}
+	if rt == routeResponses && c.in.Vision {
+		// An image detail other than low or high is sent as high
+		// (imagedetail.go); the body changed, so it is scanned again.
+		if nb, ok := normalizeImageDetail(held.Bytes()); ok {
+			held.Set(nb)
+			if c.in, err = h.scan(r.Context().Done(), rt.shape, held.Bytes()); err != nil {
+				h.reject(w, rt.name, c.key, rt.dialect, dialect.BadRequest(err.Error()))
+				return false
+			}
+		}
 	}
 	return true
 }
@@ -525,6 +547,7 @@ func setTarget(r *http.Request, c *call) {
 	r.URL.Host = c.base.Host
 	r.URL.Path = c.base.Path + c.upstreamPath()
 	r.URL.RawPath = ""
+	r.URL.RawQuery = cleanQuery(r.URL.RawQuery)
 	r.Host = ""
 	r.Header.Set("Authorization", "Bearer "+c.tok.Value.Reveal())
 }
@@ -628,3 +651,40 @@ func newCopyBuffers() *copyBuffers {
 
 func (c *copyBuffers) Get() []byte  { return *c.p.Get().(*[]byte) }
 func (c *copyBuffers) Put(b []byte) { c.p.Put(&b) }
+
+// cleanQuery re-encodes a client's query string for the upstream: pairs
+// that do not parse are dropped and every byte outside the URL's safe set is
+// escaped, so nothing the client wrote goes upstream verbatim (raw 0xff
+// bytes, stray '%').
+func cleanQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	q, _ := url.ParseQuery(raw) // the pairs that parse
+	return q.Encode()
+}
+
+// chargeMemory charges the body's reservation factor times its size, for
+// work that holds that much (a translation, a token count) before it
+// starts. When it cannot, it returns the answer: 413 when no key's share
+// could ever hold it (the message says the largest body that fits), 503
+// with Retry-After when the budget is full now, 499 when the client left.
+func (h *Handler) chargeMemory(w http.ResponseWriter, held *body.Held, factor int64, what string) (dialect.Error, bool) {
+	n := int64(len(held.Bytes()))
+	need := n * factor
+	b := h.bodies.Budget()
+	if !b.Fits(need) {
+		return dialect.TooLarge(fmt.Sprintf("request body of %d bytes too large %s: at most %d bytes", n, what, b.PerKey()/factor)), false
+	}
+	if err := held.Charge(need); err != nil {
+		e := dialect.Overloaded("the proxy holds too many request bytes in flight; retry shortly")
+		if errors.Is(err, body.ErrBudget) {
+			h.metrics.budgetRefused.Inc()
+			w.Header().Set("Retry-After", "1")
+		} else {
+			e.Status = 499 // the client left
+		}
+		return e, false
+	}
+	return dialect.Error{}, true
+}

@@ -739,3 +739,35 @@ func TestBaseURLsCachedPerURL(t *testing.T) {
 		t.Errorf("%d cached validations; want one per URL (%d)", n, len(toks))
 	}
 }
+
+// TestQueryStringCleaned: the client's query string reaches the upstream
+// re-encoded, without raw bytes or unparsable pairs (issue 22: it went
+// upstream verbatim, raw 0xff bytes included).
+func TestQueryStringCleaned(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	for _, c := range []struct{ raw, want string }{
+		{"beta=true", "beta=true"},
+		{"a=\xff&beta=true", "a=%FF&beta=true"},
+		{"x=%zz&beta=true", "beta=true"},
+		{"", ""},
+	} {
+		req, err := http.NewRequest("POST", e.proxy.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.RawQuery = c.raw
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got := e.up.requests()
+		if q := got[len(got)-1].query; resp.StatusCode != 200 || q != c.want {
+			t.Errorf("query %q: %d, upstream got %q; want 200, %q", c.raw, resp.StatusCode, q, c.want)
+		}
+	}
+}

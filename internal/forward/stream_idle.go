@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -19,24 +20,25 @@ import (
 // that time after its headers instead of before them.
 const DefaultStreamIdleTimeout = 5 * time.Minute
 
-// watchStreamIdle replaces an event-stream response's body with one that
-// ends the stream with an error event in the upstream's dialect (the
-// client's, unless the call is translated), and closes
-// the upstream body (freeing its connection), once the upstream has sent
-// nothing for the stream idle timeout. No goroutine waits per stream: a
-// clock timer calls [idleBody.fire], and each read that brings bytes resets
-// it.
+// watchStreamIdle replaces every answer's body with one that closes the
+// upstream body (freeing its connection) once the upstream has sent nothing
+// for the stream idle timeout. An event stream then ends with an error event
+// in the upstream's dialect (the client's, unless the call is translated);
+// any other answer ends with a read error ([errUpstreamIdle]), never a
+// clean end, so a cut JSON body is not taken for a whole one (the reverse
+// proxy then drops the client's connection, a translated answer becomes a
+// 502). No goroutine waits per answer: a clock timer calls
+// [idleBody.fire], and each read that brings bytes resets it.
 func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if h.streamIdle <= 0 || resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		return
-	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	// The event joins the upstream's bytes: in the upstream's dialect, which
 	// a translated call's translator (above this body) turns into the
 	// client's.
-	b := &idleBody{body: resp.Body, h: h, route: c.route, event: c.targetRoute(), key: c.key, requestID: c.requestID}
+	b := &idleBody{body: resp.Body, h: h, route: c.route, event: c.targetRoute(), key: c.key, requestID: c.requestID,
+		sse: mt == "text/event-stream"}
 	b.timer = h.clock.AfterFunc(h.streamIdle, b.fire)
 	resp.Body = b
 }
@@ -59,8 +61,13 @@ type idleBody struct {
 	requestID string
 	timer     clock.Timer
 	state     atomic.Int32
+	sse       bool   // an event stream: it ends with tail, else with errUpstreamIdle
 	tail      []byte // the error event handed out once fired; made on firing
 }
+
+// errUpstreamIdle ends an answer other than an event stream whose upstream
+// went silent.
+var errUpstreamIdle = errors.New("the Copilot API sent nothing for the idle timeout; the proxy ended the answer")
 
 // fire is the timer's function: it ends the stream unless it was closed or
 // already ended.
@@ -68,7 +75,9 @@ func (b *idleBody) fire() {
 	if !b.state.CompareAndSwap(idleLive, idleFiring) {
 		return
 	}
-	b.tail = idleErrorEvent(b.event, b.h.streamIdle)
+	if b.sse {
+		b.tail = idleErrorEvent(b.event, b.h.streamIdle)
+	}
 	b.state.Store(idleFired)
 	b.h.metrics.streamIdle.WithLabelValues(b.route.name).Inc()
 	b.h.log.Warn("upstream stream idle; ending it with an error event", "route", b.route.name, "key", b.key,
@@ -96,6 +105,9 @@ func (b *idleBody) Read(p []byte) (int, error) {
 }
 
 func (b *idleBody) readTail(p []byte) (int, error) {
+	if !b.sse {
+		return 0, errUpstreamIdle
+	}
 	if len(b.tail) == 0 {
 		return 0, io.EOF
 	}

@@ -147,7 +147,9 @@ func TestStreamIdleClosedStreamIsNotCounted(t *testing.T) {
 }
 
 // Only event streams are watched, and only with a positive timeout.
-func TestStreamIdleWatchesOnlyEventStreams(t *testing.T) {
+// TestStreamIdleWatchesEveryAnswer: every answer is watched (issue 22: a
+// non-SSE answer that stalled after its headers never timed out).
+func TestStreamIdleWatchesEveryAnswer(t *testing.T) {
 	tests := []struct {
 		name        string
 		idle        time.Duration
@@ -155,7 +157,7 @@ func TestStreamIdleWatchesOnlyEventStreams(t *testing.T) {
 		want        bool
 	}{
 		{"event stream", time.Minute, "text/event-stream", true},
-		{"json", time.Minute, "application/json", false},
+		{"json", time.Minute, "application/json", true},
 		{"disabled", -1, "text/event-stream", false},
 	}
 	for _, tt := range tests {
@@ -183,4 +185,38 @@ func TestIdleErrorEventIsOneEvent(t *testing.T) {
 			t.Errorf("%s: idle event %q is not one SSE event", rt.name, ev)
 		}
 	}
+}
+
+// TestIdleJSONAnswerFails: a JSON answer whose upstream goes silent ends
+// with a read error at the idle timeout, not with a clean end that would
+// pass a cut body for a whole one.
+func TestIdleJSONAnswerFails(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	h := idleHandler(t, clk, time.Minute)
+	up := newChunkBody()
+	resp := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Body: up}
+	h.watchStreamIdle(resp, &call{route: routeChat, key: "alice", requestID: "r1"})
+	up.chunks <- `{"id":"x",`
+	buf := make([]byte, 64)
+	if n, err := resp.Body.Read(buf); err != nil || string(buf[:n]) != `{"id":"x",` {
+		t.Fatalf("Read() = %q, %v; want the upstream's bytes", buf[:n], err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		got <- err
+	}()
+	clk.Advance(time.Minute)
+	select {
+	case err := <-got:
+		if !errors.Is(err, errUpstreamIdle) {
+			t.Errorf("read after the idle timeout = %v; want errUpstreamIdle", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a read on the silent answer never ended")
+	}
+	if got := testutil.ToFloat64(h.metrics.streamIdle.WithLabelValues(routeChat.name)); got != 1 {
+		t.Errorf("idle counted %v times; want 1", got)
+	}
+	resp.Body.Close()
 }

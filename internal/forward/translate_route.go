@@ -115,9 +115,20 @@ func (h *Handler) translateRequest(w http.ResponseWriter, r *http.Request, c *ca
 	if m := c.decision.model; m != nil {
 		opt.MaxOutputTokens = int(m.Limits.MaxOutputTokens)
 	}
+	w.Header().Set("X-Request-Id", c.requestID)
+	// A translation holds several times the body (translate.MemoryFactor):
+	// the budget is charged that before the work starts.
+	if e, ok := h.chargeMemory(w, c.body, translate.MemoryFactor, "to translate for this model"); !ok {
+		c.status = e.Status // record counts the request
+		dialect.Write(w, c.route.dialect, e)
+		return false
+	}
 	out, info, err := translate.Request(r.Context(), from, to, c.body.Bytes(), opt)
+	if err != nil && r.Context().Err() != nil {
+		c.status = 499 // the client left, or the server's shutdown closed its connection
+		return false
+	}
 	if err != nil {
-		w.Header().Set("X-Request-Id", c.requestID)
 		msg := err.Error()
 		if !errors.Is(err, translate.ErrBadRequest) {
 			msg = "translating the request failed: " + msg
@@ -150,9 +161,11 @@ func translateHeaders(hd http.Header, x *xlate) {
 	}
 }
 
-// maxTranslatedAnswer bounds a non-streamed answer (or an error body) the
-// proxy reads whole to translate it.
-const maxTranslatedAnswer = 32 << 20
+// maxTranslatedAnswer bounds a non-streamed answer the proxy reads whole
+// to translate it. A model's longest answer (128k output tokens) is about
+// 0.5 MB of JSON; the translation holds up to translate.MemoryFactor times
+// this, outside the body budget, so the bound is kept tight.
+const maxTranslatedAnswer = 4 << 20
 
 // translateResponse turns the upstream's answer into the client's dialect:
 // an error body with the upstream's status (the classified ones are already

@@ -3,6 +3,7 @@ package forward
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,52 @@ func TestTranslatedStreamIdle(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTranslationChargesBudget: a translated request charges the body
+// budget translate.MemoryFactor times its body before the work starts: one
+// no share could hold is refused with 413, one that does not fit now with
+// 503 and Retry-After, both in the client's dialect, while the same body
+// passed through is served (issue 22: translation held about 25 times the
+// body outside the budget, and one request could restart a replica).
+func TestTranslationChargesBudget(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/models" {
+			fmt.Fprint(w, upstreamModels)
+			return
+		}
+		fmt.Fprint(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}, func(c *Config) {
+		c.Models = &ModelsConfig{}
+		c.MaxBodyBytes, c.MaxInflightBodyBytes, c.MaxInflightBodyBytesPerKey, c.InflightBodyWait = 1<<20, 4<<20, 2<<20, 50*time.Millisecond
+	})
+	t.Cleanup(e.handler.Close)
+	body := func(size int) string {
+		return `{"model":"gpt-4.1","max_tokens":64,"messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}]}`
+	}
+	// 100 KiB x 40 is over the key's share of 2 MiB: never.
+	resp, got := e.do(t, "POST", "/v1/messages", body(100<<10), nil)
+	if resp.StatusCode != 413 || !strings.Contains(got, `"type":"error"`) || !strings.Contains(got, "too large to translate") {
+		t.Errorf("translated 100 KiB = %d %.200s; want 413 in Anthropic's shape", resp.StatusCode, got)
+	}
+	// The same body in the model's own dialect is not translated: served.
+	chat := `{"model":"gpt-4.1","messages":[{"role":"user","content":"` + strings.Repeat("x", 100<<10) + `"}]}`
+	if resp, got := e.do(t, "POST", "/v1/chat/completions", chat, nil); resp.StatusCode != 200 {
+		t.Errorf("pass-through 100 KiB = %d %.200s; want 200", resp.StatusCode, got)
+	}
+	// 30 KiB x 40 fits the share, but not while the key holds most of it.
+	hold, err := e.handler.bodies.Read(httptest.NewRecorder(), httptest.NewRequest("POST", "/", strings.NewReader(strings.Repeat("x", 1<<20))), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, got = e.do(t, "POST", "/v1/messages", body(30<<10), nil)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(got, `"overloaded_error"`) {
+		t.Errorf("translated 30 KiB with the share taken = %d (Retry-After %q) %.200s; want 503 with Retry-After, Anthropic's overloaded_error", resp.StatusCode, resp.Header.Get("Retry-After"), got)
+	}
+	hold.Free()
+	if resp, got := e.do(t, "POST", "/v1/messages", body(30<<10), nil); resp.StatusCode != 200 {
+		t.Errorf("translated 30 KiB with room = %d %.200s; want 200", resp.StatusCode, got)
 	}
 }

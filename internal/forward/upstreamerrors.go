@@ -15,7 +15,7 @@ import (
 
 // Upstream errors (docs/protocol.md section 5) are classified: a 401, and a
 // 403 without a quota or policy body, mean the token was refused (refresh
-// once and retry, transport.go); 402 (quota), 429 and 503 (rate limits) and
+// once and retry, retry.go); 402 (quota), 429 and 503 (rate limits) and
 // 466 (client not supported) reach the client in its own dialect with the
 // upstream's status and headers (Retry-After included), and each kind is
 // counted so an alert can fire.

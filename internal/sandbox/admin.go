@@ -75,6 +75,7 @@ func (s *Server) adminRoutes(m *http.ServeMux) {
 		adminOK(w)
 	})
 	m.HandleFunc("POST /_sandbox/faults/{target}", s.adminFault)
+	m.HandleFunc("POST /_sandbox/ws-faults", s.adminWSFaults)
 	m.HandleFunc("DELETE /_sandbox/faults", func(w http.ResponseWriter, r *http.Request) {
 		s.ClearFaults()
 		adminOK(w)

@@ -82,7 +82,7 @@ func chatModel(id, name, family, vendor string, preview bool, endpoints ...strin
 
 // catalog is the sandbox's model list, shaped like the Copilot API's in 2026:
 // GPT models on /chat/completions (some also on /responses), the GPT-5.x
-// codex models on /responses only, the newer Claude models on /v1/messages
+// codex models on /responses only (gpt-5.2-codex also on ws:/responses), the newer Claude models on /v1/messages
 // only (claude-sonnet-4 on both chat and messages), an embeddings model, and
 // one whose policy is not enabled for the account.
 type catalog struct {
@@ -97,7 +97,7 @@ func newCatalog() *catalog {
 		chatModel("gpt-4.1", "GPT-4.1", "gpt-4.1", "Azure OpenAI", false, pathChat),
 		chatModel("gpt-5-mini", "GPT-5 mini", "gpt-5-mini", "Azure OpenAI", false, pathChat, pathResponses),
 		chatModel("gpt-5-codex", "GPT-5-Codex (Preview)", "gpt-5-codex", "OpenAI", true, pathResponses),
-		chatModel("gpt-5.2-codex", "GPT-5.2-Codex", "gpt-5.2-codex", "OpenAI", false, pathResponses),
+		chatModel("gpt-5.2-codex", "GPT-5.2-Codex", "gpt-5.2-codex", "OpenAI", false, pathResponses, pathWSResponses),
 		chatModel("claude-sonnet-4", "Claude Sonnet 4", "claude-sonnet-4", "Anthropic", false, pathChat, pathMessages),
 		chatModel("claude-sonnet-4.5", "Claude Sonnet 4.5", "claude-sonnet-4.5", "Anthropic", false, pathMessages),
 		chatModel("claude-opus-4.1", "Claude Opus 4.1", "claude-opus-4.1", "Anthropic", false, pathMessages),

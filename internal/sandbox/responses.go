@@ -33,6 +33,8 @@ type responsesRequest struct {
 	Store             *bool            `json:"store"`
 	Temperature       *float64         `json:"temperature"`
 	TopP              *float64         `json:"top_p"`
+	// PreviousResponseID continues a stored response (history.go).
+	PreviousResponseID string `json:"previous_response_id"`
 }
 
 // responsesItem is one input item; a message may come without "type".
@@ -322,6 +324,9 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.resolveModel(w, r, req.Model); !ok {
 		return
 	}
+	if !s.withHistory(w, r, &req) {
+		return
+	}
 	c, err := parseResponses(&req)
 	if err != nil {
 		writeReqError(w, r, err)
@@ -359,6 +364,9 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 	u.InputTokensDetails.CachedTokens = a.cached
 	u.OutputTokensDetails.ReasoningTokens = a.reasoningTokens
 	final.Usage = &u
+	if final.Store {
+		s.remember(final.ID, req.Input, output)
+	}
 	if !req.Stream {
 		writeJSON(w, http.StatusOK, final)
 		return

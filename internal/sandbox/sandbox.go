@@ -47,6 +47,15 @@
 //	POST   /_sandbox/accounts/{name}/spend-quota  the Copilot API answers 402 to its tokens
 //	POST   /_sandbox/accounts/{name}/reset-quota  a new quota period
 //	POST   /_sandbox/accounts/{name}/faults/{exchange,api}  a fault for that account alone (body as above)
+//	POST   /_sandbox/ws-faults                {"refuse_upgrades":N,"refuse_status":503,"drop_after_events":N,"drop_turns":N}, see [WSFaults]
+//
+// # Responses over WebSocket
+//
+// GET /responses with a WebSocket upgrade is ws:/responses (served for the
+// models that list it in supported_endpoints): each {"type":
+// "response.create", ...} message is one streamed Responses call whose
+// events come back as text messages; previous_response_id continues a
+// stored response, over HTTP too (history.go).
 //
 // # Accounts
 //
@@ -189,6 +198,9 @@ type Server struct {
 	apiFaulty       atomic.Bool  // fast path: no API fault configured
 
 	stats statsState
+
+	ws      wsState      // ws:/responses faults (wsresponses.go)
+	history historyState // previous_response_id (history.go)
 }
 
 // New returns a Server configured by cfg.
@@ -260,6 +272,7 @@ func (s *Server) routes() *http.ServeMux {
 	m.HandleFunc("GET /models", s.api(s.handleModels))
 	m.HandleFunc("POST /embeddings", s.api(s.handleEmbeddings))
 	m.HandleFunc("POST /responses", s.api(s.handleResponses))
+	m.HandleFunc("GET /responses", s.handleResponsesWS)
 	m.HandleFunc("POST /v1/messages", s.api(s.handleMessages))
 	m.HandleFunc("POST /v1/messages/count_tokens", handleCountTokensNotFound)
 	s.adminRoutes(m)

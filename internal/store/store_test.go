@@ -12,17 +12,11 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/testutil/pgtest"
 	"github.com/google/go-cmp/cmp"
-	"go.uber.org/goleak"
 )
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) {
-	pg = pgtest.Start()
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { pg.Stop() }),
-		// database/sql's connection opener lives as long as its DB; the pgtest admin DB is closed in Cleanup.
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.RunMain(m, &pg)) }
 
 // engines is every engine the suite runs against; each call opens a fresh
 // database.

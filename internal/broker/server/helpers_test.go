@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,6 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
 	"github.com/copilot-broker/copilot-broker/internal/testutil/pgtest"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -23,11 +23,7 @@ import (
 // the binaries, except in CI).
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) {
-	pg = pgtest.Start()
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { pg.Stop() }),
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.RunMain(m, &pg)) }
 
 // Broker keys of the tests.
 const (

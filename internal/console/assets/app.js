@@ -311,7 +311,7 @@ function renderStats() {
   $("ov-proxies").replaceChildren(
     h("p", { class: "muted", text: "Open token streams by account: each proxy holds one per account it serves." }),
     ws.length ? h("div", { class: "kv" }, ws.map(([k, v]) => [h("span", { text: k || "default" }), h("span", { text: `${fmtN(v)} watching` })])) : h("p", { text: "No proxy connected." }),
-    h("p", { class: "muted", text: `${fmtN(stats.account_watchers || 0)} account watch stream(s) (consoles, dashboards).` }));
+    h("p", { class: "muted", text: `${fmtN(stats.key_watchers || 0)} proxy(ies) following the broker's keys; ${fmtN(stats.account_watchers || 0)} account watch stream(s) (consoles, dashboards).` }));
 }
 
 // tick updates the relative times in place once a second.

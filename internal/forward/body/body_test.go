@@ -124,12 +124,12 @@ func TestBodyReaderCloseWhileReading(t *testing.T) {
 
 func newTestBudget(limit int64, wait time.Duration) (*Budget, prometheus.Gauge) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	return NewBudget(limit, wait, g), g
+	return NewBudget(limit, 0, wait, g), g
 }
 
 func TestReservation(t *testing.T) {
 	b, g := newTestBudget(100, 50*time.Millisecond)
-	r1 := b.Reserve(t.Context())
+	r1 := b.Reserve(t.Context(), "k")
 	if err := r1.grow(60); err != nil {
 		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
 	}
@@ -139,7 +139,7 @@ func TestReservation(t *testing.T) {
 	if got := testutil.ToFloat64(g); got != 60 {
 		t.Errorf("gauge = %v; want 60", got)
 	}
-	r2 := b.Reserve(t.Context())
+	r2 := b.Reserve(t.Context(), "k")
 	if err := r2.grow(50); !errors.Is(err, ErrBudget) {
 		t.Fatalf("grow(50) with 40 left after the wait: %v; want ErrBudget", err)
 	}
@@ -148,7 +148,7 @@ func TestReservation(t *testing.T) {
 	}
 
 	// A waiter is admitted as soon as the holder lets go.
-	r3 := b.Reserve(t.Context())
+	r3 := b.Reserve(t.Context(), "k")
 	r3.deadline = time.Now().Add(time.Hour)
 	done := make(chan error, 1)
 	go func() { done <- r3.grow(80) }()
@@ -163,7 +163,7 @@ func TestReservation(t *testing.T) {
 
 	// A waiter whose request ends gets the request's error.
 	ctx, cancel := context.WithCancel(t.Context())
-	r4 := b.Reserve(ctx)
+	r4 := b.Reserve(ctx, "k")
 	r4.deadline = time.Now().Add(time.Hour)
 	go func() { done <- r4.grow(50) }()
 	cancel()
@@ -180,7 +180,7 @@ func TestReservation(t *testing.T) {
 		t.Errorf("nil reservation: %v", err)
 	}
 	unlimited, _ := newTestBudget(-1, 0)
-	if err := unlimited.Reserve(t.Context()).grow(1 << 40); err != nil {
+	if err := unlimited.Reserve(t.Context(), "k").grow(1 << 40); err != nil {
 		t.Errorf("no budget: %v", err)
 	}
 }
@@ -220,7 +220,7 @@ func TestReadBodyWithinBudget(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b, g := newTestBudget(8<<20, time.Second)
-			res := b.Reserve(t.Context())
+			res := b.Reserve(t.Context(), "k")
 			body, err := read(pool, &limitedReader{t: t, res: res, left: tt.size}, tt.hint, 4<<20, res)
 			if err != nil {
 				t.Fatal(err)
@@ -237,5 +237,33 @@ func TestReadBodyWithinBudget(t *testing.T) {
 				t.Errorf("gauge after release = %v", got)
 			}
 		})
+	}
+}
+
+// TestBudgetPerKey: one key holds at most its share; another key still
+// gets room at once (issue 22: eight connections of one key announcing
+// 32 MiB each and trickling their bodies made every other key's POST get
+// 503).
+func TestBudgetPerKey(t *testing.T) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+	b := NewBudget(100, 60, 50*time.Millisecond, g)
+	a1, a2, other := b.Reserve(t.Context(), "a"), b.Reserve(t.Context(), "a"), b.Reserve(t.Context(), "b")
+	if err := a1.grow(50); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.grow(20); !errors.Is(err, ErrBudget) {
+		t.Errorf("key a past its share of 60: %v; want ErrBudget", err)
+	}
+	if err := other.grow(50); err != nil {
+		t.Errorf("key b with room left: %v", err)
+	}
+	if !b.Fits(60) || b.Fits(61) || b.PerKey() != 60 {
+		t.Errorf("Fits(60), Fits(61), PerKey() = %v, %v, %d; want true, false, 60", b.Fits(60), b.Fits(61), b.PerKey())
+	}
+	for _, r := range []*Reservation{a1, a2, other} {
+		r.Release()
+	}
+	if got := testutil.ToFloat64(g); got != 0 {
+		t.Errorf("gauge after release = %v", got)
 	}
 }

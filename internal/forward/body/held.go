@@ -73,3 +73,8 @@ func (h *Held) FreeSent() {
 		h.Free()
 	}
 }
+
+// Charge makes the body's reservation at least n bytes, for work on it that
+// holds more than the body (a translation, a token count); the caller checks
+// [Budget.Fits] first. Its errors are [ErrBudget] and the request context's.
+func (h *Held) Charge(n int64) error { return h.res.grow(n) }

@@ -26,6 +26,9 @@ type Config struct {
 	// raised to MaxBytes+1 if smaller. Default
 	// [DefaultMaxInflightBodyBytes]; negative: no bound.
 	MaxInflight int64
+	// MaxInflightPerKey is the most of MaxInflight one client key's
+	// requests hold together, raised to MaxBytes+1 if smaller; 0: all of it.
+	MaxInflightPerKey int64
 	// InflightWait is how long a body waits for room in the budget.
 	// Default [DefaultInflightBodyWait].
 	InflightWait time.Duration
@@ -61,12 +64,19 @@ func NewIntake(cfg Config) *Intake {
 	if wait <= 0 {
 		wait = DefaultInflightBodyWait
 	}
-	in.budget = NewBudget(inflight, wait, cfg.Inflight)
+	perKey := cfg.MaxInflightPerKey
+	if perKey > 0 {
+		perKey = max(perKey, in.max+1)
+	}
+	in.budget = NewBudget(inflight, perKey, wait, cfg.Inflight)
 	return in
 }
 
 // MaxBytes is the bound on one body.
 func (in *Intake) MaxBytes() int64 { return in.max }
+
+// Budget is the in-flight body budget.
+func (in *Intake) Budget() *Budget { return in.budget }
 
 // Pool is the intake's buffer pool (its Stats show reuse).
 func (in *Intake) Pool() *Pool { return in.pool }
@@ -76,8 +86,8 @@ func (in *Intake) Pool() *Pool { return in.pool }
 // memory held, bounded by the body limit and read deadline) so that the
 // client reads a clean 503 instead of a reset connection mid-upload; if even
 // that fails, the connection is closed after the answer.
-func (in *Intake) Read(w http.ResponseWriter, r *http.Request) (*Held, error) {
-	res := in.budget.Reserve(r.Context())
+func (in *Intake) Read(w http.ResponseWriter, r *http.Request, key string) (*Held, error) {
+	res := in.budget.Reserve(r.Context(), key)
 	b, err := in.readWithin(w, r, res)
 	if err != nil {
 		res.Release()

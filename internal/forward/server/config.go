@@ -190,6 +190,10 @@ type Config struct {
 	// --max-inflight-body-bytes, PROXY_MAX_INFLIGHT_BODY_BYTES, default
 	// [DefaultMaxInflightBodyBytes].
 	MaxInflightBodyBytes int64
+	// MaxInflightBodyBytesPerKey is the most of that budget one client
+	// key's requests hold together. --max-inflight-body-bytes-per-key,
+	// PROXY_MAX_INFLIGHT_BODY_BYTES_PER_KEY, default 0: half the budget.
+	MaxInflightBodyBytesPerKey int64
 	// InflightBodyWait is how long a body waits for room in that budget
 	// before its request gets 503 with Retry-After. --inflight-body-wait,
 	// PROXY_INFLIGHT_BODY_WAIT, default [DefaultInflightBodyWait].
@@ -210,6 +214,26 @@ type Config struct {
 	// shutdown begins. --shutdown-grace, PROXY_SHUTDOWN_GRACE, default
 	// [DefaultShutdownGrace].
 	ShutdownGrace time.Duration
+
+	// WSIdleTimeout closes a Responses WebSocket connection that sent no
+	// message and ran no response for this long (idle connections are
+	// pinged every 30 s meanwhile). --ws-idle-timeout,
+	// PROXY_WS_IDLE_TIMEOUT, default [wsresponses.DefaultIdleTimeout].
+	WSIdleTimeout time.Duration
+	// WSMaxConnections and WSMaxConnectionsPerKey cap the open Responses
+	// WebSocket connections of the proxy and of one key.
+	// --ws-max-connections, --ws-max-connections-per-key
+	// (PROXY_WS_MAX_CONNECTIONS, PROXY_WS_MAX_CONNECTIONS_PER_KEY),
+	// defaults [wsresponses.DefaultMaxConns],
+	// [wsresponses.DefaultMaxConnsPerKey]; negative: no cap.
+	WSMaxConnections, WSMaxConnectionsPerKey int
+	// UpstreamWebSocket sends the WebSocket turns of models whose
+	// supported_endpoints list ws:/responses over one upstream WebSocket
+	// per client connection (wss://{api}/responses) instead of an HTTP call
+	// each; 3 failed upstream connections in a row put that client
+	// connection back on HTTP. --upstream-websocket,
+	// PROXY_UPSTREAM_WEBSOCKET.
+	UpstreamWebSocket bool
 
 	// UpstreamCAFile holds the CA certificates (PEM) the Copilot API's
 	// certificate must chain to, instead of the system's roots (a private

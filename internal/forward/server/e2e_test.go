@@ -95,7 +95,7 @@ func TestRoutesReachUpstreamWithCopilotHeaders(t *testing.T) {
 				"Editor-Plugin-Version":  identity.DefaultEditorPluginVersion,
 				"User-Agent":             identity.DefaultUserAgent,
 				"Openai-Intent":          intents[tt.want],
-				"X-Github-Api-Version":   "2025-05-01",
+				"X-Github-Api-Version":   identity.DefaultAPIVersion,
 			}
 			for k, v := range want {
 				if g := got.Header.Get(k); g != v {
@@ -132,6 +132,14 @@ func TestInitiatorAndVisionReachUpstream(t *testing.T) {
 			`{"model":"claude-sonnet-4","max_tokens":64,"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"weather","input":{}}]}]}`, "agent", false},
 		{"anthropic tool result", "/v1/messages",
 			`{"model":"claude-sonnet-4","max_tokens":64,"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"weather","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"sunny"}]}]}`, "agent", false},
+		// Images need Copilot-Vision-Request on every endpoint, and
+		// /responses takes an image detail of low or high only: the proxy
+		// sets the header and sends "high" for "auto" (the sandbox is
+		// strict about both, docs/protocol.md section 4).
+		{"anthropic image", "/v1/messages",
+			`{"model":"claude-sonnet-4","max_tokens":64,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},{"type":"text","text":"what is this?"}]}]}`, "user", true},
+		{"responses image detail auto", "/v1/responses",
+			`{"model":"gpt-5-mini","input":[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,iVBORw0KGgo=","detail":"auto"},{"type":"input_text","text":"what is this?"}]}]}`, "user", true},
 		{"responses function output", "/v1/responses",
 			`{"model":"gpt-5-mini","input":[{"role":"user","content":"weather?"},{"type":"function_call","call_id":"c1","name":"weather","arguments":"{}"},{"type":"function_call_output","call_id":"c1","output":"sunny"}]}`, "agent", false},
 	}

@@ -20,6 +20,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
+	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,19 +75,9 @@ var ErrShuttingDown = errors.New("shutting down")
 // [Server.WaitReady]).
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0 || cfg.KeysFromBroker, cfg.InsecureNoAuth, "keys-file"); err != nil {
+	apiURL, err := cfg.check()
+	if err != nil {
 		return nil, err
-	}
-	if err := cfg.Editor.Validate(); err != nil {
-		return nil, err
-	}
-	var apiURL *url.URL
-	if cfg.CopilotAPIURL != "" {
-		u, err := forward.ParseOverrideURL(cfg.CopilotAPIURL)
-		if err != nil {
-			return nil, err
-		}
-		apiURL = u
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -109,36 +101,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// default until the first message.
 	profile := identity.NewHolder(identity.DefaultProfile(), "")
 	reg.MustRegister(pool.NewCollector(tracker))
-	tokens, err := brokerclient.NewSet(brokerclient.SetConfig{
-		Client: brokerclient.Config{
-			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
-			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
-			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
-			Profile: profile,
-		},
-		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
-		OnQuota: tracker.SetQuota,
-	})
+	tokens, err := newTokenSet(cfg, broker, acc, tracker, profile, reg)
 	if err != nil {
 		closeConn()
 		return nil, err
 	}
-	transport := cfg.Transport
-	if transport == nil {
-		tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: !cfg.UpstreamHTTP2}
-		if tc.ConnectTo, err = forward.ParseConnectTo(cfg.ConnectTo); err != nil {
-			closeConn()
-			return nil, err
-		}
-		if cfg.UpstreamCAFile != "" {
-			pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
-			if err != nil {
-				closeConn()
-				return nil, fmt.Errorf("upstream CA: %w", err)
-			}
-			tc.RootCAs = pool
-		}
-		transport = forward.NewTransport(tc)
+	transport, err := upstreamTransport(cfg)
+	if err != nil {
+		closeConn()
+		return nil, err
 	}
 	metrics := forward.NewMetrics(reg)
 	var gate *keybudget.Gate
@@ -153,33 +124,35 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
-	var aliases *catalog.AliasFile
-	if cfg.ModelAliases != "" {
-		aliases, err = catalog.OpenAliasFile(catalog.AliasFileConfig{
-			Path: cfg.ModelAliases, Poll: cfg.ModelAliasesPoll, Metrics: metrics.Catalog(),
-			Clock: cfg.Clock, Logger: cfg.Logger.With("component", "catalog"),
-		})
+	wsMetrics := wsresponses.NewMetrics(reg)
+	var wsUpstream *wsresponses.Upstream
+	if cfg.UpstreamWebSocket {
+		client, err := upstreamWSClient(cfg)
 		if err != nil {
 			closeConn()
 			return nil, err
 		}
+		wsUpstream = wsresponses.NewUpstream(wsresponses.UpstreamConfig{
+			Inner: transport, HTTPClient: client, Metrics: wsMetrics, Logger: cfg.Logger.With("component", "ws-upstream"),
+		})
+	}
+	aliases, err := openAliases(cfg, metrics)
+	if err != nil {
+		closeConn()
+		return nil, err
 	}
 	keySet, stopKeys, err := startKeys(ctx, cfg, conn, reg)
 	if err != nil {
 		closeConn()
 		return nil, err
 	}
-	fcfg := forward.Config{
-		Source: tokens.Source(cfg.Account), DefaultAccount: cfg.Account,
-		Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
-		Keys: cfg.Keys, Editor: cfg.Editor, Profile: profile, Intents: cfg.Intents, AllowedAPIHosts: cfg.AllowedAPIHosts,
-		AnthropicBetas: cfg.AnthropicBetas, ForwardHeaders: cfg.ForwardHeaders, CountTokens: cfg.CountTokens,
-		MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
-		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes, InflightBodyWait: cfg.InflightBodyWait,
-		Transport: transport, Metrics: metrics, Clock: cfg.Clock,
-		Logger: cfg.Logger.With("component", "forward"), APIURL: apiURL,
+	fcfg := cfg.forwardConfig(forward.Config{
+		Source: tokens.Source(cfg.Account), Accounts: tokens, Targets: acc.targets, Pool: tracker, Usage: usage.NewMetrics(reg),
+		Profile: profile, Transport: transport, Metrics: metrics, APIURL: apiURL, KeySet: keySet,
 		Models: &forward.ModelsConfig{Aliases: aliases, Refresh: cfg.CatalogRefresh},
-		KeySet: keySet,
+	})
+	if wsUpstream != nil {
+		fcfg.Transport = wsUpstream
 	}
 	if reporter != nil {
 		fcfg.UsageReporter, fcfg.Budgets = reporter, gate
@@ -195,45 +168,28 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		closeConn()
 		return nil, err
 	}
+	// The Responses WebSocket front takes upgrades of /v1/responses and
+	// runs each turn through handler; everything else passes to it.
+	front := wsresponses.New(wsresponses.Config{
+		Inner: handler, Authenticate: handler.Authenticate, MaxMessageBytes: cfg.MaxBodyBytes,
+		IdleTimeout: cfg.WSIdleTimeout, MaxConns: cfg.WSMaxConnections, MaxConnsPerKey: cfg.WSMaxConnectionsPerKey,
+		Upstream: wsUpstream, Metrics: wsMetrics, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "ws"),
+	})
 
-	lns, err := ops.ListenAll(cfg.Addr, cfg.AdminAddr)
+	lns, err := listen(cfg, reg)
 	if err != nil {
 		handler.Close()
 		closeConn()
 		return nil, err
 	}
-	conns := ops.NewConnLimits(reg, "copilot_proxy")
-	lns[0], lns[1] = conns.Listener(lns[0], "proxy", cfg.MaxConnections), conns.Listener(lns[1], "admin", cfg.MaxConnections)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
-	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	var clientHandler http.Handler = handler
-	if cfg.Keys.Len() == 0 && !cfg.KeysFromBroker && ops.IsLoopback(cfg.Addr) {
-		// Without keys, a DNS-rebinding web page could use the proxy.
-		clientHandler = ops.LoopbackHostsOnly(handler, cfg.Addr)
-	}
-	proxySrv := ops.NewHTTPServer(ops.HTTPServerConfig{
-		Handler:           clientHandler,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		BodyReadTimeout:   cfg.BodyReadTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          errLog,
-	})
-	adminSrv := ops.NewHTTPServer(ops.HTTPServerConfig{
-		Handler:           ops.AdminHandler(s.Ready, reg),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		BodyReadTimeout:   cfg.BodyReadTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		WriteTimeout:      adminWriteTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          errLog,
-	})
+	proxySrv, adminSrv := httpServers(cfg, front, ops.AdminHandler(s.Ready, reg))
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
-	go s.run(runCtx, proxySrv, adminSrv, lns, transport, func() {
+	go s.run(runCtx, proxySrv, adminSrv, lns, transport, front, func() {
 		handler.Close()
 		closeConn()
 	}, aliases)
@@ -242,11 +198,123 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// check refuses a configuration that exposes the proxy without keys or
+// names an invalid identity, and returns the API URL override (nil: none).
+func (cfg Config) check() (*url.URL, error) {
+	if err := ops.CheckExposure([]string{cfg.Addr}, cfg.Keys.Len() > 0 || cfg.KeysFromBroker, cfg.InsecureNoAuth, "keys-file"); err != nil {
+		return nil, err
+	}
+	if err := cfg.Editor.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.CopilotAPIURL == "" {
+		return nil, nil
+	}
+	return forward.ParseOverrideURL(cfg.CopilotAPIURL)
+}
+
+// newTokenSet is the broker client of the accounts the keys need.
+func newTokenSet(cfg Config, broker brokerv1.TokenBrokerServiceClient, acc keyAccounts, tracker *pool.Tracker, profile *identity.Holder, reg prometheus.Registerer) (*brokerclient.Set, error) {
+	return brokerclient.NewSet(brokerclient.SetConfig{
+		Client: brokerclient.Config{
+			Broker: broker, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+			ServeCachedWhenRejected: cfg.ServeCachedWhenRejected, ValidateBaseURL: cfg.CopilotAPIURL == "", AllowedAPIHosts: cfg.AllowedAPIHosts,
+			Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "broker-client"),
+			Profile: profile,
+		},
+		Default: cfg.Account, NeedDefault: acc.needDefault, Named: acc.named, All: acc.all,
+		OnQuota: tracker.SetQuota,
+	})
+}
+
+// forwardConfig is f, the parts Start made, with the handler's settings
+// taken from cfg.
+func (cfg Config) forwardConfig(f forward.Config) forward.Config {
+	f.DefaultAccount, f.Keys, f.Editor, f.Intents = cfg.Account, cfg.Keys, cfg.Editor, cfg.Intents
+	f.AllowedAPIHosts, f.AnthropicBetas, f.ForwardHeaders = cfg.AllowedAPIHosts, cfg.AnthropicBetas, cfg.ForwardHeaders
+	f.CountTokens, f.StreamIdleTimeout, f.Clock = cfg.CountTokens, cfg.StreamIdleTimeout, cfg.Clock
+	f.MaxBodyBytes, f.BodyReadTimeout = cfg.MaxBodyBytes, cfg.BodyReadTimeout
+	f.MaxInflightBodyBytes, f.InflightBodyWait = cfg.MaxInflightBodyBytes, cfg.InflightBodyWait
+	f.MaxInflightBodyBytesPerKey = cfg.MaxInflightBodyBytesPerKey
+	f.Logger = cfg.Logger.With("component", "forward")
+	return f
+}
+
+// listen opens the client and admin listeners, each bounded to
+// MaxConnections.
+func listen(cfg Config, reg prometheus.Registerer) ([]net.Listener, error) {
+	lns, err := ops.ListenAll(cfg.Addr, cfg.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	conns := ops.NewConnLimits(reg, "copilot_proxy")
+	lns[0], lns[1] = conns.Listener(lns[0], "proxy", cfg.MaxConnections), conns.Listener(lns[1], "admin", cfg.MaxConnections)
+	return lns, nil
+}
+
+// upstreamTransport is cfg.Transport, or the shared transport cfg's
+// upstream flags describe.
+func upstreamTransport(cfg Config) (http.RoundTripper, error) {
+	if cfg.Transport != nil {
+		return cfg.Transport, nil
+	}
+	tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: !cfg.UpstreamHTTP2}
+	var err error
+	if tc.ConnectTo, err = forward.ParseConnectTo(cfg.ConnectTo); err != nil {
+		return nil, err
+	}
+	if cfg.UpstreamCAFile != "" {
+		if tc.RootCAs, err = ops.LoadCertPool(cfg.UpstreamCAFile); err != nil {
+			return nil, fmt.Errorf("upstream CA: %w", err)
+		}
+	}
+	return forward.NewTransport(tc), nil
+}
+
+// openAliases opens the model alias file, if one is configured.
+func openAliases(cfg Config, metrics *forward.Metrics) (*catalog.AliasFile, error) {
+	if cfg.ModelAliases == "" {
+		return nil, nil
+	}
+	return catalog.OpenAliasFile(catalog.AliasFileConfig{
+		Path: cfg.ModelAliases, Poll: cfg.ModelAliasesPoll, Metrics: metrics.Catalog(),
+		Clock: cfg.Clock, Logger: cfg.Logger.With("component", "catalog"),
+	})
+}
+
+// httpServers are the client and the admin listeners' servers. Without
+// keys on loopback, the client's only answers loopback Host names: a
+// DNS-rebinding web page could use the proxy otherwise.
+func httpServers(cfg Config, handler, admin http.Handler) (proxySrv, adminSrv *http.Server) {
+	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	if cfg.Keys.Len() == 0 && !cfg.KeysFromBroker && ops.IsLoopback(cfg.Addr) {
+		handler = ops.LoopbackHostsOnly(handler, cfg.Addr)
+	}
+	proxySrv = ops.NewHTTPServer(ops.HTTPServerConfig{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		BodyReadTimeout:   cfg.BodyReadTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	})
+	adminSrv = ops.NewHTTPServer(ops.HTTPServerConfig{
+		Handler:           admin,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		BodyReadTimeout:   cfg.BodyReadTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	})
+	return proxySrv, adminSrv
+}
+
 // run serves until ctx ends or a listener fails, then shuts down in order:
 // not ready, drain the proxy listener (streams get ShutdownGrace), stop the
 // broker watch, then the admin listener. Every goroutine it starts has
 // ended when it returns.
-func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, closeConn func(), aliases *catalog.AliasFile) {
+func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns []net.Listener, transport http.RoundTripper, front *wsresponses.Front, closeConn func(), aliases *catalog.AliasFile) {
 	defer close(s.done)
 	defer closeConn()
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -281,7 +349,24 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	})
 	defer stopNotice()
+	// WebSocket connections are hijacked, so the HTTP server's shutdown
+	// does not wait for them: they drain alongside it, within the same
+	// grace (a running response finishes, then close 1001).
+	served := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		select {
+		case <-ctx.Done():
+		case <-served:
+		}
+		graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
+		defer cancel()
+		front.Drain(graceCtx)
+	}()
 	err := ops.ServeHTTP(ctx, proxySrv, lns[0], s.cfg.ShutdownGrace)
+	close(served)
+	<-drained
 	if err != nil {
 		s.log.Error("proxy listener failed; shutting down", "error", err)
 	}
@@ -339,6 +424,22 @@ func (s *Server) Wait() error {
 func (s *Server) Close() error {
 	s.cancel()
 	return s.Wait()
+}
+
+// upstreamWSClient is the client of upstream WebSocket upgrades
+// (--upstream-websocket): net/http's transport, which can hand over the
+// upgraded connection, with the upstream CA file's roots when set.
+func upstreamWSClient(cfg Config) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSHandshakeTimeout = 10 * time.Second
+	if cfg.UpstreamCAFile != "" {
+		pool, err := ops.LoadCertPool(cfg.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream CA: %w", err)
+		}
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return &http.Client{Transport: t}, nil
 }
 
 func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn, error) {

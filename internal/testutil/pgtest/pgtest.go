@@ -6,7 +6,7 @@
 //
 //	var pg *pgtest.Server
 //
-//	func TestMain(m *testing.M) { pg = pgtest.Start(); code := m.Run(); pg.Stop(); os.Exit(code) }
+//	func TestMain(m *testing.M) { os.Exit(pgtest.RunMain(m, &pg)) }
 //
 // and in a test: url := pg.NewDatabase(t). Without the binaries, NewDatabase
 // skips the test with a message saying how to install them, except when
@@ -36,6 +36,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"go.uber.org/goleak"
 )
 
 // InstallHint says how to get the binaries.
@@ -144,7 +145,7 @@ func start() (*Server, error) {
 	if err := s.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("pgtest: start postgres: %w", err))
 	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	go s.waitExit()
 	admin, err := sql.Open("pgx", s.URL("postgres"))
 	if err != nil {
 		return fail(fmt.Errorf("pgtest: %w", err))
@@ -169,6 +170,10 @@ func start() (*Server, error) {
 		}
 	}
 }
+
+// waitExit reaps the server process. (e2e's TestMain names it to goleak:
+// it outlives the leak check there.)
+func (s *Server) waitExit() { _ = s.cmd.Wait(); close(s.exited) }
 
 // URL is the connection URL of database db on the server.
 func (s *Server) URL(db string) string {
@@ -246,4 +251,24 @@ func (s *Server) Log() string {
 	}
 	b, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
 	return strings.TrimSpace(string(b))
+}
+
+// RunMain is a TestMain body for a package whose tests use PostgreSQL and
+// check for leaked goroutines: it starts the server into *srv, runs the
+// tests, stops the server, then (when the tests passed) fails the run on a
+// leaked goroutine, as goleak.VerifyTestMain does. It returns the exit code.
+func RunMain(m *testing.M, srv **Server, opts ...goleak.Option) int {
+	*srv = Start()
+	code := m.Run()
+	(*srv).Stop()
+	if code == 0 {
+		// database/sql's opener goroutine lives until its DB is closed; a
+		// test's store closes it, but the check may run a moment before.
+		opts = append(opts, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: Errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	return code
 }

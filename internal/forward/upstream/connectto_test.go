@@ -1,4 +1,4 @@
-package forward
+package upstream
 
 import (
 	"crypto/tls"
@@ -58,7 +58,7 @@ func TestTransportConnectTo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTransport(TransportConfig{RootCAs: roots, ConnectTo: ct})
+	tr := NewTransport(Config{RootCAs: roots, ConnectTo: ct})
 	defer tr.CloseIdleConnections()
 	tr.Proxy = nil
 	client := &http.Client{Transport: tr}
