@@ -207,6 +207,7 @@ func startBrokerKeys(t *testing.T, sb *sandboxProc, moreKeys string, env []strin
 		"--github-api-url", sb.url,
 		"--github-token-file", tokenFile,
 		"--keys-file", keysFile,
+		"--state-dir", filepath.Join(dir, "state"), // never the user's own
 		"--log-format", "text",
 		"--log-level", "debug",
 	}

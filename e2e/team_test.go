@@ -168,7 +168,7 @@ func startTeamBroker(t *testing.T, sb *sandboxProc, dir string) *brokerProc {
 		"--grpc-addr", anyPort, "--http-addr", anyPort, "--admin-addr", anyPort,
 		"--github-api-url", sb.url,
 		"--accounts-dir", dir, "--token-file-poll", teamPoll.String(),
-		"--keys-file", keysFile,
+		"--keys-file", keysFile, "--state-dir", filepath.Join(kd, "state"),
 		"--log-format", "text", "--log-level", "debug",
 	}, nil)
 	bound := p.boundAddrs(t, brokerListening)

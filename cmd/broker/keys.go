@@ -16,6 +16,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -25,9 +26,11 @@ const keysUsage = `Usage: broker keys <command> [NAME|FILE] [flags]
 
 Commands:
   create NAME [--accounts LIST] [--models GLOBS] [--expires 90d]
+              [--monthly-premium N] [--monthly-tokens N] [--rpm N]
                   make a key; its secret is printed on stdout, once
   list            every key: name, accounts, models, expiry, last use, state
   update NAME [--accounts LIST] [--models GLOBS] [--expires 90d|never] [--disable|--enable]
+              [--monthly-premium N] [--monthly-tokens N] [--rpm N]  (0: no limit)
   revoke NAME     refuse the key on every proxy, for good
   import FILE     turn a proxy keys file (NAME:SECRET[:ACCOUNTS]) into managed
                   keys with the same names, secrets and accounts
@@ -60,22 +63,27 @@ func (c *keysConn) register(fs *flag.FlagSet) {
 
 // client dials the broker with the admin key.
 func (c *keysConn) client(getenv func(string) string) (brokerv1.KeyServiceClient, func(), error) {
-	key, err := ops.SecretFromEnvOrFile(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file", "admin key")
-	if err != nil {
-		return nil, nil, err
-	}
-	if key.IsZero() {
-		return nil, nil, errors.New("no admin key: set " + adminKeyEnv + " or --admin-key-file (a broker key marked admin: NAME:SECRET:*:admin in the broker's --keys-file)")
-	}
-	tlsCfg, err := c.tls.Config()
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := brokerclient.Dial(c.addr, key, tlsCfg)
+	conn, err := c.dial(getenv)
 	if err != nil {
 		return nil, nil, err
 	}
 	return brokerv1.NewKeyServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// dial connects to the broker with the admin key.
+func (c *keysConn) dial(getenv func(string) string) (*grpc.ClientConn, error) {
+	key, err := ops.SecretFromEnvOrFile(getenv(adminKeyEnv), c.keyFile, adminKeyEnv, "--admin-key-file", "admin key")
+	if err != nil {
+		return nil, err
+	}
+	if key.IsZero() {
+		return nil, errors.New("no admin key: set " + adminKeyEnv + " or --admin-key-file (a broker key marked admin: NAME:SECRET:*:admin in the broker's --keys-file)")
+	}
+	tlsCfg, err := c.tls.Config()
+	if err != nil {
+		return nil, err
+	}
+	return brokerclient.Dial(c.addr, key, tlsCfg)
 }
 
 // keyFlags are the policy flags of create and update.
@@ -96,6 +104,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	var conn keysConn
 	var kf keyFlags
+	var bf budgetFlags
 	fs := flag.NewFlagSet("broker keys "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	conn.register(fs)
@@ -106,6 +115,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 		fs.StringVar(&kf.models, "models", "", "model globs the key may use, e.g. gpt-*,claude-sonnet-* (default: every model; \"\" on update: every model)")
 		fs.StringVar(&kf.expires, "expires", "", "expiry: a duration (90d, 12h), a date (2027-01-31) or RFC 3339 time; never (update) removes it")
 		wantArg = "NAME"
+		bf.register(fs)
 		if cmd == "update" {
 			fs.BoolVar(&kf.disable, "disable", false, "refuse the key until --enable")
 			fs.BoolVar(&kf.enable, "enable", false, "accept a disabled key again")
@@ -146,13 +156,18 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	case "create":
 		err = k.create(ctx, pos[0], kf)
 	case "update":
-		err = k.update(ctx, pos[0], kf, set)
+		if !bf.onlyBudget(set) {
+			err = k.update(ctx, pos[0], kf, set)
+		}
 	case "revoke":
 		err = k.revoke(ctx, pos[0])
 	case "import":
 		err = k.importFile(ctx, pos[0])
 	case "list":
 		err = k.list(ctx)
+	}
+	if err == nil && bf.any(set) {
+		err = bf.apply(ctx, &conn, getenv, pos[0], set, stderr)
 	}
 	if err != nil {
 		return fmt.Errorf("keys %s: %w", cmd, err)

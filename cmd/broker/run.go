@@ -16,6 +16,8 @@ Commands:
   serve   run the token broker (gRPC, REST gateway, admin endpoints)
   login   get a GitHub token through the OAuth device flow and save it
   keys    manage the team's client API keys (create, list, update, revoke, import)
+  usage   print the usage ledger's sums (by key, account, model, day)
+  accounts set-budget NAME N   an account's monthly premium budget
 
 Run "broker <command> --help" for the flags of a command; each flag can
 also be set through the BROKER_<FLAG> environment variable shown there.
@@ -35,6 +37,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = loginCmd(ctx, rest, getenv, stdin, stdout, stderr)
 	case "keys":
 		err = keysCmd(ctx, rest, getenv, stdout, stderr)
+	case "usage":
+		err = usageCmd(ctx, rest, getenv, stdout, stderr)
+	case "accounts":
+		err = accountsCmd(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

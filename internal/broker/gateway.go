@@ -53,6 +53,7 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(apidoc.OpenAPI)
 	})
+	mux.Handle("GET "+RouteUsage, limitBody(auth.HTTPMiddleware(usageREST(conn))))
 	mux.Handle("/", limitBody(auth.HTTPMiddleware(gw)))
 	return metrics.HTTPMiddleware(restRoute, mux), nil
 }
@@ -81,7 +82,7 @@ func limitBody(next http.Handler) http.Handler {
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage:
 		return p
 	}
 	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"fmt"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/copilot-broker/copilot-broker/internal/forward/inspect"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
@@ -276,26 +276,40 @@ func (h *Handler) initAccounts(cfg Config) error {
 		h.modelLabel = usage.NewModels(nil, 0).Label
 	}
 	h.usageBufs = usage.NewBuffers()
+	h.reporter = cfg.UsageReporter
+	h.gate = cfg.Budgets
 	return nil
 }
 
 // tapUsage counts a 2xx answer for the usage series, reading its usage as
 // the body passes (see package usage); other answers are not counted there.
 func (h *Handler) tapUsage(resp *http.Response, c *call) {
-	if resp.StatusCode < 200 || resp.StatusCode > 299 || !c.route.hasBody() {
+	if !c.route.hasBody() {
 		return
 	}
 	model := c.decision.resolved // the body's, resolved; the body's as sent without a catalog
 	if model == "" && c.body != nil {
 		model = c.in.Model(c.body.Bytes())
 	}
-	key, account, label, premium := c.key, c.acct.account, h.modelLabel(model), !c.in.Agent
-	if c.route.shape == inspect.Opaque { // embeddings: no initiator, never premium
-		premium = false
+	premium := isPremium(c)
+	ledger := h.reporter != nil || h.gate != nil
+	var ev usagereport.Event
+	if ledger {
+		ev = h.usageEvent(resp, c, model, premium)
 	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if ledger { // the ledger counts every answer; the series only 2xx ones
+			h.finishUsage(ev, usage.Usage{}, false)
+		}
+		return
+	}
+	key, account, label := c.key, c.acct.account, h.modelLabel(model)
 	m, units := h.usage, c.decision.model.PremiumUnits() // billing.multiplier from the catalog
 	resp.Body = h.usageBufs.NewTap(resp.Body, func(u usage.Usage, ok bool) {
 		m.RecordBilled(key, account, label, premium, units, u, ok)
+		if ledger {
+			h.finishUsage(ev, u, ok)
+		}
 	})
 }
 

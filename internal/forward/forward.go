@@ -59,6 +59,12 @@ type Config struct {
 	Pool *pool.Tracker
 	// Usage receives the usage series. Default: unregistered.
 	Usage *usage.Metrics
+	// UsageReporter, when set, gets one event per answered request (the
+	// broker's ledger).
+	UsageReporter UsageReporter
+	// Budgets, when set, admits each request against its key's budgets
+	// (budgetgate.go).
+	Budgets BudgetGate
 	// ModelLabel bounds the usage series' model label. Default:
 	// usage.NewModels(nil, 0).Label.
 	ModelLabel func(string) string
@@ -171,6 +177,8 @@ type Handler struct {
 	pool       *pool.Tracker
 	usage      *usage.Metrics
 	usageBufs  *usage.Buffers
+	reporter   UsageReporter    // nil: no ledger events
+	gate       BudgetGate       // nil: no budgets
 	quota      pool.QuotaReader // x-quota-snapshot-* headers, parsed once per value
 	modelLabel func(string) string
 	models     *models // nil: no catalog (models.go)
@@ -286,6 +294,7 @@ type call struct {
 	acct      acctCall    // the account stage: the account or pool member used
 	aff       uint64      // conversation hash, once computed (accounts.go)
 	models    keys.Models // the key's model allow list (keyset.go)
+	start     time.Time   // arrival, for the ledger's latency
 }
 
 type callKey struct{}
@@ -315,7 +324,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.record(r, c)
-	if c.body != nil && !h.resolveModel(w, r, c) {
+	if c.body != nil && (!h.resolveModel(w, r, c) || !h.admitBudget(w, c)) {
 		return
 	}
 	h.forward(w, r, c)
@@ -343,7 +352,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (*call, bool) {
 		h.reject(w, rt.name, "-", rt.dialect, ke.apiError())
 		return nil, false
 	}
-	c := &call{route: rt, key: ck.Name, requestID: newRequestID(), models: ck.Models}
+	c := &call{route: rt, key: ck.Name, requestID: newRequestID(), models: ck.Models, start: h.clock.Now()}
 	c.acct.tgt = h.targetFor(&ck)
 	return c, true
 }

@@ -342,6 +342,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
+	s.countUsage(r, req.Model, &a)
 	stop := anthropicStop(a.stop)
 	var stopSeq *string
 	if a.stop == stopSequence {

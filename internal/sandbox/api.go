@@ -106,7 +106,7 @@ func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		s.setQuotaHeaders(w, acct)
-		h(w, r)
+		h(w, withAccount(r, acct))
 	}
 }
 

@@ -338,6 +338,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
+	s.countUsage(r, req.Model, &a)
 	id, created := s.nextID("chatcmpl-sandbox-"), s.clock.Now().Unix()
 	if !req.Stream {
 		msg := chatChoiceMessage{Role: "assistant"}

@@ -336,6 +336,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := plan(c, func() string { return s.nextID("call_sandbox_") })
+	s.countUsage(r, req.Model, &a)
 	resp := responseObject{
 		ID: s.nextID("resp_sandbox_"), Object: "response", CreatedAt: s.clock.Now().Unix(),
 		Status: "in_progress", Instructions: req.Instructions, MaxOutputTokens: req.MaxOutputTokens,

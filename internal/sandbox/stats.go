@@ -35,6 +35,9 @@ type Stats struct {
 	StreamsCancelled int `json:"streams_cancelled"`
 	// PremiumRequests counts billed requests (X-Initiator: user).
 	PremiumRequests int `json:"premium_requests"`
+	// Usage counts completions and the tokens reported in them by
+	// "account/model" (usagecount.go).
+	Usage map[string]UsageCount `json:"usage,omitempty"`
 }
 
 // ExchangeCount returns the number of exchanges, of every status.
@@ -197,6 +200,7 @@ func (s *statsState) snapshotLocked() Stats {
 	}
 	out.API = copyNested(s.stats.API)
 	out.GitHub = copyNested(s.stats.GitHub)
+	out.Usage = copyUsage(s.stats.Usage)
 	return out
 }
 

@@ -50,6 +50,11 @@ var migrations = []migration{
 		name:    "usage ledger",
 		common:  usageSchema,
 	},
+	{
+		version: 3,
+		name:    "budgets",
+		common:  budgetSchema,
+	},
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -87,6 +87,8 @@ type Store interface {
 	KeysVersion(ctx context.Context) (int64, error)
 	// Ledger is the usage ledger (usage.go).
 	Ledger
+	// Budgets are the keys' and accounts' budgets (budget.go).
+	Budgets
 	// Close releases the database.
 	Close() error
 }

@@ -144,7 +144,7 @@ func (s *sqlStore) AddUsage(ctx context.Context, events []UsageEvent) (int, erro
 		var order []dayKey
 		for start := 0; start < len(events); start += usageChunk {
 			chunk := events[start:min(start+usageChunk, len(events))]
-			ids, err := insertUsage(ctx, tx, chunk)
+			ids, err := insertUsage(ctx, tx, chunk, s.engine == enginePostgres)
 			if err != nil {
 				return err
 			}
@@ -190,7 +190,9 @@ func (s *sqlStore) AddUsage(ctx context.Context, events []UsageEvent) (int, erro
 
 // insertUsage inserts events, skipping known IDs, and returns the IDs it
 // inserted.
-func insertUsage(ctx context.Context, tx *sql.Tx, events []UsageEvent) ([]string, error) {
+// SQLite gets ? placeholders: binding hundreds of $N ones by name costs
+// time quadratic in their number.
+func insertUsage(ctx context.Context, tx *sql.Tx, events []UsageEvent, numbered bool) ([]string, error) {
 	var q strings.Builder
 	q.WriteString(`INSERT INTO usage_events (` + usageColumns + `) VALUES `)
 	args := make([]any, 0, len(events)*usageNCols)
@@ -202,6 +204,10 @@ func insertUsage(ctx context.Context, tx *sql.Tx, events []UsageEvent) ([]string
 		for c := range usageNCols {
 			if c > 0 {
 				q.WriteByte(',')
+			}
+			if !numbered {
+				q.WriteByte('?')
+				continue
 			}
 			q.WriteByte('$')
 			q.WriteString(strconv.Itoa(i*usageNCols + c + 1))

@@ -26,6 +26,10 @@ const (
 	DefaultTokenFilePoll   = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultQuotaInterval   = quota.DefaultInterval
+	// DefaultUsageRetention and DefaultUsageRollupRetention: 90 days of
+	// events, 2 years of daily sums.
+	DefaultUsageRetention       = 90 * 24 * time.Hour
+	DefaultUsageRollupRetention = 730 * 24 * time.Hour
 )
 
 // Config is everything a broker needs. Each field documents its default and,
@@ -98,6 +102,16 @@ type Config struct {
 	// TLSClientCAFile makes TLS mutual: clients must present a certificate
 	// signed by one of these CAs. --tls-client-ca, BROKER_TLS_CLIENT_CA.
 	TLSClientCAFile string
+
+	// UsageRetention is how long usage events are kept;
+	// UsageRollupRetention how long their daily sums are. --usage-retention,
+	// --usage-rollup-retention, defaults [DefaultUsageRetention] and
+	// [DefaultUsageRollupRetention].
+	UsageRetention, UsageRollupRetention time.Duration
+	// BudgetMonthStartDay is the day of the month (1-28, UTC) on which the
+	// keys' and accounts' monthly budgets reset. --budget-month-start-day,
+	// default 1.
+	BudgetMonthStartDay int
 
 	// ConsoleProxyURL is where users reach a proxy: the console shows it in
 	// the lines a new key's owner pastes. --console-proxy-url.
@@ -185,6 +199,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QuotaInterval <= 0 {
 		c.QuotaInterval = DefaultQuotaInterval
+	}
+	if c.UsageRetention <= 0 {
+		c.UsageRetention = DefaultUsageRetention
+	}
+	if c.UsageRollupRetention <= 0 {
+		c.UsageRollupRetention = DefaultUsageRollupRetention
 	}
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {

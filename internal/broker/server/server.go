@@ -65,8 +65,10 @@ type Server struct {
 	grpc    *grpc.Server
 	gwConn  *grpc.ClientConn
 	watcher *credfile.Watcher
-	store   store.Store        // nil without StateDir or DatabaseURL
-	keySvc  *broker.KeyService // nil without a store
+	store   store.Store          // nil without StateDir or DatabaseURL
+	keySvc  *broker.KeyService   // nil without a store
+	usage   *broker.UsageService // nil without a store
+	budgets *broker.BudgetBook   // nil without a store
 	// profileWatcher follows --upstream-profile; nil without one.
 	profileWatcher *identity.Watcher
 
@@ -161,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
 		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
+	if err := s.openLedger(metrics); err != nil {
+		return nil, err
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -193,6 +198,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.dir != nil {
 		r.goBackground(func() { s.dir.Run(runCtx) })
+	}
+	if s.store != nil {
+		r.goBackground(func() { s.pruneUsage(runCtx) })
+		r.goBackground(func() { s.budgets.Run(runCtx) })
 	}
 	if s.profileWatcher != nil {
 		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
@@ -532,6 +541,9 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	s.svc.Drain()
 	if s.keySvc != nil {
 		s.keySvc.Drain()
+	}
+	if s.usage != nil {
+		s.usage.Drain()
 	}
 
 	stopREST()

@@ -4,11 +4,14 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -78,6 +81,19 @@ type Config struct {
 	// Broker, when set, is used instead of dialing BrokerAddr (tests that
 	// serve the broker over an in-memory connection).
 	Broker brokerv1.TokenBrokerServiceClient
+
+	// UsageBuffer bounds the usage events held for the broker's ledger
+	// while it is away (the oldest are dropped past it); negative turns
+	// usage reporting off. --usage-buffer, PROXY_USAGE_BUFFER, default
+	// [usagereport.DefaultBuffer].
+	UsageBuffer int
+	// ProxyID names this proxy in its usage events and the rpm shares; it
+	// must differ between proxies. --proxy-id, PROXY_PROXY_ID, default
+	// HOSTNAME-PID.
+	ProxyID string
+	// Usage, when set with Broker, is the usage client (tests); with a
+	// dialed broker the proxy makes its own.
+	Usage brokerv1.UsageServiceClient
 
 	// Keys are the client API keys; nil means none are required (allowed
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from
@@ -286,6 +302,14 @@ func (c Config) withDefaults() Config {
 	dur(&c.CatalogRefresh, DefaultCatalogRefresh)
 	dur(&c.ModelAliasesPoll, DefaultModelAliasesPoll)
 	dur(&c.StreamIdleTimeout, forward.DefaultStreamIdleTimeout)
+	if c.UsageBuffer == 0 {
+		c.UsageBuffer = usagereport.DefaultBuffer
+	}
+	if c.ProxyID == "" {
+		// The process too: proxies on one host must not share an rpm share.
+		h, _ := os.Hostname()
+		c.ProxyID = h + "-" + strconv.Itoa(os.Getpid())
+	}
 	c.Clock = clock.OrReal(c.Clock)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

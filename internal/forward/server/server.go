@@ -35,8 +35,10 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/brokerclient"
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
+	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
+	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -56,6 +58,8 @@ type Server struct {
 	log      *slog.Logger
 	addrs    Addrs
 	tokens   *brokerclient.Set
+	reporter *usagereport.Reporter // nil: usage reporting off
+	gate     *keybudget.Gate       // nil with reporting off
 	registry *prometheus.Registry
 	draining atomic.Bool
 	cancel   context.CancelFunc
@@ -108,6 +112,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	metrics := forward.NewMetrics(reg)
+	var gate *keybudget.Gate
+	if client := usageClient(cfg, conn); client != nil && cfg.UsageBuffer >= 0 {
+		gate = keybudget.New(keybudget.Config{
+			Client: client, ProxyID: cfg.ProxyID, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "budgets"),
+			AccountSpent: func(account string, reset time.Time) { tracker.QuotaSpent(account, reset) },
+		})
+	}
+	reporter, err := newReporter(cfg, conn, reg, gate)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
 	wsMetrics := wsresponses.NewMetrics(reg)
 	var wsUpstream *wsresponses.Upstream
 	if cfg.UpstreamWebSocket {
@@ -138,6 +154,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if wsUpstream != nil {
 		fcfg.Transport = wsUpstream
 	}
+	if reporter != nil {
+		fcfg.UsageReporter, fcfg.Budgets = reporter, gate
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "copilot_proxy_key_budgets",
+			Help: "Managed keys with a budget or rpm limit, as last received from the broker.",
+		}, func() float64 { return float64(gate.Len()) }))
+	}
 	stopConn := closeConn
 	closeConn = func() { stopKeys(); stopConn() }
 	handler, err := forward.New(fcfg)
@@ -160,7 +183,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, tokens: tokens, registry: reg, done: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	proxySrv, adminSrv := httpServers(cfg, front, ops.AdminHandler(s.Ready, reg))
@@ -301,6 +324,12 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	if aliases != nil {
 		wg.Go(func() { aliases.Run(watchCtx) })
 	}
+	reportCtx, stopReport := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReport()
+	if s.reporter != nil {
+		wg.Go(func() { s.reporter.Run(reportCtx) })
+		wg.Go(func() { s.gate.Run(watchCtx) })
+	}
 	var adminErr error
 	wg.Go(func() {
 		adminErr = ops.ServeHTTP(adminCtx, adminSrv, lns[1], s.cfg.ShutdownGrace)
@@ -313,7 +342,9 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	// draining is set as soon as ctx ends, so /readyz fails at once while
 	// ServeHTTP drains; stopping the notice keeps it from outliving run when
 	// the proxy listener fails first.
+	var drainStart atomic.Int64
 	stopNotice := context.AfterFunc(ctx, func() {
+		drainStart.Store(time.Now().UnixNano())
 		s.draining.Store(true)
 		s.log.Info("shutting down: not ready, draining in-flight requests", "grace", s.cfg.ShutdownGrace)
 	})
@@ -340,6 +371,8 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 		s.log.Error("proxy listener failed; shutting down", "error", err)
 	}
 	s.draining.Store(true)
+	s.flushUsage(drainStart.Load())
+	stopReport()
 	stopWatch()
 	stopAdmin()
 	wg.Wait()
@@ -426,4 +459,47 @@ func dialBroker(cfg Config) (brokerv1.TokenBrokerServiceClient, *grpc.ClientConn
 		return nil, nil, err
 	}
 	return brokerv1.NewTokenBrokerServiceClient(conn), conn, nil
+}
+
+// newReporter returns the usage reporter, or nil when reporting is off or
+// there is no broker connection to report on.
+func newReporter(cfg Config, conn *grpc.ClientConn, reg prometheus.Registerer, gate *keybudget.Gate) (*usagereport.Reporter, error) {
+	client := usageClient(cfg, conn)
+	if cfg.UsageBuffer < 0 || client == nil {
+		return nil, nil
+	}
+	return usagereport.New(usagereport.Config{
+		Client: client, ProxyID: cfg.ProxyID, Buffer: cfg.UsageBuffer, Registerer: reg, OnDone: gate.Acked,
+		Logger: cfg.Logger.With("component", "usage-report"),
+	})
+}
+
+// usageClient is the broker's UsageService: the test's, or over conn.
+func usageClient(cfg Config, conn *grpc.ClientConn) brokerv1.UsageServiceClient {
+	if cfg.Usage == nil && conn != nil {
+		return brokerv1.NewUsageServiceClient(conn)
+	}
+	return cfg.Usage
+}
+
+// flushUsage waits, for what is left of the shutdown grace (at least a
+// few seconds), for the broker to acknowledge the usage events held.
+func (s *Server) flushUsage(drainStartNanos int64) {
+	if s.reporter == nil {
+		return
+	}
+	left := s.cfg.ShutdownGrace
+	if drainStartNanos != 0 {
+		left -= time.Since(time.Unix(0, drainStartNanos))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(left, 3*time.Second))
+	defer cancel()
+	n := s.reporter.Buffered()
+	if err := s.reporter.Flush(ctx); err != nil {
+		s.log.Warn("shutting down with usage events the broker has not acknowledged", "unreported", s.reporter.Buffered(), "error", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("usage events flushed to the broker", "events", n)
+	}
 }

@@ -2167,6 +2167,368 @@ func (x *WatchKeysResponse) GetVersion() int64 {
 	return 0
 }
 
+// SetBudgetRequest names a key or an account (one of the two) and its
+// budget; 0 means no limit.
+type SetBudgetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names a managed key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account names an account (monthly_premium only).
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// monthly_premium is the premium units allowed per month.
+	MonthlyPremium float64 `protobuf:"fixed64,3,opt,name=monthly_premium,json=monthlyPremium,proto3" json:"monthly_premium,omitempty"`
+	// monthly_tokens is the input plus output tokens allowed per month.
+	MonthlyTokens int64 `protobuf:"varint,4,opt,name=monthly_tokens,json=monthlyTokens,proto3" json:"monthly_tokens,omitempty"`
+	// rpm is the requests per minute allowed across all proxies.
+	Rpm int64 `protobuf:"varint,5,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// fields, when set, names the fields to change ("monthly_premium",
+	// "monthly_tokens", "rpm"); the others keep their value. Empty: all.
+	Fields        []string `protobuf:"bytes,6,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBudgetRequest) Reset() {
+	*x = SetBudgetRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBudgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBudgetRequest) ProtoMessage() {}
+
+func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
+func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SetBudgetRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetBudgetRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *SetBudgetRequest) GetMonthlyPremium() float64 {
+	if x != nil {
+		return x.MonthlyPremium
+	}
+	return 0
+}
+
+func (x *SetBudgetRequest) GetMonthlyTokens() int64 {
+	if x != nil {
+		return x.MonthlyTokens
+	}
+	return 0
+}
+
+func (x *SetBudgetRequest) GetRpm() int64 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *SetBudgetRequest) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// SetBudgetResponse is the budget as now in force.
+type SetBudgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// budget is the budget with what is spent.
+	Budget        *BudgetState `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBudgetResponse) Reset() {
+	*x = SetBudgetResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBudgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBudgetResponse) ProtoMessage() {}
+
+func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
+func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SetBudgetResponse) GetBudget() *BudgetState {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+// WatchBudgetsRequest subscribes a proxy to the budgets.
+type WatchBudgetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// proxy_id names the proxy: the requests-per-minute limits are shared
+	// among the distinct proxies watching.
+	ProxyId       string `protobuf:"bytes,1,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBudgetsRequest) Reset() {
+	*x = WatchBudgetsRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBudgetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBudgetsRequest) ProtoMessage() {}
+
+func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBudgetsRequest.ProtoReflect.Descriptor instead.
+func (*WatchBudgetsRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchBudgetsRequest) GetProxyId() string {
+	if x != nil {
+		return x.ProxyId
+	}
+	return ""
+}
+
+// WatchBudgetsResponse is the whole set of budgets.
+type WatchBudgetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// budgets are every key's and account's budget.
+	Budgets       []*BudgetState `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBudgetsResponse) Reset() {
+	*x = WatchBudgetsResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBudgetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBudgetsResponse) ProtoMessage() {}
+
+func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBudgetsResponse.ProtoReflect.Descriptor instead.
+func (*WatchBudgetsResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchBudgetsResponse) GetBudgets() []*BudgetState {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// BudgetState is one budget and what is spent against it this month.
+type BudgetState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names the managed key (empty for an account's budget).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account names the account (empty for a key's budget).
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// monthly_premium is the premium units allowed per month (0: no limit).
+	MonthlyPremium float64 `protobuf:"fixed64,3,opt,name=monthly_premium,json=monthlyPremium,proto3" json:"monthly_premium,omitempty"`
+	// premium_spent is the premium units the ledger holds this month.
+	PremiumSpent float64 `protobuf:"fixed64,4,opt,name=premium_spent,json=premiumSpent,proto3" json:"premium_spent,omitempty"`
+	// monthly_tokens is the tokens allowed per month (0: no limit).
+	MonthlyTokens int64 `protobuf:"varint,5,opt,name=monthly_tokens,json=monthlyTokens,proto3" json:"monthly_tokens,omitempty"`
+	// tokens_spent is the input plus output tokens this month.
+	TokensSpent int64 `protobuf:"varint,6,opt,name=tokens_spent,json=tokensSpent,proto3" json:"tokens_spent,omitempty"`
+	// rpm is the requests per minute allowed across all proxies (0: none).
+	Rpm int64 `protobuf:"varint,7,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// rpm_share is this proxy's part of rpm (the shares sum to rpm).
+	RpmShare int64 `protobuf:"varint,8,opt,name=rpm_share,json=rpmShare,proto3" json:"rpm_share,omitempty"`
+	// resets_at is when the month ends (UTC, --budget-month-start-day).
+	ResetsAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	// premium_share is this proxy's part of what is left of monthly_premium:
+	// the premium units it may admit beyond premium_spent, counting its own
+	// requests whose usage the broker has not acknowledged yet. The shares
+	// of all watching proxies sum to what is left.
+	PremiumShare  float64 `protobuf:"fixed64,10,opt,name=premium_share,json=premiumShare,proto3" json:"premium_share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetState) Reset() {
+	*x = BudgetState{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetState) ProtoMessage() {}
+
+func (x *BudgetState) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
+func (*BudgetState) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *BudgetState) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BudgetState) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *BudgetState) GetMonthlyPremium() float64 {
+	if x != nil {
+		return x.MonthlyPremium
+	}
+	return 0
+}
+
+func (x *BudgetState) GetPremiumSpent() float64 {
+	if x != nil {
+		return x.PremiumSpent
+	}
+	return 0
+}
+
+func (x *BudgetState) GetMonthlyTokens() int64 {
+	if x != nil {
+		return x.MonthlyTokens
+	}
+	return 0
+}
+
+func (x *BudgetState) GetTokensSpent() int64 {
+	if x != nil {
+		return x.TokensSpent
+	}
+	return 0
+}
+
+func (x *BudgetState) GetRpm() int64 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *BudgetState) GetRpmShare() int64 {
+	if x != nil {
+		return x.RpmShare
+	}
+	return 0
+}
+
+func (x *BudgetState) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+func (x *BudgetState) GetPremiumShare() float64 {
+	if x != nil {
+		return x.PremiumShare
+	}
+	return 0
+}
+
 // UsageEvent is one answered request as a proxy saw it.
 type UsageEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2217,7 +2579,7 @@ type UsageEvent struct {
 
 func (x *UsageEvent) Reset() {
 	*x = UsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2591,7 @@ func (x *UsageEvent) String() string {
 func (*UsageEvent) ProtoMessage() {}
 
 func (x *UsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2604,7 @@ func (x *UsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
 func (*UsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UsageEvent) GetId() string {
@@ -2384,7 +2746,7 @@ type ReportUsageRequest struct {
 
 func (x *ReportUsageRequest) Reset() {
 	*x = ReportUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2758,7 @@ func (x *ReportUsageRequest) String() string {
 func (*ReportUsageRequest) ProtoMessage() {}
 
 func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2771,7 @@ func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
 func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportUsageRequest) GetBatch() uint64 {
@@ -2444,7 +2806,7 @@ type ReportUsageResponse struct {
 
 func (x *ReportUsageResponse) Reset() {
 	*x = ReportUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2818,7 @@ func (x *ReportUsageResponse) String() string {
 func (*ReportUsageResponse) ProtoMessage() {}
 
 func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2831,7 @@ func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
 func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReportUsageResponse) GetBatch() uint64 {
@@ -2513,7 +2875,7 @@ type RejectedUsageEvent struct {
 
 func (x *RejectedUsageEvent) Reset() {
 	*x = RejectedUsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2887,7 @@ func (x *RejectedUsageEvent) String() string {
 func (*RejectedUsageEvent) ProtoMessage() {}
 
 func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2900,7 @@ func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
 func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RejectedUsageEvent) GetId() string {
@@ -2579,7 +2941,7 @@ type QueryUsageRequest struct {
 
 func (x *QueryUsageRequest) Reset() {
 	*x = QueryUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2953,7 @@ func (x *QueryUsageRequest) String() string {
 func (*QueryUsageRequest) ProtoMessage() {}
 
 func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2966,7 @@ func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
 func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *QueryUsageRequest) GetFrom() string {
@@ -2660,7 +3022,7 @@ type QueryUsageResponse struct {
 
 func (x *QueryUsageResponse) Reset() {
 	*x = QueryUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +3034,7 @@ func (x *QueryUsageResponse) String() string {
 func (*QueryUsageResponse) ProtoMessage() {}
 
 func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +3047,7 @@ func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
 func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *QueryUsageResponse) GetRows() []*UsageRow {
@@ -2725,7 +3087,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3099,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3112,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -2976,7 +3338,32 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x10WatchKeysRequest\"Y\n" +
 	"\x11WatchKeysResponse\x12*\n" +
 	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\xab\x04\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb8\x01\n" +
+	"\x10SetBudgetRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
+	"\x0fmonthly_premium\x18\x03 \x01(\x01R\x0emonthlyPremium\x12%\n" +
+	"\x0emonthly_tokens\x18\x04 \x01(\x03R\rmonthlyTokens\x12\x10\n" +
+	"\x03rpm\x18\x05 \x01(\x03R\x03rpm\x12\x16\n" +
+	"\x06fields\x18\x06 \x03(\tR\x06fields\"K\n" +
+	"\x11SetBudgetResponse\x126\n" +
+	"\x06budget\x18\x01 \x01(\v2\x1e.copilot.broker.v1.BudgetStateR\x06budget\"0\n" +
+	"\x13WatchBudgetsRequest\x12\x19\n" +
+	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\"P\n" +
+	"\x14WatchBudgetsResponse\x128\n" +
+	"\abudgets\x18\x01 \x03(\v2\x1e.copilot.broker.v1.BudgetStateR\abudgets\"\xde\x02\n" +
+	"\vBudgetState\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
+	"\x0fmonthly_premium\x18\x03 \x01(\x01R\x0emonthlyPremium\x12#\n" +
+	"\rpremium_spent\x18\x04 \x01(\x01R\fpremiumSpent\x12%\n" +
+	"\x0emonthly_tokens\x18\x05 \x01(\x03R\rmonthlyTokens\x12!\n" +
+	"\ftokens_spent\x18\x06 \x01(\x03R\vtokensSpent\x12\x10\n" +
+	"\x03rpm\x18\a \x01(\x03R\x03rpm\x12\x1b\n" +
+	"\trpm_share\x18\b \x01(\x03R\brpmShare\x127\n" +
+	"\tresets_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12#\n" +
+	"\rpremium_share\x18\n" +
+	" \x01(\x01R\fpremiumShare\"\xab\x04\n" +
 	"\n" +
 	"UsageEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -3069,11 +3456,13 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
 	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
 	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
-	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xcb\x01\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\x86\x03\n" +
 	"\fUsageService\x12`\n" +
 	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
 	"\n" +
-	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponseB\xd6\x01\n" +
+	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponse\x12V\n" +
+	"\tSetBudget\x12#.copilot.broker.v1.SetBudgetRequest\x1a$.copilot.broker.v1.SetBudgetResponse\x12a\n" +
+	"\fWatchBudgets\x12&.copilot.broker.v1.WatchBudgetsRequest\x1a'.copilot.broker.v1.WatchBudgetsResponse0\x01B\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -3089,7 +3478,7 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
@@ -3123,83 +3512,95 @@ var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
 	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
 	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
-	(*UsageEvent)(nil),            // 32: copilot.broker.v1.UsageEvent
-	(*ReportUsageRequest)(nil),    // 33: copilot.broker.v1.ReportUsageRequest
-	(*ReportUsageResponse)(nil),   // 34: copilot.broker.v1.ReportUsageResponse
-	(*RejectedUsageEvent)(nil),    // 35: copilot.broker.v1.RejectedUsageEvent
-	(*QueryUsageRequest)(nil),     // 36: copilot.broker.v1.QueryUsageRequest
-	(*QueryUsageResponse)(nil),    // 37: copilot.broker.v1.QueryUsageResponse
-	(*UsageRow)(nil),              // 38: copilot.broker.v1.UsageRow
-	nil,                           // 39: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*SetBudgetRequest)(nil),      // 32: copilot.broker.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),     // 33: copilot.broker.v1.SetBudgetResponse
+	(*WatchBudgetsRequest)(nil),   // 34: copilot.broker.v1.WatchBudgetsRequest
+	(*WatchBudgetsResponse)(nil),  // 35: copilot.broker.v1.WatchBudgetsResponse
+	(*BudgetState)(nil),           // 36: copilot.broker.v1.BudgetState
+	(*UsageEvent)(nil),            // 37: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 38: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 39: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 40: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 41: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 42: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 43: copilot.broker.v1.UsageRow
+	nil,                           // 44: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	40, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	45, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
 	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	39, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	44, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
 	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
 	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
 	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	40, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
 	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	40, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	45, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
 	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	40, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	40, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	45, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	45, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
 	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
 	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	40, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
-	40, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	40, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
-	40, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	45, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	45, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
 	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
 	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
-	40, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
 	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
 	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	40, // 33: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
-	32, // 34: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
-	35, // 35: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
-	38, // 36: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
-	6,  // 37: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	8,  // 38: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	10, // 39: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	16, // 40: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	18, // 41: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	22, // 42: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
-	24, // 43: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
-	26, // 44: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
-	28, // 45: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
-	30, // 46: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
-	33, // 47: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
-	36, // 48: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
-	7,  // 49: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	9,  // 50: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	11, // 51: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	17, // 52: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	19, // 53: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	23, // 54: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
-	25, // 55: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
-	27, // 56: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
-	29, // 57: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
-	31, // 58: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
-	34, // 59: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
-	37, // 60: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
-	49, // [49:61] is the sub-list for method output_type
-	37, // [37:49] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	36, // 33: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
+	36, // 34: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
+	45, // 35: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
+	45, // 36: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	37, // 37: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	40, // 38: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	43, // 39: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	6,  // 40: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	8,  // 41: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	10, // 42: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	16, // 43: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	18, // 44: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	22, // 45: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	24, // 46: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	26, // 47: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	28, // 48: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	30, // 49: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	38, // 50: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	41, // 51: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	32, // 52: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
+	34, // 53: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
+	7,  // 54: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	9,  // 55: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	11, // 56: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	17, // 57: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	19, // 58: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	23, // 59: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	25, // 60: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	27, // 61: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	29, // 62: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	31, // 63: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	39, // 64: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	42, // 65: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	33, // 66: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
+	35, // 67: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
+	54, // [54:68] is the sub-list for method output_type
+	40, // [40:54] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -3214,7 +3615,7 @@ func file_copilot_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -628,8 +628,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	UsageService_ReportUsage_FullMethodName = "/copilot.broker.v1.UsageService/ReportUsage"
-	UsageService_QueryUsage_FullMethodName  = "/copilot.broker.v1.UsageService/QueryUsage"
+	UsageService_ReportUsage_FullMethodName  = "/copilot.broker.v1.UsageService/ReportUsage"
+	UsageService_QueryUsage_FullMethodName   = "/copilot.broker.v1.UsageService/QueryUsage"
+	UsageService_SetBudget_FullMethodName    = "/copilot.broker.v1.UsageService/SetBudget"
+	UsageService_WatchBudgets_FullMethodName = "/copilot.broker.v1.UsageService/WatchBudgets"
 )
 
 // UsageServiceClient is the client API for UsageService service.
@@ -655,6 +657,17 @@ type UsageServiceClient interface {
 	// Admin keys only (PERMISSION_DENIED otherwise); a bad date or group is
 	// INVALID_ARGUMENT.
 	QueryUsage(ctx context.Context, in *QueryUsageRequest, opts ...grpc.CallOption) (*QueryUsageResponse, error)
+	// SetBudget sets a managed key's monthly premium, token and
+	// requests-per-minute budget, or an account's monthly premium budget;
+	// all zero removes it. Admin keys only; NOT_FOUND for a key the broker
+	// does not manage.
+	SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error)
+	// WatchBudgets sends every budget with what is spent this month and this
+	// proxy's share of each requests-per-minute limit, at once and on every
+	// change (a budget set, usage reported, a proxy joining or leaving, a new
+	// month). Proxies' keys; each stream ends with OK after a jittered maximum
+	// age, and the proxy watches again.
+	WatchBudgets(ctx context.Context, in *WatchBudgetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBudgetsResponse], error)
 }
 
 type usageServiceClient struct {
@@ -688,6 +701,35 @@ func (c *usageServiceClient) QueryUsage(ctx context.Context, in *QueryUsageReque
 	return out, nil
 }
 
+func (c *usageServiceClient) SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBudgetResponse)
+	err := c.cc.Invoke(ctx, UsageService_SetBudget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) WatchBudgets(ctx context.Context, in *WatchBudgetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBudgetsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &UsageService_ServiceDesc.Streams[1], UsageService_WatchBudgets_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchBudgetsRequest, WatchBudgetsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type UsageService_WatchBudgetsClient = grpc.ServerStreamingClient[WatchBudgetsResponse]
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility.
@@ -711,6 +753,17 @@ type UsageServiceServer interface {
 	// Admin keys only (PERMISSION_DENIED otherwise); a bad date or group is
 	// INVALID_ARGUMENT.
 	QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error)
+	// SetBudget sets a managed key's monthly premium, token and
+	// requests-per-minute budget, or an account's monthly premium budget;
+	// all zero removes it. Admin keys only; NOT_FOUND for a key the broker
+	// does not manage.
+	SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error)
+	// WatchBudgets sends every budget with what is spent this month and this
+	// proxy's share of each requests-per-minute limit, at once and on every
+	// change (a budget set, usage reported, a proxy joining or leaving, a new
+	// month). Proxies' keys; each stream ends with OK after a jittered maximum
+	// age, and the proxy watches again.
+	WatchBudgets(*WatchBudgetsRequest, grpc.ServerStreamingServer[WatchBudgetsResponse]) error
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -726,6 +779,12 @@ func (UnimplementedUsageServiceServer) ReportUsage(grpc.BidiStreamingServer[Repo
 }
 func (UnimplementedUsageServiceServer) QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBudget not implemented")
+}
+func (UnimplementedUsageServiceServer) WatchBudgets(*WatchBudgetsRequest, grpc.ServerStreamingServer[WatchBudgetsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchBudgets not implemented")
 }
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 func (UnimplementedUsageServiceServer) testEmbeddedByValue()                      {}
@@ -773,6 +832,35 @@ func _UsageService_QueryUsage_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UsageService_SetBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).SetBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UsageService_SetBudget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).SetBudget(ctx, req.(*SetBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_WatchBudgets_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchBudgetsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(UsageServiceServer).WatchBudgets(m, &grpc.GenericServerStream[WatchBudgetsRequest, WatchBudgetsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type UsageService_WatchBudgetsServer = grpc.ServerStreamingServer[WatchBudgetsResponse]
+
 // UsageService_ServiceDesc is the grpc.ServiceDesc for UsageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -784,6 +872,10 @@ var UsageService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "QueryUsage",
 			Handler:    _UsageService_QueryUsage_Handler,
 		},
+		{
+			MethodName: "SetBudget",
+			Handler:    _UsageService_SetBudget_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -791,6 +883,11 @@ var UsageService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _UsageService_ReportUsage_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchBudgets",
+			Handler:       _UsageService_WatchBudgets_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "copilot/broker/v1/broker.proto",

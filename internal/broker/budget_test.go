@@ -1,0 +1,72 @@
+package broker
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBudgetMonth(t *testing.T) {
+	d := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, s); return t }
+	for _, c := range []struct {
+		day               int
+		now, start, reset string
+	}{
+		{1, "2026-12-07T10:00:00Z", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"},
+		{1, "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"},
+		{15, "2026-12-07T10:00:00Z", "2026-11-15T00:00:00Z", "2026-12-15T00:00:00Z"},
+		{15, "2026-12-15T00:00:01Z", "2026-12-15T00:00:00Z", "2027-01-15T00:00:00Z"},
+		{28, "2027-01-03T00:00:00Z", "2026-12-28T00:00:00Z", "2027-01-28T00:00:00Z"},
+	} {
+		b := &BudgetBook{startDay: c.day}
+		start, reset := b.Month(d(c.now))
+		if !start.Equal(d(c.start)) || !reset.Equal(d(c.reset)) {
+			t.Errorf("day %d, now %s: month %s to %s; want %s to %s", c.day, c.now, start, reset, c.start, c.reset)
+		}
+	}
+}
+
+func TestRPMSharesSumToTheLimit(t *testing.T) {
+	for _, c := range []struct {
+		rpm, n int64
+		want   []int64
+	}{
+		{60, 3, []int64{20, 20, 20}},
+		{10, 3, []int64{4, 3, 3}},
+		{2, 3, []int64{1, 1, 0}},
+		{60, 1, []int64{60}},
+	} {
+		var sum int64
+		for i, w := range c.want {
+			got := rpmShare(c.rpm, i, c.n)
+			if got != w {
+				t.Errorf("rpm %d over %d: share %d = %d; want %d", c.rpm, c.n, i, got, w)
+			}
+			sum += got
+		}
+		if sum != c.rpm {
+			t.Errorf("rpm %d over %d: shares sum to %d", c.rpm, c.n, sum)
+		}
+	}
+	if got := rpmShare(60, -1, 3); got != 60 {
+		t.Errorf("a proxy not counted yet: share %d; want the whole 60", got)
+	}
+}
+
+func TestPremiumSharesSumToWhatIsLeft(t *testing.T) {
+	for _, c := range []struct {
+		left float64
+		n    int64
+		want []float64
+	}{
+		{20, 3, []float64{7, 7, 6}},
+		{2.5, 3, []float64{1.5, 1, 0}},
+		{0.33, 3, []float64{0.33, 0, 0}},
+		{-4, 3, []float64{0, 0, 0}},
+	} {
+		for i, w := range c.want {
+			if got := premiumShare(c.left, i, c.n); got < w-1e-9 || got > w+1e-9 {
+				t.Errorf("%v left over %d: share %d = %v; want %v", c.left, c.n, i, got, w)
+			}
+		}
+	}
+}

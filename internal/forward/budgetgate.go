@@ -1,0 +1,43 @@
+package forward
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
+	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
+)
+
+// BudgetGate admits requests against the keys' budgets (package
+// keybudget).
+type BudgetGate interface {
+	Admit(key, requestID string, premiumUnits float64) keybudget.Decision
+	AddTokens(key string, n int64)
+}
+
+// admitBudget answers 429 in the client's dialect when the key's budget is
+// spent or its rpm limit reached, and adds X-Budget-Warning past 80 %. It
+// returns false when it answered.
+func (h *Handler) admitBudget(w http.ResponseWriter, c *call) bool {
+	if h.gate == nil {
+		return true
+	}
+	d := h.gate.Admit(c.key, c.requestID, premiumUnits(c, isPremium(c)))
+	if d.Warning != "" {
+		w.Header().Set("X-Budget-Warning", d.Warning)
+	}
+	if !d.Denied {
+		return true
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
+	e := dialect.Error{Status: http.StatusTooManyRequests, Message: "budget_exceeded: " + d.Message,
+		OpenAIType: "insufficient_quota", OpenAICode: "budget_exceeded", AnthropicType: "rate_limit_error"}
+	if strings.HasPrefix(d.Budget, "rpm") {
+		e = dialect.Error{Status: http.StatusTooManyRequests, Message: "rate_limit_exceeded: " + d.Message,
+			OpenAIType: "rate_limit_error", OpenAICode: "rate_limit_exceeded", AnthropicType: "rate_limit_error"}
+	}
+	h.answerError(w, c, c.route.dialect, e)
+	return false
+}
