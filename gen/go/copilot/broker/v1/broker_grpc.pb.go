@@ -665,8 +665,8 @@ type UsageServiceClient interface {
 	// WatchBudgets sends every budget with what is spent this month and this
 	// proxy's share of each requests-per-minute limit, at once and on every
 	// change (a budget set, usage reported, a proxy joining or leaving, a new
-	// month). Proxies' keys; each stream ends with OK after a jittered maximum
-	// age, and the proxy watches again.
+	// month). Proxies' keys (an admin key gets PERMISSION_DENIED); the stream
+	// ends with OK when the broker shuts down, and the proxy watches again.
 	WatchBudgets(ctx context.Context, in *WatchBudgetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBudgetsResponse], error)
 }
 
@@ -761,8 +761,8 @@ type UsageServiceServer interface {
 	// WatchBudgets sends every budget with what is spent this month and this
 	// proxy's share of each requests-per-minute limit, at once and on every
 	// change (a budget set, usage reported, a proxy joining or leaving, a new
-	// month). Proxies' keys; each stream ends with OK after a jittered maximum
-	// age, and the proxy watches again.
+	// month). Proxies' keys (an admin key gets PERMISSION_DENIED); the stream
+	// ends with OK when the broker shuts down, and the proxy watches again.
 	WatchBudgets(*WatchBudgetsRequest, grpc.ServerStreamingServer[WatchBudgetsResponse]) error
 	mustEmbedUnimplementedUsageServiceServer()
 }
