@@ -41,6 +41,10 @@ type UsageConfig struct {
 	// Budgets, when set, is told of stored usage and serves SetBudget and
 	// WatchBudgets.
 	Budgets *BudgetBook
+	// TouchKeys, when set, records each reported key's latest use (the
+	// keys' last-used time). Its failure is logged and never refuses a
+	// batch: the events are stored by then.
+	TouchKeys func(ctx context.Context, used map[string]time.Time) error
 	// Registerer receives the ledger's series; nil registers nothing.
 	Registerer prometheus.Registerer
 	Clock      clock.Clock
@@ -54,6 +58,7 @@ type UsageService struct {
 	ledger   store.Ledger
 	budgets  *BudgetBook
 	known    func(ctx context.Context, name string) (bool, error)
+	touch    func(ctx context.Context, used map[string]time.Time) error
 	clock    clock.Clock
 	log      *slog.Logger
 	events   *prometheus.CounterVec // by result: stored, duplicate, rejected
@@ -74,7 +79,7 @@ func NewUsageService(cfg UsageConfig) (*UsageService, error) {
 		return nil, errors.New("broker: the usage service needs a ledger")
 	}
 	u := &UsageService{
-		ledger: cfg.Ledger, budgets: cfg.Budgets, known: cfg.KnownKey, drain: make(chan struct{}), clock: clock.OrReal(cfg.Clock), log: cfg.Logger,
+		ledger: cfg.Ledger, budgets: cfg.Budgets, known: cfg.KnownKey, touch: cfg.TouchKeys, drain: make(chan struct{}), clock: clock.OrReal(cfg.Clock), log: cfg.Logger,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_broker_usage_events_total",
 			Help: "Usage events reported by proxies, by result: stored, duplicate (stored before, resent) or rejected.",
@@ -196,6 +201,7 @@ func (u *UsageService) store(ctx context.Context, req *brokerv1.ReportUsageReque
 	u.events.WithLabelValues("stored").Add(float64(stored))
 	u.events.WithLabelValues("duplicate").Add(float64(len(events) - stored))
 	u.batches.Inc()
+	u.touchKeys(ctx, events)
 	if stored > 0 && u.budgets != nil {
 		// A budgeted key's figures are recomputed before the
 		// acknowledgement: a proxy stops counting an acknowledged request
@@ -216,6 +222,24 @@ func (u *UsageService) store(ctx context.Context, req *brokerv1.ReportUsageReque
 		}
 	}
 	return ack, nil
+}
+
+// touchKeys records the latest event time of each key in events as its
+// last use. Resent events touch nothing new: the store only moves the time
+// forward.
+func (u *UsageService) touchKeys(ctx context.Context, events []store.UsageEvent) {
+	if u.touch == nil || len(events) == 0 {
+		return
+	}
+	used := make(map[string]time.Time)
+	for _, e := range events {
+		if e.Time.After(used[e.Key]) {
+			used[e.Key] = e.Time
+		}
+	}
+	if err := u.touch(ctx, used); err != nil {
+		u.log.Warn("keys' last use not recorded", "keys", len(used), "error", err)
+	}
 }
 
 func mapLen(m *sync.Map) int {

@@ -28,7 +28,7 @@ func (s *Server) openLedger(metrics *broker.Metrics) error {
 		return err
 	}
 	u, err := broker.NewUsageService(broker.UsageConfig{
-		Ledger: st, Budgets: book, KnownKey: knownKey(st), Registerer: metrics.Registry(),
+		Ledger: st, Budgets: book, KnownKey: knownKey(st), TouchKeys: st.TouchKeys, Registerer: metrics.Registry(),
 		Clock: s.cfg.Clock, Logger: s.cfg.Logger.With("component", "usage"),
 	})
 	if err != nil {

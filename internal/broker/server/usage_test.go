@@ -104,6 +104,16 @@ func testUsageReportAndQuery(t *testing.T, engine string) {
 			t.Errorf("rejection %d = %q; want it to say %q", i, ack.GetRejected()[i].GetReason(), want)
 		}
 	}
+	// The stored events are the keys' last use; the refused ones are not.
+	list, err := brokerv1.NewKeyServiceClient(e.conn()).ListKeys(withKey(timeout(t, 5*time.Second), ledgerAdmin), &brokerv1.ListKeysRequest{})
+	if err != nil {
+		t.Fatalf("ListKeys: %v", err)
+	}
+	for _, k := range list.GetKeys() {
+		if got, want := k.GetLastUsedAt().AsTime(), now.Truncate(time.Microsecond); !got.Equal(want) {
+			t.Errorf("key %s: last used %v; want %v (its latest stored event)", k.GetName(), got, want)
+		}
+	}
 	// Sent again (a lost acknowledgement): nothing is stored twice.
 	batch.Batch = 2
 	if ack, err = report(t, e, testKey, batch); err != nil || ack.GetStored() != 0 || ack.GetDuplicates() != 5 {
