@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -97,6 +98,11 @@ type FetchConfig struct {
 	// Headers are sent with every request (the editor identity of the token
 	// exchange); Authorization is set by the Fetcher.
 	Headers http.Header
+	// Profile, when set, is read at every fetch, as the token exchange
+	// reads it: its identity (Editor-Version, Editor-Plugin-Version,
+	// User-Agent, X-GitHub-Api-Version) and extra headers replace those of
+	// Headers, so a profile changed at run time is used by the next fetch.
+	Profile *identity.Holder
 	// MaxResponseBytes bounds the body read (default
 	// [DefaultMaxResponseBytes]).
 	MaxResponseBytes int64
@@ -108,6 +114,7 @@ type Fetcher struct {
 	url      string
 	client   *http.Client
 	headers  http.Header
+	profile  *identity.Holder
 	maxBytes int64
 }
 
@@ -128,7 +135,7 @@ func NewFetcher(cfg FetchConfig) *Fetcher {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxResponseBytes
 	}
-	return &Fetcher{url: strings.TrimRight(cfg.APIURL, "/") + Path, client: &c, headers: h, maxBytes: maxBytes}
+	return &Fetcher{url: strings.TrimRight(cfg.APIURL, "/") + Path, client: &c, headers: h, profile: cfg.Profile, maxBytes: maxBytes}
 }
 
 // Fetch makes one reading with githubToken. Errors never hold the token.
@@ -141,6 +148,11 @@ func (f *Fetcher) Fetch(ctx context.Context, githubToken secret.Secret) (Reading
 		return Reading{}, fmt.Errorf("quota: bad API URL: %w", err)
 	}
 	req.Header = f.headers.Clone()
+	if f.profile != nil {
+		p := f.profile.Get().Profile
+		p.SetExchangeHeaders(req.Header)
+		p.SetExtraHeaders(req.Header)
+	}
 	req.Header.Set("Authorization", "token "+githubToken.Reveal())
 	resp, err := f.client.Do(req)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
@@ -141,6 +142,54 @@ func TestFetch(t *testing.T) {
 	big := NewFetcher(FetchConfig{APIURL: srv.URL, HTTPClient: srv.Client(), Headers: h, MaxResponseBytes: 100})
 	if _, err := big.Fetch(context.Background(), secret.New(tok)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Fetch(too large) = %v; want ErrMalformed", err)
+	}
+}
+
+// TestFetchFollowsProfile: the fetch reads the held profile at every call,
+// as the token exchange does: a changed profile's identity and extra
+// headers are on the next fetch, over the fixed Headers.
+func TestFetchFollowsProfile(t *testing.T) {
+	const tok = "gho_secret_value_1234567890"
+	got := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		_, _ = w.Write([]byte(userAnswerJSON))
+	}))
+	defer srv.Close()
+	fixed := http.Header{}
+	fixed.Set("Editor-Version", "fixed/1")
+	h := identity.NewHolder(identity.DefaultProfile(), "")
+	f := NewFetcher(FetchConfig{APIURL: srv.URL, HTTPClient: srv.Client(), Headers: fixed, Profile: h})
+	fetch := func() http.Header {
+		t.Helper()
+		if _, err := f.Fetch(context.Background(), secret.New(tok)); err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		return <-got
+	}
+
+	def := identity.Default()
+	first := fetch()
+	if first.Get("Editor-Version") != def.Version || first.Get("User-Agent") != def.UserAgent {
+		t.Errorf("first fetch headers = %v; want the held (default) profile's, not the fixed ones", first)
+	}
+
+	p := identity.DefaultProfile()
+	p.Version = "vscode/9.9.9"
+	p.PluginVersion = "copilot-chat/9.9.9"
+	p.UserAgent = "GitHubCopilotChat/9.9.9"
+	p.ExchangeAPIVersion = "2099-01-01"
+	p.Headers = map[string]string{"X-Extra": "1"}
+	h.Set(p, "f")
+	next := fetch()
+	for k, want := range map[string]string{
+		"Editor-Version": "vscode/9.9.9", "Editor-Plugin-Version": "copilot-chat/9.9.9",
+		"User-Agent": "GitHubCopilotChat/9.9.9", "X-Github-Api-Version": "2099-01-01",
+		"X-Extra": "1", "Authorization": "token " + tok, "Accept": "application/json",
+	} {
+		if v := next.Get(k); v != want {
+			t.Errorf("after the profile changed, %s = %q; want %q", k, v, want)
+		}
 	}
 }
 

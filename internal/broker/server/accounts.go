@@ -58,11 +58,13 @@ func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metr
 		client = tokens.NewHTTPClient()
 	}
 	h := http.Header{}
-	// The GitHub API side of the identity, as on the exchange.
+	// The GitHub API side of the identity, as on the exchange: the held
+	// upstream profile, read at every fetch (the flags' identity when there
+	// is no holder).
 	cfg.Exchange.Editor.SetExchangeHeaders(h)
 	// The same client as the exchange; the fetcher refuses redirects on its
 	// copy, so the GitHub token never follows one.
-	fetcher := quota.NewFetcher(quota.FetchConfig{APIURL: cfg.GitHubAPIURL, HTTPClient: client, Headers: h})
+	fetcher := quota.NewFetcher(quota.FetchConfig{APIURL: cfg.GitHubAPIURL, HTTPClient: client, Headers: h, Profile: cfg.Exchange.Profile})
 	exCfg := cfg.Exchange
 	exCfg.APIURL, exCfg.HTTPClient = cfg.GitHubAPIURL, client
 	ctx, cancel := context.WithCancel(context.Background())
