@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -46,5 +48,34 @@ func TestExchangeFollowsProfile(t *testing.T) {
 	}
 	if got.Get("Editor-Plugin-Version") != "copilot-chat/0.70.0" || got.Get("X-Extra") != "1" {
 		t.Errorf("headers = %v; want the new profile's", got)
+	}
+}
+
+// TestProfileChangedAfterIdentityRefusal: after the exchange refused the
+// identity, a new profile brings the next exchange forward at once, without
+// waiting for the backoff.
+func TestProfileChangedAfterIdentityRefusal(t *testing.T) {
+	clk := clock.NewFake(t0)
+	up := newFakeUpstream(clk)
+	ok := up.answer
+	up.setAnswer(func(n int, cred secret.Secret) (*CopilotToken, error) {
+		if n == 1 {
+			return nil, &IdentityRejectedError{Status: 466, Message: "client not supported"}
+		}
+		return ok(n, cred)
+	})
+	m := newTestManager(t, clk, up, func(c *ManagerConfig) {
+		c.BackoffInitial, c.BackoffMax = time.Minute, time.Minute
+		c.MinForceInterval = time.Nanosecond
+	})
+	updates, cancel := m.Subscribe()
+	defer cancel()
+	waitState(t, updates, "the identity refusal", func(st State) bool { return st.IdentityRejected })
+	waitTimer(t, clk)
+	clk.Advance(time.Second) // well short of the one-minute backoff
+	m.ProfileChanged()
+	waitState(t, updates, "a token after the profile changed", isGen(1, StatusValid))
+	if calls := up.callTimes(); len(calls) != 2 || !calls[1].Equal(t0.Add(time.Second)) {
+		t.Errorf("exchanges at %v; want the second at t0+1s, not after the backoff", calls)
 	}
 }

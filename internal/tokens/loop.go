@@ -75,6 +75,8 @@ func (m *Manager) run(ctx context.Context, start time.Time) {
 			r.force(req, m.clock.Now()) // now is as old as the wait
 		case <-m.credChanged:
 			r.credentialChanged(m.clock.Now())
+		case <-m.profileCh:
+			r.profileChanged(m.clock.Now())
 		}
 	}
 }
@@ -212,6 +214,22 @@ func (r *refresher) force(req forceRequest, now time.Time) {
 		r.m.log.Info("forced refresh requested", "generation", r.gen, "in", at.Sub(now).String())
 	}
 	req.reply <- r.attemptDone
+}
+
+// profileChanged brings the next attempt forward after a refusal of the
+// identity, as a forced refresh would (minForce after the last attempt,
+// not before a Retry-After) but cutting the backoff short: the new profile
+// is what the backoff was waiting for.
+func (r *refresher) profileChanged(now time.Time) {
+	if !r.identityRejected || r.status == StatusRejected || r.next.IsZero() {
+		return
+	}
+	at := maxTime(now, r.lastAttempt.Add(r.m.minForce), r.notBefore)
+	if at.Before(r.next) {
+		r.next = at
+		r.m.log.Info("upstream profile changed after an identity refusal; exchanging again",
+			"generation", r.gen, "in", at.Sub(now).String())
+	}
 }
 
 // credentialChanged lifts REJECTED and plans an exchange at once with the new

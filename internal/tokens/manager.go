@@ -105,7 +105,8 @@ type Manager struct {
 	credVersion uint64
 	credChanged chan struct{} // one slot: "the credential changed", coalesced
 
-	forceCh chan forceRequest
+	forceCh   chan forceRequest
+	profileCh chan struct{} // one slot: "the upstream profile changed", coalesced
 
 	subMu  sync.Mutex
 	subs   map[*subscriber]struct{}
@@ -154,6 +155,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		cred:           cfg.GitHubToken,
 		credChanged:    make(chan struct{}, 1),
 		forceCh:        make(chan forceRequest),
+		profileCh:      make(chan struct{}, 1),
 		subs:           map[*subscriber]struct{}{},
 		cancel:         cancel,
 		done:           make(chan struct{}),
@@ -272,7 +274,20 @@ func (m *Manager) RetryRejected() {
 	}
 }
 
-// credential returns the current credential and its version.
+// ProfileChanged tells the manager that the upstream profile (the identity
+// the exchange presents) has a new revision. When the last exchange failed
+// because GitHub refused that identity, the next one comes at once rather
+// than after the backoff: no sooner than MinForceInterval after the
+// previous exchange, nor before a pending Retry-After. Otherwise it does
+// nothing. Calls made before the refresh goroutine reads one are coalesced
+// into one exchange.
+func (m *Manager) ProfileChanged() {
+	select {
+	case m.profileCh <- struct{}{}:
+	default: // a notice is already pending
+	}
+}
+
 // GitHubToken returns the GitHub credential the manager exchanges (the
 // quota poller reads the account's quota with it).
 func (m *Manager) GitHubToken() secret.Secret {
