@@ -11,6 +11,7 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/broker"
 	"github.com/copilot-broker/copilot-broker/internal/broker/credfile"
+	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/quota"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 	"github.com/copilot-broker/copilot-broker/internal/tokens"
@@ -71,6 +72,31 @@ func newFleet(cfg Config, svc *broker.Service, health *broker.HealthServer, metr
 	return &fleet{
 		cfg: cfg, log: cfg.Logger, svc: svc, health: health, metrics: metrics, epoch: epoch,
 		fetch: fetcher.Fetch, exchange: tokens.NewExchanger(exCfg).Exchange, ctx: ctx, cancel: cancel, members: map[string]*member{},
+	}
+}
+
+// followProfile tells every account's token manager when the upstream
+// profile changes, so an account whose exchange GitHub refused for its
+// identity exchanges again at once with the new one. It returns when ctx
+// ends.
+func (f *fleet) followProfile(ctx context.Context, h *identity.Holder) {
+	changed := h.Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		changed = h.Changed() // before telling: a change from now on is seen
+		f.mu.Lock()
+		mgrs := make([]*tokens.Manager, 0, len(f.members))
+		for _, m := range f.members {
+			mgrs = append(mgrs, m.mgr)
+		}
+		f.mu.Unlock()
+		for _, mgr := range mgrs {
+			mgr.ProfileChanged()
+		}
 	}
 }
 

@@ -205,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.profileWatcher != nil {
 		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
+		r.goBackground(func() { s.fleet.followProfile(runCtx, profile) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
 
