@@ -20,16 +20,21 @@ package console
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -131,9 +136,13 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
+	files, err := assetHandler(assets)
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ui/{$}", c.page)
-	mux.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", assetHandler(assets)))
+	mux.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", files))
 	mux.HandleFunc("GET /ui/session", c.getSession)
 	mux.HandleFunc("POST /ui/session", c.signIn)
 	mux.HandleFunc("DELETE /ui/session", c.signOut)
@@ -168,14 +177,77 @@ func (c *Console) page(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// assetType is the content type of a console file by its extension; ""
+// for one the console does not ship.
+func assetType(ext string) string {
+	switch ext {
+	case ".html":
+		return "text/html; charset=utf-8"
+	case ".js":
+		return "text/javascript; charset=utf-8"
+	case ".css":
+		return "text/css; charset=utf-8"
+	case ".svg":
+		return "image/svg+xml"
+	}
+	return ""
+}
+
+// asset is one embedded file, ready to send.
+type asset struct {
+	body  []byte
+	ctype string
+	etag  string
+}
+
 // assetHandler serves the embedded scripts and styles; they change only
-// with the binary, so a browser may revalidate them.
-func assetHandler(assets fs.FS) http.Handler {
-	files := http.FileServerFS(assets)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
+// with the binary, so a browser may revalidate them (ETag, 304). It serves
+// whole files only: no Range requests, no directory listings (the
+// standard file server would parse Range headers, which Go 1.26.8 bounds
+// badly: GO-2026-6609).
+func assetHandler(assets fs.FS) (http.Handler, error) {
+	files := map[string]asset{}
+	err := fs.WalkDir(assets, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(assets, p)
+		if err != nil {
+			return err
+		}
+		// The console's own types first: the system's MIME tables, which
+		// package mime also reads, differ between machines.
+		ctype := assetType(path.Ext(p))
+		if ctype == "" {
+			ctype = mime.TypeByExtension(path.Ext(p))
+		}
+		if ctype == "" {
+			ctype = "application/octet-stream"
+		}
+		sum := sha256.Sum256(b)
+		files[p] = asset{body: b, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("console assets: %w", err)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Cache-Control", "no-cache")
+		h.Set("ETag", a.etag)
+		if r.Header.Get("If-None-Match") == a.etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		h.Set("Content-Type", a.ctype)
+		h.Set("Content-Length", strconv.Itoa(len(a.body)))
+		_, _ = w.Write(a.body)
+	}), nil
 }
 
 // sessionInfo is what the page learns about its session: never the key.

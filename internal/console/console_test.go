@@ -254,6 +254,40 @@ func TestAssetsServed(t *testing.T) {
 			t.Errorf("GET %s = %d", p, w.Code)
 		}
 	}
+	tests := []struct {
+		name, path string
+		hdr        map[string]string
+		code       int
+		ctype      string
+	}{
+		{"script", "/ui/assets/app.js", nil, 200, "text/javascript; charset=utf-8"},
+		{"style", "/ui/assets/style.css", nil, 200, "text/css; charset=utf-8"},
+		{"unknown", "/ui/assets/nope.js", nil, 404, ""},
+		{"directory", "/ui/assets/", nil, 404, ""},
+		{"range is ignored", "/ui/assets/app.js", map[string]string{"Range": "bytes=0-1,2-3,4-5"}, 200, "text/javascript; charset=utf-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := serve(c, "GET", tt.path, "", func(r *http.Request) {
+				for k, v := range tt.hdr {
+					r.Header.Set(k, v)
+				}
+			})
+			if w.Code != tt.code {
+				t.Fatalf("GET %s = %d; want %d", tt.path, w.Code, tt.code)
+			}
+			if tt.ctype != "" && w.Header().Get("Content-Type") != tt.ctype {
+				t.Errorf("GET %s: Content-Type %q; want %q", tt.path, w.Header().Get("Content-Type"), tt.ctype)
+			}
+		})
+	}
+	etag := serve(c, "GET", "/ui/assets/app.js", "", nil).Header().Get("ETag")
+	if etag == "" {
+		t.Fatal("app.js has no ETag")
+	}
+	if w := serve(c, "GET", "/ui/assets/app.js", "", func(r *http.Request) { r.Header.Set("If-None-Match", etag) }); w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("revalidation with the ETag = %d, %d bytes; want 304 and no body", w.Code, w.Body.Len())
+	}
 	page := serve(c, "GET", "/ui/", "", nil).Body.String()
 	if strings.Contains(page, "<script>") || strings.Contains(page, " style=") || strings.Contains(page, "http://") && !strings.Contains(page, "w3.org") {
 		t.Errorf("the page has an inline script, an inline style or an external URL")
