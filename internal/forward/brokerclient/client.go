@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -381,21 +380,17 @@ func (c *Client) watch(ctx context.Context) (got bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("broker WatchToken: %w", err)
 	}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return got, nil
-		}
-		if err != nil {
-			return got, fmt.Errorf("broker WatchToken: %w", err)
-		}
-		if !got {
-			got = true
+	got, err = receive(stream, func(resp *brokerv1.WatchTokenResponse, first bool) {
+		if first {
 			c.setConn(nil)
 			c.log.Info("watching the broker's token")
 		}
 		c.apply(resp.GetToken(), "watch")
+	})
+	if err != nil {
+		return got, fmt.Errorf("broker WatchToken: %w", err)
 	}
+	return got, nil
 }
 
 // fallback asks GetToken once, for brokers (or load balancers in front of

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -104,20 +103,12 @@ func (w *KeyWatcher) watch(ctx context.Context) (got bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		if !got {
+	return receive(stream, func(resp *brokerv1.WatchKeysResponse, first bool) {
+		if first {
 			w.log.Info("watching the broker's key set", "keys", len(resp.GetKeys()), "version", resp.GetVersion())
 		}
-		got = true
 		w.apply(resp)
-	}
+	})
 }
 
 // apply converts the broker's set and hands it to the key set.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -280,17 +279,7 @@ func (s *Set) watchAccounts(ctx context.Context) (got bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = true
-		s.update(resp.GetAccounts())
-	}
+	return receive(stream, func(resp *brokerv1.WatchAccountsResponse, _ bool) { s.update(resp.GetAccounts()) })
 }
 
 // update takes in the broker's whole account set.
