@@ -158,10 +158,12 @@ func (b *BudgetBook) recompute(ctx context.Context) error {
 	}
 	snap := &budgetSnap{budgets: all, byKey: byKey, byAc: byAc, resets: reset}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.snap = snap
 	close(b.changed)
 	b.changed = make(chan struct{})
-	b.mu.Unlock()
+	// Under mu: recompute runs from the background loop and from usage
+	// intake at once, and warn keeps its once-a-month memory in a map.
 	b.warn(snap, start)
 	return nil
 }

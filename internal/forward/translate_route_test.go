@@ -180,22 +180,15 @@ func TestTranslatedStreamIdle(t *testing.T) {
 				got <- body
 			}()
 			<-sent
-			// The idle timer is armed once the answer began, beside the
-			// translator's keep-alive timer, in an order the test cannot
-			// see: advance by the idle timeout until the stream ends, so a
-			// timer armed just after an advance is fired by the next one.
-			var body string
-			deadline := time.After(10 * time.Second)
-			for done := false; !done; {
-				e.clk.Advance(idle)
-				select {
-				case body = <-got:
-					done = true
-				case <-deadline:
-					t.Fatal("the idle stream did not end within 10 s")
-				case <-time.After(time.Millisecond): // polling with a deadline
+			before := e.clk.Pending()
+			for deadline := time.Now().Add(10 * time.Second); e.clk.Pending() == before; { // the idle timer is armed once the answer began
+				if time.Now().After(deadline) {
+					t.Fatal("the idle timer was not armed within 10 s of the answer's start")
 				}
+				time.Sleep(time.Millisecond) // polling with a deadline
 			}
+			e.clk.Advance(idle)
+			body := <-got
 			for _, w := range tt.want {
 				if !strings.Contains(body, w) {
 					t.Errorf("idle translated stream = %q; want it to hold %s", body, w)
