@@ -9,6 +9,7 @@ package brokerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -876,8 +877,15 @@ type Account struct {
 	// identity_rejection describes the last refusal of the profile while
 	// account_status is ACCOUNT_STATUS_IDENTITY_REJECTED.
 	IdentityRejection *IdentityRejection `protobuf:"bytes,11,opt,name=identity_rejection,json=identityRejection,proto3" json:"identity_rejection,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// usage_limits are the account's session and weekly usage limits
+	// (x-usage-ratelimit-session and x-usage-ratelimit-weekly) as the proxies
+	// last saw them: per kind, the most recent reading across the proxies
+	// that report to this broker (ProxyService.ReportStatus), in kind order.
+	// Empty until a proxy reported one (the upstream sends them for
+	// individual plans only).
+	UsageLimits   []*UsageLimit `protobuf:"bytes,12,rep,name=usage_limits,json=usageLimits,proto3" json:"usage_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -987,6 +995,126 @@ func (x *Account) GetIdentityRejection() *IdentityRejection {
 	return nil
 }
 
+func (x *Account) GetUsageLimits() []*UsageLimit {
+	if x != nil {
+		return x.UsageLimits
+	}
+	return nil
+}
+
+// UsageLimit is one of an account's usage limits as a proxy saw it in the
+// Copilot API's x-usage-ratelimit-* headers.
+type UsageLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "session" (the 5-hour limit) or "weekly".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// percent_remaining is what is left, as a percentage of entitlement (100
+	// when unlimited).
+	PercentRemaining float64 `protobuf:"fixed64,2,opt,name=percent_remaining,json=percentRemaining,proto3" json:"percent_remaining,omitempty"`
+	// entitlement is the allowance of the period (0 when unlimited or not
+	// given).
+	Entitlement float64 `protobuf:"fixed64,3,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	// remaining is what is left of it.
+	Remaining float64 `protobuf:"fixed64,4,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// unlimited means the plan sets no such limit.
+	Unlimited bool `protobuf:"varint,5,opt,name=unlimited,proto3" json:"unlimited,omitempty"`
+	// reset_at is when the limit resets; unset when the upstream gave none.
+	ResetAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=reset_at,json=resetAt,proto3" json:"reset_at,omitempty"`
+	// seen_at is when a proxy last saw this value in an answer's headers
+	// (in Account: converted to the broker's clock).
+	SeenAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=seen_at,json=seenAt,proto3" json:"seen_at,omitempty"`
+	// proxy_id names the proxy whose reading this is (in Account only).
+	ProxyId       string `protobuf:"bytes,8,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageLimit) Reset() {
+	*x = UsageLimit{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageLimit) ProtoMessage() {}
+
+func (x *UsageLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageLimit.ProtoReflect.Descriptor instead.
+func (*UsageLimit) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UsageLimit) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *UsageLimit) GetPercentRemaining() float64 {
+	if x != nil {
+		return x.PercentRemaining
+	}
+	return 0
+}
+
+func (x *UsageLimit) GetEntitlement() float64 {
+	if x != nil {
+		return x.Entitlement
+	}
+	return 0
+}
+
+func (x *UsageLimit) GetRemaining() float64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *UsageLimit) GetUnlimited() bool {
+	if x != nil {
+		return x.Unlimited
+	}
+	return false
+}
+
+func (x *UsageLimit) GetResetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetAt
+	}
+	return nil
+}
+
+func (x *UsageLimit) GetSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SeenAt
+	}
+	return nil
+}
+
+func (x *UsageLimit) GetProxyId() string {
+	if x != nil {
+		return x.ProxyId
+	}
+	return ""
+}
+
 // IdentityRejection is one refusal of the upstream profile.
 type IdentityRejection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1010,7 +1138,7 @@ type IdentityRejection struct {
 
 func (x *IdentityRejection) Reset() {
 	*x = IdentityRejection{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1150,7 @@ func (x *IdentityRejection) String() string {
 func (*IdentityRejection) ProtoMessage() {}
 
 func (x *IdentityRejection) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1163,7 @@ func (x *IdentityRejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityRejection.ProtoReflect.Descriptor instead.
 func (*IdentityRejection) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *IdentityRejection) GetOrigin() string {
@@ -1103,7 +1231,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1243,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1256,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Quota) GetSnapshots() []*QuotaSnapshot {
@@ -1196,7 +1324,7 @@ type QuotaSnapshot struct {
 
 func (x *QuotaSnapshot) Reset() {
 	*x = QuotaSnapshot{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1336,7 @@ func (x *QuotaSnapshot) String() string {
 func (*QuotaSnapshot) ProtoMessage() {}
 
 func (x *QuotaSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1349,7 @@ func (x *QuotaSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaSnapshot.ProtoReflect.Descriptor instead.
 func (*QuotaSnapshot) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QuotaSnapshot) GetKind() string {
@@ -1289,7 +1417,7 @@ type ListAccountsRequest struct {
 
 func (x *ListAccountsRequest) Reset() {
 	*x = ListAccountsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1429,7 @@ func (x *ListAccountsRequest) String() string {
 func (*ListAccountsRequest) ProtoMessage() {}
 
 func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1442,7 @@ func (x *ListAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 // ListAccountsResponse lists accounts in name order.
@@ -1328,7 +1456,7 @@ type ListAccountsResponse struct {
 
 func (x *ListAccountsResponse) Reset() {
 	*x = ListAccountsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1468,7 @@ func (x *ListAccountsResponse) String() string {
 func (*ListAccountsResponse) ProtoMessage() {}
 
 func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[13]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1481,7 @@ func (x *ListAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAccountsResponse) GetAccounts() []*Account {
@@ -1372,7 +1500,7 @@ type WatchAccountsRequest struct {
 
 func (x *WatchAccountsRequest) Reset() {
 	*x = WatchAccountsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1512,7 @@ func (x *WatchAccountsRequest) String() string {
 func (*WatchAccountsRequest) ProtoMessage() {}
 
 func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[14]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1525,7 @@ func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 // WatchAccountsResponse carries the whole set of accounts the caller may
@@ -1412,7 +1540,7 @@ type WatchAccountsResponse struct {
 
 func (x *WatchAccountsResponse) Reset() {
 	*x = WatchAccountsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1552,7 @@ func (x *WatchAccountsResponse) String() string {
 func (*WatchAccountsResponse) ProtoMessage() {}
 
 func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[15]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1565,7 @@ func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchAccountsResponse) GetAccounts() []*Account {
@@ -1480,7 +1608,7 @@ type Key struct {
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1620,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[16]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1633,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Key) GetName() string {
@@ -1589,7 +1717,7 @@ type ModelList struct {
 
 func (x *ModelList) Reset() {
 	*x = ModelList{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1729,7 @@ func (x *ModelList) String() string {
 func (*ModelList) ProtoMessage() {}
 
 func (x *ModelList) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[17]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1742,7 @@ func (x *ModelList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelList.ProtoReflect.Descriptor instead.
 func (*ModelList) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ModelList) GetGlobs() []string {
@@ -1644,7 +1772,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1784,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[18]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1797,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateKeyRequest) GetName() string {
@@ -1720,7 +1848,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1860,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[19]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1873,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateKeyResponse) GetKey() *Key {
@@ -1771,7 +1899,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1911,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[20]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1924,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 // ListKeysResponse lists keys in name order.
@@ -1810,7 +1938,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1950,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[21]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1963,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -1866,7 +1994,7 @@ type UpdateKeyRequest struct {
 
 func (x *UpdateKeyRequest) Reset() {
 	*x = UpdateKeyRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2006,7 @@ func (x *UpdateKeyRequest) String() string {
 func (*UpdateKeyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[22]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2019,7 @@ func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateKeyRequest) GetName() string {
@@ -1947,7 +2075,7 @@ type UpdateKeyResponse struct {
 
 func (x *UpdateKeyResponse) Reset() {
 	*x = UpdateKeyResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2087,7 @@ func (x *UpdateKeyResponse) String() string {
 func (*UpdateKeyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[23]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2100,7 @@ func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateKeyResponse) GetKey() *Key {
@@ -1993,7 +2121,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2133,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[24]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2146,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeKeyRequest) GetName() string {
@@ -2039,7 +2167,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2179,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[25]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2192,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevokeKeyResponse) GetKey() *Key {
@@ -2083,7 +2211,7 @@ type WatchKeysRequest struct {
 
 func (x *WatchKeysRequest) Reset() {
 	*x = WatchKeysRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2223,7 @@ func (x *WatchKeysRequest) String() string {
 func (*WatchKeysRequest) ProtoMessage() {}
 
 func (x *WatchKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[26]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2236,7 @@ func (x *WatchKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeysRequest.ProtoReflect.Descriptor instead.
 func (*WatchKeysRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 // WatchKeysResponse carries the whole set of keys that are not revoked, in
@@ -2125,7 +2253,7 @@ type WatchKeysResponse struct {
 
 func (x *WatchKeysResponse) Reset() {
 	*x = WatchKeysResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2265,7 @@ func (x *WatchKeysResponse) String() string {
 func (*WatchKeysResponse) ProtoMessage() {}
 
 func (x *WatchKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[27]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2278,7 @@ func (x *WatchKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeysResponse.ProtoReflect.Descriptor instead.
 func (*WatchKeysResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchKeysResponse) GetKeys() []*Key {
@@ -2165,6 +2293,479 @@ func (x *WatchKeysResponse) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+// ProxyInfo is who a proxy is.
+type ProxyInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the proxy (its --proxy-id: the name in its usage events).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// instance is random for each start of the proxy process.
+	Instance string `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// version is the proxy's build: module version and VCS revision.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// started_at is when the proxy process started.
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyInfo) Reset() {
+	*x = ProxyInfo{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyInfo) ProtoMessage() {}
+
+func (x *ProxyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyInfo.ProtoReflect.Descriptor instead.
+func (*ProxyInfo) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ProxyInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProxyInfo) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ProxyInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ProxyInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+// ProxyStatus is what a proxy sees of the Copilot API.
+type ProxyStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// at is when the proxy took this status, by its clock.
+	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// accounts are the usage limits of each account the proxy saw them for.
+	Accounts []*AccountUsageLimits `protobuf:"bytes,2,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	// upstream_errors counts the Copilot API's error answers by class of
+	// the proxy's error taxonomy (docs/protocol.md section 8, e.g.
+	// "rate_limited", "quota_exceeded", "identity_rejected") since the proxy
+	// started: cumulative, so a lost report loses nothing.
+	UpstreamErrors map[string]uint64 `protobuf:"bytes,3,rep,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProxyStatus) Reset() {
+	*x = ProxyStatus{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyStatus) ProtoMessage() {}
+
+func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
+func (*ProxyStatus) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ProxyStatus) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ProxyStatus) GetAccounts() []*AccountUsageLimits {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+func (x *ProxyStatus) GetUpstreamErrors() map[string]uint64 {
+	if x != nil {
+		return x.UpstreamErrors
+	}
+	return nil
+}
+
+// AccountUsageLimits are one account's usage limits as a proxy saw them.
+type AccountUsageLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// account names the account ("" is the default account).
+	Account string `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// limits are at most one per kind.
+	Limits        []*UsageLimit `protobuf:"bytes,2,rep,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountUsageLimits) Reset() {
+	*x = AccountUsageLimits{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountUsageLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountUsageLimits) ProtoMessage() {}
+
+func (x *AccountUsageLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountUsageLimits.ProtoReflect.Descriptor instead.
+func (*AccountUsageLimits) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AccountUsageLimits) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *AccountUsageLimits) GetLimits() []*UsageLimit {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// ReportStatusRequest is one message of a proxy's report stream.
+type ReportStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// proxy is who the proxy is: required in the first message of a
+	// stream, and unchanged if sent again.
+	Proxy *ProxyInfo `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	// status is the proxy's current view; unset in a message that only says
+	// who it is.
+	Status        *ProxyStatus `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusRequest) Reset() {
+	*x = ReportStatusRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusRequest) ProtoMessage() {}
+
+func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReportStatusRequest) GetProxy() *ProxyInfo {
+	if x != nil {
+		return x.Proxy
+	}
+	return nil
+}
+
+func (x *ReportStatusRequest) GetStatus() *ProxyStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ReportStatusResponse acknowledges one message.
+type ReportStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// report_interval is how often the broker would like a status when
+	// nothing changes; unset: the proxy's own choice.
+	ReportInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReportStatusResponse) Reset() {
+	*x = ReportStatusResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusResponse) ProtoMessage() {}
+
+func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReportStatusResponse) GetReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ReportInterval
+	}
+	return nil
+}
+
+// ListProxiesRequest asks for the proxies.
+type ListProxiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProxiesRequest) Reset() {
+	*x = ListProxiesRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProxiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProxiesRequest) ProtoMessage() {}
+
+func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
+func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+}
+
+// ListProxiesResponse lists the proxies in id order.
+type ListProxiesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// proxies are those seen within the broker's expiry.
+	Proxies       []*Proxy `protobuf:"bytes,1,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProxiesResponse) Reset() {
+	*x = ListProxiesResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProxiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProxiesResponse) ProtoMessage() {}
+
+func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
+func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListProxiesResponse) GetProxies() []*Proxy {
+	if x != nil {
+		return x.Proxies
+	}
+	return nil
+}
+
+// Proxy is a proxy as the broker last saw it.
+type Proxy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// info is who the proxy said it is.
+	Info *ProxyInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// address is the proxy's address as the broker sees the connection.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// connected is true while its report stream is open.
+	Connected bool `protobuf:"varint,3,opt,name=connected,proto3" json:"connected,omitempty"`
+	// last_seen_at is when the broker last heard from it.
+	LastSeenAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	// upstream_errors are its upstream errors by class since it started.
+	UpstreamErrors map[string]uint64 `protobuf:"bytes,5,rep,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// accounts are the usage limits it last reported.
+	Accounts      []*AccountUsageLimits `protobuf:"bytes,6,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Proxy) Reset() {
+	*x = Proxy{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proxy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proxy) ProtoMessage() {}
+
+func (x *Proxy) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
+func (*Proxy) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Proxy) GetInfo() *ProxyInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *Proxy) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Proxy) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Proxy) GetLastSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenAt
+	}
+	return nil
+}
+
+func (x *Proxy) GetUpstreamErrors() map[string]uint64 {
+	if x != nil {
+		return x.UpstreamErrors
+	}
+	return nil
+}
+
+func (x *Proxy) GetAccounts() []*AccountUsageLimits {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
 }
 
 // SetBudgetRequest names a key or an account (one of the two) and its
@@ -2190,7 +2791,7 @@ type SetBudgetRequest struct {
 
 func (x *SetBudgetRequest) Reset() {
 	*x = SetBudgetRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2803,7 @@ func (x *SetBudgetRequest) String() string {
 func (*SetBudgetRequest) ProtoMessage() {}
 
 func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2816,7 @@ func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetBudgetRequest) GetKey() string {
@@ -2271,7 +2872,7 @@ type SetBudgetResponse struct {
 
 func (x *SetBudgetResponse) Reset() {
 	*x = SetBudgetResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2884,7 @@ func (x *SetBudgetResponse) String() string {
 func (*SetBudgetResponse) ProtoMessage() {}
 
 func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2897,7 @@ func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetBudgetResponse) GetBudget() *BudgetState {
@@ -2318,7 +2919,7 @@ type WatchBudgetsRequest struct {
 
 func (x *WatchBudgetsRequest) Reset() {
 	*x = WatchBudgetsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2931,7 @@ func (x *WatchBudgetsRequest) String() string {
 func (*WatchBudgetsRequest) ProtoMessage() {}
 
 func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2944,7 @@ func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsRequest.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchBudgetsRequest) GetProxyId() string {
@@ -2364,7 +2965,7 @@ type WatchBudgetsResponse struct {
 
 func (x *WatchBudgetsResponse) Reset() {
 	*x = WatchBudgetsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2977,7 @@ func (x *WatchBudgetsResponse) String() string {
 func (*WatchBudgetsResponse) ProtoMessage() {}
 
 func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2990,7 @@ func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsResponse.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchBudgetsResponse) GetBudgets() []*BudgetState {
@@ -2431,7 +3032,7 @@ type BudgetState struct {
 
 func (x *BudgetState) Reset() {
 	*x = BudgetState{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +3044,7 @@ func (x *BudgetState) String() string {
 func (*BudgetState) ProtoMessage() {}
 
 func (x *BudgetState) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +3057,7 @@ func (x *BudgetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
 func (*BudgetState) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BudgetState) GetKey() string {
@@ -2579,7 +3180,7 @@ type UsageEvent struct {
 
 func (x *UsageEvent) Reset() {
 	*x = UsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +3192,7 @@ func (x *UsageEvent) String() string {
 func (*UsageEvent) ProtoMessage() {}
 
 func (x *UsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +3205,7 @@ func (x *UsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
 func (*UsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UsageEvent) GetId() string {
@@ -2746,7 +3347,7 @@ type ReportUsageRequest struct {
 
 func (x *ReportUsageRequest) Reset() {
 	*x = ReportUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2758,7 +3359,7 @@ func (x *ReportUsageRequest) String() string {
 func (*ReportUsageRequest) ProtoMessage() {}
 
 func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2771,7 +3372,7 @@ func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
 func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportUsageRequest) GetBatch() uint64 {
@@ -2806,7 +3407,7 @@ type ReportUsageResponse struct {
 
 func (x *ReportUsageResponse) Reset() {
 	*x = ReportUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3419,7 @@ func (x *ReportUsageResponse) String() string {
 func (*ReportUsageResponse) ProtoMessage() {}
 
 func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3432,7 @@ func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
 func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReportUsageResponse) GetBatch() uint64 {
@@ -2875,7 +3476,7 @@ type RejectedUsageEvent struct {
 
 func (x *RejectedUsageEvent) Reset() {
 	*x = RejectedUsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3488,7 @@ func (x *RejectedUsageEvent) String() string {
 func (*RejectedUsageEvent) ProtoMessage() {}
 
 func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3501,7 @@ func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
 func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RejectedUsageEvent) GetId() string {
@@ -2941,7 +3542,7 @@ type QueryUsageRequest struct {
 
 func (x *QueryUsageRequest) Reset() {
 	*x = QueryUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3554,7 @@ func (x *QueryUsageRequest) String() string {
 func (*QueryUsageRequest) ProtoMessage() {}
 
 func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3567,7 @@ func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
 func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *QueryUsageRequest) GetFrom() string {
@@ -3022,7 +3623,7 @@ type QueryUsageResponse struct {
 
 func (x *QueryUsageResponse) Reset() {
 	*x = QueryUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3635,7 @@ func (x *QueryUsageResponse) String() string {
 func (*QueryUsageResponse) ProtoMessage() {}
 
 func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3648,7 @@ func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
 func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *QueryUsageResponse) GetRows() []*UsageRow {
@@ -3087,7 +3688,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3700,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3713,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -3189,7 +3790,7 @@ var File_copilot_broker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecopilot/broker/v1/broker.proto\x12\x11copilot.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x03\n" +
+	"\x1ecopilot/broker/v1/broker.proto\x12\x11copilot.broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x03\n" +
 	"\x05Token\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x1e\n" +
@@ -3238,7 +3839,7 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x128\n" +
 	"\x06reason\x18\x03 \x01(\x0e2 .copilot.broker.v1.RefreshReasonR\x06reason\"F\n" +
 	"\x14RefreshTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xe7\x03\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.copilot.broker.v1.TokenR\x05token\"\xa9\x04\n" +
 	"\aAccount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1e.copilot.broker.v1.TokenStatusR\x06status\x12\x10\n" +
@@ -3256,7 +3857,18 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x05quota\x18\t \x01(\v2\x18.copilot.broker.v1.QuotaR\x05quota\x12G\n" +
 	"\x0eaccount_status\x18\n" +
 	" \x01(\x0e2 .copilot.broker.v1.AccountStatusR\raccountStatus\x12S\n" +
-	"\x12identity_rejection\x18\v \x01(\v2$.copilot.broker.v1.IdentityRejectionR\x11identityRejection\"\xd7\x01\n" +
+	"\x12identity_rejection\x18\v \x01(\v2$.copilot.broker.v1.IdentityRejectionR\x11identityRejection\x12@\n" +
+	"\fusage_limits\x18\f \x03(\v2\x1d.copilot.broker.v1.UsageLimitR\vusageLimits\"\xb2\x02\n" +
+	"\n" +
+	"UsageLimit\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12+\n" +
+	"\x11percent_remaining\x18\x02 \x01(\x01R\x10percentRemaining\x12 \n" +
+	"\ventitlement\x18\x03 \x01(\x01R\ventitlement\x12\x1c\n" +
+	"\tremaining\x18\x04 \x01(\x01R\tremaining\x12\x1c\n" +
+	"\tunlimited\x18\x05 \x01(\bR\tunlimited\x125\n" +
+	"\breset_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aresetAt\x123\n" +
+	"\aseen_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06seenAt\x12\x19\n" +
+	"\bproxy_id\x18\b \x01(\tR\aproxyId\"\xd7\x01\n" +
 	"\x11IdentityRejection\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12*\n" +
@@ -3338,7 +3950,42 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x10WatchKeysRequest\"Y\n" +
 	"\x11WatchKeysResponse\x12*\n" +
 	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb8\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\x8c\x01\n" +
+	"\tProxyInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\binstance\x18\x02 \x01(\tR\binstance\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x9c\x02\n" +
+	"\vProxyStatus\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12A\n" +
+	"\baccounts\x18\x02 \x03(\v2%.copilot.broker.v1.AccountUsageLimitsR\baccounts\x12[\n" +
+	"\x0fupstream_errors\x18\x03 \x03(\v22.copilot.broker.v1.ProxyStatus.UpstreamErrorsEntryR\x0eupstreamErrors\x1aA\n" +
+	"\x13UpstreamErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"e\n" +
+	"\x12AccountUsageLimits\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x125\n" +
+	"\x06limits\x18\x02 \x03(\v2\x1d.copilot.broker.v1.UsageLimitR\x06limits\"\x81\x01\n" +
+	"\x13ReportStatusRequest\x122\n" +
+	"\x05proxy\x18\x01 \x01(\v2\x1c.copilot.broker.v1.ProxyInfoR\x05proxy\x126\n" +
+	"\x06status\x18\x02 \x01(\v2\x1e.copilot.broker.v1.ProxyStatusR\x06status\"Z\n" +
+	"\x14ReportStatusResponse\x12B\n" +
+	"\x0freport_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\"\x14\n" +
+	"\x12ListProxiesRequest\"I\n" +
+	"\x13ListProxiesResponse\x122\n" +
+	"\aproxies\x18\x01 \x03(\v2\x18.copilot.broker.v1.ProxyR\aproxies\"\x8c\x03\n" +
+	"\x05Proxy\x120\n" +
+	"\x04info\x18\x01 \x01(\v2\x1c.copilot.broker.v1.ProxyInfoR\x04info\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tconnected\x18\x03 \x01(\bR\tconnected\x12<\n" +
+	"\flast_seen_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSeenAt\x12U\n" +
+	"\x0fupstream_errors\x18\x05 \x03(\v2,.copilot.broker.v1.Proxy.UpstreamErrorsEntryR\x0eupstreamErrors\x12A\n" +
+	"\baccounts\x18\x06 \x03(\v2%.copilot.broker.v1.AccountUsageLimitsR\baccounts\x1aA\n" +
+	"\x13UpstreamErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb8\x01\n" +
 	"\x10SetBudgetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
@@ -3456,7 +4103,10 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
 	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
 	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
-	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\x86\x03\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xd1\x01\n" +
+	"\fProxyService\x12c\n" +
+	"\fReportStatus\x12&.copilot.broker.v1.ReportStatusRequest\x1a'.copilot.broker.v1.ReportStatusResponse(\x010\x01\x12\\\n" +
+	"\vListProxies\x12%.copilot.broker.v1.ListProxiesRequest\x1a&.copilot.broker.v1.ListProxiesResponse2\x86\x03\n" +
 	"\fUsageService\x12`\n" +
 	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
 	"\n" +
@@ -3478,7 +4128,7 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
@@ -3493,114 +4143,146 @@ var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(*RefreshTokenRequest)(nil),   // 10: copilot.broker.v1.RefreshTokenRequest
 	(*RefreshTokenResponse)(nil),  // 11: copilot.broker.v1.RefreshTokenResponse
 	(*Account)(nil),               // 12: copilot.broker.v1.Account
-	(*IdentityRejection)(nil),     // 13: copilot.broker.v1.IdentityRejection
-	(*Quota)(nil),                 // 14: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 15: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 16: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 17: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 18: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 19: copilot.broker.v1.WatchAccountsResponse
-	(*Key)(nil),                   // 20: copilot.broker.v1.Key
-	(*ModelList)(nil),             // 21: copilot.broker.v1.ModelList
-	(*CreateKeyRequest)(nil),      // 22: copilot.broker.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 23: copilot.broker.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 24: copilot.broker.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 25: copilot.broker.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 26: copilot.broker.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 27: copilot.broker.v1.UpdateKeyResponse
-	(*RevokeKeyRequest)(nil),      // 28: copilot.broker.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
-	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
-	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
-	(*SetBudgetRequest)(nil),      // 32: copilot.broker.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),     // 33: copilot.broker.v1.SetBudgetResponse
-	(*WatchBudgetsRequest)(nil),   // 34: copilot.broker.v1.WatchBudgetsRequest
-	(*WatchBudgetsResponse)(nil),  // 35: copilot.broker.v1.WatchBudgetsResponse
-	(*BudgetState)(nil),           // 36: copilot.broker.v1.BudgetState
-	(*UsageEvent)(nil),            // 37: copilot.broker.v1.UsageEvent
-	(*ReportUsageRequest)(nil),    // 38: copilot.broker.v1.ReportUsageRequest
-	(*ReportUsageResponse)(nil),   // 39: copilot.broker.v1.ReportUsageResponse
-	(*RejectedUsageEvent)(nil),    // 40: copilot.broker.v1.RejectedUsageEvent
-	(*QueryUsageRequest)(nil),     // 41: copilot.broker.v1.QueryUsageRequest
-	(*QueryUsageResponse)(nil),    // 42: copilot.broker.v1.QueryUsageResponse
-	(*UsageRow)(nil),              // 43: copilot.broker.v1.UsageRow
-	nil,                           // 44: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(*UsageLimit)(nil),            // 13: copilot.broker.v1.UsageLimit
+	(*IdentityRejection)(nil),     // 14: copilot.broker.v1.IdentityRejection
+	(*Quota)(nil),                 // 15: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 16: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 17: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 18: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 19: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 20: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 21: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 22: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 23: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 24: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 25: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 26: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 27: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 28: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 29: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 30: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 31: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 32: copilot.broker.v1.WatchKeysResponse
+	(*ProxyInfo)(nil),             // 33: copilot.broker.v1.ProxyInfo
+	(*ProxyStatus)(nil),           // 34: copilot.broker.v1.ProxyStatus
+	(*AccountUsageLimits)(nil),    // 35: copilot.broker.v1.AccountUsageLimits
+	(*ReportStatusRequest)(nil),   // 36: copilot.broker.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),  // 37: copilot.broker.v1.ReportStatusResponse
+	(*ListProxiesRequest)(nil),    // 38: copilot.broker.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),   // 39: copilot.broker.v1.ListProxiesResponse
+	(*Proxy)(nil),                 // 40: copilot.broker.v1.Proxy
+	(*SetBudgetRequest)(nil),      // 41: copilot.broker.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),     // 42: copilot.broker.v1.SetBudgetResponse
+	(*WatchBudgetsRequest)(nil),   // 43: copilot.broker.v1.WatchBudgetsRequest
+	(*WatchBudgetsResponse)(nil),  // 44: copilot.broker.v1.WatchBudgetsResponse
+	(*BudgetState)(nil),           // 45: copilot.broker.v1.BudgetState
+	(*UsageEvent)(nil),            // 46: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 47: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 48: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 49: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 50: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 51: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 52: copilot.broker.v1.UsageRow
+	nil,                           // 53: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	nil,                           // 54: copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
+	nil,                           // 55: copilot.broker.v1.Proxy.UpstreamErrorsEntry
+	(*timestamppb.Timestamp)(nil), // 56: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 57: google.protobuf.Duration
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	45, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	56, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
 	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	44, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	53, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
 	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
 	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
 	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	45, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	56, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
-	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	45, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
-	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	45, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	45, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	45, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
-	45, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	45, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
-	45, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
-	45, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	36, // 33: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
-	36, // 34: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
-	45, // 35: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
-	45, // 36: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 37: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
-	40, // 38: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
-	43, // 39: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
-	6,  // 40: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	8,  // 41: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	10, // 42: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	16, // 43: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	18, // 44: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	22, // 45: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
-	24, // 46: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
-	26, // 47: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
-	28, // 48: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
-	30, // 49: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
-	38, // 50: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
-	41, // 51: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
-	32, // 52: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
-	34, // 53: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
-	7,  // 54: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	9,  // 55: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	11, // 56: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	17, // 57: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	19, // 58: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	23, // 59: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
-	25, // 60: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
-	27, // 61: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
-	29, // 62: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
-	31, // 63: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
-	39, // 64: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
-	42, // 65: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
-	33, // 66: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
-	35, // 67: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
-	54, // [54:68] is the sub-list for method output_type
-	40, // [40:54] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	14, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
+	13, // 14: copilot.broker.v1.Account.usage_limits:type_name -> copilot.broker.v1.UsageLimit
+	56, // 15: copilot.broker.v1.UsageLimit.reset_at:type_name -> google.protobuf.Timestamp
+	56, // 16: copilot.broker.v1.UsageLimit.seen_at:type_name -> google.protobuf.Timestamp
+	56, // 17: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	16, // 18: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	56, // 19: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	56, // 20: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	12, // 21: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	12, // 22: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	56, // 23: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 24: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
+	56, // 25: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	56, // 26: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	56, // 27: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	56, // 28: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 29: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 30: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	22, // 31: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	56, // 32: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 33: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 34: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 35: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	56, // 36: copilot.broker.v1.ProxyInfo.started_at:type_name -> google.protobuf.Timestamp
+	56, // 37: copilot.broker.v1.ProxyStatus.at:type_name -> google.protobuf.Timestamp
+	35, // 38: copilot.broker.v1.ProxyStatus.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
+	54, // 39: copilot.broker.v1.ProxyStatus.upstream_errors:type_name -> copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
+	13, // 40: copilot.broker.v1.AccountUsageLimits.limits:type_name -> copilot.broker.v1.UsageLimit
+	33, // 41: copilot.broker.v1.ReportStatusRequest.proxy:type_name -> copilot.broker.v1.ProxyInfo
+	34, // 42: copilot.broker.v1.ReportStatusRequest.status:type_name -> copilot.broker.v1.ProxyStatus
+	57, // 43: copilot.broker.v1.ReportStatusResponse.report_interval:type_name -> google.protobuf.Duration
+	40, // 44: copilot.broker.v1.ListProxiesResponse.proxies:type_name -> copilot.broker.v1.Proxy
+	33, // 45: copilot.broker.v1.Proxy.info:type_name -> copilot.broker.v1.ProxyInfo
+	56, // 46: copilot.broker.v1.Proxy.last_seen_at:type_name -> google.protobuf.Timestamp
+	55, // 47: copilot.broker.v1.Proxy.upstream_errors:type_name -> copilot.broker.v1.Proxy.UpstreamErrorsEntry
+	35, // 48: copilot.broker.v1.Proxy.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
+	45, // 49: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
+	45, // 50: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
+	56, // 51: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
+	56, // 52: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	46, // 53: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	49, // 54: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	52, // 55: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	6,  // 56: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	8,  // 57: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	10, // 58: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	17, // 59: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	19, // 60: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	23, // 61: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	25, // 62: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	27, // 63: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	29, // 64: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	31, // 65: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	36, // 66: copilot.broker.v1.ProxyService.ReportStatus:input_type -> copilot.broker.v1.ReportStatusRequest
+	38, // 67: copilot.broker.v1.ProxyService.ListProxies:input_type -> copilot.broker.v1.ListProxiesRequest
+	47, // 68: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	50, // 69: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	41, // 70: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
+	43, // 71: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
+	7,  // 72: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	9,  // 73: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	11, // 74: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	18, // 75: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	20, // 76: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	24, // 77: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	26, // 78: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	28, // 79: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	30, // 80: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	32, // 81: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	37, // 82: copilot.broker.v1.ProxyService.ReportStatus:output_type -> copilot.broker.v1.ReportStatusResponse
+	39, // 83: copilot.broker.v1.ProxyService.ListProxies:output_type -> copilot.broker.v1.ListProxiesResponse
+	48, // 84: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	51, // 85: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	42, // 86: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
+	44, // 87: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
+	72, // [72:88] is the sub-list for method output_type
+	56, // [56:72] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -3608,16 +4290,16 @@ func file_copilot_broker_v1_broker_proto_init() {
 	if File_copilot_broker_v1_broker_proto != nil {
 		return
 	}
-	file_copilot_broker_v1_broker_proto_msgTypes[22].OneofWrappers = []any{}
+	file_copilot_broker_v1_broker_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   52,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_copilot_broker_v1_broker_proto_goTypes,
 		DependencyIndexes: file_copilot_broker_v1_broker_proto_depIdxs,

@@ -318,6 +318,27 @@ func request_KeyService_WatchKeys_0(ctx context.Context, marshaler runtime.Marsh
 	return stream, metadata, nil
 }
 
+func request_ProxyService_ListProxies_0(ctx context.Context, marshaler runtime.Marshaler, client ProxyServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListProxiesRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.ListProxies(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_ProxyService_ListProxies_0(ctx context.Context, marshaler runtime.Marshaler, server ProxyServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListProxiesRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.ListProxies(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterTokenBrokerServiceHandlerServer registers the http handlers for service TokenBrokerService to "mux".
 // UnaryRPC     :call TokenBrokerServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -494,6 +515,36 @@ func RegisterKeyServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux,
 		_, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
 		runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 		return
+	})
+
+	return nil
+}
+
+// RegisterProxyServiceHandlerServer registers the http handlers for service ProxyService to "mux".
+// UnaryRPC     :call ProxyServiceServer directly.
+// StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
+// Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterProxyServiceHandlerFromEndpoint instead.
+// GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
+func RegisterProxyServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server ProxyServiceServer) error {
+	mux.Handle(http.MethodGet, pattern_ProxyService_ListProxies_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/copilot.broker.v1.ProxyService/ListProxies", runtime.WithHTTPPathPattern("/v1/proxies"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_ProxyService_ListProxies_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_ProxyService_ListProxies_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	return nil
@@ -777,4 +828,68 @@ var (
 	forward_KeyService_UpdateKey_0 = runtime.ForwardResponseMessage
 	forward_KeyService_RevokeKey_0 = runtime.ForwardResponseMessage
 	forward_KeyService_WatchKeys_0 = runtime.ForwardResponseStream
+)
+
+// RegisterProxyServiceHandlerFromEndpoint is same as RegisterProxyServiceHandler but
+// automatically dials to "endpoint" and closes the connection when "ctx" gets done.
+func RegisterProxyServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.ServeMux, endpoint string, opts []grpc.DialOption) (err error) {
+	conn, err := grpc.NewClient(endpoint, opts...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if cerr := conn.Close(); cerr != nil {
+				grpclog.Errorf("Failed to close conn to %s: %v", endpoint, cerr)
+			}
+			return
+		}
+		go func() {
+			<-ctx.Done()
+			if cerr := conn.Close(); cerr != nil {
+				grpclog.Errorf("Failed to close conn to %s: %v", endpoint, cerr)
+			}
+		}()
+	}()
+	return RegisterProxyServiceHandler(ctx, mux, conn)
+}
+
+// RegisterProxyServiceHandler registers the http handlers for service ProxyService to "mux".
+// The handlers forward requests to the grpc endpoint over "conn".
+func RegisterProxyServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	return RegisterProxyServiceHandlerClient(ctx, mux, NewProxyServiceClient(conn))
+}
+
+// RegisterProxyServiceHandlerClient registers the http handlers for service ProxyService
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "ProxyServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "ProxyServiceClient"
+// doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
+// "ProxyServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterProxyServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client ProxyServiceClient) error {
+	mux.Handle(http.MethodGet, pattern_ProxyService_ListProxies_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/copilot.broker.v1.ProxyService/ListProxies", runtime.WithHTTPPathPattern("/v1/proxies"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_ProxyService_ListProxies_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_ProxyService_ListProxies_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	return nil
+}
+
+var (
+	pattern_ProxyService_ListProxies_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "proxies"}, ""))
+)
+
+var (
+	forward_ProxyService_ListProxies_0 = runtime.ForwardResponseMessage
 )

@@ -628,6 +628,177 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	ProxyService_ReportStatus_FullMethodName = "/copilot.broker.v1.ProxyService/ReportStatus"
+	ProxyService_ListProxies_FullMethodName  = "/copilot.broker.v1.ProxyService/ListProxies"
+)
+
+// ProxyServiceClient is the client API for ProxyService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ProxyService is how the broker sees its fleet of proxies: each proxy
+// reports who it is (id, version, start time) and, every few seconds and
+// on change, what it sees of the Copilot API (the usage limits per account,
+// the upstream errors by class). The broker merges the usage limits into
+// the accounts' status (Account.usage_limits) and lists the proxies to
+// admins.
+type ProxyServiceClient interface {
+	// ReportStatus takes a proxy's reports: the first message carries
+	// `proxy` (who it is), every message may carry a `status`. The broker
+	// answers each message with an acknowledgement. Proxies' broker keys
+	// only (an admin key gets PERMISSION_DENIED); a malformed message ends
+	// the stream with INVALID_ARGUMENT saying what is wrong, and a broker
+	// tracking as many proxies as its bound ends it with RESOURCE_EXHAUSTED.
+	// The stream ends with UNAVAILABLE when the broker shuts down; the proxy
+	// reports again, to this broker or another.
+	ReportStatus(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportStatusRequest, ReportStatusResponse], error)
+	// ListProxies returns the proxies that reported to this broker and were
+	// seen within its expiry, connected or not, in id order. Admin keys only
+	// (PERMISSION_DENIED otherwise).
+	ListProxies(ctx context.Context, in *ListProxiesRequest, opts ...grpc.CallOption) (*ListProxiesResponse, error)
+}
+
+type proxyServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewProxyServiceClient(cc grpc.ClientConnInterface) ProxyServiceClient {
+	return &proxyServiceClient{cc}
+}
+
+func (c *proxyServiceClient) ReportStatus(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportStatusRequest, ReportStatusResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProxyService_ServiceDesc.Streams[0], ProxyService_ReportStatus_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReportStatusRequest, ReportStatusResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProxyService_ReportStatusClient = grpc.BidiStreamingClient[ReportStatusRequest, ReportStatusResponse]
+
+func (c *proxyServiceClient) ListProxies(ctx context.Context, in *ListProxiesRequest, opts ...grpc.CallOption) (*ListProxiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProxiesResponse)
+	err := c.cc.Invoke(ctx, ProxyService_ListProxies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ProxyServiceServer is the server API for ProxyService service.
+// All implementations must embed UnimplementedProxyServiceServer
+// for forward compatibility.
+//
+// ProxyService is how the broker sees its fleet of proxies: each proxy
+// reports who it is (id, version, start time) and, every few seconds and
+// on change, what it sees of the Copilot API (the usage limits per account,
+// the upstream errors by class). The broker merges the usage limits into
+// the accounts' status (Account.usage_limits) and lists the proxies to
+// admins.
+type ProxyServiceServer interface {
+	// ReportStatus takes a proxy's reports: the first message carries
+	// `proxy` (who it is), every message may carry a `status`. The broker
+	// answers each message with an acknowledgement. Proxies' broker keys
+	// only (an admin key gets PERMISSION_DENIED); a malformed message ends
+	// the stream with INVALID_ARGUMENT saying what is wrong, and a broker
+	// tracking as many proxies as its bound ends it with RESOURCE_EXHAUSTED.
+	// The stream ends with UNAVAILABLE when the broker shuts down; the proxy
+	// reports again, to this broker or another.
+	ReportStatus(grpc.BidiStreamingServer[ReportStatusRequest, ReportStatusResponse]) error
+	// ListProxies returns the proxies that reported to this broker and were
+	// seen within its expiry, connected or not, in id order. Admin keys only
+	// (PERMISSION_DENIED otherwise).
+	ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error)
+	mustEmbedUnimplementedProxyServiceServer()
+}
+
+// UnimplementedProxyServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedProxyServiceServer struct{}
+
+func (UnimplementedProxyServiceServer) ReportStatus(grpc.BidiStreamingServer[ReportStatusRequest, ReportStatusResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReportStatus not implemented")
+}
+func (UnimplementedProxyServiceServer) ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProxies not implemented")
+}
+func (UnimplementedProxyServiceServer) mustEmbedUnimplementedProxyServiceServer() {}
+func (UnimplementedProxyServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeProxyServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ProxyServiceServer will
+// result in compilation errors.
+type UnsafeProxyServiceServer interface {
+	mustEmbedUnimplementedProxyServiceServer()
+}
+
+func RegisterProxyServiceServer(s grpc.ServiceRegistrar, srv ProxyServiceServer) {
+	// If the following call panics, it indicates UnimplementedProxyServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ProxyService_ServiceDesc, srv)
+}
+
+func _ProxyService_ReportStatus_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ProxyServiceServer).ReportStatus(&grpc.GenericServerStream[ReportStatusRequest, ReportStatusResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProxyService_ReportStatusServer = grpc.BidiStreamingServer[ReportStatusRequest, ReportStatusResponse]
+
+func _ProxyService_ListProxies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProxiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProxyServiceServer).ListProxies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProxyService_ListProxies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProxyServiceServer).ListProxies(ctx, req.(*ListProxiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ProxyService_ServiceDesc is the grpc.ServiceDesc for ProxyService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ProxyService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "copilot.broker.v1.ProxyService",
+	HandlerType: (*ProxyServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListProxies",
+			Handler:    _ProxyService_ListProxies_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReportStatus",
+			Handler:       _ProxyService_ReportStatus_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "copilot/broker/v1/broker.proto",
+}
+
+const (
 	UsageService_ReportUsage_FullMethodName  = "/copilot.broker.v1.UsageService/ReportUsage"
 	UsageService_QueryUsage_FullMethodName   = "/copilot.broker.v1.UsageService/QueryUsage"
 	UsageService_SetBudget_FullMethodName    = "/copilot.broker.v1.UsageService/SetBudget"
