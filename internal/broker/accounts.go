@@ -145,11 +145,14 @@ func (s *Service) follow(f *follower) {
 	a, tokUpdates, qUpdates := f.a, f.tok, f.quota
 	st, q := a.src.Snapshot(), quotaOf(a.quota)
 	profChanged := s.profileChanged()
+	limitsChanged := s.proxies.Changed()
 	for {
 		select {
 		case <-a.poke:
 		case <-profChanged:
 			profChanged = s.profileChanged()
+		case <-limitsChanged:
+			limitsChanged = s.proxies.Changed()
 		case x, ok := <-tokUpdates:
 			if !ok {
 				tokUpdates = nil

@@ -24,6 +24,7 @@ const (
 	RouteKeys          = "/v1/keys"
 	RouteWatchKeys     = "/v1/keys:watch"
 	RouteKey           = "/v1/keys/{name}"
+	RouteProxies       = "/v1/proxies"
 	RouteOpenAPI       = "/openapi.json"
 	routeOther         = "other"
 )
@@ -46,6 +47,9 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	if err := brokerv1.RegisterKeyServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
+	if err := brokerv1.RegisterProxyServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	mux := http.NewServeMux()
@@ -82,7 +86,7 @@ func limitBody(next http.Handler) http.Handler {
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage, RouteProxies:
 		return p
 	}
 	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {

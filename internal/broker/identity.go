@@ -90,6 +90,7 @@ func (s *Service) identityRejected(ctx context.Context, a *account, detail strin
 func (s *Service) accountView(a *account, st tokens.State, q quota.Reading) *brokerv1.Account {
 	v := accountProto(a.name, st, q)
 	v.AccountStatus = brokerv1.AccountStatus_ACCOUNT_STATUS_OK
+	v.UsageLimits = s.proxies.UsageLimits(a.name)
 	cur, _ := s.currentProfile()
 	var rev, source string
 	if cur != nil {

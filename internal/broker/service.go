@@ -98,6 +98,9 @@ type Config struct {
 	Profile *identity.Holder
 	// IdentityMetrics counts refusals of the profile (nil counts nothing).
 	IdentityMetrics *IdentityMetrics
+	// Proxies, when set, supplies the accounts' usage limits as the
+	// proxies see them (Account.usage_limits).
+	Proxies *Proxies
 }
 
 // Service implements brokerv1.TokenBrokerServiceServer. It is safe for
@@ -124,6 +127,7 @@ type Service struct {
 	profile         *identity.Holder // nil: none sent
 	profileMsg      atomic.Pointer[profileMsg]
 	identityMetrics *IdentityMetrics
+	proxies         *Proxies // nil: no usage limits
 }
 
 // NewService returns a Service over cfg.Accounts. Call [Service.Close] when
@@ -148,6 +152,7 @@ func NewService(cfg Config) (*Service, error) {
 
 		profile:         cfg.Profile,
 		identityMetrics: cfg.IdentityMetrics,
+		proxies:         cfg.Proxies,
 	}
 	s.maxAge, s.jitter, s.rand = streamAgeDefaults(s.maxAge, s.jitter, s.rand)
 	if s.pendingWait <= 0 {

@@ -113,6 +113,17 @@ type Config struct {
 	// default 1.
 	BudgetMonthStartDay int
 
+	// MaxProxies bounds the proxies the broker tracks (ProxyService);
+	// ProxyExpiry is how long one unheard is kept. --max-proxies,
+	// --proxy-expiry, defaults [broker.DefaultMaxProxies] and
+	// [broker.DefaultProxyExpiry].
+	MaxProxies  int
+	ProxyExpiry time.Duration
+	// ProxyReportInterval, when set, is how often the broker asks proxies
+	// to report when nothing changes (default: the proxies' own, 10 s).
+	// --proxy-report-interval.
+	ProxyReportInterval time.Duration
+
 	// ConsoleProxyURL is where users reach a proxy: the console shows it in
 	// the lines a new key's owner pastes. --console-proxy-url.
 	ConsoleProxyURL string

@@ -69,6 +69,8 @@ type Server struct {
 	keySvc  *broker.KeyService   // nil without a store
 	usage   *broker.UsageService // nil without a store
 	budgets *broker.BudgetBook   // nil without a store
+	// proxySvc takes the proxies' reports (ProxyService).
+	proxySvc *broker.ProxyService
 	// profileWatcher follows --upstream-profile; nil without one.
 	profileWatcher *identity.Watcher
 
@@ -138,10 +140,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	cfg.Exchange.Profile = profile
 	epoch := newEpoch()
+	proxies, err := newProxies(cfg, metrics, &s.svc)
+	if err != nil {
+		return nil, err
+	}
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
 		Clock: cfg.Clock, Logger: cfg.Logger, Metrics: metrics,
-		Profile: profile, IdentityMetrics: identityMetrics,
+		Profile: profile, IdentityMetrics: identityMetrics, Proxies: proxies,
 	})
 	if err != nil {
 		return nil, err
@@ -163,6 +169,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
 		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
 	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
+	s.registerProxies(proxies)
 	if err := s.openLedger(metrics); err != nil {
 		return nil, err
 	}
@@ -546,6 +553,7 @@ func (r *runner) run(ctx, runCtx context.Context, stopREST, stopAdmin context.Ca
 	if s.usage != nil {
 		s.usage.Drain()
 	}
+	s.proxySvc.Drain()
 
 	stopREST()
 	s.stopGRPC()
