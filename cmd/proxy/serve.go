@@ -13,6 +13,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
+	"github.com/copilot-broker/copilot-broker/internal/forward/statusreport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
@@ -54,6 +55,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&o.brokerKeyFile, "broker-key-file", "", "file holding the broker key (else the "+brokerKeyEnv+" environment variable)")
 	fs.StringVar(&cfg.Account, "account", "", "account of keys without a third field (empty: the broker's default)")
 	fs.IntVar(&cfg.UsageBuffer, "usage-buffer", usagereport.DefaultBuffer, "usage events held for the broker's ledger while it is away (the oldest are dropped past it; counted in copilot_proxy_usage_report_dropped_total); -1 turns usage reporting off")
+	fs.DurationVar(&cfg.StatusInterval, "status-interval", statusreport.DefaultInterval, "how often this proxy reports its status to the broker (version, usage limits seen, upstream errors) when nothing changes; negative: never")
 	fs.StringVar(&cfg.ProxyID, "proxy-id", "", "this proxy's name in its usage events and rpm shares, distinct per proxy (default: HOSTNAME-PID)")
 	fs.BoolVar(&cfg.ServeCachedWhenRejected, "serve-cached-when-rejected", false, "keep forwarding with the cached token until it expires after the broker reports the credential REJECTED (default: stop at once)")
 	fs.BoolVar(&cfg.BrokerTLS, "broker-tls", false, "use TLS to the broker (system roots unless --broker-tls-ca)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
@@ -25,6 +26,9 @@ type classMetrics struct {
 	classes *prometheus.CounterVec
 	// identity: copilot_proxy_identity_rejected_total{account}.
 	identity *prometheus.CounterVec
+	// counts mirror classes for the status report to the broker
+	// ([Metrics.UpstreamErrorClasses]); one entry per class, made at start.
+	counts map[upstreamerr.Class]*atomic.Uint64
 }
 
 func newClassMetrics(reg prometheus.Registerer) *classMetrics {
@@ -38,13 +42,36 @@ func newClassMetrics(reg prometheus.Registerer) *classMetrics {
 			Help: "Copilot API answers refusing the upstream profile (466, client not supported, API version no longer supported), by account: edit the broker's --upstream-profile file.",
 		}, []string{"account"}),
 	}
+	m.counts = make(map[upstreamerr.Class]*atomic.Uint64, len(upstreamerr.Classes))
 	for _, c := range upstreamerr.Classes {
 		m.classes.WithLabelValues(string(c))
+		m.counts[c] = new(atomic.Uint64)
 	}
 	if reg != nil {
 		reg.MustRegister(m.classes, m.identity)
 	}
 	return m
+}
+
+// count counts one error answer of class c.
+func (m *classMetrics) count(c upstreamerr.Class) {
+	m.classes.WithLabelValues(string(c)).Inc()
+	if n := m.counts[c]; n != nil {
+		n.Add(1)
+	}
+}
+
+// UpstreamErrorClasses returns the Copilot API error answers counted by
+// class since the start (those of copilot_proxy_upstream_error_classes_total
+// above zero).
+func (m *Metrics) UpstreamErrorClasses() map[string]uint64 {
+	out := map[string]uint64{}
+	for c, n := range m.classes.counts {
+		if v := n.Load(); v > 0 {
+			out[string(c)] = v
+		}
+	}
+	return out
 }
 
 // peekBody returns up to n bytes of resp's body and puts them back.

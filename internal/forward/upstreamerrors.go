@@ -70,7 +70,7 @@ func (h *Handler) classifyError(resp *http.Response, c *call) {
 	_ = resp.Body.Close()
 	info := upstreamerr.Classify(resp.StatusCode, resp.Header, raw, false, h.clock.Now())
 	if info.Class != upstreamerr.None {
-		h.metrics.classMetrics().classes.WithLabelValues(string(info.Class)).Inc()
+		h.metrics.classMetrics().count(info.Class)
 	}
 	msg := info.Message
 	if msg == "" {

@@ -46,6 +46,10 @@ type Config struct {
 	// which a member is busy (usage.go); 0 takes
 	// [DefaultReservePercent], negative turns the reserve off.
 	ReservePercent float64
+	// OnUsage, when set, is called when a session or weekly snapshot
+	// changes (the proxy's status report to the broker); it must not
+	// block, and is called with the tracker locked.
+	OnUsage func()
 }
 
 // Tracker is the health of every account the proxy forwards for.
@@ -54,7 +58,8 @@ type Tracker struct {
 	rateCool   time.Duration
 	quotaCool  time.Duration
 	tokenWait  time.Duration
-	reserve    float64      // percent; see Config.ReservePercent
+	reserve    float64 // percent; see Config.ReservePercent
+	onUsage    func()
 	mu         sync.RWMutex // Acquire reads; everything else writes
 	accounts   map[string]*account
 	generation atomic.Uint64 // bumped on every change, for tests and metrics
@@ -78,6 +83,8 @@ type account struct {
 	// end of a 429 while one was used up (usage.go).
 	usage      map[string]Snapshot
 	usageUntil time.Time
+	// usageSeen is when usage was last read from an answer.
+	usageSeen time.Time
 }
 
 // New returns a Tracker configured by cfg.
@@ -88,6 +95,7 @@ func New(cfg Config) *Tracker {
 		quotaCool: cfg.QuotaCool,
 		tokenWait: cfg.TokenWait,
 		reserve:   cfg.ReservePercent,
+		onUsage:   cfg.OnUsage,
 		accounts:  map[string]*account{},
 	}
 	if t.reserve == 0 {
@@ -390,6 +398,10 @@ type Status struct {
 	Out   string
 	Until time.Time
 	Quota []Snapshot
+	// Usage are the session and weekly snapshots (also in Quota), last
+	// read at UsageSeen.
+	Usage     []Snapshot
+	UsageSeen time.Time
 }
 
 // Statuses returns the health of every account seen.
@@ -416,7 +428,9 @@ func (t *Tracker) Statuses() []Status {
 		}
 		for _, s := range a.usage {
 			st.Quota = append(st.Quota, s)
+			st.Usage = append(st.Usage, s)
 		}
+		st.UsageSeen = a.usageSeen
 		out = append(out, st)
 	}
 	return out

@@ -66,13 +66,19 @@ func (t *Tracker) SetUsage(name string, snaps ...Snapshot) {
 	if a.usage == nil {
 		a.usage = map[string]Snapshot{}
 	}
+	changed := false
 	for _, s := range snaps {
 		if len(a.usage) >= maxKinds && a.usage[s.Kind] == (Snapshot{}) {
 			continue
 		}
+		changed = changed || a.usage[s.Kind] != s
 		a.usage[s.Kind] = s
 	}
+	a.usageSeen = t.clock.Now()
 	t.generation.Add(1)
+	if changed && t.onUsage != nil {
+		t.onUsage()
+	}
 }
 
 // UsageLimited takes name out until reset (a 429 while a session or weekly

@@ -94,6 +94,15 @@ type Config struct {
 	// Usage, when set with Broker, is the usage client (tests); with a
 	// dialed broker the proxy makes its own.
 	Usage brokerv1.UsageServiceClient
+	// StatusInterval is how often the proxy reports its status (who it is,
+	// the usage limits it sees, its upstream errors) to the broker when
+	// nothing changes; a change goes out within 2 s. Negative turns it off.
+	// --status-interval, PROXY_STATUS_INTERVAL, default
+	// [statusreport.DefaultInterval].
+	StatusInterval time.Duration
+	// Proxies, when set with Broker, is the status report client (tests);
+	// with a dialed broker the proxy makes its own.
+	Proxies brokerv1.ProxyServiceClient
 
 	// Keys are the client API keys; nil means none are required (allowed
 	// only on loopback unless InsecureNoAuth). `proxy serve` loads them from

@@ -37,6 +37,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
+	"github.com/copilot-broker/copilot-broker/internal/forward/statusreport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
@@ -59,6 +60,7 @@ type Server struct {
 	addrs    Addrs
 	tokens   *brokerclient.Set
 	reporter *usagereport.Reporter // nil: usage reporting off
+	status   *statusreport.Reporter // nil: status reporting off
 	gate     *keybudget.Gate       // nil with reporting off
 	registry *prometheus.Registry
 	draining atomic.Bool
@@ -96,7 +98,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// A managed key may name any account, at any time.
 		acc.all, acc.needDefault = true, true
 	}
-	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent})
+	var status *statusreport.Reporter // set below; the tracker tells it of new usage limits
+	tracker := pool.New(pool.Config{Clock: cfg.Clock, ReservePercent: cfg.PoolReservePercent, OnUsage: func() {
+		if status != nil {
+			status.Changed()
+		}
+	}})
 	// The upstream profile the broker pushes with the tokens; the built-in
 	// default until the first message.
 	profile := identity.NewHolder(identity.DefaultProfile(), "")
@@ -112,6 +119,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	metrics := forward.NewMetrics(reg)
+	if status, err = newStatusReporter(cfg, conn, tracker, metrics, reg); err != nil {
+		closeConn()
+		return nil, err
+	}
 	var gate *keybudget.Gate
 	if client := usageClient(cfg, conn); client != nil && cfg.UsageBuffer >= 0 {
 		gate = keybudget.New(keybudget.Config{
@@ -183,7 +194,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, gate: gate, registry: reg, done: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, status: status, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
 	proxySrv, adminSrv := httpServers(cfg, front, ops.AdminHandler(s.Ready, reg))
@@ -326,6 +337,9 @@ func (s *Server) run(ctx context.Context, proxySrv, adminSrv *http.Server, lns [
 	}
 	reportCtx, stopReport := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReport()
+	if s.status != nil {
+		wg.Go(func() { s.status.Run(watchCtx) })
+	}
 	if s.reporter != nil {
 		wg.Go(func() { s.reporter.Run(reportCtx) })
 		wg.Go(func() { s.gate.Run(watchCtx) })
@@ -502,4 +516,21 @@ func (s *Server) flushUsage(drainStartNanos int64) {
 	if n > 0 {
 		s.log.Info("usage events flushed to the broker", "events", n)
 	}
+}
+
+// newStatusReporter returns the reporter of the proxy's status to the
+// broker (ProxyService), or nil when it is off or there is no broker
+// connection to report on.
+func newStatusReporter(cfg Config, conn *grpc.ClientConn, tracker *pool.Tracker, metrics *forward.Metrics, reg prometheus.Registerer) (*statusreport.Reporter, error) {
+	client := cfg.Proxies
+	if client == nil && conn != nil {
+		client = brokerv1.NewProxyServiceClient(conn)
+	}
+	if cfg.StatusInterval < 0 || client == nil {
+		return nil, nil
+	}
+	return statusreport.New(statusreport.Config{
+		Client: client, ProxyID: cfg.ProxyID, Accounts: tracker.Statuses, Errors: metrics.UpstreamErrorClasses,
+		Interval: cfg.StatusInterval, Registerer: reg, Clock: cfg.Clock, Logger: cfg.Logger.With("component", "status-report"),
+	})
 }
