@@ -33,11 +33,15 @@ func (a *usageAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/accounts":
 		fmt.Fprint(w, `{"accounts":[]}`)
 	case "/v1/accounts:watch":
-		fmt.Fprint(w, `{"result":{"accounts":[{"name":"alice","status":"TOKEN_STATUS_VALID","quota":{"plan":"business","snapshots":[{"kind":"premium_interactions","entitlement":300,"remaining":120,"percentRemaining":40}]}}]}}`+"\n")
+		fmt.Fprint(w, `{"result":{"accounts":[{"name":"alice","status":"TOKEN_STATUS_VALID","quota":{"plan":"business","snapshots":[{"kind":"premium_interactions","entitlement":300,"remaining":120,"percentRemaining":40}]},`+
+			`"usageLimits":[{"kind":"session","percentRemaining":37,"entitlement":200,"remaining":74,"resetAt":"2099-01-01T00:00:00Z"},{"kind":"weekly","percentRemaining":90,"entitlement":100,"remaining":90}]}]}}`+"\n")
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	case "/v1/keys":
 		fmt.Fprint(w, `{"keys":[]}`)
+	case "/v1/proxies":
+		fmt.Fprint(w, `{"proxies":[{"info":{"id":"px-1","instance":"i1","version":"v1.4.0 0123456789ab","startedAt":"2026-12-07T10:00:00Z"},`+
+			`"address":"10.0.0.7:51234","connected":true,"lastSeenAt":"`+time.Now().UTC().Format(time.RFC3339)+`","upstreamErrors":{"rate_limited":3}}]}`)
 	case "/v1/usage":
 		if r.Header.Get("Accept") == "text/csv" {
 			a.gotCSV <- r.URL.RawQuery
@@ -79,6 +83,7 @@ func TestUsagePage(t *testing.T) {
 	br := browsertest.New(t)
 	br.SignIn(t, srv.URL, adminKey)
 	br.WaitJS(t, 10*time.Second, "the overview", `document.querySelector('[data-account="alice"] .quota .row')`)
+	checkOverview(t, br)
 	br.Do(t, "opening the usage page", chromedp.Navigate(srv.URL+"/ui/#/usage"))
 	br.WaitJS(t, 10*time.Second, "the table", `document.querySelectorAll("#usage-table tbody tr").length === 3`)
 	if n := browsertest.Eval[int](t, br, `document.querySelectorAll("#usage-chart rect").length`); n != 21 {
@@ -117,4 +122,28 @@ func TestUsagePage(t *testing.T) {
 		t.Error("the CSV download did not reach the API as Accept: text/csv")
 	}
 	br.CheckConsole(t)
+}
+
+// checkOverview: the overview shows each account's session and weekly
+// limits, the proxies with their version and last contact, and the
+// upstream errors by kind (TestUsagePage's API, whose registry is empty:
+// "None.").
+func checkOverview(t *testing.T, br *browsertest.Browser) {
+	t.Helper()
+	br.WaitJS(t, 10*time.Second, "the proxies table", `document.querySelector('#proxies-table tr[data-proxy="px-1"]')`)
+	if got := browsertest.Eval[string](t, br, `document.querySelector('[data-account="alice"] [data-limit="session"]').textContent`); !strings.Contains(got, "37 % left") {
+		t.Errorf("alice's session row = %q; want 37 %% left", got)
+	}
+	if got := browsertest.Eval[string](t, br, `document.querySelector('[data-account="alice"] [data-limit="weekly"]').textContent`); !strings.Contains(got, "90 % left") {
+		t.Errorf("alice's weekly row = %q; want 90 %% left", got)
+	}
+	row := browsertest.Eval[string](t, br, `document.querySelector('#proxies-table tr[data-proxy="px-1"]').textContent`)
+	for _, want := range []string{"px-1", "v1.4.0 0123456789ab", "connected", "ago", "10.0.0.7:51234"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the proxy row %q lacks %q", row, want)
+		}
+	}
+	if got := browsertest.Eval[string](t, br, `document.getElementById("ov-upstream").textContent`); !strings.Contains(got, "None.") {
+		t.Errorf("upstream errors = %q; want None. (no series in an empty registry)", got)
+	}
 }

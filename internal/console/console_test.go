@@ -182,6 +182,8 @@ func TestForwardCSRFAndAllowList(t *testing.T) {
 		reached            string
 	}{
 		{"read accounts", "GET", "/ui/api/v1/accounts", "", "", 200, "GET /v1/accounts Bearer " + adminKey},
+		{"list proxies", "GET", "/ui/api/v1/proxies", "", "", 200, "GET /v1/proxies Bearer " + adminKey},
+		{"no changes to proxies", "POST", "/ui/api/v1/proxies", csrf, "", 404, ""},
 		{"token is never forwarded", "GET", "/ui/api/v1/token", "", "", 404, ""},
 		{"token watch neither", "GET", "/ui/api/v1/token:watch", "", "", 404, ""},
 		{"create without csrf", "POST", "/ui/api/v1/keys", "", "", 403, ""},
@@ -298,15 +300,18 @@ func TestStatsWindow(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
 	reg := prometheus.NewRegistry()
 	refreshes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "copilot_broker_token_refreshes_total", Help: "h"}, []string{"account", "result"})
-	reg.MustRegister(refreshes)
+	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "copilot_broker_proxy_upstream_errors_total", Help: "h"}, []string{"kind"})
+	reg.MustRegister(refreshes, upstream)
 	refreshes.WithLabelValues("a", "error").Add(5)
+	upstream.WithLabelValues("rate_limited").Add(7)
 	st := newStats(clk, reg)
-	if got, _ := st.read(); len(got.RefreshErrors) != 0 {
-		t.Errorf("first read = %v; want nothing (its own baseline)", got.RefreshErrors)
+	if got, _ := st.read(); len(got.RefreshErrors) != 0 || len(got.UpstreamErrors) != 0 {
+		t.Errorf("first read = %v, %v; want nothing (its own baseline)", got.RefreshErrors, got.UpstreamErrors)
 	}
 	for range 70 {
 		clk.Advance(time.Minute)
 		refreshes.WithLabelValues("a", "error").Inc()
+		upstream.WithLabelValues("rate_limited").Add(2)
 		if _, err := st.read(); err != nil {
 			t.Fatal(err)
 		}
@@ -314,6 +319,9 @@ func TestStatsWindow(t *testing.T) {
 	got, _ := st.read()
 	if got.RefreshErrors["error"] != 60 || clk.Now().Sub(got.Since) != time.Hour {
 		t.Errorf("after 70 minutes of one error a minute = %v since %s; want 60 over the last hour", got.RefreshErrors, got.Since)
+	}
+	if got.UpstreamErrors["rate_limited"] != 120 || len(got.UpstreamErrors) != 1 || got.RefreshErrors["upstream:rate_limited"] != 0 {
+		t.Errorf("upstream errors over the last hour = %v (refresh errors %v); want rate_limited: 120 alone", got.UpstreamErrors, got.RefreshErrors)
 	}
 	if len(st.samples) > 62 {
 		t.Errorf("%d samples held; want at most 62", len(st.samples))

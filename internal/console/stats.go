@@ -1,6 +1,7 @@
 package console
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -22,10 +23,18 @@ type Stats struct {
 	// RefreshErrors counts failed token exchanges with GitHub by result
 	// (rejected, no_access, rate_limited, error) since Since.
 	RefreshErrors map[string]int `json:"refresh_errors"`
-	Since         time.Time      `json:"since"`
+	// UpstreamErrors counts the Copilot API's error answers the proxies
+	// reported (copilot_broker_proxy_upstream_errors_total) by class since
+	// Since.
+	UpstreamErrors map[string]int `json:"upstream_errors"`
+	Since          time.Time      `json:"since"`
 }
 
-// statsWindow is how far back RefreshErrors look.
+// upstreamPrefix marks the upstream error classes among the sampled
+// counters (the refresh results have no colon).
+const upstreamPrefix = "upstream:"
+
+// statsWindow is how far back RefreshErrors and UpstreamErrors look.
 const statsWindow = time.Hour
 
 // stats reads the broker's registry. For the last hour's errors it keeps
@@ -51,7 +60,7 @@ func newStats(clk clock.Clock, g prometheus.Gatherer) *stats {
 
 func (s *stats) read() (Stats, error) {
 	now := s.clock.Now()
-	out := Stats{Watchers: map[string]int{}, RefreshErrors: map[string]int{}, Since: now}
+	out := Stats{Watchers: map[string]int{}, RefreshErrors: map[string]int{}, UpstreamErrors: map[string]int{}, Since: now}
 	if s.gatherer == nil {
 		return out, nil
 	}
@@ -81,6 +90,8 @@ func (s *stats) read() (Stats, error) {
 				if r := label("result"); r != "success" {
 					counts[r] += m.GetCounter().GetValue()
 				}
+			case "copilot_broker_proxy_upstream_errors_total":
+				counts[upstreamPrefix+label("kind")] += m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -95,7 +106,12 @@ func (s *stats) read() (Stats, error) {
 	base := s.samples[0]
 	out.Since = base.at
 	for r, v := range counts {
-		if d := int(v - base.counts[r]); d > 0 {
+		d := int(v - base.counts[r])
+		switch {
+		case d <= 0:
+		case strings.HasPrefix(r, upstreamPrefix):
+			out.UpstreamErrors[r[len(upstreamPrefix):]] = d
+		default:
 			out.RefreshErrors[r] = d
 		}
 	}

@@ -218,12 +218,39 @@ function showOverview() {
   loadStats();
 }
 
+let proxies = null; // null: not readable with this session's key
+
 async function loadStats() {
-  const r = await api("GET", "/ui/stats");
+  const [r, p] = await Promise.all([
+    api("GET", "/ui/stats"),
+    session && session.admin ? api("GET", "/ui/api/v1/proxies") : Promise.resolve(null),
+  ]);
+  proxies = p && p.ok ? (p.data.proxies || []) : null;
   if (r.ok) {
     stats = r.data;
     renderStats();
   }
+}
+
+// proxyTable lists the proxies that report to the broker: version, last
+// seen (ticking), address and start.
+function proxyTable(list) {
+  const rows = list.map((p) => {
+    const info = p.info || {};
+    const last = tsOf(pick(p, "lastSeenAt", "last_seen_at"));
+    const started = tsOf(pick(info, "startedAt", "started_at"));
+    return h("tr", { "data-proxy": info.id || "" },
+      h("th", { scope: "row", text: info.id || "?" }),
+      h("td", { text: info.version || "" }),
+      h("td", { class: p.connected ? "ok" : "muted", text: p.connected ? "connected" : "gone" }),
+      h("td", { "data-ago": String(last || "") }),
+      h("td", { text: started ? fmtDate(new Date(started)) : "" }),
+      h("td", { text: p.address || "" }));
+  });
+  return h("div", { class: "tablewrap" }, h("table", { class: "data", id: "proxies-table" },
+    h("caption", { class: "visually-hidden", text: "Proxies reporting to the broker" }),
+    h("thead", {}, h("tr", {}, ["Proxy", "Version", "State", "Last seen", "Started", "Address"].map((c) => h("th", { scope: "col", text: c })))),
+    h("tbody", {}, rows)));
 }
 
 function meter(fraction, cls) {
@@ -265,6 +292,30 @@ function quotaRows(q) {
   }).flat();
 }
 
+// LIMIT_NAMES are the usage limits the proxies report
+// (x-usage-ratelimit-session / -weekly).
+const LIMIT_NAMES = { session: "session (5 h)", weekly: "weekly" };
+
+// limitRows draws an account's session and weekly limits, as the proxies
+// last saw them in the upstream's answers.
+function limitRows(limits) {
+  return (limits || []).slice().sort((a, b) => a.kind.localeCompare(b.kind)).map((l) => {
+    const kind = LIMIT_NAMES[l.kind] || l.kind;
+    const pct = Number(pick(l, "percentRemaining", "percent_remaining")) || 0;
+    const frac = l.unlimited ? 1 : pct / 100;
+    const label = l.unlimited ? "unlimited" : `${Math.round(pct)} % left`;
+    const row = h("div", { class: "row", "data-limit": l.kind },
+      h("span", { class: "kind", text: kind }),
+      l.unlimited ? h("div", { class: "meter unlimited", role: "presentation" }) : meter(frac, levelOf(frac)),
+      h("span", { class: "num", text: label }));
+    row.setAttribute("aria-label", `${kind} usage limit: ${label}`);
+    const parts = [row];
+    const reset = tsOf(pick(l, "resetAt", "reset_at"));
+    if (!l.unlimited && reset) parts.push(h("div", { class: "row" }, h("span"), h("span", { class: "reset", "data-reset": String(reset) })));
+    return parts;
+  }).flat();
+}
+
 function renderAccounts() {
   const box = $("accounts");
   if (!box || $("page-overview").hidden) return;
@@ -281,7 +332,7 @@ function renderAccounts() {
         h("span", { class: "plan", text: plan })),
       h("p", { class: "meaning", text: lastErr && a.status !== "TOKEN_STATUS_VALID" ? `${meaning} Last error: ${lastErr}` : meaning }),
       h("div", { class: "token", "data-expires": String(tsOf(pick(a, "expiresAt", "expires_at")) || "") }),
-      h("div", { class: "quota" }, quotaRows(q)));
+      h("div", { class: "quota" }, quotaRows(q), limitRows(pick(a, "usageLimits", "usage_limits"))));
   });
   box.replaceChildren(...(cards.length ? cards : [h("p", { class: "empty", text: "The broker serves no account yet." })]));
   const invalid = accounts.filter((a) => a.status !== "TOKEN_STATUS_VALID").length;
@@ -307,7 +358,20 @@ function renderStats() {
   $("ov-errors").replaceChildren(
     h("p", { class: "muted", text: `Failed token exchanges with GitHub since ${since ? fmtDate(new Date(since)) : "start"} (at most the last hour).` }),
     errs.length ? h("div", { class: "kv" }, errs.map(([k, v]) => [h("span", { text: k }), h("span", { text: fmtN(v) })])) : h("p", { text: "None." }));
+  const ups = Object.entries(stats.upstream_errors || {}).sort((a, b) => b[1] - a[1]);
+  $("ov-upstream").replaceChildren(
+    h("p", { class: "muted", text: `Copilot API error answers the proxies reported, by kind, since ${since ? fmtDate(new Date(since)) : "start"} (at most the last hour).` }),
+    ups.length ? h("div", { class: "kv", id: "upstream-errors" }, ups.map(([k, v]) => [h("span", { text: k }), h("span", { text: fmtN(v) })])) : h("p", { text: "None." }));
   const ws = Object.entries(stats.watchers || {}).sort();
+  if (proxies) {
+    const up = proxies.filter((p) => p.connected).length;
+    const versions = [...new Set(proxies.map((p) => (p.info || {}).version || "?"))];
+    $("ov-proxies").replaceChildren(
+      h("p", { class: "muted", id: "proxies-summary", text: `${up} of ${proxies.length} connected; version${versions.length === 1 ? "" : "s"} ${versions.join(", ") || "none"}.` }),
+      proxies.length ? proxyTable(proxies) : h("p", { text: "No proxy reports to this broker." }));
+    tick();
+    return;
+  }
   $("ov-proxies").replaceChildren(
     h("p", { class: "muted", text: "Open token streams by account: each proxy holds one per account it serves." }),
     ws.length ? h("div", { class: "kv" }, ws.map(([k, v]) => [h("span", { text: k || "default" }), h("span", { text: `${fmtN(v)} watching` })])) : h("p", { text: "No proxy connected." }),

@@ -59,9 +59,9 @@ type Server struct {
 	log      *slog.Logger
 	addrs    Addrs
 	tokens   *brokerclient.Set
-	reporter *usagereport.Reporter // nil: usage reporting off
+	reporter *usagereport.Reporter  // nil: usage reporting off
 	status   *statusreport.Reporter // nil: status reporting off
-	gate     *keybudget.Gate       // nil with reporting off
+	gate     *keybudget.Gate        // nil with reporting off
 	registry *prometheus.Registry
 	draining atomic.Bool
 	cancel   context.CancelFunc
