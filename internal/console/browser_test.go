@@ -146,4 +146,5 @@ func checkOverview(t *testing.T, br *browsertest.Browser) {
 	if got := browsertest.Eval[string](t, br, `document.getElementById("ov-upstream").textContent`); !strings.Contains(got, "None.") {
 		t.Errorf("upstream errors = %q; want None. (no series in an empty registry)", got)
 	}
+	br.Screenshot(t, "console-overview-fleet")
 }
