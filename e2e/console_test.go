@@ -168,7 +168,39 @@ func TestConsoleOverview(t *testing.T) {
 	if !browsertest.Eval[bool](t, br, `window.__noReload === true`) {
 		t.Error("the page reloaded")
 	}
+	if restStatus(t, st.b, "/v1/proxies", st.adminKey) == 200 {
+		checkConsoleFleet(t, st, br)
+	}
 	br.CheckConsole(t, regexp.MustCompile(`401`))
+}
+
+// checkConsoleFleet: the overview lists the proxy (it reports to the broker
+// at connect; the list refreshes every 10 s), and alice's session limit once
+// the proxy has seen it in an answer.
+func checkConsoleFleet(t *testing.T, st *consoleStack, br *browsertest.Browser) {
+	t.Helper()
+	br.WaitJS(t, 15*time.Second, "the proxy in the proxies table",
+		`!!document.querySelector('#proxies-table tbody tr') && document.querySelector('#proxies-table tbody tr').textContent.includes("connected")`)
+	st.sb.admin(t, "POST", "accounts/alice/usage-limits", map[string]any{"session": map[string]any{"entitlement": 100, "remaining": 42, "reset_seconds": 3600}}, nil)
+	req, err := http.NewRequest(http.MethodPost, st.px.url+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+st.px.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := st.b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a chat completion through the proxy = %d", resp.StatusCode)
+	}
+	seen := time.Now()
+	br.WaitJS(t, 10*time.Second, "alice's session limit on the page",
+		`(document.querySelector('[data-account="alice"] [data-limit="session"]') || {textContent: ""}).textContent.includes("42 % left")`)
+	t.Logf("alice's session limit shown %s after the answer that carried it", time.Since(seen).Round(time.Millisecond))
+	br.Screenshot(t, "console-overview-fleet")
 }
 
 // TestConsoleCSRF: a change without the CSRF token is refused, with it the

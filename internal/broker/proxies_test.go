@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -360,3 +361,49 @@ type fakeReportStream struct {
 }
 
 func (f fakeReportStream) Context() context.Context { return f.ctx }
+
+// FuzzReportStatus: any message either is refused by checkReport or is
+// taken, and what is taken keeps the bounds (percentages 0 to 100, at most
+// maxLimitsPerAccount kinds an account).
+func FuzzReportStatus(f *testing.F) {
+	for _, req := range []*brokerv1.ReportStatusRequest{
+		{Proxy: proxyInfo("p1", "i1", t0), Status: limitStatus(t0, t0, "alice", 40)},
+		{Proxy: proxyInfo("p1", "i1", t0), Status: &brokerv1.ProxyStatus{UpstreamErrors: map[string]uint64{"rate_limited": 3}}},
+		{Proxy: proxyInfo("p1", "i1", t0)},
+	} {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req brokerv1.ReportStatusRequest
+		if proto.Unmarshal(b, &req) != nil || checkReport(nil, &req, t0) != nil {
+			return
+		}
+		p, _ := newTestProxies(t, clock.NewFake(t0), 0)
+		release, err := p.Connect(req.GetProxy(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		if req.GetStatus() == nil {
+			return
+		}
+		if err := p.Report(req.GetProxy(), "", req.GetStatus()); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range req.GetStatus().GetAccounts() {
+			got := p.UsageLimits(a.GetAccount())
+			if len(got) > maxLimitsPerAccount {
+				t.Errorf("%d limits for %q", len(got), a.GetAccount())
+			}
+			for _, l := range got {
+				if v := l.GetPercentRemaining(); !(v >= 0 && v <= 100) {
+					t.Errorf("percent %v taken", v)
+				}
+			}
+		}
+	})
+}
