@@ -155,7 +155,7 @@ func TestProxiesNotify(t *testing.T) {
 	if closed(ch) {
 		t.Error("a repeated value woke the watchers")
 	}
-	report(49) // within the gap of the first wake-up? no: 2 s later
+	report(49) // a new value, 2 s after the last wake-up
 	if !closed(ch) {
 		t.Fatal("a new value woke no watcher")
 	}
@@ -350,17 +350,72 @@ func TestListProxiesAdminOnly(t *testing.T) {
 	if _, err := s.ListProxies(adminCtx, &brokerv1.ListProxiesRequest{}); err != nil {
 		t.Errorf("ListProxies(admin key) = %v", err)
 	}
-	if err := s.ReportStatus(fakeReportStream{ctx: adminCtx}); status.Code(err) != codes.PermissionDenied {
+	if err := s.ReportStatus(&fakeReportStream{ctx: adminCtx}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("ReportStatus(admin key) = %v; want PERMISSION_DENIED", err)
 	}
 }
 
 type fakeReportStream struct {
 	brokerv1.ProxyService_ReportStatusServer
-	ctx context.Context
+	ctx  context.Context
+	msgs []*brokerv1.ReportStatusRequest // Recv hands them out, then waits for ctx
+	sent chan *brokerv1.ReportStatusResponse
 }
 
 func (f fakeReportStream) Context() context.Context { return f.ctx }
+
+func (f *fakeReportStream) Recv() (*brokerv1.ReportStatusRequest, error) {
+	if len(f.msgs) == 0 {
+		<-f.ctx.Done()
+		return nil, f.ctx.Err()
+	}
+	m := f.msgs[0]
+	f.msgs = f.msgs[1:]
+	return m, nil
+}
+
+func (f *fakeReportStream) Send(r *brokerv1.ReportStatusResponse) error {
+	f.sent <- r
+	return nil
+}
+
+// TestReportStatusStream: a sound report is acknowledged (with the
+// broker's interval) and the proxy listed until its stream ends; a
+// malformed one ends the stream with INVALID_ARGUMENT saying what is wrong.
+func TestReportStatusStream(t *testing.T) {
+	p, reg := newTestProxies(t, clock.NewFake(t0), 0)
+	s := NewProxyService(p, 7*time.Second)
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), keyCtxKey{}, &keys.Key{Name: "proxy"}))
+	st := &fakeReportStream{ctx: ctx, sent: make(chan *brokerv1.ReportStatusResponse, 2),
+		msgs: []*brokerv1.ReportStatusRequest{{Proxy: proxyInfo("p1", "i1", t0)}, {Status: limitStatus(t0, t0, "alice", 5)}}}
+	done := make(chan error)
+	go func() { done <- s.ReportStatus(st) }()
+	for range 2 {
+		if ack := <-st.sent; ack.GetReportInterval().AsDuration() != 7*time.Second {
+			t.Errorf("ack interval = %v; want 7s", ack.GetReportInterval().AsDuration())
+		}
+	}
+	if got := p.List(); len(got) != 1 || !got[0].GetConnected() {
+		t.Errorf("while reporting: %v; want p1 connected", got)
+	}
+	cancel()
+	<-done
+	if got := p.List(); len(got) != 1 || got[0].GetConnected() {
+		t.Errorf("after the stream: %v; want p1 disconnected", got)
+	}
+
+	// gRPC ends a stream's context when its handler returns.
+	badCtx, endBad := context.WithCancel(context.Background())
+	bad := &fakeReportStream{ctx: badCtx, msgs: []*brokerv1.ReportStatusRequest{{Status: &brokerv1.ProxyStatus{}}}}
+	err := s.ReportStatus(bad)
+	endBad()
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "must say who the proxy is") {
+		t.Errorf("a report without the proxy = %v; want INVALID_ARGUMENT naming it", err)
+	}
+	if v := testutil.ToFloat64(gaugeOf(t, reg, "copilot_broker_proxy_reports_total", "invalid")); v != 1 {
+		t.Errorf("reports{invalid} = %v; want 1", v)
+	}
+}
 
 // FuzzReportStatus: any message either is refused by checkReport or is
 // taken, and what is taken keeps the bounds (percentages 0 to 100, at most
