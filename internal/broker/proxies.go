@@ -295,7 +295,10 @@ func (p *Proxies) mergeLocked(account string, l *brokerv1.UsageLimit, seen time.
 		p.limits[account] = kinds
 	}
 	cur := kinds[l.GetKind()]
-	if cur != nil && seen.Before(cur.seen) {
+	// A proxy's own reports come in order on its stream: the one whose
+	// reading stands is replaced by its next, whatever the transit times
+	// made of the times taken over.
+	if cur != nil && seen.Before(cur.seen) && cur.l.GetProxyId() != proxyID {
 		return false
 	}
 	if cur == nil && len(kinds) >= maxLimitsPerAccount {

@@ -92,6 +92,14 @@ func TestProxiesMergeLatest(t *testing.T) {
 	if got := p.UsageLimits("alice"); got[0].GetPercentRemaining() != 35 || got[0].GetProxyId() != "b" {
 		t.Errorf("after a newer reading = %v; want 35 %% from b", got[0])
 	}
+	// b's next report, which a slower transit of the last one makes look
+	// older: still b's newer reading.
+	if err := p.Report(b, "", limitStatus(t0.Add(2*time.Second), t0.Add(-time.Second), "alice", 34)); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.UsageLimits("alice"); got[0].GetPercentRemaining() != 34 {
+		t.Errorf("after b's next report = %v; want 34 %%", got[0])
+	}
 	// An account the broker does not serve is not merged.
 	if err := p.Report(a, "", limitStatus(t0.Add(skew+time.Second), t0.Add(skew+time.Second), "mallory", 1)); err != nil {
 		t.Fatal(err)
@@ -99,8 +107,8 @@ func TestProxiesMergeLatest(t *testing.T) {
 	if got := p.UsageLimits("mallory"); got != nil {
 		t.Errorf("UsageLimits(mallory) = %v; want none", got)
 	}
-	if v := testutil.ToFloat64(gaugeOf(t, reg, "copilot_broker_account_usage_limit_percent_remaining", "alice", "session")); v != 35 {
-		t.Errorf("percent metric = %v; want 35", v)
+	if v := testutil.ToFloat64(gaugeOf(t, reg, "copilot_broker_account_usage_limit_percent_remaining", "alice", "session")); v != 34 {
+		t.Errorf("percent metric = %v; want 34", v)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +128,17 @@ func TestStatusReachesBroker(t *testing.T) {
 		case <-tick.C:
 		case <-ctx.Done():
 			t.Fatal("the proxy's upstream error did not reach the broker")
+		}
+	}
+	code, page := get(t, "http://"+st.broker.Addrs().Admin+"/metrics")
+	for _, want := range []string{
+		`copilot_broker_proxies{state="connected"} 1`,
+		`copilot_broker_proxy_upstream_errors_total{kind="rate_limited"} 1`,
+		`copilot_broker_account_usage_limit_percent_remaining{account="",kind="session"} 0`,
+		`copilot_broker_proxy_last_seen_age_seconds{proxy="px-1"`,
+	} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Errorf("the broker's /metrics (%d) lacks %s", code, want)
 		}
 	}
 }
