@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +22,11 @@ func waitBudgets(t *testing.T, proxies []*proxyProc, n int) {
 // through 3 proxies at concurrency 16, gets 429 budget_exceeded in its
 // dialect once the budget is spent, within the documented overshoot (the
 // requests in flight: 16); raising the budget lets it through within 1 s.
-func TestBudgetAcrossProxies(t *testing.T) {
-	ls := startLedgerStack(t, []string{"alice"})
+// On SQLite and PostgreSQL.
+func TestBudgetAcrossProxies(t *testing.T) { forEachEngine(t, testBudgetAcrossProxies) }
+
+func testBudgetAcrossProxies(t *testing.T, engine string) {
+	ls := startLedgerStack(t, engine, []string{"alice"})
 	proxies := []*proxyProc{ls.proxy(t, "p1"), ls.proxy(t, "p2"), ls.proxy(t, "p3")}
 	if out, err := ls.cli(t, "keys", "update", "k-alice", "--monthly-premium", "20"); err != nil {
 		t.Fatalf("broker keys update --monthly-premium 20: %v: %s", err, out)
@@ -120,12 +124,37 @@ func TestBudgetAcrossProxies(t *testing.T) {
 	} else {
 		t.Logf("raised budget in force on 3 proxies %s after the CLI started", took.Round(time.Millisecond))
 	}
+
+	// The key is bound to alice alone: once alice's own budget is spent
+	// (she has spent more than 1 unit), no pool can help, and every proxy
+	// refuses the key naming the account's budget and its reset.
+	if out, err := ls.cli(t, "accounts", "set-budget", "alice", "1"); err != nil {
+		t.Fatalf("broker accounts set-budget alice 1: %v: %s", err, out)
+	}
+	for _, px := range proxies {
+		for _, d := range calls {
+			var code int
+			var h http.Header
+			var body string
+			waitFor(t, 5*time.Second, "the account's spent budget to reach the proxy", func() bool {
+				code, h, body, _ = post(client, px.url, secret, d, 0)
+				return code == 429
+			})
+			if s, err := strconv.Atoi(h.Get("Retry-After")); err != nil || s <= 0 || !strings.Contains(body, `budget_exceeded: account \"alice\"`) ||
+				!strings.Contains(body, "monthly premium budget") || !strings.Contains(body, "resets at") {
+				t.Errorf("%s on a spent account = %d Retry-After %q %s; want budget_exceeded naming alice's budget and its reset", d.path, code, h.Get("Retry-After"), body)
+			}
+		}
+	}
 }
 
 // TestRPMAcrossProxies: an rpm limit of 60 over 3 proxies lets at most 60
-// requests through in a minute (each proxy holds a share of 20).
-func TestRPMAcrossProxies(t *testing.T) {
-	ls := startLedgerStack(t, []string{"bob"})
+// requests through in a minute (each proxy holds a share of 20). On SQLite
+// and PostgreSQL.
+func TestRPMAcrossProxies(t *testing.T) { forEachEngine(t, testRPMAcrossProxies) }
+
+func testRPMAcrossProxies(t *testing.T, engine string) {
+	ls := startLedgerStack(t, engine, []string{"bob"})
 	proxies := []*proxyProc{ls.proxy(t, "p1"), ls.proxy(t, "p2"), ls.proxy(t, "p3")}
 	if out, err := ls.cli(t, "keys", "update", "k-bob", "--rpm", "60"); err != nil {
 		t.Fatalf("broker keys update --rpm 60: %v: %s", err, out)
