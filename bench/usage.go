@@ -42,6 +42,7 @@ func (b *bench) usageLedger() {
 	s := &section{Title: "10. Usage ledger: reporting cost, intake and queries"}
 	b.rep.Sections = append(b.rep.Sections, s)
 	res := &usageResult{}
+	res.init()
 	b.usage = res
 	d := b.phase(2 * time.Second)
 	s.Intro = fmt.Sprintf("(a) One broker with a ledger (SQLite, `--state-dir`; the proxies' key is a managed key, so every event is "+
@@ -137,6 +138,11 @@ func (b *bench) usageCPU(s *section, res *usageResult, d time.Duration) error {
 	s.row(fmt.Sprintf("proxy CPU per request, reporting usage (concurrency %d)", usageConc), us(res.cpuOn))
 	s.row(fmt.Sprintf("proxy CPU per request, reporting off (concurrency %d)", usageConc), us(res.cpuOff))
 	s.row("reporting / off (median of the runs' ratios)", fmt.Sprintf("%.3f (%+.1f %%)", res.ratio, 100*(res.ratio-1)))
+	each := make([]string, len(ratios))
+	for i, x := range ratios {
+		each[i] = fmt.Sprintf("%.3f", x)
+	}
+	s.note("Each run's ratio, reporting / off: %s (the spread is the machine's noise; the pair of a run shares it).", strings.Join(each, ", "))
 	// Every answered request of the reporting proxy (warm-ups included)
 	// reaches the ledger; wait a moment for the last batch.
 	deadline := time.Now().Add(10 * time.Second)
@@ -158,40 +164,13 @@ var storeBench = regexp.MustCompile(`^BenchmarkUsage(Intake|QueryMonth)/(sqlite|
 
 // usageStore is part (b): the store's benchmarks in a child `go test`.
 func (b *bench) usageStore(s *section, res *usageResult) {
-	res.intake, res.queryDaily, res.queryEvents, res.skipped = map[string]float64{}, map[string]time.Duration{}, map[string]time.Duration{}, map[string]string{}
 	start := time.Now()
 	cmd := exec.CommandContext(b.ctx, "go", "test", "./internal/store", "-run", "^$", "-count", "1", "-timeout", "20m",
 		"-bench", "^BenchmarkUsage(Intake|QueryMonth)$", "-benchtime", "2s")
 	cmd.Dir = b.moduleDir
 	out, err := cmd.CombinedOutput()
 	b.logf("store benchmarks took %v", time.Since(start).Round(time.Second))
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	var skips []string
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if i := strings.Index(line, "PostgreSQL tests skipped"); i >= 0 {
-			skips = append(skips, line[i:])
-		}
-		m := storeBench.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		bench, engine, query, fields := m[1], m[2], m[4], strings.Fields(m[6])
-		for i := 0; i+1 < len(fields); i += 2 {
-			v, err := strconv.ParseFloat(fields[i], 64)
-			if err != nil {
-				continue
-			}
-			switch unit := fields[i+1]; {
-			case bench == "Intake" && unit == "events/s":
-				res.intake[engine] = v
-			case bench == "QueryMonth" && unit == "ns/op" && query == "daily":
-				res.queryDaily[engine] = time.Duration(v)
-			case bench == "QueryMonth" && unit == "ns/op" && query == "events":
-				res.queryEvents[engine] = time.Duration(v)
-			}
-		}
-	}
+	skips := res.parse(out)
 	for _, e := range []string{"sqlite", "postgres"} {
 		name := map[string]string{"sqlite": "SQLite", "postgres": "PostgreSQL"}[e]
 		_, ok := res.intake[e]
@@ -218,6 +197,38 @@ func (b *bench) usageStore(s *section, res *usageResult) {
 	s.note("The store benchmarks ran in %v (most of it loading the month of events, once per engine). PostgreSQL is "+
 		"internal/testutil/pgtest's server (Debian's binaries, `fsync=off`, `synchronous_commit=off`: a test server); "+
 		"SQLite is the broker's own configuration (WAL, `synchronous(FULL)`).", time.Since(start).Round(time.Second))
+}
+
+// parse reads the result lines of `go test -bench` output into u, and
+// returns pgtest's lines saying PostgreSQL was skipped.
+func (u *usageResult) parse(out []byte) (skips []string) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.Index(line, "PostgreSQL tests skipped"); i >= 0 {
+			skips = append(skips, line[i:])
+		}
+		m := storeBench.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		bench, engine, query, fields := m[1], m[2], m[4], strings.Fields(m[6])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			switch unit := fields[i+1]; {
+			case bench == "Intake" && unit == "events/s":
+				u.intake[engine] = v
+			case bench == "QueryMonth" && unit == "ns/op" && query == "daily":
+				u.queryDaily[engine] = time.Duration(v)
+			case bench == "QueryMonth" && unit == "ns/op" && query == "events":
+				u.queryEvents[engine] = time.Duration(v)
+			}
+		}
+	}
+	return skips
 }
 
 func tailString(s string, n int) string {
@@ -250,6 +261,10 @@ func (b *bench) usageGoals() {
 			r.unmeasured("Month of 1,000,000 events by key and model on "+name, "< 200 ms", u.whySkipped(e))
 		}
 	}
+}
+
+func (u *usageResult) init() {
+	u.intake, u.queryDaily, u.queryEvents, u.skipped = map[string]float64{}, map[string]time.Duration{}, map[string]time.Duration{}, map[string]string{}
 }
 
 func (u *usageResult) intakeOf(e string) (float64, bool) {
