@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -108,9 +109,11 @@ func testBudgetAcrossProxies(t *testing.T, engine string) {
 	if out, err := ls.cli(t, "keys", "update", "k-alice", "--monthly-premium", strconv.FormatInt(n+4, 10)); err != nil {
 		t.Fatalf("raising the budget: %v: %s", err, out)
 	}
-	for _, px := range proxies {
+	// The goal is 1 s, plus the CLI's own start (a latency goal: logged,
+	// failing only past waitGoal's correctness bound; bench holds speed).
+	for i, px := range proxies {
 		var warning string
-		waitFor(t, 5*time.Second, "the key to pass again", func() bool {
+		waitGoal(t, began, time.Second+500*time.Millisecond, fmt.Sprintf("the raised budget letting the key through proxy %d (from the CLI's start)", i+1), func() bool {
 			code, h, _, _ := post(client, px.url, secret, calls[0], 0)
 			warning = h.Get("X-Budget-Warning")
 			return code == 200
@@ -119,24 +122,20 @@ func testBudgetAcrossProxies(t *testing.T, engine string) {
 			t.Errorf("X-Budget-Warning past 80 %% = %q", warning)
 		}
 	}
-	if took := time.Since(began); took > time.Second+500*time.Millisecond { // the CLI's own start is in it
-		t.Errorf("the raised budget reached every proxy in %s; want about 1 s", took)
-	} else {
-		t.Logf("raised budget in force on 3 proxies %s after the CLI started", took.Round(time.Millisecond))
-	}
 
 	// The key is bound to alice alone: once alice's own budget is spent
 	// (she has spent more than 1 unit), no pool can help, and every proxy
 	// refuses the key naming the account's budget and its reset.
+	set := time.Now()
 	if out, err := ls.cli(t, "accounts", "set-budget", "alice", "1"); err != nil {
 		t.Fatalf("broker accounts set-budget alice 1: %v: %s", err, out)
 	}
-	for _, px := range proxies {
+	for i, px := range proxies {
 		for _, d := range calls {
 			var code int
 			var h http.Header
 			var body string
-			waitFor(t, 5*time.Second, "the account's spent budget to reach the proxy", func() bool {
+			waitGoal(t, set, time.Second+500*time.Millisecond, fmt.Sprintf("alice's spent budget refusing %s on proxy %d (from the CLI's start)", d.path, i+1), func() bool {
 				code, h, body, _ = post(client, px.url, secret, d, 0)
 				return code == 429
 			})
