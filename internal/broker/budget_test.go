@@ -3,6 +3,8 @@ package broker
 import (
 	"testing"
 	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 )
 
 func TestBudgetMonth(t *testing.T) {
@@ -67,6 +69,31 @@ func TestPremiumSharesSumToWhatIsLeft(t *testing.T) {
 			if got := premiumShare(c.left, i, c.n); got < w-1e-9 || got > w+1e-9 {
 				t.Errorf("%v left over %d: share %d = %v; want %v", c.left, c.n, i, got, w)
 			}
+		}
+	}
+}
+
+func TestBudgetStatus(t *testing.T) {
+	const (
+		ok   = brokerv1.BudgetStatus_BUDGET_STATUS_OK
+		warn = brokerv1.BudgetStatus_BUDGET_STATUS_WARNING
+		over = brokerv1.BudgetStatus_BUDGET_STATUS_EXCEEDED
+	)
+	for _, c := range []struct {
+		name       string
+		spentLimit []float64
+		want       brokerv1.BudgetStatus
+	}{
+		{"no limits", []float64{5, 0, 100, 0}, ok},
+		{"under 80 %", []float64{7.9, 10, 0, 0}, ok},
+		{"at 80 %", []float64{8, 10, 0, 0}, warn},
+		{"tokens at 80 %", []float64{1, 10, 800, 1000}, warn},
+		{"spent exactly", []float64{10, 10, 0, 1000}, over},
+		{"tokens over, premium fine", []float64{1, 10, 1001, 1000}, over},
+		{"premium over, tokens warn", []float64{11, 10, 900, 1000}, over},
+	} {
+		if got := budgetStatus(c.spentLimit...); got != c.want {
+			t.Errorf("%s: budgetStatus(%v) = %v; want %v", c.name, c.spentLimit, got, c.want)
 		}
 	}
 }
