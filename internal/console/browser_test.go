@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,7 +122,10 @@ func TestUsagePage(t *testing.T) {
 
 // budgetsAPI answers /v1/keys and /v1/budgets as the broker's gateway
 // does (lowerCamelCase, int64 as strings, every field present).
-type budgetsAPI struct{ reset string }
+type budgetsAPI struct {
+	reset string
+	spent atomic.Bool // dana's premium budget is spent
+}
 
 func (a *budgetsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") != "Bearer "+adminKey {
@@ -144,9 +148,13 @@ func (a *budgetsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return fmt.Sprintf(`{"key":%q,"account":%q,"monthlyPremium":%g,"premiumSpent":%g,"premiumRemaining":%g,"monthlyTokens":"%d","tokensSpent":"%d","tokensRemaining":"%d","rpm":"%d","resetsAt":%q,"status":%q}`,
 				key, account, premium, premiumSpent, max(0, premium-premiumSpent), tokens, tokensSpent, max(0, tokens-tokensSpent), rpm, a.reset, status)
 		}
+		dana := b("dana", "", 20, 17.5, 1000, 540, 30, "BUDGET_STATUS_WARNING")
+		if a.spent.Load() {
+			dana = b("dana", "", 20, 20, 1000, 610, 30, "BUDGET_STATUS_EXCEEDED")
+		}
 		fmt.Fprintf(w, `{"budgets":[%s,%s,%s],"periodStart":"2026-12-01T00:00:00Z","resetsAt":%q}`,
 			b("ci-bot", "", 0, 0, 0, 0, 60, "BUDGET_STATUS_OK"),
-			b("dana", "", 20, 17.5, 1000, 540, 30, "BUDGET_STATUS_WARNING"),
+			dana,
 			b("", "bob", 100, 100, 0, 4000, 0, "BUDGET_STATUS_EXCEEDED"), a.reset)
 	default:
 		http.NotFound(w, r)
@@ -158,7 +166,8 @@ func (a *budgetsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // a key without a budget says so; the accounts' budgets below the keys.
 func TestKeysPageBudgets(t *testing.T) {
 	reset := time.Now().UTC().AddDate(0, 1, 0).Truncate(24 * time.Hour)
-	c, err := New(Config{API: &budgetsAPI{reset: reset.Format(time.RFC3339)}, AuthEnabled: true})
+	api := &budgetsAPI{reset: reset.Format(time.RFC3339)}
+	c, err := New(Config{API: api, AuthEnabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,5 +205,19 @@ func TestKeysPageBudgets(t *testing.T) {
 		t.Errorf("bob's account budget row = %q; want it exceeded", got)
 	}
 	br.Screenshot(t, "console-keys-budgets")
+
+	// The open page follows spending without a reload, keeping the focus.
+	api.spent.Store(true)
+	br.Do(t, "focusing dana's revoke button", chromedp.Focus(chromedp.CSS(`[data-key="dana"] button[aria-label="Revoke key dana"]`)))
+	br.WaitJS(t, 15*time.Second, "dana's premium budget spent on the page", `document.querySelector('[data-key="dana"] [data-budget="premium"]').dataset.spent === "20"`)
+	if got := text(`[data-key="dana"] td.budgets`); !strings.Contains(got, "20 / 20 premium units") || !strings.Contains(got, "610 / 1,000 tokens") {
+		t.Errorf("dana's budget cell after the refresh = %q", got)
+	}
+	if !browsertest.Eval[bool](t, br, `document.querySelector('[data-key="dana"] [data-budget="premium"] .meter').classList.contains("bad")`) {
+		t.Error("dana's spent premium budget is not drawn as spent")
+	}
+	if got := browsertest.Eval[string](t, br, `document.activeElement.getAttribute("aria-label")`); got != "Revoke key dana" {
+		t.Errorf("the focus after the refresh is on %q; want it kept on dana's revoke button", got)
+	}
 	br.CheckConsole(t)
 }

@@ -392,6 +392,8 @@ let budgetError = "";
 // BUDGET_WARN is the part of a budget spent from which it is in warning
 // (the broker's BUDGET_STATUS_WARNING, the proxies' X-Budget-Warning).
 const BUDGET_WARN = 0.8;
+// BUDGET_REFRESH_MS is how often the open keys page reads the budgets again.
+const BUDGET_REFRESH_MS = 5000;
 const unitsFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
 
 // budgetBar is one monthly budget: a bar of what is left, "spent / limit
@@ -417,6 +419,25 @@ function budgetCell(b) {
   const reset = tsOf(pick(b, "resetsAt", "resets_at"));
   if (reset) bars.push(h("div", { class: "reset", "data-reset": String(reset) }));
   return bars;
+}
+
+// refreshBudgets updates the budget cells in place (the rest of the table,
+// and the focus on its buttons, stay): the keys page follows spending while
+// it is open.
+async function refreshBudgets() {
+  const b = await api("GET", "/ui/api/v1/budgets");
+  if (!b.ok || !b.data || !Array.isArray(b.data.budgets) || $("page-keys").hidden) return;
+  budgetList = b.data.budgets;
+  for (const row of document.querySelectorAll("#keys-table tbody tr[data-key]")) {
+    const bg = budgetList.find((x) => x.key === row.dataset.key) || {};
+    row.querySelector("td.budgets").replaceChildren(...[budgetCell(bg)].flat());
+    const rpm = Number(bg.rpm) || 0;
+    const cell = row.querySelector("td[data-rpm]");
+    cell.dataset.rpm = String(rpm);
+    cell.textContent = rpm ? fmtN(rpm) : "\u2013";
+  }
+  renderAccountBudgets();
+  tick();
 }
 
 // renderAccountBudgets lists the accounts' premium budgets under the keys.
@@ -745,6 +766,7 @@ function wire() {
   window.addEventListener("hashchange", route);
   setInterval(tick, 1000);
   setInterval(() => { if (session && !$("page-overview").hidden) loadStats(); }, 10000);
+  setInterval(() => { if (session && session.admin && !document.hidden && !$("page-keys").hidden) refreshBudgets(); }, BUDGET_REFRESH_MS);
 }
 
 async function boot() {
