@@ -402,7 +402,7 @@ function budgetBar(what, unit, spent, limit, fmt) {
   const frac = limit > 0 ? spent / limit : 0;
   const cls = frac >= 1 ? "bad" : frac >= BUDGET_WARN ? "warn" : "";
   const text = `${fmt(spent)} / ${fmt(limit)} ${unit}`;
-  return h("div", { class: "budget", "data-budget": what, "data-spent": String(spent), "data-limit": String(limit),
+  return h("div", { class: "budget", role: "group", "data-budget": what, "data-spent": String(spent), "data-limit": String(limit),
     "aria-label": `${what} budget: ${text} spent this month, ${Math.round(Math.min(frac, 1) * 100)} percent` },
   meter(1 - frac, cls), h("span", { class: "num", text }));
 }

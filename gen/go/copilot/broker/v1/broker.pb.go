@@ -2226,7 +2226,8 @@ func (x *WatchKeysResponse) GetVersion() int64 {
 	return 0
 }
 
-// ListBudgetsRequest selects budgets; empty selects all of them.
+// ListBudgetsRequest selects budgets: with key and account both set, the
+// budgets of either; with neither, all of them.
 type ListBudgetsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key keeps only this managed key's budget.
