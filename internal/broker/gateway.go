@@ -25,6 +25,7 @@ const (
 	RouteWatchKeys     = "/v1/keys:watch"
 	RouteKey           = "/v1/keys/{name}"
 	RouteProxies       = "/v1/proxies"
+	RouteBudgets       = "/v1/budgets"
 	RouteOpenAPI       = "/openapi.json"
 	routeOther         = "other"
 )
@@ -50,6 +51,11 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	if err := brokerv1.RegisterProxyServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
+	// ListBudgets only: the usage service's other methods have no HTTP rule
+	// (QueryUsage is served beside the gateway, below).
+	if err := brokerv1.RegisterUsageServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	mux := http.NewServeMux()
@@ -87,7 +93,7 @@ func limitBody(next http.Handler) http.Handler {
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage, RouteProxies:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage, RouteProxies, RouteBudgets:
 		return p
 	}
 	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {

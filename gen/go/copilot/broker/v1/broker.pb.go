@@ -266,6 +266,65 @@ func (KeyState) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
+// BudgetStatus says how much of a budget is spent.
+type BudgetStatus int32
+
+const (
+	// BUDGET_STATUS_UNSPECIFIED is not used.
+	BudgetStatus_BUDGET_STATUS_UNSPECIFIED BudgetStatus = 0
+	// BUDGET_STATUS_OK is under 80 % spent, or no monthly limit (rpm only).
+	BudgetStatus_BUDGET_STATUS_OK BudgetStatus = 1
+	// BUDGET_STATUS_WARNING is 80 % or more spent: proxies add the
+	// X-Budget-Warning header.
+	BudgetStatus_BUDGET_STATUS_WARNING BudgetStatus = 2
+	// BUDGET_STATUS_EXCEEDED is all spent: the key gets 429 budget_exceeded
+	// (an account is skipped by pools) until resets_at.
+	BudgetStatus_BUDGET_STATUS_EXCEEDED BudgetStatus = 3
+)
+
+// Enum value maps for BudgetStatus.
+var (
+	BudgetStatus_name = map[int32]string{
+		0: "BUDGET_STATUS_UNSPECIFIED",
+		1: "BUDGET_STATUS_OK",
+		2: "BUDGET_STATUS_WARNING",
+		3: "BUDGET_STATUS_EXCEEDED",
+	}
+	BudgetStatus_value = map[string]int32{
+		"BUDGET_STATUS_UNSPECIFIED": 0,
+		"BUDGET_STATUS_OK":          1,
+		"BUDGET_STATUS_WARNING":     2,
+		"BUDGET_STATUS_EXCEEDED":    3,
+	}
+)
+
+func (x BudgetStatus) Enum() *BudgetStatus {
+	p := new(BudgetStatus)
+	*p = x
+	return p
+}
+
+func (x BudgetStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[4].Descriptor()
+}
+
+func (BudgetStatus) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[4]
+}
+
+func (x BudgetStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetStatus.Descriptor instead.
+func (BudgetStatus) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{4}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2768,6 +2827,268 @@ func (x *Proxy) GetAccounts() []*AccountUsageLimits {
 	return nil
 }
 
+// ListBudgetsRequest selects budgets: with key and account both set, the
+// budgets of either; with neither, all of them.
+type ListBudgetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key keeps only this managed key's budget.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account keeps only this account's budget.
+	Account       string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsRequest) Reset() {
+	*x = ListBudgetsRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsRequest) ProtoMessage() {}
+
+func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsRequest.ProtoReflect.Descriptor instead.
+func (*ListBudgetsRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListBudgetsRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ListBudgetsRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+// ListBudgetsResponse holds the budgets, keys' first, each kind ordered by
+// name.
+type ListBudgetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// budgets are the selected budgets with their figures.
+	Budgets []*BudgetSummary `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	// period_start is when the current budget month began (UTC,
+	// --budget-month-start-day).
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=period_start,json=periodStart,proto3" json:"period_start,omitempty"`
+	// resets_at is when it ends and every budget starts over.
+	ResetsAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsResponse) Reset() {
+	*x = ListBudgetsResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsResponse) ProtoMessage() {}
+
+func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsResponse.ProtoReflect.Descriptor instead.
+func (*ListBudgetsResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListBudgetsResponse) GetBudgets() []*BudgetSummary {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+func (x *ListBudgetsResponse) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *ListBudgetsResponse) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+// BudgetSummary is one budget as an admin reads it: its limits, what is
+// spent this month and what is left.
+type BudgetSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names the managed key (empty for an account's budget).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account names the account (empty for a key's budget).
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// monthly_premium is the premium units allowed per month (0: no limit).
+	MonthlyPremium float64 `protobuf:"fixed64,3,opt,name=monthly_premium,json=monthlyPremium,proto3" json:"monthly_premium,omitempty"`
+	// premium_spent is the premium units the ledger holds this month.
+	PremiumSpent float64 `protobuf:"fixed64,4,opt,name=premium_spent,json=premiumSpent,proto3" json:"premium_spent,omitempty"`
+	// premium_remaining is monthly_premium less premium_spent, at least 0
+	// (0 too when there is no limit).
+	PremiumRemaining float64 `protobuf:"fixed64,5,opt,name=premium_remaining,json=premiumRemaining,proto3" json:"premium_remaining,omitempty"`
+	// monthly_tokens is the tokens allowed per month (0: no limit).
+	MonthlyTokens int64 `protobuf:"varint,6,opt,name=monthly_tokens,json=monthlyTokens,proto3" json:"monthly_tokens,omitempty"`
+	// tokens_spent is the input plus output tokens this month.
+	TokensSpent int64 `protobuf:"varint,7,opt,name=tokens_spent,json=tokensSpent,proto3" json:"tokens_spent,omitempty"`
+	// tokens_remaining is monthly_tokens less tokens_spent, at least 0 (0
+	// too when there is no limit).
+	TokensRemaining int64 `protobuf:"varint,8,opt,name=tokens_remaining,json=tokensRemaining,proto3" json:"tokens_remaining,omitempty"`
+	// rpm is the requests per minute allowed across all proxies (0: none).
+	Rpm int64 `protobuf:"varint,9,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// resets_at is when the month ends (UTC, --budget-month-start-day).
+	ResetsAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	// status is the budget's state: the worse of its premium and token
+	// budgets.
+	Status        BudgetStatus `protobuf:"varint,11,opt,name=status,proto3,enum=copilot.broker.v1.BudgetStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetSummary) Reset() {
+	*x = BudgetSummary{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetSummary) ProtoMessage() {}
+
+func (x *BudgetSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetSummary.ProtoReflect.Descriptor instead.
+func (*BudgetSummary) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BudgetSummary) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BudgetSummary) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *BudgetSummary) GetMonthlyPremium() float64 {
+	if x != nil {
+		return x.MonthlyPremium
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetPremiumSpent() float64 {
+	if x != nil {
+		return x.PremiumSpent
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetPremiumRemaining() float64 {
+	if x != nil {
+		return x.PremiumRemaining
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetMonthlyTokens() int64 {
+	if x != nil {
+		return x.MonthlyTokens
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetTokensSpent() int64 {
+	if x != nil {
+		return x.TokensSpent
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetTokensRemaining() int64 {
+	if x != nil {
+		return x.TokensRemaining
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetRpm() int64 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+func (x *BudgetSummary) GetStatus() BudgetStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BudgetStatus_BUDGET_STATUS_UNSPECIFIED
+}
+
 // SetBudgetRequest names a key or an account (one of the two) and its
 // budget; 0 means no limit.
 type SetBudgetRequest struct {
@@ -2791,7 +3112,7 @@ type SetBudgetRequest struct {
 
 func (x *SetBudgetRequest) Reset() {
 	*x = SetBudgetRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3124,7 @@ func (x *SetBudgetRequest) String() string {
 func (*SetBudgetRequest) ProtoMessage() {}
 
 func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3137,7 @@ func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetBudgetRequest) GetKey() string {
@@ -2872,7 +3193,7 @@ type SetBudgetResponse struct {
 
 func (x *SetBudgetResponse) Reset() {
 	*x = SetBudgetResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3205,7 @@ func (x *SetBudgetResponse) String() string {
 func (*SetBudgetResponse) ProtoMessage() {}
 
 func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3218,7 @@ func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetBudgetResponse) GetBudget() *BudgetState {
@@ -2919,7 +3240,7 @@ type WatchBudgetsRequest struct {
 
 func (x *WatchBudgetsRequest) Reset() {
 	*x = WatchBudgetsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3252,7 @@ func (x *WatchBudgetsRequest) String() string {
 func (*WatchBudgetsRequest) ProtoMessage() {}
 
 func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3265,7 @@ func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsRequest.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WatchBudgetsRequest) GetProxyId() string {
@@ -2965,7 +3286,7 @@ type WatchBudgetsResponse struct {
 
 func (x *WatchBudgetsResponse) Reset() {
 	*x = WatchBudgetsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3298,7 @@ func (x *WatchBudgetsResponse) String() string {
 func (*WatchBudgetsResponse) ProtoMessage() {}
 
 func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3311,7 @@ func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsResponse.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *WatchBudgetsResponse) GetBudgets() []*BudgetState {
@@ -3032,7 +3353,7 @@ type BudgetState struct {
 
 func (x *BudgetState) Reset() {
 	*x = BudgetState{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3044,7 +3365,7 @@ func (x *BudgetState) String() string {
 func (*BudgetState) ProtoMessage() {}
 
 func (x *BudgetState) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3057,7 +3378,7 @@ func (x *BudgetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
 func (*BudgetState) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BudgetState) GetKey() string {
@@ -3180,7 +3501,7 @@ type UsageEvent struct {
 
 func (x *UsageEvent) Reset() {
 	*x = UsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3513,7 @@ func (x *UsageEvent) String() string {
 func (*UsageEvent) ProtoMessage() {}
 
 func (x *UsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3526,7 @@ func (x *UsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
 func (*UsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UsageEvent) GetId() string {
@@ -3347,7 +3668,7 @@ type ReportUsageRequest struct {
 
 func (x *ReportUsageRequest) Reset() {
 	*x = ReportUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3680,7 @@ func (x *ReportUsageRequest) String() string {
 func (*ReportUsageRequest) ProtoMessage() {}
 
 func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[43]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3693,7 @@ func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
 func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReportUsageRequest) GetBatch() uint64 {
@@ -3407,7 +3728,7 @@ type ReportUsageResponse struct {
 
 func (x *ReportUsageResponse) Reset() {
 	*x = ReportUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3740,7 @@ func (x *ReportUsageResponse) String() string {
 func (*ReportUsageResponse) ProtoMessage() {}
 
 func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[44]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3753,7 @@ func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
 func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{44}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReportUsageResponse) GetBatch() uint64 {
@@ -3476,7 +3797,7 @@ type RejectedUsageEvent struct {
 
 func (x *RejectedUsageEvent) Reset() {
 	*x = RejectedUsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3809,7 @@ func (x *RejectedUsageEvent) String() string {
 func (*RejectedUsageEvent) ProtoMessage() {}
 
 func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[45]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3822,7 @@ func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
 func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{45}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RejectedUsageEvent) GetId() string {
@@ -3542,7 +3863,7 @@ type QueryUsageRequest struct {
 
 func (x *QueryUsageRequest) Reset() {
 	*x = QueryUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3875,7 @@ func (x *QueryUsageRequest) String() string {
 func (*QueryUsageRequest) ProtoMessage() {}
 
 func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[46]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3888,7 @@ func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
 func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{46}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *QueryUsageRequest) GetFrom() string {
@@ -3623,7 +3944,7 @@ type QueryUsageResponse struct {
 
 func (x *QueryUsageResponse) Reset() {
 	*x = QueryUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3956,7 @@ func (x *QueryUsageResponse) String() string {
 func (*QueryUsageResponse) ProtoMessage() {}
 
 func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[47]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3969,7 @@ func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
 func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{47}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *QueryUsageResponse) GetRows() []*UsageRow {
@@ -3688,7 +4009,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +4021,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[48]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +4034,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{48}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -3985,7 +4306,27 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\baccounts\x18\x06 \x03(\v2%.copilot.broker.v1.AccountUsageLimitsR\baccounts\x1aA\n" +
 	"\x13UpstreamErrorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"@\n" +
+	"\x12ListBudgetsRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\"\xc9\x01\n" +
+	"\x13ListBudgetsResponse\x12:\n" +
+	"\abudgets\x18\x01 \x03(\v2 .copilot.broker.v1.BudgetSummaryR\abudgets\x12=\n" +
+	"\fperiod_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x127\n" +
+	"\tresets_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\"\xaf\x03\n" +
+	"\rBudgetSummary\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
+	"\x0fmonthly_premium\x18\x03 \x01(\x01R\x0emonthlyPremium\x12#\n" +
+	"\rpremium_spent\x18\x04 \x01(\x01R\fpremiumSpent\x12+\n" +
+	"\x11premium_remaining\x18\x05 \x01(\x01R\x10premiumRemaining\x12%\n" +
+	"\x0emonthly_tokens\x18\x06 \x01(\x03R\rmonthlyTokens\x12!\n" +
+	"\ftokens_spent\x18\a \x01(\x03R\vtokensSpent\x12)\n" +
+	"\x10tokens_remaining\x18\b \x01(\x03R\x0ftokensRemaining\x12\x10\n" +
+	"\x03rpm\x18\t \x01(\x03R\x03rpm\x127\n" +
+	"\tresets_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x127\n" +
+	"\x06status\x18\v \x01(\x0e2\x1f.copilot.broker.v1.BudgetStatusR\x06status\"\xb8\x01\n" +
 	"\x10SetBudgetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
@@ -4089,7 +4430,12 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x16\n" +
 	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_REVOKED\x10\x032\xee\x03\n" +
+	"\x11KEY_STATE_REVOKED\x10\x03*z\n" +
+	"\fBudgetStatus\x12\x1d\n" +
+	"\x19BUDGET_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10BUDGET_STATUS_OK\x10\x01\x12\x19\n" +
+	"\x15BUDGET_STATUS_WARNING\x10\x02\x12\x1a\n" +
+	"\x16BUDGET_STATUS_EXCEEDED\x10\x032\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
@@ -4106,13 +4452,14 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xd1\x01\n" +
 	"\fProxyService\x12c\n" +
 	"\fReportStatus\x12&.copilot.broker.v1.ReportStatusRequest\x1a'.copilot.broker.v1.ReportStatusResponse(\x010\x01\x12\\\n" +
-	"\vListProxies\x12%.copilot.broker.v1.ListProxiesRequest\x1a&.copilot.broker.v1.ListProxiesResponse2\x86\x03\n" +
+	"\vListProxies\x12%.copilot.broker.v1.ListProxiesRequest\x1a&.copilot.broker.v1.ListProxiesResponse2\xe4\x03\n" +
 	"\fUsageService\x12`\n" +
 	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
 	"\n" +
 	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponse\x12V\n" +
 	"\tSetBudget\x12#.copilot.broker.v1.SetBudgetRequest\x1a$.copilot.broker.v1.SetBudgetResponse\x12a\n" +
-	"\fWatchBudgets\x12&.copilot.broker.v1.WatchBudgetsRequest\x1a'.copilot.broker.v1.WatchBudgetsResponse0\x01B\xd6\x01\n" +
+	"\fWatchBudgets\x12&.copilot.broker.v1.WatchBudgetsRequest\x1a'.copilot.broker.v1.WatchBudgetsResponse0\x01\x12\\\n" +
+	"\vListBudgets\x12%.copilot.broker.v1.ListBudgetsRequest\x1a&.copilot.broker.v1.ListBudgetsResponseB\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -4127,162 +4474,173 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
 	(AccountStatus)(0),            // 2: copilot.broker.v1.AccountStatus
 	(KeyState)(0),                 // 3: copilot.broker.v1.KeyState
-	(*Token)(nil),                 // 4: copilot.broker.v1.Token
-	(*UpstreamProfile)(nil),       // 5: copilot.broker.v1.UpstreamProfile
-	(*GetTokenRequest)(nil),       // 6: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 7: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 8: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 9: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 10: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 11: copilot.broker.v1.RefreshTokenResponse
-	(*Account)(nil),               // 12: copilot.broker.v1.Account
-	(*UsageLimit)(nil),            // 13: copilot.broker.v1.UsageLimit
-	(*IdentityRejection)(nil),     // 14: copilot.broker.v1.IdentityRejection
-	(*Quota)(nil),                 // 15: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 16: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 17: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 18: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 19: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 20: copilot.broker.v1.WatchAccountsResponse
-	(*Key)(nil),                   // 21: copilot.broker.v1.Key
-	(*ModelList)(nil),             // 22: copilot.broker.v1.ModelList
-	(*CreateKeyRequest)(nil),      // 23: copilot.broker.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 24: copilot.broker.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 25: copilot.broker.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 26: copilot.broker.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 27: copilot.broker.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 28: copilot.broker.v1.UpdateKeyResponse
-	(*RevokeKeyRequest)(nil),      // 29: copilot.broker.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 30: copilot.broker.v1.RevokeKeyResponse
-	(*WatchKeysRequest)(nil),      // 31: copilot.broker.v1.WatchKeysRequest
-	(*WatchKeysResponse)(nil),     // 32: copilot.broker.v1.WatchKeysResponse
-	(*ProxyInfo)(nil),             // 33: copilot.broker.v1.ProxyInfo
-	(*ProxyStatus)(nil),           // 34: copilot.broker.v1.ProxyStatus
-	(*AccountUsageLimits)(nil),    // 35: copilot.broker.v1.AccountUsageLimits
-	(*ReportStatusRequest)(nil),   // 36: copilot.broker.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),  // 37: copilot.broker.v1.ReportStatusResponse
-	(*ListProxiesRequest)(nil),    // 38: copilot.broker.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),   // 39: copilot.broker.v1.ListProxiesResponse
-	(*Proxy)(nil),                 // 40: copilot.broker.v1.Proxy
-	(*SetBudgetRequest)(nil),      // 41: copilot.broker.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),     // 42: copilot.broker.v1.SetBudgetResponse
-	(*WatchBudgetsRequest)(nil),   // 43: copilot.broker.v1.WatchBudgetsRequest
-	(*WatchBudgetsResponse)(nil),  // 44: copilot.broker.v1.WatchBudgetsResponse
-	(*BudgetState)(nil),           // 45: copilot.broker.v1.BudgetState
-	(*UsageEvent)(nil),            // 46: copilot.broker.v1.UsageEvent
-	(*ReportUsageRequest)(nil),    // 47: copilot.broker.v1.ReportUsageRequest
-	(*ReportUsageResponse)(nil),   // 48: copilot.broker.v1.ReportUsageResponse
-	(*RejectedUsageEvent)(nil),    // 49: copilot.broker.v1.RejectedUsageEvent
-	(*QueryUsageRequest)(nil),     // 50: copilot.broker.v1.QueryUsageRequest
-	(*QueryUsageResponse)(nil),    // 51: copilot.broker.v1.QueryUsageResponse
-	(*UsageRow)(nil),              // 52: copilot.broker.v1.UsageRow
-	nil,                           // 53: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	nil,                           // 54: copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
-	nil,                           // 55: copilot.broker.v1.Proxy.UpstreamErrorsEntry
-	(*timestamppb.Timestamp)(nil), // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 57: google.protobuf.Duration
+	(BudgetStatus)(0),             // 4: copilot.broker.v1.BudgetStatus
+	(*Token)(nil),                 // 5: copilot.broker.v1.Token
+	(*UpstreamProfile)(nil),       // 6: copilot.broker.v1.UpstreamProfile
+	(*GetTokenRequest)(nil),       // 7: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 8: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 9: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 10: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 11: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 12: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 13: copilot.broker.v1.Account
+	(*UsageLimit)(nil),            // 14: copilot.broker.v1.UsageLimit
+	(*IdentityRejection)(nil),     // 15: copilot.broker.v1.IdentityRejection
+	(*Quota)(nil),                 // 16: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 17: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 18: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 19: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 20: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 21: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 22: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 23: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 24: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 25: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 26: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 27: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 28: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 29: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 30: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 31: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 32: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 33: copilot.broker.v1.WatchKeysResponse
+	(*ProxyInfo)(nil),             // 34: copilot.broker.v1.ProxyInfo
+	(*ProxyStatus)(nil),           // 35: copilot.broker.v1.ProxyStatus
+	(*AccountUsageLimits)(nil),    // 36: copilot.broker.v1.AccountUsageLimits
+	(*ReportStatusRequest)(nil),   // 37: copilot.broker.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),  // 38: copilot.broker.v1.ReportStatusResponse
+	(*ListProxiesRequest)(nil),    // 39: copilot.broker.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),   // 40: copilot.broker.v1.ListProxiesResponse
+	(*Proxy)(nil),                 // 41: copilot.broker.v1.Proxy
+	(*ListBudgetsRequest)(nil),    // 42: copilot.broker.v1.ListBudgetsRequest
+	(*ListBudgetsResponse)(nil),   // 43: copilot.broker.v1.ListBudgetsResponse
+	(*BudgetSummary)(nil),         // 44: copilot.broker.v1.BudgetSummary
+	(*SetBudgetRequest)(nil),      // 45: copilot.broker.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),     // 46: copilot.broker.v1.SetBudgetResponse
+	(*WatchBudgetsRequest)(nil),   // 47: copilot.broker.v1.WatchBudgetsRequest
+	(*WatchBudgetsResponse)(nil),  // 48: copilot.broker.v1.WatchBudgetsResponse
+	(*BudgetState)(nil),           // 49: copilot.broker.v1.BudgetState
+	(*UsageEvent)(nil),            // 50: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 51: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 52: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 53: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 54: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 55: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 56: copilot.broker.v1.UsageRow
+	nil,                           // 57: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	nil,                           // 58: copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
+	nil,                           // 59: copilot.broker.v1.Proxy.UpstreamErrorsEntry
+	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 61: google.protobuf.Duration
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	56, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	60, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	53, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
-	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	6,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
+	57, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	5,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	5,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
-	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	5,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	56, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	60, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
-	14, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	13, // 14: copilot.broker.v1.Account.usage_limits:type_name -> copilot.broker.v1.UsageLimit
-	56, // 15: copilot.broker.v1.UsageLimit.reset_at:type_name -> google.protobuf.Timestamp
-	56, // 16: copilot.broker.v1.UsageLimit.seen_at:type_name -> google.protobuf.Timestamp
-	56, // 17: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
-	16, // 18: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	56, // 19: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	56, // 20: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	12, // 21: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	12, // 22: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	56, // 23: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
+	14, // 14: copilot.broker.v1.Account.usage_limits:type_name -> copilot.broker.v1.UsageLimit
+	60, // 15: copilot.broker.v1.UsageLimit.reset_at:type_name -> google.protobuf.Timestamp
+	60, // 16: copilot.broker.v1.UsageLimit.seen_at:type_name -> google.protobuf.Timestamp
+	60, // 17: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	17, // 18: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	60, // 19: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	60, // 20: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	13, // 21: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	13, // 22: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	60, // 23: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 24: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
-	56, // 25: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	56, // 26: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	56, // 27: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
-	56, // 28: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 29: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	21, // 30: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	22, // 31: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
-	56, // 32: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 33: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	21, // 34: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
-	21, // 35: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	56, // 36: copilot.broker.v1.ProxyInfo.started_at:type_name -> google.protobuf.Timestamp
-	56, // 37: copilot.broker.v1.ProxyStatus.at:type_name -> google.protobuf.Timestamp
-	35, // 38: copilot.broker.v1.ProxyStatus.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
-	54, // 39: copilot.broker.v1.ProxyStatus.upstream_errors:type_name -> copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
-	13, // 40: copilot.broker.v1.AccountUsageLimits.limits:type_name -> copilot.broker.v1.UsageLimit
-	33, // 41: copilot.broker.v1.ReportStatusRequest.proxy:type_name -> copilot.broker.v1.ProxyInfo
-	34, // 42: copilot.broker.v1.ReportStatusRequest.status:type_name -> copilot.broker.v1.ProxyStatus
-	57, // 43: copilot.broker.v1.ReportStatusResponse.report_interval:type_name -> google.protobuf.Duration
-	40, // 44: copilot.broker.v1.ListProxiesResponse.proxies:type_name -> copilot.broker.v1.Proxy
-	33, // 45: copilot.broker.v1.Proxy.info:type_name -> copilot.broker.v1.ProxyInfo
-	56, // 46: copilot.broker.v1.Proxy.last_seen_at:type_name -> google.protobuf.Timestamp
-	55, // 47: copilot.broker.v1.Proxy.upstream_errors:type_name -> copilot.broker.v1.Proxy.UpstreamErrorsEntry
-	35, // 48: copilot.broker.v1.Proxy.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
-	45, // 49: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
-	45, // 50: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
-	56, // 51: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
-	56, // 52: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
-	46, // 53: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
-	49, // 54: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
-	52, // 55: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
-	6,  // 56: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	8,  // 57: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	10, // 58: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	17, // 59: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	19, // 60: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	23, // 61: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
-	25, // 62: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
-	27, // 63: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
-	29, // 64: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
-	31, // 65: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
-	36, // 66: copilot.broker.v1.ProxyService.ReportStatus:input_type -> copilot.broker.v1.ReportStatusRequest
-	38, // 67: copilot.broker.v1.ProxyService.ListProxies:input_type -> copilot.broker.v1.ListProxiesRequest
-	47, // 68: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
-	50, // 69: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
-	41, // 70: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
-	43, // 71: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
-	7,  // 72: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	9,  // 73: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	11, // 74: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	18, // 75: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	20, // 76: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	24, // 77: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
-	26, // 78: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
-	28, // 79: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
-	30, // 80: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
-	32, // 81: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
-	37, // 82: copilot.broker.v1.ProxyService.ReportStatus:output_type -> copilot.broker.v1.ReportStatusResponse
-	39, // 83: copilot.broker.v1.ProxyService.ListProxies:output_type -> copilot.broker.v1.ListProxiesResponse
-	48, // 84: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
-	51, // 85: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
-	42, // 86: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
-	44, // 87: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
-	72, // [72:88] is the sub-list for method output_type
-	56, // [56:72] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	60, // 25: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	60, // 26: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	60, // 27: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	60, // 28: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 29: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	22, // 30: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	23, // 31: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	60, // 32: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 33: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	22, // 34: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	22, // 35: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	60, // 36: copilot.broker.v1.ProxyInfo.started_at:type_name -> google.protobuf.Timestamp
+	60, // 37: copilot.broker.v1.ProxyStatus.at:type_name -> google.protobuf.Timestamp
+	36, // 38: copilot.broker.v1.ProxyStatus.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
+	58, // 39: copilot.broker.v1.ProxyStatus.upstream_errors:type_name -> copilot.broker.v1.ProxyStatus.UpstreamErrorsEntry
+	14, // 40: copilot.broker.v1.AccountUsageLimits.limits:type_name -> copilot.broker.v1.UsageLimit
+	34, // 41: copilot.broker.v1.ReportStatusRequest.proxy:type_name -> copilot.broker.v1.ProxyInfo
+	35, // 42: copilot.broker.v1.ReportStatusRequest.status:type_name -> copilot.broker.v1.ProxyStatus
+	61, // 43: copilot.broker.v1.ReportStatusResponse.report_interval:type_name -> google.protobuf.Duration
+	41, // 44: copilot.broker.v1.ListProxiesResponse.proxies:type_name -> copilot.broker.v1.Proxy
+	34, // 45: copilot.broker.v1.Proxy.info:type_name -> copilot.broker.v1.ProxyInfo
+	60, // 46: copilot.broker.v1.Proxy.last_seen_at:type_name -> google.protobuf.Timestamp
+	59, // 47: copilot.broker.v1.Proxy.upstream_errors:type_name -> copilot.broker.v1.Proxy.UpstreamErrorsEntry
+	36, // 48: copilot.broker.v1.Proxy.accounts:type_name -> copilot.broker.v1.AccountUsageLimits
+	44, // 49: copilot.broker.v1.ListBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetSummary
+	60, // 50: copilot.broker.v1.ListBudgetsResponse.period_start:type_name -> google.protobuf.Timestamp
+	60, // 51: copilot.broker.v1.ListBudgetsResponse.resets_at:type_name -> google.protobuf.Timestamp
+	60, // 52: copilot.broker.v1.BudgetSummary.resets_at:type_name -> google.protobuf.Timestamp
+	4,  // 53: copilot.broker.v1.BudgetSummary.status:type_name -> copilot.broker.v1.BudgetStatus
+	49, // 54: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
+	49, // 55: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
+	60, // 56: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
+	60, // 57: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	50, // 58: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	53, // 59: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	56, // 60: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	7,  // 61: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	9,  // 62: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	11, // 63: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	18, // 64: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	20, // 65: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	24, // 66: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	26, // 67: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	28, // 68: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	30, // 69: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	32, // 70: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	37, // 71: copilot.broker.v1.ProxyService.ReportStatus:input_type -> copilot.broker.v1.ReportStatusRequest
+	39, // 72: copilot.broker.v1.ProxyService.ListProxies:input_type -> copilot.broker.v1.ListProxiesRequest
+	51, // 73: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	54, // 74: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	45, // 75: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
+	47, // 76: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
+	42, // 77: copilot.broker.v1.UsageService.ListBudgets:input_type -> copilot.broker.v1.ListBudgetsRequest
+	8,  // 78: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	10, // 79: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	12, // 80: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	19, // 81: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	21, // 82: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	25, // 83: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	27, // 84: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	29, // 85: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	31, // 86: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	33, // 87: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	38, // 88: copilot.broker.v1.ProxyService.ReportStatus:output_type -> copilot.broker.v1.ReportStatusResponse
+	40, // 89: copilot.broker.v1.ProxyService.ListProxies:output_type -> copilot.broker.v1.ListProxiesResponse
+	52, // 90: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	55, // 91: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	46, // 92: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
+	48, // 93: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
+	43, // 94: copilot.broker.v1.UsageService.ListBudgets:output_type -> copilot.broker.v1.ListBudgetsResponse
+	78, // [78:95] is the sub-list for method output_type
+	61, // [61:78] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -4296,8 +4654,8 @@ func file_copilot_broker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   52,
+			NumEnums:      5,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
