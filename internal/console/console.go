@@ -252,18 +252,20 @@ func assetHandler(assets fs.FS) (http.Handler, error) {
 
 // sessionInfo is what the page learns about its session: never the key.
 type sessionInfo struct {
-	SignedIn  bool      `json:"signed_in"`
-	Name      string    `json:"name"`
-	Admin     bool      `json:"admin"`
-	KeysAPI   bool      `json:"keys_api"`
-	UsageAPI  bool      `json:"usage_api"`
-	CSRF      string    `json:"csrf"`
-	ExpiresAt time.Time `json:"expires_at"`
-	ProxyURL  string    `json:"proxy_url"`
+	SignedIn bool   `json:"signed_in"`
+	Name     string `json:"name"`
+	Admin    bool   `json:"admin"`
+	KeysAPI  bool   `json:"keys_api"`
+	UsageAPI bool   `json:"usage_api"`
+	// ProxiesAPI says the broker lists its proxies (GET /v1/proxies).
+	ProxiesAPI bool      `json:"proxies_api"`
+	CSRF       string    `json:"csrf"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	ProxyURL   string    `json:"proxy_url"`
 }
 
 func (c *Console) info(s *session) sessionInfo {
-	return sessionInfo{SignedIn: true, Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, UsageAPI: s.usageAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
+	return sessionInfo{SignedIn: true, Name: s.name, Admin: s.admin, KeysAPI: s.keysAPI, UsageAPI: s.usageAPI, ProxiesAPI: s.proxiesAPI, CSRF: s.csrf, ExpiresAt: s.expires, ProxyURL: c.cfg.ProxyURL}
 }
 
 func (c *Console) getSession(w http.ResponseWriter, r *http.Request) {
@@ -354,6 +356,8 @@ type role struct {
 	admin    bool
 	keysAPI  bool // the broker serves /v1/keys
 	usageAPI bool // the broker serves /v1/usage (its usage ledger)
+	// proxiesAPI: the broker serves /v1/proxies (ProxyService)
+	proxiesAPI bool
 }
 
 var errRefused = errors.New("key refused")
@@ -361,7 +365,7 @@ var errRefused = errors.New("key refused")
 // probe asks the API what key may do: any authenticated call proves the
 // key; GET /v1/keys answers 200 to an admin key and 403 to the others (404
 // on a broker without managed keys); GET /v1/usage, 404 on a broker without
-// a usage ledger.
+// a usage ledger; GET /v1/proxies, 404 on a broker that predates it.
 func (c *Console) probe(ctx context.Context, key secret.Secret) (role, error) {
 	code, _ := c.call(ctx, key, http.MethodGet, "/v1/accounts")
 	switch code {
@@ -382,6 +386,8 @@ func (c *Console) probe(ctx context.Context, key secret.Secret) (role, error) {
 		day := c.clock.Now().UTC().Format(time.DateOnly)
 		code, _ := c.call(ctx, key, http.MethodGet, "/v1/usage?from="+day+"&to="+day)
 		r.usageAPI = code != http.StatusNotFound && code != http.StatusNotImplemented
+		code, _ = c.call(ctx, key, http.MethodGet, "/v1/proxies")
+		r.proxiesAPI = code == http.StatusOK
 	}
 	return r, nil
 }

@@ -329,3 +329,18 @@ func TestStatsWindow(t *testing.T) {
 		t.Errorf("%d samples held; want at most 62", len(st.samples))
 	}
 }
+
+// TestSessionProxiesAPI: an admin's session says the broker lists its
+// proxies when GET /v1/proxies answers (the overview asks for them only
+// then: a broker that predates it would log a 404 in the browser).
+func TestSessionProxiesAPI(t *testing.T) {
+	c, _, _ := newTest(t, nil)
+	ck, _ := signIn(t, c, adminKey)
+	if w := serve(c, "GET", "/ui/session", "", func(r *http.Request) { r.AddCookie(ck) }); !strings.Contains(w.Body.String(), `"proxies_api":true`) {
+		t.Errorf("admin session = %s; want proxies_api true", w.Body)
+	}
+	ck, _ = signIn(t, c, proxyKey)
+	if w := serve(c, "GET", "/ui/session", "", func(r *http.Request) { r.AddCookie(ck) }); !strings.Contains(w.Body.String(), `"proxies_api":false`) {
+		t.Errorf("read-only session = %s; want proxies_api false", w.Body)
+	}
+}

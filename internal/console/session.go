@@ -22,14 +22,15 @@ const csrfHeader = "X-CSRF-Token"
 
 // session is one signed-in browser. The key stays on the server.
 type session struct {
-	id       string
-	csrf     string
-	key      secret.Secret
-	name     string
-	admin    bool
-	keysAPI  bool
-	usageAPI bool
-	expires  time.Time
+	id         string
+	csrf       string
+	key        secret.Secret
+	name       string
+	admin      bool
+	keysAPI    bool
+	usageAPI   bool
+	proxiesAPI bool
+	expires    time.Time
 }
 
 // csrfOK reports whether r carries the session's CSRF token.
@@ -73,7 +74,7 @@ func (ss *sessions) create(key secret.Secret, r role) (*session, error) {
 		return nil, err
 	}
 	now := ss.clock.Now()
-	s := &session{id: id, csrf: csrf, key: key, name: r.name, admin: r.admin, keysAPI: r.keysAPI, usageAPI: r.usageAPI, expires: now.Add(ss.ttl)}
+	s := &session{id: id, csrf: csrf, key: key, name: r.name, admin: r.admin, keysAPI: r.keysAPI, usageAPI: r.usageAPI, proxiesAPI: r.proxiesAPI, expires: now.Add(ss.ttl)}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.expireLocked(now)

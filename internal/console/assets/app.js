@@ -223,7 +223,7 @@ let proxies = null; // null: not readable with this session's key
 async function loadStats() {
   const [r, p] = await Promise.all([
     api("GET", "/ui/stats"),
-    session && session.admin ? api("GET", "/ui/api/v1/proxies") : Promise.resolve(null),
+    session && session.proxies_api ? api("GET", "/ui/api/v1/proxies") : Promise.resolve(null),
   ]);
   proxies = p && p.ok ? (p.data.proxies || []) : null;
   if (r.ok) {
