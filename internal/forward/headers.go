@@ -249,11 +249,7 @@ type requestFacts struct {
 
 func (c *call) facts(in http.Header) requestFacts {
 	f := requestFacts{requestID: c.requestID, agent: c.in.Agent, vision: c.in.Vision}
-	var body []byte
-	if c.body != nil {
-		body = c.body.Bytes()
-	}
-	f.interaction = interactionType(in, c.route == routeMessages, body)
+	f.interaction = interactionType(in, c.route == routeMessages && c.in.Compaction)
 	return f
 }
 

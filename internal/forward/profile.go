@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"net/http"
 
 	"github.com/copilot-broker/copilot-broker/internal/identity"
@@ -69,19 +68,16 @@ var clientInteractionTypes = map[string]bool{
 	"conversation-agent": true, interactionSubagent: true, interactionCompaction: true, "conversation-background": true,
 }
 
-// compactionMarker starts the instruction of Claude Code's history
-// compaction request (docs/protocol.md section 4, "X-Interaction-Type").
-var compactionMarker = []byte("Your task is to create a detailed summary of the conversation so far")
-
 // interactionType decides X-Interaction-Type of a request: a value the
 // client set from clientInteractionTypes, else "conversation-compaction"
-// for a Messages body carrying Claude Code's compaction instruction, else
-// "" (the caller sends the intent).
-func interactionType(in http.Header, messages bool, body []byte) string {
+// for a compaction request (a Messages body whose last turn carries Claude
+// Code's compaction instruction, found by the body's one scan:
+// inspect.Result.Compaction), else "" (the caller sends the intent).
+func interactionType(in http.Header, compaction bool) string {
 	if v := in.Get("X-Interaction-Type"); clientInteractionTypes[v] {
 		return v
 	}
-	if messages && bytes.Contains(body, compactionMarker) {
+	if compaction {
 		return interactionCompaction
 	}
 	return ""
