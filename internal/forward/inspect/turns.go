@@ -211,21 +211,11 @@ func (w *jsonWalker) stringInto(s *string) error {
 	if err := w.step(); err != nil {
 		return err
 	}
-	if w.next() != '"' {
-		return w.skipValue()
-	}
-	start := w.pos
-	if err := w.skipString(); err != nil {
+	q, ok, err := w.quoted()
+	if !ok {
 		return err
 	}
-	raw := w.data[start+1 : w.pos-1]
-	if bytes.IndexByte(raw, '\\') < 0 {
-		*s = string(raw)
-		return nil
-	}
-	w.steps += len(raw) // unescaping reads the string once more
-	var v string
-	if json.Unmarshal(w.data[start:w.pos], &v) == nil {
+	if v, ok := w.unquote(q); ok {
 		*s = v
 	}
 	return nil
@@ -240,25 +230,42 @@ const compactionMarker = "Your task is to create a detailed summary of the conve
 // string holding [compactionMarker]. The turn it is in has been walked
 // already (it is well formed); only the classified turns are read so.
 func (w *jsonWalker) markText(found *bool) error {
-	if w.next() != '"' {
-		return w.skipValue()
-	}
-	start := w.pos
-	if err := w.skipString(); err != nil {
+	q, ok, err := w.quoted()
+	if !ok || *found || len(q) < len(compactionMarker)+2 {
 		return err
 	}
-	raw := w.data[start+1 : w.pos-1]
-	if *found || len(raw) < len(compactionMarker) {
-		return nil
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
+	if raw := q[1 : len(q)-1]; bytes.IndexByte(raw, '\\') < 0 {
 		*found = bytes.Contains(raw, []byte(compactionMarker))
 		return nil
 	}
+	v, ok := w.unquote(q)
+	*found = ok && strings.Contains(v, compactionMarker)
+	return nil
+}
+
+// quoted skips the value at w's position and, when it is a string,
+// returns it as it stands in the document, quotes and escapes included.
+func (w *jsonWalker) quoted() (q []byte, ok bool, err error) {
+	if w.next() != '"' {
+		return nil, false, w.skipValue()
+	}
+	start := w.pos
+	if err := w.skipString(); err != nil {
+		return nil, false, err
+	}
+	return w.data[start:w.pos], true, nil
+}
+
+// unquote returns the string q (from quoted) unescaped; ok is false when
+// encoding/json refuses its escapes.
+func (w *jsonWalker) unquote(q []byte) (string, bool) {
+	raw := q[1 : len(q)-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw), true
+	}
 	w.steps += len(raw) // unescaping reads the string once more
 	var v string
-	*found = json.Unmarshal(w.data[start:w.pos], &v) == nil && strings.Contains(v, compactionMarker)
-	return nil
+	return v, json.Unmarshal(q, &v) == nil
 }
 
 func isToolResult(typ string) bool {
