@@ -338,7 +338,10 @@ func (c *Client) Run(ctx context.Context) error {
 	watch := func(ctx context.Context) (bool, error) {
 		got, err := c.watch(ctx)
 		if err == nil {
-			err = errors.New("the watch stream ended")
+			// The broker ends a stream on age or when it shuts down: until
+			// the next one delivers, it is unavailable (a client's 503
+			// says so, not "gRPC Unknown").
+			err = status.Error(codes.Unavailable, "the broker ended the watch stream")
 		}
 		return got, err
 	}
