@@ -132,16 +132,19 @@ func (b *bench) manyStreams() {
 		manyChunks, manyDelay, manyChunks)
 	s.Header = []string{"streams", "path", "all open after", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99",
 		"proxy RSS before → during", "RSS/stream", "heap/stream", "goroutines/stream", "upstream conns", "proxy CPU/stream", "failed", "added p99, all chunks", "load avg"}
-	if lim, err := raiseOpenFiles(manyFilesNeeded(b.opts.streams)); err != nil {
+	lim, err := raiseOpenFiles(manyFilesNeeded(b.opts.streams))
+	if err != nil {
 		s.note("open-file limit: %s", oneLine(err.Error()))
 	} else {
-		s.note("open-file limit (RLIMIT_NOFILE) of the bench and the proxies it starts: %d (a stream holds up to four descriptors in the bench process at once: client, sandbox, and a path's upstream leg)", lim)
+		s.note("open-file limit (RLIMIT_NOFILE) of the bench and the proxies it starts: %d", lim)
 	}
 	meter := b.meter()
 	paths := b.manyPaths()
 	procs := make([]*proxyProc, len(paths))
 	for i, mp := range paths {
-		p, err := b.startProxyTLS(mp.bin, st.up, st.broker, "many-"+mp.name, mp.http2)
+		// No cap on client connections (--max-connections defaults to 3,000).
+		p, err := b.startProxyArgs(mp.bin, st.broker, "many-"+mp.name, "--copilot-api-url", st.up.TLSURL,
+			"--upstream-ca-file", st.up.pki.CAPath, fmt.Sprintf("--upstream-http2=%t", mp.http2), "--max-connections", "-1")
 		if err != nil {
 			s.note("%s did not start: %s", mp.name, oneLine(err.Error()))
 			continue
@@ -149,20 +152,35 @@ func (b *bench) manyStreams() {
 		procs[i] = p
 		defer b.stop(p.Process)
 	}
+	var dr manyRun // the last baseline measured
+	drN := 0
 	for _, n := range b.opts.streams {
-		direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
-		dr, err := b.manyOnce(st, direct, nil, n, nil)
-		direct.close()
-		if err != nil {
-			s.note("%d streams direct: %s", n, oneLine(err.Error()))
-			continue
-		}
 		pc := func(r manyRun, q float64) time.Duration { return load.Percentile(r.transit, q) }
 		all99 := func(r manyRun) time.Duration { return load.Percentile(r.transitAll, 99) }
-		s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", "", "", fmt.Sprint(dr.failed), "", dr.load)
+		if fitsFiles(lim, 2*n, 0) {
+			direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
+			r, err := b.manyOnce(st, direct, nil, n, nil)
+			direct.close()
+			if err != nil {
+				s.note("%d streams direct: %s", n, oneLine(err.Error()))
+				continue
+			}
+			dr, drN = r, n
+			s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", "", "", fmt.Sprint(dr.failed), "", dr.load)
+		} else if drN == 0 {
+			s.note("%d streams: direct needs %d descriptors in the bench process, over the limit of %d, and no smaller count was measured: skipped", n, 2*n, lim)
+			continue
+		} else {
+			s.note("%d streams: direct needs %d descriptors in the bench process (client and sandbox ends), over the limit of %d: "+
+				"the added delays at %d are against direct at %d", n, 2*n, lim, n, drN)
+		}
 		for i, mp := range paths {
 			p := procs[i]
 			if p == nil {
+				continue
+			}
+			if need := manyPathFiles(mp.http2, n); !fitsFiles(lim, need, need) {
+				s.note("%d streams through %s: skipped, %d descriptors needed in the bench and in the proxy, over the limit of %d", n, mp.name, need, lim)
 				continue
 			}
 			through := st.targetFor(mp.name, p, n)
@@ -475,6 +493,25 @@ func manyFilesNeeded(counts []int) uint64 {
 		n = max(n, c)
 	}
 	return uint64(4*n + 4096)
+}
+
+// manyFDSlack is what a process needs besides the streams' sockets.
+const manyFDSlack = 512
+
+// fitsFiles says whether bench and proxy descriptors fit under lim.
+func fitsFiles(lim uint64, bench, proxy int) bool {
+	return uint64(bench+manyFDSlack) <= lim && uint64(proxy+manyFDSlack) <= lim
+}
+
+// manyPathFiles is what n streams through a proxy hold in the bench process
+// (the clients' ends, and the sandbox's ends of the upstream connections)
+// and in the proxy (the same two legs): an upstream connection per stream
+// over HTTP/1.1, a few hundred streams per connection over HTTP/2.
+func manyPathFiles(http2 bool, n int) int {
+	if http2 {
+		return n + n/50
+	}
+	return 2 * n
 }
 
 // raiseOpenFiles raises this process's RLIMIT_NOFILE (which the proxies it
