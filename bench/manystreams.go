@@ -214,7 +214,7 @@ func (b *bench) manyStreams() {
 				s.note("%d streams through %s: %d had already ended (or failed) when the memory and goroutines were sampled; "+
 					"the per-stream figures understate", n, mp.name, pr.endedEarly)
 			}
-			b.many[manyKey{n, mp.name}] = manySummary{add99: pc(pr, 99) - pc(dr, 99), rssPer: pr.rssPer,
+			b.many[manyKey{n, mp.name}] = manySummary{add99: pc(pr, 99) - pc(dr, 99), baseline: drN, rssPer: pr.rssPer,
 				goroutinesPer: pr.goroutinesPer, failed: pr.failed + dr.failed, endedEarly: pr.endedEarly}
 		}
 	}
@@ -237,6 +237,7 @@ type manyKey struct {
 // manySummary is what the goals need of one count through one path.
 type manySummary struct {
 	add99                 time.Duration
+	baseline              int // the direct count add99 is against; 0: none
 	rssPer, goroutinesPer float64
 	failed                int
 	endedEarly            int // the memory and goroutine figures understate when > 0
