@@ -108,15 +108,50 @@ func TestStreamStamps(t *testing.T) {
 	if len(s.transit) != streamChunks {
 		t.Fatalf("oneStream() transits = %d; want %d", len(s.transit), streamChunks)
 	}
+	// Each arrival is paired with its own flush: no arrival precedes its
+	// stamp, and the smallest transit is under the flushes' spacing (an
+	// earlier flush's stamp would make every transit at least
+	// streamDelay). A single transit may exceed it on a busy machine (11
+	// ms once): that is speed, which the bench reports, not pairing.
+	least := s.transit[0]
 	for i, d := range s.transit {
-		if d <= 0 || d > streamDelay {
-			t.Errorf("transit[%d] = %v; want in (0, %v]", i, d, streamDelay)
+		if d <= 0 {
+			t.Errorf("transit[%d] = %v; want > 0 (the chunk arrived before its flush?)", i, d)
 		}
+		least = min(least, d)
+	}
+	if least > streamDelay {
+		t.Errorf("transits %v; want the smallest at most %v (paired with the wrong flush?)", s.transit, streamDelay)
 	}
 	if s.ttfb <= 0 || s.ttfb > 5*time.Second {
 		t.Errorf("ttfb = %v; want > 0 and small", s.ttfb)
 	}
 	if err := tgt.chat(ctx); err != nil {
 		t.Errorf("chat() = %v; want nil", err)
+	}
+}
+
+func TestParseStoreBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkUsageIntake/sqlite-2         	      40	  53711906 ns/op	      9309 events/s
+    usage_bench_test.go:18: PostgreSQL tests skipped: PostgreSQL binaries not found (install them)
+--- SKIP: BenchmarkUsageIntake/postgres
+BenchmarkUsageQueryMonth/sqlite/daily-2         	      74	  27012345 ns/op
+BenchmarkUsageQueryMonth/sqlite/events-2        	       1	18600000000 ns/op
+BenchmarkUsageQueryMonth/postgres/daily         	     100	  12000000 ns/op	 300 B/op
+BenchmarkUsageIntake/sqlite-2 garbage
+PASS
+`
+	u := &usageResult{}
+	u.init()
+	skips := u.parse([]byte(out))
+	if u.intake["sqlite"] != 9309 || len(u.intake) != 1 {
+		t.Errorf("intake = %v; want sqlite 9309 only", u.intake)
+	}
+	if u.queryDaily["sqlite"] != 27012345 || u.queryDaily["postgres"] != 12*time.Millisecond || u.queryEvents["sqlite"] != 18600*time.Millisecond {
+		t.Errorf("queries = %v, %v", u.queryDaily, u.queryEvents)
+	}
+	if len(skips) != 1 || !strings.HasPrefix(skips[0], "PostgreSQL tests skipped: PostgreSQL binaries not found") {
+		t.Errorf("skips = %q", skips)
 	}
 }

@@ -144,19 +144,28 @@ func (b *BudgetBook) current() *budgetSnap {
 	return b.snap
 }
 
-func (b *BudgetBook) recompute(ctx context.Context) error {
+// read computes the budgets' figures from the store now; the month's
+// start comes with them.
+func (b *BudgetBook) read(ctx context.Context) (*budgetSnap, time.Time, error) {
 	all, err := b.st.AllBudgets(ctx)
 	if err != nil {
-		return err
+		return nil, time.Time{}, err
 	}
 	start, reset := b.Month(b.clock.Now())
 	var byKey, byAc map[string]store.Spend
 	if len(all) > 0 {
 		if byKey, byAc, err = b.st.SpentSince(ctx, start); err != nil {
-			return err
+			return nil, time.Time{}, err
 		}
 	}
-	snap := &budgetSnap{budgets: all, byKey: byKey, byAc: byAc, resets: reset}
+	return &budgetSnap{budgets: all, byKey: byKey, byAc: byAc, resets: reset}, start, nil
+}
+
+func (b *BudgetBook) recompute(ctx context.Context) error {
+	snap, start, err := b.read(ctx)
+	if err != nil {
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.snap = snap
@@ -191,7 +200,7 @@ func (b *BudgetBook) warn(s *budgetSnap, month time.Time) {
 			{"monthly token budget", float64(sp.Tokens), float64(bg.MonthlyTokens)},
 		} {
 			id := bg.Kind + "/" + bg.Name + "/" + w.what
-			if w.limit <= 0 || w.spent < 0.8*w.limit || b.warned[id].Equal(month) {
+			if w.limit <= 0 || w.spent < budgetWarnAt*w.limit || b.warned[id].Equal(month) {
 				continue
 			}
 			b.warned[id] = month
@@ -362,7 +371,10 @@ func (b *BudgetBook) merge(ctx context.Context, bg *store.Budget, fields []strin
 	return nil
 }
 
-// WatchBudgets streams the budgets to a proxy.
+// WatchBudgets streams the budgets to a proxy, at once and after every
+// change, until the proxy goes away, the stream reaches its jittered maximum
+// age or the service drains (these end with OK: the proxy reconnects, maybe
+// to another replica).
 func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream brokerv1.UsageService_WatchBudgetsServer) error {
 	ctx := stream.Context()
 	if k := callerKey(ctx); k != nil && k.Admin {
@@ -375,6 +387,8 @@ func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream br
 		return status.Error(codes.InvalidArgument, "proxy_id is required (at most 200 bytes)")
 	}
 	defer u.budgets.watch(req.GetProxyId())()
+	timer := u.clock.NewTimer(jitteredAge(u.maxAge, u.jitter, u.rand))
+	defer timer.Stop()
 	for {
 		states, changed := u.budgets.states(req.GetProxyId())
 		if err := stream.Send(&brokerv1.WatchBudgetsResponse{Budgets: states}); err != nil {
@@ -382,10 +396,12 @@ func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream br
 		}
 		select {
 		case <-changed:
+		case <-timer.C():
+			return nil
 		case <-u.drain:
 			return nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }
