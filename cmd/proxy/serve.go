@@ -16,6 +16,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
+	"github.com/copilot-broker/copilot-broker/internal/gcheadroom"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -31,6 +32,7 @@ type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
 	gcPercent                                            int
+	gcHeadroom                                           int64
 	betas, forwardHeaders, countTokens                   string
 	allowedAPIHosts                                      string
 	connectTo                                            listFlag
@@ -84,6 +86,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.Var(&o.connectTo, "connect-to", "HOST:PORT:ADDR:PORT2: connect to ADDR:PORT2 for the Copilot API at HOST:PORT, TLS still verifying HOST (like curl's --connect-to); repeatable or comma-separated")
 	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to the Copilot API when it offers it (default: HTTP/1.1 keep-alive, which costs less CPU per request and less memory per stream; HTTP/2 holds fewer connections)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
+	fs.Int64Var(&o.gcHeadroom, "gc-headroom-bytes", defaultGCHeadroom, "most heap growth between collections once the live heap is large (thousands of open streams): the --gc-percent is lowered after each collection to allow no more, down to 25 (0: off)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
 	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", wsresponses.DefaultIdleTimeout, "close a Responses WebSocket connection that sent nothing and ran no response for this long (open connections are pinged every 30 s)")
@@ -128,6 +131,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if pct, set := gcPercent(o.gcPercent, getenv("GOGC")); set {
 		debug.SetGCPercent(pct)
+		defer gcheadroom.Start(gcheadroom.Config{Percent: pct, Headroom: o.gcHeadroom}).Stop()
 	}
 	cfg.UpstreamHTTP2 = o.upstreamHTTP2
 	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
@@ -167,6 +171,15 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 // bulk of a busy proxy's memory, are bounded by --max-inflight-body-bytes,
 // and GOMEMLIMIT caps the heap's growth under a container limit.
 const defaultGCPercent = 200
+
+// defaultGCHeadroom is --gc-headroom-bytes' default. At 200 percent the
+// heap may grow to three times the live heap between collections, which
+// costs nothing at a live heap of a few MiB and tripled the memory per
+// stream of a proxy holding thousands of streams (bench section 6, where
+// the live heap reaches hundreds of MiB). With 64 MiB of headroom the
+// percent stays 200 up to a live heap of 32 MiB and falls (to 25 at the
+// least) beyond.
+const defaultGCHeadroom = 64 << 20
 
 // gcPercent returns the collector target to set from the flag, and false
 // when the runtime's own setting stands: GOGC set in the environment (the
