@@ -241,6 +241,7 @@ func New(cfg Config) (*Handler, error) {
 	h.bodies = body.NewIntake(body.Config{
 		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
 		MaxInflight: cfg.MaxInflightBodyBytes, MaxInflightPerKey: perKey, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
+		Preempted: h.metrics.budgetPreempt,
 	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)

@@ -11,7 +11,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // chunkReader hands out its data a few bytes at a time, like a chunked body,
 // and counts what was read.
@@ -122,13 +127,38 @@ func TestBodyReaderCloseWhileReading(t *testing.T) {
 	}
 }
 
-func newTestBudget(limit int64, wait time.Duration) (*Budget, prometheus.Gauge) {
+func newTestBudget(limit int64, wait time.Duration) (*Budget, prometheus.Gauge, *clock.Fake) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	return NewBudget(limit, 0, wait, g), g
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	return NewBudget(BudgetConfig{Limit: limit, Wait: wait, Clock: clk, Inflight: g}), g, clk
+}
+
+// growAfterWait grows r to n and, if it waits for room, lets the whole
+// wait pass on the fake clock: its result is what a request that found no
+// room in time gets. Nothing else may wait on clk meanwhile.
+func growAfterWait(t *testing.T, clk *clock.Fake, r *Reservation, n int64) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- r.grow(n) }()
+	waiting := make(chan struct{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		if clk.WaitForTimers(ctx, 1) == nil {
+			close(waiting)
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-waiting:
+		clk.Advance(r.b.wait)
+		return <-done
+	}
 }
 
 func TestReservation(t *testing.T) {
-	b, g := newTestBudget(100, 50*time.Millisecond)
+	b, g, clk := newTestBudget(100, 50*time.Millisecond)
 	r1 := b.Reserve(t.Context(), "k")
 	if err := r1.grow(60); err != nil {
 		t.Fatalf("grow(60) within an empty budget of 100: %v", err)
@@ -140,18 +170,21 @@ func TestReservation(t *testing.T) {
 		t.Errorf("gauge = %v; want 60", got)
 	}
 	r2 := b.Reserve(t.Context(), "k")
-	if err := r2.grow(50); !errors.Is(err, ErrBudget) {
+	if err := growAfterWait(t, clk, r2, 50); !errors.Is(err, ErrBudget) {
 		t.Fatalf("grow(50) with 40 left after the wait: %v; want ErrBudget", err)
 	}
 	if r2.held.Load() != 0 {
 		t.Errorf("a refused reservation holds %d; want 0", r2.held.Load())
 	}
 
-	// A waiter is admitted as soon as the holder lets go.
+	// A waiter is admitted as soon as the holder lets go (the fake clock
+	// never ends its wait).
 	r3 := b.Reserve(t.Context(), "k")
-	r3.deadline = time.Now().Add(time.Hour)
 	done := make(chan error, 1)
 	go func() { done <- r3.grow(80) }()
+	if err := clk.WaitForTimers(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
 	r1.Release()
 	r1.Release() // twice is harmless
 	if err := <-done; err != nil {
@@ -164,8 +197,10 @@ func TestReservation(t *testing.T) {
 	// A waiter whose request ends gets the request's error.
 	ctx, cancel := context.WithCancel(t.Context())
 	r4 := b.Reserve(ctx, "k")
-	r4.deadline = time.Now().Add(time.Hour)
 	go func() { done <- r4.grow(50) }()
+	if err := clk.WaitForTimers(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("grow after the request ended: %v; want context.Canceled", err)
@@ -179,7 +214,7 @@ func TestReservation(t *testing.T) {
 	if err := none.grow(1 << 40); err != nil {
 		t.Errorf("nil reservation: %v", err)
 	}
-	unlimited, _ := newTestBudget(-1, 0)
+	unlimited, _, _ := newTestBudget(-1, 0)
 	if err := unlimited.Reserve(t.Context(), "k").grow(1 << 40); err != nil {
 		t.Errorf("no budget: %v", err)
 	}
@@ -219,7 +254,7 @@ func TestReadBodyWithinBudget(t *testing.T) {
 		{"empty chunked", 0, -1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b, g := newTestBudget(8<<20, time.Second)
+			b, g, _ := newTestBudget(8<<20, time.Second)
 			res := b.Reserve(t.Context(), "k")
 			body, err := read(pool, &limitedReader{t: t, res: res, left: tt.size}, tt.hint, 4<<20, res)
 			if err != nil {
@@ -246,12 +281,13 @@ func TestReadBodyWithinBudget(t *testing.T) {
 // 503).
 func TestBudgetPerKey(t *testing.T) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	b := NewBudget(100, 60, 50*time.Millisecond, g)
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := NewBudget(BudgetConfig{Limit: 100, PerKey: 60, Wait: 50 * time.Millisecond, Clock: clk, Inflight: g})
 	a1, a2, other := b.Reserve(t.Context(), "a"), b.Reserve(t.Context(), "a"), b.Reserve(t.Context(), "b")
 	if err := a1.grow(50); err != nil {
 		t.Fatal(err)
 	}
-	if err := a2.grow(20); !errors.Is(err, ErrBudget) {
+	if err := growAfterWait(t, clk, a2, 20); !errors.Is(err, ErrBudget) {
 		t.Errorf("key a past its share of 60: %v; want ErrBudget", err)
 	}
 	if err := other.grow(50); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 )
 
 // Defaults of [Config].
@@ -34,6 +36,12 @@ type Config struct {
 	InflightWait time.Duration
 	// Inflight is set to the bytes admitted now. Required.
 	Inflight prometheus.Gauge
+	// Preempted counts bodies that gave their room to an older one (see
+	// [Budget]); may be nil.
+	Preempted prometheus.Counter
+	// Clock times the waits for room; nil: the real clock. (The read
+	// deadline is a socket's, always wall-clock time.)
+	Clock clock.Clock
 }
 
 // Intake reads request bodies into held memory within the bounds of its
@@ -68,7 +76,8 @@ func NewIntake(cfg Config) *Intake {
 	if perKey > 0 {
 		perKey = max(perKey, in.max+1)
 	}
-	in.budget = NewBudget(inflight, perKey, wait, cfg.Inflight)
+	in.budget = NewBudget(BudgetConfig{Limit: inflight, PerKey: perKey, Wait: wait, Clock: cfg.Clock,
+		Inflight: cfg.Inflight, Preempted: cfg.Preempted})
 	return in
 }
 
