@@ -88,6 +88,7 @@ type Budget struct {
 	queue   []*Reservation   // waiting for room, oldest first
 	seq     uint64
 	blocked map[string]bool // scratch for schedule
+	waiting func()          // tests: called when a grow starts to wait
 }
 
 // BudgetConfig configures a [Budget].
@@ -194,6 +195,9 @@ func (r *Reservation) grow(n int64) error {
 	}
 	t := b.clock.NewTimer(b.wait)
 	defer t.Stop()
+	if b.waiting != nil {
+		b.waiting()
+	}
 	var err error
 	select {
 	case err := <-ready:
