@@ -90,11 +90,15 @@ func (in *Intake) Budget() *Budget { return in.budget }
 // Pool is the intake's buffer pool (its Stats show reuse).
 func (in *Intake) Pool() *Pool { return in.pool }
 
-// Read reads the request body within the budget. A body refused for
-// memory ([ErrBudget]), not for what it is, is read on into nothing (no
-// memory held, bounded by the body limit and read deadline) so that the
-// client reads a clean 503 instead of a reset connection mid-upload; if even
-// that fails, the connection is closed after the answer.
+// Read reads the request body within the budget, its reservation growing
+// as the bytes arrive (see [Budget]). A body refused for memory
+// ([ErrBudget]: no room within the wait, or it gave way to an older body),
+// not for what it is, before its first byte or part-way through, gives back
+// at once the bytes it read and the room it held, and is read on into
+// nothing (no memory held, bounded by the body limit and read deadline) so
+// that the client reads a clean 503 instead of a reset connection
+// mid-upload; if even that fails, the connection is closed after the
+// answer.
 func (in *Intake) Read(w http.ResponseWriter, r *http.Request, key string) (*Held, error) {
 	res := in.budget.Reserve(r.Context(), key)
 	b, err := in.readWithin(w, r, res)
