@@ -109,11 +109,10 @@ func TestIdentityDrift(t *testing.T) {
 	edited := time.Now()
 	var healed [2]time.Duration
 	for i, px := range proxies {
-		waitFor(t, 2*time.Second-time.Since(edited), fmt.Sprintf("proxy %d serving on the new profile", i), func() bool {
+		healed[i] = waitGoal(t, edited, 2*time.Second, fmt.Sprintf("proxy %d serving on the new profile", i), func() bool {
 			code, _ := chat(px)
 			return code == 200
 		})
-		healed[i] = time.Since(edited)
 	}
 	waitFor(t, 5*time.Second, "the broker's account OK again", func() bool {
 		return account().GetAccountStatus() == brokerv1.AccountStatus_ACCOUNT_STATUS_OK

@@ -99,7 +99,7 @@ func TestTeamAccounts(t *testing.T) {
 	added := time.Now()
 	addAccount("dave")
 	for _, px := range proxies {
-		waitFor(t, teamPoll+time.Second-time.Since(added), "a proxy watching dave with a VALID token", func() bool {
+		waitGoal(t, added, teamPoll+time.Second, "a proxy watching dave with a VALID token", func() bool {
 			return metric(t, px, `copilot_proxy_account_token_status{account="dave",status="VALID"}`) == 1
 		})
 	}
@@ -129,8 +129,9 @@ func TestTeamAccounts(t *testing.T) {
 	if err := os.Remove(filepath.Join(acctDir, "bob")); err != nil {
 		t.Fatal(err)
 	}
+	removed := time.Now()
 	for _, px := range proxies {
-		waitFor(t, teamPoll+2*time.Second, "a proxy dropping bob", func() bool {
+		waitGoal(t, removed, teamPoll+2*time.Second, "a proxy dropping bob", func() bool {
 			return metric(t, px, `copilot_proxy_account_connected{account="bob"}`) < 0
 		})
 	}
