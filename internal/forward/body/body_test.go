@@ -539,3 +539,81 @@ func TestReadRefusedMidway(t *testing.T) {
 		t.Errorf("gauge after release = %v", v)
 	}
 }
+
+// TestBudgetManyGrowers: requests of three keys grow in steps and release,
+// at once, while the waits end on a fake clock: the budget and each key's
+// share are never exceeded, every grow ends (admitted, refused or given
+// way), at least one request of each run gets all it asked for, and
+// everything is given back.
+func TestBudgetManyGrowers(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		limit, perKey int64
+		requests      int
+		steps         []int64
+	}{
+		{"one share each step", 1000, 1000, 20, []int64{50, 100, 200, 400}},
+		{"key shares", 1000, 400, 30, []int64{30, 90, 150, 300}},
+		{"tiny steps", 300, 200, 40, []int64{10, 20, 30, 40, 50, 60}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+			clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			b := NewBudget(BudgetConfig{Limit: tt.limit, PerKey: tt.perKey, Wait: time.Second, Clock: clk, Inflight: g})
+			check := func() {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if b.used > b.limit {
+					t.Errorf("%d admitted of a budget of %d", b.used, b.limit)
+				}
+				for k, n := range b.keys {
+					if n > b.perKey {
+						t.Errorf("key %s holds %d of a share of %d", k, n, b.perKey)
+					}
+				}
+			}
+			ctx, stop := context.WithCancel(t.Context())
+			driven := make(chan struct{})
+			go func() { // ends the waits: the fake clock moves only when someone waits
+				defer close(driven)
+				for clk.WaitForTimers(ctx, 1) == nil {
+					clk.Advance(time.Second)
+				}
+			}()
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			whole := 0
+			for i := range tt.requests {
+				r := b.Reserve(t.Context(), string(rune('a'+i%3)))
+				wg.Go(func() {
+					defer r.Release()
+					for _, n := range tt.steps {
+						err := r.grow(n)
+						check()
+						if err != nil {
+							if !errors.Is(err, ErrBudget) {
+								t.Errorf("grow: %v; want nil or ErrBudget", err)
+							}
+							return
+						}
+					}
+					mu.Lock()
+					whole++
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			stop()
+			<-driven
+			if whole == 0 {
+				t.Error("no request got all it asked for")
+			}
+			if v := testutil.ToFloat64(g); v != 0 {
+				t.Errorf("gauge after every release = %v", v)
+			}
+			if len(b.queue) != 0 || len(b.keys) != 0 || b.used != 0 {
+				t.Errorf("after every release: queue %d, keys %v, used %d; want none", len(b.queue), b.keys, b.used)
+			}
+		})
+	}
+}

@@ -82,13 +82,17 @@ type Budget struct {
 	gauge     prometheus.Gauge   // bytes admitted now
 	preempted prometheus.Counter // reservations that gave way; may be nil
 
-	mu      sync.Mutex
-	used    int64
-	keys    map[string]int64 // bytes held per key; no entry at 0
-	queue   []*Reservation   // waiting for room, oldest first
-	seq     uint64
-	blocked map[string]bool // scratch for schedule
-	waiting func()          // tests: called when a grow starts to wait
+	mu    sync.Mutex
+	used  int64
+	keys  map[string]int64 // bytes held per key; no entry at 0
+	queue []*Reservation   // waiting for room, oldest first
+	seq   atomic.Uint64
+	// Scratch for schedule: the keys held back, and what the waiters
+	// younger than the one at hand hold, by key and in all.
+	blocked   map[string]bool
+	behind    map[string]int64
+	behindAll int64
+	waiting   func() // tests: called when a grow starts to wait
 }
 
 // BudgetConfig configures a [Budget].
@@ -112,7 +116,7 @@ type BudgetConfig struct {
 // NewBudget returns the budget cfg describes.
 func NewBudget(cfg BudgetConfig) *Budget {
 	b := &Budget{limit: cfg.Limit, perKey: cfg.PerKey, wait: cfg.Wait, clock: clock.OrReal(cfg.Clock),
-		gauge: cfg.Inflight, preempted: cfg.Preempted, keys: map[string]int64{}, blocked: map[string]bool{}}
+		gauge: cfg.Inflight, preempted: cfg.Preempted, keys: map[string]int64{}, blocked: map[string]bool{}, behind: map[string]int64{}}
 	if b.perKey <= 0 || b.perKey > b.limit {
 		b.perKey = b.limit
 	}
@@ -149,10 +153,7 @@ type Reservation struct {
 // Reserve starts a reservation for a request of the client key; grow
 // admits bytes.
 func (b *Budget) Reserve(ctx context.Context, key string) *Reservation {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.seq++
-	return &Reservation{b: b, ctx: ctx, key: key, seq: b.seq}
+	return &Reservation{b: b, ctx: ctx, key: key, seq: b.seq.Add(1)}
 }
 
 // grow makes the reservation at least n bytes, waiting up to the budget's
@@ -274,8 +275,18 @@ func (b *Budget) dequeue(r *Reservation) {
 func (b *Budget) schedule() {
 	all := false
 	clear(b.blocked)
+	clear(b.behind)
+	b.behindAll = 0
+	for _, y := range b.queue {
+		h := y.held.Load()
+		b.behind[y.key] += h
+		b.behindAll += h
+	}
 	for i := 0; i < len(b.queue); {
 		r := b.queue[i]
+		h := r.held.Load()
+		b.behind[r.key] -= h
+		b.behindAll -= h
 		if all || b.blocked[r.key] {
 			i++
 			continue
@@ -305,15 +316,7 @@ func (b *Budget) preemptFor(i int) bool {
 	need := r.want - r.held.Load()
 	keyShort := b.keys[r.key] + need - b.perKey
 	allShort := b.used + need - b.limit
-	var sameKey, any int64
-	for _, y := range b.queue[i+1:] {
-		h := y.held.Load()
-		any += h
-		if y.key == r.key {
-			sameKey += h
-		}
-	}
-	if sameKey < keyShort || any < allShort {
+	if b.behind[r.key] < keyShort || b.behindAll < allShort {
 		return false
 	}
 	// The key's own younger waiters first (they help with both), then any.
@@ -328,6 +331,8 @@ func (b *Budget) preemptFor(i int) bool {
 				keyShort -= h
 			}
 			allShort -= h
+			b.behind[y.key] -= h
+			b.behindAll -= h
 			b.free(y)
 			b.queue = slices.Delete(b.queue, j, j+1)
 			y.ready <- ErrPreempted
