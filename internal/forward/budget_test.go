@@ -110,10 +110,10 @@ func TestInflightBodyBudget(t *testing.T) {
 	}()
 
 	var (
-		wg             sync.WaitGroup
-		ok, refused    atomic.Int64
-		mu             sync.Mutex
-		unexpected []string
+		wg          sync.WaitGroup
+		ok, refused atomic.Int64
+		mu          sync.Mutex
+		unexpected  []string
 	)
 	for i := range clients {
 		path, anthropic := "/v1/chat/completions", i%2 == 1
