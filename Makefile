@@ -87,6 +87,8 @@ run:
 bench:
 	@command -v nginx >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) \
 		|| echo "make bench: nginx could not be installed; the nginx reference will be missing"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+		|| echo "make bench: postgresql could not be installed; the ledger's PostgreSQL figures will say skipped"
 	$(GO) run ./bench -out docs/benchmarks.md
 
 ## screenshots: the console's screenshots in docs/img (README), from its browser tests against the sandbox

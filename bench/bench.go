@@ -44,6 +44,7 @@ type bench struct {
 	readRPS     map[string]float64            // section 4 calls/s by variant
 	rot         *rotationResult               // section 5
 	keys        *keysResult                   // section 9
+	usage       *usageResult                  // section 10
 }
 
 func (b *bench) logf(format string, args ...any) {

@@ -120,3 +120,28 @@ func TestStreamStamps(t *testing.T) {
 		t.Errorf("chat() = %v; want nil", err)
 	}
 }
+
+func TestParseStoreBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkUsageIntake/sqlite-2         	      40	  53711906 ns/op	      9309 events/s
+    usage_bench_test.go:18: PostgreSQL tests skipped: PostgreSQL binaries not found (install them)
+--- SKIP: BenchmarkUsageIntake/postgres
+BenchmarkUsageQueryMonth/sqlite/daily-2         	      74	  27012345 ns/op
+BenchmarkUsageQueryMonth/sqlite/events-2        	       1	18600000000 ns/op
+BenchmarkUsageQueryMonth/postgres/daily         	     100	  12000000 ns/op	 300 B/op
+BenchmarkUsageIntake/sqlite-2 garbage
+PASS
+`
+	u := &usageResult{}
+	u.init()
+	skips := u.parse([]byte(out))
+	if u.intake["sqlite"] != 9309 || len(u.intake) != 1 {
+		t.Errorf("intake = %v; want sqlite 9309 only", u.intake)
+	}
+	if u.queryDaily["sqlite"] != 27012345 || u.queryDaily["postgres"] != 12*time.Millisecond || u.queryEvents["sqlite"] != 18600*time.Millisecond {
+		t.Errorf("queries = %v, %v", u.queryDaily, u.queryEvents)
+	}
+	if len(skips) != 1 || !strings.HasPrefix(skips[0], "PostgreSQL tests skipped: PostgreSQL binaries not found") {
+		t.Errorf("skips = %q", skips)
+	}
+}

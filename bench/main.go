@@ -8,7 +8,8 @@
 // child processes on free loopback ports (so their CPU time and memory can be
 // read from /proc), runs the sandbox in this process behind a tap that stamps
 // what leaves it, and starts nginx from Debian's package with a generated
-// configuration. The whole run is bounded by -timeout (default 9 min).
+// configuration. The whole run is bounded by -timeout (default 16 min; the
+// usage section loads a month of 1,000,000 events into each store engine).
 package main
 
 import (
@@ -49,7 +50,7 @@ type options struct {
 	timeout   time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -64,7 +65,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1 and 2: NAME=PATH[,NAME=PATH...], shown as proxy-NAME")
 	fs.StringVar(&o.altBroker, "compare-broker", "", "also measure other broker binaries (e.g. builds of older commits) in section 4: NAME=PATH[,NAME=PATH...], shown as [NAME]")
 	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
-	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
+	fs.DurationVar(&o.timeout, "timeout", 16*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -178,6 +179,7 @@ var sections = map[string]func(*bench){
 	"translate":    (*bench).translated,
 	"keys":         (*bench).managedKeys,
 	"websocket":    (*bench).websockets,
+	"usage":        (*bench).usageLedger,
 }
 
 // findModule returns the directory of the enclosing go.mod.

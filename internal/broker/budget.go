@@ -362,7 +362,10 @@ func (b *BudgetBook) merge(ctx context.Context, bg *store.Budget, fields []strin
 	return nil
 }
 
-// WatchBudgets streams the budgets to a proxy.
+// WatchBudgets streams the budgets to a proxy, at once and after every
+// change, until the proxy goes away, the stream reaches its jittered maximum
+// age or the service drains (these end with OK: the proxy reconnects, maybe
+// to another replica).
 func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream brokerv1.UsageService_WatchBudgetsServer) error {
 	ctx := stream.Context()
 	if k := callerKey(ctx); k != nil && k.Admin {
@@ -375,6 +378,8 @@ func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream br
 		return status.Error(codes.InvalidArgument, "proxy_id is required (at most 200 bytes)")
 	}
 	defer u.budgets.watch(req.GetProxyId())()
+	timer := u.clock.NewTimer(jitteredAge(u.maxAge, u.jitter, u.rand))
+	defer timer.Stop()
 	for {
 		states, changed := u.budgets.states(req.GetProxyId())
 		if err := stream.Send(&brokerv1.WatchBudgetsResponse{Budgets: states}); err != nil {
@@ -382,10 +387,12 @@ func (u *UsageService) WatchBudgets(req *brokerv1.WatchBudgetsRequest, stream br
 		}
 		select {
 		case <-changed:
+		case <-timer.C():
+			return nil
 		case <-u.drain:
 			return nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 }

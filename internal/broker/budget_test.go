@@ -1,8 +1,15 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestBudgetMonth(t *testing.T) {
@@ -68,5 +75,68 @@ func TestPremiumSharesSumToWhatIsLeft(t *testing.T) {
 				t.Errorf("%v left over %d: share %d = %v; want %v", c.left, c.n, i, got, w)
 			}
 		}
+	}
+}
+
+type fakeBudgetsStream struct {
+	fakeStream
+	ctx  context.Context
+	send func(*brokerv1.WatchBudgetsResponse) error
+}
+
+func (s *fakeBudgetsStream) Context() context.Context                    { return s.ctx }
+func (s *fakeBudgetsStream) Send(m *brokerv1.WatchBudgetsResponse) error { return s.send(m) }
+
+// WatchBudgets ends with OK at its jittered maximum age (as WatchToken and
+// WatchKeys do, so proxies spread over replicas added later), not before,
+// and with CANCELLED when the proxy leaves.
+func TestWatchBudgetsEnds(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		end  func(*clock.Fake, context.CancelFunc)
+		want codes.Code
+	}{
+		// rand 1 and jitter 0.1: the age is 11 min.
+		{"max age", func(c *clock.Fake, _ context.CancelFunc) { c.Advance(11 * time.Minute) }, codes.OK},
+		{"client gone", func(_ *clock.Fake, cancel context.CancelFunc) { cancel() }, codes.Canceled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := clock.NewFake(t0)
+			st, err := store.Open(context.Background(), store.Config{StateDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			book, err := NewBudgetBook(BudgetConfig{Store: st, Clock: fc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := NewUsageService(UsageConfig{Ledger: st, Budgets: book, Clock: fc, MaxStreamAge: 10 * time.Minute, Rand: func() float64 { return 1 }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			msgs := make(chan *brokerv1.WatchBudgetsResponse, 10)
+			done := make(chan error, 1)
+			s := &fakeBudgetsStream{ctx: ctx, send: func(m *brokerv1.WatchBudgetsResponse) error { msgs <- m; return nil }}
+			go func() { done <- u.WatchBudgets(&brokerv1.WatchBudgetsRequest{ProxyId: "p1"}, s) }()
+			<-msgs
+			if err := fc.WaitForTimers(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == codes.OK {
+				fc.Advance(11*time.Minute - time.Second)
+				select {
+				case err := <-done:
+					t.Fatalf("WatchBudgets ended before its age: %v", err)
+				default:
+				}
+			}
+			tt.end(fc, cancel)
+			if err := <-done; status.Code(err) != tt.want {
+				t.Errorf("WatchBudgets() = %v; want %v", err, tt.want)
+			}
+		})
 	}
 }

@@ -45,6 +45,13 @@ type UsageConfig struct {
 	// keys' last-used time). Its failure is logged and never refuses a
 	// batch: the events are stored by then.
 	TouchKeys func(ctx context.Context, used map[string]time.Time) error
+	// MaxStreamAge and StreamAgeJitter bound WatchBudgets streams as
+	// [Config] does WatchToken streams, so proxies spread over broker
+	// replicas added later.
+	MaxStreamAge    time.Duration
+	StreamAgeJitter float64
+	// Rand returns uniform numbers in [0, 1) for jitter (nil: math/rand/v2).
+	Rand func() float64
 	// Registerer receives the ledger's series; nil registers nothing.
 	Registerer prometheus.Registerer
 	Clock      clock.Clock
@@ -64,6 +71,9 @@ type UsageService struct {
 	events   *prometheus.CounterVec // by result: stored, duplicate, rejected
 	batches  prometheus.Counter
 	warnOnce sync.Map // rejection reason → struct{}: one log line per reason
+	maxAge   time.Duration
+	jitter   float64
+	rand     func() float64
 	drain    chan struct{}
 	drainMu  sync.Once
 }
@@ -92,6 +102,7 @@ func NewUsageService(cfg UsageConfig) (*UsageService, error) {
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
+	u.maxAge, u.jitter, u.rand = streamAgeDefaults(cfg.MaxStreamAge, cfg.StreamAgeJitter, cfg.Rand)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(u.events); err != nil {
 			return nil, err

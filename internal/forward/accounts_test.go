@@ -113,7 +113,10 @@ type poolEnv struct {
 	reg   *prometheus.Registry
 }
 
-func newPoolEnv(t *testing.T) *poolEnv {
+// newPoolEnv is a handler with a pool of alice, bob and carol (key pool),
+// alice alone (key alice) and every account (key all); opts change its
+// configuration before it is built.
+func newPoolEnv(t *testing.T, opts ...func(*Config)) *poolEnv {
 	t.Helper()
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	exp := clk.Now().Add(30 * time.Minute)
@@ -142,6 +145,9 @@ func newPoolEnv(t *testing.T) *poolEnv {
 			"all":   {All: true},
 		},
 		Pool: tracker, Metrics: NewMetrics(reg), Usage: usage.NewMetrics(reg),
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	h, err := New(cfg)
 	if err != nil {

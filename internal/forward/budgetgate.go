@@ -13,18 +13,24 @@ import (
 // BudgetGate admits requests against the keys' budgets (package
 // keybudget).
 type BudgetGate interface {
-	Admit(key, requestID string, premiumUnits float64) keybudget.Decision
+	Admit(key, account, requestID string, premiumUnits float64) keybudget.Decision
 	AddTokens(key string, n int64)
 }
 
 // admitBudget answers 429 in the client's dialect when the key's budget is
-// spent or its rpm limit reached, and adds X-Budget-Warning past 80 %. It
-// returns false when it answered.
+// spent or its rpm limit reached, or (a key bound to one account alone)
+// that account's budget is spent, and adds X-Budget-Warning past 80 %. It
+// returns false when it answered. A pool has chosen its member by now,
+// skipping spent accounts (package pool): only a single account is named.
 func (h *Handler) admitBudget(w http.ResponseWriter, c *call) bool {
 	if h.gate == nil {
 		return true
 	}
-	d := h.gate.Admit(c.key, c.requestID, premiumUnits(c, isPremium(c)))
+	account := ""
+	if !c.acct.tgt.pooled() {
+		account = c.acct.account
+	}
+	d := h.gate.Admit(c.key, account, c.requestID, premiumUnits(c, isPremium(c)))
 	if d.Warning != "" {
 		w.Header().Set("X-Budget-Warning", d.Warning)
 	}

@@ -29,7 +29,8 @@ func (s *Server) openLedger(metrics *broker.Metrics) error {
 	}
 	u, err := broker.NewUsageService(broker.UsageConfig{
 		Ledger: st, Budgets: book, KnownKey: knownKey(st), TouchKeys: st.TouchKeys, Registerer: metrics.Registry(),
-		Clock: s.cfg.Clock, Logger: s.cfg.Logger.With("component", "usage"),
+		MaxStreamAge: s.cfg.MaxStreamAge,
+		Clock:        s.cfg.Clock, Logger: s.cfg.Logger.With("component", "usage"),
 	})
 	if err != nil {
 		return err

@@ -59,9 +59,10 @@ type Gate struct {
 	clock   clock.Clock
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	keys    map[string]*keyState
-	pending map[string]pend // request id → premium admitted here, not yet acknowledged by the broker's ledger
+	mu       sync.Mutex
+	keys     map[string]*keyState
+	accounts map[string]*brokerv1.BudgetState // the accounts' premium budgets
+	pending  map[string]pend                  // request id → premium admitted here, not yet acknowledged by the broker's ledger
 }
 
 // pend is a premium request admitted here whose usage event the broker has
@@ -95,13 +96,18 @@ func New(cfg Config) *Gate {
 }
 
 // Run follows the broker's budgets until ctx ends; while the broker is
-// away the last figures stay in force.
+// away the last figures stay in force. A stream that delivered figures
+// resets the backoff: the broker ends each stream at its maximum age, and
+// the gate then reconnects within 100 ms (maybe to another replica).
 func (g *Gate) Run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
-		err := g.watch(ctx)
+		got, err := g.watch(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if got {
+			failures = 0
 		}
 		d := time.Minute
 		if status.Code(err) != codes.Unimplemented {
@@ -118,17 +124,20 @@ func (g *Gate) Run(ctx context.Context) {
 	}
 }
 
-func (g *Gate) watch(ctx context.Context) error {
+// watch follows one stream until it ends; got reports whether it brought
+// any figures.
+func (g *Gate) watch(ctx context.Context) (got bool, err error) {
 	st, err := g.client.WatchBudgets(ctx, &brokerv1.WatchBudgetsRequest{ProxyId: g.proxyID}, grpc.WaitForReady(true))
 	if err != nil {
-		return err
+		return false, err
 	}
 	for {
 		msg, err := st.Recv()
 		if err != nil {
-			return err
+			return got, err
 		}
 		g.Set(msg.GetBudgets())
+		got = true
 	}
 }
 
@@ -137,10 +146,12 @@ func (g *Gate) Set(budgets []*brokerv1.BudgetState) {
 	g.mu.Lock()
 	now := g.clock.Now()
 	next := make(map[string]*keyState, len(budgets))
+	accounts := map[string]*brokerv1.BudgetState{}
 	var spentAccounts []*brokerv1.BudgetState
 	for _, b := range budgets {
 		if b.GetAccount() != "" {
-			if lim := b.GetMonthlyPremium(); lim > 0 && b.GetPremiumSpent() >= lim {
+			accounts[b.GetAccount()] = b
+			if accountSpent(b) {
 				spentAccounts = append(spentAccounts, b)
 			}
 			continue
@@ -151,7 +162,7 @@ func (g *Gate) Set(budgets []*brokerv1.BudgetState) {
 		}
 		next[b.GetKey()] = ks
 	}
-	g.keys = next
+	g.keys, g.accounts = next, accounts
 	for id, p := range g.pending {
 		if now.Sub(p.at) > pendMaxAge {
 			delete(g.pending, id)
@@ -169,15 +180,32 @@ func (g *Gate) Set(budgets []*brokerv1.BudgetState) {
 	}
 }
 
+// accountSpent: the account's monthly premium budget is spent (pools skip
+// it until the reset).
+func accountSpent(b *brokerv1.BudgetState) bool {
+	lim := b.GetMonthlyPremium()
+	return lim > 0 && b.GetPremiumSpent() >= lim
+}
+
 // Admit decides whether request id of key, costing premiumUnits, may go,
-// and counts it as pending until [Gate.Acked] when it may.
-func (g *Gate) Admit(key, id string, premiumUnits float64) Decision {
+// and counts it as pending until [Gate.Acked] when it may. account is the
+// only account the request can go to (a key bound to one account), or ""
+// for a pool: a premium request whose only account has spent its budget is
+// refused, as a pool would skip that account.
+func (g *Gate) Admit(key, account, id string, premiumUnits float64) Decision {
 	now := g.clock.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	ab := g.accounts[account]
+	if ab != nil && premiumUnits > 0 && accountSpent(ab) {
+		reset := ab.GetResetsAt().AsTime()
+		return Decision{Denied: true, Budget: "monthly premium budget", RetryAfter: max(reset.Sub(now), time.Second),
+			Message: fmt.Sprintf("account %q of key %q has spent its monthly premium budget (%s of %s premium units); it resets at %s",
+				account, key, num(ab.GetPremiumSpent()), num(ab.GetMonthlyPremium()), reset.UTC().Format(time.RFC3339))}
+	}
 	ks := g.keys[key]
 	if ks == nil {
-		return Decision{}
+		return Decision{Warning: accountWarning(ab, account, premiumUnits)}
 	}
 	b := ks.b
 	reset := b.GetResetsAt().AsTime()
@@ -226,8 +254,21 @@ func (g *Gate) Admit(key, id string, premiumUnits float64) Decision {
 		d.Warning = fmt.Sprintf("monthly premium budget %d%% spent (%s of %s premium units); resets %s", int(100*(premium+premiumUnits)/lim), num(premium+premiumUnits), num(lim), resetText)
 	} else if lim := b.GetMonthlyTokens(); lim > 0 && tokens >= lim*8/10 {
 		d.Warning = fmt.Sprintf("monthly token budget %d%% spent (%d of %d tokens); resets %s", 100*tokens/lim, tokens, lim, resetText)
+	} else {
+		d.Warning = accountWarning(ab, account, premiumUnits)
 	}
 	return d
+}
+
+// accountWarning is the X-Budget-Warning of a premium request whose only
+// account has spent 80 % or more of its budget ("" otherwise).
+func accountWarning(ab *brokerv1.BudgetState, account string, premiumUnits float64) string {
+	lim, spent := ab.GetMonthlyPremium(), ab.GetPremiumSpent()
+	if lim <= 0 || premiumUnits <= 0 || spent < 0.8*lim {
+		return ""
+	}
+	return fmt.Sprintf("account %q monthly premium budget %d%% spent (%s of %s premium units); resets %s",
+		account, int(100*spent/lim), num(spent), num(lim), ab.GetResetsAt().AsTime().UTC().Format(time.RFC3339))
 }
 
 // Acked tells the gate that the broker stored (or refused, or the buffer
