@@ -454,9 +454,9 @@ func TestReadGrowsAsBytesArrive(t *testing.T) {
 		{"announced, shorter", 100 << 10, []int{10 << 10}, io.ErrUnexpectedEOF},
 		{"small, announced", 100, []int{100}, nil},
 	}
-	pool := NewPool()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			pool := NewPool() // its own: a recycled buffer may be larger than a grant
 			b, g, _ := newTestBudget(64<<20, time.Second)
 			res := b.Reserve(t.Context(), "k")
 			pr, pw := io.Pipe()

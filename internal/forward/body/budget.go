@@ -357,6 +357,10 @@ func (r *Reservation) Release() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	had := r.held.Load()
+	if r.ready != nil { // released while it waits (its request ended): it waits no more
+		r.ready <- ErrBudget
+		b.dequeue(r)
+	}
 	b.free(r)
 	if had > 0 && len(b.queue) > 0 {
 		b.schedule()

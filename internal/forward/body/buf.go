@@ -127,9 +127,10 @@ func read(pool *Pool, r io.Reader, sizeHint, limit int64, res *Reservation) (*Bu
 		return nil, err
 	}
 	budgeted := res.budgeted()
-	// The first grant covers the buffer in hand (a pooled one may be
-	// larger than a step: memory the body holds all the same).
-	first := min(most, max(Chunk, int64(cap(buf))))
+	// The first grant is a step. A pooled buffer may be larger (up to
+	// maxPooledBody): reused memory the budget does not count, of which a
+	// body uses no more than it was granted.
+	first := min(most, Chunk)
 	for {
 		room := int64(cap(buf))
 		if budgeted {
