@@ -195,14 +195,22 @@ func scrapeStack(t *testing.T) (broker, proxy string) {
 		}
 		writeFile(t, filepath.Join(acctDir, name), out.Token)
 	}
-	brokerKey := randomHex(t)
-	writeFile(t, filepath.Join(dir, "broker-keys"), "proxy:"+brokerKey+"\n")
+	brokerKey, adminKey := randomHex(t), randomHex(t)
+	writeFile(t, filepath.Join(dir, "broker-keys"), "proxy:"+brokerKey+"\nops:"+adminKey+":*:admin\n")
 	bp, m := startProc(t, "broker", filepath.Join(bins, "broker"), []string{
 		"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--github-api-url", sb, "--github-token-file", filepath.Join(dir, "gh"), "--accounts-dir", acctDir, "--keys-file", filepath.Join(dir, "broker-keys"),
+		"--state-dir", filepath.Join(dir, "state"),
 	}, nil, brokerListening)
 	grpcAddr, brokerHTTP, brokerAdmin := m[1], "http://"+m[2], "http://"+m[3]
 	waitOK(t, bp, brokerAdmin+"/readyz")
+	// A budget makes the copilot_broker_budget_* gauges exist (one series
+	// per budget; none without).
+	setBudget := exec.Command(filepath.Join(bins, "broker"), "accounts", "set-budget", "alice", "100", "--broker-addr", grpcAddr)
+	setBudget.Env = append(os.Environ(), "BROKER_ADMIN_KEY="+adminKey)
+	if out, err := setBudget.CombinedOutput(); err != nil {
+		t.Fatalf("broker accounts set-budget: %v\n%s", err, out)
+	}
 
 	// A key without accounts uses the default account's stream (the
 	// copilot_proxy_broker_* series); the others watch per account.

@@ -259,7 +259,8 @@ func testConsoleKeys(t *testing.T, brokerFlags ...string) {
 	if br.SecretInPage(t, secret) {
 		t.Fatal("the secret is still in the page after its dialog closed")
 	}
-	br.Screenshot(t, "console-keys")
+	// console-keys (the README's) is taken once dana has a budget and usage.
+	br.Screenshot(t, "console-keys-new")
 
 	client := openai.NewClient(option.WithBaseURL(st.px.url+"/v1/"), option.WithAPIKey(secret), option.WithMaxRetries(0), option.WithHTTPClient(newHTTPClient(t)))
 	chat := func(text string) error {
@@ -291,6 +292,7 @@ func testConsoleKeys(t *testing.T, brokerFlags ...string) {
 			})()`)
 			br.Screenshot(t, "console-usage")
 		}
+		checkConsoleBudgets(t, st, br, "dana", secret)
 	}
 
 	// Revoke with the typed confirmation.

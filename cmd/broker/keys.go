@@ -31,6 +31,7 @@ Commands:
   list            every key: name, accounts, models, expiry, last use, state
   update NAME [--accounts LIST] [--models GLOBS] [--expires 90d|never] [--disable|--enable]
               [--monthly-premium N] [--monthly-tokens N] [--rpm N]  (0: no limit)
+                  (broker budgets shows what each budget has spent and left)
   revoke NAME     refuse the key on every proxy, for good
   import FILE     turn a proxy keys file (NAME:SECRET[:ACCOUNTS]) into managed
                   keys with the same names, secrets and accounts

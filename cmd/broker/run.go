@@ -17,6 +17,7 @@ Commands:
   login   get a GitHub token through the OAuth device flow and save it
   keys    manage the team's client API keys (create, list, update, revoke, import)
   usage   print the usage ledger's sums (by key, account, model, day)
+  budgets print every budget: spent, left, state, the month's reset
   accounts set-budget NAME N   an account's monthly premium budget
 
 Run "broker <command> --help" for the flags of a command; each flag can
@@ -39,6 +40,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = keysCmd(ctx, rest, getenv, stdout, stderr)
 	case "usage":
 		err = usageCmd(ctx, rest, getenv, stdout, stderr)
+	case "budgets":
+		err = budgetsCmd(ctx, rest, getenv, stdout, stderr)
 	case "accounts":
 		err = accountsCmd(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":

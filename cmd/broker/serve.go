@@ -25,7 +25,7 @@ import (
 // serveFlags binds `broker serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, keysFile, logLevel, logFormat *string) {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (TokenBrokerService, grpc.health.v1, reflection)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /openapi.json; the team console under /ui/)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", server.DefaultHTTPAddr, "REST gateway listen address (/v1/token, /v1/token:watch, /v1/token:refresh, /v1/accounts, /v1/accounts:watch, /v1/keys, /v1/usage, /v1/budgets, /openapi.json; the team console under /ui/)")
 	fs.StringVar(&cfg.ConsoleProxyURL, "console-proxy-url", "http://127.0.0.1:4141", "where users reach a proxy, shown by the console in the lines a new key's owner pastes (ANTHROPIC_BASE_URL, OPENAI_BASE_URL)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.GitHubAPIURL, "github-api-url", server.DefaultGitHubAPIURL, "GitHub API base URL, https (plain http only on loopback), redirects never followed (GitHub Enterprise Cloud with data residency: https://api.TENANT.ghe.com; Copilot does not run on GitHub Enterprise Server)")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
+	"github.com/copilot-broker/copilot-broker/internal/forward/headers"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
@@ -47,7 +48,7 @@ func (l *listFlag) Set(v string) error {
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
-	in := forward.DefaultIntents()
+	in := headers.DefaultIntents()
 	fs.StringVar(&cfg.Addr, "addr", server.DefaultAddr, "client listen address (OpenAI and Anthropic paths)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.BrokerAddr, "broker-addr", server.DefaultBrokerAddr, "the broker's gRPC address")
@@ -97,7 +98,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")
 	fs.StringVar(&cfg.Intents.Models, "openai-intent-models", in.Models, "Openai-Intent header on /models")
 	fs.StringVar(&cfg.Intents.Embeddings, "openai-intent-embeddings", in.Embeddings, "Openai-Intent header on /embeddings")
-	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(forward.DefaultAnthropicBetas, ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
+	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(headers.DefaultAnthropicBetas(), ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
 	fs.StringVar(&o.forwardHeaders, "forward-headers", "", "client headers to forward besides the built-in allow list, comma-separated (others are dropped)")
 	fs.StringVar(&o.countTokens, "count-tokens", "local", "how /v1/messages/count_tokens is answered: local (an estimate computed in the proxy; the Copilot API does not serve it) or upstream (forwarded)")
 	fs.StringVar(&o.intent, "openai-intent", "", "one Openai-Intent header for every endpoint, overriding the --openai-intent-* flags")
@@ -139,7 +140,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	cfg.ConnectTo = o.connectTo
 	if o.intent != "" {
-		cfg.Intents = forward.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
+		cfg.Intents = headers.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
 	}
 	ops.WarnSecretFiles(logger, o.keysFile, o.brokerKeyFile)
 	if o.keysFile != "" {

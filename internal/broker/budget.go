@@ -144,19 +144,28 @@ func (b *BudgetBook) current() *budgetSnap {
 	return b.snap
 }
 
-func (b *BudgetBook) recompute(ctx context.Context) error {
+// read computes the budgets' figures from the store now; the month's
+// start comes with them.
+func (b *BudgetBook) read(ctx context.Context) (*budgetSnap, time.Time, error) {
 	all, err := b.st.AllBudgets(ctx)
 	if err != nil {
-		return err
+		return nil, time.Time{}, err
 	}
 	start, reset := b.Month(b.clock.Now())
 	var byKey, byAc map[string]store.Spend
 	if len(all) > 0 {
 		if byKey, byAc, err = b.st.SpentSince(ctx, start); err != nil {
-			return err
+			return nil, time.Time{}, err
 		}
 	}
-	snap := &budgetSnap{budgets: all, byKey: byKey, byAc: byAc, resets: reset}
+	return &budgetSnap{budgets: all, byKey: byKey, byAc: byAc, resets: reset}, start, nil
+}
+
+func (b *BudgetBook) recompute(ctx context.Context) error {
+	snap, start, err := b.read(ctx)
+	if err != nil {
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.snap = snap
@@ -191,7 +200,7 @@ func (b *BudgetBook) warn(s *budgetSnap, month time.Time) {
 			{"monthly token budget", float64(sp.Tokens), float64(bg.MonthlyTokens)},
 		} {
 			id := bg.Kind + "/" + bg.Name + "/" + w.what
-			if w.limit <= 0 || w.spent < 0.8*w.limit || b.warned[id].Equal(month) {
+			if w.limit <= 0 || w.spent < budgetWarnAt*w.limit || b.warned[id].Equal(month) {
 				continue
 			}
 			b.warned[id] = month

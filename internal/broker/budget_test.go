@@ -140,3 +140,28 @@ func TestWatchBudgetsEnds(t *testing.T) {
 		})
 	}
 }
+
+func TestBudgetStatus(t *testing.T) {
+	const (
+		ok   = brokerv1.BudgetStatus_BUDGET_STATUS_OK
+		warn = brokerv1.BudgetStatus_BUDGET_STATUS_WARNING
+		over = brokerv1.BudgetStatus_BUDGET_STATUS_EXCEEDED
+	)
+	for _, c := range []struct {
+		name       string
+		spentLimit []float64
+		want       brokerv1.BudgetStatus
+	}{
+		{"no limits", []float64{5, 0, 100, 0}, ok},
+		{"under 80 %", []float64{7.9, 10, 0, 0}, ok},
+		{"at 80 %", []float64{8, 10, 0, 0}, warn},
+		{"tokens at 80 %", []float64{1, 10, 800, 1000}, warn},
+		{"spent exactly", []float64{10, 10, 0, 1000}, over},
+		{"tokens over, premium fine", []float64{1, 10, 1001, 1000}, over},
+		{"premium over, tokens warn", []float64{11, 10, 900, 1000}, over},
+	} {
+		if got := budgetStatus(c.spentLimit...); got != c.want {
+			t.Errorf("%s: budgetStatus(%v) = %v; want %v", c.name, c.spentLimit, got, c.want)
+		}
+	}
+}

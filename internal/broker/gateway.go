@@ -24,6 +24,7 @@ const (
 	RouteKeys          = "/v1/keys"
 	RouteWatchKeys     = "/v1/keys:watch"
 	RouteKey           = "/v1/keys/{name}"
+	RouteBudgets       = "/v1/budgets"
 	RouteOpenAPI       = "/openapi.json"
 	routeOther         = "other"
 )
@@ -46,6 +47,11 @@ func NewRESTHandler(ctx context.Context, conn *grpc.ClientConn, auth *Authentica
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	if err := brokerv1.RegisterKeyServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("broker: registering gateway: %w", err)
+	}
+	// ListBudgets only: the usage service's other methods have no HTTP rule
+	// (QueryUsage is served beside the gateway, below).
+	if err := brokerv1.RegisterUsageServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("broker: registering gateway: %w", err)
 	}
 	mux := http.NewServeMux()
@@ -83,7 +89,7 @@ func limitBody(next http.Handler) http.Handler {
 // paths into label values.
 func restRoute(r *http.Request) string {
 	switch p := r.URL.Path; p {
-	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage:
+	case RouteGetToken, RouteWatchToken, RouteRefreshToken, RouteListAccounts, RouteWatchAccounts, RouteOpenAPI, RouteKeys, RouteWatchKeys, RouteUsage, RouteBudgets:
 		return p
 	}
 	if strings.HasPrefix(r.URL.Path, RouteKeys+"/") {

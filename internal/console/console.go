@@ -400,7 +400,7 @@ func (c *Console) call(ctx context.Context, key secret.Secret, method, path stri
 func forwardable(method, path string) bool {
 	switch {
 	case method == http.MethodGet && (path == "/v1/accounts" || path == "/v1/accounts:watch" ||
-		path == "/v1/keys" || path == "/v1/keys:watch" || path == "/v1/usage"):
+		path == "/v1/keys" || path == "/v1/keys:watch" || path == "/v1/usage" || path == "/v1/budgets"):
 		return true
 	case method == http.MethodPost && path == "/v1/keys":
 		return true

@@ -182,6 +182,8 @@ func TestForwardCSRFAndAllowList(t *testing.T) {
 		reached            string
 	}{
 		{"read accounts", "GET", "/ui/api/v1/accounts", "", "", 200, "GET /v1/accounts Bearer " + adminKey},
+		{"read budgets", "GET", "/ui/api/v1/budgets?key=alice", "", "", 200, "GET /v1/budgets?key=alice Bearer " + adminKey},
+		{"budgets are not set through the console", "POST", "/ui/api/v1/budgets", csrf, "", 404, ""},
 		{"token is never forwarded", "GET", "/ui/api/v1/token", "", "", 404, ""},
 		{"token watch neither", "GET", "/ui/api/v1/token:watch", "", "", 404, ""},
 		{"create without csrf", "POST", "/ui/api/v1/keys", "", "", 403, ""},

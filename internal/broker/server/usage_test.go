@@ -203,6 +203,77 @@ func testUsageReportAndQuery(t *testing.T, engine string) {
 		}
 	})
 
+	t.Run("list budgets", func(t *testing.T) {
+		c := brokerv1.NewUsageServiceClient(e.conn())
+		list := func(key string, req *brokerv1.ListBudgetsRequest) (*brokerv1.ListBudgetsResponse, error) {
+			return c.ListBudgets(withKey(timeout(t, 5*time.Second), key), req)
+		}
+		if _, err := list(testKey, &brokerv1.ListBudgetsRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("ListBudgets with a proxy's key: %v; want PermissionDenied", err)
+		}
+		// Account a holds all 5 stored premium events: a budget of 5 is spent.
+		if _, err := c.SetBudget(withKey(timeout(t, 5*time.Second), ledgerAdmin), &brokerv1.SetBudgetRequest{Account: "a", MonthlyPremium: 5}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := list(ledgerAdmin, &brokerv1.ListBudgetsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, b := range resp.GetBudgets() {
+			got = append(got, fmt.Sprintf("%s%s premium %g/%g left %g tokens %d/%d left %d rpm %d %s", b.GetKey(), b.GetAccount(),
+				b.GetPremiumSpent(), b.GetMonthlyPremium(), b.GetPremiumRemaining(), b.GetTokensSpent(), b.GetMonthlyTokens(), b.GetTokensRemaining(),
+				b.GetRpm(), b.GetStatus()))
+			if !b.GetResetsAt().AsTime().Equal(resp.GetResetsAt().AsTime()) {
+				t.Errorf("budget %s resets %v; want the month's reset %v", b.GetKey()+b.GetAccount(), b.GetResetsAt().AsTime(), resp.GetResetsAt().AsTime())
+			}
+		}
+		want := []string{
+			"u1 premium 3/4 left 1 tokens 54/1000 left 946 rpm 30 BUDGET_STATUS_OK",
+			"a premium 5/5 left 0 tokens 90/0 left 0 rpm 0 BUDGET_STATUS_EXCEEDED", // tokens counted, no token limit,
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("ListBudgets =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		start, reset := resp.GetPeriodStart().AsTime(), resp.GetResetsAt().AsTime()
+		if !start.Before(now) || !now.Before(reset) || start.Day() != 1 || reset.Sub(start) < 28*24*time.Hour {
+			t.Errorf("period %v to %v; want the calendar month holding %v", start, reset, now)
+		}
+		one, err := list(ledgerAdmin, &brokerv1.ListBudgetsRequest{Account: "a"})
+		if err != nil || len(one.GetBudgets()) != 1 || one.GetBudgets()[0].GetAccount() != "a" {
+			t.Errorf("ListBudgets(account a) = %v, %v; want a's budget alone", one, err)
+		}
+		// u1 over 80 % of its tokens: a warning.
+		if _, err := c.SetBudget(withKey(timeout(t, 5*time.Second), ledgerAdmin), &brokerv1.SetBudgetRequest{Key: "u1", MonthlyTokens: 60, Fields: []string{"monthly_tokens"}}); err != nil {
+			t.Fatal(err)
+		}
+		if one, err = list(ledgerAdmin, &brokerv1.ListBudgetsRequest{Key: "u1"}); err != nil || len(one.GetBudgets()) != 1 ||
+			one.GetBudgets()[0].GetStatus() != brokerv1.BudgetStatus_BUDGET_STATUS_WARNING || one.GetBudgets()[0].GetTokensRemaining() != 6 {
+			t.Errorf("ListBudgets(key u1) with 54 of 60 tokens spent = %v, %v; want a warning, 6 left", one, err)
+		}
+
+		get := func(key, query string) (int, string) {
+			req, _ := http.NewRequest("GET", "http://"+e.srv.Addrs().HTTP+"/v1/budgets?"+query, nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := httpClient(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		code, body := get(ledgerAdmin, "account=a")
+		for _, want := range []string{`"account":"a"`, `"monthlyPremium":5`, `"premiumSpent":5`, `"premiumRemaining":0`, `"status":"BUDGET_STATUS_EXCEEDED"`, `"resetsAt":"`, `"periodStart":"`} {
+			if code != 200 || !strings.Contains(strings.ReplaceAll(body, " ", ""), want) {
+				t.Errorf("GET /v1/budgets?account=a = %d %s; want 200 with %s", code, body, want)
+			}
+		}
+		if code, body := get(testKey, ""); code != 403 || !strings.Contains(body, "needs an admin broker key") {
+			t.Errorf("GET /v1/budgets with a proxy's key = %d %s; want 403", code, body)
+		}
+	})
+
 	t.Run("rest", func(t *testing.T) {
 		day := now.Format(time.DateOnly)
 		get := func(key, query, accept string) (int, string, string) {

@@ -369,7 +369,7 @@ async function showKeys() {
     return;
   }
   note.hidden = true;
-  const r = await api("GET", "/ui/api/v1/keys");
+  const [r, b] = await Promise.all([api("GET", "/ui/api/v1/keys"), api("GET", "/ui/api/v1/budgets")]);
   if (!r.ok) {
     note.hidden = false;
     note.textContent = `Could not list keys: ${errText(r)}`;
@@ -377,7 +377,83 @@ async function showKeys() {
   }
   keyList = (r.data && (r.data.keys || r.data)) || [];
   if (!Array.isArray(keyList)) keyList = [];
+  // A broker without budgets (501, 404) lists none; any other failure is
+  // said, and the keys are still shown.
+  budgetList = b.ok && b.data && Array.isArray(b.data.budgets) ? b.data.budgets : [];
+  budgetError = b.ok || b.status === 404 || b.status === 501 ? "" : `Could not list budgets: ${errText(b)}`;
   renderKeys();
+}
+
+// ---- budgets (GET /v1/budgets: ListBudgets) --------------------------------
+
+let budgetList = [];
+let budgetError = "";
+
+// BUDGET_WARN is the part of a budget spent from which it is in warning
+// (the broker's BUDGET_STATUS_WARNING, the proxies' X-Budget-Warning).
+const BUDGET_WARN = 0.8;
+// BUDGET_REFRESH_MS is how often the open keys page reads the budgets again.
+const BUDGET_REFRESH_MS = 5000;
+const unitsFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+
+// budgetBar is one monthly budget: a bar of what is left, "spent / limit
+// unit", and data-spent/data-limit for tests and scripts.
+function budgetBar(what, unit, spent, limit, fmt) {
+  const frac = limit > 0 ? spent / limit : 0;
+  const cls = frac >= 1 ? "bad" : frac >= BUDGET_WARN ? "warn" : "";
+  const text = `${fmt(spent)} / ${fmt(limit)} ${unit}`;
+  return h("div", { class: "budget", role: "group", "data-budget": what, "data-spent": String(spent), "data-limit": String(limit),
+    "aria-label": `${what} budget: ${text} spent this month, ${Math.round(Math.min(frac, 1) * 100)} percent` },
+  meter(1 - frac, cls), h("span", { class: "num", text }));
+}
+
+// budgetCell shows a budget's premium and token bars and its reset; keys
+// without a monthly limit say so (an rpm limit alone shows in its column).
+function budgetCell(b) {
+  const premium = Number(pick(b, "monthlyPremium", "monthly_premium")) || 0;
+  const tokens = Number(pick(b, "monthlyTokens", "monthly_tokens")) || 0;
+  if (!premium && !tokens) return h("span", { class: "muted", text: "no budget" });
+  const bars = [];
+  if (premium) bars.push(budgetBar("premium", "premium units", Number(pick(b, "premiumSpent", "premium_spent")) || 0, premium, (n) => unitsFmt.format(n)));
+  if (tokens) bars.push(budgetBar("tokens", "tokens", Number(pick(b, "tokensSpent", "tokens_spent")) || 0, tokens, fmtN));
+  const reset = tsOf(pick(b, "resetsAt", "resets_at"));
+  if (reset) bars.push(h("div", { class: "reset", "data-reset": String(reset) }));
+  return bars;
+}
+
+// refreshBudgets updates the budget cells in place (the rest of the table,
+// and the focus on its buttons, stay): the keys page follows spending while
+// it is open.
+async function refreshBudgets() {
+  const b = await api("GET", "/ui/api/v1/budgets");
+  if (!b.ok || !b.data || !Array.isArray(b.data.budgets) || $("page-keys").hidden) return;
+  budgetList = b.data.budgets;
+  for (const row of document.querySelectorAll("#keys-table tbody tr[data-key]")) {
+    const bg = budgetList.find((x) => x.key === row.dataset.key) || {};
+    row.querySelector("td.budgets").replaceChildren(...[budgetCell(bg)].flat());
+    const rpm = Number(bg.rpm) || 0;
+    const cell = row.querySelector("td[data-rpm]");
+    cell.dataset.rpm = String(rpm);
+    cell.textContent = rpm ? fmtN(rpm) : "\u2013";
+  }
+  renderAccountBudgets();
+  tick();
+}
+
+// renderAccountBudgets lists the accounts' premium budgets under the keys.
+function renderAccountBudgets() {
+  const acc = budgetList.filter((b) => !b.key && b.account);
+  $("account-budgets").hidden = !acc.length;
+  $("account-budgets-table").tBodies[0].replaceChildren(...acc.map((b) => {
+    const st = String(b.status || "").replace(/^BUDGET_STATUS_/, "").toLowerCase() || "ok";
+    return h("tr", { "data-account-budget": b.account },
+      h("th", { scope: "row", text: b.account }),
+      h("td", { class: "budgets" }, budgetCell(b)),
+      h("td", {}, h("span", { class: `status ${st === "exceeded" ? "bad" : st === "warning" ? "warn" : "ok"}`, text: st })));
+  }));
+  const note = $("budgets-note");
+  note.hidden = !budgetError;
+  note.textContent = budgetError;
 }
 
 function renderKeys() {
@@ -385,19 +461,17 @@ function renderKeys() {
     const name = keyField(k, "name");
     const accts = listOf(keyField(k, "accounts"));
     const models = listOf(keyField(k, "models", "modelGlobs", "model_globs"));
-    const budget = Number(keyField(k, "monthlyPremium", "monthly_premium", "premiumBudget")) || 0;
-    const spent = Number(keyField(k, "premiumSpent", "premium_spent", "premiumUsed", "premium_used")) || 0;
-    const rpm = Number(keyField(k, "rpm", "rpmLimit")) || 0;
+    const budget = budgetList.find((b) => b.key === name) || {};
+    const rpm = Number(budget.rpm) || 0;
     const last = tsOf(keyField(k, "lastUsedAt", "last_used_at", "lastUsed"));
     const exp = tsOf(keyField(k, "expiresAt", "expires_at"));
     const state = keyState(k);
-    const left = budget ? Math.max(0, budget - spent) / budget : 1;
     return h("tr", { "data-key": name },
       h("th", { scope: "row", text: name }),
       h("td", {}, h("div", { class: "chips" }, (accts.length ? accts : ["default"]).map((a) => h("span", { class: "chip", text: a === "*" ? "every account" : a })))),
       h("td", { text: models.length ? models.join(", ") : "all" }),
-      h("td", {}, budget ? [meter(left, levelOf(left)), `${fmtN(spent)} / ${fmtN(budget)}`] : h("span", { class: "muted", text: spent ? `${fmtN(spent)} (no budget)` : "no budget" })),
-      h("td", { class: "n", text: rpm ? fmtN(rpm) : "\u2013" }),
+      h("td", { class: "budgets" }, budgetCell(budget)),
+      h("td", { class: "n", "data-rpm": String(rpm), text: rpm ? fmtN(rpm) : "\u2013" }),
       h("td", { "data-ago": String(last || "") }),
       h("td", { text: exp ? fmtDate(new Date(exp)) : "never" }),
       h("td", {}, h("span", { class: `status ${state === "active" ? "ok" : "bad"}`, text: state })),
@@ -406,6 +480,7 @@ function renderKeys() {
         h("button", { type: "button", class: "link", "aria-label": `Revoke key ${name}`, onclick: () => openRevoke(name) }, "Revoke")]));
   });
   $("keys-table").tBodies[0].replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: "9", class: "empty", text: "No managed keys yet." }))]));
+  renderAccountBudgets();
   tick();
 }
 
@@ -691,6 +766,7 @@ function wire() {
   window.addEventListener("hashchange", route);
   setInterval(tick, 1000);
   setInterval(() => { if (session && !$("page-overview").hidden) loadStats(); }, 10000);
+  setInterval(() => { if (session && session.admin && !document.hidden && !$("page-keys").hidden) refreshBudgets(); }, BUDGET_REFRESH_MS);
 }
 
 async function boot() {

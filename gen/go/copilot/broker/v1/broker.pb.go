@@ -265,6 +265,65 @@ func (KeyState) EnumDescriptor() ([]byte, []int) {
 	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
+// BudgetStatus says how much of a budget is spent.
+type BudgetStatus int32
+
+const (
+	// BUDGET_STATUS_UNSPECIFIED is not used.
+	BudgetStatus_BUDGET_STATUS_UNSPECIFIED BudgetStatus = 0
+	// BUDGET_STATUS_OK is under 80 % spent, or no monthly limit (rpm only).
+	BudgetStatus_BUDGET_STATUS_OK BudgetStatus = 1
+	// BUDGET_STATUS_WARNING is 80 % or more spent: proxies add the
+	// X-Budget-Warning header.
+	BudgetStatus_BUDGET_STATUS_WARNING BudgetStatus = 2
+	// BUDGET_STATUS_EXCEEDED is all spent: the key gets 429 budget_exceeded
+	// (an account is skipped by pools) until resets_at.
+	BudgetStatus_BUDGET_STATUS_EXCEEDED BudgetStatus = 3
+)
+
+// Enum value maps for BudgetStatus.
+var (
+	BudgetStatus_name = map[int32]string{
+		0: "BUDGET_STATUS_UNSPECIFIED",
+		1: "BUDGET_STATUS_OK",
+		2: "BUDGET_STATUS_WARNING",
+		3: "BUDGET_STATUS_EXCEEDED",
+	}
+	BudgetStatus_value = map[string]int32{
+		"BUDGET_STATUS_UNSPECIFIED": 0,
+		"BUDGET_STATUS_OK":          1,
+		"BUDGET_STATUS_WARNING":     2,
+		"BUDGET_STATUS_EXCEEDED":    3,
+	}
+)
+
+func (x BudgetStatus) Enum() *BudgetStatus {
+	p := new(BudgetStatus)
+	*p = x
+	return p
+}
+
+func (x BudgetStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_copilot_broker_v1_broker_proto_enumTypes[4].Descriptor()
+}
+
+func (BudgetStatus) Type() protoreflect.EnumType {
+	return &file_copilot_broker_v1_broker_proto_enumTypes[4]
+}
+
+func (x BudgetStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetStatus.Descriptor instead.
+func (BudgetStatus) EnumDescriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{4}
+}
+
 // Token is the full state of one account's Copilot token.
 type Token struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2167,6 +2226,268 @@ func (x *WatchKeysResponse) GetVersion() int64 {
 	return 0
 }
 
+// ListBudgetsRequest selects budgets: with key and account both set, the
+// budgets of either; with neither, all of them.
+type ListBudgetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key keeps only this managed key's budget.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account keeps only this account's budget.
+	Account       string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsRequest) Reset() {
+	*x = ListBudgetsRequest{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsRequest) ProtoMessage() {}
+
+func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsRequest.ProtoReflect.Descriptor instead.
+func (*ListBudgetsRequest) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListBudgetsRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ListBudgetsRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+// ListBudgetsResponse holds the budgets, keys' first, each kind ordered by
+// name.
+type ListBudgetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// budgets are the selected budgets with their figures.
+	Budgets []*BudgetSummary `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	// period_start is when the current budget month began (UTC,
+	// --budget-month-start-day).
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=period_start,json=periodStart,proto3" json:"period_start,omitempty"`
+	// resets_at is when it ends and every budget starts over.
+	ResetsAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsResponse) Reset() {
+	*x = ListBudgetsResponse{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsResponse) ProtoMessage() {}
+
+func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsResponse.ProtoReflect.Descriptor instead.
+func (*ListBudgetsResponse) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListBudgetsResponse) GetBudgets() []*BudgetSummary {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+func (x *ListBudgetsResponse) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *ListBudgetsResponse) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+// BudgetSummary is one budget as an admin reads it: its limits, what is
+// spent this month and what is left.
+type BudgetSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names the managed key (empty for an account's budget).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// account names the account (empty for a key's budget).
+	Account string `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
+	// monthly_premium is the premium units allowed per month (0: no limit).
+	MonthlyPremium float64 `protobuf:"fixed64,3,opt,name=monthly_premium,json=monthlyPremium,proto3" json:"monthly_premium,omitempty"`
+	// premium_spent is the premium units the ledger holds this month.
+	PremiumSpent float64 `protobuf:"fixed64,4,opt,name=premium_spent,json=premiumSpent,proto3" json:"premium_spent,omitempty"`
+	// premium_remaining is monthly_premium less premium_spent, at least 0
+	// (0 too when there is no limit).
+	PremiumRemaining float64 `protobuf:"fixed64,5,opt,name=premium_remaining,json=premiumRemaining,proto3" json:"premium_remaining,omitempty"`
+	// monthly_tokens is the tokens allowed per month (0: no limit).
+	MonthlyTokens int64 `protobuf:"varint,6,opt,name=monthly_tokens,json=monthlyTokens,proto3" json:"monthly_tokens,omitempty"`
+	// tokens_spent is the input plus output tokens this month.
+	TokensSpent int64 `protobuf:"varint,7,opt,name=tokens_spent,json=tokensSpent,proto3" json:"tokens_spent,omitempty"`
+	// tokens_remaining is monthly_tokens less tokens_spent, at least 0 (0
+	// too when there is no limit).
+	TokensRemaining int64 `protobuf:"varint,8,opt,name=tokens_remaining,json=tokensRemaining,proto3" json:"tokens_remaining,omitempty"`
+	// rpm is the requests per minute allowed across all proxies (0: none).
+	Rpm int64 `protobuf:"varint,9,opt,name=rpm,proto3" json:"rpm,omitempty"`
+	// resets_at is when the month ends (UTC, --budget-month-start-day).
+	ResetsAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	// status is the budget's state: the worse of its premium and token
+	// budgets.
+	Status        BudgetStatus `protobuf:"varint,11,opt,name=status,proto3,enum=copilot.broker.v1.BudgetStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetSummary) Reset() {
+	*x = BudgetSummary{}
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetSummary) ProtoMessage() {}
+
+func (x *BudgetSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetSummary.ProtoReflect.Descriptor instead.
+func (*BudgetSummary) Descriptor() ([]byte, []int) {
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *BudgetSummary) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BudgetSummary) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *BudgetSummary) GetMonthlyPremium() float64 {
+	if x != nil {
+		return x.MonthlyPremium
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetPremiumSpent() float64 {
+	if x != nil {
+		return x.PremiumSpent
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetPremiumRemaining() float64 {
+	if x != nil {
+		return x.PremiumRemaining
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetMonthlyTokens() int64 {
+	if x != nil {
+		return x.MonthlyTokens
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetTokensSpent() int64 {
+	if x != nil {
+		return x.TokensSpent
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetTokensRemaining() int64 {
+	if x != nil {
+		return x.TokensRemaining
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetRpm() int64 {
+	if x != nil {
+		return x.Rpm
+	}
+	return 0
+}
+
+func (x *BudgetSummary) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+func (x *BudgetSummary) GetStatus() BudgetStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BudgetStatus_BUDGET_STATUS_UNSPECIFIED
+}
+
 // SetBudgetRequest names a key or an account (one of the two) and its
 // budget; 0 means no limit.
 type SetBudgetRequest struct {
@@ -2190,7 +2511,7 @@ type SetBudgetRequest struct {
 
 func (x *SetBudgetRequest) Reset() {
 	*x = SetBudgetRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2523,7 @@ func (x *SetBudgetRequest) String() string {
 func (*SetBudgetRequest) ProtoMessage() {}
 
 func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[28]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2536,7 @@ func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetBudgetRequest) GetKey() string {
@@ -2271,7 +2592,7 @@ type SetBudgetResponse struct {
 
 func (x *SetBudgetResponse) Reset() {
 	*x = SetBudgetResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2604,7 @@ func (x *SetBudgetResponse) String() string {
 func (*SetBudgetResponse) ProtoMessage() {}
 
 func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[29]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2617,7 @@ func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetBudgetResponse) GetBudget() *BudgetState {
@@ -2318,7 +2639,7 @@ type WatchBudgetsRequest struct {
 
 func (x *WatchBudgetsRequest) Reset() {
 	*x = WatchBudgetsRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2651,7 @@ func (x *WatchBudgetsRequest) String() string {
 func (*WatchBudgetsRequest) ProtoMessage() {}
 
 func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[30]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2664,7 @@ func (x *WatchBudgetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsRequest.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchBudgetsRequest) GetProxyId() string {
@@ -2364,7 +2685,7 @@ type WatchBudgetsResponse struct {
 
 func (x *WatchBudgetsResponse) Reset() {
 	*x = WatchBudgetsResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2697,7 @@ func (x *WatchBudgetsResponse) String() string {
 func (*WatchBudgetsResponse) ProtoMessage() {}
 
 func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[31]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2710,7 @@ func (x *WatchBudgetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBudgetsResponse.ProtoReflect.Descriptor instead.
 func (*WatchBudgetsResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchBudgetsResponse) GetBudgets() []*BudgetState {
@@ -2431,7 +2752,7 @@ type BudgetState struct {
 
 func (x *BudgetState) Reset() {
 	*x = BudgetState{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2764,7 @@ func (x *BudgetState) String() string {
 func (*BudgetState) ProtoMessage() {}
 
 func (x *BudgetState) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[32]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2777,7 @@ func (x *BudgetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetState.ProtoReflect.Descriptor instead.
 func (*BudgetState) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BudgetState) GetKey() string {
@@ -2579,7 +2900,7 @@ type UsageEvent struct {
 
 func (x *UsageEvent) Reset() {
 	*x = UsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2912,7 @@ func (x *UsageEvent) String() string {
 func (*UsageEvent) ProtoMessage() {}
 
 func (x *UsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[33]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2925,7 @@ func (x *UsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEvent.ProtoReflect.Descriptor instead.
 func (*UsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UsageEvent) GetId() string {
@@ -2746,7 +3067,7 @@ type ReportUsageRequest struct {
 
 func (x *ReportUsageRequest) Reset() {
 	*x = ReportUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2758,7 +3079,7 @@ func (x *ReportUsageRequest) String() string {
 func (*ReportUsageRequest) ProtoMessage() {}
 
 func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[34]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2771,7 +3092,7 @@ func (x *ReportUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageRequest.ProtoReflect.Descriptor instead.
 func (*ReportUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportUsageRequest) GetBatch() uint64 {
@@ -2806,7 +3127,7 @@ type ReportUsageResponse struct {
 
 func (x *ReportUsageResponse) Reset() {
 	*x = ReportUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3139,7 @@ func (x *ReportUsageResponse) String() string {
 func (*ReportUsageResponse) ProtoMessage() {}
 
 func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[35]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3152,7 @@ func (x *ReportUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUsageResponse.ProtoReflect.Descriptor instead.
 func (*ReportUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReportUsageResponse) GetBatch() uint64 {
@@ -2875,7 +3196,7 @@ type RejectedUsageEvent struct {
 
 func (x *RejectedUsageEvent) Reset() {
 	*x = RejectedUsageEvent{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3208,7 @@ func (x *RejectedUsageEvent) String() string {
 func (*RejectedUsageEvent) ProtoMessage() {}
 
 func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[36]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3221,7 @@ func (x *RejectedUsageEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectedUsageEvent.ProtoReflect.Descriptor instead.
 func (*RejectedUsageEvent) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RejectedUsageEvent) GetId() string {
@@ -2941,7 +3262,7 @@ type QueryUsageRequest struct {
 
 func (x *QueryUsageRequest) Reset() {
 	*x = QueryUsageRequest{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3274,7 @@ func (x *QueryUsageRequest) String() string {
 func (*QueryUsageRequest) ProtoMessage() {}
 
 func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[37]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3287,7 @@ func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
 func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *QueryUsageRequest) GetFrom() string {
@@ -3022,7 +3343,7 @@ type QueryUsageResponse struct {
 
 func (x *QueryUsageResponse) Reset() {
 	*x = QueryUsageResponse{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3355,7 @@ func (x *QueryUsageResponse) String() string {
 func (*QueryUsageResponse) ProtoMessage() {}
 
 func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[38]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3368,7 @@ func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
 func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *QueryUsageResponse) GetRows() []*UsageRow {
@@ -3087,7 +3408,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3420,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_copilot_broker_v1_broker_proto_msgTypes[39]
+	mi := &file_copilot_broker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3433,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_copilot_broker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UsageRow) GetKey() string {
@@ -3338,7 +3659,27 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x10WatchKeysRequest\"Y\n" +
 	"\x11WatchKeysResponse\x12*\n" +
 	"\x04keys\x18\x01 \x03(\v2\x16.copilot.broker.v1.KeyR\x04keys\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb8\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"@\n" +
+	"\x12ListBudgetsRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\"\xc9\x01\n" +
+	"\x13ListBudgetsResponse\x12:\n" +
+	"\abudgets\x18\x01 \x03(\v2 .copilot.broker.v1.BudgetSummaryR\abudgets\x12=\n" +
+	"\fperiod_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x127\n" +
+	"\tresets_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\"\xaf\x03\n" +
+	"\rBudgetSummary\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
+	"\x0fmonthly_premium\x18\x03 \x01(\x01R\x0emonthlyPremium\x12#\n" +
+	"\rpremium_spent\x18\x04 \x01(\x01R\fpremiumSpent\x12+\n" +
+	"\x11premium_remaining\x18\x05 \x01(\x01R\x10premiumRemaining\x12%\n" +
+	"\x0emonthly_tokens\x18\x06 \x01(\x03R\rmonthlyTokens\x12!\n" +
+	"\ftokens_spent\x18\a \x01(\x03R\vtokensSpent\x12)\n" +
+	"\x10tokens_remaining\x18\b \x01(\x03R\x0ftokensRemaining\x12\x10\n" +
+	"\x03rpm\x18\t \x01(\x03R\x03rpm\x127\n" +
+	"\tresets_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x127\n" +
+	"\x06status\x18\v \x01(\x0e2\x1f.copilot.broker.v1.BudgetStatusR\x06status\"\xb8\x01\n" +
 	"\x10SetBudgetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12'\n" +
@@ -3442,7 +3783,12 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x16\n" +
 	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_REVOKED\x10\x032\xee\x03\n" +
+	"\x11KEY_STATE_REVOKED\x10\x03*z\n" +
+	"\fBudgetStatus\x12\x1d\n" +
+	"\x19BUDGET_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10BUDGET_STATUS_OK\x10\x01\x12\x19\n" +
+	"\x15BUDGET_STATUS_WARNING\x10\x02\x12\x1a\n" +
+	"\x16BUDGET_STATUS_EXCEEDED\x10\x032\xee\x03\n" +
 	"\x12TokenBrokerService\x12S\n" +
 	"\bGetToken\x12\".copilot.broker.v1.GetTokenRequest\x1a#.copilot.broker.v1.GetTokenResponse\x12[\n" +
 	"\n" +
@@ -3456,13 +3802,14 @@ const file_copilot_broker_v1_broker_proto_rawDesc = "" +
 	"\bListKeys\x12\".copilot.broker.v1.ListKeysRequest\x1a#.copilot.broker.v1.ListKeysResponse\x12V\n" +
 	"\tUpdateKey\x12#.copilot.broker.v1.UpdateKeyRequest\x1a$.copilot.broker.v1.UpdateKeyResponse\x12V\n" +
 	"\tRevokeKey\x12#.copilot.broker.v1.RevokeKeyRequest\x1a$.copilot.broker.v1.RevokeKeyResponse\x12X\n" +
-	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\x86\x03\n" +
+	"\tWatchKeys\x12#.copilot.broker.v1.WatchKeysRequest\x1a$.copilot.broker.v1.WatchKeysResponse0\x012\xe4\x03\n" +
 	"\fUsageService\x12`\n" +
 	"\vReportUsage\x12%.copilot.broker.v1.ReportUsageRequest\x1a&.copilot.broker.v1.ReportUsageResponse(\x010\x01\x12Y\n" +
 	"\n" +
 	"QueryUsage\x12$.copilot.broker.v1.QueryUsageRequest\x1a%.copilot.broker.v1.QueryUsageResponse\x12V\n" +
 	"\tSetBudget\x12#.copilot.broker.v1.SetBudgetRequest\x1a$.copilot.broker.v1.SetBudgetResponse\x12a\n" +
-	"\fWatchBudgets\x12&.copilot.broker.v1.WatchBudgetsRequest\x1a'.copilot.broker.v1.WatchBudgetsResponse0\x01B\xd6\x01\n" +
+	"\fWatchBudgets\x12&.copilot.broker.v1.WatchBudgetsRequest\x1a'.copilot.broker.v1.WatchBudgetsResponse0\x01\x12\\\n" +
+	"\vListBudgets\x12%.copilot.broker.v1.ListBudgetsRequest\x1a&.copilot.broker.v1.ListBudgetsResponseB\xd6\x01\n" +
 	"\x15com.copilot.broker.v1B\vBrokerProtoP\x01ZJgithub.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1;brokerv1\xa2\x02\x03CBX\xaa\x02\x11Copilot.Broker.V1\xca\x02\x11Copilot\\Broker\\V1\xe2\x02\x1dCopilot\\Broker\\V1\\GPBMetadata\xea\x02\x13Copilot::Broker::V1b\x06proto3"
 
 var (
@@ -3477,130 +3824,141 @@ func file_copilot_broker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_copilot_broker_v1_broker_proto_rawDescData
 }
 
-var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_copilot_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_copilot_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_copilot_broker_v1_broker_proto_goTypes = []any{
 	(TokenStatus)(0),              // 0: copilot.broker.v1.TokenStatus
 	(RefreshReason)(0),            // 1: copilot.broker.v1.RefreshReason
 	(AccountStatus)(0),            // 2: copilot.broker.v1.AccountStatus
 	(KeyState)(0),                 // 3: copilot.broker.v1.KeyState
-	(*Token)(nil),                 // 4: copilot.broker.v1.Token
-	(*UpstreamProfile)(nil),       // 5: copilot.broker.v1.UpstreamProfile
-	(*GetTokenRequest)(nil),       // 6: copilot.broker.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),      // 7: copilot.broker.v1.GetTokenResponse
-	(*WatchTokenRequest)(nil),     // 8: copilot.broker.v1.WatchTokenRequest
-	(*WatchTokenResponse)(nil),    // 9: copilot.broker.v1.WatchTokenResponse
-	(*RefreshTokenRequest)(nil),   // 10: copilot.broker.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),  // 11: copilot.broker.v1.RefreshTokenResponse
-	(*Account)(nil),               // 12: copilot.broker.v1.Account
-	(*IdentityRejection)(nil),     // 13: copilot.broker.v1.IdentityRejection
-	(*Quota)(nil),                 // 14: copilot.broker.v1.Quota
-	(*QuotaSnapshot)(nil),         // 15: copilot.broker.v1.QuotaSnapshot
-	(*ListAccountsRequest)(nil),   // 16: copilot.broker.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 17: copilot.broker.v1.ListAccountsResponse
-	(*WatchAccountsRequest)(nil),  // 18: copilot.broker.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil), // 19: copilot.broker.v1.WatchAccountsResponse
-	(*Key)(nil),                   // 20: copilot.broker.v1.Key
-	(*ModelList)(nil),             // 21: copilot.broker.v1.ModelList
-	(*CreateKeyRequest)(nil),      // 22: copilot.broker.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 23: copilot.broker.v1.CreateKeyResponse
-	(*ListKeysRequest)(nil),       // 24: copilot.broker.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 25: copilot.broker.v1.ListKeysResponse
-	(*UpdateKeyRequest)(nil),      // 26: copilot.broker.v1.UpdateKeyRequest
-	(*UpdateKeyResponse)(nil),     // 27: copilot.broker.v1.UpdateKeyResponse
-	(*RevokeKeyRequest)(nil),      // 28: copilot.broker.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 29: copilot.broker.v1.RevokeKeyResponse
-	(*WatchKeysRequest)(nil),      // 30: copilot.broker.v1.WatchKeysRequest
-	(*WatchKeysResponse)(nil),     // 31: copilot.broker.v1.WatchKeysResponse
-	(*SetBudgetRequest)(nil),      // 32: copilot.broker.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),     // 33: copilot.broker.v1.SetBudgetResponse
-	(*WatchBudgetsRequest)(nil),   // 34: copilot.broker.v1.WatchBudgetsRequest
-	(*WatchBudgetsResponse)(nil),  // 35: copilot.broker.v1.WatchBudgetsResponse
-	(*BudgetState)(nil),           // 36: copilot.broker.v1.BudgetState
-	(*UsageEvent)(nil),            // 37: copilot.broker.v1.UsageEvent
-	(*ReportUsageRequest)(nil),    // 38: copilot.broker.v1.ReportUsageRequest
-	(*ReportUsageResponse)(nil),   // 39: copilot.broker.v1.ReportUsageResponse
-	(*RejectedUsageEvent)(nil),    // 40: copilot.broker.v1.RejectedUsageEvent
-	(*QueryUsageRequest)(nil),     // 41: copilot.broker.v1.QueryUsageRequest
-	(*QueryUsageResponse)(nil),    // 42: copilot.broker.v1.QueryUsageResponse
-	(*UsageRow)(nil),              // 43: copilot.broker.v1.UsageRow
-	nil,                           // 44: copilot.broker.v1.UpstreamProfile.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(BudgetStatus)(0),             // 4: copilot.broker.v1.BudgetStatus
+	(*Token)(nil),                 // 5: copilot.broker.v1.Token
+	(*UpstreamProfile)(nil),       // 6: copilot.broker.v1.UpstreamProfile
+	(*GetTokenRequest)(nil),       // 7: copilot.broker.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),      // 8: copilot.broker.v1.GetTokenResponse
+	(*WatchTokenRequest)(nil),     // 9: copilot.broker.v1.WatchTokenRequest
+	(*WatchTokenResponse)(nil),    // 10: copilot.broker.v1.WatchTokenResponse
+	(*RefreshTokenRequest)(nil),   // 11: copilot.broker.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),  // 12: copilot.broker.v1.RefreshTokenResponse
+	(*Account)(nil),               // 13: copilot.broker.v1.Account
+	(*IdentityRejection)(nil),     // 14: copilot.broker.v1.IdentityRejection
+	(*Quota)(nil),                 // 15: copilot.broker.v1.Quota
+	(*QuotaSnapshot)(nil),         // 16: copilot.broker.v1.QuotaSnapshot
+	(*ListAccountsRequest)(nil),   // 17: copilot.broker.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),  // 18: copilot.broker.v1.ListAccountsResponse
+	(*WatchAccountsRequest)(nil),  // 19: copilot.broker.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil), // 20: copilot.broker.v1.WatchAccountsResponse
+	(*Key)(nil),                   // 21: copilot.broker.v1.Key
+	(*ModelList)(nil),             // 22: copilot.broker.v1.ModelList
+	(*CreateKeyRequest)(nil),      // 23: copilot.broker.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 24: copilot.broker.v1.CreateKeyResponse
+	(*ListKeysRequest)(nil),       // 25: copilot.broker.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 26: copilot.broker.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),      // 27: copilot.broker.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),     // 28: copilot.broker.v1.UpdateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 29: copilot.broker.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 30: copilot.broker.v1.RevokeKeyResponse
+	(*WatchKeysRequest)(nil),      // 31: copilot.broker.v1.WatchKeysRequest
+	(*WatchKeysResponse)(nil),     // 32: copilot.broker.v1.WatchKeysResponse
+	(*ListBudgetsRequest)(nil),    // 33: copilot.broker.v1.ListBudgetsRequest
+	(*ListBudgetsResponse)(nil),   // 34: copilot.broker.v1.ListBudgetsResponse
+	(*BudgetSummary)(nil),         // 35: copilot.broker.v1.BudgetSummary
+	(*SetBudgetRequest)(nil),      // 36: copilot.broker.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),     // 37: copilot.broker.v1.SetBudgetResponse
+	(*WatchBudgetsRequest)(nil),   // 38: copilot.broker.v1.WatchBudgetsRequest
+	(*WatchBudgetsResponse)(nil),  // 39: copilot.broker.v1.WatchBudgetsResponse
+	(*BudgetState)(nil),           // 40: copilot.broker.v1.BudgetState
+	(*UsageEvent)(nil),            // 41: copilot.broker.v1.UsageEvent
+	(*ReportUsageRequest)(nil),    // 42: copilot.broker.v1.ReportUsageRequest
+	(*ReportUsageResponse)(nil),   // 43: copilot.broker.v1.ReportUsageResponse
+	(*RejectedUsageEvent)(nil),    // 44: copilot.broker.v1.RejectedUsageEvent
+	(*QueryUsageRequest)(nil),     // 45: copilot.broker.v1.QueryUsageRequest
+	(*QueryUsageResponse)(nil),    // 46: copilot.broker.v1.QueryUsageResponse
+	(*UsageRow)(nil),              // 47: copilot.broker.v1.UsageRow
+	nil,                           // 48: copilot.broker.v1.UpstreamProfile.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
 }
 var file_copilot_broker_v1_broker_proto_depIdxs = []int32{
-	45, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
+	49, // 0: copilot.broker.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 1: copilot.broker.v1.Token.refresh_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: copilot.broker.v1.Token.status:type_name -> copilot.broker.v1.TokenStatus
-	5,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
-	44, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
-	4,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
-	4,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
+	6,  // 3: copilot.broker.v1.Token.profile:type_name -> copilot.broker.v1.UpstreamProfile
+	48, // 4: copilot.broker.v1.UpstreamProfile.headers:type_name -> copilot.broker.v1.UpstreamProfile.HeadersEntry
+	5,  // 5: copilot.broker.v1.GetTokenResponse.token:type_name -> copilot.broker.v1.Token
+	5,  // 6: copilot.broker.v1.WatchTokenResponse.token:type_name -> copilot.broker.v1.Token
 	1,  // 7: copilot.broker.v1.RefreshTokenRequest.reason:type_name -> copilot.broker.v1.RefreshReason
-	4,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
+	5,  // 8: copilot.broker.v1.RefreshTokenResponse.token:type_name -> copilot.broker.v1.Token
 	0,  // 9: copilot.broker.v1.Account.status:type_name -> copilot.broker.v1.TokenStatus
-	45, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
+	49, // 10: copilot.broker.v1.Account.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 11: copilot.broker.v1.Account.quota:type_name -> copilot.broker.v1.Quota
 	2,  // 12: copilot.broker.v1.Account.account_status:type_name -> copilot.broker.v1.AccountStatus
-	13, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
-	45, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
-	15, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
-	45, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
-	45, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
-	12, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	12, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
-	45, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 13: copilot.broker.v1.Account.identity_rejection:type_name -> copilot.broker.v1.IdentityRejection
+	49, // 14: copilot.broker.v1.IdentityRejection.at:type_name -> google.protobuf.Timestamp
+	16, // 15: copilot.broker.v1.Quota.snapshots:type_name -> copilot.broker.v1.QuotaSnapshot
+	49, // 16: copilot.broker.v1.Quota.reset_at:type_name -> google.protobuf.Timestamp
+	49, // 17: copilot.broker.v1.Quota.fetched_at:type_name -> google.protobuf.Timestamp
+	13, // 18: copilot.broker.v1.ListAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	13, // 19: copilot.broker.v1.WatchAccountsResponse.accounts:type_name -> copilot.broker.v1.Account
+	49, // 20: copilot.broker.v1.Key.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 21: copilot.broker.v1.Key.state:type_name -> copilot.broker.v1.KeyState
-	45, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
-	45, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
-	45, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
-	45, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	21, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
-	45, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
-	20, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
-	36, // 33: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
-	36, // 34: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
-	45, // 35: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
-	45, // 36: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 37: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
-	40, // 38: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
-	43, // 39: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
-	6,  // 40: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
-	8,  // 41: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
-	10, // 42: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
-	16, // 43: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
-	18, // 44: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
-	22, // 45: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
-	24, // 46: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
-	26, // 47: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
-	28, // 48: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
-	30, // 49: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
-	38, // 50: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
-	41, // 51: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
-	32, // 52: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
-	34, // 53: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
-	7,  // 54: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
-	9,  // 55: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
-	11, // 56: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
-	17, // 57: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
-	19, // 58: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
-	23, // 59: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
-	25, // 60: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
-	27, // 61: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
-	29, // 62: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
-	31, // 63: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
-	39, // 64: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
-	42, // 65: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
-	33, // 66: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
-	35, // 67: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
-	54, // [54:68] is the sub-list for method output_type
-	40, // [40:54] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	49, // 22: copilot.broker.v1.Key.created_at:type_name -> google.protobuf.Timestamp
+	49, // 23: copilot.broker.v1.Key.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 24: copilot.broker.v1.Key.last_used_at:type_name -> google.protobuf.Timestamp
+	49, // 25: copilot.broker.v1.CreateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 26: copilot.broker.v1.CreateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 27: copilot.broker.v1.ListKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	22, // 28: copilot.broker.v1.UpdateKeyRequest.models:type_name -> copilot.broker.v1.ModelList
+	49, // 29: copilot.broker.v1.UpdateKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 30: copilot.broker.v1.UpdateKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 31: copilot.broker.v1.RevokeKeyResponse.key:type_name -> copilot.broker.v1.Key
+	21, // 32: copilot.broker.v1.WatchKeysResponse.keys:type_name -> copilot.broker.v1.Key
+	35, // 33: copilot.broker.v1.ListBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetSummary
+	49, // 34: copilot.broker.v1.ListBudgetsResponse.period_start:type_name -> google.protobuf.Timestamp
+	49, // 35: copilot.broker.v1.ListBudgetsResponse.resets_at:type_name -> google.protobuf.Timestamp
+	49, // 36: copilot.broker.v1.BudgetSummary.resets_at:type_name -> google.protobuf.Timestamp
+	4,  // 37: copilot.broker.v1.BudgetSummary.status:type_name -> copilot.broker.v1.BudgetStatus
+	40, // 38: copilot.broker.v1.SetBudgetResponse.budget:type_name -> copilot.broker.v1.BudgetState
+	40, // 39: copilot.broker.v1.WatchBudgetsResponse.budgets:type_name -> copilot.broker.v1.BudgetState
+	49, // 40: copilot.broker.v1.BudgetState.resets_at:type_name -> google.protobuf.Timestamp
+	49, // 41: copilot.broker.v1.UsageEvent.time:type_name -> google.protobuf.Timestamp
+	41, // 42: copilot.broker.v1.ReportUsageRequest.events:type_name -> copilot.broker.v1.UsageEvent
+	44, // 43: copilot.broker.v1.ReportUsageResponse.rejected:type_name -> copilot.broker.v1.RejectedUsageEvent
+	47, // 44: copilot.broker.v1.QueryUsageResponse.rows:type_name -> copilot.broker.v1.UsageRow
+	7,  // 45: copilot.broker.v1.TokenBrokerService.GetToken:input_type -> copilot.broker.v1.GetTokenRequest
+	9,  // 46: copilot.broker.v1.TokenBrokerService.WatchToken:input_type -> copilot.broker.v1.WatchTokenRequest
+	11, // 47: copilot.broker.v1.TokenBrokerService.RefreshToken:input_type -> copilot.broker.v1.RefreshTokenRequest
+	17, // 48: copilot.broker.v1.TokenBrokerService.ListAccounts:input_type -> copilot.broker.v1.ListAccountsRequest
+	19, // 49: copilot.broker.v1.TokenBrokerService.WatchAccounts:input_type -> copilot.broker.v1.WatchAccountsRequest
+	23, // 50: copilot.broker.v1.KeyService.CreateKey:input_type -> copilot.broker.v1.CreateKeyRequest
+	25, // 51: copilot.broker.v1.KeyService.ListKeys:input_type -> copilot.broker.v1.ListKeysRequest
+	27, // 52: copilot.broker.v1.KeyService.UpdateKey:input_type -> copilot.broker.v1.UpdateKeyRequest
+	29, // 53: copilot.broker.v1.KeyService.RevokeKey:input_type -> copilot.broker.v1.RevokeKeyRequest
+	31, // 54: copilot.broker.v1.KeyService.WatchKeys:input_type -> copilot.broker.v1.WatchKeysRequest
+	42, // 55: copilot.broker.v1.UsageService.ReportUsage:input_type -> copilot.broker.v1.ReportUsageRequest
+	45, // 56: copilot.broker.v1.UsageService.QueryUsage:input_type -> copilot.broker.v1.QueryUsageRequest
+	36, // 57: copilot.broker.v1.UsageService.SetBudget:input_type -> copilot.broker.v1.SetBudgetRequest
+	38, // 58: copilot.broker.v1.UsageService.WatchBudgets:input_type -> copilot.broker.v1.WatchBudgetsRequest
+	33, // 59: copilot.broker.v1.UsageService.ListBudgets:input_type -> copilot.broker.v1.ListBudgetsRequest
+	8,  // 60: copilot.broker.v1.TokenBrokerService.GetToken:output_type -> copilot.broker.v1.GetTokenResponse
+	10, // 61: copilot.broker.v1.TokenBrokerService.WatchToken:output_type -> copilot.broker.v1.WatchTokenResponse
+	12, // 62: copilot.broker.v1.TokenBrokerService.RefreshToken:output_type -> copilot.broker.v1.RefreshTokenResponse
+	18, // 63: copilot.broker.v1.TokenBrokerService.ListAccounts:output_type -> copilot.broker.v1.ListAccountsResponse
+	20, // 64: copilot.broker.v1.TokenBrokerService.WatchAccounts:output_type -> copilot.broker.v1.WatchAccountsResponse
+	24, // 65: copilot.broker.v1.KeyService.CreateKey:output_type -> copilot.broker.v1.CreateKeyResponse
+	26, // 66: copilot.broker.v1.KeyService.ListKeys:output_type -> copilot.broker.v1.ListKeysResponse
+	28, // 67: copilot.broker.v1.KeyService.UpdateKey:output_type -> copilot.broker.v1.UpdateKeyResponse
+	30, // 68: copilot.broker.v1.KeyService.RevokeKey:output_type -> copilot.broker.v1.RevokeKeyResponse
+	32, // 69: copilot.broker.v1.KeyService.WatchKeys:output_type -> copilot.broker.v1.WatchKeysResponse
+	43, // 70: copilot.broker.v1.UsageService.ReportUsage:output_type -> copilot.broker.v1.ReportUsageResponse
+	46, // 71: copilot.broker.v1.UsageService.QueryUsage:output_type -> copilot.broker.v1.QueryUsageResponse
+	37, // 72: copilot.broker.v1.UsageService.SetBudget:output_type -> copilot.broker.v1.SetBudgetResponse
+	39, // 73: copilot.broker.v1.UsageService.WatchBudgets:output_type -> copilot.broker.v1.WatchBudgetsResponse
+	34, // 74: copilot.broker.v1.UsageService.ListBudgets:output_type -> copilot.broker.v1.ListBudgetsResponse
+	60, // [60:75] is the sub-list for method output_type
+	45, // [45:60] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_copilot_broker_v1_broker_proto_init() }
@@ -3614,8 +3972,8 @@ func file_copilot_broker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_copilot_broker_v1_broker_proto_rawDesc), len(file_copilot_broker_v1_broker_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   41,
+			NumEnums:      5,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -632,6 +632,7 @@ const (
 	UsageService_QueryUsage_FullMethodName   = "/copilot.broker.v1.UsageService/QueryUsage"
 	UsageService_SetBudget_FullMethodName    = "/copilot.broker.v1.UsageService/SetBudget"
 	UsageService_WatchBudgets_FullMethodName = "/copilot.broker.v1.UsageService/WatchBudgets"
+	UsageService_ListBudgets_FullMethodName  = "/copilot.broker.v1.UsageService/ListBudgets"
 )
 
 // UsageServiceClient is the client API for UsageService service.
@@ -668,6 +669,12 @@ type UsageServiceClient interface {
 	// month). Proxies' keys (an admin key gets PERMISSION_DENIED); the stream
 	// ends with OK when the broker shuts down, and the proxy watches again.
 	WatchBudgets(ctx context.Context, in *WatchBudgetsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBudgetsResponse], error)
+	// ListBudgets returns every key's and account's budget with what is
+	// spent this month, what is left and when it resets, read from the
+	// ledger at the call (so it holds every acknowledged report, on any
+	// broker sharing the store). Admin keys only (PERMISSION_DENIED
+	// otherwise); UNIMPLEMENTED on a broker without a store.
+	ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error)
 }
 
 type usageServiceClient struct {
@@ -730,6 +737,16 @@ func (c *usageServiceClient) WatchBudgets(ctx context.Context, in *WatchBudgetsR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type UsageService_WatchBudgetsClient = grpc.ServerStreamingClient[WatchBudgetsResponse]
 
+func (c *usageServiceClient) ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBudgetsResponse)
+	err := c.cc.Invoke(ctx, UsageService_ListBudgets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility.
@@ -764,6 +781,12 @@ type UsageServiceServer interface {
 	// month). Proxies' keys (an admin key gets PERMISSION_DENIED); the stream
 	// ends with OK when the broker shuts down, and the proxy watches again.
 	WatchBudgets(*WatchBudgetsRequest, grpc.ServerStreamingServer[WatchBudgetsResponse]) error
+	// ListBudgets returns every key's and account's budget with what is
+	// spent this month, what is left and when it resets, read from the
+	// ledger at the call (so it holds every acknowledged report, on any
+	// broker sharing the store). Admin keys only (PERMISSION_DENIED
+	// otherwise); UNIMPLEMENTED on a broker without a store.
+	ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error)
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -785,6 +808,9 @@ func (UnimplementedUsageServiceServer) SetBudget(context.Context, *SetBudgetRequ
 }
 func (UnimplementedUsageServiceServer) WatchBudgets(*WatchBudgetsRequest, grpc.ServerStreamingServer[WatchBudgetsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchBudgets not implemented")
+}
+func (UnimplementedUsageServiceServer) ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBudgets not implemented")
 }
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 func (UnimplementedUsageServiceServer) testEmbeddedByValue()                      {}
@@ -861,6 +887,24 @@ func _UsageService_WatchBudgets_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type UsageService_WatchBudgetsServer = grpc.ServerStreamingServer[WatchBudgetsResponse]
 
+func _UsageService_ListBudgets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBudgetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).ListBudgets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UsageService_ListBudgets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).ListBudgets(ctx, req.(*ListBudgetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // UsageService_ServiceDesc is the grpc.ServiceDesc for UsageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -875,6 +919,10 @@ var UsageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetBudget",
 			Handler:    _UsageService_SetBudget_Handler,
+		},
+		{
+			MethodName: "ListBudgets",
+			Handler:    _UsageService_ListBudgets_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
