@@ -110,17 +110,15 @@ func TestInflightBodyBudget(t *testing.T) {
 	}()
 
 	var (
-		wg             sync.WaitGroup
-		ok, refused    atomic.Int64
-		mu             sync.Mutex
-		unexpected     []string
-		anthropicPaths = map[int]bool{}
+		wg          sync.WaitGroup
+		ok, refused atomic.Int64
+		mu          sync.Mutex
+		unexpected  []string
 	)
 	for i := range clients {
-		path := "/v1/chat/completions"
-		if i%2 == 1 {
+		path, anthropic := "/v1/chat/completions", i%2 == 1
+		if anthropic {
 			path = "/v1/messages"
-			anthropicPaths[i] = true
 		}
 		wg.Add(1)
 		go func() {
@@ -140,7 +138,7 @@ func TestInflightBodyBudget(t *testing.T) {
 			case resp.StatusCode == http.StatusOK:
 				ok.Add(1)
 			case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "1" &&
-				dialectOK(string(b), anthropicPaths[i]):
+				dialectOK(string(b), anthropic):
 				refused.Add(1)
 			default:
 				mu.Lock()

@@ -115,9 +115,11 @@ type Config struct {
 	// trickle it. Default [DefaultBodyReadTimeout].
 	BodyReadTimeout time.Duration
 	// MaxInflightBodyBytes bounds the request body bytes held at once by all
-	// requests together; a body that does not fit waits up to
-	// InflightBodyWait, then gets 503 with Retry-After. It is raised to
-	// MaxBodyBytes+1 if smaller. Default 256 MiB; negative: no bound.
+	// requests together. A body's share grows as its bytes arrive (never
+	// its announced length up front, see body.Budget); growth that finds no
+	// room waits up to InflightBodyWait, then its request gets 503 with
+	// Retry-After. It is raised to MaxBodyBytes+1 if smaller. Default
+	// 256 MiB; negative: no bound.
 	MaxInflightBodyBytes int64
 	// MaxInflightBodyBytesPerKey is the most of that budget the requests
 	// of one client key hold together, so that one key's slow or large
@@ -125,8 +127,8 @@ type Config struct {
 	// smaller. Default half of MaxInflightBodyBytes (all of it without
 	// Keys: every client is then the same key).
 	MaxInflightBodyBytesPerKey int64
-	// InflightBodyWait is how long a body waits for room in the budget.
-	// Default 2 s.
+	// InflightBodyWait is how long a body waits for room in the budget,
+	// each time it needs more. Default 2 s.
 	InflightBodyWait time.Duration
 	// StreamIdleTimeout ends an event stream whose upstream sent nothing for
 	// this long, with an error event in the client's dialect. Default
@@ -236,6 +238,7 @@ func New(cfg Config) (*Handler, error) {
 	h.bodies = body.NewIntake(body.Config{
 		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
 		MaxInflight: cfg.MaxInflightBodyBytes, MaxInflightPerKey: perKey, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
+		Preempted: h.metrics.budgetPreempt,
 	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
