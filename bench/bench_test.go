@@ -108,10 +108,20 @@ func TestStreamStamps(t *testing.T) {
 	if len(s.transit) != streamChunks {
 		t.Fatalf("oneStream() transits = %d; want %d", len(s.transit), streamChunks)
 	}
+	// Each arrival is paired with its own flush: no arrival precedes its
+	// stamp, and the smallest transit is under the flushes' spacing (an
+	// earlier flush's stamp would make every transit at least
+	// streamDelay). A single transit may exceed it on a busy machine (11
+	// ms once): that is speed, which the bench reports, not pairing.
+	least := s.transit[0]
 	for i, d := range s.transit {
-		if d <= 0 || d > streamDelay {
-			t.Errorf("transit[%d] = %v; want in (0, %v]", i, d, streamDelay)
+		if d <= 0 {
+			t.Errorf("transit[%d] = %v; want > 0 (the chunk arrived before its flush?)", i, d)
 		}
+		least = min(least, d)
+	}
+	if least > streamDelay {
+		t.Errorf("transits %v; want the smallest at most %v (paired with the wrong flush?)", s.transit, streamDelay)
 	}
 	if s.ttfb <= 0 || s.ttfb > 5*time.Second {
 		t.Errorf("ttfb = %v; want > 0 and small", s.ttfb)

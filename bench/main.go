@@ -8,8 +8,9 @@
 // child processes on free loopback ports (so their CPU time and memory can be
 // read from /proc), runs the sandbox in this process behind a tap that stamps
 // what leaves it, and starts nginx from Debian's package with a generated
-// configuration. The whole run is bounded by -timeout (default 16 min; the
-// usage section loads a month of 1,000,000 events into each store engine).
+// configuration. The whole run is bounded by -timeout (default 25 min; the
+// usage section loads a month of 1,000,000 events into each store engine,
+// section 6 holds up to 10,000 streams).
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,15 +41,17 @@ func main() {
 
 // options are the command's flags.
 type options struct {
-	out       string
-	runs      int
-	scale     float64 // multiplies every phase duration
-	only      []string
-	keep      bool
-	profile   string
-	altProxy  string // NAME=PATH,... proxy binaries measured beside the built one
-	altBroker string // NAME=PATH,... broker binaries measured beside the built one
-	timeout   time.Duration
+	out        string
+	runs       int
+	scale      float64 // multiplies every phase duration
+	only       []string
+	keep       bool
+	profile    string
+	altProxy   string // NAME=PATH,... proxy binaries measured beside the built one
+	altBroker  string // NAME=PATH,... broker binaries measured beside the built one
+	streams    []int  // section 6's concurrent stream counts
+	manyChunks int    // section 6's chunks per stream (0: by the count)
+	timeout    time.Duration
 }
 
 var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage"}
@@ -62,15 +66,24 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every phase duration (0.2 for a quick look)")
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
-	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1 and 2: NAME=PATH[,NAME=PATH...], shown as proxy-NAME")
+	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1, 2 and 6: NAME=PATH[,NAME=PATH...], shown as proxy-NAME (proxy-h2-NAME with an HTTP/2 upstream)")
 	fs.StringVar(&o.altBroker, "compare-broker", "", "also measure other broker binaries (e.g. builds of older commits) in section 4: NAME=PATH[,NAME=PATH...], shown as [NAME]")
 	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
-	fs.DurationVar(&o.timeout, "timeout", 16*time.Minute, "bound on the whole run")
+	streams := fs.String("streams", joinInts(defaultManyCounts), "section 6 (many-streams): comma-separated concurrent stream counts")
+	fs.IntVar(&o.manyChunks, "many-chunks", 0, "section 6: chunks per stream, 1 s apart (default 20 plus 1 per 1,000 streams); more when opening the streams takes longer than that on a loaded machine")
+	fs.DurationVar(&o.timeout, "timeout", 25*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, f := range strings.Split(*streams, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-streams: %q is not a positive count", f)
+		}
+		o.streams = append(o.streams, n)
 	}
 	if o.runs < 1 || o.scale <= 0 {
 		return o, errors.New("-runs must be >= 1 and -scale > 0")
@@ -198,4 +211,12 @@ func findModule() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }

@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/load"
@@ -28,8 +30,23 @@ const (
 	manyDelay  = time.Second
 )
 
-// manyCounts are the concurrent stream counts compared.
-var manyCounts = []int{100, 5000}
+// defaultManyCounts are the concurrent stream counts compared (-streams).
+var defaultManyCounts = []int{1000, 5000, 10000}
+
+// manyChunksFor is how many chunks each of n streams gets: opening 10,000
+// streams takes longer than 5,000, and every stream must still be open
+// when the last one has its first event.
+// -many-chunks overrides it (a loaded machine may take minutes to open
+// 10,000 streams).
+func (b *bench) manyChunksFor(n int) int {
+	if b.opts.manyChunks > 0 {
+		return b.opts.manyChunks
+	}
+	return manyChunks + n/1000
+}
+
+// manyGoalN is the count issue 28's goals are read at.
+const manyGoalN = 10000
 
 // manyRun is one count through one path.
 type manyRun struct {
@@ -43,14 +60,44 @@ type manyRun struct {
 	open           time.Duration // until every stream had its first event
 	endedEarly     int           // streams that had ended when the proxy was sampled
 	cpu            time.Duration // the proxy's CPU time over the whole run (opening, streaming, closing)
+	heapPer        float64       // go_memstats_heap_inuse_bytes growth per stream (proxy only)
+	upConns        int           // the proxy's sockets beyond one per client stream: its upstream connections (proxy only)
+	load           string        // the machine's load average when every stream was open
 }
 
-// manyPaths are the proxies section 6 compares: the proxy's upstream over
-// HTTP/1.1 (its default) and over HTTP/2 (--upstream-http2).
-var manyPaths = []struct {
+// manyPath is one proxy section 6 measures: a binary and the upstream
+// protocol it is started with.
+type manyPath struct {
+	name  string
+	bin   string
+	http2 bool
+}
+
+// manyProtocols are the proxy's upstream over HTTP/1.1 (its default) and
+// over HTTP/2 (--upstream-http2).
+var manyProtocols = []struct {
 	name  string
 	http2 bool
 }{{"proxy", false}, {"proxy-h2", true}}
+
+// manyPaths are the proxies section 6 compares: the built proxy with each
+// upstream protocol, each followed by the -compare-proxy binaries with the
+// same protocol (shown as proxy-NAME and proxy-h2-NAME), side by side.
+func (b *bench) manyPaths() []manyPath {
+	bins := []struct{ suffix, bin string }{{"", b.bins["proxy"]}}
+	for _, kv := range strings.Split(b.opts.altProxy, ",") {
+		if name, path, ok := strings.Cut(kv, "="); ok {
+			bins = append(bins, struct{ suffix, bin string }{"-" + name, path})
+		}
+	}
+	var out []manyPath
+	for _, pr := range manyProtocols {
+		for _, bn := range bins {
+			out = append(out, manyPath{pr.name + bn.suffix, bn.bin, pr.http2})
+		}
+	}
+	return out
+}
 
 // manyStreams is section 6: memory, goroutines and per-chunk delay with
 // thousands of concurrent long-lived SSE streams through one proxy.
@@ -91,11 +138,20 @@ func (b *bench) manyStreams() {
 		"divided by N. *Proxy CPU/stream* is the proxy's CPU time over the whole run (opening, %d chunks, closing) divided by N.",
 		manyChunks, manyDelay, manyChunks)
 	s.Header = []string{"streams", "path", "all open after", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99",
-		"proxy RSS before → during", "RSS/stream", "goroutines/stream", "proxy CPU/stream", "failed", "added p99, all chunks"}
+		"proxy RSS before → during", "RSS/stream", "heap/stream", "goroutines/stream", "upstream conns", "proxy CPU/stream", "failed", "added p99, all chunks", "load avg"}
+	lim, err := raiseOpenFiles(manyFilesNeeded(b.opts.streams))
+	if err != nil {
+		s.note("open-file limit: %s", oneLine(err.Error()))
+	} else {
+		s.note("open-file limit (RLIMIT_NOFILE) of the bench and the proxies it starts: %d", lim)
+	}
 	meter := b.meter()
-	procs := make([]*proxyProc, len(manyPaths))
-	for i, mp := range manyPaths {
-		p, err := b.startProxyTLS(b.bins["proxy"], st.up, st.broker, "many-"+mp.name, mp.http2)
+	paths := b.manyPaths()
+	procs := make([]*proxyProc, len(paths))
+	for i, mp := range paths {
+		// No cap on client connections (--max-connections defaults to 3,000).
+		p, err := b.startProxyArgs(mp.bin, st.broker, "many-"+mp.name, "--copilot-api-url", st.up.TLSURL,
+			"--upstream-ca-file", st.up.pki.CAPath, fmt.Sprintf("--upstream-http2=%t", mp.http2), "--max-connections", "-1")
 		if err != nil {
 			s.note("%s did not start: %s", mp.name, oneLine(err.Error()))
 			continue
@@ -103,20 +159,35 @@ func (b *bench) manyStreams() {
 		procs[i] = p
 		defer b.stop(p.Process)
 	}
-	for _, n := range manyCounts {
-		direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
-		dr, err := b.manyOnce(st, direct, nil, n, nil)
-		direct.close()
-		if err != nil {
-			s.note("%d streams direct: %s", n, oneLine(err.Error()))
-			continue
-		}
+	var dr manyRun // the last baseline measured
+	drN := 0
+	for _, n := range b.opts.streams {
 		pc := func(r manyRun, q float64) time.Duration { return load.Percentile(r.transit, q) }
 		all99 := func(r manyRun) time.Duration { return load.Percentile(r.transitAll, 99) }
-		s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", fmt.Sprint(dr.failed), "")
-		for i, mp := range manyPaths {
+		if fitsFiles(lim, 2*n, 0) {
+			direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
+			r, err := b.manyOnce(st, direct, nil, n, nil)
+			direct.close()
+			if err != nil {
+				s.note("%d streams direct: %s", n, oneLine(err.Error()))
+				continue
+			}
+			dr, drN = r, n
+			s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", "", "", fmt.Sprint(dr.failed), "", dr.load)
+		} else if drN == 0 {
+			s.note("%d streams: direct needs %d descriptors in the bench process, over the limit of %d, and no smaller count was measured: "+
+				"no added delays at %d", n, 2*n, lim, n)
+		} else {
+			s.note("%d streams: direct needs %d descriptors in the bench process (client and sandbox ends), over the limit of %d: "+
+				"the added delays at %d are against direct at %d", n, 2*n, lim, n, drN)
+		}
+		for i, mp := range paths {
 			p := procs[i]
 			if p == nil {
+				continue
+			}
+			if need := manyPathFiles(mp.http2, n); !fitsFiles(lim, need, need) {
+				s.note("%d streams through %s: skipped, %d descriptors needed in the bench and in the proxy, over the limit of %d", n, mp.name, need, lim)
 				continue
 			}
 			through := st.targetFor(mp.name, p, n)
@@ -126,11 +197,16 @@ func (b *bench) manyStreams() {
 				s.note("%d streams through %s: %s", n, mp.name, oneLine(err.Error()))
 				continue
 			}
-			s.row(fmt.Sprint(n), mp.name, ms(pr.open), ms(pc(pr, 50)), ms(pc(pr, 99)),
-				ms(pc(pr, 50)-pc(dr, 50)), ms(pc(pr, 99)-pc(dr, 99)),
+			added := func(q float64) string {
+				if drN == 0 {
+					return ""
+				}
+				return ms(pc(pr, q) - pc(dr, q))
+			}
+			s.row(fmt.Sprint(n), mp.name, ms(pr.open), ms(pc(pr, 50)), ms(pc(pr, 99)), added(50), added(99),
 				fmt.Sprintf("%.1f → %.1f MiB", float64(pr.rssBefore)/(1<<20), float64(pr.rss)/(1<<20)),
-				fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer),
-				ms(pr.cpu/time.Duration(n)), fmt.Sprint(pr.failed), ms(all99(pr)-all99(dr)))
+				fmt.Sprintf("%.1f KiB", pr.rssPer/1024), fmt.Sprintf("%.1f KiB", pr.heapPer/1024), fmt.Sprintf("%.2f", pr.goroutinesPer), fmt.Sprint(pr.upConns),
+				ms(pr.cpu/time.Duration(n)), fmt.Sprint(pr.failed), addedAll(pr, dr, drN, all99), pr.load)
 			if pr.firstErr != nil {
 				s.note("%d streams through %s: first failure: %s", n, mp.name, oneLine(pr.firstErr.Error()))
 			}
@@ -138,12 +214,15 @@ func (b *bench) manyStreams() {
 				s.note("%d streams through %s: %d had already ended (or failed) when the memory and goroutines were sampled; "+
 					"the per-stream figures understate", n, mp.name, pr.endedEarly)
 			}
-			b.many[manyKey{n, mp.name}] = manySummary{add99: pc(pr, 99) - pc(dr, 99), rssPer: pr.rssPer,
+			b.many[manyKey{n, mp.name}] = manySummary{add99: pc(pr, 99) - pc(dr, 99), baseline: drN, rssPer: pr.rssPer,
 				goroutinesPer: pr.goroutinesPer, failed: pr.failed + dr.failed, endedEarly: pr.endedEarly}
 		}
 	}
-	s.note("One run per count: a run holds every stream for about %v, and each chunk of each stream is a sample.",
-		time.Duration(manyChunks)*manyDelay)
+	s.note("One run per count: a run holds every stream for %d s plus 1 s per 1,000 streams, and each chunk of each stream is a sample. "+
+		"*Heap/stream* is the growth of the proxy's `go_memstats_heap_inuse_bytes` (live heap and garbage not yet swept) per stream; "+
+		"*Upstream conns* is the growth of the proxy's open sockets less one per client connection: its connections to the sandbox "+
+		"(HTTP/2 multiplexes streams on each up to the server's MaxConcurrentStreams); "+
+		"*load avg* is the machine's 1-minute load average when every stream was open (2 cores, shared with other work).", manyChunks)
 	s.note("The added delay is a difference of percentiles (proxy's p99 minus direct's p99), not a percentile of per-chunk " +
 		"differences; a negative figure means the path was within the noise of the baseline.")
 	s.note("other processes during this section: %s", b.meter().othersSince(meter))
@@ -158,6 +237,7 @@ type manyKey struct {
 // manySummary is what the goals need of one count through one path.
 type manySummary struct {
 	add99                 time.Duration
+	baseline              int // the direct count add99 is against; 0: none
 	rssPer, goroutinesPer float64
 	failed                int
 	endedEarly            int // the memory and goroutine figures understate when > 0
@@ -177,7 +257,7 @@ func (st *steady) targetFor(name string, p *proxyProc, conns int) *target {
 // while every stream is open, and reads every stream to its end.
 func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()) (manyRun, error) {
 	r := manyRun{}
-	var goroutines0 float64
+	var goroutines0, heap0 float64
 	if p != nil {
 		var err error
 		if r.rssBefore, err = p.RSS(); err != nil {
@@ -186,12 +266,17 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 		if goroutines0, err = metric(b.ctx, "http://"+p.AdminAddr+"/metrics", "go_goroutines"); err != nil {
 			return r, err
 		}
+		heap0, _ = metric(b.ctx, "http://"+p.AdminAddr+"/metrics", "go_memstats_heap_inuse_bytes")
+	}
+	sockets0 := 0
+	if p != nil {
+		sockets0 = countSockets(p.PID())
 	}
 	var cpu0 time.Duration
 	if t.cpu != nil {
 		cpu0, _ = t.cpu()
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Duration(b.manyChunksFor(n))*manyDelay+3*time.Minute)
 	defer cancel()
 	var (
 		mu      sync.Mutex
@@ -209,7 +294,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 			defer ended.Add(1)
 			first := sync.OnceFunc(opened.Done)
 			defer first()
-			transit, err := b.slowStream(ctx, st.up, t, fmt.Sprintf("many-%d-%d-%d", n, i, streamSeq.Add(1)), first)
+			transit, err := b.slowStream(ctx, st.up, t, fmt.Sprintf("many-%d-%d-%d", n, i, streamSeq.Add(1)), b.manyChunksFor(n), first)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -235,7 +320,14 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 		if g, err := metric(ctx, "http://"+p.AdminAddr+"/metrics", "go_goroutines"); err == nil {
 			r.goroutinesPer = (g - goroutines0) / float64(n)
 		}
+		if h, err := metric(ctx, "http://"+p.AdminAddr+"/metrics", "go_memstats_heap_inuse_bytes"); err == nil {
+			r.heapPer = (h - heap0) / float64(n)
+		}
 	}
+	if p != nil {
+		r.upConns = countSockets(p.PID()) - sockets0 - n
+	}
+	r.load = loadavg1()
 	if hold != nil {
 		hold()
 	}
@@ -262,9 +354,9 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 // slowStream reads one tagged stream of manyChunks chunks, calling first
 // when the first event arrives. A stream lasts manyChunks*manyDelay, much
 // longer than opening all of them takes, so all are open at the barrier.
-func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id string, first func()) ([]chunkTransit, error) {
+func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id string, chunks int, first func()) ([]chunkTransit, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/chat/completions",
-		bytes.NewReader(streamBodyFor(id, manyChunks, manyDelay)))
+		bytes.NewReader(streamBodyFor(id, chunks, manyDelay)))
 	if err != nil {
 		return nil, err
 	}
@@ -279,9 +371,9 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
 	}
-	arrivals := make([]time.Time, 0, manyChunks+2)
+	arrivals := make([]time.Time, 0, chunks+2)
 	br := bufio.NewReaderSize(resp.Body, 4<<10)
-	for len(arrivals) < manyChunks+2 {
+	for len(arrivals) < chunks+2 {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
 			return nil, fmt.Errorf("stream ended after %d events: %w", len(arrivals), err)
@@ -297,11 +389,11 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 		return nil, err
 	}
 	stamps := up.waitStream(id, 5*time.Second, 10*time.Millisecond)
-	if len(stamps) < manyChunks+1 {
-		return nil, fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(stamps), id, manyChunks+1)
+	if len(stamps) < chunks+1 {
+		return nil, fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(stamps), id, chunks+1)
 	}
-	out := make([]chunkTransit, manyChunks)
-	for i := range manyChunks {
+	out := make([]chunkTransit, chunks)
+	for i := range chunks {
 		out[i] = chunkTransit{at: stamps[i+1], d: arrivals[i].Sub(stamps[i+1])}
 	}
 	return out, nil
@@ -334,7 +426,7 @@ func (b *bench) profileMany(dir string) error {
 		return errors.New("many-streams profile: no broker or no TLS upstream")
 	}
 	pdir := b.dir("profiled-many")
-	for _, mp := range manyPaths {
+	for _, mp := range manyProtocols {
 		addrs, err := freeAddrs(3)
 		if err != nil {
 			return err
@@ -401,4 +493,95 @@ func fetchTo(ctx context.Context, url, path string) error {
 	}
 	_, err = io.Copy(f, resp.Body)
 	return errors.Join(err, f.Close())
+}
+
+// manyFilesNeeded is the open-file limit section 6 needs at the largest of
+// counts: in the bench process a stream holds the client's connection and
+// the sandbox's end of the upstream one (two for direct, plus the proxy's
+// leg over HTTP/1.1: the proxy holds the client's and the upstream's), with
+// room for listeners, logs and connections still closing.
+func manyFilesNeeded(counts []int) uint64 {
+	n := 0
+	for _, c := range counts {
+		n = max(n, c)
+	}
+	return uint64(4*n + 4096)
+}
+
+// addedAll is the added p99 over every chunk, or "" without a baseline.
+func addedAll(pr, dr manyRun, drN int, all99 func(manyRun) time.Duration) string {
+	if drN == 0 {
+		return ""
+	}
+	return ms(all99(pr) - all99(dr))
+}
+
+// manyFDSlack is what a process needs besides the streams' sockets.
+const manyFDSlack = 512
+
+// fitsFiles says whether bench and proxy descriptors fit under lim.
+func fitsFiles(lim uint64, bench, proxy int) bool {
+	return uint64(bench+manyFDSlack) <= lim && uint64(proxy+manyFDSlack) <= lim
+}
+
+// manyPathFiles is what n streams through a proxy hold in the bench process
+// (the clients' ends, and the sandbox's ends of the upstream connections)
+// and in the proxy (the same two legs): an upstream connection per stream
+// over HTTP/1.1, a few hundred streams per connection over HTTP/2.
+func manyPathFiles(http2 bool, n int) int {
+	if http2 {
+		return n + n/50
+	}
+	return 2 * n
+}
+
+// raiseOpenFiles raises this process's RLIMIT_NOFILE (which the proxies it
+// starts inherit) to at least need, raising the hard limit too when allowed
+// (root, or CAP_SYS_RESOURCE); it returns the soft limit in force.
+func raiseOpenFiles(need uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur >= need {
+		return lim.Cur, nil
+	}
+	want := lim
+	want.Cur = need
+	want.Max = max(lim.Max, need)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		// Not allowed past the hard limit: take what it allows.
+		want.Cur, want.Max = lim.Max, lim.Max
+		if err2 := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err2 != nil {
+			return lim.Cur, fmt.Errorf("raising to %d: %w; to the hard limit %d: %w", need, err, lim.Max, err2)
+		}
+		return lim.Max, fmt.Errorf("%d needed, the hard limit %d allows no more (%w): the largest counts may fail", need, lim.Max, err)
+	}
+	return need, nil
+}
+
+// loadavg1 is the machine's 1-minute load average.
+func loadavg1() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	return f
+}
+
+// countSockets is how many sockets process pid has open (0 when unreadable).
+func countSockets(pid int) int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }

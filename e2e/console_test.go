@@ -330,10 +330,18 @@ func testConsoleKeys(t *testing.T, brokerFlags ...string) {
 	// Revoke with the typed confirmation.
 	br.Do(t, "opening the keys page", chromedp.Navigate(st.b.httpURL+"/ui/#/keys"))
 	br.WaitJS(t, 10*time.Second, "dana's row", `document.querySelector('[data-key="dana"] button[aria-label="Revoke key dana"]')`)
-	br.Do(t, "revoking",
-		chromedp.Click(chromedp.CSS(`[data-key="dana"] button[aria-label="Revoke key dana"]`)),
-		chromedp.WaitVisible(chromedp.ID("revoke-input")),
-	)
+	// Clicked from the page: the table may be drawn again between a node
+	// lookup and a click (the keys list arriving after the page showed the
+	// last one), which fails chromedp.Click's node id.
+	if !browsertest.Eval[bool](t, br, `(() => {
+		const b = document.querySelector('[data-key="dana"] button[aria-label="Revoke key dana"]');
+		if (!b) return false;
+		b.click();
+		return true;
+	})()`) {
+		t.Fatal("dana's revoke button went away")
+	}
+	br.Do(t, "revoking", chromedp.WaitVisible(chromedp.ID("revoke-input")))
 	if !browsertest.Eval[bool](t, br, `document.getElementById("revoke-submit").disabled`) {
 		t.Error("revoke is enabled before the name is typed")
 	}

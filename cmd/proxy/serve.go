@@ -11,11 +11,13 @@ import (
 
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/forward/clientkeys"
+	"github.com/copilot-broker/copilot-broker/internal/forward/headers"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/server"
 	"github.com/copilot-broker/copilot-broker/internal/forward/statusreport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
+	"github.com/copilot-broker/copilot-broker/internal/gcheadroom"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
@@ -31,6 +33,7 @@ type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
 	gcPercent                                            int
+	gcHeadroom                                           int64
 	betas, forwardHeaders, countTokens                   string
 	allowedAPIHosts                                      string
 	connectTo                                            listFlag
@@ -48,7 +51,7 @@ func (l *listFlag) Set(v string) error {
 
 // serveFlags binds `proxy serve`'s flags onto a server.Config.
 func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
-	in := forward.DefaultIntents()
+	in := headers.DefaultIntents()
 	fs.StringVar(&cfg.Addr, "addr", server.DefaultAddr, "client listen address (OpenAI and Anthropic paths)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin listen address (/healthz, /readyz, /metrics; no key)")
 	fs.StringVar(&cfg.BrokerAddr, "broker-addr", server.DefaultBrokerAddr, "the broker's gRPC address")
@@ -78,13 +81,14 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body; a client that announces a body and does not send it is cut off after this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close keep-alive connections idle this long between requests")
 	fs.Int64Var(&cfg.MaxInflightBodyBytesPerKey, "max-inflight-body-bytes-per-key", 0, "the most of --max-inflight-body-bytes one client key's requests may hold together (at least --max-body-bytes; 0: half of it, all of it without client keys), so one key cannot starve the others")
-	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); past it new bodies wait --inflight-body-wait, then get 503 with Retry-After")
-	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room under --max-inflight-body-bytes")
+	fs.Int64Var(&cfg.MaxInflightBodyBytes, "max-inflight-body-bytes", server.DefaultMaxInflightBodyBytes, "request body bytes all requests may hold in memory at once (at least --max-body-bytes; -1: no bound); a body's share grows as its bytes arrive, and growth that finds no room waits --inflight-body-wait, then gets 503 with Retry-After")
+	fs.DurationVar(&cfg.InflightBodyWait, "inflight-body-wait", server.DefaultInflightBodyWait, "how long a request body waits for room to grow under --max-inflight-body-bytes")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
 	fs.StringVar(&o.allowedAPIHosts, "allowed-api-hosts", strings.Join(forward.DefaultAllowedAPIHosts(), ","), "hosts a token's api_base_url may name, comma-separated: .SUFFIX matches hosts under it, anything else one exact host (e.g. add .ghe.com or copilot-api.TENANT.ghe.com for data residency)")
 	fs.Var(&o.connectTo, "connect-to", "HOST:PORT:ADDR:PORT2: connect to ADDR:PORT2 for the Copilot API at HOST:PORT, TLS still verifying HOST (like curl's --connect-to); repeatable or comma-separated")
-	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to the Copilot API when it offers it (default: HTTP/1.1 keep-alive, which costs less CPU per request and less memory per stream; HTTP/2 holds fewer connections)")
+	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to the Copilot API when it offers it (default: HTTP/1.1 keep-alive, which costs less CPU per request; HTTP/2 holds fewer connections and, with thousands of open streams, less memory and one goroutine less per stream: bench section 6)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
+	fs.Int64Var(&o.gcHeadroom, "gc-headroom-bytes", defaultGCHeadroom, "most heap growth between collections once the live heap is large (thousands of open streams): the --gc-percent is lowered after each collection to allow no more, down to 25 (0: off)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
 	fs.DurationVar(&cfg.StreamIdleTimeout, "stream-idle-timeout", forward.DefaultStreamIdleTimeout, "end a stream with an error event when the Copilot API sends nothing for this long")
 	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", wsresponses.DefaultIdleTimeout, "close a Responses WebSocket connection that sent nothing and ran no response for this long (open connections are pinged every 30 s)")
@@ -99,7 +103,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.Intents.Messages, "openai-intent-messages", in.Messages, "Openai-Intent header on /v1/messages")
 	fs.StringVar(&cfg.Intents.Models, "openai-intent-models", in.Models, "Openai-Intent header on /models")
 	fs.StringVar(&cfg.Intents.Embeddings, "openai-intent-embeddings", in.Embeddings, "Openai-Intent header on /embeddings")
-	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(forward.DefaultAnthropicBetas, ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
+	fs.StringVar(&o.betas, "anthropic-betas", strings.Join(headers.DefaultAnthropicBetas(), ","), "anthropic-beta values forwarded on /v1/messages, comma-separated (NAME-* matches by prefix); others are dropped and counted, as the Copilot API refuses unknown betas")
 	fs.StringVar(&o.forwardHeaders, "forward-headers", "", "client headers to forward besides the built-in allow list, comma-separated (others are dropped)")
 	fs.StringVar(&o.countTokens, "count-tokens", "local", "how /v1/messages/count_tokens is answered: local (an estimate computed in the proxy; the Copilot API does not serve it) or upstream (forwarded)")
 	fs.StringVar(&o.intent, "openai-intent", "", "one Openai-Intent header for every endpoint, overriding the --openai-intent-* flags")
@@ -129,6 +133,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if pct, set := gcPercent(o.gcPercent, getenv("GOGC")); set {
 		debug.SetGCPercent(pct)
+		defer gcheadroom.Start(gcheadroom.Config{Percent: pct, Headroom: o.gcHeadroom}).Stop()
 	}
 	cfg.UpstreamHTTP2 = o.upstreamHTTP2
 	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
@@ -141,7 +146,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	cfg.ConnectTo = o.connectTo
 	if o.intent != "" {
-		cfg.Intents = forward.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
+		cfg.Intents = headers.Intents{Chat: o.intent, Responses: o.intent, Messages: o.intent, Models: o.intent, Embeddings: o.intent}
 	}
 	ops.WarnSecretFiles(logger, o.keysFile, o.brokerKeyFile)
 	if o.keysFile != "" {
@@ -168,6 +173,15 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 // bulk of a busy proxy's memory, are bounded by --max-inflight-body-bytes,
 // and GOMEMLIMIT caps the heap's growth under a container limit.
 const defaultGCPercent = 200
+
+// defaultGCHeadroom is --gc-headroom-bytes' default. At 200 percent the
+// heap may grow to three times the live heap between collections, which
+// costs nothing at a live heap of a few MiB and tripled the memory per
+// stream of a proxy holding thousands of streams (bench section 6, where
+// the live heap reaches hundreds of MiB). With 64 MiB of headroom the
+// percent stays 200 up to a live heap of 32 MiB and falls (to 25 at the
+// least) beyond.
+const defaultGCHeadroom = 64 << 20
 
 // gcPercent returns the collector target to set from the flag, and false
 // when the runtime's own setting stands: GOGC set in the environment (the

@@ -275,7 +275,7 @@ func (h *Handler) initAccounts(cfg Config) error {
 	if h.modelLabel == nil {
 		h.modelLabel = usage.NewModels(nil, 0).Label
 	}
-	h.usageBufs = usage.NewBuffers()
+	h.usageBufs = h.usage.TapBuffers()
 	h.reporter = cfg.UsageReporter
 	h.gate = cfg.Budgets
 	return nil

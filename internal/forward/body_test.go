@@ -37,9 +37,13 @@ func TestBodyBuffersReturnToPool(t *testing.T) {
 	for {
 		n, held := pool.Stats()
 		if held == 0 {
-			// The race detector drops a share of pool puts, so allow some
-			// misses; without release every request would allocate.
-			if n > requests/2 {
+			// Without release every request would allocate (n ==
+			// requests). Under the race detector sync.Pool drops a
+			// quarter of its puts at random, and a garbage collection
+			// empties it: with 20 requests, more than 10 misses came once
+			// in a few hundred runs on a loaded machine; 15 or more is
+			// about one in 10^5.
+			if n >= requests*3/4 {
 				t.Errorf("%d buffers allocated for %d sequential requests; want reuse", n, requests)
 			}
 			return

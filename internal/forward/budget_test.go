@@ -116,8 +116,7 @@ func TestInflightBodyBudget(t *testing.T) {
 		unexpected  []string
 	)
 	for i := range clients {
-		path := "/v1/chat/completions"
-		anthropic := i%2 == 1
+		path, anthropic := "/v1/chat/completions", i%2 == 1
 		if anthropic {
 			path = "/v1/messages"
 		}

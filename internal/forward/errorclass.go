@@ -121,7 +121,7 @@ type IdentityReporter interface {
 // identityRejected counts, logs and reports a refusal of the profile.
 func (h *Handler) identityRejected(c *call, status int, msg string) {
 	h.metrics.classMetrics().identity.WithLabelValues(c.acct.account).Inc()
-	e := h.currentEditor()
+	e := h.hdrs.Editor()
 	src := "(built-in default)"
 	if h.profile != nil {
 		if cur := h.profile.Get(); cur.Source != "" {

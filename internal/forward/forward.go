@@ -31,6 +31,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/keys"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
+	"github.com/copilot-broker/copilot-broker/internal/forward/headers"
 	"github.com/copilot-broker/copilot-broker/internal/forward/inspect"
 )
 
@@ -90,17 +91,17 @@ type Config struct {
 	// (or, without one, the defaults); set fields override the profile.
 	Editor identity.Editor
 	// Profile, when set, is the upstream profile the broker pushes
-	// (profile.go); nil sends Editor over the built-in default.
+	// (package headers); nil sends Editor over the built-in default.
 	Profile *identity.Holder
 	// Intents are the Openai-Intent values per upstream endpoint. Zero
-	// fields take DefaultIntents'.
-	Intents Intents
+	// fields take headers.DefaultIntents'.
+	Intents headers.Intents
 	// AnthropicBetas are the anthropic-beta values forwarded on
 	// /v1/messages ("name-*" matches by prefix); the rest are dropped and
-	// counted. Nil means DefaultAnthropicBetas; empty forwards none.
+	// counted. Nil means headers.DefaultAnthropicBetas; empty forwards none.
 	AnthropicBetas []string
 	// ForwardHeaders are client header names forwarded besides the built-in
-	// allow list (headers.go). Default none.
+	// allow list (package headers). Default none.
 	ForwardHeaders []string
 	// CountTokens says whether /v1/messages/count_tokens is answered
 	// locally (the default) or forwarded.
@@ -114,9 +115,11 @@ type Config struct {
 	// trickle it. Default [DefaultBodyReadTimeout].
 	BodyReadTimeout time.Duration
 	// MaxInflightBodyBytes bounds the request body bytes held at once by all
-	// requests together; a body that does not fit waits up to
-	// InflightBodyWait, then gets 503 with Retry-After. It is raised to
-	// MaxBodyBytes+1 if smaller. Default 256 MiB; negative: no bound.
+	// requests together. A body's share grows as its bytes arrive (never
+	// its announced length up front, see body.Budget); growth that finds no
+	// room waits up to InflightBodyWait, then its request gets 503 with
+	// Retry-After. It is raised to MaxBodyBytes+1 if smaller. Default
+	// 256 MiB; negative: no bound.
 	MaxInflightBodyBytes int64
 	// MaxInflightBodyBytesPerKey is the most of that budget the requests
 	// of one client key hold together, so that one key's slow or large
@@ -124,8 +127,8 @@ type Config struct {
 	// smaller. Default half of MaxInflightBodyBytes (all of it without
 	// Keys: every client is then the same key).
 	MaxInflightBodyBytesPerKey int64
-	// InflightBodyWait is how long a body waits for room in the budget.
-	// Default 2 s.
+	// InflightBodyWait is how long a body waits for room in the budget,
+	// each time it needs more. Default 2 s.
 	InflightBodyWait time.Duration
 	// StreamIdleTimeout ends an event stream whose upstream sent nothing for
 	// this long, with an error event in the client's dialect. Default
@@ -149,25 +152,21 @@ type Config struct {
 // Handler is the proxy's client-facing [http.Handler]. It is safe for
 // concurrent use.
 type Handler struct {
-	source      TokenSource
-	keys        KeySet // nil: no client authentication
-	dynTargets  dynTargets
-	override    *url.URL
-	allowed     []string
-	flagEditor  identity.Editor // Config.Editor as given: its set fields override the profile
-	profile     *identity.Holder
-	intents     Intents
-	headers     *headerPolicy
-	preset      atomic.Pointer[profilePreset] // of the profile last seen (profile.go)
-	fixedPreset *profilePreset                // without a profile
-	countMode   CountTokens
-	bodies      *body.Intake // the request body stage: reading, budget, freeing
-	streamIdle  time.Duration
-	transport   http.RoundTripper
-	metrics     *Metrics
-	clock       clock.Clock
-	log         *slog.Logger
-	rp          *httputil.ReverseProxy
+	source     TokenSource
+	keys       KeySet // nil: no client authentication
+	dynTargets dynTargets
+	override   *url.URL
+	allowed    []string
+	profile    *identity.Holder
+	hdrs       *headers.Builder // the header stage: allow list, identity, intents
+	countMode  CountTokens
+	bodies     *body.Intake // the request body stage: reading, budget, freeing
+	streamIdle time.Duration
+	transport  http.RoundTripper
+	metrics    *Metrics
+	clock      clock.Clock
+	log        *slog.Logger
+	rp         *httputil.ReverseProxy
 	// scan is the body scan (inspect.Scan); tests count its calls.
 	scan func(done <-chan struct{}, shape inspect.Shape, body []byte) (inspect.Result, error)
 	// The account stage (accounts.go): key targets, account health, usage.
@@ -208,9 +207,7 @@ func New(cfg Config) (*Handler, error) {
 		keys:       cfg.KeySet,
 		override:   cfg.APIURL,
 		allowed:    cfg.AllowedAPIHosts,
-		flagEditor: cfg.Editor,
 		profile:    cfg.Profile,
-		intents:    cfg.Intents.withDefaults(),
 		countMode:  cfg.CountTokens,
 		streamIdle: cfg.StreamIdleTimeout,
 		transport:  cfg.Transport,
@@ -241,6 +238,7 @@ func New(cfg Config) (*Handler, error) {
 	h.bodies = body.NewIntake(body.Config{
 		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
 		MaxInflight: cfg.MaxInflightBodyBytes, MaxInflightPerKey: perKey, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
+		Preempted: h.metrics.budgetPreempt,
 	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -248,13 +246,11 @@ func New(cfg Config) (*Handler, error) {
 	if err := h.initAccounts(cfg); err != nil {
 		return nil, err
 	}
-	betas := cfg.AnthropicBetas
-	if betas == nil {
-		betas = DefaultAnthropicBetas
-	}
-	h.headers = newHeaderPolicy(cfg.ForwardHeaders, newBetaFilter(betas, h.metrics.betasDropped, h.log), h.log)
-	fixed := cfg.Editor.WithDefaults()
-	h.fixedPreset = &profilePreset{p: newPresetHeaders(fixed, h.intents), editor: fixed}
+	h.hdrs = headers.New(headers.Config{
+		Editor: cfg.Editor, Profile: cfg.Profile, Intents: cfg.Intents,
+		Forward: cfg.ForwardHeaders, AnthropicBetas: cfg.AnthropicBetas,
+		BetasDropped: h.metrics.betasDropped, Logger: h.log,
+	})
 	if err := h.newModels(cfg.Models); err != nil {
 		return nil, err
 	}
@@ -529,16 +525,26 @@ func (h *Handler) rejectBody(w http.ResponseWriter, rt *route, key string, err e
 }
 
 // rewrite points the outbound request at the Copilot API and builds its
-// headers (headers.go) for the endpoint it goes to. ReverseProxy has already
+// headers (the header stage, package headers) for the endpoint it goes to. ReverseProxy has already
 // removed hop-by-hop and X-Forwarded-* headers, and none are added: the
 // client's address is not Copilot's business.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
-	pr.Out.Header = h.upstreamHeader(c.targetRoute(), pr.Out.Header, c.facts(pr.Out.Header))
+	target := c.targetRoute()
+	pr.Out.Header = h.hdrs.Upstream(target.upstream, target.hasBody(), pr.Out.Header, c.facts(pr.Out.Header))
 	if c.xlate != nil {
 		translateHeaders(pr.Out.Header, c.xlate)
 	}
 	setTarget(pr.Out, c)
+}
+
+// facts are what the header stage needs of the client's request, from its
+// one body scan.
+func (c *call) facts(in http.Header) headers.Facts {
+	return headers.Facts{
+		RequestID: c.requestID, Agent: c.in.Agent, Vision: c.in.Vision,
+		Interaction: headers.InteractionType(in, c.route == routeMessages && c.in.Compaction),
+	}
 }
 
 // setTarget sets the upstream URL and credential of the call's token on r.

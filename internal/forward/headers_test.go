@@ -1,9 +1,7 @@
 package forward
 
 import (
-	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -103,70 +101,10 @@ func TestHeaderAllowList(t *testing.T) {
 	}
 }
 
-func TestBetaFilter(t *testing.T) {
-	tests := []struct {
-		patterns []string
-		in       []string
-		want     string
-	}{
-		{DefaultAnthropicBetas, []string{"interleaved-thinking-2025-05-14"}, "interleaved-thinking-2025-05-14"},
-		{DefaultAnthropicBetas, []string{"context-1m-2025-08-07"}, ""},
-		{DefaultAnthropicBetas, []string{" Context-Management-2025-06-27 ,,", "advanced-tool-use-2025-11-20,x"}, "context-management-2025-06-27, advanced-tool-use-2025-11-20"},
-		{[]string{"context-1m-2025-08-07", "effort-*"}, []string{"context-1m-2025-08-07, effort-2025-11-24, interleaved-thinking-2025-05-14"}, "context-1m-2025-08-07, effort-2025-11-24"},
-		{[]string{}, []string{"interleaved-thinking-2025-05-14"}, ""},
-	}
-	for _, tt := range tests {
-		f := newBetaFilter(tt.patterns, NewMetrics(nil).betasDropped, slog.New(slog.DiscardHandler))
-		if got := f.filter(tt.in); got != tt.want {
-			t.Errorf("patterns %q: filter(%q) = %q; want %q", tt.patterns, tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestBetaLabelsBounded(t *testing.T) {
-	m := NewMetrics(nil)
-	f := newBetaFilter(DefaultAnthropicBetas, m.betasDropped, slog.New(slog.DiscardHandler))
-	for i := range maxBetaLabels + 50 {
-		f.filter([]string{fmt.Sprintf("made-up-%d-2026-01-01", i)})
-	}
-	f.filter([]string{"Bad Name!{}", strings.Repeat("a", 65)})
-	if n := labelCount(m.betasDropped); n != maxBetaLabels+1 {
-		t.Errorf("%d label values; want %d names and other", n, maxBetaLabels+1)
-	}
-	if n := counterValue(m.betasDropped.WithLabelValues("other")); n != 52 {
-		t.Errorf("other = %v; want 52 (50 past the cap, 2 malformed)", n)
-	}
-}
-
-func TestDroppedHeaderNamesBounded(t *testing.T) {
-	p := newHeaderPolicy(nil, newBetaFilter(nil, NewMetrics(nil).betasDropped, slog.New(slog.DiscardHandler)),
-		slog.New(slog.NewTextHandler(&syncbuf.SyncBuffer{}, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	in := http.Header{}
-	for i := range 1000 {
-		in.Set(fmt.Sprintf("X-Junk-%d", i), "v")
-	}
-	if out := p.filter("/chat/completions", in); len(out) != 0 {
-		t.Errorf("forwarded %v", out)
-	}
-	p.dropped.mu.Lock()
-	n := len(p.dropped.m)
-	p.dropped.mu.Unlock()
-	if n > 256 {
-		t.Errorf("remembered %d dropped names; want at most 256", n)
-	}
-}
-
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
 		panic(err)
 	}
 	return m.GetCounter().GetValue()
-}
-
-func labelCount(v *prometheus.CounterVec) int {
-	ch := make(chan prometheus.Metric, 1024)
-	v.Collect(ch)
-	close(ch)
-	return len(ch)
 }

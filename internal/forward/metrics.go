@@ -17,6 +17,7 @@ type Metrics struct {
 	accountErrors *prometheus.CounterVec
 
 	budgetRefused prometheus.Counter
+	budgetPreempt prometheus.Counter
 	inflightBody  prometheus.Gauge
 	// betasDropped counts anthropic-beta values not forwarded.
 	betasDropped *prometheus.CounterVec
@@ -58,6 +59,8 @@ type routeCounters struct {
 //     "quota_spent" (402), "token_refused" (401 after a refresh).
 //   - copilot_proxy_body_budget_refusals_total: requests answered 503
 //     because their body found no room in the in-flight body budget.
+//   - copilot_proxy_body_budget_preemptions_total: of those, bodies that
+//     gave their room to an older body waiting for it (body.Budget).
 //   - copilot_proxy_inflight_body_bytes: request body bytes admitted and
 //     held right now.
 //   - copilot_proxy_upstream_errors_total{kind}: upstream error answers
@@ -105,6 +108,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_body_budget_refusals_total",
 			Help: "Requests answered 503 because the in-flight request body budget had no room within the wait.",
 		}),
+		budgetPreempt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "copilot_proxy_body_budget_preemptions_total",
+			Help: "Requests answered 503 (and counted in copilot_proxy_body_budget_refusals_total) because their body, waiting for room to grow, gave the bytes it held to an older body waiting for room.",
+		}),
 		inflightBody: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "copilot_proxy_inflight_body_bytes",
 			Help: "Request body bytes admitted by the in-flight body budget and not yet released.",
@@ -130,7 +137,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.dialects = newDialectMetrics(reg)
 	m.classes = newClassMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.inflightBody, m.betasDropped, m.upstreamErrors, m.streamIdle, routes)
+		reg.MustRegister(m.requests, m.upstream, m.retries, m.failovers, m.accountErrors, m.budgetRefused, m.budgetPreempt, m.inflightBody, m.betasDropped, m.upstreamErrors, m.streamIdle, routes)
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/catalog"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/dialect"
+	"github.com/copilot-broker/copilot-broker/internal/forward/headers"
 )
 
 // ModelsConfig turns on the model catalog: request model names are resolved
@@ -182,7 +183,7 @@ func (h *Handler) fetchModels(ctx context.Context, account string) (*http.Respon
 	if err != nil {
 		return nil, err
 	}
-	req.Header = h.upstreamHeader(routeModels, http.Header{"Accept": {"application/json"}}, requestFacts{requestID: newRequestID()})
+	req.Header = h.hdrs.Upstream(routeModels.upstream, routeModels.hasBody(), http.Header{"Accept": {"application/json"}}, headers.Facts{RequestID: newRequestID()})
 	req.Header.Set("Authorization", "Bearer "+tok.Value.Reveal())
 	return h.transport.RoundTrip(req)
 }

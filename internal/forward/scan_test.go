@@ -29,15 +29,23 @@ func TestEachBodyScannedOnce(t *testing.T) {
 	e, _, _ := modelsEnv(t, "fast: gpt-4.1\n", 200)
 	scans := countScans(e.handler)
 	msgs := `"messages":[{"role":"user","content":"hi"}]`
-	for i, tt := range []struct{ path, body string }{
-		{"/v1/chat/completions", `{"model":"fast",` + msgs + `}`},                                    // alias: rewritten
-		{"/v1/chat/completions", `{"model":"gpt-4.1","stream":true,` + msgs + `}`},                   // exact, streamed
-		{"/v1/messages", `{"model":"claude-sonnet-4-5-20250929","max_tokens":8,` + msgs + `}`},       // builtin
-		{"/v1/responses", `{"model":"gpt-4.1","input":"hi"}`},                                        // Responses, translated to Chat
-		{"/v1/embeddings", `{"model":"text-embedding-3-small","input":"x"}`},                         // opaque
-		{"/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5-20250929",` + msgs + `}`},         // answered locally
-		{"/v1/chat/completions", `{"model":"a","MODEL":"b",` + msgs + `}`},                           // refused
-		{"/v1/messages", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"x"}]}`}, // another
+	compact := `"messages":[{"role":"user","content":"hi"},{"role":"user","content":"Your task is to create a detailed summary of the conversation so far."}]`
+	for i, tt := range []struct {
+		path, body string
+		// interaction, when set, is the X-Interaction-Type the upstream
+		// must get: the compaction marker is found by the same scan.
+		interaction string
+	}{
+		{"/v1/chat/completions", `{"model":"fast",` + msgs + `}`, ""},                                    // alias: rewritten
+		{"/v1/chat/completions", `{"model":"gpt-4.1","stream":true,` + msgs + `}`, ""},                   // exact, streamed
+		{"/v1/messages", `{"model":"claude-sonnet-4-5-20250929","max_tokens":8,` + msgs + `}`, ""},       // builtin
+		{"/v1/responses", `{"model":"gpt-4.1","input":"hi"}`, ""},                                        // Responses, translated to Chat
+		{"/v1/embeddings", `{"model":"text-embedding-3-small","input":"x"}`, ""},                         // opaque
+		{"/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5-20250929",` + msgs + `}`, ""},         // answered locally
+		{"/v1/chat/completions", `{"model":"a","MODEL":"b",` + msgs + `}`, ""},                           // refused
+		{"/v1/messages", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"x"}]}`, ""}, // another
+		{"/v1/messages", `{"model":"claude-sonnet-4-5-20250929","max_tokens":8,` + compact + `}`, "conversation-compaction"},
+		{"/v1/chat/completions", `{"model":"gpt-4.1",` + compact + `}`, "conversation-agent"}, // the marker counts on Messages only
 	} {
 		before := scans.Load()
 		// The answer does not matter (the fake upstream's chat answer does
@@ -45,6 +53,12 @@ func TestEachBodyScannedOnce(t *testing.T) {
 		e.do(t, "POST", tt.path, tt.body, nil)
 		if n := scans.Load() - before; n != 1 {
 			t.Errorf("request %d (%s): %d body scans; want 1", i, tt.path, n)
+		}
+		if tt.interaction == "" {
+			continue
+		}
+		if got := e.up.requests(); len(got) == 0 || got[len(got)-1].header.Get("X-Interaction-Type") != tt.interaction {
+			t.Errorf("request %d (%s): upstream X-Interaction-Type not %q", i, tt.path, tt.interaction)
 		}
 	}
 }

@@ -66,18 +66,24 @@ func routeOfDialect(d translate.Dialect) *route {
 	return nil
 }
 
-// endpointPreference is the order in which a client dialect's targets are
-// tried; the first is the client's own.
-var endpointPreference = map[translate.Dialect][3]translate.Dialect{
-	translate.Messages:  {translate.Messages, translate.Chat, translate.Responses},
-	translate.Chat:      {translate.Chat, translate.Responses, translate.Messages},
-	translate.Responses: {translate.Responses, translate.Chat, translate.Messages},
+// endpointPreference returns the order in which a client dialect's
+// targets are tried; the first is the client's own.
+func endpointPreference(client translate.Dialect) [3]translate.Dialect {
+	switch client {
+	case translate.Messages:
+		return [3]translate.Dialect{translate.Messages, translate.Chat, translate.Responses}
+	case translate.Responses:
+		return [3]translate.Dialect{translate.Responses, translate.Chat, translate.Messages}
+	case translate.Chat:
+		return [3]translate.Dialect{translate.Chat, translate.Responses, translate.Messages}
+	}
+	return [3]translate.Dialect{}
 }
 
 // pickTarget returns the first dialect in the client's preference order
 // whose endpoint is among endpoints.
 func pickTarget(client translate.Dialect, endpoints []string) (translate.Dialect, bool) {
-	for _, d := range endpointPreference[client] {
+	for _, d := range endpointPreference(client) {
 		up := routeOfDialect(d).upstream
 		for _, e := range endpoints {
 			if e == up {

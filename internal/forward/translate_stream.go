@@ -58,10 +58,21 @@ func newXlateBody(up io.ReadCloser, from, to translate.Dialect, opt translate.St
 	return x, nil
 }
 
-// pump reads the upstream body and hands every chunk to Read.
+// pumpBufferSize is the pump's read buffer. The pump holds it for the
+// stream's life, blocked in the upstream's Read most of that time, so it is
+// no larger than what one Read of the transport hands over: an HTTP/1.1
+// connection's reader is 4 KiB (upstream.Config's ReadBufferSize); an
+// HTTP/2 stream's larger DATA takes a few Reads, each translated as it
+// comes (the translator keeps a partial event between writes).
+const pumpBufferSize = 4 << 10
+
+// pump reads the upstream body and hands every chunk to Read. It is the
+// one goroutine a translated stream adds (a pass-through stream has none):
+// Read must return a keep-alive after a silence while the upstream's Read
+// blocks.
 func (x *xlateBody) pump() {
 	defer close(x.pumped)
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, pumpBufferSize)
 	for {
 		n, err := x.up.Read(buf)
 		select {

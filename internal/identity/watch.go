@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/filepoll"
 )
 
 // DefaultProfilePoll is how often a [Watcher] reads its file by default:
@@ -44,9 +45,8 @@ type WatchConfig struct {
 // the held profile as it is, with a log line naming the file and why.
 type Watcher struct {
 	cfg    WatchConfig
-	clock  clock.Clock
+	poll   *filepoll.Poller
 	log    *slog.Logger
-	reload chan struct{}
 	digest [sha256.Size]byte // of the content last read; owned by Run after NewWatcher
 }
 
@@ -78,7 +78,7 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultProfilePoll
 	}
-	w := &Watcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1)}
+	w := &Watcher{cfg: cfg, poll: filepoll.New(cfg.Clock, cfg.Interval), log: cfg.Logger}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -99,29 +99,10 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 }
 
 // Reload asks Run to re-read the file now, even when it looks unchanged.
-func (w *Watcher) Reload() {
-	select {
-	case w.reload <- struct{}{}:
-	default:
-	}
-}
+func (w *Watcher) Reload() { w.poll.Reload() }
 
 // Run polls until ctx ends.
-func (w *Watcher) Run(ctx context.Context) {
-	t := w.clock.NewTimer(w.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			w.check(false)
-			t.Reset(w.cfg.Interval)
-		case <-w.reload:
-			w.check(true)
-		}
-	}
-}
+func (w *Watcher) Run(ctx context.Context) { w.poll.Run(ctx, w.check) }
 
 func (w *Watcher) check(forced bool) {
 	p, d, err := ReadProfileFile(w.cfg.Path, w.cfg.Base)

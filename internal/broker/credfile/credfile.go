@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/filepoll"
 	"github.com/copilot-broker/copilot-broker/internal/regfile"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -72,10 +73,9 @@ type Config struct {
 // Watcher polls one credential file. Create it with [New], run it with
 // [Watcher.Run]; [Watcher.Reload] may be called from any goroutine.
 type Watcher struct {
-	cfg    Config
-	clock  clock.Clock
-	log    *slog.Logger
-	reload chan struct{}
+	cfg  Config
+	poll *filepoll.Poller
+	log  *slog.Logger
 
 	digest [sha256.Size]byte // of the credential last reported; owned by Run after New
 	failed string            // the last read error warned about, until a read succeeds
@@ -90,7 +90,7 @@ func New(cfg Config) (*Watcher, secret.Secret, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
 	}
-	w := &Watcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1)}
+	w := &Watcher{cfg: cfg, poll: filepoll.New(cfg.Clock, cfg.Interval), log: cfg.Logger}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
@@ -103,38 +103,13 @@ func New(cfg Config) (*Watcher, secret.Secret, error) {
 }
 
 // Reload asks Run to re-read the file now, even if it looks unchanged.
-func (w *Watcher) Reload() {
-	select {
-	case w.reload <- struct{}{}:
-	default: // one is already pending
-	}
-}
+func (w *Watcher) Reload() { w.poll.Reload() }
 
 // Run polls until ctx ends. It reads the file every time rather than
 // trusting size and modification time: a token of the same length written
 // twice within the file system's timestamp granularity would go unseen, and
 // reading a file of at most MaxSize every few seconds costs nothing.
-func (w *Watcher) Run(ctx context.Context) {
-	poll(ctx, w.clock, w.cfg.Interval, w.reload, w.check)
-}
-
-// poll calls check(false) every interval and check(true) on each reload,
-// until ctx ends.
-func poll(ctx context.Context, clk clock.Clock, interval time.Duration, reload <-chan struct{}, check func(forced bool)) {
-	timer := clk.NewTimer(interval)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C():
-			check(false)
-			timer.Reset(interval)
-		case <-reload:
-			check(true)
-		}
-	}
-}
+func (w *Watcher) Run(ctx context.Context) { w.poll.Run(ctx, w.check) }
 
 func (w *Watcher) check(forced bool) {
 	tok, err := Read(w.cfg.Path)

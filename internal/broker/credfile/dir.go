@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/filepoll"
 	"github.com/copilot-broker/copilot-broker/internal/regfile"
 	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
@@ -84,10 +85,9 @@ type DirConfig struct {
 // the same credential are one seat under two names: the second (the one
 // not already serving it, else the later name) is refused.
 type DirWatcher struct {
-	cfg    DirConfig
-	clock  clock.Clock
-	log    *slog.Logger
-	reload chan struct{}
+	cfg  DirConfig
+	poll *filepoll.Poller
+	log  *slog.Logger
 
 	digests map[string][sha256.Size]byte // owned by Run after NewDir
 	warned  map[string]string            // name → the warning last logged about it
@@ -103,7 +103,7 @@ func NewDir(cfg DirConfig) (*DirWatcher, map[string]secret.Secret, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 5 * time.Second
 	}
-	w := &DirWatcher{cfg: cfg, clock: clock.OrReal(cfg.Clock), log: cfg.Logger, reload: make(chan struct{}, 1),
+	w := &DirWatcher{cfg: cfg, poll: filepoll.New(cfg.Clock, cfg.Interval), log: cfg.Logger,
 		digests: map[string][sha256.Size]byte{}, warned: map[string]string{}}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
@@ -238,17 +238,10 @@ func (w *DirWatcher) warnOnce(name, msg string, args ...any) {
 
 // Reload asks Run to re-read the directory now; unchanged files are then
 // reported as Unchanged.
-func (w *DirWatcher) Reload() {
-	select {
-	case w.reload <- struct{}{}:
-	default:
-	}
-}
+func (w *DirWatcher) Reload() { w.poll.Reload() }
 
 // Run polls until ctx ends.
-func (w *DirWatcher) Run(ctx context.Context) {
-	poll(ctx, w.clock, w.cfg.Interval, w.reload, w.check)
-}
+func (w *DirWatcher) Run(ctx context.Context) { w.poll.Run(ctx, w.check) }
 
 func (w *DirWatcher) check(forced bool) {
 	toks, kept, err := w.scan()

@@ -202,25 +202,42 @@ func TestRESTBodyLimit(t *testing.T) {
 	e := start(t, sandbox.Config{}, Config{Keys: testKeys(t)})
 	c := httpClient(t)
 	url := "http://" + e.srv.Addrs().HTTP + "/v1/token:refresh"
-	// Twice the bound: over it, and under what net/http drains after an
-	// early answer (256 KiB), so the client is not reset mid-write.
+	// An answer that comes before the body was read closes the
+	// connection (ops.GuardBody) without reading the rest: a client still
+	// writing then gets a reset instead of the answer (the test failed so
+	// on a loaded machine). So each body passes what the server must see
+	// (by more than the transport's 4 KiB write buffer) and then holds its
+	// end until the answer came, as a slow client's would.
 	big := `{"rejectedGeneration":"1","account":"` + strings.Repeat("a", 2*broker.MaxRESTBodyBytes) + `"}`
-	resp, body := restDo(t, c, "POST", url, testKey, big)
+	send := func(announced bool, part int) (*http.Response, []byte) {
+		t.Helper()
+		answered := make(chan struct{})
+		defer close(answered)
+		req, err := http.NewRequest("POST", url, io.MultiReader(strings.NewReader(big[:part]), waitReader(answered)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if announced {
+			req.ContentLength = int64(len(big))
+		}
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body) // before the request's end comes
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	resp, body := send(true, 16<<10)
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code"`) {
 		t.Errorf("POST with a %d-byte body = %d %.200s; want 413 in the gateway's error shape", len(big), resp.StatusCode, body)
 	}
 	// Without a Content-Length the read stops at the bound.
-	req, err := http.NewRequest("POST", url, io.MultiReader(strings.NewReader(big)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	resp, err = c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body = send(false, broker.MaxRESTBodyBytes+16<<10)
 	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 		t.Errorf("POST with a chunked %d-byte body = %d %.200s; want a 4xx", len(big), resp.StatusCode, body)
 	}
@@ -228,4 +245,12 @@ func TestRESTBodyLimit(t *testing.T) {
 	if resp, body := restDo(t, c, "POST", url, testKey, `{"rejectedGeneration":"1"}`); resp.StatusCode != 200 {
 		t.Errorf("POST with a small body = %d %s; want 200", resp.StatusCode, body)
 	}
+}
+
+// waitReader is an empty body's end that comes once ch is closed.
+type waitReader <-chan struct{}
+
+func (w waitReader) Read([]byte) (int, error) {
+	<-w
+	return 0, io.EOF
 }

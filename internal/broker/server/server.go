@@ -85,7 +85,9 @@ type Server struct {
 // Start validates cfg, binds the listeners and starts serving. It returns
 // once the listeners are bound; the first token exchange runs in the
 // background (GetToken waits for it). When it fails, everything it had
-// built is released again (one cleanup path: [undo]).
+// built is released again (one cleanup path: [undo]). Its steps, in order:
+// [Server.openStores], [Server.listen], [Server.startServices],
+// [Server.startGateway] and [Server.serve].
 func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -99,50 +101,106 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, tls: tlsCfg != nil, done: make(chan struct{}), heapFloor: newHeapFloor()}
-	var cleanup undo
+	b := &boot{tls: tlsCfg}
 	defer func() {
 		if err != nil {
-			cleanup.run()
+			b.cleanup.run()
 		}
 	}()
+	if err := s.openStores(ctx, b); err != nil {
+		return nil, err
+	}
+	if err := s.listen(b); err != nil {
+		return nil, err
+	}
+	if err := s.startServices(b); err != nil {
+		return nil, err
+	}
+	if err := s.startGateway(ctx, b); err != nil {
+		return nil, err
+	}
+	s.serve(ctx, b)
 
-	ghToken, err := s.openCredential()
-	if err != nil {
-		return nil, err
+	s.log.Info("broker listening", "grpc", s.addrs.GRPC, "http", s.addrs.HTTP, "admin", s.addrs.Admin,
+		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", b.auth.Enabled(), "keys", cfg.Keys.Len(),
+		"github_api_url", cfg.GitHubAPIURL, "epoch", b.epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
+	return s, nil
+}
+
+// boot carries what one step of [Start] makes to the steps after it.
+type boot struct {
+	tls     *tls.Config // nil without TLS
+	cleanup undo
+
+	// openStores
+	metrics   *broker.Metrics
+	ghToken   secret.Secret
+	dirTokens map[string]secret.Secret
+
+	// listen
+	grpcLn, httpLn, adminLn net.Listener
+
+	// startServices
+	profile *identity.Holder
+	epoch   string
+	auth    *broker.Authenticator
+
+	// startGateway
+	runCtx            context.Context
+	gwLn              *memListener
+	httpSrv, adminSrv *http.Server
+}
+
+// openStores reads the default account's credential and the accounts
+// directory, and opens the state store when one is configured.
+func (s *Server) openStores(ctx context.Context, b *boot) error {
+	var err error
+	if b.ghToken, err = s.openCredential(); err != nil {
+		return err
 	}
-	dirTokens, err := s.openAccountsDir()
-	if err != nil {
-		return nil, err
+	if b.dirTokens, err = s.openAccountsDir(); err != nil {
+		return err
 	}
-	metrics := broker.NewMetrics()
-	if err := s.openStore(ctx, metrics, &cleanup); err != nil {
-		return nil, err
-	}
+	b.metrics = broker.NewMetrics()
+	return s.openStore(ctx, b.metrics, &b.cleanup)
+}
+
+// listen binds the gRPC, REST and admin listeners behind the connection
+// limits, with TLS on the first two when configured.
+func (s *Server) listen(b *boot) error {
+	cfg := s.cfg
 	lns, err := ops.ListenAll(cfg.GRPCAddr, cfg.HTTPAddr, cfg.AdminAddr)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cleanup.add(func() { ops.CloseAll(lns) })
-	conns := ops.NewConnLimits(metrics.Registry(), "copilot_broker")
-	grpcLn := conns.Listener(lns[0], "grpc", cfg.MaxConnections)
-	httpLn := conns.Listener(lns[1], "http", cfg.MaxConnections)
-	adminLn := conns.Listener(lns[2], "admin", cfg.MaxConnections)
-	s.addrs = Addrs{GRPC: grpcLn.Addr().String(), HTTP: httpLn.Addr().String(), Admin: adminLn.Addr().String()}
-	if tlsCfg != nil {
-		grpcLn = tls.NewListener(grpcLn, withALPN(tlsCfg, "h2"))
-		httpLn = tls.NewListener(httpLn, withALPN(tlsCfg, "h2", "http/1.1"))
+	b.cleanup.add(func() { ops.CloseAll(lns) })
+	conns := ops.NewConnLimits(b.metrics.Registry(), "copilot_broker")
+	b.grpcLn = conns.Listener(lns[0], "grpc", cfg.MaxConnections)
+	b.httpLn = conns.Listener(lns[1], "http", cfg.MaxConnections)
+	b.adminLn = conns.Listener(lns[2], "admin", cfg.MaxConnections)
+	s.addrs = Addrs{GRPC: b.grpcLn.Addr().String(), HTTP: b.httpLn.Addr().String(), Admin: b.adminLn.Addr().String()}
+	if b.tls != nil {
+		b.grpcLn = tls.NewListener(b.grpcLn, withALPN(b.tls, "h2"))
+		b.httpLn = tls.NewListener(b.httpLn, withALPN(b.tls, "h2", "http/1.1"))
 	}
+	return nil
+}
 
+// startServices builds the token service, the accounts fleet, the
+// authenticator, the gRPC server and the usage ledger. Nothing serves yet.
+func (s *Server) startServices(b *boot) error {
+	cfg, metrics := s.cfg, b.metrics
 	identityMetrics := broker.NewIdentityMetrics(metrics.Registry())
 	profile, err := s.openProfile(identityMetrics)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	b.profile = profile
 	cfg.Exchange.Profile = profile
-	epoch := newEpoch()
+	b.epoch = newEpoch()
 	proxies, err := newProxies(cfg, metrics, &s.svc)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.svc, err = broker.NewService(broker.Config{
 		MaxStreamAge: cfg.MaxStreamAge, MaxPendingWait: cfg.MaxPendingWait,
@@ -150,56 +208,66 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Profile: profile, IdentityMetrics: identityMetrics, Proxies: proxies,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cleanup.add(s.svc.Close)
+	b.cleanup.add(s.svc.Close)
 	s.health = newHealth(cfg)
-	s.fleet = newFleet(cfg, s.svc, s.health, metrics, epoch)
+	s.fleet = newFleet(cfg, s.svc, s.health, metrics, b.epoch)
 	s.fleet.identity = identityMetrics
-	cleanup.add(s.fleet.close)
-	if err := s.startAccounts(ghToken, dirTokens); err != nil {
-		return nil, err
+	b.cleanup.add(s.fleet.close)
+	if err := s.startAccounts(b.ghToken, b.dirTokens); err != nil {
+		return err
 	}
 	if err := metrics.ObserveService(s.svc); err != nil {
-		return nil, err
+		return err
 	}
-	auth := broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
-	s.health.AccountsNeedKey(auth)
-	s.grpc = newGRPCServer(s.svc, s.keySvc, s.health, auth, metrics,
-		broker.NewPublicStreamLimiter(auth, cfg.PublicStreams, metrics).StreamInterceptor(),
+	b.auth = broker.NewAuthenticator(cfg.Keys, cfg.Logger, metrics)
+	s.health.AccountsNeedKey(b.auth)
+	s.grpc = newGRPCServer(s.svc, s.keySvc, s.health, b.auth, metrics,
+		broker.NewPublicStreamLimiter(b.auth, cfg.PublicStreams, metrics).StreamInterceptor(),
 		broker.NewStreamLimiter(cfg.Streams, memAddr{}, metrics).StreamInterceptor())
-	cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
+	b.cleanup.add(s.grpc.Stop) // ends its stream workers, which start with it
 	s.registerProxies(proxies)
-	if err := s.openLedger(metrics); err != nil {
-		return nil, err
-	}
+	return s.openLedger(metrics)
+}
 
+// startGateway makes the run context, the REST gateway with the console
+// beside it, and the REST and admin HTTP servers. Nothing serves yet.
+func (s *Server) startGateway(ctx context.Context, b *boot) error {
+	cfg := s.cfg
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	cleanup.add(cancel)
-	gw, err := newGateway(runCtx, auth, metrics)
+	b.runCtx = runCtx
+	b.cleanup.add(cancel)
+	gw, err := newGateway(runCtx, b.auth, b.metrics)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cleanup.add(func() { _ = gw.conn.Close() })
-	s.gwConn = gw.conn
-	rest, err := withConsole(cfg, gw.handler, auth, metrics, tlsCfg != nil)
+	b.cleanup.add(func() { _ = gw.conn.Close() })
+	s.gwConn, b.gwLn = gw.conn, gw.ln
+	rest, err := withConsole(cfg, gw.handler, b.auth, b.metrics, b.tls != nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Keys.Len() == 0 && ops.IsLoopback(cfg.HTTPAddr) {
 		// Without keys, a DNS-rebinding web page could read the token.
 		rest = ops.LoopbackHostsOnly(rest, cfg.HTTPAddr)
 	}
-	httpSrv, adminSrv := newHTTPServer(cfg, rest), newAdminServer(cfg, s.ready, metrics)
+	b.httpSrv, b.adminSrv = newHTTPServer(cfg, rest), newAdminServer(cfg, s.ready, b.metrics)
+	return nil
+}
 
+// serve starts the servers and the background work, and the runner that
+// shuts them down in order. It cannot fail.
+func (s *Server) serve(ctx context.Context, b *boot) {
+	cfg, runCtx := s.cfg, b.runCtx
 	r := &runner{s: s, errc: make(chan error, 4)}
-	r.goServe("grpc", func() error { return s.grpc.Serve(grpcLn) })
-	r.goServe("gateway", func() error { return s.grpc.Serve(gw.ln) })
+	r.goServe("grpc", func() error { return s.grpc.Serve(b.grpcLn) })
+	r.goServe("gateway", func() error { return s.grpc.Serve(b.gwLn) })
 	restCtx, stopREST := context.WithCancel(context.Background())
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
-	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, httpSrv, httpLn, cfg.ShutdownTimeout) })
-	r.goServe("admin", func() error { return ops.ServeHTTP(adminCtx, adminSrv, adminLn, cfg.ShutdownTimeout) })
+	r.goServe("rest", func() error { return ops.ServeHTTP(restCtx, b.httpSrv, b.httpLn, cfg.ShutdownTimeout) })
+	r.goServe("admin", func() error { return ops.ServeHTTP(adminCtx, b.adminSrv, b.adminLn, cfg.ShutdownTimeout) })
 	if s.watcher != nil {
 		r.goBackground(func() { s.watcher.Run(runCtx) })
 	}
@@ -212,14 +280,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if s.profileWatcher != nil {
 		r.goBackground(func() { s.profileWatcher.Run(runCtx) })
-		r.goBackground(func() { s.fleet.followProfile(runCtx, profile) })
+		r.goBackground(func() { s.fleet.followProfile(runCtx, b.profile) })
 	}
 	go r.run(ctx, runCtx, stopREST, stopAdmin)
-
-	s.log.Info("broker listening", "grpc", s.addrs.GRPC, "http", s.addrs.HTTP, "admin", s.addrs.Admin,
-		"tls", s.tls, "mtls", cfg.TLSClientCAFile != "", "auth", auth.Enabled(), "keys", cfg.Keys.Len(),
-		"github_api_url", cfg.GitHubAPIURL, "epoch", epoch, "accounts", len(s.svc.Accounts()), "accounts_dir", cfg.AccountsDir)
-	return s, nil
 }
 
 // openStore opens the state store, when one is configured, and the key

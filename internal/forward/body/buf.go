@@ -88,18 +88,26 @@ func (b *Buf) Replace(start, end int, id string) {
 // (see [Held.Out]): a body with a buffer of its own, or a small pooled one.
 func (b *Buf) InMemory() bool { return b.pool == nil || len(b.buf) <= Small }
 
+// errLength is read's error for a body that ends before, or runs past, its
+// announced Content-Length (net/http reports the first itself).
+var errLength = errors.New("request body does not match its Content-Length")
+
 // read reads r up to limit bytes into a pooled buffer. sizeHint is the
-// request's Content-Length (or -1). The body's bytes never exceed what res
-// (nil: no budget) has admitted: a known length is admitted before the first
-// read, an unknown one in doubling steps as it arrives.
+// request's Content-Length (or -1). The body's bytes, and the buffer it
+// allocates for them, never exceed what res (nil: no budget) has admitted,
+// and both grow as the bytes arrive (see [Chunk]): an announced length is a
+// promise, not bytes, so it bounds the growth but is never reserved up
+// front. When growth finds no room, the bytes read so far are dropped and
+// the error is res's ([ErrBudget], [ErrPreempted], or the request's).
 func read(pool *Pool, r io.Reader, sizeHint, limit int64, res *Reservation) (*Buf, error) {
 	if sizeHint > limit {
 		return nil, ErrTooLarge
 	}
+	// The most the buffer needs: the announced length and one byte for the
+	// read that sees EOF, or one byte past the limit.
+	most := limit + 1
 	if sizeHint >= 0 {
-		if err := res.grow(sizeHint + 1); err != nil { // +1: the read that sees EOF
-			return nil, err
-		}
+		most = sizeHint + 1
 	}
 	var b *Buf
 	if sizeHint >= 0 && sizeHint <= Small {
@@ -107,50 +115,76 @@ func read(pool *Pool, r io.Reader, sizeHint, limit int64, res *Reservation) (*Bu
 		// its size: the transport can then be handed it as it is (see
 		// Held.Out), and no pooled 16 KiB buffer sits under a small
 		// request for the life of its stream.
-		b = &Buf{buf: make([]byte, 0, sizeHint+1)}
+		b = &Buf{buf: make([]byte, 0, most)}
 	} else {
 		b = pool.get()
 	}
 	b.refs.Store(1)
 	buf := b.buf[:0]
-	if sizeHint > int64(cap(buf)) {
-		buf = make([]byte, 0, sizeHint+1) // +1 so the EOF read needs no growth
+	fail := func(err error) (*Buf, error) {
+		b.buf = buf
+		b.release()
+		return nil, err
 	}
+	budgeted := res.budgeted()
+	// The first grant is a step. A pooled buffer may be larger (up to
+	// maxPooledBody): reused memory the budget does not count, of which a
+	// body uses no more than it was granted.
+	first := min(most, Chunk)
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+		room := int64(cap(buf))
+		if budgeted {
+			if held := res.held.Load(); int64(len(buf)) >= held {
+				want := first
+				if len(buf) > 0 || held > 0 {
+					want = nextSize(int64(len(buf)), most)
+				}
+				if err := res.grow(want); err != nil {
+					return fail(err)
+				}
+				if res.held.Load() <= int64(len(buf)) {
+					return fail(ErrTooLarge) // over the key's share: the body limit should have said so
+				}
+			}
+			room = min(room, res.held.Load())
+		}
+		if int64(len(buf)) == room {
+			// A larger buffer, of exactly the admitted size: the copy's
+			// old buffer is garbage at once.
+			size := nextSize(int64(len(buf)), most)
+			if budgeted {
+				size = min(size, res.held.Load())
+			}
+			nb := make([]byte, len(buf), size)
+			copy(nb, buf)
+			buf = nb
+			room = size
 		}
 		// Never ask for more than one byte past the limit: a chunked body
 		// (no Content-Length) is refused as soon as it is too large.
-		end := min(int64(cap(buf)), limit+1)
-		if res.budgeted() {
-			if held := res.held.Load(); int64(len(buf)) >= held {
-				if err := res.grow(min(max(2*held, int64(len(buf))+64<<10), limit+1)); err != nil {
-					b.buf = buf
-					b.release()
-					return nil, err
-				}
-			}
-			end = min(end, res.held.Load())
-		}
+		end := min(room, limit+1, most)
 		n, err := r.Read(buf[len(buf):end])
 		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			b.buf = buf
-			b.release()
-			return nil, ErrTooLarge
-		}
-		if err == io.EOF {
+		switch {
+		case int64(len(buf)) > limit:
+			return fail(ErrTooLarge)
+		case sizeHint >= 0 && int64(len(buf)) > sizeHint:
+			return fail(errLength)
+		case err == io.EOF && sizeHint >= 0 && int64(len(buf)) < sizeHint:
+			return fail(io.ErrUnexpectedEOF)
+		case err == io.EOF:
 			b.buf = buf
 			return b, nil
-		}
-		if err != nil {
-			b.buf = buf
-			b.release()
-			return nil, err
+		case err != nil:
+			return fail(err)
 		}
 	}
 }
+
+// nextSize is the size a body of n bytes grows to: a step ([Chunk]), or
+// half its size past two steps, so that a large body is copied a bounded
+// number of times; never past most.
+func nextSize(n, most int64) int64 { return min(most, n+max(Chunk, n/2)) }
 
 // reader returns a new reader of the body; closing it drops its reference.
 func (b *Buf) reader() *Reader {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 )
 
 // Defaults of [Config].
@@ -34,6 +36,12 @@ type Config struct {
 	InflightWait time.Duration
 	// Inflight is set to the bytes admitted now. Required.
 	Inflight prometheus.Gauge
+	// Preempted counts bodies that gave their room to an older one (see
+	// [Budget]); may be nil.
+	Preempted prometheus.Counter
+	// Clock times the waits for room; nil: the real clock. (The read
+	// deadline is a socket's, always wall-clock time.)
+	Clock clock.Clock
 }
 
 // Intake reads request bodies into held memory within the bounds of its
@@ -68,7 +76,8 @@ func NewIntake(cfg Config) *Intake {
 	if perKey > 0 {
 		perKey = max(perKey, in.max+1)
 	}
-	in.budget = NewBudget(inflight, perKey, wait, cfg.Inflight)
+	in.budget = NewBudget(BudgetConfig{Limit: inflight, PerKey: perKey, Wait: wait, Clock: cfg.Clock,
+		Inflight: cfg.Inflight, Preempted: cfg.Preempted})
 	return in
 }
 
@@ -81,11 +90,15 @@ func (in *Intake) Budget() *Budget { return in.budget }
 // Pool is the intake's buffer pool (its Stats show reuse).
 func (in *Intake) Pool() *Pool { return in.pool }
 
-// Read reads the request body within the budget. A body refused for
-// memory ([ErrBudget]), not for what it is, is read on into nothing (no
-// memory held, bounded by the body limit and read deadline) so that the
-// client reads a clean 503 instead of a reset connection mid-upload; if even
-// that fails, the connection is closed after the answer.
+// Read reads the request body within the budget, its reservation growing
+// as the bytes arrive (see [Budget]). A body refused for memory
+// ([ErrBudget]: no room within the wait, or it gave way to an older body),
+// not for what it is, before its first byte or part-way through, gives back
+// at once the bytes it read and the room it held, and is read on into
+// nothing (no memory held, bounded by the body limit and read deadline) so
+// that the client reads a clean 503 instead of a reset connection
+// mid-upload; if even that fails, the connection is closed after the
+// answer.
 func (in *Intake) Read(w http.ResponseWriter, r *http.Request, key string) (*Held, error) {
 	res := in.budget.Reserve(r.Context(), key)
 	b, err := in.readWithin(w, r, res)

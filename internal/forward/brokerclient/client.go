@@ -335,41 +335,31 @@ func (c *Client) setConn(err error) {
 // trying GetToken when a watch delivered nothing. It returns nil when ctx
 // ends.
 func (c *Client) Run(ctx context.Context) error {
-	attempt := 0
-	for {
+	watch := func(ctx context.Context) (bool, error) {
 		got, err := c.watch(ctx)
-		if ctx.Err() != nil {
-			c.setConn(fmt.Errorf("stopped: %w", ctx.Err()))
-			return nil
-		}
 		if err == nil {
-			err = errors.New("the watch stream ended")
+			// The broker ends a stream on age or when it shuts down: until
+			// the next one delivers, it is unavailable (a client's 503
+			// says so, not "gRPC Unknown").
+			err = status.Error(codes.Unavailable, "the broker ended the watch stream")
 		}
-		c.setConn(err)
-		c.forgetIfNotFound(err)
-		var delay time.Duration
-		if got {
-			// The broker ends streams after a maximum age; come back at
-			// once, with a little jitter so replicas do not all reconnect in
-			// the same instant.
-			attempt = 0
-			delay = jitter(c.minBack)
-		} else {
-			c.fallback(ctx)
-			delay = c.backoff(attempt)
-			attempt++
-			c.log.Warn("broker watch failed; retrying", "error", err, "retry_in", delay)
-		}
-		c.m.reconnects.Inc()
-		t := c.clock.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			c.setConn(fmt.Errorf("stopped: %w", ctx.Err()))
-			return nil
-		case <-t.C():
-		}
+		return got, err
 	}
+	c.follow(ctx, c.log, watchLoop{what: "watch", watch: watch,
+		ended: func(err error) bool {
+			c.setConn(err)
+			c.forgetIfNotFound(err)
+			return false
+		},
+		retry: func(got bool) {
+			if !got {
+				c.fallback(ctx)
+			}
+			c.m.reconnects.Inc()
+		},
+	})
+	c.setConn(fmt.Errorf("stopped: %w", ctx.Err()))
+	return nil
 }
 
 // watch runs one WatchToken stream. got reports whether any message came.

@@ -90,10 +90,10 @@ func NewKeyWatcher(cfg KeyWatcherConfig) (*KeyWatcher, error) {
 // Run follows WatchKeys until ctx ends. While the stream is down the key
 // set keeps the last keys (see [clientkeys.Set.Disconnected]).
 func (w *KeyWatcher) Run(ctx context.Context) {
-	w.backoff.follow(ctx, w.log, "WatchKeys (keeping the last key set)", w.watch, func(error) bool {
+	w.backoff.follow(ctx, w.log, watchLoop{what: "WatchKeys (keeping the last key set)", watch: w.watch, ended: func(error) bool {
 		w.cfg.Keys.Disconnected()
 		return false
-	})
+	}})
 }
 
 func (w *KeyWatcher) watch(ctx context.Context) (got bool, err error) {

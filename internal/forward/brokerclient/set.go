@@ -233,43 +233,14 @@ func (s *Set) followAccounts(ctx context.Context) {
 	cfg := s.cfg.Client
 	cfg.Registerer = nil
 	c, _ := New(cfg) // for its backoff settings and clock
-	c.follow(ctx, s.log, "WatchAccounts", s.watchAccounts, func(err error) bool {
+	c.follow(ctx, s.log, watchLoop{what: "WatchAccounts", watch: s.watchAccounts, ended: func(err error) bool {
 		if status.Code(err) == codes.Unimplemented {
 			s.log.Info("the broker has no WatchAccounts; watching the configured accounts only")
 			<-ctx.Done() // Run stops the clients when this returns
 			return true
 		}
 		return false
-	})
-}
-
-// follow runs watch (one stream) again and again until ctx ends or ended,
-// called after each stream with its error, returns true: at once (with a
-// little jitter) after a stream that delivered messages (the broker ends
-// streams on age), else after the client's jittered exponential backoff.
-func (c *Client) follow(ctx context.Context, log *slog.Logger, what string, watch func(context.Context) (bool, error), ended func(error) bool) {
-	attempt := 0
-	for {
-		got, err := watch(ctx)
-		if ctx.Err() != nil || ended(err) {
-			return
-		}
-		var delay time.Duration
-		if got {
-			attempt, delay = 0, jitter(c.minBack)
-		} else {
-			delay = c.backoff(attempt)
-			attempt++
-			log.Warn("broker "+what+" failed; retrying", "error", err, "retry_in", delay)
-		}
-		t := c.clock.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
-		}
-	}
+	}})
 }
 
 func (s *Set) watchAccounts(ctx context.Context) (got bool, err error) {

@@ -362,7 +362,15 @@ func TestSetDefaultAccountRemovedAndAddedBack(t *testing.T) {
 	s := startSet(t, m, SetConfig{NeedDefault: true, Client: Config{Registerer: reg}})
 	eventually(t, "the default account", hasToken(s, ""))
 	m.set("", nil)
-	eventually(t, "the default account dropped", func() bool { _, err := s.Source("").Token(); return err != nil })
+	// Wait for the set to drop the client, not only for its token to go:
+	// the client forgets its token on its stream's NOT_FOUND, which may
+	// come before WatchAccounts tells the set; an account added back
+	// before the set saw it leave keeps its old client, waiting out its
+	// backoff on the test's fake clock (the test timed out so once).
+	eventually(t, "the default account dropped", func() bool {
+		_, err := s.Source("").Token()
+		return err != nil && s.client("") == nil
+	})
 	m.set("", acctTok("", 2))
 	eventually(t, "the default account back", func() bool { tk, err := s.Source("").Token(); return err == nil && tk.Generation == 2 })
 	mfs, err := reg.Gather()

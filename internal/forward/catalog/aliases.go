@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/clock"
+	"github.com/copilot-broker/copilot-broker/internal/filepoll"
 	"github.com/copilot-broker/copilot-broker/internal/regfile"
 )
 
@@ -165,7 +166,7 @@ type AliasFileConfig struct {
 type AliasFile struct {
 	cfg  AliasFileConfig
 	log  *slog.Logger
-	clk  clock.Clock
+	poll *filepoll.Poller
 	cur  atomic.Pointer[Aliases]
 	hash [sha256.Size]byte // of the content held
 }
@@ -179,7 +180,7 @@ func OpenAliasFile(cfg AliasFileConfig) (*AliasFile, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 5 * time.Second
 	}
-	f := &AliasFile{cfg: cfg, clk: clock.OrReal(cfg.Clock), log: cfg.Logger}
+	f := &AliasFile{cfg: cfg, poll: filepoll.New(cfg.Clock, cfg.Poll), log: cfg.Logger}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -199,20 +200,12 @@ func (f *AliasFile) Current() *Aliases {
 
 // Run checks the file every Poll until ctx ends.
 func (f *AliasFile) Run(ctx context.Context) {
-	t := f.clk.NewTimer(f.cfg.Poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
+	f.poll.Run(ctx, func(bool) {
 		if err := f.load(false); err != nil {
 			f.log.Warn("model alias file not reloaded; keeping the aliases held", "path", f.cfg.Path, "aliases", f.Current().Len(), "error", err)
 			f.cfg.Metrics.aliasReload("error")
 		}
-		t.Reset(f.cfg.Poll)
-	}
+	})
 }
 
 // load reads the file and takes it when its content changed (a small file

@@ -181,3 +181,27 @@ func TestScanStream(t *testing.T) {
 		}
 	}
 }
+
+// TestScanCompaction: the compaction flag is Claude Code's compaction
+// instruction in the text of the last turn, found in the scan's one pass.
+func TestScanCompaction(t *testing.T) {
+	const ask = `Your task is to create a detailed summary of the conversation so far, paying close attention to the user's explicit requests.`
+	for _, tt := range []struct {
+		name, body string
+		want       bool
+	}{
+		{"last turn string", `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"ok"},{"role":"user","content":"` + ask + `"}]}`, true},
+		{"last turn text block", `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"text","text":"CRITICAL: text only. ` + ask + `","cache_control":{"type":"ephemeral"}}]}]}`, true},
+		{"escaped", `{"messages":[{"role":"user","content":"\u0059our task is to create a detailed summary of the conversation so far"}]}`, true},
+		{"nested tool result text", `{"messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"text","text":"` + ask + `"}]}]}]}`, true},
+		{"earlier turn only", `{"messages":[{"role":"user","content":"` + ask + `"},{"role":"assistant","content":"summary"},{"role":"user","content":"go on"}]}`, false},
+		{"in a key name", `{"messages":[{"role":"user","content":"hi","` + ask + `":1}]}`, false},
+		{"in the system prompt", `{"system":"` + ask + `","messages":[{"role":"user","content":"hi"}]}`, false},
+		{"cut short", `{"messages":[{"role":"user","content":"Your task is to create a detailed summary"}]}`, false},
+		{"plain request", `{"messages":[{"role":"user","content":"hi"}]}`, false},
+	} {
+		if r, err := Scan(nil, Messages, []byte(tt.body)); err != nil || r.Compaction != tt.want {
+			t.Errorf("%s: Scan(%.80s) = compaction %v, %v; want %v", tt.name, tt.body, r.Compaction, err, tt.want)
+		}
+	}
+}

@@ -41,6 +41,7 @@ func inspectReference(kind Shape, body []byte) Result {
 	}
 	if n := len(turns); n > 0 {
 		in.Agent = !turns[n-1].genuineUser()
+		in.Compaction = turns[n-1].compaction()
 	}
 	return in
 }
@@ -49,7 +50,7 @@ func inspectReference(kind Shape, body []byte) Result {
 // with want, the reference's, and its model span holds the "model" string a
 // full decode finds.
 func sameInspection(body string, got, want Result) bool {
-	if got.Agent != want.Agent || got.Vision != want.Vision {
+	if got.Agent != want.Agent || got.Vision != want.Vision || got.Compaction != want.Compaction {
 		return false
 	}
 	var b struct {
@@ -87,6 +88,27 @@ type refTurn struct {
 	Content   refContent      `json:"content"`
 	Output    refContent      `json:"output"` // Responses API tool outputs may carry images
 	ToolCalls json.RawMessage `json:"tool_calls"`
+	Text      json.RawMessage `json:"text"` // a content part's text
+}
+
+// compaction reports whether some text of t (its content or output string,
+// a part's text, at any depth) holds compactionMarker.
+func (t *refTurn) compaction() bool {
+	var text string
+	if json.Unmarshal(t.Text, &text) == nil && strings.Contains(text, compactionMarker) {
+		return true
+	}
+	for _, c := range []*refContent{&t.Content, &t.Output} {
+		if c.isString && strings.Contains(c.text, compactionMarker) {
+			return true
+		}
+		for i := range c.items {
+			if c.items[i].compaction() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (t *refTurn) genuineUser() bool {
@@ -125,6 +147,7 @@ func (t *refTurn) hasImage() bool {
 // Anthropic tool_result's content) decode the same way.
 type refContent struct {
 	isString bool
+	text     string // the string, when isString
 	items    []refTurn
 }
 
@@ -135,6 +158,7 @@ func (c *refContent) UnmarshalJSON(b []byte) error {
 	case len(b) == 0:
 	case b[0] == '"':
 		c.isString = true
+		_ = json.Unmarshal(b, &c.text)
 	case b[0] == '[':
 		// Elements of the wrong type decode as zero turns: encoding/json
 		// reports a type error but fills in everything else.
@@ -231,6 +255,9 @@ var inspectSeeds = []string{
 	`{"messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"image"}]}]}]}`,
 	`{"model":"gpt-4.1","messages":[],"MODEL":"claude-sonnet-4-5","mod\u0065l":"a\"b"}`,
 	`{"model":"x","messages":[],"Model":5}`, `{"model":null,"input":"hi"}`,
+	`{"messages":[{"role":"user","content":[{"type":"text","text":"Your task is to create a detailed summary of the conversation so far."}]}]}`,
+	`{"input":[{"role":"user","content":"x"},{"type":"function_call_output","output":"\u0059our task is to create a detailed summary of the conversation so far"}]}`,
+	`{"messages":[{"role":"user","content":"Your task is to create a detailed summary of the conversation so far"},{"role":"assistant","text":5}]}`,
 }
 
 // FuzzInspect checks that inspect agrees with a full decode on every JSON

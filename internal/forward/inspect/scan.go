@@ -32,6 +32,9 @@ type Result struct {
 	Agent bool
 	// Vision is true when any turn carries an image.
 	Vision bool
+	// Compaction is true when the last turn's text holds the instruction of
+	// Claude Code's history compaction request (found in the same pass).
+	Compaction bool
 	// Stream is true when the top-level "stream" is true.
 	Stream bool
 	// ModelStart and ModelEnd locate the top-level "model" string:
@@ -134,7 +137,7 @@ func (r *Result) walk(w *jsonWalker, shape Shape) error {
 		case field != "" && keyIs(k, field):
 			var t turns
 			t, err = inspectTurns(w, shape == Responses, r)
-			r.Agent, r.Vision = t.agent, t.vision
+			r.Agent, r.Vision, r.Compaction = t.agent, t.vision, t.compaction
 		case field != "" && (keyIs(k, "system") || keyIs(k, "instructions")):
 			w.next()
 			vs := w.pos

@@ -3,11 +3,14 @@ package inspect
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
 // turns is what the list of turns says.
 type turns struct {
 	agent, vision bool
+	// compaction: the last turn's text holds [compactionMarker].
+	compaction bool
 }
 
 // inspectTurns classifies the list of turns at w's position and notes the
@@ -66,6 +69,7 @@ func inspectTurns(w *jsonWalker, stringOK bool, r *Result) (turns, error) {
 		}
 	}
 	in.agent = !lastTurn.genuineUser()
+	in.compaction = lastTurn.compaction
 	return in, nil
 }
 
@@ -99,6 +103,9 @@ type turnInfo struct {
 	content   contentInfo // "content": the message's parts
 	output    contentInfo // "output": Responses API tool outputs may carry images
 	image     bool        // some nested content or output part is an image
+	// compaction is set when some text of the turn (a content or output
+	// string, a part's "text", at any depth) holds [compactionMarker].
+	compaction bool
 }
 
 // contentInfo summarises a content value: a string, or a list of parts.
@@ -147,9 +154,11 @@ func (w *jsonWalker) turn(t *turnInfo) error {
 		case keyIs(k, "type"):
 			err = w.stringInto(&t.typ)
 		case keyIs(k, "content"):
-			err = w.contentInto(&t.content, &t.image)
+			err = w.contentInto(&t.content, t)
 		case keyIs(k, "output"):
-			err = w.contentInto(&t.output, &t.image)
+			err = w.contentInto(&t.output, t)
+		case keyIs(k, "text"):
+			err = w.markText(&t.compaction)
 		case keyIs(k, "tool_calls"):
 			var raw []byte
 			raw, err = w.value()
@@ -163,16 +172,16 @@ func (w *jsonWalker) turn(t *turnInfo) error {
 	}
 }
 
-// contentInto reads a content value: a string, a list of parts (each a
-// turn), or anything else (ignored).
-func (w *jsonWalker) contentInto(c *contentInfo, image *bool) error {
+// contentInto reads a content value of the turn t: a string, a list of
+// parts (each a turn), or anything else (ignored).
+func (w *jsonWalker) contentInto(c *contentInfo, t *turnInfo) error {
 	if err := w.step(); err != nil {
 		return err
 	}
 	switch w.next() {
 	case '"':
 		c.isString = true
-		return w.skipString()
+		return w.markText(&t.compaction)
 	case '[':
 	default:
 		return w.skipValue()
@@ -191,7 +200,8 @@ func (w *jsonWalker) contentInto(c *contentInfo, image *bool) error {
 		}
 		c.parts++
 		c.nonToolResult = c.nonToolResult || !isToolResult(part.typ)
-		*image = *image || part.hasImage()
+		t.image = t.image || part.hasImage()
+		t.compaction = t.compaction || part.compaction
 	}
 }
 
@@ -201,24 +211,61 @@ func (w *jsonWalker) stringInto(s *string) error {
 	if err := w.step(); err != nil {
 		return err
 	}
-	if w.next() != '"' {
-		return w.skipValue()
-	}
-	start := w.pos
-	if err := w.skipString(); err != nil {
+	q, ok, err := w.quoted()
+	if !ok {
 		return err
 	}
-	raw := w.data[start+1 : w.pos-1]
-	if bytes.IndexByte(raw, '\\') < 0 {
-		*s = string(raw)
-		return nil
-	}
-	w.steps += len(raw) // unescaping reads the string once more
-	var v string
-	if json.Unmarshal(w.data[start:w.pos], &v) == nil {
+	if v, ok := w.unquote(q); ok {
 		*s = v
 	}
 	return nil
+}
+
+// compactionMarker starts the instruction of Claude Code's history
+// compaction request, its last turn (docs/protocol.md section 4,
+// "X-Interaction-Type").
+const compactionMarker = "Your task is to create a detailed summary of the conversation so far"
+
+// markText skips the value at w's position and sets *found when it is a
+// string holding [compactionMarker]. The turn it is in has been walked
+// already (it is well formed); only the classified turns are read so.
+func (w *jsonWalker) markText(found *bool) error {
+	q, ok, err := w.quoted()
+	if !ok || *found || len(q) < len(compactionMarker)+2 {
+		return err
+	}
+	if raw := q[1 : len(q)-1]; bytes.IndexByte(raw, '\\') < 0 {
+		*found = bytes.Contains(raw, []byte(compactionMarker))
+		return nil
+	}
+	v, ok := w.unquote(q)
+	*found = ok && strings.Contains(v, compactionMarker)
+	return nil
+}
+
+// quoted skips the value at w's position and, when it is a string,
+// returns it as it stands in the document, quotes and escapes included.
+func (w *jsonWalker) quoted() (q []byte, ok bool, err error) {
+	if w.next() != '"' {
+		return nil, false, w.skipValue()
+	}
+	start := w.pos
+	if err := w.skipString(); err != nil {
+		return nil, false, err
+	}
+	return w.data[start:w.pos], true, nil
+}
+
+// unquote returns the string q (from quoted) unescaped; ok is false when
+// encoding/json refuses its escapes.
+func (w *jsonWalker) unquote(q []byte) (string, bool) {
+	raw := q[1 : len(q)-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw), true
+	}
+	w.steps += len(raw) // unescaping reads the string once more
+	var v string
+	return v, json.Unmarshal(q, &v) == nil
 }
 
 func isToolResult(typ string) bool {

@@ -11,6 +11,7 @@ import (
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
+	"github.com/copilot-broker/copilot-broker/internal/forward/headers"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/keys"
@@ -143,12 +144,12 @@ type Config struct {
 	// pool.DefaultReservePercent; negative: off).
 	PoolReservePercent float64
 	// Intents are the Openai-Intent values per endpoint; zero fields take
-	// [forward.DefaultIntents]'. --openai-intent-chat, -responses,
+	// [headers.DefaultIntents]'. --openai-intent-chat, -responses,
 	// -messages, -models, -embeddings (--openai-intent sets them all).
-	Intents forward.Intents
+	Intents headers.Intents
 	// AnthropicBetas are the anthropic-beta values forwarded on
 	// /v1/messages ("name-*" matches by prefix); nil means
-	// [forward.DefaultAnthropicBetas]. --anthropic-betas,
+	// [headers.DefaultAnthropicBetas]. --anthropic-betas,
 	// PROXY_ANTHROPIC_BETAS.
 	AnthropicBetas []string
 	// ForwardHeaders are client headers forwarded besides the built-in

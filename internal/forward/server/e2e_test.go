@@ -325,6 +325,9 @@ func TestBrokerOutageServesCachedTokenUntilExpiry(t *testing.T) {
 	if err := st.broker.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The proxy learns of the outage when its watch stream ends, after
+	// the broker has stopped: wait for that, not for the clock.
+	waitMetrics(t, st.proxy, map[string]float64{connectedSeries: 0})
 	clk.Set(tok.ExpiresAt.Add(-time.Minute))
 	if resp, body := st.do("POST", "/v1/chat/completions", chatBody, nil); resp.StatusCode != 200 {
 		t.Fatalf("broker down, token still valid: %d %s; want 200", resp.StatusCode, body)

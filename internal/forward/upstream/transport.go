@@ -49,6 +49,9 @@ type Config struct {
 // (net/http's default is 10 MiB); the Copilot API's headers are a few KiB.
 const MaxResponseHeaderBytes = 1 << 20
 
+// MaxReceiveBufferPerStream is the HTTP/2 receive window of a stream.
+const MaxReceiveBufferPerStream = 256 << 10
+
 // tlsSessionCacheSize is how many upstream TLS sessions are kept for
 // resumption: one or a few per upstream host.
 const tlsSessionCacheSize = 64
@@ -98,6 +101,15 @@ func NewTransport(cfg Config) *http.Transport {
 			// Detect dead HTTP/2 connections instead of hanging streams on them.
 			SendPingTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
+			// What an HTTP/2 stream may receive ahead of its client's reads:
+			// the bound on what a slow client makes the proxy hold per stream
+			// (net/http's default is 4 MiB, so 10,000 streams could hold
+			// 40 GiB). Streams run at the model's pace, far below what this
+			// window allows even at 100 ms of round trip (2.5 MiB/s). The
+			// connection's window stays net/http's 1 GiB: it must exceed the
+			// streams per connection (the server's MaxConcurrentStreams)
+			// times this, or a few slow clients would stall the rest.
+			MaxReceiveBufferPerStream: MaxReceiveBufferPerStream,
 		},
 	}
 	if cfg.HTTP1Only {

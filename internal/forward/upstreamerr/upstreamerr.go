@@ -60,19 +60,24 @@ const DefaultWait = 30 * time.Second
 // MaxWait caps any wait read from an answer.
 const MaxWait = 24 * time.Hour
 
-// codeClasses maps the error codes of docs/protocol.md section 8, without
-// their :plan suffix, to classes.
-var codeClasses = map[string]Class{
-	"rate_limited":              RateLimited,
-	"user_global_rate_limited":  RateLimited,
-	"integration_rate_limited":  RateLimited,
-	"user_model_rate_limited":   ModelRateLimited,
-	"model_overloaded":          ModelOverloaded,
-	"agent_mode_limit_exceeded": AgentModeLimit,
-	"quota_exceeded":            QuotaExceeded,
-	"free_quota_exceeded":       QuotaExceeded,
-	"overage_limit_reached":     QuotaExceeded,
-	"billing_not_configured":    BillingNotConfigured,
+// codeClass maps an error code of docs/protocol.md section 8, without its
+// :plan suffix, to its class; "" for a code not listed there.
+func codeClass(code string) Class {
+	switch code {
+	case "rate_limited", "user_global_rate_limited", "integration_rate_limited":
+		return RateLimited
+	case "user_model_rate_limited":
+		return ModelRateLimited
+	case "model_overloaded":
+		return ModelOverloaded
+	case "agent_mode_limit_exceeded":
+		return AgentModeLimit
+	case "quota_exceeded", "free_quota_exceeded", "overage_limit_reached":
+		return QuotaExceeded
+	case "billing_not_configured":
+		return BillingNotConfigured
+	}
+	return ""
 }
 
 // Info is a classified error answer.
@@ -132,10 +137,10 @@ func Classify(status int, h http.Header, body []byte, usageExhausted bool, now t
 	code, msg := parseBody(body)
 	in := Info{Message: msg}
 	in.Code, in.Plan, _ = strings.Cut(code, ":")
-	switch cl, known := codeClasses[in.Code]; {
+	switch cl := codeClass(in.Code); {
 	case identity.IsRejection(status, body):
 		in.Class = IdentityRejected
-	case known:
+	case cl != "":
 		in.Class = cl
 	case status == http.StatusTooManyRequests && usageExhausted:
 		in.Class = UsageLimit
@@ -242,7 +247,7 @@ func parseBody(raw []byte) (code, msg string) {
 	if len(b.Error) > 0 && json.Unmarshal(b.Error, &e) == nil {
 		if c := str(e.Code); c != "" {
 			code = c
-		} else if code == "" && codeClasses[strings.SplitN(e.Type, ":", 2)[0]] != "" {
+		} else if code == "" && codeClass(strings.SplitN(e.Type, ":", 2)[0]) != "" {
 			code = e.Type
 		}
 		if e.Message != "" {

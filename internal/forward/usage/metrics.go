@@ -95,10 +95,14 @@ func plain(s string) bool {
 //   - copilot_proxy_usage_unreported_total: 2xx answers whose usage was not
 //     found (a Chat stream without stream_options.include_usage, a client
 //     that left early).
+//   - copilot_proxy_usage_oversized_total: answers in which the tap let a
+//     usage object go for running past [MaxObject] bytes (their usage may
+//     be missing or incomplete; a sign of a malformed answer).
 type Metrics struct {
 	requests, premium, unreported *prometheus.CounterVec
 	tokens                        *prometheus.CounterVec
 	premiumUnits                  *prometheus.CounterVec
+	oversized                     prometheus.Counter
 }
 
 // NewMetrics registers the usage series on reg when it is not nil.
@@ -125,11 +129,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "copilot_proxy_usage_premium_units_total",
 			Help: "Premium requests weighed by the model's billing multiplier from the catalog (premium units), by API key, account and model.",
 		}, labels),
+		oversized: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "copilot_proxy_usage_oversized_total",
+			Help: "Answers in which a usage object ran past the tap's bound and was let go (their usage may be missing).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.premium, m.unreported, m.tokens, m.premiumUnits)
+		reg.MustRegister(m.requests, m.premium, m.unreported, m.tokens, m.premiumUnits, m.oversized)
 	}
 	return m
+}
+
+// TapBuffers returns a pool for taps whose let-go usage objects count on
+// copilot_proxy_usage_oversized_total.
+func (m *Metrics) TapBuffers() *Buffers {
+	bp := NewBuffers()
+	bp.onOversized = m.oversized.Inc
+	return bp
 }
 
 // Record counts one answered request.

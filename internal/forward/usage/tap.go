@@ -3,57 +3,63 @@ package usage
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
-// Tap wraps an answer's body: every Read passes through untouched, and the
-// first [HeadSize] bytes and the last [TailSize] are kept aside. When the
-// body ends (EOF or Close, whichever comes first) done receives the usage
-// found, once; ok is false when none was (a Chat stream without
-// include_usage, an error, a client that left early).
+// Tap wraps an answer's body: every Read passes through untouched while a
+// finder reads the bytes for usage objects, keeping only those (see
+// [finder]): no window of the answer's bytes, so a stream that lasts
+// minutes holds a few hundred bytes here. When the body ends (EOF or Close,
+// whichever comes first) done receives the usage found, once; ok is false
+// when none was (a Chat stream without include_usage, an error, a client
+// that left early).
 type Tap struct {
 	rc   io.ReadCloser
 	done func(u Usage, ok bool)
 	once sync.Once
-	b    *tapBuf // nil once finished
-	bufs *Buffers
+	f    finder
 }
 
-// tapBuf is a tap's pooled memory, so that a tap allocates nothing per
-// answer but itself. The tail is a ring of TailSize bytes: a stream that
-// lasts minutes holds 20 KiB here, not a window twice the tail's size.
-type tapBuf struct {
-	head [HeadSize]byte
-	n    int // bytes of head used
-	ring [TailSize]byte
-	end  int64 // bytes written to the ring in all; the newest is at (end-1)%TailSize
-}
-
-// Buffers pools the memory of taps; share one among all taps.
+// Buffers pools the memory taps need only while they read a usage object;
+// share one among all taps. It counts the objects let go for their size.
 type Buffers struct {
-	p       sync.Pool // *tapBuf
-	scratch sync.Pool // *[TailSize]byte: a tail laid out in order, only while it is parsed
+	capture     sync.Pool // *[]byte
+	oversized   atomic.Int64
+	onOversized func() // also called per answer with an object let go; may be nil
 }
 
 // NewBuffers returns an empty pool.
 func NewBuffers() *Buffers {
-	return &Buffers{
-		p:       sync.Pool{New: func() any { return new(tapBuf) }},
-		scratch: sync.Pool{New: func() any { return new([TailSize]byte) }},
+	return &Buffers{capture: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+}
+
+func (bp *Buffers) getCapture() *[]byte {
+	b := bp.capture.Get().(*[]byte)
+	*b = (*b)[:0]
+	return b
+}
+
+func (bp *Buffers) putCapture(b *[]byte) {
+	if cap(*b) <= MaxObject+1 {
+		bp.capture.Put(b)
 	}
 }
 
+// Oversized is how many answers' taps let a usage object go because they ran past
+// [MaxObject] bytes (or nested past the bound): the answers' usage may
+// then be missing or incomplete.
+func (bp *Buffers) Oversized() int64 { return bp.oversized.Load() }
+
 // NewTap returns a Tap over rc whose end is reported to done.
 func (bp *Buffers) NewTap(rc io.ReadCloser, done func(u Usage, ok bool)) *Tap {
-	b := bp.p.Get().(*tapBuf)
-	b.n, b.end = 0, 0
-	return &Tap{rc: rc, done: done, b: b, bufs: bp}
+	return &Tap{rc: rc, done: done, f: finder{bufs: bp}}
 }
 
 // Read implements [io.Reader].
 func (t *Tap) Read(p []byte) (int, error) {
 	n, err := t.rc.Read(p)
-	if n > 0 {
-		t.keep(p[:n])
+	if n > 0 && t.f.bufs != nil {
+		t.f.write(p[:n])
 	}
 	if err == io.EOF {
 		t.finish()
@@ -67,43 +73,18 @@ func (t *Tap) Close() error {
 	return t.rc.Close()
 }
 
-func (t *Tap) keep(p []byte) {
-	b := t.b
-	if b == nil {
-		return
-	}
-	if b.n < HeadSize {
-		b.n += copy(b.head[b.n:], p)
-	}
-	if len(p) > TailSize {
-		b.end += int64(len(p) - TailSize)
-		p = p[len(p)-TailSize:]
-	}
-	at := int(b.end % TailSize)
-	n := copy(b.ring[at:], p)
-	copy(b.ring[:], p[n:])
-	b.end += int64(len(p))
-}
-
-// tail lays the ring's bytes out in order in scratch and returns them.
-func (b *tapBuf) tail(scratch *[TailSize]byte) []byte {
-	if b.end <= TailSize {
-		return b.ring[:b.end]
-	}
-	at := int(b.end % TailSize)
-	n := copy(scratch[:], b.ring[at:])
-	copy(scratch[n:], b.ring[:at])
-	return scratch[:]
-}
-
 func (t *Tap) finish() {
 	t.once.Do(func() {
-		b := t.b
-		scratch := t.bufs.scratch.Get().(*[TailSize]byte)
-		u, ok := Parse(b.head[:b.n], b.tail(scratch))
-		t.bufs.scratch.Put(scratch)
-		t.b = nil
-		t.bufs.p.Put(b)
+		f := &t.f
+		if f.oversized {
+			f.bufs.oversized.Add(1)
+			if f.bufs.onOversized != nil {
+				f.bufs.onOversized()
+			}
+		}
+		f.release()
+		u, ok := f.result()
+		f.bufs = nil // later Reads pass through unread
 		t.done(u, ok)
 	})
 }

@@ -1,7 +1,9 @@
 // Package usage reads the token usage of upstream answers as they pass
 // through the proxy, without holding them back or decoding them whole: a
-// [Tap] copies the bytes it forwards into a small head and a bounded tail,
-// and [Parse] finds the "usage" objects there once the answer ends.
+// [Tap] watches the bytes it forwards for "usage" keys and keeps only the
+// objects after them (the first and the last; see [finder]), and decodes
+// those once the answer ends. Nothing else of an answer is kept, so a
+// stream held open for minutes costs the tap a few hundred bytes.
 //
 // Where usage sits, per dialect (see dialects.md):
 //   - Chat Completions: "usage" at the end of a JSON answer; in a stream, on
@@ -23,12 +25,6 @@ import "bytes"
 type Usage struct {
 	Input, Output, Cached int64
 }
-
-// HeadSize and TailSize bound what a [Tap] keeps of an answer.
-const (
-	HeadSize = 4 << 10
-	TailSize = 16 << 10
-)
 
 // raw has the usage fields of all three dialects; pointers tell a field
 // that is absent from one that is zero.
@@ -94,22 +90,21 @@ func (r raw) usage() Usage {
 	return u
 }
 
-// Parse reads the usage of an answer from its head and tail (which may
-// overlap, or be the same bytes for a short answer). It takes the first
-// "usage" object of the head and overlays the last one of the tail, which
-// covers every dialect above. ok is false when no usage object was found.
-func Parse(head, tail []byte) (u Usage, ok bool) {
+// parsePair reads the usage of an answer from its first and last usage
+// objects (nil when absent; the same bytes for an answer with one): the
+// first one's fields overlaid with the last one's, which covers every
+// dialect above. ok is false when neither decodes.
+func parsePair(first, last []byte) (u Usage, ok bool) {
 	var r raw
-	first := findUsage(head, false)
 	if first != nil {
 		ok = decode(first, &r)
 	}
-	if obj := findUsage(tail, true); obj != nil && !bytes.Equal(obj, first) {
-		// (A short answer's head and tail hold the same object: merging
-		// it onto itself would change nothing, so it is read once.)
-		var last raw
-		if decode(obj, &last) {
-			r.merge(last)
+	if last != nil && !bytes.Equal(last, first) {
+		// (An answer with one usage object has it as first and last:
+		// merging it onto itself would change nothing, so it is read once.)
+		var l raw
+		if decode(last, &l) {
+			r.merge(l)
 			ok = true
 		}
 	}
@@ -117,91 +112,4 @@ func Parse(head, tail []byte) (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	return r.usage(), true
-}
-
-var usageKey = []byte(`"usage"`)
-
-// findUsage returns the object value of a "usage" key in b, the first or the
-// last one that is whole. A "usage" inside a JSON string is escaped there
-// (\"usage\"), so a bare one is a key or a string value; a string value is
-// not followed by a colon.
-func findUsage(b []byte, last bool) []byte {
-	var found []byte
-	for rest, off := b, 0; ; {
-		i := bytes.Index(rest, usageKey)
-		if i < 0 {
-			return found
-		}
-		at := off + i
-		if at == 0 || b[at-1] != '\\' {
-			if obj := objectAfterColon(b[at+len(usageKey):]); obj != nil {
-				if !last {
-					return obj
-				}
-				found = obj
-			}
-		}
-		off = at + len(usageKey)
-		rest = b[off:]
-	}
-}
-
-// objectAfterColon returns the JSON object after ws ':' ws at the start of
-// b, or nil when none is there whole.
-func objectAfterColon(b []byte) []byte {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != ':' {
-		return nil
-	}
-	i = skipSpace(b, i+1)
-	if i >= len(b) || b[i] != '{' {
-		return nil
-	}
-	end := matchObject(b[i:])
-	if end < 0 {
-		return nil
-	}
-	return b[i : i+end]
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// matchObject returns the length of the object starting at b[0] == '{',
-// or -1 when it does not end within b. Usage objects are small and shallow;
-// deeper nesting than maxDepth is refused.
-func matchObject(b []byte) int {
-	const maxDepth = 8
-	depth, inStr := 0, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inStr {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inStr = true
-		case '{', '[':
-			depth++
-			if depth > maxDepth {
-				return -1
-			}
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-		}
-	}
-	return -1
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const (
@@ -170,28 +173,65 @@ func TestModels(t *testing.T) {
 	}
 }
 
+// FuzzParse checks the tap against the reference algorithm (oracle_test.go)
+// on any answer short enough that the reference's windows hold all of it:
+// the same figures whatever the read sizes.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{chatJSON, chatStream, responsesJSON, responsesStream, messagesJSON, messagesStream, `{"usage":{"usage":{}}}`, `"usage":{[[[[[[[[[[`} {
+	for _, s := range []string{chatJSON, chatStream, responsesJSON, responsesStream, messagesJSON, messagesStream,
+		`{"usage":{"usage":{}}}`, `"usage":{[[[[[[[[[[`, `"usage":{"usage":{"prompt_tokens":1}`, `\"usage":{"input_tokens":2}`,
+		`"usage" : {"a":"}\"{"} "usage":{"output_tokens":3}`, `{"usage":{"prompt_tokens":"x","completion_tokens":2}}{"usage":{"prompt_tokens":5}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		u, ok := Parse(b[:min(len(b), HeadSize)], b[max(0, len(b)-TailSize):])
+		b = b[:min(len(b), HeadSize)]
+		u, ok := refParse(b, b)
 		if u.Input < 0 || u.Output < 0 || u.Cached < 0 || (!ok && u != Usage{}) {
-			t.Fatalf("Parse = %+v, %v", u, ok)
+			t.Fatalf("refParse = %+v, %v", u, ok)
 		}
-		// The tap finds the same, whatever the read sizes.
 		for _, n := range []int{1, 13, 4096} {
-			var got Usage
-			var gotOK bool
-			tap := NewBuffers().NewTap(io.NopCloser(&chunkReader{r: bytes.NewReader(b), n: n}), func(u Usage, o bool) { got, gotOK = u, o })
-			if _, err := io.Copy(io.Discard, tap); err != nil {
-				t.Fatal(err)
+			got, gotOK, oversized := tapChunks(t, b, func(int) int { return n })
+			if oversized {
+				continue // crafted nesting past maxOpen: the tap may let the first object go
 			}
 			if got != u || gotOK != ok {
-				t.Fatalf("tap in reads of %d = %+v, %v; Parse = %+v, %v", n, got, gotOK, u, ok)
+				t.Fatalf("tap in reads of %d = %+v, %v; reference = %+v, %v", n, got, gotOK, u, ok)
 			}
 		}
 	})
+}
+
+// tapChunks reads b through a Tap in reads of size(i) bytes (the i-th
+// read) and returns what it reported and whether it let an object go.
+func tapChunks(t testing.TB, b []byte, size func(i int) int) (Usage, bool, bool) {
+	t.Helper()
+	var got Usage
+	var ok bool
+	bp := NewBuffers()
+	tap := bp.NewTap(io.NopCloser(&splitReader{b: b, size: size}), func(u Usage, o bool) { got, ok = u, o })
+	out, err := io.ReadAll(tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, b) {
+		t.Fatal("the tap changed the bytes")
+	}
+	return got, ok, bp.Oversized() > 0
+}
+
+// splitReader returns b in reads of size(i) bytes (at least 1).
+type splitReader struct {
+	b    []byte
+	i    int
+	size func(i int) int
+}
+
+func (s *splitReader) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), max(1, s.size(s.i)))], s.b)
+	s.b, s.i = s.b[n:], s.i+1
+	return n, nil
 }
 
 func BenchmarkTapStream(b *testing.B) {
@@ -255,9 +295,30 @@ func sameFields(a, b raw) bool {
 
 func BenchmarkParseJSONAnswer(b *testing.B) {
 	answer := []byte(`{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}`)
+	bp := NewBuffers()
 	for b.Loop() {
-		if _, ok := Parse(answer, answer); !ok {
+		f := finder{bufs: bp}
+		f.write(answer)
+		f.release()
+		if _, ok := f.result(); !ok {
 			b.Fatal("no usage")
 		}
+	}
+}
+
+// TestOversizedCounted: a usage object past MaxObject is let go and
+// counted on the metric.
+func TestOversizedCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	bp := m.TapBuffers()
+	answer := `{"usage":{"prompt_tokens":1,"pad":"` + strings.Repeat("x", MaxObject) + `"}}`
+	var ok bool
+	tap := bp.NewTap(io.NopCloser(strings.NewReader(answer)), func(_ Usage, o bool) { ok = o })
+	if _, err := io.Copy(io.Discard, tap); err != nil {
+		t.Fatal(err)
+	}
+	if ok || bp.Oversized() != 1 || testutil.ToFloat64(m.oversized) != 1 {
+		t.Errorf("usage found %v, oversized %d, metric %v; want none, 1, 1", ok, bp.Oversized(), testutil.ToFloat64(m.oversized))
 	}
 }

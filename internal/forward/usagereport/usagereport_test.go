@@ -10,6 +10,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -28,6 +29,7 @@ type ledger struct {
 	stored   map[string]int // id → times received
 	loseAcks int            // acknowledgements still to lose (the stream fails after storing)
 	unimpl   bool
+	batches  chan int // when set, gets each batch's size
 }
 
 func (l *ledger) ReportUsage(st brokerv1.UsageService_ReportUsageServer) error {
@@ -38,6 +40,9 @@ func (l *ledger) ReportUsage(st brokerv1.UsageService_ReportUsageServer) error {
 		}
 		if err != nil {
 			return err
+		}
+		if l.batches != nil {
+			l.batches <- len(req.GetEvents())
 		}
 		l.mu.Lock()
 		if l.unimpl {
@@ -188,5 +193,71 @@ func TestFlushEndsWithItsContext(t *testing.T) {
 	cancel()
 	if err := r.Flush(ctx); err == nil {
 		t.Error("Flush with an ended context and an event held = nil; want its error")
+	}
+}
+
+// TestLingerBatches: events that do not fill a batch wait the linger (on
+// the injected clock) and leave together; a full batch and a Flush do not
+// wait.
+func TestLingerBatches(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		events  int
+		advance bool // move the clock past the linger
+		flush   bool
+		want    []int // batch sizes received
+	}{
+		{"a partial batch waits for the linger", 3, true, false, []int{3}},
+		{"a full batch goes at once", 10, false, false, []int{10}},
+		{"a full batch and a rest", 13, true, false, []int{10, 3}},
+		{"Flush sends a partial batch at once", 3, false, true, []int{3}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := &ledger{batches: make(chan int, 10)}
+			fc := clock.NewFake(time.Unix(1_800_000_000, 0))
+			r, err := New(Config{Client: serve(t, l), Batch: 10, Linger: time.Second, Clock: fc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range tt.events {
+				r.Report(ev(i))
+			}
+			run(t, r)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var got []int
+			if tt.events >= 10 {
+				got = append(got, <-l.batches) // no clock move needed
+			}
+			if tt.events%10 != 0 {
+				if err := fc.WaitForTimers(ctx, 1); err != nil { // the partial batch lingers
+					t.Fatal(err)
+				}
+				select {
+				case n := <-l.batches:
+					t.Fatalf("a batch of %d left before the linger", n)
+				default:
+				}
+				if tt.advance {
+					fc.Advance(time.Second)
+				}
+			}
+			if tt.flush || tt.advance {
+				if err := r.Flush(ctx); err != nil {
+					t.Fatalf("Flush: %v", err)
+				}
+			}
+			for len(got) < len(tt.want) {
+				select {
+				case n := <-l.batches:
+					got = append(got, n)
+				case <-ctx.Done():
+					t.Fatalf("batches %v; want %v", got, tt.want)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("batches %v; want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -1,4 +1,4 @@
-package forward
+package headers
 
 // Intents are the Openai-Intent values sent per upstream endpoint
 // (docs/protocol.md section 4): the reference client's own proxies for
@@ -27,7 +27,8 @@ func DefaultIntents() Intents {
 	}
 }
 
-func (in Intents) withDefaults() Intents {
+// WithDefaults returns in with its empty fields set from [DefaultIntents].
+func (in Intents) WithDefaults() Intents {
 	d := DefaultIntents()
 	pick := func(v *string, def string) {
 		if *v == "" {
@@ -42,21 +43,41 @@ func (in Intents) withDefaults() Intents {
 	return in
 }
 
-// of returns the intent for a request to the upstream path target (the
+// Of returns the intent for a request to the upstream path target (the
 // endpoint the request is sent to, which a translated request picks, not
 // the client's path).
-func (in Intents) of(target string) string {
+func (in Intents) Of(target string) string {
+	return in.values()[endpointOf(target)]
+}
+
+// endpoint is an upstream endpoint with an intent of its own.
+type endpoint uint8
+
+const (
+	chat endpoint = iota // and any other path
+	responses
+	messages
+	models
+	embeddings
+	numEndpoints
+)
+
+// endpointOf returns the endpoint of the upstream path target.
+func endpointOf(target string) endpoint {
 	switch target {
-	case "/chat/completions":
-		return in.Chat
 	case "/responses":
-		return in.Responses
+		return responses
 	case "/v1/messages", "/v1/messages/count_tokens":
-		return in.Messages
+		return messages
 	case "/models":
-		return in.Models
+		return models
 	case "/embeddings":
-		return in.Embeddings
+		return embeddings
 	}
-	return in.Chat
+	return chat
+}
+
+// values returns the intents indexed by endpoint.
+func (in Intents) values() [numEndpoints]string {
+	return [numEndpoints]string{chat: in.Chat, responses: in.Responses, messages: in.Messages, models: in.Models, embeddings: in.Embeddings}
 }
