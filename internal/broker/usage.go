@@ -127,26 +127,9 @@ func (u *UsageService) ReportUsage(stream brokerv1.UsageService_ReportUsageServe
 	if k := callerKey(ctx); k != nil && k.Admin {
 		return status.Errorf(codes.PermissionDenied, "ReportUsage takes reports from proxies' broker keys; %q is an admin key", k.Name)
 	}
-	type recvd struct {
-		req *brokerv1.ReportUsageRequest
-		err error
-	}
-	in := make(chan recvd)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			select {
-			case in <- recvd{req, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	in := receive(ctx, stream.Recv)
 	for {
-		var r recvd
+		var r received[*brokerv1.ReportUsageRequest]
 		select {
 		case <-u.drain:
 			return status.Error(codes.Unavailable, "the broker is shutting down; report to another or retry")
@@ -160,7 +143,7 @@ func (u *UsageService) ReportUsage(stream brokerv1.UsageService_ReportUsageServe
 		if r.err != nil {
 			return r.err
 		}
-		req := r.req
+		req := r.msg
 		if n := len(req.GetEvents()); n > MaxUsageBatch {
 			return status.Errorf(codes.InvalidArgument, "usage batch %d holds %d events; at most %d", req.GetBatch(), n, MaxUsageBatch)
 		}
