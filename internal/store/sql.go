@@ -42,7 +42,43 @@ func openSQLite(ctx context.Context, path string, cfg Config) (Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
+	// A connection's first statements switch the file to WAL; several
+	// brokers (or a broker and `broker keys` at once) opening one file can
+	// get SQLITE_BUSY there without SQLite's busy handler being asked, so the
+	// first connection is retried for as long as the busy timeout.
+	if err := pingWhileBusy(ctx, db, 10*time.Second); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect sqlite %s: %w", path, err)
+	}
 	return start(ctx, &sqlStore{db: db, engine: engineSQLite, now: cfg.Now}, "sqlite "+path)
+}
+
+// pingWhileBusy pings db until it answers, retrying SQLITE_BUSY with a
+// short growing pause for at most wait.
+func pingWhileBusy(ctx context.Context, db *sql.DB, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	pause := 5 * time.Millisecond
+	for {
+		err := db.PingContext(ctx)
+		if !isBusy(err) {
+			return err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause = min(2*pause, 200*time.Millisecond)
+	}
+}
+
+// isBusy: SQLite refused for a lock another connection holds.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 func openPostgres(ctx context.Context, cfg Config) (Store, error) {
