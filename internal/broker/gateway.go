@@ -74,9 +74,9 @@ const MaxRESTBodyBytes = 64 << 10
 
 // limitBody answers 413 for a body announced over [MaxRESTBodyBytes] and
 // makes a longer unannounced one fail when it is read (the gateway then
-// answers 400). The refused body is left to net/http: it reads up to 256 KiB
-// of it before the answer, so a client still writing a modest body reads the
-// 413 instead of a reset, and closes the connection on anything longer.
+// answers 400). The connection is closed after the 413 by the server's
+// body guard (ops.GuardBody closes after any answer that comes before the
+// body was read), not here.
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > MaxRESTBodyBytes {

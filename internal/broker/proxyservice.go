@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
@@ -61,24 +60,13 @@ func (s *ProxyService) ReportStatus(stream brokerv1.ProxyService_ReportStatusSer
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
 		address = pr.Addr.String()
 	}
-	in := receive(ctx, stream.Recv)
+	in := newInbox(ctx, s.drain, stream.Recv)
 	var info *brokerv1.ProxyInfo
 	for {
-		var r received[*brokerv1.ReportStatusRequest]
-		select {
-		case <-s.drain:
-			return status.Error(codes.Unavailable, "the broker is shutting down; report to another or again")
-		case <-ctx.Done():
-			return ctx.Err()
-		case r = <-in:
+		req, ok, err := in.next()
+		if !ok {
+			return err
 		}
-		if errors.Is(r.err, io.EOF) {
-			return nil
-		}
-		if r.err != nil {
-			return r.err
-		}
-		req := r.msg
 		now := s.proxies.clock.Now()
 		if err := checkReport(info, req, now); err != nil {
 			s.proxies.Counted("invalid")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"strings"
@@ -127,23 +126,12 @@ func (u *UsageService) ReportUsage(stream brokerv1.UsageService_ReportUsageServe
 	if k := callerKey(ctx); k != nil && k.Admin {
 		return status.Errorf(codes.PermissionDenied, "ReportUsage takes reports from proxies' broker keys; %q is an admin key", k.Name)
 	}
-	in := receive(ctx, stream.Recv)
+	in := newInbox(ctx, u.drain, stream.Recv)
 	for {
-		var r received[*brokerv1.ReportUsageRequest]
-		select {
-		case <-u.drain:
-			return status.Error(codes.Unavailable, "the broker is shutting down; report to another or retry")
-		case <-ctx.Done():
-			return ctx.Err()
-		case r = <-in:
+		req, ok, err := in.next()
+		if !ok {
+			return err
 		}
-		if errors.Is(r.err, io.EOF) {
-			return nil
-		}
-		if r.err != nil {
-			return r.err
-		}
-		req := r.msg
 		if n := len(req.GetEvents()); n > MaxUsageBatch {
 			return status.Errorf(codes.InvalidArgument, "usage batch %d holds %d events; at most %d", req.GetBatch(), n, MaxUsageBatch)
 		}

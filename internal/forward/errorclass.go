@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/upstreamerr"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The error taxonomy (internal/forward/upstreamerr, docs/protocol.md
@@ -26,9 +26,6 @@ type classMetrics struct {
 	classes *prometheus.CounterVec
 	// identity: copilot_proxy_identity_rejected_total{account}.
 	identity *prometheus.CounterVec
-	// counts mirror classes for the status report to the broker
-	// ([Metrics.UpstreamErrorClasses]); one entry per class, made at start.
-	counts map[upstreamerr.Class]*atomic.Uint64
 }
 
 func newClassMetrics(reg prometheus.Registerer) *classMetrics {
@@ -42,10 +39,8 @@ func newClassMetrics(reg prometheus.Registerer) *classMetrics {
 			Help: "Copilot API answers refusing the upstream profile (466, client not supported, API version no longer supported), by account: edit the broker's --upstream-profile file.",
 		}, []string{"account"}),
 	}
-	m.counts = make(map[upstreamerr.Class]*atomic.Uint64, len(upstreamerr.Classes))
 	for _, c := range upstreamerr.Classes {
 		m.classes.WithLabelValues(string(c))
-		m.counts[c] = new(atomic.Uint64)
 	}
 	if reg != nil {
 		reg.MustRegister(m.classes, m.identity)
@@ -56,19 +51,18 @@ func newClassMetrics(reg prometheus.Registerer) *classMetrics {
 // count counts one error answer of class c.
 func (m *classMetrics) count(c upstreamerr.Class) {
 	m.classes.WithLabelValues(string(c)).Inc()
-	if n := m.counts[c]; n != nil {
-		n.Add(1)
-	}
 }
 
 // UpstreamErrorClasses returns the Copilot API error answers counted by
 // class since the start (those of copilot_proxy_upstream_error_classes_total
-// above zero).
+// above zero), read from the counters themselves: the status report to the
+// broker sends them every few seconds.
 func (m *Metrics) UpstreamErrorClasses() map[string]uint64 {
 	out := map[string]uint64{}
-	for c, n := range m.classes.counts {
-		if v := n.Load(); v > 0 {
-			out[string(c)] = v
+	for _, c := range upstreamerr.Classes {
+		var v dto.Metric
+		if m.classes.classes.WithLabelValues(string(c)).Write(&v) == nil && v.GetCounter().GetValue() > 0 {
+			out[string(c)] = uint64(v.GetCounter().GetValue())
 		}
 	}
 	return out
