@@ -28,15 +28,7 @@ type consoleBudgetFigures struct {
 // restGet decodes the JSON of a GET on the broker's REST API with key.
 func restGet(t *testing.T, b *brokerProc, path, key string, out any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, b.httpURL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := b.client.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
+	resp := restGetResp(t, b, path, key)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s = %d", path, resp.StatusCode)

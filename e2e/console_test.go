@@ -108,6 +108,14 @@ func startConsoleStack(t *testing.T, extra ...string) *consoleStack {
 // restStatus is the status of a GET on the broker's REST API with key.
 func restStatus(t *testing.T, b *brokerProc, path, key string) int {
 	t.Helper()
+	resp := restGetResp(t, b, path, key)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// restGetResp is the answer to a GET on the broker's REST API with key.
+func restGetResp(t *testing.T, b *brokerProc, path, key string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, b.httpURL+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -117,8 +125,7 @@ func restStatus(t *testing.T, b *brokerProc, path, key string) int {
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // TestConsoleOverview signs in (a wrong key first), sees the three accounts

@@ -221,13 +221,19 @@ func (r *Reporter) Report(e Event) {
 	}
 	r.ring[(r.head+r.n)%len(r.ring)] = e
 	r.n++
+	// The sender wants to know of a batch's first event (it starts the
+	// linger) and of a full batch, not of every event between: a wake-up
+	// per request would cost the request path a goroutine switch.
+	wake := r.n == 1 || r.n == r.batch
 	r.mu.Unlock()
 	if droppedID != "" && r.onDone != nil {
 		r.onDone([]string{droppedID})
 	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
