@@ -32,6 +32,7 @@ const brokerKeyEnv = "PROXY_BROKER_KEY"
 type options struct {
 	brokerKeyFile, keysFile, logLevel, logFormat, intent string
 	upstreamHTTP2                                        bool
+	clientH2C                                            bool
 	gcPercent                                            int
 	gcHeadroom                                           int64
 	betas, forwardHeaders, countTokens                   string
@@ -77,6 +78,9 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted (413 above); bodies are held in memory")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest request header block accepted")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", ops.DefaultMaxConnections, "most connections each listener holds open at once; more are closed when accepted (-1: no cap)")
+	fs.IntVar(&cfg.MaxStreams, "max-streams", server.DefaultMaxStreams, "most client requests (streams) served at once, over HTTP/1.1 and HTTP/2 together; more get 503 with Retry-After (-1: no cap)")
+	fs.IntVar(&cfg.MaxStreamsPerConnection, "max-streams-per-connection", server.DefaultMaxStreamsPerConnection, "most requests a client's HTTP/2 connection carries at once")
+	fs.BoolVar(&o.clientH2C, "client-h2c", true, "also take HTTP/2 without TLS on --addr from clients that open with its preface (prior knowledge): many streams on one connection, each costing less than an HTTP/1.1 connection (bench section 6); false: HTTP/1.1 only")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "close connections that do not send their request headers in time")
 	fs.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", server.DefaultBodyReadTimeout, "longest time to read a request body; a client that announces a body and does not send it is cut off after this")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close keep-alive connections idle this long between requests")
@@ -136,6 +140,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 		defer gcheadroom.Start(gcheadroom.Config{Percent: pct, Headroom: o.gcHeadroom}).Stop()
 	}
 	cfg.UpstreamHTTP2 = o.upstreamHTTP2
+	cfg.NoClientH2C = !o.clientH2C
 	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
 		return err
 	}

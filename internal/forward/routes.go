@@ -55,12 +55,7 @@ func lookupRoute(path string) *route {
 }
 
 // dialectOf picks the error dialect of a path that matched no route.
-func dialectOf(path string) dialect.Dialect {
-	if strings.HasPrefix(path, "/v1/messages") || strings.HasPrefix(path, "/messages") {
-		return dialect.Messages
-	}
-	return dialect.Chat
-}
+func dialectOf(path string) dialect.Dialect { return dialect.OfPath(path) }
 
 // cutModelsPrefix returns the {id} of /v1/models/{id} or /models/{id}.
 func cutModelsPrefix(path string) (string, bool) {

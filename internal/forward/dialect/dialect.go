@@ -5,7 +5,10 @@
 // package translate share; it imports nothing of the proxy.
 package dialect
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Dialect is one of the three wire formats. The zero value is none.
 type Dialect uint8
@@ -27,4 +30,14 @@ func (d Dialect) String() string {
 		return "responses"
 	}
 	return fmt.Sprintf("dialect(%d)", uint8(d))
+}
+
+// OfPath is the dialect of the answers to a client path: Messages under
+// /v1/messages (or /messages), Chat for every other path (the OpenAI error
+// shape, which a Responses client reads too).
+func OfPath(path string) Dialect {
+	if strings.HasPrefix(path, "/v1/messages") || strings.HasPrefix(path, "/messages") {
+		return Messages
+	}
+	return Chat
 }

@@ -39,6 +39,20 @@ const (
 	adminWriteTimeout = 30 * time.Second
 )
 
+// The client listener's streams (docs/architecture.md section 5).
+const (
+	// DefaultMaxStreams is as many requests as DefaultMaxConnections
+	// HTTP/1.1 connections carry: the memory bound that cap set holds when
+	// clients multiplex over HTTP/2.
+	DefaultMaxStreams = ops.DefaultMaxConnections
+	// DefaultMaxStreamsPerConnection is net/http's own default.
+	DefaultMaxStreamsPerConnection = 250
+	// clientStreamWindow is what a client's HTTP/2 stream may send ahead
+	// of the handler's reads (net/http's default is 1 MiB; the handler
+	// reads a body as it arrives, within --max-inflight-body-bytes).
+	clientStreamWindow = 256 << 10
+)
+
 // Config is everything a proxy needs. Each field documents its default and,
 // for `proxy serve`, its flag and environment variable. The zero Config is a
 // loopback proxy watching a loopback broker.
@@ -183,6 +197,24 @@ type Config struct {
 	// --max-connections, PROXY_MAX_CONNECTIONS, default
 	// [ops.DefaultMaxConnections]; negative: no cap.
 	MaxConnections int
+	// MaxStreams caps the client requests (streams) served at once, over
+	// HTTP/1.1 and HTTP/2 together; more get 503 with Retry-After at once
+	// (package streamcap). With clients on HTTP/1.1 MaxConnections bounds
+	// them too; one HTTP/2 connection carries up to
+	// MaxStreamsPerConnection. --max-streams, PROXY_MAX_STREAMS, default
+	// [DefaultMaxStreams]; negative: no cap.
+	MaxStreams int
+	// MaxStreamsPerConnection is the most requests a client's HTTP/2
+	// connection carries at once (its SETTINGS_MAX_CONCURRENT_STREAMS).
+	// --max-streams-per-connection, PROXY_MAX_STREAMS_PER_CONNECTION,
+	// default [DefaultMaxStreamsPerConnection].
+	MaxStreamsPerConnection int
+	// NoClientH2C serves only HTTP/1.1 on the client listener. By default
+	// it also takes HTTP/2 without TLS from clients that start with its
+	// preface (prior knowledge, h2c): many streams on one connection, one
+	// goroutine each instead of HTTP/1.1's two, no connection buffers per
+	// stream. --client-h2c=false, PROXY_CLIENT_H2C.
+	NoClientH2C bool
 	// MaxHeaderBytes bounds request headers. --max-header-bytes,
 	// PROXY_MAX_HEADER_BYTES, default [DefaultMaxHeaderBytes].
 	MaxHeaderBytes int
@@ -299,6 +331,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = ops.DefaultMaxConnections
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxStreamsPerConnection <= 0 {
+		c.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
 	}
 	dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&c.BodyReadTimeout, DefaultBodyReadTimeout)

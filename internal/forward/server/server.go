@@ -38,6 +38,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/internal/forward/keybudget"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/copilot-broker/copilot-broker/internal/forward/statusreport"
+	"github.com/copilot-broker/copilot-broker/internal/forward/streamcap"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usage"
 	"github.com/copilot-broker/copilot-broker/internal/forward/usagereport"
 	"github.com/copilot-broker/copilot-broker/internal/forward/wsresponses"
@@ -197,7 +198,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger, tokens: tokens, reporter: reporter, status: status, gate: gate, registry: reg, done: make(chan struct{}),
 		addrs: Addrs{HTTP: lns[0].Addr().String(), Admin: lns[1].Addr().String()},
 	}
-	proxySrv, adminSrv := httpServers(cfg, front, ops.AdminHandler(s.Ready, reg))
+	streams := streamcap.New(cfg.MaxStreams, reg)
+	proxySrv, adminSrv := httpServers(cfg, streams.Handler(front), ops.AdminHandler(s.Ready, reg))
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	go s.run(runCtx, proxySrv, adminSrv, lns, transport, front, func() {
@@ -309,6 +311,15 @@ func httpServers(cfg Config, handler, admin http.Handler) (proxySrv, adminSrv *h
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
 	})
+	if !cfg.NoClientH2C {
+		// Prior-knowledge HTTP/2 on the plain listener: a client opening
+		// with the HTTP/2 preface multiplexes its streams on one connection
+		// (net/http's server: two goroutines a connection, one a stream).
+		proxySrv.Protocols = new(http.Protocols)
+		proxySrv.Protocols.SetHTTP1(true)
+		proxySrv.Protocols.SetUnencryptedHTTP2(true)
+		proxySrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxStreamsPerConnection, MaxReceiveBufferPerStream: clientStreamWindow}
+	}
 	adminSrv = ops.NewHTTPServer(ops.HTTPServerConfig{
 		Handler:           admin,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
