@@ -34,6 +34,7 @@ type bench struct {
 
 	startLoad   cpuMeter
 	steadyCache *steady
+	manyCache   *manyStack                    // section 6's upstream process and broker
 	fwd         map[int]map[string]fwdSummary // section 1 medians by concurrency, for the goals
 	fwdTLS      map[int]map[string]fwdSummary // section 1b (TLS upstream), the same
 	many        map[manyKey]manySummary       // section 6 by stream count and path

@@ -106,15 +106,22 @@ func (b *bench) tlsGoals() {
 }
 
 // manyGoals are issue 28's goals for 10,000 concurrent streams (section 6),
-// for the proxy with each upstream protocol.
+// for the proxy with each upstream protocol and client kind.
 func (b *bench) manyGoals() {
 	r := b.rep
-	for _, mp := range manyProtocols {
+	for _, mp := range b.manyPaths() {
+		if mp.bin != b.bins["proxy"] {
+			continue
+		}
 		up := "HTTP/2 upstream"
 		if !mp.http2 {
 			up = "HTTP/1.1 upstream"
 		}
-		what := fmt.Sprintf("%s concurrent streams, %s", thousands(manyGoalN), up)
+		clients := "HTTP/1.1 clients"
+		if mp.h2c {
+			clients = "h2c clients"
+		}
+		what := fmt.Sprintf("%s concurrent streams, %s, %s", thousands(manyGoalN), up, clients)
 		m, ok := b.many[manyKey{manyGoalN, mp.name}]
 		if !ok {
 			r.unmeasured(what, "< 64 KiB and ≤ 2 goroutines per stream, added/chunk p99 < 5 ms", "not measured")

@@ -104,6 +104,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 1 && args[0] == "__floor" {
 		return serveFloor(ctx, getenv)
 	}
+	if len(args) == 1 && args[0] == "__upstream" {
+		return serveUpstream(ctx, getenv)
+	}
 	if len(args) == 2 && args[0] == "__profiled" {
 		return serveProfiled(ctx, args[1], getenv)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -65,12 +66,13 @@ type manyRun struct {
 	load           string        // the machine's load average when every stream was open
 }
 
-// manyPath is one proxy section 6 measures: a binary and the upstream
-// protocol it is started with.
+// manyPath is one proxy section 6 measures: a binary, the upstream
+// protocol it is started with, and how the clients reach it.
 type manyPath struct {
 	name  string
 	bin   string
-	http2 bool
+	http2 bool // --upstream-http2
+	h2c   bool // the clients multiplex over HTTP/2 (prior knowledge) to the proxy
 }
 
 // manyProtocols are the proxy's upstream over HTTP/1.1 (its default) and
@@ -80,9 +82,22 @@ var manyProtocols = []struct {
 	http2 bool
 }{{"proxy", false}, {"proxy-h2", true}}
 
+// manyClientKinds are the clients' ways to the proxy: HTTP/1.1, a
+// connection per stream, and HTTP/2 without TLS, manyStreamsPerConn
+// streams a connection (shown with the suffix).
+var manyClientKinds = []struct {
+	suffix string
+	h2c    bool
+}{{"", false}, {" (h2c)", true}}
+
+// manyStreamsPerConn is how many streams an h2c client puts on one
+// connection to the proxy: within any server's default (100 or more).
+const manyStreamsPerConn = 100
+
 // manyPaths are the proxies section 6 compares: the built proxy with each
-// upstream protocol, each followed by the -compare-proxy binaries with the
-// same protocol (shown as proxy-NAME and proxy-h2-NAME), side by side.
+// upstream protocol and client kind, each followed by the -compare-proxy
+// binaries with the same protocol (shown as proxy-NAME and proxy-h2-NAME;
+// HTTP/1.1 clients only), side by side.
 func (b *bench) manyPaths() []manyPath {
 	bins := []struct{ suffix, bin string }{{"", b.bins["proxy"]}}
 	for _, kv := range strings.Split(b.opts.altProxy, ",") {
@@ -92,11 +107,57 @@ func (b *bench) manyPaths() []manyPath {
 	}
 	var out []manyPath
 	for _, pr := range manyProtocols {
-		for _, bn := range bins {
-			out = append(out, manyPath{pr.name + bn.suffix, bn.bin, pr.http2})
+		for _, ck := range manyClientKinds {
+			for _, bn := range bins {
+				if ck.h2c && bn.suffix != "" {
+					continue // older builds may not take h2c or --max-streams
+				}
+				out = append(out, manyPath{pr.name + bn.suffix + ck.suffix, bn.bin, pr.http2, ck.h2c})
+			}
 		}
 	}
 	return out
+}
+
+// manyStack is section 6's upstream (a child process), the broker
+// exchanging at it, and a Copilot token of it for direct.
+type manyStack struct {
+	up     *remoteUpstream
+	broker *brokerProc
+	token  string
+}
+
+// manyStackStart starts section 6's stack once per run.
+func (b *bench) manyStackStart() (*manyStack, error) {
+	if b.manyCache != nil {
+		return b.manyCache, nil
+	}
+	up, err := b.startRemoteUpstream("many-upstream")
+	if err != nil {
+		return nil, fmt.Errorf("the upstream did not start: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	ms := &manyStack{up: up}
+	if ms.token, err = up.copilotToken(ctx); err != nil {
+		return nil, err
+	}
+	if ms.broker, err = b.startBroker(up, "many-broker"); err != nil {
+		return nil, fmt.Errorf("the broker did not start: %w", err)
+	}
+	b.manyCache = ms
+	return ms, nil
+}
+
+// startManyProxy starts the proxy of path mp against ms, with no cap on
+// client connections or streams.
+func (b *bench) startManyProxy(ms *manyStack, mp manyPath, name string) (*proxyProc, error) {
+	args := []string{"--copilot-api-url", ms.up.TLSURL, "--upstream-ca-file", ms.up.CAPath,
+		fmt.Sprintf("--upstream-http2=%t", mp.http2), "--max-connections", "-1"}
+	if mp.bin == b.bins["proxy"] {
+		args = append(args, "--max-streams", "-1") // -compare-proxy builds may predate it
+	}
+	return b.startProxyArgs(mp.bin, ms.broker, name, args...)
 }
 
 // manyStreams is section 6: memory, goroutines and per-chunk delay with
@@ -104,54 +165,44 @@ func (b *bench) manyPaths() []manyPath {
 func (b *bench) manyStreams() {
 	s := &section{Title: "6. Many concurrent streams (slow chunks, TLS upstream)"}
 	b.rep.Sections = append(b.rep.Sections, s)
-	st, err := b.steadyStack()
+	stk, err := b.manyStackStart()
 	if err != nil {
 		s.Err = err
 		return
 	}
-	if st.broker == nil {
-		s.Err = fmt.Errorf("the broker did not start: %v", st.errs["broker"])
-		return
-	}
-	if st.up.TLSURL == "" {
-		s.Err = fmt.Errorf("the TLS upstream did not start: %v", st.errs["proxy-tls"])
-		return
-	}
-	s.Intro = fmt.Sprintf("N streaming chat completions opened at once and held: each gets %d chunks %v apart from the "+
-		"sandbox's TLS listener (HTTP/2 and HTTP/1.1 offered). Clients connect over HTTP/1.1, one connection per stream. "+
-		"*proxy* reaches the upstream over HTTP/1.1 (its default: a connection per stream), *proxy-h2* over HTTP/2 "+
-		"(`--upstream-http2`); each is a proxy started for this section, so earlier sections' heap does not hide its growth. "+
-		"*direct* is the baseline: the same client shape (HTTP/1.1, a connection per stream) straight to the same sandbox, "+
-		"at the same N, just before the proxies. The sandbox and every client run in the bench process, so at 5,000 streams "+
-		"the bench's own delays (writing, reading and parsing 5,000 streams on a shared machine) are in every path's transit; "+
-		"subtracting direct's leaves the proxy's cost. Direct uses the sandbox's plain listener: 5,000 TLS handshakes at once "+
-		"inside the bench process would make the baseline itself the bottleneck (handshakes past the sandbox's 10 s timeout "+
-		"on a loaded machine), so the added delay also holds the upstream leg's TLS at both ends and, for *proxy*, the sandbox's "+
-		"HTTP/2 server (one goroutine per connection serves up to 250 streams' writes), both partly in the bench process: "+
-		"an upper bound on the proxy's share. "+
-		"*Transit*: the sandbox's stamp just before it writes an event to the arrival of that event's line at the client, "+
-		"for the chunks written once every stream was open (held streams, the goal's case); the last column is the "+
-		"added p99 over every chunk, the opening burst's too (at 5,000 the proxy's upstream TLS handshakes and the "+
-		"bench's own share the cores then). "+
+	s.Intro = fmt.Sprintf("N streaming chat completions opened at once and held: each gets %d chunks %v apart (plus 1 s per 1,000 streams) from "+
+		"the sandbox's TLS listener (HTTP/2 and HTTP/1.1 offered), which runs in its own process (`bench __upstream`) so that "+
+		"this process's clients do not starve its handshakes. *proxy* reaches the upstream over HTTP/1.1 (its default: a "+
+		"connection per stream), *proxy-h2* over HTTP/2 (`--upstream-http2`). Clients reach the proxy over HTTP/1.1, a "+
+		"connection per stream, or, in the rows marked *(h2c)*, over HTTP/2 without TLS (prior knowledge), %d streams a "+
+		"connection. Each row is a proxy started for this section, so earlier rows' heap does not hide its growth. "+
+		"*direct* is the baseline: HTTP/1.1 clients, a connection per stream, straight to the same sandbox process's "+
+		"plain listener, at the same N, just before the proxies; so the added delay also holds the upstream leg's TLS at "+
+		"both ends and the sandbox's HTTP/2 server (one goroutine per connection serves up to 250 streams' writes), and "+
+		"the bench's clients (all in one process: writing, reading and parsing N streams on the shared cores) are in "+
+		"every path's transit. "+
+		"*Transit*: the sandbox's stamp (wall clock) just before it writes an event to the arrival of that event's line at "+
+		"the client, for the chunks written once every stream was open (held streams, the goal's case); the last column is "+
+		"the added p99 over every chunk, the opening burst's too. "+
 		"*Added per chunk* is the path's transit percentile minus direct's at the same N. Memory and goroutines are the "+
 		"proxy's VmRSS and `go_goroutines` once every stream has received its first event, minus before any was opened, "+
-		"divided by N. *Proxy CPU/stream* is the proxy's CPU time over the whole run (opening, %d chunks, closing) divided by N.",
-		manyChunks, manyDelay, manyChunks)
+		"divided by N (an h2c client connection's two goroutines and buffers are shared by its %d streams and counted in "+
+		"the per-stream figure). *Proxy CPU/stream* is the proxy's CPU time over the whole run (opening, chunks, closing) "+
+		"divided by N.",
+		manyChunks, manyDelay, manyStreamsPerConn, manyStreamsPerConn)
 	s.Header = []string{"streams", "path", "all open after", "transit p50", "transit p99", "added/chunk p50", "added/chunk p99",
 		"proxy RSS before → during", "RSS/stream", "heap/stream", "goroutines/stream", "upstream conns", "proxy CPU/stream", "failed", "added p99, all chunks", "load avg"}
 	lim, err := raiseOpenFiles(manyFilesNeeded(b.opts.streams))
 	if err != nil {
 		s.note("open-file limit: %s", oneLine(err.Error()))
 	} else {
-		s.note("open-file limit (RLIMIT_NOFILE) of the bench and the proxies it starts: %d", lim)
+		s.note("open-file limit (RLIMIT_NOFILE) of the bench and the processes it starts: %d", lim)
 	}
 	meter := b.meter()
 	paths := b.manyPaths()
 	procs := make([]*proxyProc, len(paths))
 	for i, mp := range paths {
-		// No cap on client connections (--max-connections defaults to 3,000).
-		p, err := b.startProxyArgs(mp.bin, st.broker, "many-"+mp.name, "--copilot-api-url", st.up.TLSURL,
-			"--upstream-ca-file", st.up.pki.CAPath, fmt.Sprintf("--upstream-http2=%t", mp.http2), "--max-connections", "-1")
+		p, err := b.startManyProxy(stk, mp, "many-"+strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(mp.name))
 		if err != nil {
 			s.note("%s did not start: %s", mp.name, oneLine(err.Error()))
 			continue
@@ -164,9 +215,9 @@ func (b *bench) manyStreams() {
 	for _, n := range b.opts.streams {
 		pc := func(r manyRun, q float64) time.Duration { return load.Percentile(r.transit, q) }
 		all99 := func(r manyRun) time.Duration { return load.Percentile(r.transitAll, 99) }
-		if fitsFiles(lim, 2*n, 0) {
-			direct := &target{name: "direct", base: st.up.URL, header: directHeader(st.token), client: newClient(n)}
-			r, err := b.manyOnce(st, direct, nil, n, nil)
+		if fitsFiles(lim, n, n) {
+			direct := &manyTarget{name: "direct", base: stk.up.URL, header: directHeader(stk.token), clients: []*http.Client{newClient(n)}}
+			r, err := b.manyOnce(stk.up, direct, nil, n, nil)
 			direct.close()
 			if err != nil {
 				s.note("%d streams direct: %s", n, oneLine(err.Error()))
@@ -175,23 +226,23 @@ func (b *bench) manyStreams() {
 			dr, drN = r, n
 			s.row(fmt.Sprint(n), "direct", ms(dr.open), ms(pc(dr, 50)), ms(pc(dr, 99)), "", "", "", "", "", "", "", "", fmt.Sprint(dr.failed), "", dr.load)
 		} else if drN == 0 {
-			s.note("%d streams: direct needs %d descriptors in the bench process, over the limit of %d, and no smaller count was measured: "+
-				"no added delays at %d", n, 2*n, lim, n)
+			s.note("%d streams: direct needs %d descriptors in the bench and in the sandbox, over the limit of %d, and no smaller count was measured: "+
+				"no added delays at %d", n, n, lim, n)
 		} else {
-			s.note("%d streams: direct needs %d descriptors in the bench process (client and sandbox ends), over the limit of %d: "+
-				"the added delays at %d are against direct at %d", n, 2*n, lim, n, drN)
+			s.note("%d streams: direct needs %d descriptors in the bench and in the sandbox, over the limit of %d: "+
+				"the added delays at %d are against direct at %d", n, n, lim, n, drN)
 		}
 		for i, mp := range paths {
 			p := procs[i]
 			if p == nil {
 				continue
 			}
-			if need := manyPathFiles(mp.http2, n); !fitsFiles(lim, need, need) {
-				s.note("%d streams through %s: skipped, %d descriptors needed in the bench and in the proxy, over the limit of %d", n, mp.name, need, lim)
+			if bench, proxy := manyPathFiles(mp, n); !fitsFiles(lim, bench, proxy) {
+				s.note("%d streams through %s: skipped, %d descriptors needed in the bench and %d in the proxy, over the limit of %d", n, mp.name, bench, proxy, lim)
 				continue
 			}
-			through := st.targetFor(mp.name, p, n)
-			pr, err := b.manyOnce(st, through, p, n, nil)
+			through := manyTargetFor(mp, p, n)
+			pr, err := b.manyOnce(stk.up, through, p, n, nil)
 			through.close()
 			if err != nil {
 				s.note("%d streams through %s: %s", n, mp.name, oneLine(err.Error()))
@@ -220,7 +271,7 @@ func (b *bench) manyStreams() {
 	}
 	s.note("One run per count: a run holds every stream for %d s plus 1 s per 1,000 streams, and each chunk of each stream is a sample. "+
 		"*Heap/stream* is the growth of the proxy's `go_memstats_heap_inuse_bytes` (live heap and garbage not yet swept) per stream; "+
-		"*Upstream conns* is the growth of the proxy's open sockets less one per client connection: its connections to the sandbox "+
+		"*Upstream conns* is the growth of the proxy's open sockets less its client connections: its connections to the sandbox "+
 		"(HTTP/2 multiplexes streams on each up to the server's MaxConcurrentStreams); "+
 		"*load avg* is the machine's 1-minute load average when every stream was open (2 cores, shared with other work).", manyChunks)
 	s.note("The added delay is a difference of percentiles (proxy's p99 minus direct's p99), not a percentile of per-chunk " +
@@ -245,17 +296,60 @@ type manySummary struct {
 
 // targetFor is a client of proxy p with a connection per stream.
 func (st *steady) targetFor(name string, p *proxyProc, conns int) *target {
+	return &target{name: name, base: "http://" + p.Addr + "/v1", header: proxyHeader(p), client: newClient(conns),
+		cpu: func() (time.Duration, error) { return p.CPU(false) }}
+}
+
+// proxyHeader is what a client of proxy p sends with each request.
+func proxyHeader(p *proxyProc) http.Header {
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+p.Key)
 	h.Set("Content-Type", "application/json")
-	return &target{name: name, base: "http://" + p.Addr + "/v1", header: h, client: newClient(conns),
+	return h
+}
+
+// manyTarget is where section 6's clients send their streams: stream i
+// goes on clients[i%len(clients)].
+type manyTarget struct {
+	name    string
+	base    string // URL prefix before the API path
+	header  http.Header
+	clients []*http.Client
+	h2c     bool // clients multiplex over HTTP/2
+	// cpu reads the proxy's CPU time (nil for direct).
+	cpu func() (time.Duration, error)
+}
+
+func (t *manyTarget) close() {
+	for _, c := range t.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// manyTargetFor is a client of proxy p for n streams: HTTP/1.1 with a
+// connection per stream, or with mp.h2c HTTP/2 by prior knowledge,
+// manyStreamsPerConn streams on each connection (a transport each, which
+// dials its one connection once and puts its streams on it).
+func manyTargetFor(mp manyPath, p *proxyProc, n int) *manyTarget {
+	t := &manyTarget{name: mp.name, base: "http://" + p.Addr + "/v1", header: proxyHeader(p), h2c: mp.h2c,
 		cpu: func() (time.Duration, error) { return p.CPU(false) }}
+	if !mp.h2c {
+		t.clients = []*http.Client{newClient(n)}
+		return t
+	}
+	for range (n + manyStreamsPerConn - 1) / manyStreamsPerConn {
+		tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1, DisableCompression: true, IdleConnTimeout: time.Minute}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		t.clients = append(t.clients, &http.Client{Transport: tr})
+	}
+	return t
 }
 
 // manyOnce opens n streams on t at once, waits until each has its first
 // event, samples the proxy's memory and goroutines, calls hold (when set)
-// while every stream is open, and reads every stream to its end.
-func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()) (manyRun, error) {
+// while every stream is open, reads every stream to its end, and then
+// takes the sandbox's stamps of every stream.
+func (b *bench) manyOnce(up *remoteUpstream, t *manyTarget, p *proxyProc, n int, hold func()) (manyRun, error) {
 	r := manyRun{}
 	var goroutines0, heap0 float64
 	if p != nil {
@@ -276,14 +370,15 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 	if t.cpu != nil {
 		cpu0, _ = t.cpu()
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, time.Duration(b.manyChunksFor(n))*manyDelay+3*time.Minute)
+	chunks := b.manyChunksFor(n)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Duration(chunks)*manyDelay+3*time.Minute)
 	defer cancel()
 	var (
-		mu      sync.Mutex
-		opened  sync.WaitGroup
-		done    sync.WaitGroup
-		ended   atomic.Int64
-		samples []chunkTransit
+		mu       sync.Mutex
+		opened   sync.WaitGroup
+		done     sync.WaitGroup
+		ended    atomic.Int64
+		arrivals = map[string][]time.Time{}
 	)
 	start := time.Now()
 	opened.Add(n)
@@ -294,7 +389,8 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 			defer ended.Add(1)
 			first := sync.OnceFunc(opened.Done)
 			defer first()
-			transit, err := b.slowStream(ctx, st.up, t, fmt.Sprintf("many-%d-%d-%d", n, i, streamSeq.Add(1)), b.manyChunksFor(n), first)
+			id := fmt.Sprintf("many-%d-%d-%d", n, i, streamSeq.Add(1))
+			got, err := slowStream(ctx, t, t.clients[i%len(t.clients)], id, chunks, first)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -304,7 +400,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 				}
 				return
 			}
-			samples = append(samples, transit...)
+			arrivals[id] = got
 		}()
 	}
 	opened.Wait()
@@ -323,9 +419,7 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 		if h, err := metric(ctx, "http://"+p.AdminAddr+"/metrics", "go_memstats_heap_inuse_bytes"); err == nil {
 			r.heapPer = (h - heap0) / float64(n)
 		}
-	}
-	if p != nil {
-		r.upConns = countSockets(p.PID()) - sockets0 - n
+		r.upConns = countSockets(p.PID()) - sockets0 - t.conns(n)
 	}
 	r.load = loadavg1()
 	if hold != nil {
@@ -337,10 +431,26 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 			r.cpu = cpu1 - cpu0
 		}
 	}
-	for _, c := range samples {
-		r.transitAll = append(r.transitAll, c.d)
-		if !c.at.Before(allOpen) {
-			r.transit = append(r.transit, c.d)
+	ids := slices.Collect(maps.Keys(arrivals))
+	stamps, err := up.stamps(ctx, ids, 5*time.Second)
+	if err != nil {
+		return r, err
+	}
+	for _, id := range ids {
+		st, got := stamps[id], arrivals[id]
+		if len(st) < chunks+1 {
+			r.failed++
+			if r.firstErr == nil {
+				r.firstErr = fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(st), id, chunks+1)
+			}
+			continue
+		}
+		for i := range chunks {
+			d := got[i].Sub(st[i+1]) // wall clock: the stamps come from another process
+			r.transitAll = append(r.transitAll, d)
+			if !st[i+1].Before(allOpen) {
+				r.transit = append(r.transit, d)
+			}
 		}
 	}
 	slices.Sort(r.transit)
@@ -351,10 +461,19 @@ func (b *bench) manyOnce(st *steady, t *target, p *proxyProc, n int, hold func()
 	return r, nil
 }
 
-// slowStream reads one tagged stream of manyChunks chunks, calling first
-// when the first event arrives. A stream lasts manyChunks*manyDelay, much
-// longer than opening all of them takes, so all are open at the barrier.
-func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id string, chunks int, first func()) ([]chunkTransit, error) {
+// conns is how many client connections n streams on t hold.
+func (t *manyTarget) conns(n int) int {
+	if t.h2c {
+		return len(t.clients)
+	}
+	return n
+}
+
+// slowStream reads one tagged stream of chunks events on c and returns
+// when each event arrived, calling first when the first one does. A
+// stream lasts chunks*manyDelay, longer than opening all of them takes, so
+// all are open at the barrier.
+func slowStream(ctx context.Context, t *manyTarget, c *http.Client, id string, chunks int, first func()) ([]time.Time, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/chat/completions",
 		bytes.NewReader(streamBodyFor(id, chunks, manyDelay)))
 	if err != nil {
@@ -362,7 +481,7 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 	}
 	req.Header = t.header.Clone()
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := t.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -388,45 +507,33 @@ func (b *bench) slowStream(ctx context.Context, up *upstream, t *target, id stri
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return nil, err
 	}
-	stamps := up.waitStream(id, 5*time.Second, 10*time.Millisecond)
-	if len(stamps) < chunks+1 {
-		return nil, fmt.Errorf("upstream stamped %d flushes for stream %s; want %d", len(stamps), id, chunks+1)
-	}
-	out := make([]chunkTransit, chunks)
-	for i := range chunks {
-		out[i] = chunkTransit{at: stamps[i+1], d: arrivals[i].Sub(stamps[i+1])}
-	}
-	return out, nil
-}
-
-// chunkTransit is one chunk's transit and when the sandbox wrote it.
-type chunkTransit struct {
-	at time.Time
-	d  time.Duration
+	return arrivals, nil
 }
 
 // manyProfileN is how many streams the profiled proxy holds for -profile.
 const manyProfileN = 2000
 
-// profileMany writes, for each of section 6's upstream protocols, the heap
-// profile (with the runtime's memory statistics in the text form), the
-// goroutine profile and the RSS of a profiled proxy (the same server package,
-// in this binary's __profiled mode) holding manyProfileN streams to the TLS
-// upstream, taken once every stream has its first event.
+// profileMany writes, for each of section 6's upstream protocols and
+// client kinds, the heap profile (with the runtime's memory statistics in
+// the text form), the goroutine profile and the RSS of a profiled proxy
+// (the same server package, in this binary's __profiled mode) holding
+// manyProfileN streams to the TLS upstream, taken once every stream has
+// its first event.
 func (b *bench) profileMany(dir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	st, err := b.steadyStack()
+	st, err := b.manyStackStart()
 	if err != nil {
 		return err
 	}
-	if st.broker == nil || st.up.TLSURL == "" {
-		return errors.New("many-streams profile: no broker or no TLS upstream")
-	}
 	pdir := b.dir("profiled-many")
-	for _, mp := range manyProtocols {
+	for _, mp := range b.manyPaths() {
+		if mp.bin != b.bins["proxy"] {
+			continue
+		}
+		mp.name = strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(mp.name)
 		addrs, err := freeAddrs(3)
 		if err != nil {
 			return err
@@ -439,7 +546,7 @@ func (b *bench) profileMany(dir string) error {
 		px, err := proc.Start(proc.Spec{Name: "profiled-" + mp.name, Path: self, Args: []string{"__profiled", "proxy"},
 			Env: []string{"BENCH_PPROF_ADDR=" + addrs[0], "BENCH_ADDR=" + addrs[1], "BENCH_ADMIN_ADDR=" + addrs[2],
 				"BENCH_BROKER_ADDR=" + st.broker.GRPCAddr, "PROXY_BROKER_KEY=" + st.broker.Key, "BENCH_KEYS_FILE=" + keysFile,
-				"BENCH_API_URL=" + st.up.TLSURL, "BENCH_UPSTREAM_CA=" + st.up.pki.CAPath,
+				"BENCH_API_URL=" + st.up.TLSURL, "BENCH_UPSTREAM_CA=" + st.up.CAPath,
 				fmt.Sprintf("BENCH_UPSTREAM_HTTP2=%t", mp.http2)},
 			LogPath: filepath.Join(pdir, mp.name+".log")})
 		if err != nil {
@@ -451,10 +558,10 @@ func (b *bench) profileMany(dir string) error {
 			return err
 		}
 		p := &proxyProc{Process: px, Addr: addrs[1], AdminAddr: addrs[2], Key: key}
-		t := st.targetFor(mp.name, p, manyProfileN)
+		t := manyTargetFor(mp, p, manyProfileN)
 		prefix := filepath.Join(dir, fmt.Sprintf("%s-many%d", mp.name, manyProfileN))
 		var ferr error
-		r, err := b.manyOnce(st, t, p, manyProfileN, func() {
+		r, err := b.manyOnce(st.up, t, p, manyProfileN, func() {
 			for suffix, path := range map[string]string{
 				".heap.pprof": "heap?gc=1", ".heap.txt": "heap?debug=1", ".goroutine.txt": "goroutine?debug=1",
 			} {
@@ -496,16 +603,16 @@ func fetchTo(ctx context.Context, url, path string) error {
 }
 
 // manyFilesNeeded is the open-file limit section 6 needs at the largest of
-// counts: in the bench process a stream holds the client's connection and
-// the sandbox's end of the upstream one (two for direct, plus the proxy's
-// leg over HTTP/1.1: the proxy holds the client's and the upstream's), with
-// room for listeners, logs and connections still closing.
+// counts: a stream holds the client's connection in the bench process, its
+// end of it and of the upstream connection in the proxy (a connection per
+// stream each way over HTTP/1.1), and the upstream's end in the sandbox
+// process, with room for listeners, logs and connections still closing.
 func manyFilesNeeded(counts []int) uint64 {
 	n := 0
 	for _, c := range counts {
 		n = max(n, c)
 	}
-	return uint64(4*n + 4096)
+	return uint64(2*n + 4096)
 }
 
 // addedAll is the added p99 over every chunk, or "" without a baseline.
@@ -524,15 +631,22 @@ func fitsFiles(lim uint64, bench, proxy int) bool {
 	return uint64(bench+manyFDSlack) <= lim && uint64(proxy+manyFDSlack) <= lim
 }
 
-// manyPathFiles is what n streams through a proxy hold in the bench process
-// (the clients' ends, and the sandbox's ends of the upstream connections)
-// and in the proxy (the same two legs): an upstream connection per stream
-// over HTTP/1.1, a few hundred streams per connection over HTTP/2.
-func manyPathFiles(http2 bool, n int) int {
-	if http2 {
-		return n + n/50
+// manyPathFiles is what n streams through a proxy hold in the bench
+// process (the clients' ends: a connection per stream over HTTP/1.1,
+// manyStreamsPerConn streams a connection over h2c) and in the proxy (the
+// clients' connections and the upstream ones: a connection per stream over
+// HTTP/1.1, a few hundred streams a connection over HTTP/2); the sandbox
+// process holds the upstream ones, never more than the proxy.
+func manyPathFiles(mp manyPath, n int) (bench, proxy int) {
+	bench = n
+	if mp.h2c {
+		bench = (n + manyStreamsPerConn - 1) / manyStreamsPerConn
 	}
-	return 2 * n
+	up := n
+	if mp.http2 {
+		up = n / 50
+	}
+	return bench, bench + up
 }
 
 // raiseOpenFiles raises this process's RLIMIT_NOFILE (which the proxies it

@@ -14,6 +14,7 @@ import (
 	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // brokerProc is a running broker binary.
@@ -56,12 +57,19 @@ func freeAddrs(n int) ([]string, error) {
 
 // startBroker runs `broker serve` against up, waits until it holds a token,
 // and registers it to be stopped at the end.
-func (b *bench) startBroker(up *upstream, name string) (*brokerProc, error) {
+func (b *bench) startBroker(up brokerUpstream, name string) (*brokerProc, error) {
 	return b.startBrokerArgs(up, name)
 }
 
+// brokerUpstream is the sandbox a broker exchanges its GitHub token at:
+// one in this process (*upstream) or in a child (*remoteUpstream).
+type brokerUpstream interface {
+	exchangeURL() string
+	githubToken() secret.Secret
+}
+
 // startBrokerArgs is startBroker with extra flags.
-func (b *bench) startBrokerArgs(up *upstream, name string, extra ...string) (*brokerProc, error) {
+func (b *bench) startBrokerArgs(up brokerUpstream, name string, extra ...string) (*brokerProc, error) {
 	if err := b.need("broker"); err != nil {
 		return nil, err
 	}
@@ -69,7 +77,7 @@ func (b *bench) startBrokerArgs(up *upstream, name string, extra ...string) (*br
 }
 
 // startBrokerBin runs the broker binary bin against up.
-func (b *bench) startBrokerBin(bin string, up *upstream, name string, extra ...string) (*brokerProc, error) {
+func (b *bench) startBrokerBin(bin string, up brokerUpstream, name string, extra ...string) (*brokerProc, error) {
 	dir := b.dir(name)
 	addrs, err := freeAddrs(3)
 	if err != nil {
@@ -83,8 +91,8 @@ func (b *bench) startBrokerBin(bin string, up *upstream, name string, extra ...s
 	p, err := proc.Start(proc.Spec{
 		Name: name, Path: bin,
 		Args: append([]string{"serve", "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--admin-addr", addrs[2],
-			"--github-api-url", up.URL, "--keys-file", keys, "--log-format", "json"}, extra...),
-		Env:     []string{"GITHUB_TOKEN=" + up.GitHubToken().Reveal()},
+			"--github-api-url", up.exchangeURL(), "--keys-file", keys, "--log-format", "json"}, extra...),
+		Env:     []string{"GITHUB_TOKEN=" + up.githubToken().Reveal()},
 		LogPath: filepath.Join(dir, "broker.log"),
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/internal/sandbox"
+	"github.com/copilot-broker/copilot-broker/internal/secret"
 )
 
 // A benchmark stream names itself in its body's "user" field as
@@ -46,7 +47,12 @@ type upstream struct {
 }
 
 func startUpstream(cfg sandbox.Config) (*upstream, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startUpstreamOn(cfg, "127.0.0.1:0")
+}
+
+// startUpstreamOn is startUpstream listening on addr.
+func startUpstreamOn(cfg sandbox.Config, addr string) (*upstream, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
@@ -57,16 +63,21 @@ func startUpstream(cfg sandbox.Config) (*upstream, error) {
 }
 
 // serveTLS adds the TLS listener, with a new test CA written into dir.
-func (u *upstream) serveTLS(dir string) error {
+func (u *upstream) serveTLS(dir string) error { return u.serveTLSOn(dir, "127.0.0.1:0") }
+
+// serveTLSOn is serveTLS listening on addr.
+func (u *upstream) serveTLSOn(dir, addr string) error {
 	pki, err := newTestPKI(dir)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("upstream TLS: %w", err)
 	}
+	u.mu.Lock() // section 6's child answers stampsPath meanwhile
 	u.pki, u.tlsLn, u.TLSURL = pki, ln, "https://"+ln.Addr().String()
+	u.mu.Unlock()
 	u.tlsSrv = &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS12}}
 	go func() { _ = u.tlsSrv.ServeTLS(ln, "", "") }()
@@ -115,6 +126,10 @@ func streamBodyFor(id string, chunks int, delay time.Duration) []byte {
 
 // ServeHTTP serves the sandbox, stamping what the benchmarks time.
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == stampsPath {
+		u.serveStamps(w, r)
+		return
+	}
 	if id := benchStream(r); id != "" {
 		sw := &stampWriter{ResponseWriter: w}
 		u.Server.ServeHTTP(sw, r)
@@ -136,6 +151,10 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	u.Server.ServeHTTP(w, r)
 }
+
+// exchangeURL and githubToken are what a broker needs of a sandbox.
+func (u *upstream) exchangeURL() string        { return u.URL }
+func (u *upstream) githubToken() secret.Secret { return u.GitHubToken() }
 
 // takeStream returns and forgets the flush stamps of stream id.
 func (u *upstream) takeStream(id string) []time.Time {
@@ -174,8 +193,14 @@ func (u *upstream) exchangesSince(t time.Time) []time.Time {
 // copilotToken exchanges the sandbox's GitHub token for a Copilot token, as
 // the direct and nginx baselines need one.
 func (u *upstream) copilotToken(ctx context.Context) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.URL+"/copilot_internal/v2/token", nil)
-	req.Header.Set("Authorization", "token "+u.GitHubToken().Reveal())
+	return exchangeToken(ctx, u.URL, u.GitHubToken())
+}
+
+// exchangeToken exchanges GitHub token gh at the sandbox at url for a
+// Copilot token.
+func exchangeToken(ctx context.Context, url string, gh secret.Secret) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/copilot_internal/v2/token", nil)
+	req.Header.Set("Authorization", "token "+gh.Reveal())
 	req.Header.Set("Accept", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
