@@ -50,7 +50,9 @@ type routeCounters struct {
 //   - copilot_proxy_upstream_latency_seconds{route}: time to the upstream's
 //     response headers.
 //   - copilot_proxy_upstream_retries_total{result}: retries after an upstream
-//     401 ("retried", or why not: "no_new_token", "refresh_failed").
+//     401 ("retried", or why not: "no_new_token", "refresh_failed"), and
+//     requests sent again after their upstream connection could not be set
+//     up ("connect").
 //   - copilot_proxy_pool_failovers_total{key,result}: pool requests sent to
 //     another member after a 429, 402 or lasting 401 ("retried"), or
 //     answered by the proxy because no member was left ("exhausted").
@@ -90,7 +92,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_upstream_retries_total",
-			Help: "Upstream 401 answers by outcome: retried with a new token, or passed through.",
+			Help: "Upstream 401 answers by outcome: retried with a new token, or passed through; and requests sent again after a failed upstream connection setup (connect).",
 		}, []string{"result"}),
 		streamIdle: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "copilot_proxy_stream_idle_timeouts_total",

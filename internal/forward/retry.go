@@ -4,8 +4,11 @@ package forward
 // another pool member, over the shared transport (package upstream).
 
 import (
+	"errors"
 	"io"
 	"net/http"
+
+	transport "github.com/copilot-broker/copilot-broker/internal/forward/upstream"
 )
 
 // roundTrip sends the request (see send) and, for a pool key, sends it
@@ -49,7 +52,7 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 		req.Body = c.body.Out()
 	}
 	start := h.clock.Now()
-	resp, err := h.transport.RoundTrip(req)
+	resp, err := h.sendConnecting(req, c)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
 	if err != nil || c.retried || !(resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden && refreshable403(resp)) {
 		return resp, err
@@ -87,9 +90,35 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 		r2.Body = c.body.Out()
 	}
 	start = h.clock.Now()
-	resp, err = h.transport.RoundTrip(r2)
+	resp, err = h.sendConnecting(r2, c)
 	h.metrics.upstream.WithLabelValues(c.route.name).Observe(h.clock.Now().Sub(start).Seconds())
 	return resp, err
+}
+
+// connectRetries is how many more times a request is sent whose upstream
+// connection could not be set up (upstream.ConnectError: a dial or TLS
+// handshake failure, or a setup given up because another connection came up
+// meanwhile): none of its bytes was written, so sending it again is safe.
+const connectRetries = 2
+
+// sendConnecting is the transport's RoundTrip, sent again at once after a
+// failed connection setup while the body can be replayed.
+func (h *Handler) sendConnecting(req *http.Request, c *call) (*http.Response, error) {
+	for i := 0; ; i++ {
+		resp, err := h.transport.RoundTrip(req)
+		var ce *transport.ConnectError
+		if err == nil || i == connectRetries || !errors.As(err, &ce) || !ce.Retryable() || req.Context().Err() != nil ||
+			(c.body == nil && req.Body != nil && req.Body != http.NoBody) {
+			return resp, err
+		}
+		h.metrics.retries.WithLabelValues("connect").Inc()
+		h.log.Info("upstream connection setup failed before the request was sent; sending it again",
+			"request_id", c.requestID, "attempt", i+2, "error", err)
+		req = req.Clone(req.Context())
+		if c.body != nil {
+			req.Body = c.body.Out()
+		}
+	}
 }
 
 // roundTripFunc adapts a function to [http.RoundTripper].

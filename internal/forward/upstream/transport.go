@@ -112,6 +112,10 @@ func NewTransport(cfg Config) *http.Transport {
 			MaxReceiveBufferPerStream: MaxReceiveBufferPerStream,
 		},
 	}
+	// TLS connections are set up by tlsDialer (tlsdial.go): at most a few
+	// handshakes at once to an HTTP/2 upstream, and failures it can tell
+	// apart (*ConnectError) so that the request is sent again.
+	t.DialTLSContext = newTLSDialer(t, t.DialContext, cfg.TLSHandshakeTimeout).DialTLSContext
 	if cfg.HTTP1Only {
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetHTTP1(true)

@@ -1,0 +1,237 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// ConnectError is a failure to set up an upstream connection (dial or TLS
+// handshake) before any byte of a request was written on it: sending the
+// request again is safe.
+type ConnectError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return fmt.Sprintf("connecting to %s: %v", e.Addr, e.Err) }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Retryable says whether another attempt may succeed: not when the
+// upstream's certificate was refused (the same certificate comes back).
+func (e *ConnectError) Retryable() bool {
+	var cv *tls.CertificateVerificationError
+	return !errors.As(e.Err, &cv)
+}
+
+// errNotNeeded ends a connection setup that waited for its turn while
+// another HTTP/2 connection to the same host was set up: net/http has
+// already handed that one to the request that asked (see tlsDialer).
+var errNotNeeded = errors.New("an HTTP/2 connection was set up meanwhile; this one is not needed")
+
+// maxSetupsPerHost is how many TLS connection setups to one upstream run at
+// once while the upstream speaks HTTP/2 (or has not been reached yet).
+const maxSetupsPerHost = 2
+
+// tlsDialer sets up the transport's TLS connections (http.Transport's
+// DialTLSContext), so that a burst of requests cannot start a handshake
+// each. net/http's transport, when every HTTP/2 connection to a host is
+// full, dials a new connection for every request that finds them full, and
+// every one of those dials runs to its end even once another connection has
+// served its request (issue 28: 10,000 streams opened at once started
+// thousands of handshakes, most thrown away, and on a busy machine some
+// timed out and failed their request). Here at most maxSetupsPerHost
+// setups to a host run at once while the host speaks HTTP/2; a setup that
+// waited while another HTTP/2 connection to the host came up gives up
+// (errNotNeeded): net/http handed that connection to every request waiting
+// then, its own too, and a request that did not fit asks again with a new
+// dial. A host that answers HTTP/1.1 needs a connection per stream, so its
+// setups are not held back. Every failure is a *ConnectError.
+type tlsDialer struct {
+	t       *http.Transport // its TLSClientConfig, read at each dial: net/http adds the ALPN protocols on first use
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	timeout time.Duration // the TLS handshake's
+
+	mu    sync.Mutex
+	hosts map[string]*hostSetups
+	// onWait, when set (tests), is called as acquire starts to wait.
+	onWait func()
+}
+
+// hostSetups is what tlsDialer knows of one host:port.
+type hostSetups struct {
+	running int           // gated setups under way
+	h2      uint64        // HTTP/2 connections set up so far
+	http1   bool          // the last handshake chose HTTP/1.1
+	changed chan struct{} // closed (and replaced) when a gated setup ends
+}
+
+func newTLSDialer(t *http.Transport, dial func(ctx context.Context, network, addr string) (net.Conn, error), timeout time.Duration) *tlsDialer {
+	return &tlsDialer{t: t, dial: dial, timeout: timeout, hosts: map[string]*hostSetups{}}
+}
+
+// DialTLSContext connects to addr and completes the TLS handshake.
+func (d *tlsDialer) DialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	h, gated, err := d.acquire(ctx, addr)
+	if err != nil {
+		return nil, &ConnectError{addr, err}
+	}
+	raw, err := d.dial(ctx, network, addr)
+	if err != nil {
+		d.end(h, gated, setupFailed)
+		return nil, &ConnectError{addr, err}
+	}
+	// An HTTP/2 connection's setup ends when net/http has made it a client
+	// connection and the server's first frames arrived (the read loop's
+	// first read returns) or when it is closed: by then net/http has put it
+	// in its pool and handed it to the requests waiting, so a setup that
+	// waited meanwhile and now gives up (errNotNeeded) is not that
+	// request's answer.
+	wc := &setupConn{Conn: raw}
+	conn, err := d.handshake(ctx, wc, addr)
+	switch {
+	case err != nil:
+		d.end(h, gated, setupFailed)
+		return nil, &ConnectError{addr, err}
+	case conn.ConnectionState().NegotiatedProtocol == "h2":
+		wc.arm(func(used bool) {
+			if used {
+				d.end(h, gated, setupHTTP2)
+			} else {
+				d.end(h, gated, setupFailed) // closed unused: it served no one
+			}
+		})
+	default:
+		d.end(h, gated, setupHTTP1)
+	}
+	return conn, nil
+}
+
+// setupConn calls done once: with true at the first read that returns
+// after arm, with false at a Close before that.
+type setupConn struct {
+	net.Conn
+	mu   sync.Mutex
+	done func(used bool)
+}
+
+func (c *setupConn) arm(done func(used bool)) {
+	c.mu.Lock()
+	c.done = done
+	c.mu.Unlock()
+}
+
+func (c *setupConn) fire(used bool) {
+	c.mu.Lock()
+	done := c.done
+	c.done = nil
+	c.mu.Unlock()
+	if done != nil {
+		done(used)
+	}
+}
+
+func (c *setupConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.fire(true)
+	return n, err
+}
+
+func (c *setupConn) Close() error {
+	c.fire(false)
+	return c.Conn.Close()
+}
+
+// setupResult is how a connection setup ended.
+type setupResult int
+
+const (
+	setupFailed setupResult = iota
+	setupHTTP1
+	setupHTTP2
+)
+
+// end records a setup's end and, for a gated one, gives its turn back and
+// wakes those waiting.
+func (d *tlsDialer) end(h *hostSetups, gated bool, r setupResult) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r != setupFailed {
+		h.http1 = r == setupHTTP1
+	}
+	if r == setupHTTP2 {
+		h.h2++
+	}
+	if gated {
+		h.running--
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
+}
+
+// acquire waits for addr's turn to set up a connection: at once for a
+// host known to speak HTTP/1.1 (gated false), else when fewer than
+// maxSetupsPerHost run; errNotNeeded when an HTTP/2 connection came up
+// while it waited.
+func (d *tlsDialer) acquire(ctx context.Context, addr string) (h *hostSetups, gated bool, err error) {
+	d.mu.Lock()
+	h = d.hosts[addr]
+	if h == nil {
+		h = &hostSetups{changed: make(chan struct{})}
+		d.hosts[addr] = h
+	}
+	h2Before := h.h2
+	for {
+		switch {
+		case h.http1:
+			d.mu.Unlock()
+			return h, false, nil
+		case h.h2 != h2Before:
+			d.mu.Unlock()
+			return h, false, errNotNeeded
+		case h.running < maxSetupsPerHost:
+			h.running++
+			d.mu.Unlock()
+			return h, true, nil
+		}
+		changed := h.changed
+		d.mu.Unlock()
+		if d.onWait != nil {
+			d.onWait()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return h, false, ctx.Err()
+		}
+		d.mu.Lock()
+	}
+}
+
+func (d *tlsDialer) handshake(ctx context.Context, raw net.Conn, addr string) (*tls.Conn, error) {
+	cfg := d.t.TLSClientConfig.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			raw.Close()
+			return nil, err
+		}
+		cfg.ServerName = host
+	}
+	conn := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("TLS handshake timeout after %v: %w", d.timeout, err)
+		}
+		return nil, err
+	}
+	return conn, nil
+}
