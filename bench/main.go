@@ -41,17 +41,18 @@ func main() {
 
 // options are the command's flags.
 type options struct {
-	out        string
-	runs       int
-	scale      float64 // multiplies every phase duration
-	only       []string
-	keep       bool
-	profile    string
-	altProxy   string // NAME=PATH,... proxy binaries measured beside the built one
-	altBroker  string // NAME=PATH,... broker binaries measured beside the built one
-	streams    []int  // section 6's concurrent stream counts
-	manyChunks int    // section 6's chunks per stream (0: by the count)
-	timeout    time.Duration
+	out            string
+	runs           int
+	scale          float64 // multiplies every phase duration
+	only           []string
+	keep           bool
+	profile        string
+	altProxy       string // NAME=PATH,... proxy binaries measured beside the built one
+	altBroker      string // NAME=PATH,... broker binaries measured beside the built one
+	streams        []int  // section 6's concurrent stream counts
+	manyChunks     int    // section 6's chunks per stream (0: by the count)
+	profileStreams int    // section 6's profiled proxies' streams
+	timeout        time.Duration
 }
 
 var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage"}
@@ -68,8 +69,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
 	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1, 2 and 6: NAME=PATH[,NAME=PATH...], shown as proxy-NAME (proxy-h2-NAME with an HTTP/2 upstream)")
 	fs.StringVar(&o.altBroker, "compare-broker", "", "also measure other broker binaries (e.g. builds of older commits) in section 4: NAME=PATH[,NAME=PATH...], shown as [NAME]")
-	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap and goroutine profiles of a proxy holding 2,000 streams, for each upstream protocol)")
+	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap, goroutine and CPU profiles of a proxy holding -profile-streams streams, for each upstream protocol and client kind)")
 	streams := fs.String("streams", joinInts(defaultManyCounts), "section 6 (many-streams): comma-separated concurrent stream counts")
+	fs.IntVar(&o.profileStreams, "profile-streams", 2000, "with -profile and many-streams: how many streams the profiled proxies hold")
 	fs.IntVar(&o.manyChunks, "many-chunks", 0, "section 6: chunks per stream, 1 s apart (default 20 plus 1 per 1,000 streams); more when opening the streams takes longer than that on a loaded machine")
 	fs.DurationVar(&o.timeout, "timeout", 25*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {

@@ -510,15 +510,13 @@ func slowStream(ctx context.Context, t *manyTarget, c *http.Client, id string, c
 	return arrivals, nil
 }
 
-// manyProfileN is how many streams the profiled proxy holds for -profile.
-const manyProfileN = 2000
 
 // profileMany writes, for each of section 6's upstream protocols and
 // client kinds, the heap profile (with the runtime's memory statistics in
-// the text form), the goroutine profile and the RSS of a profiled proxy
-// (the same server package, in this binary's __profiled mode) holding
-// manyProfileN streams to the TLS upstream, taken once every stream has
-// its first event.
+// the text form), the goroutine profile, a 5 s CPU profile and the RSS of a
+// profiled proxy (the same server package, in this binary's __profiled
+// mode) holding -profile-streams streams to the TLS upstream, taken once
+// every stream has its first event.
 func (b *bench) profileMany(dir string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -529,8 +527,10 @@ func (b *bench) profileMany(dir string) error {
 		return err
 	}
 	pdir := b.dir("profiled-many")
+	n := b.opts.profileStreams
+	lim, _ := raiseOpenFiles(manyFilesNeeded([]int{n}))
 	for _, mp := range b.manyPaths() {
-		if mp.bin != b.bins["proxy"] {
+		if bench, proxy := manyPathFiles(mp, n); mp.bin != b.bins["proxy"] || !fitsFiles(lim, bench, proxy) {
 			continue
 		}
 		mp.name = strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(mp.name)
@@ -558,13 +558,15 @@ func (b *bench) profileMany(dir string) error {
 			return err
 		}
 		p := &proxyProc{Process: px, Addr: addrs[1], AdminAddr: addrs[2], Key: key}
-		t := manyTargetFor(mp, p, manyProfileN)
-		prefix := filepath.Join(dir, fmt.Sprintf("%s-many%d", mp.name, manyProfileN))
+		t := manyTargetFor(mp, p, n)
+		prefix := filepath.Join(dir, fmt.Sprintf("%s-many%d", mp.name, n))
 		var ferr error
-		r, err := b.manyOnce(st.up, t, p, manyProfileN, func() {
-			for suffix, path := range map[string]string{
-				".heap.pprof": "heap?gc=1", ".heap.txt": "heap?debug=1", ".goroutine.txt": "goroutine?debug=1",
+		r, err := b.manyOnce(st.up, t, p, n, func() {
+			for _, f := range [][2]string{
+				{".heap.pprof", "heap?gc=1"}, {".heap.txt", "heap?debug=1"}, {".goroutine.txt", "goroutine?debug=1"},
+				{".cpu.pprof", "profile?seconds=5"},
 			} {
+				suffix, path := f[0], f[1]
 				ferr = errors.Join(ferr, fetchTo(b.ctx, "http://"+addrs[0]+"/debug/pprof/"+path, prefix+suffix))
 			}
 		})
@@ -574,7 +576,7 @@ func (b *bench) profileMany(dir string) error {
 			return err
 		}
 		b.logf("wrote %s.*: %d streams through %s: all open after %v; RSS %.1f → %.1f MiB, %.1f KiB and %.2f goroutines per stream; %d failed, %d ended before the sample",
-			prefix, manyProfileN, mp.name, r.open.Round(time.Millisecond), float64(r.rssBefore)/(1<<20), float64(r.rss)/(1<<20),
+			prefix, n, mp.name, r.open.Round(time.Millisecond), float64(r.rssBefore)/(1<<20), float64(r.rss)/(1<<20),
 			r.rssPer/1024, r.goroutinesPer, r.failed, r.endedEarly)
 	}
 	return nil
