@@ -50,6 +50,8 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
 			// Section 6's profile reaches the TLS upstream, over HTTP/1.1 when asked.
 			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP2: getenv("BENCH_UPSTREAM_HTTP2") == "true",
+			// Section 6's profile holds up to 10,000 streams.
+			MaxConnections: -1, MaxStreams: -1,
 		})
 		if err != nil {
 			return err

@@ -101,9 +101,13 @@ func (h *Handler) send(req *http.Request, c *call) (*http.Response, error) {
 // meanwhile): none of its bytes was written, so sending it again is safe.
 const connectRetries = 2
 
-// sendConnecting is the transport's RoundTrip, sent again at once after a
-// failed connection setup while the body can be replayed.
+// sendConnecting is the transport's RoundTrip of req, tracked (so that a
+// connection setup started for it and no longer needed ends without failing
+// it), sent again at once after a failed connection setup while the body
+// can be replayed.
 func (h *Handler) sendConnecting(req *http.Request, c *call) (*http.Response, error) {
+	req, tracked := transport.TrackConn(req)
+	defer tracked()
 	for i := 0; ; i++ {
 		resp, err := h.transport.RoundTrip(req)
 		var ce *transport.ConnectError

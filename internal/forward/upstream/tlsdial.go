@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"time"
 )
@@ -48,9 +49,9 @@ const maxSetupsPerHost = 2
 // timed out and failed their request). Here at most maxSetupsPerHost
 // setups to a host run at once while the host speaks HTTP/2; a setup that
 // waited while another HTTP/2 connection to the host came up gives up
-// (errNotNeeded): net/http handed that connection to every request waiting
-// then, its own too, and a request that did not fit asks again with a new
-// dial. A host that answers HTTP/1.1 needs a connection per stream, so its
+// (errNotNeeded) once its request has a connection (TrackConn): net/http
+// handed that connection to every request waiting then, its own too, and
+// a request that did not fit asks again with a new dial. A host that answers HTTP/1.1 needs a connection per stream, so its
 // setups are not held back. Every failure is a *ConnectError.
 type tlsDialer struct {
 	t       *http.Transport // its TLSClientConfig, read at each dial: net/http adds the ALPN protocols on first use
@@ -147,6 +148,69 @@ func (c *setupConn) Close() error {
 	return c.Conn.Close()
 }
 
+// gotConnKey is the context key of a tracked request's connWatch.
+type gotConnKey struct{}
+
+// connWatch follows a request's attempts at getting a connection from
+// net/http's transport (its ClientTrace GetConn and GotConn hooks): the
+// channel of an attempt closes when the attempt got its connection (an
+// HTTP/2 stream or an HTTP/1.1 connection), when a later attempt begins (so
+// the earlier one was answered) or when the round trip ended. Each means
+// net/http no longer waits for a setup started for that attempt.
+type connWatch struct {
+	mu  sync.Mutex
+	cur chan struct{}
+}
+
+func (w *connWatch) closeCur() {
+	select {
+	case <-w.cur:
+	default:
+		close(w.cur)
+	}
+}
+
+func (w *connWatch) getConn(string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeCur()
+	w.cur = make(chan struct{})
+}
+
+func (w *connWatch) gotConn(httptrace.GotConnInfo) { w.end() }
+
+func (w *connWatch) end() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closeCur()
+}
+
+func (w *connWatch) current() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
+
+// TrackConn returns req carrying what lets the transport's connection
+// setups know when it no longer waits for them, so that one no longer
+// needed ends without failing it, and the function to call once its
+// RoundTrip returned. The proxy tracks every request it sends upstream.
+func TrackConn(req *http.Request) (*http.Request, func()) {
+	w := &connWatch{cur: make(chan struct{})}
+	ctx := context.WithValue(req.Context(), gotConnKey{}, w)
+	return req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: w.getConn, GotConn: w.gotConn})), w.end
+}
+
+// gotConnOf is the channel of the current attempt of ctx's request (see
+// connWatch); nil for an untracked request. Connection setups get the
+// request's context values (net/http detaches only its cancellation).
+func gotConnOf(ctx context.Context) <-chan struct{} {
+	if w, ok := ctx.Value(gotConnKey{}).(*connWatch); ok {
+		return w.current()
+	}
+	return nil
+}
+
 // setupResult is how a connection setup ended.
 type setupResult int
 
@@ -176,8 +240,9 @@ func (d *tlsDialer) end(h *hostSetups, gated bool, r setupResult) {
 
 // acquire waits for addr's turn to set up a connection: at once for a
 // host known to speak HTTP/1.1 (gated false), else when fewer than
-// maxSetupsPerHost run; errNotNeeded when an HTTP/2 connection came up
-// while it waited.
+// maxSetupsPerHost run. When an HTTP/2 connection came up while it waited
+// and the request is tracked (TrackConn), it gives up with errNotNeeded
+// once the request has its connection.
 func (d *tlsDialer) acquire(ctx context.Context, addr string) (h *hostSetups, gated bool, err error) {
 	d.mu.Lock()
 	h = d.hosts[addr]
@@ -186,14 +251,30 @@ func (d *tlsDialer) acquire(ctx context.Context, addr string) (h *hostSetups, ga
 		d.hosts[addr] = h
 	}
 	h2Before := h.h2
+	got := gotConnOf(ctx) // this attempt's: it has begun (GetConn) before its dial
 	for {
 		switch {
 		case h.http1:
 			d.mu.Unlock()
 			return h, false, nil
 		case h.h2 != h2Before:
+			if got == nil {
+				// A request that does not say when it got a
+				// connection: set this one up, as net/http would.
+				h2Before = h.h2
+				continue
+			}
 			d.mu.Unlock()
-			return h, false, errNotNeeded
+			// net/http handed the new connection to the request that
+			// asked for this one, but may not yet have done so: give up
+			// only once the request has its connection, so that the
+			// error goes nowhere.
+			select {
+			case <-got:
+				return h, false, errNotNeeded
+			case <-ctx.Done():
+				return h, false, ctx.Err()
+			}
 		case h.running < maxSetupsPerHost:
 			h.running++
 			d.mu.Unlock()

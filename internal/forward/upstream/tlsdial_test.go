@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,15 +59,19 @@ func TestBurstSetsUpFewConnections(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		http2     bool
+		tracked   bool  // requests sent with TrackConn
 		maxConns  int64 // connections the server may see
 		wantProto string
 	}{
 		// 12 connections are needed; a round of setups may leave some
 		// unused (without the limit: 150-230, more than one a request).
-		{"HTTP/2", true, 3 * n / perConn, "HTTP/2.0"},
+		{"HTTP/2", true, true, 3 * n / perConn, "HTTP/2.0"},
+		// Untracked requests: no setup is given up, but they still run
+		// two at a time.
+		{"HTTP/2, untracked", true, false, 1000, "HTTP/2.0"},
 		// A connection per request, none held back once the first
 		// handshake said HTTP/1.1.
-		{"HTTP/1.1", false, n, "HTTP/1.1"},
+		{"HTTP/1.1", false, true, n, "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startHeld(t, tc.http2, perConn)
@@ -80,24 +85,15 @@ func TestBurstSetsUpFewConnections(t *testing.T) {
 			defer cancel()
 			var wg sync.WaitGroup
 			errs := make(chan error, n)
-			var retries, worst atomic.Int64
 			for range n {
 				wg.Go(func() {
-					// As the proxy does (forward's send): a request whose
-					// connection setup failed is sent again.
-					var resp *http.Response
-					var err error
-					for i := int64(0); ; i++ {
-						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
-						resp, err = client.Do(req)
-						var ce *ConnectError
-						if err == nil || !errors.As(err, &ce) || !ce.Retryable() || i == 3 {
-							break
-						}
-						retries.Add(1)
-						for w := worst.Load(); i+1 > w && !worst.CompareAndSwap(w, i+1); w = worst.Load() {
-						}
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+					end := func() {}
+					if tc.tracked {
+						req, end = TrackConn(req) // as the proxy sends
 					}
+					resp, err := client.Do(req)
+					end()
 					if err != nil {
 						errs <- err
 						return
@@ -127,7 +123,7 @@ func TestBurstSetsUpFewConnections(t *testing.T) {
 			if got := srv.conns.Load(); got > tc.maxConns {
 				t.Errorf("%d connections set up for %d requests, want at most %d", got, n, tc.maxConns)
 			}
-			t.Logf("%d connections for %d requests; %d sent again, at most %d times", srv.conns.Load(), n, retries.Load(), worst.Load())
+			t.Logf("%d connections for %d requests", srv.conns.Load(), n)
 		})
 	}
 }
@@ -139,13 +135,18 @@ func TestAcquire(t *testing.T) {
 		setup     func(*hostSetups)
 		meanwhile func(d *tlsDialer, h *hostSetups) // while acquire waits
 		cancel    bool
+		tracked   bool // the request carries TrackConn's watch
+		served    bool // and has its connection
 		wantGated bool
 		wantErr   error
 	}{
 		{name: "free slot", setup: func(*hostSetups) {}, wantGated: true},
 		{name: "HTTP/1.1 host: never waits", setup: func(h *hostSetups) { full(h); h.http1 = true }},
 		{name: "slot freed", setup: full, meanwhile: func(d *tlsDialer, h *hostSetups) { d.end(h, true, setupFailed) }, wantGated: true},
-		{name: "HTTP/2 connection came up", setup: full, meanwhile: func(d *tlsDialer, h *hostSetups) { d.end(h, true, setupHTTP2) }, wantErr: errNotNeeded},
+		{name: "HTTP/2 connection came up, request served", setup: full, tracked: true, served: true,
+			meanwhile: func(d *tlsDialer, h *hostSetups) { d.end(h, true, setupHTTP2) }, wantErr: errNotNeeded},
+		{name: "HTTP/2 connection came up, untracked request", setup: full,
+			meanwhile: func(d *tlsDialer, h *hostSetups) { d.end(h, true, setupHTTP2) }, wantGated: true},
 		{name: "cancelled", setup: full, cancel: true, wantErr: context.Canceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,6 +159,17 @@ func TestAcquire(t *testing.T) {
 			tc.setup(h)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			if tc.tracked {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://up.example/", nil)
+				req, end := TrackConn(req)
+				defer end()
+				ctx = req.Context()
+				trace := httptrace.ContextClientTrace(ctx)
+				trace.GetConn("up.example:443") // as net/http does before the dial
+				if tc.served {
+					trace.GotConn(httptrace.GotConnInfo{})
+				}
+			}
 			type result struct {
 				gated bool
 				err   error
