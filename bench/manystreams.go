@@ -510,7 +510,6 @@ func slowStream(ctx context.Context, t *manyTarget, c *http.Client, id string, c
 	return arrivals, nil
 }
 
-
 // profileMany writes, for each of section 6's upstream protocols and
 // client kinds, the heap profile (with the runtime's memory statistics in
 // the text form), the goroutine profile, a 5 s CPU profile and the RSS of a
