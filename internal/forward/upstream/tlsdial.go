@@ -87,65 +87,20 @@ func (d *tlsDialer) DialTLSContext(ctx context.Context, network, addr string) (n
 		d.end(h, gated, setupFailed)
 		return nil, &ConnectError{addr, err}
 	}
-	// An HTTP/2 connection's setup ends when net/http has made it a client
-	// connection and the server's first frames arrived (the read loop's
-	// first read returns) or when it is closed: by then net/http has put it
-	// in its pool and handed it to the requests waiting, so a setup that
-	// waited meanwhile and now gives up (errNotNeeded) is not that
-	// request's answer.
-	wc := &setupConn{Conn: raw}
-	conn, err := d.handshake(ctx, wc, addr)
+	conn, err := d.handshake(ctx, raw, addr)
 	switch {
 	case err != nil:
 		d.end(h, gated, setupFailed)
 		return nil, &ConnectError{addr, err}
 	case conn.ConnectionState().NegotiatedProtocol == "h2":
-		wc.arm(func(used bool) {
-			if used {
-				d.end(h, gated, setupHTTP2)
-			} else {
-				d.end(h, gated, setupFailed) // closed unused: it served no one
-			}
-		})
+		// Counted before net/http puts it in its pool and hands it to the
+		// requests waiting: a request that starts waiting after this does
+		// not count on it (see acquire).
+		d.end(h, gated, setupHTTP2)
 	default:
 		d.end(h, gated, setupHTTP1)
 	}
 	return conn, nil
-}
-
-// setupConn calls done once: with true at the first read that returns
-// after arm, with false at a Close before that.
-type setupConn struct {
-	net.Conn
-	mu   sync.Mutex
-	done func(used bool)
-}
-
-func (c *setupConn) arm(done func(used bool)) {
-	c.mu.Lock()
-	c.done = done
-	c.mu.Unlock()
-}
-
-func (c *setupConn) fire(used bool) {
-	c.mu.Lock()
-	done := c.done
-	c.done = nil
-	c.mu.Unlock()
-	if done != nil {
-		done(used)
-	}
-}
-
-func (c *setupConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.fire(true)
-	return n, err
-}
-
-func (c *setupConn) Close() error {
-	c.fire(false)
-	return c.Conn.Close()
 }
 
 // gotConnKey is the context key of a tracked request's connWatch.
