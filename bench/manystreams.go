@@ -177,7 +177,7 @@ func (b *bench) manyStreams() {
 		"this process's clients do not starve its handshakes. *proxy* reaches the upstream over HTTP/1.1 (its default: a "+
 		"connection per stream), *proxy-h2* over HTTP/2 (`--upstream-http2`). Clients reach the proxy over HTTP/1.1, a "+
 		"connection per stream, or, in the rows marked *(h2c)*, over HTTP/2 without TLS (prior knowledge), %d streams a "+
-		"connection. Each row is a proxy started for this section, so earlier rows' heap does not hide its growth. "+
+		"connection. Each row is a proxy started for that row, so no earlier row's heap hides its growth. "+
 		"*direct* is the baseline: HTTP/1.1 clients, a connection per stream, straight to the same sandbox process's "+
 		"plain listener, at the same N, just before the proxies; so the added delay also holds the upstream leg's TLS at "+
 		"both ends and the sandbox's HTTP/2 server (one goroutine per connection serves up to 250 streams' writes), and "+
@@ -202,16 +202,6 @@ func (b *bench) manyStreams() {
 	}
 	meter := b.meter()
 	paths := b.manyPaths()
-	procs := make([]*proxyProc, len(paths))
-	for i, mp := range paths {
-		p, err := b.startManyProxy(stk, mp, "many-"+strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(mp.name))
-		if err != nil {
-			s.note("%s did not start: %s", mp.name, oneLine(err.Error()))
-			continue
-		}
-		procs[i] = p
-		defer b.stop(p.Process)
-	}
 	var dr manyRun // the last baseline measured
 	drN := 0
 	for _, n := range b.opts.streams {
@@ -234,18 +224,22 @@ func (b *bench) manyStreams() {
 			s.note("%d streams: direct needs %d descriptors in the bench and in the sandbox, over the limit of %d: "+
 				"the added delays at %d are against direct at %d", n, n, lim, n, drN)
 		}
-		for i, mp := range paths {
-			p := procs[i]
-			if p == nil {
-				continue
-			}
+		for _, mp := range paths {
 			if bench, proxy := manyPathFiles(mp, n); !fitsFiles(lim, bench, proxy) {
 				s.note("%d streams through %s: skipped, %d descriptors needed in the bench and %d in the proxy, over the limit of %d", n, mp.name, bench, proxy, lim)
+				continue
+			}
+			// A proxy of its own for each count: no heap left by a
+			// smaller count hides the growth.
+			p, err := b.startManyProxy(stk, mp, fmt.Sprintf("many-%d-%s", n, strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(mp.name)))
+			if err != nil {
+				s.note("%d streams through %s: the proxy did not start: %s", n, mp.name, oneLine(err.Error()))
 				continue
 			}
 			through := manyTargetFor(mp, p, n)
 			pr, err := b.manyOnce(stk.up, through, p, n, nil)
 			through.close()
+			b.stop(p.Process)
 			if err != nil {
 				s.note("%d streams through %s: %s", n, mp.name, oneLine(err.Error()))
 				continue
