@@ -172,9 +172,10 @@ type steady struct {
 	alt      map[string]*proxyProc // -compare-proxy, by target name
 	nginx    *proc.Process
 	nginxURL string
-	// The Go floor (floor.go) to the plain and to the TLS upstream.
-	floor, floorTLS       *proc.Process
-	floorURL, floorTLSURL string
+	// The Go floor (floor.go) to the plain and to the TLS upstream, the
+	// latter over HTTP/1.1 and over HTTP/2.
+	floor, floorTLS, floorTLSH2          *proc.Process
+	floorURL, floorTLSURL, floorTLSH2URL string
 	// The same over the upstream's TLS listener: the proxy with its default
 	// (HTTP/1.1) and with --upstream-http2, and nginx with proxy_ssl.
 	proxyTLS, proxyTLSH2 *proxyProc
@@ -222,11 +223,11 @@ func (b *bench) steadyStack() (*steady, error) {
 	if err != nil {
 		st.errs["nginx"] = err
 	}
-	if st.floor, st.floorURL, err = b.startFloor("go-floor", up.URL, tok, ""); err != nil {
+	if st.floor, st.floorURL, err = b.startFloor("go-floor", up.URL, tok, "", false); err != nil {
 		st.errs["go-floor"] = err
 	}
 	if err := up.serveTLS(b.dir("pki")); err != nil {
-		for _, k := range []string{"proxy-tls", "proxy-tls-h2", "nginx-tls", "go-floor-tls"} {
+		for _, k := range []string{"proxy-tls", "proxy-tls-h2", "nginx-tls", "go-floor-tls", "go-floor-tls-h2"} {
 			st.errs[k] = err
 		}
 	} else {
@@ -242,8 +243,11 @@ func (b *bench) steadyStack() (*steady, error) {
 		if err != nil {
 			st.errs["nginx-tls"] = err
 		}
-		if st.floorTLS, st.floorTLSURL, err = b.startFloor("go-floor-tls", up.TLSURL, tok, up.pki.CAPath); err != nil {
+		if st.floorTLS, st.floorTLSURL, err = b.startFloor("go-floor-tls", up.TLSURL, tok, up.pki.CAPath, false); err != nil {
 			st.errs["go-floor-tls"] = err
+		}
+		if st.floorTLSH2, st.floorTLSH2URL, err = b.startFloor("go-floor-tls-h2", up.TLSURL, tok, up.pki.CAPath, true); err != nil {
+			st.errs["go-floor-tls-h2"] = err
 		}
 	}
 	for k, e := range st.errs {
