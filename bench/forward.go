@@ -204,6 +204,9 @@ func (st *steady) tlsTargets(conns int) []*target {
 	if st.proxyTLSH2 != nil {
 		ts = append(ts, st.targetFor("proxy-h2", st.proxyTLSH2, conns))
 	}
+	for _, name := range slices.Sorted(maps.Keys(st.altTLS)) {
+		ts = append(ts, st.targetFor(name, st.altTLS[name], conns))
+	}
 	if st.floorTLS != nil {
 		ts = append(ts, floorTarget("go-floor", st.floorTLS, st.floorTLSURL, conns))
 	}

@@ -267,11 +267,9 @@ func (b *bench) profileUnder(pprofAddr, path string, conc int, fn load.Func) err
 	done := make(chan error, 1)
 	go func() {
 		res, err := load.Run(ctx, load.Options{Workers: conc, Duration: 7 * time.Second, Warmup: 300 * time.Millisecond}, fn)
+		b.logf("%s: %.0f requests/s", filepath.Base(path), res.Throughput())
 		if err == nil && res.Errors > 0 {
 			err = fmt.Errorf("%d failed requests: %w", res.Errors, res.FirstErr)
-		}
-		if err == nil {
-			b.logf("%s: %.0f requests/s", filepath.Base(path), res.Throughput())
 		}
 		done <- err
 	}()

@@ -179,6 +179,7 @@ type steady struct {
 	// The same over the upstream's TLS listener: the proxy with its default
 	// (HTTP/1.1) and with --upstream-http2, and nginx with proxy_ssl.
 	proxyTLS, proxyTLSH2 *proxyProc
+	altTLS               map[string]*proxyProc // -compare-proxy over TLS: proxy-NAME and proxy-h2-NAME
 	nginxTLS             *proc.Process
 	nginxTLSURL          string
 	errs                 map[string]error
@@ -238,6 +239,7 @@ func (b *bench) steadyStack() (*steady, error) {
 			if st.proxyTLSH2, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls-h2", true); err != nil {
 				st.errs["proxy-tls-h2"] = err
 			}
+			st.altTLS = b.startAltTLS(up, st.broker, st.errs)
 		}
 		st.nginxTLS, st.nginxTLSURL, err = b.startNginxTo(up.tlsLn.Addr().String(), tok, up.pki.CAPath)
 		if err != nil {
@@ -255,6 +257,32 @@ func (b *bench) steadyStack() (*steady, error) {
 	}
 	b.steadyCache = st
 	return st, nil
+}
+
+// startAltTLS starts each -compare-proxy binary against the TLS upstream
+// twice, as proxy-NAME (HTTP/1.1) and proxy-h2-NAME (HTTP/2), noting in
+// errs the ones that cannot start.
+func (b *bench) startAltTLS(up *upstream, br *brokerProc, errs map[string]error) map[string]*proxyProc {
+	alt := map[string]*proxyProc{}
+	for _, kv := range strings.Split(b.opts.altProxy, ",") {
+		name, path, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		for _, http2 := range []bool{false, true} {
+			target := "proxy-" + name
+			if http2 {
+				target = "proxy-h2-" + name
+			}
+			p, err := b.startProxyTLS(path, up, br, target+"-tls", http2)
+			if err != nil {
+				errs[target+"-tls"] = err
+				continue
+			}
+			alt[target] = p
+		}
+	}
+	return alt
 }
 
 // startNginxTo starts nginx forwarding to upstream (host:port), over TLS
