@@ -110,6 +110,15 @@ func NewTransport(cfg Config) *http.Transport {
 			// streams per connection (the server's MaxConcurrentStreams)
 			// times this, or a few slow clients would stall the rest.
 			MaxReceiveBufferPerStream: MaxReceiveBufferPerStream,
+			// No HPACK dynamic table for request headers: every request
+			// carries two values never seen before (X-Request-Id and
+			// X-Agent-Task-Id), and a shared connection carries every
+			// account's token, so the table would mostly churn: each new
+			// value indexed and an older one evicted, at a cost per request
+			// that make bench section 1b measured (docs/architecture.md
+			// section 5). Literal fields cost a few hundred bytes more per
+			// request on the wire, none of the upstream's table.
+			MaxEncoderHeaderTableSize: 1,
 		},
 	}
 	if cfg.HTTP1Only {
