@@ -181,6 +181,7 @@ func (b *bench) fwdMeasure(s *section, d time.Duration, targets func(conns int) 
 				if r.errs > 0 {
 					s.note("%s at concurrency %d, run %d: %d failed requests (%v)", t.name, conc, run+1, r.errs, r.firstErr)
 				}
+				b.logf("%s, concurrency %d, run %d: %.0f req/s, CPU %s per request", t.name, conc, run+1, r.rps, us(r.cpuPerReq))
 				runs[t.name] = append(runs[t.name], r)
 			}
 		}
@@ -234,7 +235,7 @@ func (b *bench) forwardTLS() {
 		"HTTP/2 and HTTP/1.1), as the Copilot API is. *direct*: the client to the TLS listener over HTTP/1.1 keep-alive. " +
 		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and `--upstream-http2=false` " +
 		"(net/http's transport, an HTTP/1.1 keep-alive pool); *proxy-h2*: " +
-		"`--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
+		"the default `--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
 		"*go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64); *go-floor-h2*: the same floor speaking HTTP/2 to " +
 		"the upstream (one multiplexed connection, the proxy's HTTP/2 receive window per stream). " +
 		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +

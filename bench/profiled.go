@@ -44,7 +44,7 @@ func serveProfiled(ctx context.Context, what string, getenv func(string) string)
 			Addr: getenv("BENCH_ADDR"), AdminAddr: getenv("BENCH_ADMIN_ADDR"), BrokerAddr: getenv("BENCH_BROKER_ADDR"),
 			BrokerKey: secret.New(getenv("PROXY_BROKER_KEY")), Keys: ks, CopilotAPIURL: getenv("BENCH_API_URL"),
 			// Section 6's profile reaches the TLS upstream, over HTTP/1.1 when asked.
-			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP2: getenv("BENCH_UPSTREAM_HTTP2") == "true",
+			UpstreamCAFile: getenv("BENCH_UPSTREAM_CA"), UpstreamHTTP1: getenv("BENCH_UPSTREAM_HTTP2") == "false",
 		})
 		if err != nil {
 			return err

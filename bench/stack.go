@@ -176,8 +176,9 @@ type steady struct {
 	// latter over HTTP/1.1 and over HTTP/2.
 	floor, floorTLS, floorTLSH2          *proc.Process
 	floorURL, floorTLSURL, floorTLSH2URL string
-	// The same over the upstream's TLS listener: the proxy with its default
-	// (HTTP/1.1) and with --upstream-http2, and nginx with proxy_ssl.
+	// The same over the upstream's TLS listener: the proxy with
+	// --upstream-http2=false and with its default (HTTP/2), and nginx with
+	// proxy_ssl.
 	proxyTLS, proxyTLSH2 *proxyProc
 	altTLS               map[string]*proxyProc // -compare-proxy over TLS: proxy-NAME and proxy-h2-NAME
 	nginxTLS             *proc.Process

@@ -37,8 +37,8 @@ type Config struct {
 	// RootCAs verifies the upstream's certificate. Default: the system's.
 	RootCAs *x509.CertPool
 	// HTTP1Only keeps the upstream on HTTP/1.1 even when it offers HTTP/2.
-	// Default false: HTTP/2 when offered (the proxy's flag defaults to
-	// HTTP/1.1, see docs/architecture.md section 5).
+	// Default false: HTTP/2 when offered, as the proxy's flag does
+	// (docs/architecture.md section 5 says why).
 	HTTP1Only bool
 	// ConnectTo dials another address for some upstream host:port (see
 	// [ParseConnectTo]); TLS still verifies the request's host. Default none.
