@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/copilot-broker/copilot-broker/internal/clock"
 )
 
 // patternReader produces n bytes of a JSON body without holding them.
@@ -68,18 +71,11 @@ func TestInflightBodyBudget(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25))
 
 	var received atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		if n == bodySize {
+	u, tr := okUpstream(t, func(r *http.Request) {
+		if n, _ := io.Copy(io.Discard, r.Body); n == bodySize {
 			received.Add(1)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"ok":true}`)
-	}))
-	t.Cleanup(up.Close)
-	u, _ := url.Parse(up.URL)
-	tr := NewTransport(TransportConfig{})
-	t.Cleanup(tr.CloseIdleConnections)
+	})
 	h, err := New(Config{Source: &fakeSource{tok: tokenGen(1, time.Now().Add(time.Hour))}, APIURL: u, Transport: tr,
 		MaxBodyBytes: bodySize, MaxInflightBodyBytes: budget, InflightBodyWait: 500 * time.Millisecond})
 	if err != nil {
@@ -184,6 +180,21 @@ func TestInflightBodyBudget(t *testing.T) {
 	}
 }
 
+// okUpstream starts an upstream that runs first on each request and then
+// answers {"ok":true}, and a transport to it.
+func okUpstream(t *testing.T, first func(*http.Request)) (*url.URL, *http.Transport) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first(r)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	tr := NewTransport(TransportConfig{})
+	t.Cleanup(tr.CloseIdleConnections)
+	return u, tr
+}
+
 // dialectOK says whether an error body is in the expected dialect.
 func dialectOK(body string, anthropic bool) bool {
 	if anthropic {
@@ -241,5 +252,98 @@ func TestStreamFreesItsBody(t *testing.T) {
 	rest, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(rest), "[DONE]") {
 		t.Errorf("stream rest = %q; want [DONE]", rest)
+	}
+}
+
+// TestBodyWaitFollowsTheClock checks that the wait for room in the body
+// budget is timed by the handler's clock: with the budget held by a
+// request the upstream has not answered, a second one is refused with 503
+// and Retry-After in its dialect as soon as the clock passes the wait.
+func TestBodyWaitFollowsTheClock(t *testing.T) {
+	const (
+		bodySize = 600 << 10
+		wait     = time.Hour // on the real clock the test would hit its deadline
+	)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	u, tr := okUpstream(t, func(r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-release
+	})
+	clk := clock.NewFake(time.Now())
+	h, err := New(Config{Source: &fakeSource{tok: tokenGen(1, clk.Now().Add(24*time.Hour))}, APIURL: u, Transport: tr, Clock: clk,
+		MaxBodyBytes: 1 << 20, MaxInflightBodyBytes: 1 << 20, InflightBodyWait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(h)
+	t.Cleanup(proxy.Close)
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the servers close, which wait for their handlers
+	client := &http.Client{Timeout: 30 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+
+	// post sends a body of bodySize. The second request's answer comes
+	// before its body was read to the end; net/http reads the rest (less
+	// than its 256 KiB drain) before answering, so the client is never
+	// cut off while writing.
+	post := func(path string) (int, string, string, error) {
+		req, _ := http.NewRequest(http.MethodPost, proxy.URL+path, &patternReader{n: bodySize})
+		req.ContentLength = bodySize
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(b), err
+	}
+	first := make(chan error, 1)
+	go func() {
+		code, _, b, err := post("/v1/chat/completions")
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("%d %s", code, b)
+		}
+		first <- err
+	}()
+	select {
+	case <-arrived:
+	case err := <-first:
+		t.Fatalf("the first request ended before reaching the upstream: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first request did not reach the upstream in 30 s")
+	}
+
+	for _, tc := range []struct {
+		path      string
+		anthropic bool
+	}{{"/v1/chat/completions", false}, {"/v1/messages", true}} {
+		pending := clk.Pending()
+		type answer struct {
+			code       int
+			retry, msg string
+			err        error
+		}
+		second := make(chan answer, 1)
+		go func() {
+			code, retry, b, err := post(tc.path)
+			second <- answer{code, retry, b, err}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := clk.WaitForTimers(ctx, pending+1)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: no wait for room started on the handler's clock: %v", tc.path, err)
+		}
+		clk.Advance(wait)
+		a := <-second
+		if a.err != nil || a.code != http.StatusServiceUnavailable || a.retry != "1" || !dialectOK(a.msg, tc.anthropic) {
+			t.Errorf("%s after the wait: %d Retry-After %q %q (%v); want 503, 1, in its dialect", tc.path, a.code, a.retry, a.msg, a.err)
+		}
+	}
+	free()
+	if err := <-first; err != nil {
+		t.Errorf("the first request: %v", err)
 	}
 }

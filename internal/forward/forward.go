@@ -235,7 +235,7 @@ func New(cfg Config) (*Handler, error) {
 	if perKey <= 0 && (cfg.Keys != nil || cfg.KeySet != nil) {
 		perKey = cmp.Or(cfg.MaxInflightBodyBytes, DefaultMaxInflightBodyBytes) / 2
 	}
-	h.bodies = body.NewIntake(body.Config{
+	h.bodies = body.NewIntake(body.Config{Clock: h.clock,
 		MaxBytes: cfg.MaxBodyBytes, ReadTimeout: cfg.BodyReadTimeout,
 		MaxInflight: cfg.MaxInflightBodyBytes, MaxInflightPerKey: perKey, InflightWait: cfg.InflightBodyWait, Inflight: h.metrics.inflightBody,
 		Preempted: h.metrics.budgetPreempt,

@@ -150,6 +150,46 @@ func (e *env) do(t *testing.T, method, path, body string, hdr map[string]string)
 	return e.send(t, method, path, rb, hdr)
 }
 
+// doPastWait POSTs body to path, and once the handler waits on the fake
+// clock (for room in the body budget), moves the clock on by wait.
+func (e *env) doPastWait(t *testing.T, path, body string, wait time.Duration) (*http.Response, string) {
+	t.Helper()
+	pending := e.clk.Pending()
+	type answer struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, err := http.NewRequest("POST", e.proxy.URL+path, strings.NewReader(body))
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := e.proxy.Client().Do(req)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- answer{resp, string(b), err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.clk.WaitForTimers(ctx, pending+1); err != nil {
+		t.Fatalf("POST %s: the handler did not wait on the clock: %v", path, err)
+	}
+	e.clk.Advance(wait)
+	a := <-done
+	if a.err != nil {
+		t.Fatalf("POST %s: %v", path, a.err)
+	}
+	return a.resp, a.body
+}
+
 // send is do with a body of the caller's (an io.NopCloser hides its length,
 // so the client sends it chunked).
 func (e *env) send(t *testing.T, method, path string, rb io.Reader, hdr map[string]string) (*http.Response, string) {

@@ -253,7 +253,7 @@ func TestTranslationChargesBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, got = e.do(t, "POST", "/v1/messages", body(30<<10), nil)
+	resp, got = e.doPastWait(t, "/v1/messages", body(30<<10), 50*time.Millisecond)
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(got, `"overloaded_error"`) {
 		t.Errorf("translated 30 KiB with the share taken = %d (Retry-After %q) %.200s; want 503 with Retry-After, Anthropic's overloaded_error", resp.StatusCode, resp.Header.Get("Retry-After"), got)
 	}

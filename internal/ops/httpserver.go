@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -70,9 +71,14 @@ func NewHTTPServer(c HTTPServerConfig) *http.Server {
 //   - an answer sent before the body was read to its end closes the
 //     connection (HTTP/1: "Connection: close"), so net/http does not first
 //     wait, with no deadline, for the rest of a body that may never come;
-//   - when the handler returns with the body unread, the read deadline is
-//     set to now, so net/http's own drain after the handler returns at once
-//     instead of holding the connection.
+//   - when the handler returns with the body unread after such an early
+//     answer over HTTP/1, the answer is flushed and the rest of the body
+//     read and dropped for at most [EarlyAnswerLinger] and
+//     [EarlyAnswerDrainBytes]: closing a socket with unread bytes resets
+//     the connection, and a client still writing its body would get that
+//     reset instead of the answer (a 413, 401 or 503 in its dialect);
+//   - then the read deadline is set to now, so net/http's own drain after
+//     the handler returns at once instead of holding the connection.
 //
 // A request without a body passes through untouched.
 func GuardBody(next http.Handler, timeout time.Duration) http.Handler {
@@ -87,11 +93,40 @@ func GuardBody(next http.Handler, timeout time.Duration) http.Handler {
 		deadlines := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 		b := &guardedBody{ReadCloser: r.Body, rc: rc, deadlines: deadlines}
 		r.Body = b
-		next.ServeHTTP(&guardedWriter{ResponseWriter: w, body: b, h1: r.ProtoMajor == 1}, r)
-		if !b.eof.Load() && deadlines {
-			_ = rc.SetReadDeadline(time.Now())
+		gw := &guardedWriter{ResponseWriter: w, body: b, h1: r.ProtoMajor == 1}
+		next.ServeHTTP(gw, r)
+		if b.eof.Load() || !deadlines {
+			return
 		}
+		if gw.early {
+			if !gw.passed {
+				_ = gw.pass(true)
+			}
+			lingerAfterEarlyAnswer(rc, b.ReadCloser)
+		}
+		_ = rc.SetReadDeadline(time.Now())
 	})
+}
+
+// EarlyAnswerLinger and EarlyAnswerDrainBytes bound how long and how much
+// of an unread body is read and dropped after an early answer, so that the
+// client can read the answer before the connection closes. net/http's own
+// guard against the same reset waits 500 ms after a half-close.
+const (
+	EarlyAnswerLinger     = time.Second
+	EarlyAnswerDrainBytes = 1 << 20
+)
+
+// lingerAfterEarlyAnswer sends the answer and reads what the client still
+// sends of its body, within the bounds above.
+func lingerAfterEarlyAnswer(rc *http.ResponseController, body io.Reader) {
+	if rc.Flush() != nil {
+		return // the client is gone: nothing to protect
+	}
+	if rc.SetReadDeadline(time.Now().Add(EarlyAnswerLinger)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, body, EarlyAnswerDrainBytes)
 }
 
 // guardedBody notes when the body was read to its end and then lifts the
@@ -112,20 +147,34 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 }
 
 // guardedWriter closes the connection after an answer that starts before
-// the body was read to its end.
+// the body was read to its end. Over HTTP/1 it holds such an early answer
+// (up to [EarlyAnswerMaxBytes]) until the handler returns, so that the
+// answer leaves whole, with its length, before the linger.
 type guardedWriter struct {
 	http.ResponseWriter
 	body        *guardedBody
 	h1          bool
 	wroteHeader bool
+	early       bool // answered over HTTP/1 before the body's end
+	code        int  // an early answer's status, not yet passed on
+	held        []byte
+	passed      bool // the early answer has gone to the ResponseWriter
 }
 
+// EarlyAnswerMaxBytes bounds the early answer a guardedWriter holds; a
+// longer one is passed on as it comes.
+const EarlyAnswerMaxBytes = 64 << 10
+
 func (w *guardedWriter) WriteHeader(code int) {
-	if !w.wroteHeader && code >= 200 {
-		w.wroteHeader = true
-		if w.h1 && !w.body.eof.Load() {
-			w.Header().Set("Connection", "close")
-		}
+	if w.wroteHeader || code < 200 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.wroteHeader = true
+	if w.h1 && !w.body.eof.Load() {
+		w.early, w.code = true, code
+		w.Header().Set("Connection", "close")
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -134,13 +183,41 @@ func (w *guardedWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.early && !w.passed {
+		if len(w.held)+len(p) <= EarlyAnswerMaxBytes {
+			w.held = append(w.held, p...)
+			return len(p), nil
+		}
+		if err := w.pass(false); err != nil {
+			return 0, err
+		}
+	}
 	return w.ResponseWriter.Write(p)
+}
+
+// pass sends the early answer held so far; whole says the handler has
+// returned, so its length is known.
+func (w *guardedWriter) pass(whole bool) error {
+	w.passed = true
+	if whole && w.code != http.StatusNoContent && w.code != http.StatusNotModified {
+		w.Header().Set("Content-Length", strconv.Itoa(len(w.held)))
+	}
+	w.ResponseWriter.WriteHeader(w.code)
+	if len(w.held) == 0 {
+		return nil
+	}
+	_, err := w.ResponseWriter.Write(w.held)
+	w.held = nil
+	return err
 }
 
 // Flush lets http.Flusher users (not only ResponseController ones) stream.
 func (w *guardedWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.early && !w.passed {
+		_ = w.pass(false)
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }

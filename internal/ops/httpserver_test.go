@@ -24,6 +24,13 @@ func guardHandler(stream time.Duration) http.Handler {
 	mux.HandleFunc("/reject", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no key", http.StatusUnauthorized)
 	})
+	mux.HandleFunc("/too-large", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.CopyN(io.Discard, r.Body, 1<<10); err != nil {
+			http.Error(w, "reading the body failed", http.StatusBadRequest)
+			return
+		}
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
 	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -130,6 +137,57 @@ func TestGuardBodyFreesConnectionsWithUnsentBodies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGuardBodyEarlyAnswerArrives sends bodies larger than the socket
+// buffers to a handler that answers after 1 KiB: the client, still writing,
+// must get the answer, not a reset (an unread body closed at once resets
+// the connection). Each body holds its last byte until the answer came, as
+// a slow client's would; in the other case the client sends it all at once.
+func TestGuardBodyEarlyAnswerArrives(t *testing.T) {
+	addr := startGuarded(t, HTTPServerConfig{Handler: guardHandler(0), BodyReadTimeout: time.Hour, IdleTimeout: time.Hour})
+	const size = 600 << 10
+	for _, hold := range []bool{true, false} {
+		for i := range 20 {
+			answered := make(chan struct{})
+			var body io.Reader = strings.NewReader(strings.Repeat("x", size))
+			if hold {
+				body = io.MultiReader(io.LimitReader(body, size-1), waitByte(answered))
+			}
+			req, _ := http.NewRequest("POST", "http://"+addr+"/too-large", body)
+			req.ContentLength = size
+			tr := &http.Transport{}
+			resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			close(answered)
+			tr.CloseIdleConnections()
+			if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+				t.Fatalf("run %d (last byte held %v): %v; want a 413 that closes the connection", i, hold, describe(resp, err))
+			}
+		}
+	}
+}
+
+// waitByte is a body's last byte, sent once ch is closed.
+type waitByte <-chan struct{}
+
+func (w waitByte) Read(p []byte) (int, error) {
+	<-w
+	if len(p) == 0 {
+		return 0, nil
+	}
+	p[0] = 'x'
+	return 1, io.EOF
+}
+
+func describe(resp *http.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d, close %v", resp.StatusCode, resp.Close)
 }
 
 func TestGuardBodyThousandSockets(t *testing.T) {
