@@ -193,3 +193,18 @@ func TestUntilAll(t *testing.T) {
 		})
 	}
 }
+
+func TestPropTarget(t *testing.T) {
+	tests := []struct {
+		k    propKind
+		want string
+	}{
+		{propKind{goal: time.Second}, "< 1 s"},
+		{propKind{goal: 1300 * time.Millisecond, why: "the poll + 1 s"}, "< 1.3 s (the poll + 1 s)"},
+	}
+	for _, tt := range tests {
+		if got := tt.k.target(); got != tt.want {
+			t.Errorf("target(%v) = %q; want %q", tt.k.goal, got, tt.want)
+		}
+	}
+}
