@@ -29,6 +29,8 @@ const (
 	propProfilePoll  = 100 * time.Millisecond // e2e/drift_test.go's --upstream-profile-poll
 	propAccountsPoll = 300 * time.Millisecond // e2e/team_test.go's --token-file-poll (teamPoll)
 	propTimeout      = 10 * time.Second       // one change reaching every follower, else the section fails
+
+	propBudgetKey, propBudgetAccount = "bench-budget", "bench-budget-account" // whose budgets change
 )
 
 // propKind is one kind of change and what its propagation measured.
@@ -163,21 +165,13 @@ func (b *bench) propagationRun() ([]*propKind, error) {
 	usage := brokerv1.NewUsageServiceClient(adminConn)
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	const budgetKey, budgetAccount = "bench-budget", "bench-budget-account"
-	if _, err := brokerv1.NewKeyServiceClient(adminConn).CreateKey(ctx, &brokerv1.CreateKeyRequest{Name: budgetKey, Secret: benchSecret(0)}); err != nil {
+	if _, err := brokerv1.NewKeyServiceClient(adminConn).CreateKey(ctx, &brokerv1.CreateKeyRequest{Name: propBudgetKey, Secret: benchSecret(0)}); err != nil {
 		return kinds, fmt.Errorf("CreateKey: %w", err)
 	}
-	setBudget := func(req *brokerv1.SetBudgetRequest) error {
+	for _, req := range []*brokerv1.SetBudgetRequest{{Key: propBudgetKey, MonthlyPremium: 1000}, {Account: propBudgetAccount, MonthlyPremium: 1000}} {
 		if _, err := usage.SetBudget(ctx, req); err != nil {
-			return fmt.Errorf("SetBudget: %w", err)
+			return kinds, fmt.Errorf("SetBudget: %w", err)
 		}
-		return nil
-	}
-	if err := setBudget(&brokerv1.SetBudgetRequest{Key: budgetKey, MonthlyPremium: 1000}); err != nil {
-		return kinds, err
-	}
-	if err := setBudget(&brokerv1.SetBudgetRequest{Account: budgetAccount, MonthlyPremium: 1000}); err != nil {
-		return kinds, err
 	}
 
 	fs, err := startFollowers(ctx, br.GRPCAddr, proxyKey)
@@ -188,95 +182,109 @@ func (b *bench) propagationRun() ([]*propKind, error) {
 	ready := func(i int) bool {
 		// The profile comes with the tokens: a client of the set has one.
 		f := fs.f[i]
-		return f.gate.KeyBudget(budgetKey) != nil && f.gate.AccountBudget(budgetAccount) != nil &&
+		return f.gate.KeyBudget(propBudgetKey) != nil && f.gate.AccountBudget(propBudgetAccount) != nil &&
 			f.profile.Get().Profile.PluginVersion == pluginVersion(0)
 	}
 	if _, err := untilAll(ctx, propFollowers, time.Now(), time.Minute, ready); err != nil {
 		return kinds, fmt.Errorf("followers not started: %w", err)
 	}
 
-	// Budgets: raised and lowered in turn.
+	if err := propBudgets(ctx, fs, keyBudget, acctBudget, usage); err != nil {
+		return kinds, err
+	}
+	if err := propProfiles(ctx, fs, profile, profileFile); err != nil {
+		return kinds, err
+	}
+	return kinds, propTeam(ctx, fs, added, removed, up, dir, acctDir)
+}
+
+// measure times one change from now until every follower holds it (seen),
+// and adds the times to the kind's.
+func (k *propKind) measure(ctx context.Context, fs *followers, seen func(*propFollower) bool) error {
+	lat, err := untilAll(ctx, len(fs.f), time.Now(), propTimeout, func(i int) bool { return seen(fs.f[i]) })
+	k.lat = append(k.lat, lat...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", k.what, err)
+	}
+	return nil
+}
+
+// propBudgets raises and lowers, in turn, the budget of a key and of an
+// account, each change timed until every gate holds it.
+func propBudgets(ctx context.Context, fs *followers, keyBudget, acctBudget *propKind, usage brokerv1.UsageServiceClient) error {
 	for i := range propChanges {
-		limit := 2000 + float64(i) // raised, then lowered, in turn
+		limit := 2000 + float64(i)
 		if i%2 == 1 {
 			limit = 500 + float64(i)
 		}
-		for _, k := range []struct {
+		for _, c := range []struct {
 			kind *propKind
 			req  *brokerv1.SetBudgetRequest
 			held func(*propFollower) *brokerv1.BudgetState
 		}{
-			{keyBudget, &brokerv1.SetBudgetRequest{Key: budgetKey, MonthlyPremium: limit},
-				func(f *propFollower) *brokerv1.BudgetState { return f.gate.KeyBudget(budgetKey) }},
-			{acctBudget, &brokerv1.SetBudgetRequest{Account: budgetAccount, MonthlyPremium: limit},
-				func(f *propFollower) *brokerv1.BudgetState { return f.gate.AccountBudget(budgetAccount) }},
+			{keyBudget, &brokerv1.SetBudgetRequest{Key: propBudgetKey, MonthlyPremium: limit},
+				func(f *propFollower) *brokerv1.BudgetState { return f.gate.KeyBudget(propBudgetKey) }},
+			{acctBudget, &brokerv1.SetBudgetRequest{Account: propBudgetAccount, MonthlyPremium: limit},
+				func(f *propFollower) *brokerv1.BudgetState { return f.gate.AccountBudget(propBudgetAccount) }},
 		} {
-			want := limit
-			if err := setBudget(k.req); err != nil {
-				return kinds, err
+			if _, err := usage.SetBudget(ctx, c.req); err != nil {
+				return fmt.Errorf("SetBudget: %w", err)
 			}
-			lat, err := untilAll(ctx, propFollowers, time.Now(), propTimeout, func(j int) bool {
-				return k.held(fs.f[j]).GetMonthlyPremium() == want
-			})
-			k.kind.lat = append(k.kind.lat, lat...)
-			if err != nil {
-				return kinds, fmt.Errorf("%s %d: %w", k.kind.what, i, err)
+			if err := c.kind.measure(ctx, fs, func(f *propFollower) bool { return c.held(f).GetMonthlyPremium() == limit }); err != nil {
+				return fmt.Errorf("change %d: %w", i, err)
 			}
 		}
 	}
+	return nil
+}
 
-	// The upstream profile: a new plugin version each time.
+// propProfiles edits the profile file, a new plugin version each time.
+func propProfiles(ctx context.Context, fs *followers, k *propKind, file string) error {
 	for i := 1; i <= propChanges; i++ {
 		notInStep(propProfilePoll)
-		if err := writeProfile(profileFile, i); err != nil {
-			return kinds, err
+		if err := writeProfile(file, i); err != nil {
+			return err
 		}
 		want := pluginVersion(i)
-		lat, err := untilAll(ctx, propFollowers, time.Now(), propTimeout, func(j int) bool {
-			return fs.f[j].profile.Get().Profile.PluginVersion == want
-		})
-		profile.lat = append(profile.lat, lat...)
-		if err != nil {
-			return kinds, fmt.Errorf("profile edit %d: %w", i, err)
+		if err := k.measure(ctx, fs, func(f *propFollower) bool { return f.profile.Get().Profile.PluginVersion == want }); err != nil {
+			return fmt.Errorf("edit %d: %w", i, err)
 		}
 	}
+	return nil
+}
 
-	// The team: an account joins, then leaves.
+// propTeam adds an account to the team (a new sandbox account's file in
+// acctDir), then removes it, propChanges/2 times.
+func propTeam(ctx context.Context, fs *followers, added, removed *propKind, up *upstream, dir, acctDir string) error {
 	for i := range propChanges / 2 {
 		name := fmt.Sprintf("join%02d", i)
 		tok, err := up.AddAccount(sandbox.AccountConfig{Name: name})
 		if err != nil {
-			return kinds, err
+			return err
 		}
 		tmp := filepath.Join(dir, name+".tmp") // outside the directory the broker reads
 		if err := writeSecretFile(tmp, tok); err != nil {
-			return kinds, err
+			return err
 		}
 		notInStep(propAccountsPoll)
 		if err := os.Rename(tmp, filepath.Join(acctDir, name)); err != nil {
-			return kinds, err
+			return err
 		}
-		lat, err := untilAll(ctx, propFollowers, time.Now(), propTimeout, func(j int) bool {
-			_, err := fs.f[j].set.Source(name).Token()
-			return err == nil && slices.Contains(fs.f[j].set.Names(), name)
-		})
-		added.lat = append(added.lat, lat...)
-		if err != nil {
-			return kinds, fmt.Errorf("account %s added: %w", name, err)
+		if err := added.measure(ctx, fs, func(f *propFollower) bool {
+			_, err := f.set.Source(name).Token()
+			return err == nil && slices.Contains(f.set.Names(), name)
+		}); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		notInStep(propAccountsPoll)
 		if err := os.Remove(filepath.Join(acctDir, name)); err != nil {
-			return kinds, err
+			return err
 		}
-		lat, err = untilAll(ctx, propFollowers, time.Now(), propTimeout, func(j int) bool {
-			return !slices.Contains(fs.f[j].set.Names(), name)
-		})
-		removed.lat = append(removed.lat, lat...)
-		if err != nil {
-			return kinds, fmt.Errorf("account %s removed: %w", name, err)
+		if err := removed.measure(ctx, fs, func(f *propFollower) bool { return !slices.Contains(f.set.Names(), name) }); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	return kinds, nil
+	return nil
 }
 
 // followers are the section's proxies' followers, running until stop.
