@@ -35,6 +35,7 @@ func (b *bench) goals() {
 	b.manyGoals()
 	b.keysGoals()
 	b.usageGoals()
+	b.propGoals()
 	if d, ok := b.sse["proxy"]; ok {
 		r.goal("SSE added delay per chunk p99 (proxy)", "< 2 ms", ms(d[1]), d[1] < addP99)
 	} else {

@@ -54,7 +54,7 @@ type options struct {
 	timeout    time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage", "propagation"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -193,6 +193,7 @@ var sections = map[string]func(*bench){
 	"keys":         (*bench).managedKeys,
 	"websocket":    (*bench).websockets,
 	"usage":        (*bench).usageLedger,
+	"propagation":  (*bench).propagation,
 }
 
 // findModule returns the directory of the enclosing go.mod.
