@@ -46,6 +46,7 @@ type bench struct {
 	rot         *rotationResult               // section 5
 	keys        *keysResult                   // section 9
 	usage       *usageResult                  // section 10
+	prop        []*propKind                   // section 11
 }
 
 func (b *bench) logf(format string, args ...any) {

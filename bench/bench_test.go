@@ -155,3 +155,56 @@ PASS
 		t.Errorf("skips = %q", skips)
 	}
 }
+
+// TestUntilAll checks the propagation poll of sections 9 and 11: one time
+// per follower, in the order they saw the change, and an error naming the
+// followers that never did.
+func TestUntilAll(t *testing.T) {
+	tests := []struct {
+		name    string
+		after   []int // polls before each follower sees the change; -1: never
+		wantN   int
+		wantErr bool
+	}{
+		{"all at once", []int{0, 0, 0}, 3, false},
+		{"one by one", []int{3, 1, 2}, 3, false},
+		{"one never", []int{0, -1, 1}, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			polls := make([]int, len(tt.after))
+			lat, err := untilAll(context.Background(), len(tt.after), time.Now(), 50*time.Millisecond, func(i int) bool {
+				polls[i]++
+				return tt.after[i] >= 0 && polls[i] > tt.after[i]
+			})
+			if (err != nil) != tt.wantErr || len(lat) != tt.wantN {
+				t.Fatalf("untilAll() = %v, %v; want %d times, error %v", lat, err, tt.wantN, tt.wantErr)
+			}
+			for i := 1; i < len(lat); i++ {
+				if lat[i] < lat[i-1] {
+					t.Errorf("times %v not in the order seen", lat)
+				}
+			}
+			for i, n := range polls {
+				if tt.after[i] >= 0 && n != tt.after[i]+1 {
+					t.Errorf("follower %d polled %d times; want %d (not again once seen)", i, n, tt.after[i]+1)
+				}
+			}
+		})
+	}
+}
+
+func TestPropTarget(t *testing.T) {
+	tests := []struct {
+		k    propKind
+		want string
+	}{
+		{propKind{goal: time.Second}, "< 1 s"},
+		{propKind{goal: 1300 * time.Millisecond, why: "the poll + 1 s"}, "< 1.3 s (the poll + 1 s)"},
+	}
+	for _, tt := range tests {
+		if got := tt.k.target(); got != tt.want {
+			t.Errorf("target(%v) = %q; want %q", tt.k.goal, got, tt.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/copilot-broker/copilot-broker/bench/internal/proc"
+	fwdupstream "github.com/copilot-broker/copilot-broker/internal/forward/upstream"
 	"github.com/copilot-broker/copilot-broker/internal/ops"
 )
 
@@ -25,7 +27,10 @@ import (
 // what net/http's server, httputil.ReverseProxy and http.Transport cost on
 // this machine. It checks no key, takes a static token, sets the Copilot
 // headers and keeps an HTTP/1.1 pool of 64 to the upstream, like nginx, with
-// the proxy's collector setting (--gc-percent 200).
+// the proxy's collector setting (--gc-percent 200). With BENCH_FLOOR_HTTP2
+// it speaks HTTP/2 to a TLS upstream instead, with the proxy's HTTP/2
+// receive window: the floor the proxy's --upstream-http2 is measured
+// against.
 
 // floorGCPercent matches the proxy's default --gc-percent.
 const floorGCPercent = 200
@@ -40,7 +45,12 @@ func serveFloor(ctx context.Context, getenv func(string) string) error {
 	}
 	tr := &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 		DisableCompression: true, Protocols: new(http.Protocols)}
-	tr.Protocols.SetHTTP1(true)
+	if getenv("BENCH_FLOOR_HTTP2") == "true" {
+		tr.Protocols.SetHTTP2(true)
+		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: fwdupstream.MaxReceiveBufferPerStream}
+	} else {
+		tr.Protocols.SetHTTP1(true)
+	}
 	if ca := getenv("BENCH_FLOOR_CA"); ca != "" {
 		pool, err := ops.LoadCertPool(ca)
 		if err != nil {
@@ -65,6 +75,11 @@ func serveFloor(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	if addr := getenv("BENCH_PPROF_ADDR"); addr != "" { // `-profile`: the floor profiled beside the proxy
+		if err := servePprof(addr); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -77,8 +92,8 @@ func serveFloor(ctx context.Context, getenv func(string) string) error {
 }
 
 // startFloor runs the Go floor in front of upstream (a base URL), trusting
-// caPath when it is set.
-func (b *bench) startFloor(name, upstream, token, caPath string) (*proc.Process, string, error) {
+// caPath when it is set, over HTTP/2 when http2.
+func (b *bench) startFloor(name, upstream, token, caPath string, http2 bool, env ...string) (*proc.Process, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -88,8 +103,8 @@ func (b *bench) startFloor(name, upstream, token, caPath string) (*proc.Process,
 		return nil, "", err
 	}
 	p, err := proc.Start(proc.Spec{Name: name, Path: self, Args: []string{"__floor"},
-		Env: []string{"BENCH_FLOOR_ADDR=" + addr, "BENCH_FLOOR_UPSTREAM=" + upstream, "BENCH_FLOOR_TOKEN=" + token,
-			"BENCH_FLOOR_CA=" + caPath},
+		Env: append([]string{"BENCH_FLOOR_ADDR=" + addr, "BENCH_FLOOR_UPSTREAM=" + upstream, "BENCH_FLOOR_TOKEN=" + token,
+			"BENCH_FLOOR_CA=" + caPath, fmt.Sprintf("BENCH_FLOOR_HTTP2=%t", http2)}, env...),
 		LogPath: filepath.Join(b.dir(name), "floor.log")})
 	if err != nil {
 		return nil, "", err
@@ -103,11 +118,11 @@ func (b *bench) startFloor(name, upstream, token, caPath string) (*proc.Process,
 	return p, "http://" + addr, nil
 }
 
-// floorTarget is a client of the Go floor at url.
-func floorTarget(p *proc.Process, url string, conns int) *target {
+// floorTarget is a client of the Go floor at url, shown as name.
+func floorTarget(name string, p *proc.Process, url string, conns int) *target {
 	h := http.Header{}
 	h.Set("Authorization", "Bearer client-key-the-floor-ignores")
 	h.Set("Content-Type", "application/json")
-	return &target{name: "go-floor", base: url + "/v1", header: h, client: newClient(conns),
+	return &target{name: name, base: url + "/v1", header: h, client: newClient(conns),
 		cpu: func() (time.Duration, error) { return p.CPU(false) }}
 }

@@ -49,7 +49,7 @@ func (st *steady) targets(conns int) []*target {
 	}
 	slices.SortStableFunc(ts[1:], func(a, b *target) int { return strings.Compare(a.name, b.name) })
 	if st.floor != nil {
-		ts = append(ts, floorTarget(st.floor, st.floorURL, conns))
+		ts = append(ts, floorTarget("go-floor", st.floor, st.floorURL, conns))
 	}
 	if st.nginx != nil {
 		ts = append(ts, nginxTarget(st.nginx, st.nginxURL, conns))
@@ -150,7 +150,7 @@ func (b *bench) forward() {
 		"CPU per request is the forwarding process's utime+stime delta over the measured phase (nginx: master and workers) "+
 		"divided by the requests served.",
 		len(chatBody), b.phase(300*time.Millisecond), d, b.opts.runs)
-	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
+	s.Header = fwdHeader
 	for name, e := range st.errs {
 		s.note("%s not measured: %s", name, oneLine(e.Error()))
 	}
@@ -181,6 +181,7 @@ func (b *bench) fwdMeasure(s *section, d time.Duration, targets func(conns int) 
 				if r.errs > 0 {
 					s.note("%s at concurrency %d, run %d: %d failed requests (%v)", t.name, conc, run+1, r.errs, r.firstErr)
 				}
+				b.logf("%s, concurrency %d, run %d: %.0f req/s, CPU %s per request", t.name, conc, run+1, r.rps, us(r.cpuPerReq))
 				runs[t.name] = append(runs[t.name], r)
 			}
 		}
@@ -192,7 +193,8 @@ func (b *bench) fwdMeasure(s *section, d time.Duration, targets func(conns int) 
 }
 
 // tlsTargets are section 1b's paths: direct to the TLS upstream, the proxy
-// with HTTP/2 and with HTTP/1.1 to it, and nginx with proxy_ssl.
+// and the Go floor each with HTTP/1.1 and with HTTP/2 to it, and nginx with
+// proxy_ssl.
 func (st *steady) tlsTargets(conns int) []*target {
 	tr := &http.Transport{TLSClientConfig: st.up.pki.clientConfig(), MaxIdleConns: conns, MaxIdleConnsPerHost: conns,
 		IdleConnTimeout: time.Minute, DisableCompression: true}
@@ -203,8 +205,14 @@ func (st *steady) tlsTargets(conns int) []*target {
 	if st.proxyTLSH2 != nil {
 		ts = append(ts, st.targetFor("proxy-h2", st.proxyTLSH2, conns))
 	}
+	for _, name := range slices.Sorted(maps.Keys(st.altTLS)) {
+		ts = append(ts, st.targetFor(name, st.altTLS[name], conns))
+	}
 	if st.floorTLS != nil {
-		ts = append(ts, floorTarget(st.floorTLS, st.floorTLSURL, conns))
+		ts = append(ts, floorTarget("go-floor", st.floorTLS, st.floorTLSURL, conns))
+	}
+	if st.floorTLSH2 != nil {
+		ts = append(ts, floorTarget("go-floor-h2", st.floorTLSH2, st.floorTLSH2URL, conns))
 	}
 	if st.nginxTLS != nil {
 		ts = append(ts, nginxTarget(st.nginxTLS, st.nginxTLSURL, conns))
@@ -225,14 +233,18 @@ func (b *bench) forwardTLS() {
 	d := b.phase(2 * time.Second)
 	s.Intro = "Section 1's request and method, with the sandbox served over TLS (a test CA made for the run; ALPN offers " +
 		"HTTP/2 and HTTP/1.1), as the Copilot API is. *direct*: the client to the TLS listener over HTTP/1.1 keep-alive. " +
-		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and the default `--upstream-http2=false` " +
+		"*proxy*: `--copilot-api-url https://…` with `--upstream-ca-file` and `--upstream-http2=false` " +
 		"(net/http's transport, an HTTP/1.1 keep-alive pool); *proxy-h2*: " +
-		"`--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
+		"the default `--upstream-http2` (net/http's transport, one multiplexed HTTP/2 connection). " +
+		"*go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64); *go-floor-h2*: the same floor speaking HTTP/2 to " +
+		"the upstream (one multiplexed connection, the proxy's HTTP/2 receive window per stream). " +
 		"*nginx*: `proxy_pass https://` with `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and its keep-alive pool " +
-		"of 64 (nginx speaks only HTTP/1.1 to upstreams). *go-floor*: section 1's floor over TLS (HTTP/1.1 pool of 64). " +
-		"Clients reach the proxies, the floor and nginx over plain HTTP/1.1."
-	s.Header = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx"}
-	for _, name := range []string{"proxy-tls", "proxy-tls-h2", "go-floor-tls", "nginx-tls"} {
+		"of 64 (nginx speaks only HTTP/1.1 to upstreams). " +
+		"Clients reach the proxies, the floors and nginx over plain HTTP/1.1. " +
+		"*CPU vs floor* compares each proxy with the floor speaking its upstream protocol: proxy with go-floor, " +
+		"proxy-h2 with go-floor-h2."
+	s.Header = fwdHeader
+	for _, name := range []string{"proxy-tls", "proxy-tls-h2", "go-floor-tls", "go-floor-tls-h2", "nginx-tls"} {
 		if e := st.errs[name]; e != nil {
 			s.note("%s not measured: %s", name, oneLine(e.Error()))
 		}
@@ -247,6 +259,9 @@ const floorNote = "go-floor: the least a forwarder built on Go's net/http does (
 	"`httputil.ReverseProxy` with a static token and the Copilot headers, no key check, an HTTP/1.1 pool of 64 to the " +
 	"upstream, `--gc-percent` 200 like the proxy. The proxy's distance to it is the cost of its own work; the floor's " +
 	"distance to nginx is what net/http's server, reverse proxy and client cost here."
+
+// fwdHeader is the table header of sections 1 and 1b.
+var fwdHeader = []string{"conc.", "path", "p50", "p99", "added p50", "added p99", "req/s", "vs direct", "CPU/req", "CPU vs nginx", "CPU vs floor"}
 
 // fwdSummary holds the medians of one path at one concurrency.
 type fwdSummary struct {
@@ -276,17 +291,36 @@ func (b *bench) fwdResults(s *section, conc int, ts []*target, runs map[string][
 			rps: load.Median(rps), ratio: load.Median(ratio), cpu: time.Duration(load.Median(cpu)),
 		}
 	}
+	cpuVs := func(m fwdSummary, ref string) string {
+		if r, ok := sum[ref]; ok && r.cpu > 0 && m.cpu > 0 {
+			return fmt.Sprintf("%.2fx", float64(m.cpu)/float64(r.cpu))
+		}
+		return ""
+	}
 	for _, t := range ts {
 		m := sum[t.name]
-		add50, add99, ratio, cpu, vsNginx := "", "", "1.00", "", ""
+		add50, add99, ratio, cpu, vsNginx, vsFloor := "", "", "1.00", "", "", ""
 		if t.name != "direct" {
 			add50, add99, ratio = ms(m.add50), ms(m.add99), fmt.Sprintf("%.2f", m.ratio)
-			cpu = us(m.cpu)
-			if n, ok := sum["nginx"]; ok && n.cpu > 0 {
-				vsNginx = fmt.Sprintf("%.2fx", float64(m.cpu)/float64(n.cpu))
+			cpu, vsNginx = us(m.cpu), cpuVs(m, "nginx")
+			if f := floorOf(t.name, sum); f != "" {
+				vsFloor = cpuVs(m, f)
 			}
 		}
-		s.row(fmt.Sprint(conc), t.name, ms(m.p50), ms(m.p99), add50, add99, fmt.Sprintf("%.0f", m.rps), ratio, cpu, vsNginx)
+		s.row(fmt.Sprint(conc), t.name, ms(m.p50), ms(m.p99), add50, add99, fmt.Sprintf("%.0f", m.rps), ratio, cpu, vsNginx, vsFloor)
 	}
 	return sum
+}
+
+// floorOf is the Go floor a proxy path is compared with: the one speaking
+// the same protocol to the upstream (go-floor-h2 for proxy-h2 and
+// proxy-h2-NAME, when measured), "" for paths that are not proxies.
+func floorOf(path string, sum map[string]fwdSummary) string {
+	if !strings.HasPrefix(path, "proxy") {
+		return ""
+	}
+	if _, ok := sum["go-floor-h2"]; ok && strings.HasPrefix(path, "proxy-h2") {
+		return "go-floor-h2"
+	}
+	return "go-floor"
 }

@@ -31,9 +31,11 @@ func (b *bench) goals() {
 		}
 	}
 	b.tlsGoals()
+	b.floorGoals()
 	b.manyGoals()
 	b.keysGoals()
 	b.usageGoals()
+	b.propGoals()
 	if d, ok := b.sse["proxy"]; ok {
 		r.goal("SSE added delay per chunk p99 (proxy)", "< 2 ms", ms(d[1]), d[1] < addP99)
 	} else {
@@ -102,6 +104,24 @@ func (b *bench) tlsGoals() {
 			fmt.Sprintf("%.2fx (%s vs %s)", x, ms(p1.add50), ms(n1.add50)), x <= 1.5)
 	} else {
 		r.unmeasured("TLS upstream: proxy added p50 vs nginx's, concurrency 1", "≤ 1.5x", "proxy or nginx not measured")
+	}
+}
+
+// floorGoals are issue 21's goals for section 1b: the proxy's CPU per
+// request within 1.15x of the Go floor speaking the same upstream protocol.
+func (b *bench) floorGoals() {
+	for _, pair := range [][3]string{{"HTTP/1.1", "proxy", "go-floor"}, {"HTTP/2", "proxy-h2", "go-floor-h2"}} {
+		for _, conc := range []int{1, 32} {
+			what := fmt.Sprintf("TLS upstream over %s: proxy CPU per request vs the Go floor, concurrency %d", pair[0], conc)
+			p, okp := b.fwdTLS[conc][pair[1]]
+			f, okf := b.fwdTLS[conc][pair[2]]
+			if !okp || !okf || f.cpu <= 0 {
+				b.rep.unmeasured(what, "≤ 1.15x", pair[1]+" or "+pair[2]+" not measured")
+				continue
+			}
+			x := float64(p.cpu) / float64(f.cpu)
+			b.rep.goal(what, "≤ 1.15x", fmt.Sprintf("%.2fx (%s vs %s)", x, us(p.cpu), us(f.cpu)), x <= 1.15)
+		}
 	}
 }
 

@@ -149,32 +149,20 @@ func (b *bench) managedKeys() {
 			s.Err = err
 			return
 		}
-		t0 := time.Now()
-		done := make([]atomic.Bool, len(sets))
-		deadline := t0.Add(10 * time.Second)
-		for remaining := len(sets); remaining > 0; {
-			if time.Now().After(deadline) {
-				s.Err = fmt.Errorf("change %d did not reach %d followers within 10 s", i, remaining)
-				return
-			}
-			for j, set := range sets {
-				if done[j].Load() {
-					continue
-				}
-				_, err := set.Authenticate(probeKey)
-				if (err != nil) == disable {
-					done[j].Store(true)
-					lat = append(lat, time.Since(t0))
-					remaining--
-				}
-			}
-			time.Sleep(time.Millisecond) // the poll's resolution
+		got, err := untilAll(ctx, len(sets), time.Now(), propTimeout, func(j int) bool {
+			_, err := sets[j].Authenticate(probeKey)
+			return (err != nil) == disable
+		})
+		lat = append(lat, got...)
+		if err != nil {
+			s.Err = fmt.Errorf("change %d: %w", i, err)
+			return
 		}
 	}
 	slices.Sort(lat)
-	res.p99, res.measured = load.Percentile(lat, 0.99), true
+	res.p99, res.measured = load.Percentile(lat, 99), true
 	s.row(fmt.Sprintf("key change reaching %d followers: p50 / p99 / max", keysProxies), "",
-		fmt.Sprintf("%s / %s / %s", ms(load.Percentile(lat, 0.5)), ms(res.p99), ms(lat[len(lat)-1])))
+		fmt.Sprintf("%s / %s / %s", ms(load.Percentile(lat, 50)), ms(res.p99), ms(lat[len(lat)-1])))
 	s.note("The change latency is bounded below by the broker's poll of its store (up to 250 ms after a change made on "+
 		"another replica; a change made on the same broker is read at once) and includes decoding %d keys and building "+
 		"each follower's map.", keysMany)

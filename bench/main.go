@@ -55,7 +55,7 @@ type options struct {
 	timeout        time.Duration
 }
 
-var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage"}
+var allSections = []string{"forward", "forward-tls", "stream", "many-streams", "fanout", "accounts", "reads", "rotation", "translate", "websocket", "keys", "usage", "propagation"}
 
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -67,7 +67,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.scale, "scale", 1, "multiply every phase duration (0.2 for a quick look)")
 	fs.StringVar(&only, "only", strings.Join(allSections, ","), "comma-separated sections to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, nginx config)")
-	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1, 2 and 6: NAME=PATH[,NAME=PATH...], shown as proxy-NAME (proxy-h2-NAME with an HTTP/2 upstream)")
+	fs.StringVar(&o.altProxy, "compare-proxy", "", "also measure other proxy binaries (e.g. locally patched builds) in sections 1, 1b, 2 and 6: NAME=PATH[,NAME=PATH...], shown as proxy-NAME (proxy-h2-NAME with an HTTP/2 upstream)")
 	fs.StringVar(&o.altBroker, "compare-broker", "", "also measure other broker binaries (e.g. builds of older commits) in section 4: NAME=PATH[,NAME=PATH...], shown as [NAME]")
 	fs.StringVar(&o.profile, "profile", "", "also take CPU and allocation profiles of the proxy and of the broker's gRPC GetToken and REST GET /v1/token paths into this directory (with many-streams: heap, goroutine and CPU profiles of a proxy holding -profile-streams streams, for each upstream protocol and client kind)")
 	streams := fs.String("streams", joinInts(defaultManyCounts), "section 6 (many-streams): comma-separated concurrent stream counts")
@@ -198,6 +198,7 @@ var sections = map[string]func(*bench){
 	"keys":         (*bench).managedKeys,
 	"websocket":    (*bench).websockets,
 	"usage":        (*bench).usageLedger,
+	"propagation":  (*bench).propagation,
 }
 
 // findModule returns the directory of the enclosing go.mod.

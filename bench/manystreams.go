@@ -75,8 +75,8 @@ type manyPath struct {
 	h2c   bool // the clients multiplex over HTTP/2 (prior knowledge) to the proxy
 }
 
-// manyProtocols are the proxy's upstream over HTTP/1.1 (its default) and
-// over HTTP/2 (--upstream-http2).
+// manyProtocols are the proxy's upstream over HTTP/1.1
+// (--upstream-http2=false) and over HTTP/2 (its default).
 var manyProtocols = []struct {
 	name  string
 	http2 bool
@@ -174,8 +174,8 @@ func (b *bench) manyStreams() {
 	}
 	s.Intro = fmt.Sprintf("N streaming chat completions opened at once and held: each gets %d chunks %v apart (plus 1 s per 1,000 streams) from "+
 		"the sandbox's TLS listener (HTTP/2 and HTTP/1.1 offered), which runs in its own process (`bench __upstream`) so that "+
-		"this process's clients do not starve its handshakes. *proxy* reaches the upstream over HTTP/1.1 (its default: a "+
-		"connection per stream), *proxy-h2* over HTTP/2 (`--upstream-http2`). Clients reach the proxy over HTTP/1.1, a "+
+		"this process's clients do not starve its handshakes. *proxy* reaches the upstream over HTTP/1.1 (`--upstream-http2=false`: a "+
+		"connection per stream), *proxy-h2* over HTTP/2 (the default). Clients reach the proxy over HTTP/1.1, a "+
 		"connection per stream, or, in the rows marked *(h2c)*, over HTTP/2 without TLS (prior knowledge), %d streams a "+
 		"connection. Each row is a proxy started for that row, so no earlier row's heap hides its growth. "+
 		"*direct* is the baseline: HTTP/1.1 clients, a connection per stream, straight to the same sandbox process's "+

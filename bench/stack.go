@@ -180,12 +180,15 @@ type steady struct {
 	alt      map[string]*proxyProc // -compare-proxy, by target name
 	nginx    *proc.Process
 	nginxURL string
-	// The Go floor (floor.go) to the plain and to the TLS upstream.
-	floor, floorTLS       *proc.Process
-	floorURL, floorTLSURL string
-	// The same over the upstream's TLS listener: the proxy with its default
-	// (HTTP/1.1) and with --upstream-http2, and nginx with proxy_ssl.
+	// The Go floor (floor.go) to the plain and to the TLS upstream, the
+	// latter over HTTP/1.1 and over HTTP/2.
+	floor, floorTLS, floorTLSH2          *proc.Process
+	floorURL, floorTLSURL, floorTLSH2URL string
+	// The same over the upstream's TLS listener: the proxy with
+	// --upstream-http2=false and with its default (HTTP/2), and nginx with
+	// proxy_ssl.
 	proxyTLS, proxyTLSH2 *proxyProc
+	altTLS               map[string]*proxyProc // -compare-proxy over TLS: proxy-NAME and proxy-h2-NAME
 	nginxTLS             *proc.Process
 	nginxTLSURL          string
 	errs                 map[string]error
@@ -230,11 +233,11 @@ func (b *bench) steadyStack() (*steady, error) {
 	if err != nil {
 		st.errs["nginx"] = err
 	}
-	if st.floor, st.floorURL, err = b.startFloor("go-floor", up.URL, tok, ""); err != nil {
+	if st.floor, st.floorURL, err = b.startFloor("go-floor", up.URL, tok, "", false); err != nil {
 		st.errs["go-floor"] = err
 	}
 	if err := up.serveTLS(b.dir("pki")); err != nil {
-		for _, k := range []string{"proxy-tls", "proxy-tls-h2", "nginx-tls", "go-floor-tls"} {
+		for _, k := range []string{"proxy-tls", "proxy-tls-h2", "nginx-tls", "go-floor-tls", "go-floor-tls-h2"} {
 			st.errs[k] = err
 		}
 	} else {
@@ -245,13 +248,17 @@ func (b *bench) steadyStack() (*steady, error) {
 			if st.proxyTLSH2, err = b.startProxyTLS(b.bins["proxy"], up, st.broker, "proxy-tls-h2", true); err != nil {
 				st.errs["proxy-tls-h2"] = err
 			}
+			st.altTLS = b.startAltTLS(up, st.broker, st.errs)
 		}
 		st.nginxTLS, st.nginxTLSURL, err = b.startNginxTo(up.tlsLn.Addr().String(), tok, up.pki.CAPath)
 		if err != nil {
 			st.errs["nginx-tls"] = err
 		}
-		if st.floorTLS, st.floorTLSURL, err = b.startFloor("go-floor-tls", up.TLSURL, tok, up.pki.CAPath); err != nil {
+		if st.floorTLS, st.floorTLSURL, err = b.startFloor("go-floor-tls", up.TLSURL, tok, up.pki.CAPath, false); err != nil {
 			st.errs["go-floor-tls"] = err
+		}
+		if st.floorTLSH2, st.floorTLSH2URL, err = b.startFloor("go-floor-tls-h2", up.TLSURL, tok, up.pki.CAPath, true); err != nil {
+			st.errs["go-floor-tls-h2"] = err
 		}
 	}
 	for k, e := range st.errs {
@@ -259,6 +266,32 @@ func (b *bench) steadyStack() (*steady, error) {
 	}
 	b.steadyCache = st
 	return st, nil
+}
+
+// startAltTLS starts each -compare-proxy binary against the TLS upstream
+// twice, as proxy-NAME (HTTP/1.1) and proxy-h2-NAME (HTTP/2), noting in
+// errs the ones that cannot start.
+func (b *bench) startAltTLS(up *upstream, br *brokerProc, errs map[string]error) map[string]*proxyProc {
+	alt := map[string]*proxyProc{}
+	for _, kv := range strings.Split(b.opts.altProxy, ",") {
+		name, path, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		for _, http2 := range []bool{false, true} {
+			target := "proxy-" + name
+			if http2 {
+				target = "proxy-h2-" + name
+			}
+			p, err := b.startProxyTLS(path, up, br, target+"-tls", http2)
+			if err != nil {
+				errs[target+"-tls"] = err
+				continue
+			}
+			alt[target] = p
+		}
+	}
+	return alt
 }
 
 // startNginxTo starts nginx forwarding to upstream (host:port), over TLS

@@ -112,10 +112,14 @@ func testBudgetAcrossProxies(t *testing.T, engine string) {
 	// The goal is 1 s, plus the CLI's own start (a latency goal: logged,
 	// failing only past waitGoal's correctness bound; bench holds speed).
 	for i, px := range proxies {
-		var warning string
+		var warning, refused string
 		waitGoal(t, began, time.Second+500*time.Millisecond, fmt.Sprintf("the raised budget letting the key through proxy %d (from the CLI's start)", i+1), func() bool {
-			code, h, _, _ := post(client, px.url, secret, calls[0], 0)
+			code, h, body, _ := post(client, px.url, secret, calls[0], 0)
 			warning = h.Get("X-Budget-Warning")
+			if code != 200 && body != refused { // each new refusal once, for a failure's diagnosis
+				refused = body
+				t.Logf("proxy %d after the raise: %d %s", i+1, code, body)
+			}
 			return code == 200
 		})
 		if !strings.Contains(warning, "monthly premium budget") || !strings.Contains(warning, "% spent") {

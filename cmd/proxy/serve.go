@@ -90,7 +90,7 @@ func serveFlags(fs *flag.FlagSet, cfg *server.Config, o *options) {
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "CA certificates (PEM) the Copilot API's certificate must chain to (default: the system's roots)")
 	fs.StringVar(&o.allowedAPIHosts, "allowed-api-hosts", strings.Join(forward.DefaultAllowedAPIHosts(), ","), "hosts a token's api_base_url may name, comma-separated: .SUFFIX matches hosts under it, anything else one exact host (e.g. add .ghe.com or copilot-api.TENANT.ghe.com for data residency)")
 	fs.Var(&o.connectTo, "connect-to", "HOST:PORT:ADDR:PORT2: connect to ADDR:PORT2 for the Copilot API at HOST:PORT, TLS still verifying HOST (like curl's --connect-to); repeatable or comma-separated")
-	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", false, "speak HTTP/2 to the Copilot API when it offers it (default: HTTP/1.1 keep-alive, which costs less CPU per request; HTTP/2 holds fewer connections and, with thousands of open streams, less memory and one goroutine less per stream: bench section 6)")
+	fs.BoolVar(&o.upstreamHTTP2, "upstream-http2", true, "speak HTTP/2 to the Copilot API when it offers it: a few multiplexed connections instead of one per concurrent stream, and less memory and one goroutine less per open stream (bench section 6); false keeps an HTTP/1.1 keep-alive pool, a little cheaper in CPU per short request (bench section 1b)")
 	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "Go garbage collector target (GOGC): heap growth in percent between collections; higher spends memory to save CPU (0: Go's default of 100; a GOGC environment variable wins); pair it with GOMEMLIMIT under a container memory limit")
 	fs.Int64Var(&o.gcHeadroom, "gc-headroom-bytes", defaultGCHeadroom, "most heap growth between collections once the live heap is large (thousands of open streams): the --gc-percent is lowered after each collection to allow no more, down to 25 (0: off)")
 	fs.DurationVar(&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", server.DefaultUpstreamHeaderTimeout, "longest wait for the Copilot API's response headers (streams have no total timeout)")
@@ -139,7 +139,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 		debug.SetGCPercent(pct)
 		defer gcheadroom.Start(gcheadroom.Config{Percent: pct, Headroom: o.gcHeadroom}).Stop()
 	}
-	cfg.UpstreamHTTP2 = o.upstreamHTTP2
+	cfg.UpstreamHTTP1 = !o.upstreamHTTP2
 	cfg.NoClientH2C = !o.clientH2C
 	if cfg.CountTokens, err = forward.ParseCountTokens(o.countTokens); err != nil {
 		return err

@@ -3,8 +3,8 @@ package forward
 import (
 	"errors"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,14 +33,22 @@ func (h *Handler) watchStreamIdle(resp *http.Response, c *call) {
 	if h.streamIdle <= 0 || resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	// The event joins the upstream's bytes: in the upstream's dialect, which
 	// a translated call's translator (above this body) turns into the
 	// client's.
 	b := &idleBody{body: resp.Body, h: h, route: c.route, event: c.targetRoute(), key: c.key, requestID: c.requestID,
-		sse: mt == "text/event-stream"}
+		sse: isEventStream(resp.Header.Get("Content-Type"))}
 	b.timer = h.clock.AfterFunc(h.streamIdle, b.fire)
 	resp.Body = b
+}
+
+// isEventStream reports whether a Content-Type value names an event
+// stream: its media type, before any parameters, is text/event-stream in
+// any case (what mime.ParseMediaType would return, without the map of
+// parameters it makes for every answer).
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // The states of an [idleBody].

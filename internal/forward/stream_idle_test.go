@@ -220,3 +220,24 @@ func TestIdleJSONAnswerFails(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestIsEventStream checks the media type test that replaced
+// mime.ParseMediaType on every answer.
+func TestIsEventStream(t *testing.T) {
+	for _, tc := range []struct {
+		ct   string
+		want bool
+	}{
+		{"text/event-stream", true},
+		{"text/event-stream; charset=utf-8", true},
+		{"Text/Event-Stream", true},
+		{" text/event-stream ;charset=utf-8", true},
+		{"application/json", false},
+		{"text/event-streams", false},
+		{"", false},
+	} {
+		if got := isEventStream(tc.ct); got != tc.want {
+			t.Errorf("isEventStream(%q) = %v; want %v", tc.ct, got, tc.want)
+		}
+	}
+}

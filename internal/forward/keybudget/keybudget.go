@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // rpmWindow is the window of a requests-per-minute limit.
@@ -294,6 +295,28 @@ func (g *Gate) Len() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.keys)
+}
+
+// KeyBudget returns a copy of the broker's latest figures for key's
+// budget, as the gate enforces them, or nil when it holds none (a test or
+// a benchmark of budget propagation reads them here).
+func (g *Gate) KeyBudget(key string) *brokerv1.BudgetState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ks := g.keys[key]; ks != nil {
+		return proto.CloneOf(ks.b)
+	}
+	return nil
+}
+
+// AccountBudget is [Gate.KeyBudget] for an account's budget.
+func (g *Gate) AccountBudget(account string) *brokerv1.BudgetState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b := g.accounts[account]; b != nil {
+		return proto.CloneOf(b)
+	}
+	return nil
 }
 
 // AddTokens counts tokens a key used here since the broker's last figures.

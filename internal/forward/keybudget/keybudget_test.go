@@ -140,3 +140,43 @@ func TestSpentAccountRefusesItsOwnKeys(t *testing.T) {
 		t.Errorf("after raising alice's budget: %+v", d)
 	}
 }
+
+func TestHeldBudgets(t *testing.T) {
+	g, _ := gate(t, &brokerv1.BudgetState{Key: "k", MonthlyPremium: 10}, &brokerv1.BudgetState{Account: "a", MonthlyPremium: 5})
+	tests := []struct {
+		name string
+		get  func() *brokerv1.BudgetState
+		want float64 // monthly premium; 0: none held
+	}{
+		{"key", func() *brokerv1.BudgetState { return g.KeyBudget("k") }, 10},
+		{"account", func() *brokerv1.BudgetState { return g.AccountBudget("a") }, 5},
+		{"unknown key", func() *brokerv1.BudgetState { return g.KeyBudget("a") }, 0},
+		{"unknown account", func() *brokerv1.BudgetState { return g.AccountBudget("k") }, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.get()
+			if tt.want == 0 {
+				if b != nil {
+					t.Fatalf("= %v; want nil", b)
+				}
+				return
+			}
+			if b.GetMonthlyPremium() != tt.want {
+				t.Fatalf("monthly premium = %v; want %v", b.GetMonthlyPremium(), tt.want)
+			}
+			b.MonthlyPremium = 1 // a copy: the gate's figures stay
+			if again := tt.get(); again.GetMonthlyPremium() != tt.want {
+				t.Errorf("after changing the returned figures, held %v; want %v", again.GetMonthlyPremium(), tt.want)
+			}
+		})
+	}
+	// New figures replace the held ones; a budget removed is gone.
+	g.Set([]*brokerv1.BudgetState{{Key: "k", MonthlyPremium: 12}})
+	if got := g.KeyBudget("k").GetMonthlyPremium(); got != 12 {
+		t.Errorf("after new figures, key budget %v; want 12", got)
+	}
+	if b := g.AccountBudget("a"); b != nil {
+		t.Errorf("account budget after its removal = %v; want nil", b)
+	}
+}

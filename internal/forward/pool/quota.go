@@ -45,18 +45,23 @@ const maxHeaderValue = 1024
 // FromHeaders returns the quota snapshots in an upstream response's
 // headers (at most maxKinds; malformed values are skipped).
 func FromHeaders(h http.Header) []Snapshot {
-	return fromHeaders(h, ParseSnapshot)
+	return fromHeaders(h, func(name, value string) (Snapshot, error) { return ParseSnapshot(lowerASCII(name), value) })
 }
 
-func fromHeaders(h http.Header, parse func(kind, value string) (Snapshot, error)) []Snapshot {
+// fromHeaders calls parse with each snapshot header's name after the
+// prefix, as it is in h (the kind is its lower case), and its value.
+func fromHeaders(h http.Header, parse func(name, value string) (Snapshot, error)) []Snapshot {
 	var out []Snapshot
 	for k, vs := range h {
 		if len(vs) == 0 || len(k) <= len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
 			continue
 		}
-		s, err := parse(lowerASCII(k[len(HeaderPrefix):]), vs[0])
+		s, err := parse(k[len(HeaderPrefix):], vs[0])
 		if err != nil {
 			continue
+		}
+		if out == nil {
+			out = make([]Snapshot, 0, 4) // an answer carries three
 		}
 		out = append(out, s)
 		if len(out) == maxKinds {
@@ -84,12 +89,16 @@ func lowerASCII(s string) string {
 // month. Safe for concurrent use; it remembers at most maxRemembered values
 // of each sort.
 type QuotaReader struct {
-	mu     sync.Mutex
-	last   map[snapshotKey]lastSnapshot // by account and kind
-	resets map[string]time.Time         // rst values, unescaped
+	mu      sync.Mutex
+	last    map[snapshotKey]lastSnapshot // by account and header name
+	byValue map[string]Snapshot          // the last values parsed, any kind (two kinds often share one)
+	resets  map[string]time.Time         // rst values, unescaped
 }
 
-type snapshotKey struct{ account, kind string }
+// snapshotKey names a header of an account's answers: name is the header's
+// name after the prefix, as the answer spelled it (its kind lower-cased
+// only when its value is new).
+type snapshotKey struct{ account, name string }
 
 type lastSnapshot struct {
 	value string
@@ -104,19 +113,27 @@ const maxRemembered = 256
 // Read returns the quota snapshots in the headers of an answer for
 // account, as FromHeaders does.
 func (q *QuotaReader) Read(account string, h http.Header) []Snapshot {
-	return fromHeaders(h, func(kind, value string) (Snapshot, error) { return q.parse(account, kind, value) })
+	return fromHeaders(h, func(name, value string) (Snapshot, error) { return q.parse(account, name, value) })
 }
 
-func (q *QuotaReader) parse(account, kind, value string) (Snapshot, error) {
-	k := snapshotKey{account, kind}
+// parse is parseSnapshot of the header name (after the prefix) and value
+// of an account's answer, remembered by both and by value.
+func (q *QuotaReader) parse(account, name, value string) (Snapshot, error) {
+	k := snapshotKey{account, name}
 	q.mu.Lock()
 	l, ok := q.last[k]
+	byValue, seen := q.byValue[value]
 	q.mu.Unlock()
 	if ok && l.value == value {
 		return l.s, nil
 	}
-	s, err := parseSnapshot(kind, value, q.reset)
-	if err != nil {
+	kind := lowerASCII(name)
+	var s Snapshot
+	var err error
+	if seen && validSnapshotKind(kind) {
+		s = byValue
+		s.Kind = kind
+	} else if s, err = parseSnapshot(kind, value, q.reset); err != nil {
 		return s, err // malformed values are not kept: they cost a quick refusal
 	}
 	q.mu.Lock()
@@ -124,6 +141,10 @@ func (q *QuotaReader) parse(account, kind, value string) (Snapshot, error) {
 		q.last = make(map[snapshotKey]lastSnapshot)
 	}
 	q.last[k] = lastSnapshot{value, s}
+	if q.byValue == nil || len(q.byValue) >= maxRemembered {
+		q.byValue = make(map[string]Snapshot)
+	}
+	q.byValue[value] = s
 	q.mu.Unlock()
 	return s, nil
 }
@@ -159,7 +180,7 @@ func ParseSnapshot(kind, value string) (Snapshot, error) {
 }
 
 func parseSnapshot(kind, value string, parseReset func(string) time.Time) (Snapshot, error) {
-	if kind == "" || len(kind) > 64 || len(value) > maxHeaderValue || !validKind(kind) {
+	if len(value) > maxHeaderValue || !validSnapshotKind(kind) {
 		return Snapshot{}, errSnapshot
 	}
 	q, err := parseQuota(value)
@@ -250,6 +271,9 @@ func unescapeQuery(s string) (string, error) {
 	}
 	return url.QueryUnescape(s)
 }
+
+// validSnapshotKind reports whether k may name a quota kind.
+func validSnapshotKind(k string) bool { return k != "" && len(k) <= 64 && validKind(k) }
 
 func validKind(k string) bool {
 	for i := 0; i < len(k); i++ {

@@ -169,10 +169,17 @@ func TestQuotaReaderMatchesFromHeaders(t *testing.T) {
 		{"X-Quota-Snapshot-Premium_interactions": {"ent=300&rem=11.5&rst=2026-12-01T00%3A00%3A00Z&ov=0&ovPerm=false"}},
 		{"X-Quota-Snapshot-Chat": {"ent=%zz&rem=1"}},
 		{"x-quota-snapshot-Bad Kind": {"ent=1&rem=1"}},
+		// Two kinds with one value (the API's premium pair), then that
+		// value under a kind that is refused.
+		{"X-Quota-Snapshot-Premium_models": {"ent=300&rem=10&ovPerm=true"}, "X-Quota-Snapshot-Premium_interactions": {"ent=300&rem=10&ovPerm=true"}},
+		{"X-Quota-Snapshot-Bad!": {"ent=300&rem=10&ovPerm=true"}},
 	}
 	for round := range 3 {
 		for i, h := range hs {
 			got, want := q.Read("alice", h), FromHeaders(h)
+			byKind := func(a, b Snapshot) int { return strings.Compare(a.Kind, b.Kind) }
+			slices.SortFunc(got, byKind)
+			slices.SortFunc(want, byKind)
 			if !slices.Equal(got, want) {
 				t.Errorf("round %d, headers %d: Read = %+v; FromHeaders = %+v", round, i, got, want)
 			}
@@ -188,9 +195,25 @@ func TestQuotaReaderMatchesFromHeaders(t *testing.T) {
 		}
 	}
 	q.mu.Lock()
-	n, r := len(q.last), len(q.resets)
+	n, v, r := len(q.last), len(q.byValue), len(q.resets)
 	q.mu.Unlock()
-	if n > maxRemembered || r > maxRemembered {
-		t.Errorf("the reader holds %d snapshots and %d reset times; want at most %d each", n, r, maxRemembered)
+	if n > maxRemembered || v > maxRemembered || r > maxRemembered {
+		t.Errorf("the reader holds %d snapshots, %d values and %d reset times; want at most %d each", n, v, r, maxRemembered)
+	}
+}
+
+// TestQuotaReaderRepeatAllocs checks that an answer whose snapshot headers
+// were seen before costs one allocation (the slice returned): no kind
+// lower-cased, no value parsed again.
+func TestQuotaReaderRepeatAllocs(t *testing.T) {
+	var q QuotaReader
+	h := http.Header{
+		"X-Quota-Snapshot-Chat":                 {"ent=-1&ov=0&ovPerm=false&rem=-1&rst=2027-01-01T00%3A00%3A00Z"},
+		"X-Quota-Snapshot-Premium_models":       {"ent=300&ov=0&ovPerm=true&rem=300&rst=2027-01-01T00%3A00%3A00Z"},
+		"X-Quota-Snapshot-Premium_interactions": {"ent=300&ov=0&ovPerm=true&rem=300&rst=2027-01-01T00%3A00%3A00Z"},
+	}
+	q.Read("alice", h)
+	if n := testing.AllocsPerRun(100, func() { q.Read("alice", h) }); n > 1 {
+		t.Errorf("Read of headers seen before: %v allocations; want 1", n)
 	}
 }

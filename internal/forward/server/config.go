@@ -282,11 +282,13 @@ type Config struct {
 	// upstream, or the sandbox served over TLS). --upstream-ca-file,
 	// PROXY_UPSTREAM_CA_FILE.
 	UpstreamCAFile string
-	// UpstreamHTTP2 speaks HTTP/2 to the upstream when it offers it. The
-	// default (false) is net/http's HTTP/1.1 keep-alive pool, cheaper per
-	// request and per stream; HTTP/2 holds fewer connections
-	// (docs/architecture.md section 5). --upstream-http2, PROXY_UPSTREAM_HTTP2.
-	UpstreamHTTP2 bool
+	// UpstreamHTTP1 keeps the upstream on net/http's HTTP/1.1 keep-alive
+	// pool even when it offers HTTP/2. The default (false) speaks HTTP/2 when
+	// offered, as the Copilot API does: a few connections instead of one
+	// per concurrent stream, and less memory per held stream, for a little
+	// more CPU per short request (docs/architecture.md section 5).
+	// --upstream-http2=false, PROXY_UPSTREAM_HTTP2=false.
+	UpstreamHTTP1 bool
 	// AllowedAPIHosts are the hosts a token's api_base_url may name:
 	// ".suffix" matches hosts under the suffix, anything else one exact host
 	// (e.g. copilot-api.TENANT.ghe.com for GitHub Enterprise Cloud with data

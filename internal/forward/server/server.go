@@ -271,7 +271,7 @@ func upstreamTransport(cfg Config) (http.RoundTripper, error) {
 	if cfg.Transport != nil {
 		return cfg.Transport, nil
 	}
-	tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: !cfg.UpstreamHTTP2}
+	tc := forward.TransportConfig{ResponseHeaderTimeout: cfg.UpstreamHeaderTimeout, HTTP1Only: cfg.UpstreamHTTP1}
 	var err error
 	if tc.ConnectTo, err = forward.ParseConnectTo(cfg.ConnectTo); err != nil {
 		return nil, err

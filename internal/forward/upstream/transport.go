@@ -37,8 +37,8 @@ type Config struct {
 	// RootCAs verifies the upstream's certificate. Default: the system's.
 	RootCAs *x509.CertPool
 	// HTTP1Only keeps the upstream on HTTP/1.1 even when it offers HTTP/2.
-	// Default false: HTTP/2 when offered (the proxy's flag defaults to
-	// HTTP/1.1, see docs/architecture.md section 5).
+	// Default false: HTTP/2 when offered, as the proxy's flag does
+	// (docs/architecture.md section 5 says why).
 	HTTP1Only bool
 	// ConnectTo dials another address for some upstream host:port (see
 	// [ParseConnectTo]); TLS still verifies the request's host. Default none.
@@ -110,6 +110,15 @@ func NewTransport(cfg Config) *http.Transport {
 			// streams per connection (the server's MaxConcurrentStreams)
 			// times this, or a few slow clients would stall the rest.
 			MaxReceiveBufferPerStream: MaxReceiveBufferPerStream,
+			// No HPACK dynamic table for request headers: every request
+			// carries two values never seen before (X-Request-Id and
+			// X-Agent-Task-Id), and a shared connection carries every
+			// account's token, so the table would mostly churn: each new
+			// value indexed and an older one evicted, at a cost per request
+			// that make bench section 1b measured (docs/architecture.md
+			// section 5). Literal fields cost a few hundred bytes more per
+			// request on the wire, none of the upstream's table.
+			MaxEncoderHeaderTableSize: 1,
 		},
 	}
 	// TLS connections are set up by tlsDialer (tlsdial.go): at most a few
