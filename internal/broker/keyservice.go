@@ -32,8 +32,8 @@ type KeyServiceConfig struct {
 	// Store holds the keys (required).
 	Store store.Store
 	// PollInterval is how often the store's keys version is read (default
-	// [DefaultKeysPollInterval]); changes made through this service are
-	// seen at once.
+	// [DefaultKeysPollInterval]); changes made through this service reach
+	// its watchers before the change's RPC answers.
 	PollInterval time.Duration
 	// MaxStreamAge and StreamAgeJitter bound WatchKeys streams as
 	// [Config] does WatchToken streams.
@@ -71,7 +71,8 @@ type KeyService struct {
 	metrics *Metrics
 
 	snap      snapshotHolder
-	kick      chan struct{} // a change was made here: read the store now
+	reloadMu  sync.Mutex    // one reload at a time
+	kick      chan struct{} // a change was made here and not yet read back
 	stop      context.CancelFunc
 	done      chan struct{}
 	draining  chan struct{}
@@ -99,7 +100,7 @@ func NewKeyService(ctx context.Context, cfg KeyServiceConfig) (*KeyService, erro
 		kick: make(chan struct{}, 1), done: make(chan struct{}), draining: make(chan struct{}),
 	}
 	s.maxAge, s.jitter, s.rand = streamAgeDefaults(cfg.MaxStreamAge, cfg.StreamAgeJitter, cfg.Rand)
-	if err := s.reload(ctx, -1); err != nil {
+	if err := s.reload(ctx); err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -223,7 +224,7 @@ func (s *KeyService) CreateKey(ctx context.Context, req *brokerv1.CreateKeyReque
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.changed()
+	s.changed(ctx)
 	s.log.Info("key created", "key", k.Name, "by", KeyName(ctx), "accounts", k.Accounts, "models", strings.Join(k.Models, ","),
 		"expires_at", expires, "imported", imported)
 	resp := &brokerv1.CreateKeyResponse{Key: keyProto(stored)}
@@ -314,7 +315,7 @@ func (s *KeyService) UpdateKey(ctx context.Context, req *brokerv1.UpdateKeyReque
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.changed()
+	s.changed(ctx)
 	s.log.Info("key updated", "key", k.Name, "by", KeyName(ctx), "changes", strings.Join(changes, " "))
 	return &brokerv1.UpdateKeyResponse{Key: keyProto(k)}, nil
 }
@@ -346,7 +347,7 @@ func (s *KeyService) RevokeKey(ctx context.Context, req *brokerv1.RevokeKeyReque
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.changed()
+	s.changed(ctx)
 	s.log.Info("key revoked", "key", k.Name, "by", KeyName(ctx))
 	return &brokerv1.RevokeKeyResponse{Key: keyProto(k)}, nil
 }

@@ -14,7 +14,7 @@ import (
 // How a key change reaches every watcher, on every broker: each change bumps
 // a version counter in the store, in the change's own transaction. Every
 // broker reads that counter every PollInterval (250 ms: one indexed
-// single-row read) and, right away, after a change it made itself; when the
+// single-row read) and, before answering, after a change it made itself; when the
 // counter moved it reads the whole key set, builds the WatchKeysResponse
 // once, and wakes its watchers, who all send that one message. A poll of a
 // version counter was chosen over PostgreSQL's LISTEN/NOTIFY: it works the
@@ -33,8 +33,15 @@ type snapshotHolder struct{ p atomic.Pointer[keySnapshot] }
 
 func (h *snapshotHolder) load() *keySnapshot { return h.p.Load() }
 
-// changed makes the follower read the store now.
-func (s *KeyService) changed() {
+// changed publishes a change this broker made before its RPC answers: once
+// CreateKey, UpdateKey or RevokeKey has answered, every watcher (and any
+// WatchKeys that starts later) has the new set. If reading the store fails
+// (the change is committed all the same), the follower is asked to read it
+// now instead.
+func (s *KeyService) changed(ctx context.Context) {
+	if err := s.reload(context.WithoutCancel(ctx)); err == nil {
+		return
+	}
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -55,7 +62,7 @@ func (s *KeyService) follow(ctx context.Context) {
 		case <-timer.C():
 		}
 		timer.Stop()
-		err := s.reload(ctx, s.snap.load().version)
+		err := s.reload(ctx)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			s.log.Warn("key store unreachable: watchers keep the last key set", "error", err)
@@ -67,10 +74,18 @@ func (s *KeyService) follow(ctx context.Context) {
 	}
 }
 
-// reload reads the key set when the store's version differs from have.
-func (s *KeyService) reload(ctx context.Context, have int64) error {
+// reload reads the key set when the store's version differs from the
+// snapshot's. Reloads run one at a time (the follower's and those after a
+// change made here), so a snapshot never replaces a newer one.
+func (s *KeyService) reload(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	have := int64(-1)
+	if snap := s.snap.load(); snap != nil {
+		have = snap.version
+	}
 	v, err := s.store.KeysVersion(ctx)
 	if err != nil {
 		return err

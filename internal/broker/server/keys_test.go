@@ -2,7 +2,9 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -275,3 +277,57 @@ func wantCode(t *testing.T, what string, err error, want codes.Code) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestKeysWatchSeesAnsweredChange: once CreateKey, UpdateKey or RevokeKey
+// has answered, a WatchKeys started then has the change in its first
+// message, with no poll in between (a proxy starting right after a key was
+// created checks its file keys against that first message).
+func TestKeysWatchSeesAnsweredChange(t *testing.T) {
+	e := startBroker(t, startSandbox(t, sandbox.Config{}), Config{Keys: adminKeys(t), StateDir: t.TempDir(), KeysPollInterval: time.Hour})
+	ctx := timeout(t, 30*time.Second)
+	kc := keyClient(e)
+	first := func() *brokerv1.WatchKeysResponse {
+		t.Helper()
+		wctx, cancel := context.WithCancel(withKey(ctx, testKey))
+		defer cancel()
+		w, err := kc.WatchKeys(wctx, &brokerv1.WatchKeysRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	state := func(r *brokerv1.WatchKeysResponse, name string) string {
+		for _, k := range r.GetKeys() {
+			if k.GetName() == name {
+				return k.GetState().String()
+			}
+		}
+		return "absent"
+	}
+	for i := range 10 {
+		name := fmt.Sprintf("k%d", i)
+		if _, err := kc.CreateKey(withKey(ctx, adminKey), &brokerv1.CreateKeyRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		if got := state(first(), name); got == "absent" {
+			t.Fatalf("%s: a watch started after CreateKey answered does not have it", name)
+		}
+		disabled, yes := brokerv1.KeyState_KEY_STATE_DISABLED, true
+		if _, err := kc.UpdateKey(withKey(ctx, adminKey), &brokerv1.UpdateKeyRequest{Name: name, Disabled: &yes}); err != nil {
+			t.Fatal(err)
+		}
+		if got := state(first(), name); got != disabled.String() {
+			t.Fatalf("%s: a watch started after UpdateKey answered has it %s; want %s", name, got, disabled)
+		}
+		if _, err := kc.RevokeKey(withKey(ctx, adminKey), &brokerv1.RevokeKeyRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		if got := state(first(), name); got != "absent" {
+			t.Fatalf("%s: a watch started after RevokeKey answered has it %s; want it gone", name, got)
+		}
+	}
+}
