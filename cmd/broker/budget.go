@@ -11,7 +11,6 @@ import (
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
-	"google.golang.org/grpc/status"
 )
 
 // budgetFlags are the budget flags of `broker keys create|update`.
@@ -57,23 +56,18 @@ func (b *budgetFlags) onlyBudget(set map[string]bool) bool {
 
 // apply sets the key's budget: the flags given, the others as they are.
 func (b *budgetFlags) apply(ctx context.Context, conn *keysConn, getenv func(string) string, name string, set map[string]bool, out io.Writer) error {
-	cc, err := conn.dial(getenv)
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	c := brokerv1.NewUsageServiceClient(cc)
 	req := &brokerv1.SetBudgetRequest{Key: name, MonthlyPremium: b.premium, MonthlyTokens: b.tokens, Rpm: b.rpm}
 	for _, f := range budgetFlagNames {
 		if set[f] { // the others keep their value
 			req.Fields = append(req.Fields, strings.ReplaceAll(f, "-", "_"))
 		}
 	}
-	resp, err := c.SetBudget(ctx, req)
+	var resp *brokerv1.SetBudgetResponse
+	err := conn.callUsage(ctx, getenv, "", func(ctx context.Context, c brokerv1.UsageServiceClient) (err error) {
+		resp, err = c.SetBudget(ctx, req)
+		return err
+	})
 	if err != nil {
-		if st, ok := status.FromError(err); ok {
-			return errors.New(st.Message())
-		}
 		return err
 	}
 	fmt.Fprintf(out, "budget of key %q: %s\n", name, describeBudget(resp.GetBudget()))
@@ -126,18 +120,12 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil || units < 0 {
 		return fmt.Errorf("accounts set-budget: %q is not a number of premium units (0 or more)", pos[1])
 	}
-	cc, err := conn.dial(getenv)
-	if err != nil {
+	var resp *brokerv1.SetBudgetResponse
+	err = conn.callUsage(ctx, getenv, "accounts set-budget: ", func(ctx context.Context, c brokerv1.UsageServiceClient) (err error) {
+		resp, err = c.SetBudget(ctx, &brokerv1.SetBudgetRequest{Account: pos[0], MonthlyPremium: units})
 		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
-	defer cancel()
-	resp, err := brokerv1.NewUsageServiceClient(cc).SetBudget(ctx, &brokerv1.SetBudgetRequest{Account: pos[0], MonthlyPremium: units})
+	})
 	if err != nil {
-		if st, ok := status.FromError(err); ok {
-			return errors.New("accounts set-budget: " + st.Message())
-		}
 		return err
 	}
 	fmt.Fprintf(stdout, "budget of account %q: %s\n", pos[0], describeBudget(resp.GetBudget()))

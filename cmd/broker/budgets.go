@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
-	"google.golang.org/grpc/status"
 )
 
 const budgetsUsage = `Usage: broker budgets [--key K] [--account A]
@@ -43,19 +41,13 @@ func budgetsCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("budgets: unexpected arguments %q", fs.Args())
 	}
-	cc, err := conn.dial(getenv)
+	var resp *brokerv1.ListBudgetsResponse
+	err := conn.callUsage(ctx, getenv, "budgets: ", func(ctx context.Context, c brokerv1.UsageServiceClient) (err error) {
+		resp, err = c.ListBudgets(ctx, &req)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
-	defer cancel()
-	resp, err := brokerv1.NewUsageServiceClient(cc).ListBudgets(ctx, &req)
-	if err != nil {
-		if st, ok := status.FromError(err); ok {
-			return errors.New("budgets: " + st.Message())
-		}
-		return fmt.Errorf("budgets: %w", err)
 	}
 	return printBudgets(stdout, resp)
 }

@@ -87,6 +87,25 @@ func (c *keysConn) dial(getenv func(string) string) (*grpc.ClientConn, error) {
 	return brokerclient.Dial(c.addr, key, tlsCfg)
 }
 
+// callUsage runs call against the broker's UsageService within --timeout;
+// a gRPC error becomes its message, after prefix.
+func (c *keysConn) callUsage(ctx context.Context, getenv func(string) string, prefix string, call func(context.Context, brokerv1.UsageServiceClient) error) error {
+	cc, err := c.dial(getenv)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := call(ctx, brokerv1.NewUsageServiceClient(cc)); err != nil {
+		if st, ok := status.FromError(err); ok {
+			return errors.New(prefix + st.Message())
+		}
+		return fmt.Errorf("%s%w", prefix, err)
+	}
+	return nil
+}
+
 // keyFlags are the policy flags of create and update.
 type keyFlags struct {
 	accounts, models, expires string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
 	"github.com/copilot-broker/copilot-broker/internal/broker"
-	"google.golang.org/grpc/status"
 )
 
 const usageUsage = `Usage: broker usage [--group-by key,model] [--from 2026-12-01] [--to 2026-12-31] [--key K] [--account A] [--model M] [--csv]
@@ -53,19 +51,13 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if groupBy != "" {
 		req.GroupBy = []string{groupBy}
 	}
-	cc, err := conn.dial(getenv)
+	var resp *brokerv1.QueryUsageResponse
+	err := conn.callUsage(ctx, getenv, "usage: ", func(ctx context.Context, c brokerv1.UsageServiceClient) (err error) {
+		resp, err = c.QueryUsage(ctx, &req)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(ctx, conn.timeout)
-	defer cancel()
-	resp, err := brokerv1.NewUsageServiceClient(cc).QueryUsage(ctx, &req)
-	if err != nil {
-		if st, ok := status.FromError(err); ok {
-			return errors.New("usage: " + st.Message())
-		}
-		return fmt.Errorf("usage: %w", err)
 	}
 	q, _ := broker.ParseUsageQuery(&req, time.Now())
 	groups := broker.UsageGroups(q.GroupBy)

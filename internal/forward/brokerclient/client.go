@@ -16,6 +16,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/backoff"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward"
 	"github.com/copilot-broker/copilot-broker/internal/identity"
@@ -399,14 +400,7 @@ func (c *Client) fallback(ctx context.Context) {
 // backoff is min(MaxBackoff, MinBackoff·2^attempt), jittered to between half
 // and all of it.
 func (c *Client) backoff(attempt int) time.Duration {
-	// Doubling stops at the cap, so no shift can overflow into a negative
-	// (immediate) delay, whatever MinBackoff is.
-	d := c.minBack
-	for i := 0; i < attempt && d < c.maxBack; i++ {
-		d *= 2
-	}
-	d = min(d, c.maxBack)
-	return d/2 + jitter(d/2)
+	return backoff.Delay(c.minBack, c.maxBack, attempt)
 }
 
 func jitter(d time.Duration) time.Duration {

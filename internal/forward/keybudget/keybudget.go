@@ -13,11 +13,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/backoff"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -110,17 +110,13 @@ func (g *Gate) Run(ctx context.Context) {
 		if got {
 			failures = 0
 		}
-		d := time.Minute
+		d := backoff.Delay(time.Minute, time.Minute, 0) // a broker without budgets: ask again now and then
 		if status.Code(err) != codes.Unimplemented {
-			d = min(5*time.Second, 100*time.Millisecond<<min(failures, 6))
+			d = backoff.Delay(100*time.Millisecond, 5*time.Second, failures)
 			failures++
 		}
-		t := time.NewTimer(d/2 + rand.N(d/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, clock.Real{}, d) {
 			return
-		case <-t.C:
 		}
 	}
 }

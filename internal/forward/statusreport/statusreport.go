@@ -16,13 +16,13 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"math/rand/v2"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/backoff"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/copilot-broker/copilot-broker/internal/forward/pool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +155,7 @@ func (r *Reporter) Run(ctx context.Context) {
 				r.log.Info("the broker takes no status reports (an older version); the proxy is not listed there")
 			}
 			failures++
-			if !r.sleep(ctx, 5*time.Minute) {
+			if !backoff.Sleep(ctx, r.clock, 5*time.Minute) {
 				return
 			}
 			continue
@@ -167,22 +167,11 @@ func (r *Reporter) Run(ctx context.Context) {
 		if failures == 0 {
 			r.log.Warn("status report stream to the broker failed; reporting again", "error", err)
 		}
-		d := min(r.cfg.MaxBackoff, r.cfg.MinBackoff<<min(failures, 16))
+		d := backoff.Delay(r.cfg.MinBackoff, r.cfg.MaxBackoff, failures)
 		failures++
-		if !r.sleep(ctx, d/2+rand.N(d/2+1)) {
+		if !backoff.Sleep(ctx, r.clock, d) {
 			return
 		}
-	}
-}
-
-func (r *Reporter) sleep(ctx context.Context, d time.Duration) bool {
-	t := r.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
 	}
 }
 

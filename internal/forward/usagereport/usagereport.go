@@ -21,11 +21,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	brokerv1 "github.com/copilot-broker/copilot-broker/gen/go/copilot/broker/v1"
+	"github.com/copilot-broker/copilot-broker/internal/backoff"
 	"github.com/copilot-broker/copilot-broker/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -277,7 +277,7 @@ func (r *Reporter) Run(ctx context.Context) {
 		if status.Code(err) == codes.Unimplemented {
 			r.setOff(true)
 			r.log.Warn("the broker keeps no usage ledger (no state store); usage reporting is off until it does", "retry", offRetry)
-			if !sleep(ctx, offRetry) {
+			if !backoff.Sleep(ctx, clock.Real{}, offRetry) {
 				return
 			}
 			continue
@@ -290,26 +290,15 @@ func (r *Reporter) Run(ctx context.Context) {
 			r.log.Warn("usage report stream to the broker failed; unacknowledged events stay buffered and are sent again",
 				"error", err, "buffered", r.Buffered())
 		}
-		d := min(r.maxBack, r.minBack<<min(failures, 16))
+		d := backoff.Delay(r.minBack, r.maxBack, failures)
 		failures++
-		if !sleep(ctx, d/2+rand.N(d/2+1)) {
+		if !backoff.Sleep(ctx, clock.Real{}, d) {
 			return
 		}
 	}
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // setOff turns keeping events off (dropping those held) or on again.
 func (r *Reporter) setOff(off bool) {
 	r.mu.Lock()
