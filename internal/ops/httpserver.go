@@ -95,13 +95,13 @@ func GuardBody(next http.Handler, timeout time.Duration) http.Handler {
 		r.Body = b
 		gw := &guardedWriter{ResponseWriter: w, body: b, h1: r.ProtoMajor == 1}
 		next.ServeHTTP(gw, r)
+		if gw.early && !gw.passed {
+			_ = gw.pass(true) // whatever the body's fate, the answer goes
+		}
 		if b.eof.Load() || !deadlines {
 			return
 		}
 		if gw.early {
-			if !gw.passed {
-				_ = gw.pass(true)
-			}
 			lingerAfterEarlyAnswer(rc, b.ReadCloser)
 		}
 		_ = rc.SetReadDeadline(time.Now())

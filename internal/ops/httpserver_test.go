@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"strings"
 	"testing"
@@ -30,6 +31,10 @@ func guardHandler(stream time.Duration) http.Handler {
 			return
 		}
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	mux.HandleFunc("/answer-then-read", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "refused", http.StatusForbidden)
+		_, _ = io.Copy(io.Discard, r.Body) // the body's end comes after the answer began
 	})
 	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
@@ -188,6 +193,28 @@ func describe(resp *http.Response, err error) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("%d, close %v", resp.StatusCode, resp.Close)
+}
+
+// TestGuardBodyEarlyAnswerWhole: an early answer held by the guard reaches
+// the client whole when the handler then reads the body to its end, and
+// when the writer has no deadlines (a recorder).
+func TestGuardBodyEarlyAnswerWhole(t *testing.T) {
+	addr := startGuarded(t, HTTPServerConfig{Handler: guardHandler(0), BodyReadTimeout: time.Hour, IdleTimeout: time.Hour})
+	resp, err := http.Post("http://"+addr+"/answer-then-read", "text/plain", strings.NewReader(strings.Repeat("x", 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusForbidden || string(b) != "refused\n" {
+		t.Errorf("answer then read = %d %q (%v); want 403 \"refused\"", resp.StatusCode, b, err)
+	}
+
+	rec := httptest.NewRecorder()
+	GuardBody(guardHandler(0), time.Hour).ServeHTTP(rec, httptest.NewRequest("POST", "/reject", strings.NewReader("{}")))
+	if rec.Code != http.StatusUnauthorized || rec.Body.String() != "no key\n" || rec.Header().Get("Connection") != "close" {
+		t.Errorf("early answer to a recorder = %d %q, Connection %q; want 401 \"no key\", close", rec.Code, rec.Body.String(), rec.Header().Get("Connection"))
+	}
 }
 
 func TestGuardBodyThousandSockets(t *testing.T) {
